@@ -1,0 +1,47 @@
+"""Where an adapter hands verified messages: the agency's own case system.
+
+Agency IT implements :class:`CaseSystem` against their case-management system.
+Two implementations ship: :class:`MemoryCaseSystem` (the demo, tests) and
+:class:`JsonlCaseSystem`, a local file, mode 0600, inside the agency's own
+environment — the only place outside ciphertext where a body may live.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from agents.runtime import Delivered
+
+
+class CaseSystem(Protocol):
+    async def deliver(self, delivered: Delivered) -> None: ...
+
+
+@dataclass
+class MemoryCaseSystem:
+    received: list[Delivered] = field(default_factory=list)
+
+    async def deliver(self, delivered: Delivered) -> None:
+        self.received.append(delivered)
+
+
+@dataclass
+class JsonlCaseSystem:
+    path: Path
+
+    async def deliver(self, delivered: Delivered) -> None:
+        line = json.dumps({
+            "header": delivered.header.model_dump(mode="json"),
+            "release": delivered.record.model_dump(mode="json"),
+            "body": delivered.body.model_dump(mode="json"),
+        }, sort_keys=True) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)  # the adapter acks only after this returns
+        finally:
+            os.close(fd)

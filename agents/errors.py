@@ -1,0 +1,15 @@
+"""The adapters' error hierarchy."""
+
+from __future__ import annotations
+
+
+class AdapterError(Exception):
+    """Root of adapter errors."""
+
+
+class PublishFailed(AdapterError):
+    """The hub's stream did not acknowledge a message after every retry."""
+
+
+class ReleaseRejected(AdapterError):
+    """A release failed verification: it is a security event, never handed on."""

@@ -1,0 +1,40 @@
+"""`sigbus school …`"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+import typer
+
+from agents.cli_common import (
+    KeysOpt,
+    NatsOpt,
+    PnrOpt,
+    add_common_commands,
+    add_plan_commands,
+    send,
+)
+from agents.school import AGENCY
+from protocol.codes import ContactFunction, ReferralKind, ReferralReason
+from protocol.ids import AgencyId, MessageType
+from protocol.messages import Referral
+
+app = typer.Typer(help="Skolan: reports of concern, plan commitments, status, inbox.",
+                  no_args_is_help=True)
+add_common_commands(app, AGENCY)
+add_plan_commands(app, AGENCY)
+
+
+@app.command()
+def refer(reason: Annotated[list[ReferralReason], typer.Option(help="repeatable")],
+          personnummer: PnrOpt,
+          observed: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default today)")] = None,
+          contact: ContactFunction = ContactFunction.SCHOOL_COUNSELLOR,
+          nats: NatsOpt = None, keys: KeysOpt = None) -> None:
+    """Report concern to social services (SoL 14 kap. 1 §)."""
+    body = Referral(kind=ReferralKind.REPORT_OF_CONCERN, personnummer=personnummer,
+                    reasons=tuple(reason),
+                    observed_on=date.fromisoformat(observed) if observed else date.today(),
+                    contact_function=contact)
+    send(AGENCY, nats, keys, MessageType.REFERRAL, body, case_ref=None, to=[AgencyId.SOCIAL])

@@ -1,0 +1,1 @@
+"""Tamper-evident disclosure log: RFC 9162 Merkle tree, C2SP checkpoints, offline verification."""

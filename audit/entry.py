@@ -1,0 +1,71 @@
+"""One disclosure-log entry per decision: ids and codes, never content.
+
+The leaf of the Merkle tree is the RFC 8785 canonical JSON encoding of an
+entry, so anyone holding an export can recompute every leaf hash. Entries also
+chain: ``prev_leaf_hash`` is the RFC 9162 leaf hash of the entry before, which
+lets an offline verifier name the *first* altered entry instead of only
+reporting a root mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Annotated, Literal
+
+import rfc8785
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from protocol.ids import AgencyId, MessageType
+
+LOG_ENTRY_VERSION: Literal[1] = 1
+GENESIS_PREV_HASH = "0" * 64
+
+
+class Outcome(StrEnum):
+    RELEASE = "release"  # released to ``recipient``
+    DENY = "deny"  # not released; ``reasons`` say why
+    RECORDED = "recorded"  # hub record (case opened, consent event) accepted
+    RETRACTION = "retraction"
+
+
+class ConsentRefEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    consent_id: str
+    revision: Annotated[int, Field(ge=1)]
+
+
+class LogEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    version: Literal[1] = LOG_ENTRY_VERSION
+    index: Annotated[int, Field(ge=0)]
+    prev_leaf_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    decision_id: str
+    decided_at: AwareDatetime
+    ingress_seq: Annotated[int, Field(ge=0)]
+    message_id: str
+    message_type: MessageType | None
+    sender: AgencyId | None
+    recipient: AgencyId | None
+    subject_id: str | None
+    case_ref: str | None
+    legal_basis: str | None
+    statutory: bool = False
+    consent_refs: tuple[ConsentRefEntry, ...] = ()
+    rule_ids: tuple[str, ...] = ()
+    rules_hash: str | None
+    ciphertext_sha256: str | None
+    outcome: Outcome
+    reasons: tuple[str, ...] = ()
+    release_id: str | None = None
+
+    def canonical_bytes(self) -> bytes:
+        """RFC 8785 encoding: the exact bytes that are the Merkle leaf."""
+        encoded: bytes = rfc8785.dumps(self.model_dump(mode="json"))
+        return encoded
+
+
+def leaf_hash(leaf: bytes) -> bytes:
+    """RFC 9162 §2.1.1: MTH({d0}) = SHA-256(0x00 || d0)."""
+    return hashlib.sha256(b"\x00" + leaf).digest()

@@ -1,0 +1,29 @@
+"""The broker's error hierarchy."""
+
+from __future__ import annotations
+
+from protocol.reasons import ReasonCode
+
+
+class BrokerError(Exception):
+    """Root of broker errors."""
+
+
+class LogFencedError(BrokerError):
+    """Another writer appended to the disclosure log: this broker must stop."""
+
+
+class LogCorruptError(BrokerError):
+    """The stored log does not chain: refuse to append on top of it."""
+
+
+class StateCorruptError(BrokerError):
+    """A hub state record could not be decrypted or parsed."""
+
+
+class Rejection(BrokerError):
+    """A message is refused; ``reason`` goes into the disclosure log."""
+
+    def __init__(self, reason: ReasonCode, detail: str = "") -> None:
+        super().__init__(f"{reason.value}{': ' + detail if detail else ''}")
+        self.reason = reason

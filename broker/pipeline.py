@@ -1,0 +1,439 @@
+"""The release pipeline for one ingress message. Pure: no I/O, ``now`` is an argument.
+
+Steps (design brief, "Broker"): verify the sender's signature against the
+directory before decrypting anything -> open -> validate the body -> ask the
+policy -> plan one log entry per decision -> plan the releases (data key
+re-sealed to each permitted recipient). The I/O edge (:mod:`broker.service`)
+writes the entries durably *before* it publishes any release.
+
+Every failure becomes a deny with a reason code; an unexpected exception
+becomes ``internal_error``. Nothing here raises to the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from audit.entry import ConsentRefEntry, Outcome
+from broker.errors import Rejection
+from broker.pseudonym import subject_id_for
+from broker.state import CaseOpenedChange, ConsentRecordedChange, HubState
+from policy import (
+    Decision,
+    DecisionRequest,
+    RecipientDecision,
+    Rules,
+    StatutoryAssertion,
+    SubjectFacts,
+    decide,
+)
+from policy import (
+    Outcome as PolicyOutcome,
+)
+from protocol.codes import ReferralKind
+from protocol.directory import Directory
+from protocol.envelope import Envelope, open_body, parse_body, parse_envelope, verify_sender
+from protocol.errors import ProtocolError
+from protocol.identity import AgencyIdentity
+from protocol.ids import HUB_RECORD_TYPES, AgencyId, MessageType
+from protocol.messages import (
+    Body,
+    CaseInvitation,
+    CaseOpened,
+    ConsentEvent,
+    Referral,
+)
+from protocol.personnummer import birth_date
+from protocol.reasons import ReasonCode
+from protocol.release import release_id_for
+from protocol.sealing import data_key_info, open_data_key, seal_data_key
+
+#: Which agency may send which type. Referrals reach social services under the
+#: reporting duty (SoL 14 kap. 1 §) or LUL 6 §; hub records and the social
+#: services' own coordination messages come from social services only.
+ALLOWED_SENDERS: dict[MessageType, frozenset[AgencyId]] = {
+    MessageType.REFERRAL: frozenset({AgencyId.POLICE, AgencyId.SCHOOL}),
+    MessageType.CASE_OPENED: frozenset({AgencyId.SOCIAL}),
+    MessageType.CONSENT_EVENT: frozenset({AgencyId.SOCIAL}),
+    MessageType.CASE_INVITATION: frozenset({AgencyId.SOCIAL}),
+    MessageType.MEETING_NOTICE: frozenset({AgencyId.SOCIAL}),
+    MessageType.PLAN_COMMITMENT: frozenset({AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL}),
+    MessageType.COMMITMENT_STATUS: frozenset({AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL}),
+}
+
+#: The statutory basis a referral's kind asserts (rule ids in policy/rules.toml).
+REFERRAL_ASSERTION: dict[ReferralKind, str] = {
+    ReferralKind.REPORT_OF_CONCERN: "reporting_duty",
+    ReferralKind.LUL_6_NOTIFICATION: "lul_6",
+}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    max_future_skew: timedelta = timedelta(minutes=5)
+    max_age: timedelta = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class HubContext:
+    """What the hub knows and holds, passed in so the pipeline stays pure."""
+
+    identity: AgencyIdentity
+    pseudonym_key: bytes
+    directory: Directory
+    rules: Rules
+    config: PipelineConfig = field(default_factory=PipelineConfig)
+
+
+@dataclass(frozen=True)
+class EntryDraft:
+    """A log entry without its position (index, prev hash): the log writer adds those."""
+
+    decision_id: str
+    decided_at: datetime
+    ingress_seq: int
+    message_id: str
+    message_type: MessageType | None
+    sender: AgencyId | None
+    recipient: AgencyId | None
+    subject_id: str | None
+    case_ref: str | None
+    legal_basis: str | None
+    statutory: bool
+    consent_refs: tuple[ConsentRefEntry, ...]
+    rule_ids: tuple[str, ...]
+    rules_hash: str
+    ciphertext_sha256: str | None
+    outcome: Outcome
+    reasons: tuple[str, ...]
+    release_id: str | None
+
+
+@dataclass(frozen=True)
+class ReleaseDraft:
+    """A release waiting for its log index: the envelope with the re-sealed key."""
+
+    recipient: AgencyId
+    recipient_key_id: str
+    envelope: Envelope
+    entry: EntryDraft
+
+
+@dataclass(frozen=True)
+class Plan:
+    message_id: str
+    entries: tuple[EntryDraft, ...]
+    releases: tuple[ReleaseDraft, ...] = ()
+    state_change: CaseOpenedChange | ConsentRecordedChange | None = None
+
+    @property
+    def denied(self) -> bool:
+        return all(e.outcome is Outcome.DENY for e in self.entries)
+
+
+def unparsed_message_id(ingress_seq: int) -> str:
+    """Stand-in id for a message whose header could not be read."""
+    return f"ingress-{ingress_seq}"
+
+
+def _decision_id(*parts: object) -> str:
+    digest = hashlib.sha256("\n".join(str(p) for p in parts).encode()).hexdigest()[:32]
+    return f"dec-{digest}"
+
+
+def evaluate(
+    raw: bytes,
+    *,
+    subject_agency: AgencyId | None,
+    ingress_seq: int,
+    first_seen: Callable[[str], int | None],
+    state: HubState,
+    ctx: HubContext,
+    now: datetime,
+) -> Plan:
+    """Decide what to do with one ingress message.
+
+    ``first_seen(message_id)`` is the ingress sequence at which that id was
+    first decided, if ever: a different one means a replay, also after
+    JetStream's duplicate window has passed (the hub's own record, the log).
+    """
+    envelope: Envelope | None = None
+    try:
+        envelope = parse_envelope(raw)
+        return _evaluate_envelope(
+            envelope, subject_agency, ingress_seq, first_seen, state, ctx, now
+        )
+    except (ProtocolError, Rejection) as e:
+        return _deny_plan(envelope, ingress_seq, ctx, now, e.reason.value)
+    except Exception as e:  # noqa: BLE001 - any fault must become a logged deny, not a crash
+        return _deny_plan(
+            envelope, ingress_seq, ctx, now, f"{ReasonCode.INTERNAL_ERROR.value}:{type(e).__name__}"
+        )
+
+
+def _deny_plan(
+    envelope: Envelope | None, ingress_seq: int, ctx: HubContext, now: datetime, reason: str
+) -> Plan:
+    header = envelope.header if envelope else None
+    message_id = header.message_id if header else unparsed_message_id(ingress_seq)
+    entry = EntryDraft(
+        decision_id=_decision_id(ingress_seq, message_id, reason, now.isoformat()),
+        decided_at=now,
+        ingress_seq=ingress_seq,
+        message_id=message_id,
+        message_type=header.type if header else None,
+        sender=header.sender if header else None,
+        recipient=None,
+        subject_id=None,
+        case_ref=header.case_ref if header else None,
+        legal_basis=None,
+        statutory=False,
+        consent_refs=(),
+        rule_ids=(),
+        rules_hash=ctx.rules.hash,
+        ciphertext_sha256=envelope.ciphertext_digest() if envelope else None,
+        outcome=Outcome.DENY,
+        reasons=(reason,),
+        release_id=None,
+    )
+    return Plan(message_id=message_id, entries=(entry,))
+
+
+def _evaluate_envelope(
+    envelope: Envelope,
+    subject_agency: AgencyId | None,
+    ingress_seq: int,
+    first_seen: Callable[[str], int | None],
+    state: HubState,
+    ctx: HubContext,
+    now: datetime,
+) -> Plan:
+    header = envelope.header
+    if subject_agency is not header.sender:
+        raise Rejection(ReasonCode.SENDER_MISMATCH)
+    # 1. Authenticate before decrypting anything.
+    verify_sender(envelope, ctx.directory.signing_key(header.sender, header.sender_key_id, at=now))
+    first_seq = first_seen(header.message_id)
+    if first_seq is not None and first_seq != ingress_seq:
+        raise Rejection(ReasonCode.REPLAYED_MESSAGE_ID)
+    if header.created_at > now + ctx.config.max_future_skew:
+        raise Rejection(ReasonCode.CREATED_AT_IN_FUTURE)
+    if header.created_at < now - ctx.config.max_age:
+        raise Rejection(ReasonCode.CREATED_AT_TOO_OLD)
+    if header.sender not in ALLOWED_SENDERS[header.type]:
+        raise Rejection(ReasonCode.SENDER_NOT_ALLOWED)
+    # 2. Open: the data key was sealed to the hub's current sealing key.
+    if envelope.sealed_key_id != ctx.identity.sealing_key_id:
+        raise Rejection(ReasonCode.SEAL_OPEN_FAILED, "sealed to another hub key")
+    plaintext = open_body(
+        envelope, recipient=AgencyId.HUB, suite_private=ctx.identity.sealing_private
+    )
+    # 3. Validate the body against the model the signed header names.
+    body = parse_body(header.type, plaintext)
+    personnummer = getattr(body, "personnummer", None)
+    if isinstance(personnummer, str) and birth_date(personnummer) > now.date():
+        raise Rejection(ReasonCode.PERSONNUMMER_INVALID, "birth date in the future")
+    subject_id = subject_id_for(personnummer, ctx.pseudonym_key) if personnummer else None
+
+    if header.type in HUB_RECORD_TYPES:
+        return _hub_record(envelope, body, subject_id, ingress_seq, state, ctx, now)
+    return _disclosure(envelope, body, subject_id, ingress_seq, state, ctx, now)
+
+
+def _hub_record(
+    envelope: Envelope,
+    body: Body,
+    subject_id: str | None,
+    ingress_seq: int,
+    state: HubState,
+    ctx: HubContext,
+    now: datetime,
+) -> Plan:
+    header = envelope.header
+    if header.recipients:
+        raise Rejection(ReasonCode.HUB_RECORD_HAS_RECIPIENTS)
+    if header.case_ref is None:
+        raise Rejection(ReasonCode.CASE_REF_REQUIRED)
+    change: CaseOpenedChange | ConsentRecordedChange
+    if isinstance(body, CaseOpened):
+        assert subject_id is not None
+        change = state.plan_case_opened(
+            message_id=header.message_id,
+            case_ref=header.case_ref,
+            subject_id=subject_id,
+            date_of_birth=birth_date(body.personnummer),
+            guardians=body.guardians_with_custody,
+            parties=body.parties,
+            now=now,
+        )
+    elif isinstance(body, ConsentEvent):
+        change = state.plan_consent(
+            message_id=header.message_id, case_ref=header.case_ref, body=body, now=now
+        )
+        subject_id = state.case(header.case_ref).subject_id
+    else:  # pragma: no cover - HUB_RECORD_TYPES and the models agree
+        raise Rejection(ReasonCode.UNKNOWN_TYPE)
+    entry = EntryDraft(
+        decision_id=_decision_id(ingress_seq, header.message_id, "recorded", now.isoformat()),
+        decided_at=now,
+        ingress_seq=ingress_seq,
+        message_id=header.message_id,
+        message_type=header.type,
+        sender=header.sender,
+        recipient=AgencyId.HUB,
+        subject_id=subject_id,
+        case_ref=header.case_ref,
+        legal_basis=None,
+        statutory=False,
+        consent_refs=(
+            (ConsentRefEntry(consent_id=change.event.consent_id, revision=change.event.revision),)
+            if isinstance(change, ConsentRecordedChange)
+            else ()
+        ),
+        rule_ids=(),
+        rules_hash=ctx.rules.hash,
+        ciphertext_sha256=envelope.ciphertext_digest(),
+        outcome=Outcome.RECORDED,
+        reasons=(),
+        release_id=None,
+    )
+    return Plan(message_id=header.message_id, entries=(entry,), state_change=change)
+
+
+def _disclosure(
+    envelope: Envelope,
+    body: Body,
+    subject_id: str | None,
+    ingress_seq: int,
+    state: HubState,
+    ctx: HubContext,
+    now: datetime,
+) -> Plan:
+    header = envelope.header
+    if not header.recipients:
+        raise Rejection(ReasonCode.NO_RECIPIENTS)
+    assertions: tuple[StatutoryAssertion, ...] = ()
+    facts: SubjectFacts | None = None
+    case_state = None
+    early_denies: dict[AgencyId, str] = {}
+    if isinstance(body, Referral):
+        facts = SubjectFacts(
+            date_of_birth=birth_date(body.personnummer), guardians_with_custody=frozenset()
+        )
+        assertions = (
+            StatutoryAssertion(basis=REFERRAL_ASSERTION[body.kind], evidence_id=header.message_id),
+        )
+    else:
+        case = state.case(header.case_ref)
+        if isinstance(body, CaseInvitation) and subject_id != case.subject_id:
+            raise Rejection(ReasonCode.SCHEMA_INVALID, "invitation names another subject")
+        subject_id = case.subject_id
+        if header.sender not in case.parties:
+            raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "sender is not a party")
+        case_state = case.policy_state()
+        early_denies = {
+            r: ReasonCode.RECIPIENT_NOT_PARTY.value
+            for r in header.recipients
+            if r not in case.parties
+        }
+    request = DecisionRequest(
+        message_id=header.message_id,
+        discloser=header.sender,
+        recipients=header.recipients,
+        category=header.type,
+        case=case_state,
+        subject=facts,
+        assertions=assertions,
+    )
+    decision = decide(request, ctx.rules, now=now)
+    data_key: bytes | None = None
+    entries: list[EntryDraft] = []
+    releases: list[ReleaseDraft] = []
+    for verdict in decision.per_recipient:
+        release_key = None
+        reasons = tuple(f"policy:{r.as_code()}" for r in verdict.reasons)
+        permitted = verdict.outcome is PolicyOutcome.PERMIT
+        if verdict.recipient in early_denies:
+            permitted, reasons = False, (early_denies[verdict.recipient], *reasons)
+        if permitted:
+            try:
+                release_key = ctx.directory.sealing_key(verdict.recipient, at=now)
+            except ProtocolError as e:
+                permitted, reasons = False, (e.reason.value,)
+        entry = _entry_for(
+            envelope,
+            decision,
+            verdict,
+            subject_id,
+            ingress_seq,
+            ctx,
+            permitted=permitted,
+            reasons=reasons,
+        )
+        entries.append(entry)
+        if permitted and release_key is not None:
+            if data_key is None:
+                data_key = open_data_key(
+                    header.suite,
+                    ctx.identity.sealing_private,
+                    envelope.sealed_key,
+                    data_key_info(header.message_id, AgencyId.HUB.value, envelope.sealed_key_id),
+                )
+            assert release_key.suite is not None
+            resealed = seal_data_key(
+                release_key.suite,
+                release_key.public_key,
+                data_key,
+                data_key_info(header.message_id, verdict.recipient.value, release_key.key_id),
+            )
+            releases.append(
+                ReleaseDraft(
+                    recipient=verdict.recipient,
+                    recipient_key_id=release_key.key_id,
+                    envelope=envelope.model_copy(
+                        update={"sealed_key": resealed, "sealed_key_id": release_key.key_id}
+                    ),
+                    entry=entry,
+                )
+            )
+    return Plan(message_id=header.message_id, entries=tuple(entries), releases=tuple(releases))
+
+
+def _entry_for(
+    envelope: Envelope,
+    decision: Decision,
+    verdict: RecipientDecision,
+    subject_id: str | None,
+    ingress_seq: int,
+    ctx: HubContext,
+    *,
+    permitted: bool,
+    reasons: tuple[str, ...],
+) -> EntryDraft:
+    header = envelope.header
+    return EntryDraft(
+        decision_id=decision.decision_id,
+        decided_at=decision.decided_at,
+        ingress_seq=ingress_seq,
+        message_id=header.message_id,
+        message_type=header.type,
+        sender=header.sender,
+        recipient=verdict.recipient,
+        subject_id=subject_id,
+        case_ref=header.case_ref,
+        legal_basis=verdict.legal_basis if permitted else None,
+        statutory=verdict.statutory and permitted,
+        consent_refs=tuple(
+            ConsentRefEntry(consent_id=c.consent_id, revision=c.revision)
+            for c in verdict.consent_refs
+        ),
+        rule_ids=verdict.rule_ids,
+        rules_hash=decision.rules_hash,
+        ciphertext_sha256=envelope.ciphertext_digest(),
+        outcome=Outcome.RELEASE if permitted else Outcome.DENY,
+        reasons=reasons,
+        release_id=release_id_for(header.message_id, verdict.recipient) if permitted else None,
+    )

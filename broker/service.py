@@ -1,0 +1,273 @@
+"""The hub service: consume the ingress stream in order, decide, log, then release.
+
+For each message, strictly in this order (log before release):
+1. evaluate it (:func:`broker.pipeline.evaluate`, pure);
+2. append every decision to the disclosure log and wait for the acks (durable);
+3. persist and apply any hub-state change;
+4. publish each release to its recipient's inbox (``Nats-Msg-Id`` = the
+   deterministic release id);
+5. ack the ingress message.
+
+A crash anywhere before 5 redelivers the message. The log then already holds
+its decisions, so the broker re-derives the same plan (same ``now``, same
+state) and completes exactly the missing steps; a release published twice is
+dropped by the inbox stream's de-duplication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from audit.entry import LogEntry, Outcome
+from broker.errors import LogFencedError
+from broker.log_writer import LogWriter
+from broker.pipeline import HubContext, Plan, ReleaseDraft, evaluate
+from broker.state import HubState
+from broker.state_store import StateStore
+from protocol.ids import AgencyId
+from protocol.release import ConsentRefWire, Release, ReleaseRecord, sign_record
+from protocol.subjects import INBOX_STREAM, INGRESS_ALL, INGRESS_STREAM, inbox_subject
+from sigbus.bus import connect, ensure_streams
+
+log = structlog.get_logger("sigbus.broker")
+
+HUB_CONSUMER = "hub"
+#: Test hook for the crash-between-log-and-release proof (tests/integration).
+CRASH_AFTER_LOG_ENV = "SIGBUS_FAULT_CRASH_AFTER_LOG"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class BrokerStats:
+    processed: int = 0
+    released: int = 0
+    denied: int = 0
+    recorded: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Broker:
+    def __init__(
+        self,
+        url: str,
+        ctx: HubContext,
+        state_key: bytes,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        ack_wait: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self.url = url
+        self.ctx = ctx
+        self._state_key = state_key
+        self._clock = clock
+        self._ack_wait = ack_wait
+        self.stats = BrokerStats()
+        self.state = HubState()
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._writer: LogWriter | None = None
+        self._store: StateStore | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def writer(self) -> LogWriter:
+        assert self._writer is not None, "broker not started"
+        return self._writer
+
+    @property
+    def js(self) -> JetStreamContext:
+        assert self._js is not None, "broker not started"
+        return self._js
+
+    async def start(self) -> None:
+        self._nc = await connect(self.url, name="hub")
+        self._js = self._nc.jetstream()
+        await ensure_streams(self._js)
+        self._writer = LogWriter(self._js)
+        await self._writer.recover()
+        self._store = StateStore(self._js, self._state_key)
+        self.state = await self._store.load()
+        # One in flight at a time: a withdrawal always takes effect before every
+        # later message, and a message that failed is retried before the next.
+        self._sub = await self._js.pull_subscribe(
+            INGRESS_ALL,
+            durable=HUB_CONSUMER,
+            stream=INGRESS_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                max_ack_pending=1,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=self._ack_wait.total_seconds(),
+            ),
+        )
+        log.info("broker_started", log_size=self._writer.size, cases=len(self.state.cases))
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._nc is not None and not self._nc.is_closed:
+            with contextlib.suppress(NatsError):
+                await self._nc.drain()
+        log.info("broker_stopped", processed=self.stats.processed)
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`."""
+        while not self._stopping.is_set():
+            await self.process_batch(timeout=1.0)
+
+    async def process_batch(self, *, timeout: float) -> int:
+        """Fetch and process what is waiting (one at a time); returns how many."""
+        assert self._sub is not None
+        try:
+            msgs = await self._sub.fetch(1, timeout=timeout)
+        except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
+            return 0
+        for msg in msgs:
+            await self._process(msg)
+        return len(msgs)
+
+    async def drain_ingress(self, *, idle_timeout: float = 0.5) -> int:
+        """Process until nothing arrives for ``idle_timeout`` seconds (demo, tests)."""
+        total = 0
+        while (n := await self.process_batch(timeout=idle_timeout)) > 0:
+            total += n
+        return total
+
+    async def _process(self, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        try:
+            await self._handle(msg, seq)
+        except LogFencedError:
+            log.critical("log_fenced", ingress_seq=seq)
+            raise
+        except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
+            # Transport trouble: do not ack; resync the log view and let JetStream redeliver.
+            log.error("ingress_processing_retry", ingress_seq=seq, error=type(e).__name__)
+            with contextlib.suppress(NatsError):
+                await msg.nak(delay=1.0)
+            await self.writer.recover()
+
+    async def _handle(self, msg: Msg, seq: int) -> None:
+        existing = tuple(self.writer.entries_for_ingress(seq))
+        if existing and existing[0].message_id in self.state.applied:
+            await msg.ack_sync()  # finished before a crash; only the ack was lost
+            return
+        # Resuming after a crash: decide again with the logged time. The state is
+        # the one the first attempt saw (nothing later was processed: one in flight).
+        now = existing[0].decided_at if existing else self._clock()
+        plan = evaluate(
+            msg.data,
+            subject_agency=_agency_of(msg.subject),
+            ingress_seq=seq,
+            first_seen=self.writer.first_seen_seq,
+            state=self.state,
+            ctx=self.ctx,
+            now=now,
+        )
+        logged = await self._log_plan(plan, existing)
+        if os.environ.get(CRASH_AFTER_LOG_ENV) == "1" and not existing:
+            log.critical("fault_injected_crash_after_log", ingress_seq=seq)
+            os._exit(70)
+        if plan.state_change is not None:
+            assert self._store is not None
+            await self._store.persist(plan.state_change)
+            self.state.apply(plan.state_change)
+        for draft in plan.releases:
+            await self._release(draft, logged)
+        await msg.ack_sync()
+        self._count(plan, resumed=bool(existing))
+
+    async def _log_plan(
+        self, plan: Plan, existing: Sequence[LogEntry]
+    ) -> dict[tuple[str, AgencyId | None], LogEntry]:
+        """Append the plan's entries that are not in the log yet; all entries by key."""
+        logged = {(e.decision_id, e.recipient): e for e in existing}
+        for draft in plan.entries:
+            key = (draft.decision_id, draft.recipient)
+            if key not in logged:
+                logged[key] = await self.writer.append(draft)
+        return logged
+
+    async def _release(
+        self, draft: ReleaseDraft, logged: dict[tuple[str, AgencyId | None], LogEntry]
+    ) -> None:
+        entry = logged[(draft.entry.decision_id, draft.recipient)]
+        assert entry.release_id is not None
+        assert entry.legal_basis is not None
+        record = ReleaseRecord(
+            release_id=entry.release_id,
+            decision_id=entry.decision_id,
+            message_id=entry.message_id,
+            recipient=draft.recipient,
+            recipient_key_id=draft.recipient_key_id,
+            legal_basis=entry.legal_basis,
+            statutory=entry.statutory,
+            consent_refs=tuple(
+                ConsentRefWire(consent_id=c.consent_id, revision=c.revision)
+                for c in entry.consent_refs
+            ),
+            rules_hash=entry.rules_hash or "",
+            log_index=entry.index,
+            ciphertext_sha256=entry.ciphertext_sha256 or "",
+            released_at=entry.decided_at,
+            hub_key_id=self.ctx.identity.signing_key_id,
+        )
+        release = Release(
+            envelope=draft.envelope,
+            record=record,
+            record_signature=sign_record(record, self.ctx.identity.signing_key),
+        )
+        await self.js.publish(
+            inbox_subject(draft.recipient),
+            release.to_wire(),
+            stream=INBOX_STREAM,
+            headers={"Nats-Msg-Id": record.release_id},
+        )
+
+    def _count(self, plan: Plan, *, resumed: bool) -> None:
+        self.stats.processed += 1
+        for e in plan.entries:
+            if e.outcome is Outcome.RELEASE:
+                self.stats.released += 1
+            elif e.outcome is Outcome.RECORDED:
+                self.stats.recorded += 1
+            else:
+                self.stats.denied += 1
+                for r in e.reasons:
+                    self.stats.by_reason[r] = self.stats.by_reason.get(r, 0) + 1
+            log.info(
+                "decision",
+                ingress_seq=e.ingress_seq,
+                message_id=e.message_id,
+                type=e.message_type,
+                sender=e.sender,
+                recipient=e.recipient,
+                outcome=e.outcome.value,
+                reasons=",".join(e.reasons),
+                resumed=resumed,
+            )
+
+
+def _agency_of(subject: str) -> AgencyId | None:
+    parts = subject.split(".")
+    if len(parts) != 4:
+        return None
+    try:
+        return AgencyId(parts[2])
+    except ValueError:
+        return None

@@ -1,0 +1,157 @@
+"""The hub's private state: cases and consent records. Pure, replayable.
+
+Every change is a :class:`StateChange` with the id of the message that caused
+it; :meth:`HubState.apply` is idempotent per message id, so replaying the
+state stream after a crash, or re-applying a change, leaves the same state.
+Consent records are append-only (ISO/IEC TS 27560: a record's history is
+kept); each event gets the next revision number of its record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field
+
+from broker.errors import Rejection
+from policy import CaseState, ConsentRecordEvent, SubjectFacts
+from protocol.codes import ConsentAction, ConsenterRole
+from protocol.ids import AgencyId
+from protocol.messages import ConsentEvent, StrictModel
+from protocol.reasons import ReasonCode
+
+
+class CaseOpenedChange(StrictModel):
+    kind: Literal["case_opened"] = "case_opened"
+    message_id: str
+    case_ref: str
+    subject_id: str
+    date_of_birth: date
+    guardians_with_custody: tuple[str, ...]
+    parties: tuple[AgencyId, ...]
+    opened_at: AwareDatetime
+
+
+class ConsentRecordedChange(StrictModel):
+    kind: Literal["consent_recorded"] = "consent_recorded"
+    message_id: str
+    case_ref: str
+    event: ConsentRecordEvent
+
+
+StateChange = Annotated[CaseOpenedChange | ConsentRecordedChange, Field(discriminator="kind")]
+
+
+class StateRecord(StrictModel):
+    change: StateChange
+
+
+@dataclass
+class CaseRecord:
+    case_ref: str
+    subject_id: str
+    facts: SubjectFacts
+    parties: frozenset[AgencyId]
+    events: list[ConsentRecordEvent] = field(default_factory=list)
+
+    def policy_state(self) -> CaseState:
+        return CaseState(
+            case_ref=self.case_ref,
+            subject=self.facts,
+            parties=self.parties,
+            consent_events=tuple(self.events),
+        )
+
+
+@dataclass
+class HubState:
+    cases: dict[str, CaseRecord] = field(default_factory=dict)
+    applied: set[str] = field(default_factory=set)
+
+    def case(self, case_ref: str | None) -> CaseRecord:
+        if case_ref is None:
+            raise Rejection(ReasonCode.CASE_REF_REQUIRED)
+        record = self.cases.get(case_ref)
+        if record is None:
+            raise Rejection(ReasonCode.UNKNOWN_CASE)
+        return record
+
+    # -- planning (raises Rejection; changes nothing) ----------------------
+
+    def plan_case_opened(
+        self,
+        *,
+        message_id: str,
+        case_ref: str,
+        subject_id: str,
+        date_of_birth: date,
+        guardians: tuple[str, ...],
+        parties: tuple[AgencyId, ...],
+        now: datetime,
+    ) -> CaseOpenedChange:
+        if case_ref in self.cases:
+            raise Rejection(ReasonCode.CASE_EXISTS)
+        return CaseOpenedChange(
+            message_id=message_id,
+            case_ref=case_ref,
+            subject_id=subject_id,
+            date_of_birth=date_of_birth,
+            guardians_with_custody=guardians,
+            parties=parties,
+            opened_at=now,
+        )
+
+    def plan_consent(
+        self, *, message_id: str, case_ref: str, body: ConsentEvent, now: datetime
+    ) -> ConsentRecordedChange:
+        case = self.case(case_ref)
+        history = [e for e in case.events if e.consent_id == body.consent_id]
+        if body.action is ConsentAction.GIVEN and history:
+            raise Rejection(ReasonCode.CONSENT_CONFLICT, "consent id already given")
+        if body.action is not ConsentAction.GIVEN and not history:
+            raise Rejection(ReasonCode.CONSENT_CONFLICT, "no such consent record")
+        if history and (history[0].consenter_role, history[0].guardian_ref) != (
+            body.consenter_role,
+            body.guardian_ref,
+        ):
+            raise Rejection(ReasonCode.CONSENT_CONFLICT, "consenter differs from the record")
+        if (
+            body.consenter_role is ConsenterRole.GUARDIAN
+            and body.guardian_ref not in case.facts.guardians_with_custody
+        ):
+            raise Rejection(ReasonCode.CONSENT_CONFLICT, "guardian has no custody in this case")
+        event = ConsentRecordEvent(
+            consent_id=body.consent_id,
+            revision=len(history) + 1,
+            action=body.action,
+            consenter_role=body.consenter_role,
+            guardian_ref=body.guardian_ref,
+            scope=body.scope,
+            acted_at=body.acted_at,
+            recorded_at=now,
+            recorded_by=body.recorded_by.value,
+            evidence_sha256=body.evidence_sha256,
+            source_message_id=message_id,
+        )
+        return ConsentRecordedChange(message_id=message_id, case_ref=case_ref, event=event)
+
+    # -- applying (idempotent per message id) ------------------------------
+
+    def apply(self, change: CaseOpenedChange | ConsentRecordedChange) -> None:
+        if change.message_id in self.applied:
+            return
+        if isinstance(change, CaseOpenedChange):
+            self.cases[change.case_ref] = CaseRecord(
+                case_ref=change.case_ref,
+                subject_id=change.subject_id,
+                facts=SubjectFacts(
+                    date_of_birth=change.date_of_birth,
+                    guardians_with_custody=frozenset(change.guardians_with_custody),
+                ),
+                parties=frozenset(change.parties),
+            )
+        else:
+            self.cases[change.case_ref].events.append(change.event)
+        self.applied.add(change.message_id)

@@ -1,0 +1,250 @@
+"""The policy engine's input and output models.
+
+Shapes follow ISO/IEC TS 27560:2023 (consent record information structure) and
+HL7 FHIR R5 ``Consent`` where they fit a SIG (social insatsgrupp):
+
+* a consent record is append-only: one :class:`ConsentRecordEvent` per change,
+  with a per-record ``revision`` (TS 27560 "record version"; FHIR ``Consent.meta.versionId``);
+* who consents is the young person or a named guardian with custody, in that
+  capacity (TS 27560 "PII principal" / "entity on behalf of"; FHIR ``Consent.grantor``);
+* the scope names disclosers and recipients (FHIR ``provision.actor``), message
+  categories (``provision.documentType``), purpose (``provision.purpose``) and a
+  validity period with a mandatory end (``provision.period``);
+* evidence is the SHA-256 of the signed written form (FHIR ``Consent.sourceAttachment``).
+
+Every model is closed (``extra="forbid"``), strict and frozen. Ids are opaque;
+no model here may carry a name or a personnummer.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from functools import cached_property
+from typing import TYPE_CHECKING, Annotated, Self
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    model_validator,
+)
+
+from protocol.canonical import canonical_json, sha256_hex
+from protocol.codes import ConsentAction, ConsenterRole
+from protocol.ids import AgencyId, MessageType
+from protocol.messages import ConsentScope
+
+if TYPE_CHECKING:
+    from policy._index import CaseIndex
+
+_ShortId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class PolicyModel(BaseModel):
+    """Base of every policy model: closed, strict, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --------------------------------------------------------------------------- input
+
+
+class ConsentRecordEvent(PolicyModel):
+    """One event of a consent record, as recorded by the hub.
+
+    ``revision`` is the per-record counter the hub assigns (1 for the first
+    event). A withdrawal or expiry takes effect from ``recorded_at`` (hub time):
+    a message decided at exactly that instant is denied.
+    """
+
+    consent_id: _ShortId
+    revision: Annotated[int, Field(ge=1)]
+    action: ConsentAction
+    consenter_role: ConsenterRole
+    guardian_ref: _ShortId | None = None
+    scope: ConsentScope | None = None
+    acted_at: AwareDatetime
+    recorded_at: AwareDatetime
+    recorded_by: _ShortId
+    evidence_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    source_message_id: _ShortId
+
+    @model_validator(mode="after")
+    def _shape_matches_action(self) -> Self:
+        # Same shape rule as protocol.messages.ConsentEvent: a guardian is always
+        # named (FHIR Consent.grantor); given/amended carry scope and evidence.
+        if (self.consenter_role is ConsenterRole.GUARDIAN) != (self.guardian_ref is not None):
+            raise ValueError("guardian_ref is required for, and only for, a guardian")
+        needs_scope = self.action in (ConsentAction.GIVEN, ConsentAction.AMENDED)
+        if needs_scope and (self.scope is None or self.evidence_sha256 is None):
+            raise ValueError("given and amended events need a scope and evidence")
+        if not needs_scope and self.scope is not None:
+            raise ValueError("withdrawn and expired events carry no scope")
+        return self
+
+    @property
+    def consenter(self) -> str:
+        """``young_person`` or ``guardian:<ref>``: how reasons name a consenter."""
+        if self.consenter_role is ConsenterRole.GUARDIAN:
+            return f"guardian:{self.guardian_ref}"
+        return ConsenterRole.YOUNG_PERSON.value
+
+
+class SubjectFacts(PolicyModel):
+    """What the hub knows about the young person: no name, no personnummer."""
+
+    date_of_birth: date
+    guardians_with_custody: frozenset[str] = frozenset()
+
+    @field_serializer("guardians_with_custody")
+    def _sorted_guardians(self, value: frozenset[str]) -> list[str]:
+        return sorted(value)  # sets serialise in a stable order (canonical digests)
+
+
+class CaseState(PolicyModel):
+    """The hub's fresh state of one SIG case; ``consent_events`` in recorded order.
+
+    A new event means a new ``CaseState`` object: anything the engine derives
+    from a state is cached on that (immutable) object only, so no cache can
+    outlive the events it was computed from.
+    """
+
+    case_ref: _ShortId
+    subject: SubjectFacts
+    parties: frozenset[AgencyId]
+    consent_events: tuple[ConsentRecordEvent, ...] = ()
+
+    @field_serializer("parties")
+    def _sorted_parties(self, value: frozenset[AgencyId]) -> list[str]:
+        return sorted(a.value for a in value)
+
+    @cached_property
+    def policy_index(self) -> CaseIndex:
+        """The engine's fold of ``consent_events``, cached on this immutable object."""
+        from policy._index import build_index
+
+        return build_index(self)
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON of this state (for decision ids)."""
+        return sha256_hex(canonical_json(self.model_dump(mode="json")))
+
+
+class StatutoryAssertion(PolicyModel):
+    """The sender asserts a statutory basis (a rule id) with an evidence id."""
+
+    basis: _ShortId
+    evidence_id: _ShortId
+
+
+class DecisionRequest(PolicyModel):
+    """One release question: may ``discloser`` send this ``category`` to each recipient?"""
+
+    message_id: _ShortId
+    discloser: AgencyId
+    recipients: Annotated[tuple[AgencyId, ...], Field(min_length=1, max_length=8)]
+    category: MessageType
+    case: CaseState | None = None
+    #: Facts the hub knows when there is no case (e.g. from a referral's personnummer).
+    subject: SubjectFacts | None = None
+    assertions: Annotated[tuple[StatutoryAssertion, ...], Field(max_length=8)] = ()
+
+
+# -------------------------------------------------------------------------- output
+
+
+class Outcome(StrEnum):
+    PERMIT = "permit"
+    DENY = "deny"
+
+
+class DenyCode(StrEnum):
+    """Why a recipient was denied. Part of the disclosure log's contract."""
+
+    NO_BASIS = "no_basis"
+    CONSENT_MISSING = "consent_missing"
+    CONSENT_WITHDRAWN = "consent_withdrawn"
+    CONSENT_EXPIRED = "consent_expired"
+    CONSENT_TOO_LONG = "consent_too_long"  # period longer than max_consent_days
+    CONSENT_CONFLICT = "consent_conflict"  # record's events are inconsistent
+    OUTSIDE_PERIOD = "outside_period"  # before valid_from
+    SCOPE_DISCLOSER = "scope_discloser"
+    SCOPE_RECIPIENT = "scope_recipient"
+    SCOPE_CATEGORY = "scope_category"
+    SCOPE_PURPOSE = "scope_purpose"
+    UNKNOWN_PARTY = "unknown_party"
+    NOT_A_PARTY = "not_a_party"
+    STATUTE_PRECONDITION_NOT_MET = "statute_precondition_not_met"
+    STATUTE_RECIPIENT_NOT_ALLOWED = "statute_recipient_not_allowed"
+    SENDER_NOT_ALLOWED = "sender_not_allowed"
+    SUBJECT_UNKNOWN = "subject_unknown"
+    EVALUATION_ERROR = "evaluation_error"
+
+
+class DenyReason(PolicyModel):
+    """A precise, code-like reason. ``detail`` is a short code, never personal data."""
+
+    code: DenyCode
+    consenter: str | None = None
+    consent_id: str | None = None
+    detail: str | None = None
+
+    def as_code(self) -> str:
+        """``code[:consenter]``, or ``code[:detail]`` when no consenter is named.
+
+        E.g. ``consent_missing:guardian:vh-2``, ``sender_not_allowed:lul_6``.
+        """
+        if self.consenter is not None:
+            return f"{self.code.value}:{self.consenter}"
+        if self.detail is not None:
+            return f"{self.code.value}:{self.detail}"
+        return self.code.value
+
+
+class ConsentRef(PolicyModel):
+    """A consent record and the revision a decision relied on."""
+
+    consent_id: str
+    revision: int
+
+
+class RecipientDecision(PolicyModel):
+    recipient: AgencyId
+    outcome: Outcome
+    #: Rule id of the basis used (e.g. ``osl_12_2``, ``lul_6``); None on deny.
+    legal_basis: str | None = None
+    #: True when a statutory basis (not consent) permitted: flagged for review.
+    statutory: bool = False
+    consent_refs: tuple[ConsentRef, ...] = ()
+    rule_ids: tuple[str, ...] = ()
+    reasons: tuple[DenyReason, ...] = ()
+    #: Observations that did not decide the outcome, e.g.
+    #: ``amendment_widening_ignored:<consent_id>:<revision>``.
+    notes: tuple[str, ...] = ()
+
+    @property
+    def permitted(self) -> bool:
+        return self.outcome is Outcome.PERMIT
+
+
+class Decision(PolicyModel):
+    decision_id: str
+    decided_at: AwareDatetime
+    rules_hash: str
+    per_recipient: tuple[RecipientDecision, ...]
+    rules_version: str | None = None
+    message_id: str | None = None
+
+    @property
+    def all_permitted(self) -> bool:
+        return all(r.outcome is Outcome.PERMIT for r in self.per_recipient)
+
+    def for_recipient(self, recipient: AgencyId) -> RecipientDecision | None:
+        for r in self.per_recipient:
+            if r.recipient is recipient:
+                return r
+        return None

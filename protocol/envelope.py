@@ -1,0 +1,205 @@
+"""The envelope: authenticated cleartext header + AEAD body + sealed data key + signature.
+
+Order of checks on receipt (the hub, and a recipient of a release):
+1. parse the envelope (size-bounded, strict schema) — :func:`parse_envelope`;
+2. verify the sender's Ed25519 signature over the domain-separated RFC 8785
+   encoding of the header and the ciphertext digest — *before* anything is
+   decrypted, so forgeries cost one signature check — :func:`verify_sender`;
+3. open the sealed data key (HPKE, RFC 9180) and the body (AES-256-GCM with
+   the canonical header as associated data, so a body cannot be moved under
+   another header) — :func:`open_body`;
+4. validate the body against the model the header's type names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated, Literal
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import AwareDatetime, Field, ValidationError
+
+from protocol.canonical import (
+    BODY_AAD_DOMAIN,
+    ENVELOPE_SIGNATURE_DOMAIN,
+    B64Bytes,
+    canonical_json,
+    sha256_hex,
+)
+from protocol.errors import BodyValidationError, EnvelopeFormatError, OpenError, SignatureError
+from protocol.identity import AgencyIdentity
+from protocol.ids import AgencyId, CaseRefStr, KeyIdStr, MessageIdStr, MessageType
+from protocol.messages import BODY_MODELS, Body, StrictModel
+from protocol.personnummer import PersonnummerError
+from protocol.reasons import ReasonCode
+from protocol.sealing import SuiteId, data_key_info, new_data_key, open_data_key, seal_data_key
+
+PROTOCOL_VERSION: Literal[1] = 1
+#: Largest envelope the hub accepts on the wire. A minimal body is < 1 KiB; the
+#: hybrid sealed key is 1,168 bytes; 64 KiB leaves ample room and bounds memory.
+MAX_ENVELOPE_BYTES = 64 * 1024
+MAX_BODY_BYTES = 16 * 1024
+NONCE_BYTES = 12
+
+
+class Header(StrictModel):
+    """Cleartext, authenticated, and free of personal data by construction."""
+
+    version: Literal[1] = PROTOCOL_VERSION
+    message_id: MessageIdStr
+    type: MessageType
+    sender: AgencyId
+    sender_key_id: KeyIdStr
+    case_ref: CaseRefStr | None = None
+    created_at: AwareDatetime
+    recipients: Annotated[tuple[AgencyId, ...], Field(max_length=4)] = ()
+    suite: SuiteId
+
+
+class Envelope(StrictModel):
+    header: Header
+    nonce: B64Bytes
+    ciphertext: B64Bytes
+    sealed_key: B64Bytes
+    sealed_key_id: str
+    signature: B64Bytes
+
+    def ciphertext_digest(self) -> str:
+        return sha256_hex(self.nonce + self.ciphertext)
+
+    def to_wire(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+def signed_message(header: Header, ciphertext_sha256: str) -> bytes:
+    """What the sender signs: domain tag || RFC 8785({header, ciphertext_sha256})."""
+    return ENVELOPE_SIGNATURE_DOMAIN + canonical_json(
+        {"header": header.model_dump(mode="json"), "ciphertext_sha256": ciphertext_sha256}
+    )
+
+
+def body_aad(header: Header) -> bytes:
+    return BODY_AAD_DOMAIN + canonical_json(header)
+
+
+def seal_envelope(
+    header: Header,
+    body: Body,
+    sender: AgencyIdentity,
+    *,
+    recipient: AgencyId,
+    recipient_key_id: str,
+    recipient_public: bytes,
+) -> Envelope:
+    """Encrypt ``body`` under a fresh data key, seal the key, sign. Used by every sender."""
+    if type(body) is not BODY_MODELS[header.type]:
+        raise EnvelopeFormatError(
+            "body model does not match header type", reason=ReasonCode.UNKNOWN_TYPE
+        )
+    plaintext = body.model_dump_json().encode()
+    if len(plaintext) > MAX_BODY_BYTES:
+        raise EnvelopeFormatError("body exceeds the size limit", reason=ReasonCode.OVERSIZE)
+    data_key = new_data_key()
+    nonce = os.urandom(NONCE_BYTES)
+    ciphertext = AESGCM(data_key).encrypt(nonce, plaintext, body_aad(header))
+    sealed = seal_data_key(
+        header.suite,
+        recipient_public,
+        data_key,
+        data_key_info(header.message_id, recipient.value, recipient_key_id),
+    )
+    digest = sha256_hex(nonce + ciphertext)
+    return Envelope(
+        header=header,
+        nonce=nonce,
+        ciphertext=ciphertext,
+        sealed_key=sealed,
+        sealed_key_id=recipient_key_id,
+        signature=sender.signing_key.sign(signed_message(header, digest)),
+    )
+
+
+def _peek_header(raw: bytes) -> tuple[object, object]:
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EnvelopeFormatError("envelope is not JSON", reason=ReasonCode.NOT_JSON) from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("header"), dict):
+        raise EnvelopeFormatError("envelope has no header object")
+    return doc["header"].get("version"), doc["header"].get("type")
+
+
+def parse_envelope(raw: bytes) -> Envelope:
+    """Parse wire bytes into an :class:`Envelope`, with a specific reason on failure.
+
+    Version and type are checked first so that each gets its own reason code.
+    """
+    if len(raw) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeFormatError("envelope exceeds the size limit", reason=ReasonCode.OVERSIZE)
+    version, msg_type = _peek_header(raw)
+    if version != PROTOCOL_VERSION:
+        raise EnvelopeFormatError(
+            "unsupported protocol version", reason=ReasonCode.UNSUPPORTED_VERSION
+        )
+    if msg_type not in set(MessageType):
+        raise EnvelopeFormatError("unknown message type", reason=ReasonCode.UNKNOWN_TYPE)
+    try:
+        return Envelope.model_validate_json(raw)
+    except ValidationError as e:
+        raise EnvelopeFormatError(f"envelope is malformed at {_error_locations(e)}") from e
+
+
+def verify_sender(envelope: Envelope, public_key: Ed25519PublicKey) -> None:
+    try:
+        public_key.verify(
+            envelope.signature, signed_message(envelope.header, envelope.ciphertext_digest())
+        )
+    except InvalidSignature as e:
+        raise SignatureError("sender signature does not verify") from e
+
+
+def open_body(
+    envelope: Envelope,
+    *,
+    recipient: AgencyId,
+    suite_private: bytes,
+) -> bytes:
+    """Open the data key sealed to ``recipient`` and decrypt the body bytes."""
+    header = envelope.header
+    data_key = open_data_key(
+        header.suite,
+        suite_private,
+        envelope.sealed_key,
+        data_key_info(header.message_id, recipient.value, envelope.sealed_key_id),
+    )
+    try:
+        return AESGCM(data_key).decrypt(envelope.nonce, envelope.ciphertext, body_aad(header))
+    except InvalidTag as e:
+        raise OpenError("body does not authenticate", reason=ReasonCode.DECRYPT_FAILED) from e
+
+
+def _error_locations(e: ValidationError) -> str:
+    """Where validation failed, never what the input was (it may hold a personnummer)."""
+    return ",".join(
+        ".".join(str(p) for p in err["loc"]) or "<root>" for err in e.errors(include_input=False)
+    )
+
+
+def parse_body(message_type: MessageType, plaintext: bytes) -> Body:
+    """Validate a decrypted body against the model the signed header names."""
+    if len(plaintext) > MAX_BODY_BYTES:
+        raise BodyValidationError("body exceeds the size limit", reason=ReasonCode.OVERSIZE)
+    try:
+        return BODY_MODELS[message_type].model_validate_json(plaintext)
+    except ValidationError as e:
+        reason = ReasonCode.SCHEMA_INVALID
+        for err in e.errors(include_input=False):
+            cause = err.get("ctx", {}).get("error")
+            if isinstance(cause, PersonnummerError):
+                reason = ReasonCode.PERSONNUMMER_INVALID
+            elif "personnummer pattern" in err["msg"]:
+                reason = ReasonCode.PERSONNUMMER_IN_FREE_TEXT
+        raise BodyValidationError(f"body is invalid at {_error_locations(e)}", reason=reason) from e

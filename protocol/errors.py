@@ -1,0 +1,52 @@
+"""One error hierarchy for the wire format. Every error carries a reason code.
+
+Messages never echo input values: a failed personnummer or a tampered field
+is named by *where* it failed, never by what it contained.
+"""
+
+from __future__ import annotations
+
+from protocol.reasons import ReasonCode
+
+
+class ProtocolError(Exception):
+    """Root of every protocol error; ``reason`` is what the disclosure log records."""
+
+    reason: ReasonCode = ReasonCode.MALFORMED_ENVELOPE
+
+    def __init__(self, message: str, *, reason: ReasonCode | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class EnvelopeFormatError(ProtocolError):
+    reason = ReasonCode.MALFORMED_ENVELOPE
+
+
+class SignatureError(ProtocolError):
+    reason = ReasonCode.BAD_SIGNATURE
+
+
+class KeyLookupError(ProtocolError):
+    reason = ReasonCode.UNKNOWN_SENDER_KEY
+
+
+class OpenError(ProtocolError):
+    reason = ReasonCode.DECRYPT_FAILED
+
+
+class BodyValidationError(ProtocolError):
+    reason = ReasonCode.SCHEMA_INVALID
+
+
+class DirectoryError(ProtocolError):
+    """The agency directory is malformed or its signature does not verify."""
+
+    reason = ReasonCode.UNKNOWN_SENDER_KEY
+
+
+class ReleaseError(ProtocolError):
+    """A release failed the recipient's checks (record signature, binding)."""
+
+    reason = ReasonCode.BAD_SIGNATURE

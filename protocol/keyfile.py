@@ -1,0 +1,47 @@
+"""On-disk shape of an agency's private keys (the file is written 0600 by the CLI)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocol.canonical import B64Bytes
+from protocol.identity import AgencyIdentity
+from protocol.ids import AgencyId
+from protocol.messages import StrictModel
+from protocol.sealing import SuiteId
+
+
+class HubSecrets(StrictModel):
+    """Keys only the hub holds, beyond its agency keys."""
+
+    log_signing_private: B64Bytes  # Ed25519, signs checkpoints
+    pseudonym_key: B64Bytes  # HMAC key: personnummer -> opaque subject id
+    state_key: B64Bytes  # AES-256-GCM key for the hub's private state stream
+
+
+class PrivateKeyFile(StrictModel):
+    format: Literal["sigbus-private-keys/v1"] = "sigbus-private-keys/v1"
+    agency: AgencyId
+    signing_private: B64Bytes
+    signing_key_id: str
+    sealing_suite: SuiteId
+    sealing_private: B64Bytes
+    sealing_key_id: str
+    hub: HubSecrets | None = None
+
+    def identity(self) -> AgencyIdentity:
+        return AgencyIdentity(
+            agency=self.agency,
+            signing_key=Ed25519PrivateKey.from_private_bytes(self.signing_private),
+            signing_key_id=self.signing_key_id,
+            sealing_suite=self.sealing_suite,
+            sealing_private=self.sealing_private,
+            sealing_key_id=self.sealing_key_id,
+        )
+
+
+class RootKeyFile(StrictModel):
+    format: Literal["sigbus-root-key/v1"] = "sigbus-root-key/v1"
+    root_private: B64Bytes

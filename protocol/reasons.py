@@ -1,0 +1,40 @@
+"""Reason codes for every way the hub's pipeline can refuse a message.
+
+These codes are the contract with agency IT and compliance officers: each deny
+in the disclosure log carries one, and `docs/protocol.md` lists them. Policy
+deny reasons (``policy.DenyCode``) are added after a ``policy:`` prefix.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ReasonCode(StrEnum):
+    NOT_JSON = "not_json"
+    MALFORMED_ENVELOPE = "malformed_envelope"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNKNOWN_TYPE = "unknown_type"
+    OVERSIZE = "oversize"
+    SENDER_MISMATCH = "sender_mismatch"  # header sender != ingress subject's agency
+    UNKNOWN_SENDER_KEY = "unknown_sender_key"
+    REVOKED_KEY = "revoked_key"
+    KEY_NOT_VALID = "key_not_valid"  # outside the key's validity period
+    BAD_SIGNATURE = "bad_signature"
+    SEAL_OPEN_FAILED = "seal_open_failed"  # HPKE could not open the data key
+    DECRYPT_FAILED = "decrypt_failed"  # AES-GCM tag check failed
+    SCHEMA_INVALID = "schema_invalid"
+    PERSONNUMMER_INVALID = "personnummer_invalid"
+    PERSONNUMMER_IN_FREE_TEXT = "personnummer_in_free_text"
+    CREATED_AT_IN_FUTURE = "created_at_in_future"
+    CREATED_AT_TOO_OLD = "created_at_too_old"
+    REPLAYED_MESSAGE_ID = "replayed_message_id"
+    CASE_REF_REQUIRED = "case_ref_required"
+    UNKNOWN_CASE = "unknown_case"
+    CASE_EXISTS = "case_exists"
+    RECIPIENT_NOT_PARTY = "recipient_not_party"
+    SENDER_NOT_ALLOWED = "sender_not_allowed"  # this sender may not send this type
+    NO_RECIPIENTS = "no_recipients"
+    HUB_RECORD_HAS_RECIPIENTS = "hub_record_has_recipients"
+    CONSENT_CONFLICT = "consent_conflict"  # e.g. an event for an unknown consent record
+    INTERNAL_ERROR = "internal_error"

@@ -1,0 +1,89 @@
+"""A release: the original envelope, the data key re-sealed to the recipient,
+and a hub-signed release record proving the release was lawful and logged.
+
+The recipient verifies both signatures before opening anything: the sender's
+(end-to-end provenance; the hub cannot forge content) and the hub's (which
+decision, legal basis, consent revision and log index this release rests on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import AwareDatetime, Field, ValidationError
+
+from protocol.canonical import RELEASE_RECORD_DOMAIN, B64Bytes, canonical_json
+from protocol.envelope import MAX_ENVELOPE_BYTES, Envelope, _error_locations
+from protocol.errors import EnvelopeFormatError, ReleaseError
+from protocol.ids import AgencyId
+from protocol.messages import StrictModel
+
+
+class ConsentRefWire(StrictModel):
+    consent_id: str
+    revision: Annotated[int, Field(ge=1)]
+
+
+class ReleaseRecord(StrictModel):
+    version: Literal[1] = 1
+    release_id: str
+    decision_id: str
+    message_id: str
+    recipient: AgencyId
+    recipient_key_id: str
+    legal_basis: str
+    statutory: bool
+    consent_refs: tuple[ConsentRefWire, ...] = ()
+    rules_hash: str
+    log_index: Annotated[int, Field(ge=0)]
+    ciphertext_sha256: str
+    released_at: AwareDatetime
+    hub_key_id: str
+
+
+class Release(StrictModel):
+    envelope: Envelope  # header, nonce, ciphertext and signature as the sender made them
+    record: ReleaseRecord
+    record_signature: B64Bytes
+
+    def to_wire(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+def release_id_for(message_id: str, recipient: AgencyId) -> str:
+    """Deterministic, so a re-published release after a crash is de-duplicated."""
+    digest = hashlib.sha256(f"{message_id}\n{recipient.value}".encode()).hexdigest()[:32]
+    return f"rel-{digest}"
+
+
+def sign_record(record: ReleaseRecord, hub_key: Ed25519PrivateKey) -> bytes:
+    return hub_key.sign(RELEASE_RECORD_DOMAIN + canonical_json(record))
+
+
+def parse_release(raw: bytes) -> Release:
+    if len(raw) > 2 * MAX_ENVELOPE_BYTES:
+        raise EnvelopeFormatError("release exceeds the size limit")
+    try:
+        return Release.model_validate_json(raw)
+    except ValidationError as e:
+        raise EnvelopeFormatError(f"release is malformed at {_error_locations(e)}") from e
+
+
+def verify_release_record(release: Release, hub_public: Ed25519PublicKey, *, me: AgencyId) -> None:
+    """Check the hub's signature and that the record is bound to this envelope and to us."""
+    record = release.record
+    try:
+        hub_public.verify(release.record_signature, RELEASE_RECORD_DOMAIN + canonical_json(record))
+    except InvalidSignature as e:
+        raise ReleaseError("release record signature does not verify") from e
+    if record.message_id != release.envelope.header.message_id:
+        raise ReleaseError("release record names another message")
+    if record.ciphertext_sha256 != release.envelope.ciphertext_digest():
+        raise ReleaseError("release record names another ciphertext")
+    if record.recipient is not me or release.envelope.sealed_key_id != record.recipient_key_id:
+        raise ReleaseError("release is addressed to another recipient")
+    if record.release_id != release_id_for(record.message_id, me):
+        raise ReleaseError("release id does not match message and recipient")

@@ -1,0 +1,124 @@
+"""NATS connections and JetStream streams: the one place that knows their settings."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from protocol import subjects as s
+from sigbus.errors import TransportError
+
+log = structlog.get_logger("sigbus.bus")
+
+DAY_S = 86_400.0
+
+#: The streams and their settings. File storage everywhere; the server fsyncs
+#: every write (sync_interval: always). The log and the hub state refuse
+#: deletes and purges: history is append-only.
+STREAMS: tuple[StreamConfig, ...] = (
+    StreamConfig(
+        name=s.INGRESS_STREAM,
+        subjects=[s.INGRESS_ALL],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        duplicate_window=2 * 3600.0,
+        max_age=90 * DAY_S,
+    ),
+    StreamConfig(
+        name=s.INBOX_STREAM,
+        subjects=[s.INBOX_ALL],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        duplicate_window=DAY_S,
+        max_age=90 * DAY_S,
+    ),
+    StreamConfig(
+        name=s.LOG_STREAM,
+        subjects=[s.LOG_ENTRY_SUBJECT],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        duplicate_window=DAY_S,
+        deny_delete=True,
+        deny_purge=True,
+        discard=DiscardPolicy.NEW,
+    ),
+    StreamConfig(
+        name=s.CHECKPOINT_STREAM,
+        subjects=[s.CHECKPOINT_SUBJECT, s.COSIGNATURE_ALL],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        deny_delete=True,
+        deny_purge=True,
+    ),
+    StreamConfig(
+        name=s.STATE_STREAM,
+        subjects=[s.STATE_SUBJECT],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        duplicate_window=DAY_S,
+        deny_delete=True,
+        deny_purge=True,
+    ),
+)
+
+
+def make_error_callback(component: str) -> Callable[[Exception], Awaitable[None]]:
+    """nats-py reports permission violations only through ``error_cb``: never ignore them."""
+    clog = log.bind(component=component)
+
+    async def on_error(e: Exception) -> None:
+        text = str(e).lower()
+        if "permission" in text or "authorization" in text:
+            clog.error(
+                "security_event",
+                kind="permission_violation",
+                error=type(e).__name__,
+                detail=str(e)[:200],
+            )
+        else:
+            clog.warning("nats_error", error=type(e).__name__)
+
+    return on_error
+
+
+async def connect(url: str, *, name: str) -> Client:
+    clog = log.bind(component=name)
+
+    async def disconnected() -> None:
+        clog.warning("nats_disconnected")
+
+    async def reconnected() -> None:
+        clog.info("nats_reconnected")
+
+    try:
+        return await nats.connect(
+            servers=[url],
+            name=name,
+            error_cb=make_error_callback(name),
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            max_reconnect_attempts=-1,  # the default (60) gives up; a hub must not
+            connect_timeout=5,
+            allow_reconnect=True,
+        )
+    except (NatsError, OSError, TimeoutError) as e:
+        raise TransportError(f"cannot connect to NATS as {name}") from e
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    """Create or update every stream. Idempotent; the hub calls it on start."""
+    for config in STREAMS:
+        assert config.name is not None
+        try:
+            await js.stream_info(config.name)
+            await js.update_stream(config)
+        except NotFoundError:
+            await js.add_stream(config)
+        log.debug("stream_ready", stream=config.name)

@@ -1,0 +1,155 @@
+"""`sigbus`: one command, a subcommand group per role."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agents.police.cli import app as police_app
+from agents.school.cli import app as school_app
+from agents.social.cli import app as social_app
+from broker.service import Broker
+from protocol.errors import ProtocolError
+from protocol.sealing import DEFAULT_SUITE, SuiteId
+from sigbus import config
+from sigbus.demo import run_demo
+from sigbus.errors import SigbusError
+from sigbus.keystore import DEV_KEYS_DIR, generate_dev_keys
+from sigbus.logging import configure_logging
+from sigbus.natsserver import EmbeddedNats, pid_alive
+
+app = typer.Typer(help="sigbus: consent-gated, logged information sharing for sociala "
+                       "insatsgrupper (SIG).", no_args_is_help=True)
+broker_app = typer.Typer(help="The hub broker.", no_args_is_help=True)
+keys_app = typer.Typer(help="Keys and the agency directory.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+app.add_typer(keys_app, name="keys")
+app.add_typer(police_app, name="police")
+app.add_typer(school_app, name="school")
+app.add_typer(social_app, name="social")
+
+DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="default var/sigbus")]
+KeysOpt = Annotated[Path | None, typer.Option("--keys", help="default keys/dev")]
+
+
+@app.callback()
+def main(json_logs: Annotated[bool, typer.Option("--json-logs", help="JSON lines logs")] = False,
+         log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "warning") -> None:
+    configure_logging(json_output=True if json_logs else None, level=log_level)
+
+
+def _fail(e: Exception) -> typer.Exit:
+    typer.echo(f"error: {e}", err=True)
+    return typer.Exit(2)
+
+
+@app.command()
+def demo(as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+         data_dir: Annotated[Path | None, typer.Option(
+             "--data-dir", help="keep NATS data here (default: a fresh temp dir)")] = None,
+         keys: KeysOpt = None) -> None:
+    """Run the whole SIG story on an embedded nats-server and check every step."""
+    try:
+        report = asyncio.run(run_demo(data_dir=data_dir, keys_dir=config.keys_dir(keys)))
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(e) from e
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        typer.echo("sigbus demo: one SIG case, end to end, on a real NATS JetStream\n")
+        for line in report.lines:
+            typer.echo(line)
+        summary = report.as_json()
+        typer.echo(f"\nlog length {summary['log_length']}; releases {summary['releases_by_type']};"
+                   f" denies {summary['denies_by_type']}; recorded {summary['recorded']}")
+        typer.echo("ALL EXPECTATIONS HELD" if report.ok else "SOME EXPECTATIONS FAILED")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
+    """Run an embedded nats-server and the hub broker until Ctrl-C or `sigbus down`."""
+    base = config.data_dir(data_dir)
+    state_file = base / config.UP_STATE_FILE
+    try:
+        hub = config.hub_setup(config.keys_dir(keys))
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(e) from e
+
+    async def serve(url: str) -> None:
+        broker = Broker(url, hub.ctx, hub.state_key)
+        await broker.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(broker.stop()))
+        await broker.run()
+
+    with EmbeddedNats(base / "nats") as server:
+        state_file.write_text(json.dumps({"nats_url": server.url, "pid": os.getpid()}))
+        typer.echo(f"sigbus up: NATS {server.url}, broker running (pid {os.getpid()}). "
+                   "Stop with Ctrl-C or `sigbus down`.")
+        try:
+            asyncio.run(serve(server.url))
+        finally:
+            state_file.unlink(missing_ok=True)
+    typer.echo("sigbus down: broker and NATS stopped")
+
+
+@app.command()
+def down(data_dir: DataOpt = None) -> None:
+    """Stop what `sigbus up` started."""
+    state_file = config.data_dir(data_dir) / config.UP_STATE_FILE
+    try:
+        pid = int(json.loads(state_file.read_text())["pid"])
+    except (OSError, KeyError, ValueError) as e:
+        typer.echo("nothing to stop: no running `sigbus up` found", err=True)
+        raise typer.Exit(1) from e
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    state_file.unlink(missing_ok=True)
+    typer.echo("stopped")
+
+
+@broker_app.command("run")
+def broker_run(nats: Annotated[str, typer.Option("--nats", envvar="SIGBUS_NATS_URL")],
+               keys: KeysOpt = None) -> None:
+    """Run the hub against an existing NATS server (the docker-compose deployment)."""
+    try:
+        hub = config.hub_setup(config.keys_dir(keys))
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(e) from e
+
+    async def serve() -> None:
+        broker = Broker(nats, hub.ctx, hub.state_key)
+        await broker.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(broker.stop()))
+        await broker.run()
+
+    asyncio.run(serve())
+
+
+@keys_app.command("dev-generate")
+def keys_dev_generate(out: Annotated[Path, typer.Option("--out")] = DEV_KEYS_DIR,
+                      suite: SuiteId = DEFAULT_SUITE) -> None:
+    """Regenerate DEVELOPMENT-ONLY keys and the signed directory."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    generate_dev_keys(out, now=now - timedelta(days=365), suite=suite)
+    typer.echo(f"development keys written to {out} (never use them in production)")
+
+
+def entrypoint() -> None:  # pragma: no cover - console script shim
+    sys.exit(app())

@@ -1,0 +1,69 @@
+"""Where things are: NATS URL, keys, data. Flags beat environment beat defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.pipeline import HubContext
+from policy import Rules, default_rules
+from protocol.directory import Directory
+from protocol.identity import AgencyIdentity
+from protocol.ids import AgencyId
+from sigbus.errors import ConfigError
+from sigbus.keystore import DEV_KEYS_DIR, load_directory, load_private
+
+DEFAULT_DATA_DIR = Path("var/sigbus")
+UP_STATE_FILE = "sigbus-up.json"
+
+
+def keys_dir(option: Path | None) -> Path:
+    return option or Path(os.environ.get("SIGBUS_KEYS_DIR", DEV_KEYS_DIR))
+
+
+def data_dir(option: Path | None) -> Path:
+    return option or Path(os.environ.get("SIGBUS_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+def nats_url(option: str | None, data: Path | None = None) -> str:
+    """``--nats``, else ``SIGBUS_NATS_URL``, else the server started by ``sigbus up``."""
+    if option:
+        return option
+    if env := os.environ.get("SIGBUS_NATS_URL"):
+        return env
+    state = data_dir(data) / UP_STATE_FILE
+    try:
+        return str(json.loads(state.read_text())["nats_url"])
+    except (OSError, KeyError, ValueError) as e:
+        raise ConfigError("no NATS server: pass --nats URL, set SIGBUS_NATS_URL, "
+                          "or start one with `sigbus up`") from e
+
+
+@dataclass(frozen=True)
+class AgencySetup:
+    identity: AgencyIdentity
+    directory: Directory
+
+
+def agency_setup(agency: AgencyId, keys: Path) -> AgencySetup:
+    return AgencySetup(identity=load_private(keys, agency).identity(),
+                       directory=load_directory(keys))
+
+
+@dataclass(frozen=True)
+class HubSetup:
+    ctx: HubContext
+    state_key: bytes
+    log_signing_private: bytes
+
+
+def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:
+    keyfile = load_private(keys, AgencyId.HUB)
+    if keyfile.hub is None:
+        raise ConfigError("the hub key file lacks the hub secrets")
+    ctx = HubContext(identity=keyfile.identity(), pseudonym_key=keyfile.hub.pseudonym_key,
+                     directory=load_directory(keys), rules=rules or default_rules())
+    return HubSetup(ctx=ctx, state_key=keyfile.hub.state_key,
+                    log_signing_private=keyfile.hub.log_signing_private)

@@ -1,0 +1,19 @@
+"""Errors of the runtime edge (configuration, embedded server, CLI)."""
+
+from __future__ import annotations
+
+
+class SigbusError(Exception):
+    """Root of the runtime's errors."""
+
+
+class ConfigError(SigbusError):
+    """Missing or malformed configuration, key file or directory."""
+
+
+class ServerError(SigbusError):
+    """The embedded nats-server could not be started or stopped."""
+
+
+class TransportError(SigbusError):
+    """Publishing to or consuming from NATS failed after retries."""

@@ -1,0 +1,177 @@
+"""Reading and writing key material and the signed directory (I/O edge).
+
+Private key files are created with mode 0600 from the start (no window in
+which another user could read them).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import ValidationError
+
+from protocol.canonical import b64decode, b64encode
+from protocol.directory import (
+    AgencyEntry,
+    Directory,
+    DirectoryKey,
+    KeyUse,
+    key_id_for,
+    sign_directory,
+    verify_directory,
+)
+from protocol.ids import PARTY_AGENCIES, AgencyId
+from protocol.keyfile import HubSecrets, PrivateKeyFile, RootKeyFile
+from protocol.sealing import DEFAULT_SUITE, SuiteId, generate_sealing_key
+from sigbus.errors import ConfigError
+
+DEV_KEYS_DIR = Path(__file__).resolve().parent.parent / "keys" / "dev"
+DIRECTORY_FILE = "directory.json"
+ROOT_PUBLIC_FILE = "root.pub"
+DEV_KEY_VALIDITY = timedelta(days=10 * 365)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create or replace ``path`` with mode 0600, atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def private_key_path(keys_dir: Path, agency: AgencyId) -> Path:
+    return keys_dir / f"{agency.value}.key.json"
+
+
+@dataclass(frozen=True)
+class GeneratedAgency:
+    keyfile: PrivateKeyFile
+    entry: AgencyEntry
+
+
+def generate_agency(
+    agency: AgencyId, *, now: datetime, suite: SuiteId = DEFAULT_SUITE
+) -> GeneratedAgency:
+    signing = Ed25519PrivateKey.generate()
+    signing_pub = signing.public_key().public_bytes_raw()
+    sealing = generate_sealing_key(suite)
+    sig_id = key_id_for(agency, KeyUse.SIGNING, signing_pub)
+    seal_id = key_id_for(agency, KeyUse.SEALING, sealing.public_bytes)
+    keys = [
+        DirectoryKey(
+            key_id=sig_id,
+            use=KeyUse.SIGNING,
+            public_key=signing_pub,
+            not_before=now,
+            not_after=now + DEV_KEY_VALIDITY,
+        ),
+        DirectoryKey(
+            key_id=seal_id,
+            use=KeyUse.SEALING,
+            suite=suite,
+            public_key=sealing.public_bytes,
+            not_before=now,
+            not_after=now + DEV_KEY_VALIDITY,
+        ),
+    ]
+    hub: HubSecrets | None = None
+    if agency is AgencyId.HUB:
+        log_key = Ed25519PrivateKey.generate()
+        log_pub = log_key.public_key().public_bytes_raw()
+        keys.append(
+            DirectoryKey(
+                key_id=key_id_for(agency, KeyUse.LOG, log_pub),
+                use=KeyUse.LOG,
+                public_key=log_pub,
+                not_before=now,
+                not_after=now + DEV_KEY_VALIDITY,
+            )
+        )
+        hub = HubSecrets(
+            log_signing_private=log_key.private_bytes_raw(),
+            pseudonym_key=os.urandom(32),
+            state_key=os.urandom(32),
+        )
+    keyfile = PrivateKeyFile(
+        agency=agency,
+        signing_private=signing.private_bytes_raw(),
+        signing_key_id=sig_id,
+        sealing_suite=suite,
+        sealing_private=sealing.private_bytes,
+        sealing_key_id=seal_id,
+        hub=hub,
+    )
+    return GeneratedAgency(keyfile, AgencyEntry(agency=agency, keys=tuple(keys)))
+
+
+def generate_dev_keys(keys_dir: Path, *, now: datetime, suite: SuiteId = DEFAULT_SUITE) -> None:
+    """Regenerate every development key, the root key and the signed directory."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    root = Ed25519PrivateKey.generate()
+    entries = []
+    for agency in (AgencyId.HUB, *PARTY_AGENCIES):
+        generated = generate_agency(agency, now=now, suite=suite)
+        write_private(
+            private_key_path(keys_dir, agency), generated.keyfile.model_dump_json(indent=2).encode()
+        )
+        entries.append(generated.entry)
+    write_private(
+        keys_dir / "root.key.json",
+        RootKeyFile(root_private=root.private_bytes_raw()).model_dump_json(indent=2).encode(),
+    )
+    directory = Directory(serial=1, issued_at=now, agencies=tuple(entries))
+    save_directory(keys_dir, directory, root)
+    (keys_dir / ROOT_PUBLIC_FILE).write_text(b64encode(root.public_key().public_bytes_raw()) + "\n")
+
+
+def save_directory(keys_dir: Path, directory: Directory, root: Ed25519PrivateKey) -> None:
+    signed = sign_directory(directory, root)
+    (keys_dir / DIRECTORY_FILE).write_text(signed.model_dump_json(indent=2) + "\n")
+
+
+def load_root_private(keys_dir: Path) -> Ed25519PrivateKey:
+    raw = _read(keys_dir / "root.key.json")
+    try:
+        return Ed25519PrivateKey.from_private_bytes(
+            RootKeyFile.model_validate_json(raw).root_private
+        )
+    except ValidationError as e:
+        raise ConfigError("root key file is malformed") from e
+
+
+def load_private(keys_dir: Path, agency: AgencyId) -> PrivateKeyFile:
+    path = private_key_path(keys_dir, agency)
+    raw = _read(path)
+    try:
+        keyfile = PrivateKeyFile.model_validate_json(raw)
+    except ValidationError as e:
+        raise ConfigError(f"private key file {path.name} is malformed") from e
+    if keyfile.agency is not agency:
+        raise ConfigError(f"private key file {path.name} belongs to another agency")
+    return keyfile
+
+
+def load_directory(keys_dir: Path) -> Directory:
+    """Load the directory and verify it against the pinned root public key."""
+    root_text = _read(keys_dir / ROOT_PUBLIC_FILE).decode().strip()
+    try:
+        root = b64decode(root_text)
+        Ed25519PublicKey.from_public_bytes(root)
+    except ValueError as e:
+        raise ConfigError("root.pub is not a base64 Ed25519 public key") from e
+    return verify_directory(_read(keys_dir / DIRECTORY_FILE), root)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e

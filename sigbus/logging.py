@@ -1,0 +1,51 @@
+"""structlog set-up: readable on a terminal, JSON lines otherwise.
+
+Events are names with key-values and carry ids only. As a second line of
+defence, any value that looks like a personnummer is masked before output,
+so a programming mistake cannot put one in a log file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from protocol.personnummer import PERSONNUMMER_PATTERN
+
+REDACTED = "[redacted]"
+
+
+def redact_personnummer(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in event_dict.items():
+        if isinstance(value, str) and PERSONNUMMER_PATTERN.search(value):
+            event_dict[key] = PERSONNUMMER_PATTERN.sub(REDACTED, value)
+    return event_dict
+
+
+def configure_logging(*, json_output: bool | None = None, level: str = "info") -> None:
+    if json_output is None:
+        json_output = not sys.stderr.isatty()
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if json_output
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_personnummer,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

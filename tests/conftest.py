@@ -1,0 +1,52 @@
+"""Shared fixtures: dev keys, a fixed clock, and one real nats-server per session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js.errors import NotFoundError
+
+from protocol.subjects import ALL_STREAMS
+from sigbus.keystore import DEV_KEYS_DIR
+from sigbus.natsserver import EmbeddedNats
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def keys_dir() -> Path:
+    return DEV_KEYS_DIR
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """A real nats-server on a free loopback port, JetStream on, fsync always."""
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), server_name="sigbus-test")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def nats_url(nats_server: EmbeddedNats) -> AsyncIterator[str]:
+    """The server's URL, with every sigbus stream deleted first (a clean bus per test)."""
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    for stream in ALL_STREAMS:
+        try:
+            await js.delete_stream(stream)
+        except NotFoundError:
+            pass
+    await nc.close()
+    yield nats_server.url
+
+
+@pytest.fixture
+def fixed_now() -> datetime:
+    return datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
