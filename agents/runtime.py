@@ -91,7 +91,7 @@ class Adapter:
 
     async def close(self) -> None:
         if not self._nc.is_closed:
-            await self._nc.drain()
+            await self._nc.close()
 
     # -- sending -----------------------------------------------------------
 

@@ -97,8 +97,9 @@ class Witness:
         candidate = self._verified(signed_checkpoint)
         previous, previous_note = self._last, self._last_note
         if previous is not None and previous_note is not None:
-            self._check_extends(previous, previous_note, candidate, signed_checkpoint,
-                                consistency_proof)
+            self._check_extends(
+                previous, previous_note, candidate, signed_checkpoint, consistency_proof
+            )
         body = note_body(signed_checkpoint)
         line = cosign(body, self.name, self._private_key, timestamp=int(now.timestamp()))
         self._last, self._last_note = candidate, signed_checkpoint
@@ -125,8 +126,7 @@ class Witness:
                 )
             return
         try:
-            verify_consistency(previous.size, candidate.size, proof, previous.root,
-                               candidate.root)
+            verify_consistency(previous.size, candidate.size, proof, previous.root, candidate.root)
         except ProofError as e:
             raise ForkDetected(
                 f"checkpoint {candidate.size} is not proven consistent with {previous.size}: {e}",

@@ -193,7 +193,7 @@ def _deny_plan(
         statutory=False,
         consent_refs=(),
         rule_ids=(),
-        rules_hash=ctx.rules.hash,
+        rules_hash=ctx.rules.sha256,
         ciphertext_sha256=envelope.ciphertext_digest() if envelope else None,
         outcome=Outcome.DENY,
         reasons=(reason,),
@@ -294,7 +294,7 @@ def _hub_record(
             else ()
         ),
         rule_ids=(),
-        rules_hash=ctx.rules.hash,
+        rules_hash=ctx.rules.sha256,
         ciphertext_sha256=envelope.ciphertext_digest(),
         outcome=Outcome.RECORDED,
         reasons=(),

@@ -122,7 +122,7 @@ class Broker:
         self._stopping.set()
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(NatsError):
-                await self._nc.drain()
+                await self._nc.close()
         log.info("broker_stopped", processed=self.stats.processed)
 
     async def run(self) -> None:

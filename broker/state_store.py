@@ -58,6 +58,8 @@ class StateStore:
             info = await self._js.stream_info(STATE_STREAM)
         except NotFoundError:
             return state
+        if info.state.messages == 0:
+            return state
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             msg = await self._js.get_msg(STATE_STREAM, seq)
             message_id = (msg.headers or {}).get("Sigbus-Message-Id", "")

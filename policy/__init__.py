@@ -1,1 +1,48 @@
-"""sigbus."""
+"""Consent and legal-basis decisions. Pure: no I/O, no clock reads, no NATS.
+
+``decide(request, rules, *, now)`` answers, per recipient, whether a release is
+permitted and on which legal basis (consent, OSL 12 kap. 2 §, or a statute in
+the rules file), with the consent revisions and rule ids it relied on and the
+precise reasons for every deny.
+"""
+
+from policy.engine import age_on, decide, required_consenters
+from policy.errors import EvaluationError, PolicyError, PolicyInputError, RulesError
+from policy.model import (
+    CaseState,
+    ConsentRecordEvent,
+    ConsentRef,
+    Decision,
+    DecisionRequest,
+    DenyCode,
+    DenyReason,
+    Outcome,
+    RecipientDecision,
+    StatutoryAssertion,
+    SubjectFacts,
+)
+from policy.rules import Rules, default_rules, load_rules
+
+__all__ = [
+    "CaseState",
+    "ConsentRecordEvent",
+    "ConsentRef",
+    "Decision",
+    "DecisionRequest",
+    "DenyCode",
+    "DenyReason",
+    "EvaluationError",
+    "Outcome",
+    "PolicyError",
+    "PolicyInputError",
+    "RecipientDecision",
+    "Rules",
+    "RulesError",
+    "StatutoryAssertion",
+    "SubjectFacts",
+    "age_on",
+    "decide",
+    "default_rules",
+    "load_rules",
+    "required_consenters",
+]

@@ -13,6 +13,9 @@ covers every event, and is used only when ``now`` is at or after the latest
 (e.g. ``sigbus policy check --at`` in the past) folds the events recorded by
 then, uncached.
 
+(Memoised by the identity of the events tuple, not ``cached_property``: see
+:mod:`policy._memo` for why.)
+
 The fold implements ISO/IEC TS 27560 record lifecycle (given, amended,
 withdrawn, expired) and FHIR R5 ``Consent.status`` (active / inactive).
 """
@@ -23,11 +26,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
+from policy.model import CaseState, ConsentRecordEvent
 from protocol.codes import ConsentAction, ConsentPurpose
 from protocol.ids import AgencyId, MessageType
 from protocol.messages import ConsentScope
-
-from policy.model import CaseState, ConsentRecordEvent
 
 
 class RecordStatus(Enum):
@@ -97,7 +99,7 @@ class RecordView:
 
 @dataclass(frozen=True, slots=True)
 class CaseIndex:
-    #: consenter ("young_person" / "guardian:vh-1") -> that consenter's records, in first-seen order.
+    #: consenter ("young_person" / "guardian:vh-1") -> their records, first-seen order.
     by_consenter: dict[str, tuple[RecordView, ...]]
     latest_recorded_at: datetime | None
 
@@ -184,7 +186,7 @@ def _apply(rec: RecordView, ev: ConsentRecordEvent) -> None:
 
 def case_index(case: CaseState, now: datetime) -> CaseIndex:
     """The folded records of ``case`` as of ``now`` (cached on the case when current)."""
-    cached: CaseIndex = case.policy_index
+    cached: CaseIndex = case.policy_index()
     latest = cached.latest_recorded_at
     if latest is None or latest <= now:
         return cached

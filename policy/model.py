@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
-from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Self
 
 from pydantic import (
@@ -32,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from policy._memo import memo
 from protocol.canonical import canonical_json, sha256_hex
 from protocol.codes import ConsentAction, ConsenterRole
 from protocol.ids import AgencyId, MessageType
@@ -107,9 +107,11 @@ class SubjectFacts(PolicyModel):
 class CaseState(PolicyModel):
     """The hub's fresh state of one SIG case; ``consent_events`` in recorded order.
 
-    A new event means a new ``CaseState`` object: anything the engine derives
-    from a state is cached on that (immutable) object only, so no cache can
-    outlive the events it was computed from.
+    Anything the engine derives from a state is memoised on that (immutable)
+    object, keyed by the identity of the fields it depends on (see
+    :mod:`policy._memo`): a state with another events tuple -- a new object or a
+    ``model_copy(update=...)`` -- never reuses it, so no cache can outlive the
+    events it was computed from or honour a withdrawal recorded since.
     """
 
     case_ref: _ShortId
@@ -121,17 +123,25 @@ class CaseState(PolicyModel):
     def _sorted_parties(self, value: frozenset[AgencyId]) -> list[str]:
         return sorted(a.value for a in value)
 
-    @cached_property
     def policy_index(self) -> CaseIndex:
-        """The engine's fold of ``consent_events``, cached on this immutable object."""
+        """The engine's fold of ``consent_events``, memoised on this object.
+
+        Keyed by the identity of the events tuple (see :mod:`policy._memo`), so a
+        copy with other events never sees this fold.
+        """
         from policy._index import build_index
 
-        return build_index(self)
+        return memo(self, "index", (self.consent_events,), lambda: build_index(self))
 
-    @cached_property
     def digest(self) -> str:
-        """SHA-256 of the canonical JSON of this state (for decision ids)."""
-        return sha256_hex(canonical_json(self.model_dump(mode="json")))
+        """SHA-256 of the RFC 8785 canonical JSON of this state (for decision ids)."""
+        key = (self.case_ref, self.subject, self.parties, self.consent_events)
+        return memo(
+            self,
+            "digest",
+            key,
+            lambda: sha256_hex(canonical_json(self.model_dump(mode="json"))),
+        )
 
 
 class StatutoryAssertion(PolicyModel):

@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from functools import cached_property
 from importlib import resources
 from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from policy._memo import memo
 from policy.errors import RulesError
 from protocol.codes import ConsentPurpose
 from protocol.ids import HUB_RECORD_TYPES, PARTY_AGENCIES, AgencyId, MessageType
@@ -91,9 +91,10 @@ class StatuteRule(_RulesModel):
             raise ValueError(f"statute {self.id}: evidence_id_pattern is not a regex") from e
         return self
 
-    @cached_property
+    @property
     def evidence_re(self) -> re.Pattern[str]:
-        return re.compile(self.evidence_id_pattern)
+        pattern = self.evidence_id_pattern
+        return memo(self, "evidence_re", (pattern,), lambda: re.compile(pattern))
 
 
 class Rules(_RulesModel):
@@ -112,13 +113,17 @@ class Rules(_RulesModel):
             raise ValueError("rule ids must be unique")
         return self
 
-    @cached_property
+    # Lookups memoised by the identity of their source field (policy._memo): a
+    # model_copy(update=...) with other statutes can never reuse a stale lookup.
+    @property
     def statutes_by_id(self) -> dict[str, StatuteRule]:
-        return {s.id: s for s in self.statute}
+        statutes = self.statute
+        return memo(self, "statutes", (statutes,), lambda: {s.id: s for s in statutes})
 
-    @cached_property
+    @property
     def consent_categories(self) -> frozenset[MessageType]:
-        return frozenset(self.consent.categories)
+        consent = self.consent
+        return memo(self, "categories", (consent,), lambda: frozenset(consent.categories))
 
     # Convenience accessors for the municipality settings.
     @property

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import nats
 import structlog
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -90,26 +89,25 @@ def make_error_callback(component: str) -> Callable[[Exception], Awaitable[None]
 
 async def connect(url: str, *, name: str) -> Client:
     clog = log.bind(component=name)
+    nc = Client()
 
     async def disconnected() -> None:
-        clog.warning("nats_disconnected")
+        if not (nc.is_closed or nc.is_draining):  # a disconnect we asked for is no news
+            clog.warning("nats_disconnected")
 
     async def reconnected() -> None:
         clog.info("nats_reconnected")
 
     try:
-        return await nats.connect(
-            servers=[url],
-            name=name,
-            error_cb=make_error_callback(name),
-            disconnected_cb=disconnected,
-            reconnected_cb=reconnected,
+        await nc.connect(
+            servers=[url], name=name, error_cb=make_error_callback(name),
+            disconnected_cb=disconnected, reconnected_cb=reconnected,
             max_reconnect_attempts=-1,  # the default (60) gives up; a hub must not
-            connect_timeout=5,
-            allow_reconnect=True,
+            connect_timeout=5, allow_reconnect=True,
         )
     except (NatsError, OSError, TimeoutError) as e:
         raise TransportError(f"cannot connect to NATS as {name}") from e
+    return nc
 
 
 async def ensure_streams(js: JetStreamContext) -> None:

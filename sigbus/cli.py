@@ -21,6 +21,8 @@ from broker.service import Broker
 from protocol.errors import ProtocolError
 from protocol.sealing import DEFAULT_SUITE, SuiteId
 from sigbus import config
+from sigbus.cli_audit import audit_app
+from sigbus.cli_policy import policy_app
 from sigbus.demo import run_demo
 from sigbus.errors import SigbusError
 from sigbus.keystore import DEV_KEYS_DIR, generate_dev_keys
@@ -36,6 +38,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(police_app, name="police")
 app.add_typer(school_app, name="school")
 app.add_typer(social_app, name="social")
+app.add_typer(audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
 
 DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="default var/sigbus")]
 KeysOpt = Annotated[Path | None, typer.Option("--keys", help="default keys/dev")]

@@ -1,0 +1,445 @@
+"""The disclosure-log export format (``sigbus-log-export/v1``) and its offline verifier.
+
+Format: JSON Lines, UTF-8, every line ends with "\\n".
+
+1. Header, RFC 8785 JSON::
+
+       {"entries":N,"format":"sigbus-log-export/v1","log_public_key":"<base64 raw Ed25519>",
+        "origin":"<checkpoint origin>"}
+
+2. N entry lines, each *exactly* the RFC 8785 bytes of one ``LogEntry``,
+   in index order 0..N-1. These bytes are the RFC 9162 leaf data.
+3. A trailer (RFC 8785 JSON)::
+
+       {"checkpoint":"<C2SP signed note>",
+        "cosignatures":[{"line":"— <witness> <base64>\\n","public_key":"<base64>",
+                         "witness":"<name>"}]}
+
+   The checkpoint's size is N and its root is the Merkle root of the N
+   entries; it is signed under the key name ``origin``.
+
+What :func:`verify_export` checks, with no server and no secret key:
+
+- per entry (fast path, see :mod:`audit.entry_line`): the line is the
+  canonical RFC 8785 encoding of a schema-valid ``LogEntry`` (key set and
+  order, value types, enumerations, string escapes, integer range, calendar
+  date, UTF-8); its ``index`` is its position; its ``prev_leaf_hash`` is the
+  leaf hash of the line before (``"0" * 64`` for entry 0); its leaf hash is
+  folded into the Merkle root. Entries are never parsed into Python objects.
+- the header: format, origin, key, and N equal to the checkpoint size;
+- the checkpoint: its signature under the trusted log key (or, failing that,
+  the header's key, which only proves self-consistency; the report says
+  which), its origin, size and root against the recomputed tree;
+- every cosignature: against the caller's trusted key for that witness if
+  given, else the key the file declares (reported as such);
+- optionally, earlier checkpoints the caller already holds: each must be
+  signed by the log and have the root of the export's first ``size`` entries,
+  otherwise the log has forked or been rewritten since.
+
+A chain break is attributed to the entry that was altered: if entry k+1's
+``prev_leaf_hash`` differs from the hash of entry k, then either entry k was
+changed (k+1 and k+2 stay linked), or entry k+1's own ``prev_leaf_hash`` was
+(then k+2 no longer links to k+1 either); for the last entry the signed root
+decides. An intact chain under a wrong root names the last entry (nothing
+after it records its hash). With a single altered entry the named index is
+exact; with several, it is an altered entry or next to one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit.checkpoint import (
+    Checkpoint,
+    note_body,
+    public_key_bytes,
+    verify_cosignature,
+    verify_note,
+)
+from audit.entry import GENESIS_PREV_HASH
+from audit.entry_line import (
+    ENTRY_LINE,
+    check_entry_line,
+    diagnose_entry_line,
+    is_valid_utf8,
+    valid_date,
+)
+from audit.errors import AuditError, ExportError
+from audit.merkle import EMPTY_ROOT, RootAccumulator
+
+EXPORT_FORMAT = "sigbus-log-export/v1"
+_HEADER_KEYS = {"entries", "format", "log_public_key", "origin"}
+_TRAILER_KEYS = {"checkpoint", "cosignatures"}
+_COSIGNATURE_KEYS = {"line", "public_key", "witness"}
+_GENESIS = GENESIS_PREV_HASH.encode()
+
+KeySource = Literal["trusted", "declared in file"]
+
+
+@dataclass(frozen=True)
+class CosignatureRecord:
+    """A witness's cosignature as stored in an export."""
+
+    witness: str
+    public_key: Ed25519PublicKey
+    line: str
+
+
+@dataclass(frozen=True)
+class CosignatureCheck:
+    witness: str
+    key_source: KeySource
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    origin: str
+    entries: int
+    root: bytes
+    log_key_source: KeySource
+    cosignatures: tuple[CosignatureCheck, ...] = ()
+    earlier_checkpoints: tuple[int, ...] = field(default=())  # sizes proven consistent
+
+    def summary(self) -> str:
+        witnesses = ", ".join(f"{c.witness} ({c.key_source} key)" for c in self.cosignatures)
+        earlier = (
+            f"; consistent with earlier checkpoints at sizes {list(self.earlier_checkpoints)}"
+            if self.earlier_checkpoints
+            else ""
+        )
+        return (
+            f"OK: {self.entries} entries intact, root {base64.b64encode(self.root).decode()}, "
+            f"checkpoint signed by {self.origin!r} ({self.log_key_source} key), "
+            f"{len(self.cosignatures)} cosignature(s) verified"
+            f"{': ' + witnesses if witnesses else ''}{earlier}"
+        )
+
+
+def _json_line(value: Any) -> bytes:
+    encoded: bytes = rfc8785.dumps(value)
+    return encoded + b"\n"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def write_export(
+    entries: Iterable[bytes],
+    signed_checkpoint: str,
+    cosignatures: Sequence[CosignatureRecord],
+    *,
+    log_public_key: Ed25519PublicKey,
+    origin: str,
+) -> Iterator[bytes]:
+    """Yield the lines (each ending in "\\n") of an export of ``entries``.
+
+    ``entries`` are the canonical entry bytes in index order; there must be
+    exactly as many as the checkpoint's size, and their root must be its root
+    (checked as they stream by; :class:`ExportError` at the end otherwise,
+    so write to a temporary file and rename on success).
+    """
+    checkpoint = verify_note(signed_checkpoint, origin, log_public_key)
+    yield _json_line(
+        {
+            "entries": checkpoint.size,
+            "format": EXPORT_FORMAT,
+            "log_public_key": _b64(public_key_bytes(log_public_key)),
+            "origin": origin,
+        }
+    )
+    accumulator = RootAccumulator()
+    for entry in entries:
+        if b"\n" in entry:
+            raise ExportError("entry bytes contain a newline", entry_index=accumulator.size)
+        accumulator.add(hashlib.sha256(b"\x00" + entry).digest())
+        yield entry + b"\n"
+    if accumulator.size != checkpoint.size or accumulator.root() != checkpoint.root:
+        raise ExportError(
+            f"{accumulator.size} entries do not match the checkpoint of size {checkpoint.size}"
+        )
+    body = note_body(signed_checkpoint)
+    for record in cosignatures:
+        verify_cosignature(body, record.line, record.witness, record.public_key)
+    yield _json_line(
+        {
+            "checkpoint": signed_checkpoint,
+            "cosignatures": [
+                {
+                    "line": record.line,
+                    "public_key": _b64(public_key_bytes(record.public_key)),
+                    "witness": record.witness,
+                }
+                for record in cosignatures
+            ],
+        }
+    )
+
+
+def _decode_key(text: object, what: str) -> Ed25519PublicKey:
+    if not isinstance(text, str):
+        raise ExportError(f"{what} is not a base64 string")
+    try:
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError) as e:
+        raise ExportError(f"{what} is not a base64 raw Ed25519 public key") from e
+
+
+def _parse_json_object(line: bytes, keys: set[str], what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportError(f"{what} is not valid JSON") from e
+    if not isinstance(value, dict) or set(value) != keys:
+        raise ExportError(f"{what} must be an object with exactly the keys {sorted(keys)}")
+    return value
+
+
+@dataclass(frozen=True)
+class _Header:
+    origin: str
+    log_public_key: Ed25519PublicKey
+    entries: int
+
+
+def _parse_header(line: bytes | None) -> _Header:
+    if line is None:
+        raise ExportError("export file is empty")
+    header = _parse_json_object(line, _HEADER_KEYS, "header line")
+    if header["format"] != EXPORT_FORMAT:
+        raise ExportError(f"header format is not {EXPORT_FORMAT!r}")
+    entries, origin = header["entries"], header["origin"]
+    if not isinstance(entries, int) or isinstance(entries, bool) or entries < 0:
+        raise ExportError("header 'entries' is not a non-negative integer")
+    if not isinstance(origin, str) or not origin:
+        raise ExportError("header 'origin' is not a non-empty string")
+    return _Header(origin, _decode_key(header["log_public_key"], "header log_public_key"), entries)
+
+
+class _Chain:
+    """Streams entry lines: fast canonical check, index, hash chain, Merkle root."""
+
+    def __init__(self, expected: int, earlier_sizes: set[int]) -> None:
+        self.expected = expected
+        self.accumulator = RootAccumulator()
+        self.roots_at: dict[int, bytes] = {}
+        self._earlier_sizes = earlier_sizes
+        self._before_penultimate: RootAccumulator | None = None
+        self.last_leaf = b""
+        self.pending_break: int | None = None  # index k whose prev_leaf_hash did not link
+        self.claimed_prev = b""
+
+    def run(self, lines: Iterator[bytes]) -> None:
+        accumulator, add = self.accumulator, self.accumulator.add
+        expected, sha256 = self.expected, hashlib.sha256
+        earlier, roots_at = self._earlier_sizes, self.roots_at
+        prev_hex, last_leaf = _GENESIS, b""
+        fullmatch, date_ok = ENTRY_LINE.fullmatch, valid_date
+        for index in range(expected):
+            raw = next(lines, None)
+            if raw is None:
+                raise ExportError(
+                    f"entry {index}: missing, the file ends after {index} of {expected} "
+                    "entries (truncated)",
+                    entry_index=index,
+                )
+            line = raw[:-1] if raw[-1:] == b"\n" else raw
+            # Inlined audit.entry_line.check_entry_line: this loop is the hot path.
+            match = fullmatch(line)
+            if (
+                match is None
+                or not date_ok(match[1])
+                or not (line.isascii() or is_valid_utf8(line))
+            ):
+                raise ExportError(f"entry {index}: {diagnose_entry_line(line)}", entry_index=index)
+            _, index_text, claimed = match.groups()
+            if index_text != b"%d" % index:
+                raise ExportError(
+                    f"entry {index}: line carries index {int(index_text)} "
+                    "(an entry was removed, duplicated or reordered)",
+                    entry_index=index,
+                )
+            if claimed != prev_hex:
+                self._chain_break(index, claimed, prev_hex)
+            elif self.pending_break is not None:
+                # Entry k+1 links to entry k, so entry k is unaltered and the
+                # break at k means entry k-1 was changed.
+                raise self._altered(self.pending_break - 1)
+            if index == expected - 2:
+                self._before_penultimate = accumulator.copy()
+            last_leaf = sha256(b"\x00" + line).digest()
+            prev_hex = last_leaf.hex().encode()
+            add(last_leaf)
+            if earlier and index + 1 in earlier:
+                roots_at[index + 1] = accumulator.root()
+        self.last_leaf = last_leaf
+
+    def _chain_break(self, index: int, claimed: bytes, prev_hex: bytes) -> None:
+        if index == 0 or self.pending_break is not None:
+            # Entry 0 must link to the genesis value; and a second break in a
+            # row means entry k's own prev_leaf_hash (hence its hash) changed.
+            raise self._altered(index - 1 if index else 0)
+        self.pending_break = index
+        self.claimed_prev = claimed
+
+    @staticmethod
+    def _altered(index: int) -> ExportError:
+        return ExportError(
+            f"entry {index}: altered (its hash no longer links the hash chain)",
+            entry_index=index,
+        )
+
+    def resolve_final_break(self, signed_root: bytes | None) -> None:
+        """A break at the last entry: the signed root says which side was altered."""
+        if self.pending_break is None:
+            return
+        last = self.pending_break
+        if signed_root is not None and self._before_penultimate is not None:
+            # Hypothesis: entry last-1 was altered and the last entry is intact,
+            # so the original leaf last-1 is what the last entry claims.
+            trial = self._before_penultimate.copy()
+            trial.add(bytes.fromhex(self.claimed_prev.decode()))
+            trial.add(self.last_leaf)
+            if trial.root() == signed_root:
+                raise self._altered(last - 1)
+        raise self._altered(last)
+
+
+def _parse_trailer(line: bytes | None, expected: int) -> dict[str, Any]:
+    if line is None:
+        raise ExportError("the checkpoint line is missing (truncated)")
+    stripped = line[:-1] if line[-1:] == b"\n" else line
+    if check_entry_line(stripped) is not None:
+        raise ExportError(
+            f"entry {expected}: unexpected extra entry after the {expected} the header announces",
+            entry_index=expected,
+        )
+    trailer = _parse_json_object(line, _TRAILER_KEYS, "checkpoint line")
+    if not isinstance(trailer["checkpoint"], str) or not isinstance(trailer["cosignatures"], list):
+        raise ExportError("checkpoint line has the wrong types")
+    return trailer
+
+
+def _check_cosignatures(
+    body: str,
+    records: list[Any],
+    trusted: Mapping[str, Ed25519PublicKey],
+) -> tuple[CosignatureCheck, ...]:
+    checks: list[CosignatureCheck] = []
+    for position, record in enumerate(records):
+        if not isinstance(record, dict) or set(record) != _COSIGNATURE_KEYS:
+            raise ExportError(f"cosignature {position} is malformed")
+        witness, line = record["witness"], record["line"]
+        if not isinstance(witness, str) or not isinstance(line, str):
+            raise ExportError(f"cosignature {position} is malformed")
+        declared = _decode_key(record["public_key"], f"cosignature {position} public_key")
+        source: KeySource = "trusted" if witness in trusted else "declared in file"
+        key = trusted.get(witness, declared)
+        try:
+            timestamp = verify_cosignature(body, line, witness, key)
+        except AuditError as e:
+            raise ExportError(f"cosignature {position} by {witness!r} is invalid: {e}") from e
+        checks.append(CosignatureCheck(witness=witness, key_source=source, timestamp=timestamp))
+    return tuple(checks)
+
+
+def _verify_checkpoint(note: str, origin: str, key: Ed25519PublicKey) -> Checkpoint:
+    try:
+        checkpoint = verify_note(note, origin, key)
+    except AuditError as e:
+        raise ExportError(f"checkpoint is not validly signed: {e}") from e
+    if checkpoint.origin != origin:
+        raise ExportError("checkpoint origin differs from the header origin")
+    return checkpoint
+
+
+def verify_export(
+    lines: Iterable[bytes],
+    *,
+    trusted_log_key: Ed25519PublicKey | None = None,
+    trusted_witness_keys: Mapping[str, Ed25519PublicKey] | None = None,
+    earlier_checkpoints: Sequence[str] = (),
+) -> VerifyReport:
+    """Recompute and check everything in an export; raise :class:`ExportError` on the first fault.
+
+    ``lines`` are the file's lines (e.g. a binary file object). See the
+    module docstring for what is checked.
+    """
+    iterator = iter(lines)
+    header = _parse_header(next(iterator, None))
+    log_key = trusted_log_key if trusted_log_key is not None else header.log_public_key
+    key_source: KeySource = "trusted" if trusted_log_key is not None else "declared in file"
+    earlier = [_verify_checkpoint(note, header.origin, log_key) for note in earlier_checkpoints]
+    for checkpoint in earlier:
+        if checkpoint.size > header.entries:
+            raise ExportError(
+                f"the log already published a checkpoint of size {checkpoint.size}, "
+                f"but the export holds {header.entries} entries (truncated or rolled back)"
+            )
+
+    chain = _Chain(header.entries, {c.size for c in earlier})
+    chain.run(iterator)
+    try:
+        trailer = _parse_trailer(next(iterator, None), header.entries)
+        checkpoint = _verify_checkpoint(trailer["checkpoint"], header.origin, log_key)
+    except ExportError:
+        chain.resolve_final_break(None)
+        raise
+    chain.resolve_final_break(checkpoint.root)
+
+    if next(iterator, None) is not None:
+        raise ExportError("unexpected data after the checkpoint line")
+    if checkpoint.size != header.entries:
+        raise ExportError(
+            f"checkpoint size {checkpoint.size} differs from the {header.entries} entries"
+        )
+    root = chain.accumulator.root()
+    if root != checkpoint.root:
+        # The chain is intact, so with a single altered entry it can only be
+        # the last one (nothing after it records its hash). Several changes
+        # with a recomputed chain also end here; the message says so.
+        last = header.entries - 1 if header.entries else None
+        raise ExportError(
+            f"entry {last}: the entries' Merkle root differs from the signed checkpoint root "
+            "(the last entry was altered, or the hash chain was recomputed after a change)",
+            entry_index=last,
+        )
+    for previous in earlier:
+        prefix_root = chain.roots_at.get(previous.size, EMPTY_ROOT)
+        if previous.root != prefix_root:
+            raise ExportError(
+                f"fork: the earlier checkpoint of size {previous.size} does not match the "
+                "export's first entries (history was rewritten)"
+            )
+    cosignatures = _check_cosignatures(
+        note_body(trailer["checkpoint"]), trailer["cosignatures"], trusted_witness_keys or {}
+    )
+    return VerifyReport(
+        origin=header.origin,
+        entries=header.entries,
+        root=root,
+        log_key_source=key_source,
+        cosignatures=cosignatures,
+        earlier_checkpoints=tuple(sorted({c.size for c in earlier})),
+    )
+
+
+def read_entry_lines(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """The entry lines (without "\\n") of an export, header and trailer skipped, unverified."""
+    iterator = iter(lines)
+    header = _parse_header(next(iterator, None))
+    for _ in range(header.entries):
+        raw = next(iterator, None)
+        if raw is None:
+            return
+        yield raw[:-1] if raw[-1:] == b"\n" else raw

@@ -1,0 +1,251 @@
+"""``sigbus audit``: offline tools for compliance officers (no server, no secret keys).
+
+Mounted by ``sigbus.cli`` as ``sigbus audit``; the server-side ``export``
+command lives there and calls :func:`audit.export.write_export`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit.errors import AuditError, ExportError
+from audit.export import read_entry_lines, verify_export
+from audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
+
+audit_app = typer.Typer(
+    help="Verify, prove and query an exported disclosure log offline.", no_args_is_help=True
+)
+prove_app = typer.Typer(help="Compute inclusion and consistency proofs from an export file.")
+audit_app.add_typer(prove_app, name="prove")
+
+
+def _load_public_key(value: str) -> Ed25519PublicKey:
+    """A base64 raw Ed25519 key, given inline or as a path to a file holding it."""
+    text = value
+    path = Path(value)
+    if path.is_file():
+        text = path.read_text().strip()
+    try:
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError) as e:
+        raise typer.BadParameter(
+            "not a base64 raw Ed25519 public key (or a file holding one)"
+        ) from e
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"FAIL: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+def _verify_file(
+    file: Path,
+    log_key: str | None,
+    witness_keys: list[str] | None,
+    earlier: list[Path] | None,
+) -> str:
+    trusted_witnesses = {}
+    for item in witness_keys or []:
+        name, sep, key = item.partition("=")
+        if not sep:
+            raise typer.BadParameter("--witness-key takes NAME=BASE64_OR_PATH")
+        trusted_witnesses[name] = _load_public_key(key)
+    with file.open("rb") as lines:
+        report = verify_export(
+            lines,
+            trusted_log_key=_load_public_key(log_key) if log_key else None,
+            trusted_witness_keys=trusted_witnesses,
+            earlier_checkpoints=[path.read_text() for path in earlier or []],
+        )
+    return report.summary()
+
+
+FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Export file.")]
+
+
+@audit_app.command()
+def verify(
+    file: FileArg,
+    log_key: Annotated[
+        str | None, typer.Option(help="Trusted log public key: base64 raw Ed25519 or a file.")
+    ] = None,
+    witness_key: Annotated[
+        list[str] | None, typer.Option(help="Trusted witness key NAME=BASE64|PATH (repeatable).")
+    ] = None,
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(help="An earlier signed checkpoint you hold; proves no fork (repeatable)."),
+    ] = None,
+) -> None:
+    """Recompute everything in FILE offline: exit 0 if intact, 1 naming the first bad entry."""
+    try:
+        summary = _verify_file(file, log_key, witness_key, checkpoint)
+    except ExportError as e:
+        raise _fail(str(e)) from e
+    except AuditError as e:
+        raise _fail(str(e)) from e
+    typer.echo(summary)
+
+
+def _tree_from_export(file: Path) -> MerkleTree:
+    """Verify the export first (a proof from a tampered file is worthless), then build its tree."""
+    try:
+        _verify_file(file, None, None, None)
+    except AuditError as e:
+        raise _fail(f"export does not verify, refusing to prove from it: {e}") from e
+    with file.open("rb") as lines:
+        return MerkleTree(hash_leaf(line) for line in read_entry_lines(lines))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@prove_app.command("inclusion")
+def prove_inclusion(
+    file: FileArg,
+    index: int,
+    size: Annotated[int | None, typer.Option(help="Tree size (default: the whole export).")] = None,
+) -> None:
+    """Print the RFC 9162 inclusion proof of entry INDEX as JSON."""
+    tree = _tree_from_export(file)
+    size = tree.size if size is None else size
+    try:
+        proof = tree.inclusion_proof(index, size)
+    except AuditError as e:
+        raise _fail(str(e)) from e
+    document = {
+        "type": "inclusion",
+        "index": index,
+        "size": size,
+        "leaf_hash": _b64(tree.leaf_hash(index)),
+        "root": _b64(tree.root(size)),
+        "proof": [_b64(node) for node in proof],
+    }
+    typer.echo(json.dumps(document))
+
+
+@prove_app.command("consistency")
+def prove_consistency(file: FileArg, size1: int, size2: int) -> None:
+    """Print the RFC 9162 consistency proof between tree sizes SIZE1 and SIZE2 as JSON."""
+    tree = _tree_from_export(file)
+    try:
+        proof = tree.consistency_proof(size1, size2)
+        root1, root2 = tree.root(size1), tree.root(size2)
+    except AuditError as e:
+        raise _fail(str(e)) from e
+    document = {
+        "type": "consistency",
+        "size1": size1,
+        "size2": size2,
+        "root1": _b64(root1),
+        "root2": _b64(root2),
+        "proof": [_b64(node) for node in proof],
+    }
+    typer.echo(json.dumps(document))
+
+
+def _decode_proof_document(document: Any) -> None:
+    def b64(value: Any) -> bytes:
+        if not isinstance(value, str):
+            raise TypeError("hash is not a base64 string")
+        return base64.b64decode(value, validate=True)
+
+    if not isinstance(document, dict) or not isinstance(document.get("proof"), list):
+        raise TypeError("not a proof document")
+    proof = [b64(node) for node in document["proof"]]
+    if document.get("type") == "inclusion":
+        verify_inclusion(
+            b64(document["leaf_hash"]),
+            int(document["index"]),
+            int(document["size"]),
+            proof,
+            b64(document["root"]),
+        )
+    elif document.get("type") == "consistency":
+        verify_consistency(
+            int(document["size1"]),
+            int(document["size2"]),
+            proof,
+            b64(document["root1"]),
+            b64(document["root2"]),
+        )
+    else:
+        raise ValueError("type must be 'inclusion' or 'consistency'")
+
+
+@audit_app.command("verify-proof")
+def verify_proof(
+    proof_file: Annotated[str, typer.Argument(help="JSON printed by 'prove' ('-' for stdin).")],
+) -> None:
+    """Verify a proof printed by 'sigbus audit prove' (exit 0 valid, 1 invalid)."""
+    text = sys.stdin.read() if proof_file == "-" else Path(proof_file).read_text()
+    try:
+        document = json.loads(text)
+        _decode_proof_document(document)
+    except (ValueError, KeyError, TypeError, binascii.Error) as e:
+        raise _fail(f"malformed proof document: {e}") from e
+    except AuditError as e:
+        raise _fail(f"proof does not verify: {e}") from e
+    typer.echo(f"OK: {document['type']} proof verifies")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise typer.BadParameter("give a timezone, e.g. 2026-11-23T00:00:00+01:00")
+    return parsed
+
+
+@audit_app.command()
+def query(
+    file: FileArg,
+    case: Annotated[str | None, typer.Option(help="Case ref, e.g. case-0001.")] = None,
+    agency: Annotated[str | None, typer.Option(help="Sender or recipient agency.")] = None,
+    legal_basis: Annotated[str | None, typer.Option()] = None,
+    outcome: Annotated[
+        str | None, typer.Option(help="release, deny, recorded, retraction.")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time with zone, inclusive.")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO time with zone, exclusive.")] = None,
+    subject_id: Annotated[
+        str | None,
+        typer.Option(help="Pseudonymous subject id from the hub (never a personnummer)."),
+    ] = None,
+    verify_first: Annotated[bool, typer.Option("--verify/--no-verify")] = True,
+) -> None:
+    """Print the entries of FILE (JSON Lines) that match every given filter."""
+    if verify_first:
+        try:
+            _verify_file(file, None, None, None)
+        except AuditError as e:
+            raise _fail(f"export does not verify: {e}") from e
+    start, end = _parse_time(since), _parse_time(until)
+    wanted = {
+        "case_ref": case,
+        "legal_basis": legal_basis,
+        "outcome": outcome,
+        "subject_id": subject_id,
+    }
+    with file.open("rb") as lines:
+        for line in read_entry_lines(lines):
+            entry = json.loads(line)
+            if any(value is not None and entry.get(key) != value for key, value in wanted.items()):
+                continue
+            if agency is not None and agency not in (entry.get("sender"), entry.get("recipient")):
+                continue
+            decided_at = datetime.fromisoformat(entry["decided_at"])
+            if (start and decided_at < start) or (end and decided_at >= end):
+                continue
+            typer.echo(line.decode())

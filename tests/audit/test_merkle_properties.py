@@ -1,0 +1,151 @@
+"""Property tests: the incremental tree matches RFC 9162's recursive definition and
+every proof it serves verifies, while any single mutation is rejected."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audit.errors import ProofError
+from audit.merkle import (
+    EMPTY_ROOT,
+    MerkleTree,
+    RootAccumulator,
+    hash_children,
+    hash_leaf,
+    root_from_leaf_hashes,
+    verify_consistency,
+    verify_inclusion,
+)
+
+
+def naive_root(leaves: list[bytes]) -> bytes:
+    """RFC 9162 §2.1.1 MTH, written as literally as possible."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return hash_children(naive_root(leaves[:k]), naive_root(leaves[k:]))
+
+
+def leaves_of(count: int) -> list[bytes]:
+    return [hash_leaf(b"entry-%d" % i) for i in range(count)]
+
+
+def flip(data: bytes, bit: int) -> bytes:
+    position = bit % (len(data) * 8)
+    mutated = bytearray(data)
+    mutated[position // 8] ^= 1 << (position % 8)
+    return bytes(mutated)
+
+
+sizes = st.integers(min_value=1, max_value=70)
+
+
+def test_empty_tree_root_is_sha256_of_nothing() -> None:
+    assert MerkleTree().root() == EMPTY_ROOT == hashlib.sha256(b"").digest()
+    assert root_from_leaf_hashes([]) == EMPTY_ROOT
+
+
+def test_known_leaf_hash_from_rfc_vectors() -> None:
+    # MTH({""}) as in the transparency-dev vectors ("bjQLnP+z...").
+    assert hash_leaf(b"").hex().startswith("6e340b9cffb37a98")
+
+
+@given(count=st.integers(min_value=0, max_value=130))
+def test_incremental_root_equals_naive_root(count: int) -> None:
+    leaves = leaves_of(count)
+    tree = MerkleTree()
+    accumulator = RootAccumulator()
+    for size, leaf in enumerate(leaves, start=1):
+        assert tree.append(leaf) == size - 1
+        accumulator.add(leaf)
+        assert tree.root() == naive_root(leaves[:size]) == accumulator.root()
+    assert root_from_leaf_hashes(leaves) == naive_root(leaves)
+    for size in range(count + 1):
+        assert tree.root(size) == naive_root(leaves[:size])
+
+
+@given(data=st.data(), size=sizes)
+@settings(max_examples=150)
+def test_inclusion_proofs_verify_and_mutations_fail(data: st.DataObject, size: int) -> None:
+    tree = MerkleTree(leaves_of(size + data.draw(st.integers(0, 5))))
+    index = data.draw(st.integers(0, size - 1))
+    proof, root, leaf = tree.inclusion_proof(index, size), tree.root(size), tree.leaf_hash(index)
+    verify_inclusion(leaf, index, size, proof, root)
+
+    # Sizes are not mutated: RFC 9162 proofs do not always bind the tree size
+    # (e.g. index 0 has the same path shape in trees of 3 and 4 leaves); the
+    # signed checkpoint binds size and root together.
+    mutation = data.draw(st.sampled_from(["leaf", "root", "index", "node", "drop", "add"]))
+    bit = data.draw(st.integers(0, 255))
+    args = [leaf, index, size, list(proof), root]
+    if mutation == "leaf":
+        args[0] = flip(leaf, bit)
+    elif mutation == "root":
+        args[4] = flip(root, bit)
+    elif mutation == "index":
+        args[1] = data.draw(st.integers(-1, size + 1).filter(lambda i: i != index))
+    elif mutation == "node" and proof:
+        position = data.draw(st.integers(0, len(proof) - 1))
+        args[3][position] = flip(proof[position], bit)
+    elif mutation == "drop" and proof:
+        args[3].pop(data.draw(st.integers(0, len(proof) - 1)))
+    else:
+        args[3].insert(data.draw(st.integers(0, len(proof))), hash_leaf(b"extra"))
+    with pytest.raises(ProofError):
+        verify_inclusion(*args)  # type: ignore[arg-type]
+
+
+@given(data=st.data(), size2=sizes)
+@settings(max_examples=150)
+def test_consistency_proofs_verify_and_mutations_fail(data: st.DataObject, size2: int) -> None:
+    tree = MerkleTree(leaves_of(size2))
+    size1 = data.draw(st.integers(1, size2))
+    proof = tree.consistency_proof(size1, size2)
+    root1, root2 = tree.root(size1), tree.root(size2)
+    verify_consistency(size1, size2, proof, root1, root2)
+
+    mutation = data.draw(st.sampled_from(["root1", "root2", "node", "drop", "add"]))
+    bit = data.draw(st.integers(0, 255))
+    args = [size1, size2, list(proof), root1, root2]
+    if mutation == "root1":
+        args[3] = flip(root1, bit)
+    elif mutation == "root2":
+        args[4] = flip(root2, bit)
+    elif mutation == "node" and proof:
+        position = data.draw(st.integers(0, len(proof) - 1))
+        args[2][position] = flip(proof[position], bit)
+    elif mutation == "drop" and proof:
+        args[2].pop(data.draw(st.integers(0, len(proof) - 1)))
+    else:
+        args[2].insert(data.draw(st.integers(0, len(proof))), hash_leaf(b"extra"))
+    with pytest.raises(ProofError):
+        verify_consistency(*args)  # type: ignore[arg-type]
+
+
+def test_size_that_changes_the_proof_shape_is_rejected() -> None:
+    tree = MerkleTree(leaves_of(8))
+    proof = tree.consistency_proof(3, 4)
+    with pytest.raises(ProofError):
+        verify_consistency(3, 8, proof, tree.root(3), tree.root(4))
+    with pytest.raises(ProofError):
+        verify_inclusion(tree.leaf_hash(5), 5, 8, tree.inclusion_proof(5, 6), tree.root(6))
+
+
+def test_tree_rejects_out_of_range_requests() -> None:
+    tree = MerkleTree(leaves_of(5))
+    with pytest.raises(ProofError):
+        tree.inclusion_proof(5, 5)
+    with pytest.raises(ProofError):
+        tree.root(6)
+    with pytest.raises(ProofError):
+        tree.consistency_proof(4, 3)
+    with pytest.raises(ProofError):
+        tree.append(b"short")

@@ -1,0 +1,96 @@
+"""A live hub and three live adapters on the session's nats-server."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agents.casesystem import MemoryCaseSystem
+from agents.runtime import Adapter
+from audit.entry import LogEntry
+from broker.service import Broker
+from protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose, ContactFunction
+from protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
+from protocol.messages import CaseOpened, ConsentEvent, ConsentScope
+from protocol.subjects import LOG_STREAM
+from sigbus.config import agency_setup, hub_setup
+from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
+
+CONSENT_CATEGORIES = (MessageType.CASE_INVITATION, MessageType.PLAN_COMMITMENT,
+                      MessageType.COMMITMENT_STATUS, MessageType.MEETING_NOTICE)
+
+
+@dataclass
+class World:
+    broker: Broker
+    adapters: dict[AgencyId, Adapter]
+    inboxes: dict[AgencyId, MemoryCaseSystem] = field(default_factory=dict)
+    youth: str = field(default_factory=lambda: fictitious_personnummer(
+        birth_date_for_age(datetime.now(UTC).date(), 16), 982))
+
+    async def settle(self) -> None:
+        """Let the hub process everything, then let every adapter drain its inbox."""
+        await self.broker.drain_ingress(idle_timeout=0.3)
+        for agency, adapter in self.adapters.items():
+            inbox = self.inboxes.setdefault(agency, MemoryCaseSystem())
+            while await adapter.receive(inbox.deliver, timeout=0.3):
+                pass
+
+    def received_ids(self, agency: AgencyId) -> list[str]:
+        return [d.header.message_id for d in self.inboxes.get(agency, MemoryCaseSystem()).received]
+
+    async def log_entries(self) -> list[LogEntry]:
+        out = []
+        for seq in range(1, self.broker.writer.size + 1):
+            msg = await self.broker.js.get_msg(LOG_STREAM, seq)
+            assert msg.data is not None
+            out.append(LogEntry.model_validate_json(msg.data))
+        return out
+
+    async def entries_for(self, message_id: str) -> dict[str, LogEntry]:
+        return {(e.recipient.value if e.recipient else "-"): e
+                for e in await self.log_entries() if e.message_id == message_id}
+
+    async def open_case_with_consents(self, guardians: tuple[str, ...] = ("vh-1", "vh-2")) -> str:
+        social = self.adapters[AgencyId.SOCIAL]
+        case = new_opaque_id("case", 12)
+        await social.send(MessageType.CASE_OPENED,
+                          CaseOpened(personnummer=self.youth, guardians_with_custody=guardians,
+                                     parties=PARTY_AGENCIES), case_ref=case)
+        now = datetime.now(UTC)
+        consenters = [(ConsenterRole.YOUNG_PERSON, None)] + [
+            (ConsenterRole.GUARDIAN, g) for g in guardians]
+        for role, guardian in consenters:
+            cid = f"consent-{role.value.replace('_', '')}{(guardian or '').replace('-', '')}"
+            await social.send(MessageType.CONSENT_EVENT, ConsentEvent(
+                consent_id=cid, action=ConsentAction.GIVEN, consenter_role=role,
+                guardian_ref=guardian,
+                scope=ConsentScope(disclosers=PARTY_AGENCIES, recipients=PARTY_AGENCIES,
+                                   categories=CONSENT_CATEGORIES, purpose=ConsentPurpose.SIG_CASE,
+                                   valid_from=now - timedelta(minutes=5),
+                                   valid_until=now + timedelta(days=90)),
+                acted_at=now - timedelta(minutes=1),
+                evidence_sha256=hashlib.sha256(cid.encode()).hexdigest(),
+                recorded_by=ContactFunction.SOCIAL_CASE_WORKER), case_ref=case)
+        await self.settle()
+        return case
+
+
+@pytest.fixture
+async def world(nats_url: str, keys_dir: Path) -> AsyncIterator[World]:
+    hub = hub_setup(keys_dir)
+    broker = Broker(nats_url, hub.ctx, hub.state_key)
+    await broker.start()
+    adapters = {}
+    for agency in PARTY_AGENCIES:
+        setup = agency_setup(agency, keys_dir)
+        adapters[agency] = await Adapter.connect(nats_url, setup.identity, setup.directory)
+    yield World(broker, adapters)
+    for adapter in adapters.values():
+        await adapter.close()
+    await broker.stop()
