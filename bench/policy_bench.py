@@ -148,8 +148,14 @@ def target_case() -> CaseState:
         # young person: an expired record and a future one (starts in 10 days)
         ev("consent-t03", 1, GIVEN, YP, scope(end=T0 + 20 * DAY), t),
         ev("consent-t03", 2, EXPIRED, YP, None, t + 40 * DAY),
-        ev("consent-t04", 1, GIVEN, YP,
-           scope(categories=CATS[3:], start=T0 + 10 * DAY, end=T0 + 100 * DAY), t),
+        ev(
+            "consent-t04",
+            1,
+            GIVEN,
+            YP,
+            scope(categories=CATS[3:], start=T0 + 10 * DAY, end=T0 + 100 * DAY),
+            t,
+        ),
         # guardian vh-1: one consent, one too long (400 days > 365)
         ev("consent-t05", 1, GIVEN, "vh-1", scope(), t),
         ev("consent-t06", 1, GIVEN, "vh-1", scope(end=T0 + 340 * DAY), t),
@@ -179,8 +185,7 @@ def store_case(i: int, rng: random.Random) -> CaseState:
     consenters = [YP, *guardians]
     start = T0 - rng.randrange(1, 200) * DAY
     events = [
-        ev(f"consent-s{i:06d}c{k}", 1, GIVEN, who, scope(start=start, end=start + 300 * DAY),
-           start)
+        ev(f"consent-s{i:06d}c{k}", 1, GIVEN, who, scope(start=start, end=start + 300 * DAY), start)
         for k, who in enumerate(consenters)
     ]
     if rng.random() < 0.1:
@@ -201,8 +206,9 @@ def cedar_entity(case: CaseState) -> dict[str, object]:
     return {
         "uid": {"type": "Case", "id": case.case_ref},
         "attrs": {
-            "parties": [{"__entity": {"type": "Agency", "id": a.value}} for a in
-                        sorted(case.parties)],
+            "parties": [
+                {"__entity": {"type": "Agency", "id": a.value}} for a in sorted(case.parties)
+            ],
             "adult_at": us(birthday_instant(dob, 18)),
             "age21_at": us(birthday_instant(dob, 21)),
         },
@@ -239,8 +245,10 @@ def cedar_policies(case: CaseState, rules: Rules) -> str:
             )
         return "(" + " || ".join(clauses) + ")" if clauses else "false"
 
-    guardians = " && ".join(covers(f"guardian:{g}") for g in
-                            sorted(case.subject.guardians_with_custody)) or "true"
+    guardians = (
+        " && ".join(covers(f"guardian:{g}") for g in sorted(case.subject.guardians_with_custody))
+        or "true"
+    )
     osl = rules.statutes_by_id["osl_10_18a"]
     return f"""
 // OSL 12 kap. 2 §: consent, compiled from the folded records of {case.case_ref}
@@ -266,7 +274,8 @@ forbid (principal, action, resource) when {{ resource == Agency::"hub" }};
 
 
 def cedar_request(req: DecisionRequest, now: datetime) -> dict[str, object]:
-    assert req.case is not None and len(req.recipients) == 1
+    assert req.case is not None
+    assert len(req.recipients) == 1
     evidence = next((a.evidence_id for a in req.assertions if a.basis == "osl_10_18a"), "")
     return {
         "principal": f'Agency::"{req.discloser.value}"',
@@ -321,10 +330,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Requests about the target: instants from the latest event to beyond the
     # 18th birthday and the end of several validity periods.
-    instants = [T0 + k * DAY + rng.randrange(0, 86_400) * timedelta(seconds=1)
-                for k in range(0, 240, 4)]
-    instants += [birthday_instant(target.subject.date_of_birth, 18) + d
-                 for d in (-timedelta(microseconds=1), timedelta(0))]
+    instants = [
+        T0 + k * DAY + rng.randrange(0, 86_400) * timedelta(seconds=1) for k in range(0, 240, 4)
+    ]
+    instants += [
+        birthday_instant(target.subject.date_of_birth, 18) + d
+        for d in (-timedelta(microseconds=1), timedelta(0))
+    ]
     requests: list[tuple[DecisionRequest, datetime]] = []
     for i in range(args.requests):
         statutory = rng.random() < 0.1
@@ -332,24 +344,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipient = POLICE if statutory else rng.choice(ALL)
         assertions = (
             (StatutoryAssertion(basis="osl_10_18a", evidence_id=f"ra-risk{i % 7:04d}"),)
-            if statutory else ()
+            if statutory
+            else ()
         )
-        requests.append((
-            DecisionRequest(
-                message_id=f"msg-bench{i:08d}",
-                discloser=discloser,
-                recipients=(recipient,),
-                category=rng.choice(CATS),
-                case=target,
-                assertions=assertions,
-            ),
-            rng.choice(instants),
-        ))
+        requests.append(
+            (
+                DecisionRequest(
+                    message_id=f"msg-bench{i:08d}",
+                    discloser=discloser,
+                    recipients=(recipient,),
+                    category=rng.choice(CATS),
+                    case=target,
+                    assertions=assertions,
+                ),
+                rng.choice(instants),
+            )
+        )
 
     t = time.perf_counter()
     entities_json = json.dumps(
-        [{"uid": {"type": "Agency", "id": a.value}, "attrs": {}, "parents": []}
-         for a in AgencyId]
+        [{"uid": {"type": "Agency", "id": a.value}, "attrs": {}, "parents": []} for a in AgencyId]
         + [cedar_entity(c) for c in store.values()]
     )
     entities = cedarpy.Entities.from_json_str(entities_json)
@@ -369,8 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours = [decide(r, rules, now=now) for r, now in requests]
     ns_ours = timed(lambda i: decide(requests[i][0], rules, now=requests[i][1]), len(requests))
     theirs = [cedarpy.is_authorized(cr, policies, entities) for cr in cedar_requests]
-    ns_cedar = timed(lambda i: cedarpy.is_authorized(cedar_requests[i], policies, entities),
-                     len(cedar_requests))
+    ns_cedar = timed(
+        lambda i: cedarpy.is_authorized(cedar_requests[i], policies, entities), len(cedar_requests)
+    )
     t = time.perf_counter_ns()
     batch = cedarpy.is_authorized_batch(cedar_requests, policies, entities)
     batch_us = (time.perf_counter_ns() - t) / len(cedar_requests) / 1000
@@ -405,23 +420,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     cold_med, cold_p99 = percentiles(ns_cold)
     warm_med, warm_p99 = percentiles(ns_warm)
     n = len(requests)
-    print(f"policy bench: {args.store:,} subjects in store (built in {build_s:.1f} s), "
-          f"target subject with {len({e.consent_id for e in target.consent_events})} consent "
-          f"records, {n:,} requests ({permits:,} permit), Python {sys.version.split()[0]}")
-    print(f"  rules {rules.rules_version} sha256 {rules.sha256[:16]}…; "
-          f"cedar setup {cedar_setup_s:.1f} s (entities + policies parsed once)")
+    print(
+        f"policy bench: {args.store:,} subjects in store (built in {build_s:.1f} s), "
+        f"target subject with {len({e.consent_id for e in target.consent_events})} consent "
+        f"records, {n:,} requests ({permits:,} permit), Python {sys.version.split()[0]}"
+    )
+    print(
+        f"  rules {rules.rules_version} sha256 {rules.sha256[:16]}…; "
+        f"cedar setup {cedar_setup_s:.1f} s (entities + policies parsed once)"
+    )
     print(f"  decide (target subject)          median {med:8.2f} µs   p99 {p99:8.2f} µs")
     print(f"  cedarpy.is_authorized (per call) median {cmed:8.2f} µs   p99 {cp99:8.2f} µs")
     print(f"  cedarpy.is_authorized_batch      mean   {batch_us:8.2f} µs per request (amortised)")
-    print(f"  ratio cedar/decide (median, per call): {cmed / med:5.1f}x;"
-          f" vs batch: {batch_us / med:5.1f}x")
-    print(f"  agreeing decisions: {agree:,}/{n:,} (cedar batch vs per call: {agree_batch:,}/{n:,};"
-          f" cedar errors: {errors})")
-    print(f"  decide (random store subject)    cold median {cold_med:6.2f} µs p99 {cold_p99:7.2f} µs"
-          f" | warm median {warm_med:6.2f} µs p99 {warm_p99:7.2f} µs")
+    print(
+        f"  ratio cedar/decide (median, per call): {cmed / med:5.1f}x;"
+        f" vs batch: {batch_us / med:5.1f}x"
+    )
+    print(
+        f"  agreeing decisions: {agree:,}/{n:,} (cedar batch vs per call: {agree_batch:,}/{n:,};"
+        f" cedar errors: {errors})"
+    )
+    print(
+        f"  decide (random store subject)    cold median {cold_med:6.2f} µs p99 {cold_p99:7.2f} µs"
+        f" | warm median {warm_med:6.2f} µs p99 {warm_p99:7.2f} µs"
+    )
     goal = med <= 20 and cmed / med >= 3
-    print(f"  goal (median <= 20 µs and >= 3x faster than cedar per call): "
-          f"{'met' if goal else 'NOT met'}")
+    print(
+        f"  goal (median <= 20 µs and >= 3x faster than cedar per call): "
+        f"{'met' if goal else 'NOT met'}"
+    )
     return 0 if agree == n else 1
 
 

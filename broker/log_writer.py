@@ -13,15 +13,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import structlog
-from audit.merkle import MerkleTree
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError
 
 from audit.entry import GENESIS_PREV_HASH, LogEntry, leaf_hash
+from audit.merkle import MerkleTree
 from broker.errors import LogCorruptError, LogFencedError
 from broker.pipeline import EntryDraft
 from protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
+from sigbus.bus import read_stream
 
 log = structlog.get_logger("sigbus.broker.log")
 
@@ -53,13 +54,8 @@ class LogWriter:
         self._last_leaf_hash = GENESIS_PREV_HASH
         self._by_ingress.clear()
         self._first_seq_of_message.clear()
-        try:
-            info = await self._js.stream_info(LOG_STREAM)
-        except NotFoundError:
-            return
-        for seq in range(1, info.state.last_seq + 1):
-            msg = await self._js.get_msg(LOG_STREAM, seq)
-            assert msg.data is not None
+        async for msg in read_stream(self._js, LOG_STREAM, LOG_ENTRY_SUBJECT):
+            seq = msg.metadata.sequence.stream
             try:
                 entry = LogEntry.model_validate_json(msg.data)
             except ValueError as e:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -31,6 +32,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from audit.entry import LogEntry, Outcome
+from broker.checkpointer import Checkpointer
 from broker.errors import LogFencedError
 from broker.log_writer import LogWriter
 from broker.pipeline import HubContext, Plan, ReleaseDraft, evaluate
@@ -67,6 +69,7 @@ class Broker:
         url: str,
         ctx: HubContext,
         state_key: bytes,
+        log_key: Ed25519PrivateKey,
         *,
         clock: Callable[[], datetime] = utc_now,
         ack_wait: timedelta = timedelta(seconds=30),
@@ -74,6 +77,8 @@ class Broker:
         self.url = url
         self.ctx = ctx
         self._state_key = state_key
+        self._log_key = log_key
+        self._checkpointer: Checkpointer | None = None
         self._clock = clock
         self._ack_wait = ack_wait
         self.stats = BrokerStats()
@@ -91,6 +96,11 @@ class Broker:
         return self._writer
 
     @property
+    def checkpointer(self) -> Checkpointer:
+        assert self._checkpointer is not None, "broker not started"
+        return self._checkpointer
+
+    @property
     def js(self) -> JetStreamContext:
         assert self._js is not None, "broker not started"
         return self._js
@@ -103,6 +113,9 @@ class Broker:
         await self._writer.recover()
         self._store = StateStore(self._js, self._state_key)
         self.state = await self._store.load()
+        self._checkpointer = Checkpointer(self._nc, self._js, self._writer, self._log_key)
+        await self._checkpointer.serve()
+        await self._checkpointer.publish()
         # One in flight at a time: a withdrawal always takes effect before every
         # later message, and a message that failed is retried before the next.
         self._sub = await self._js.pull_subscribe(
@@ -136,9 +149,11 @@ class Broker:
         try:
             msgs = await self._sub.fetch(1, timeout=timeout)
         except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
+            await self.checkpointer.publish()  # idle: make the latest entries witnessable
             return 0
         for msg in msgs:
             await self._process(msg)
+        await self.checkpointer.maybe_publish()
         return len(msgs)
 
     async def drain_ingress(self, *, idle_timeout: float = 0.5) -> int:

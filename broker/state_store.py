@@ -12,12 +12,12 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from broker.errors import StateCorruptError
 from broker.state import CaseOpenedChange, ConsentRecordedChange, HubState, StateRecord
 from protocol.subjects import STATE_STREAM, STATE_SUBJECT
+from sigbus.bus import read_stream
 
 _AAD = b"sigbus/v1/hub-state\n"
 _NONCE = 12
@@ -54,15 +54,7 @@ class StateStore:
 
     async def load(self) -> HubState:
         state = HubState()
-        try:
-            info = await self._js.stream_info(STATE_STREAM)
-        except NotFoundError:
-            return state
-        if info.state.messages == 0:
-            return state
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await self._js.get_msg(STATE_STREAM, seq)
+        async for msg in read_stream(self._js, STATE_STREAM, STATE_SUBJECT):
             message_id = (msg.headers or {}).get("Sigbus-Message-Id", "")
-            assert msg.data is not None
             state.apply(open_change(msg.data, message_id, self._key))
         return state

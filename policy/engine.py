@@ -477,6 +477,14 @@ def _view(case: CaseState) -> _CaseView:
     # Keyed by the identity of every field an answer depends on (policy._memo): a
     # state with a new event, other parties or other subject facts gets a new view.
     key = (case.consent_events, case.subject, case.parties, case.case_ref)
+    if (
+        type(case.consent_events) is not tuple
+        or type(case.parties) is not frozenset
+        or type(case.subject.guardians_with_custody) is not frozenset
+    ):
+        # Mutable containers (only via model_construct) could change in place under
+        # the same identity: never memoise them.
+        return _CaseView(case)
     return memo(case, "view", key, lambda: _CaseView(case))
 
 

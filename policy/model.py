@@ -131,6 +131,10 @@ class CaseState(PolicyModel):
         """
         from policy._index import build_index
 
+        if type(self.consent_events) is not tuple:
+            # Only reachable through model_construct: a mutable list could grow in
+            # place under the same identity, so it is never memoised.
+            return build_index(self)
         return memo(self, "index", (self.consent_events,), lambda: build_index(self))
 
     def digest(self) -> str:

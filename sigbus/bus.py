@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import NotFoundError
 
 from protocol import subjects as s
@@ -120,3 +131,44 @@ async def ensure_streams(js: JetStreamContext) -> None:
         except NotFoundError:
             await js.add_stream(config)
         log.debug("stream_ready", stream=config.name)
+
+
+READ_BATCH = 1000
+
+
+async def read_stream(
+    js: JetStreamContext, stream: str, subject: str, *, up_to_seq: int | None = None
+) -> AsyncIterator[Msg]:
+    """Every stored message of ``subject`` in ``stream``, in order, read in batches.
+
+    An ephemeral pull consumer with no acks: reading leaves no trace and takes
+    one round trip per batch instead of one per message.
+    """
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return
+    last = info.state.last_seq if up_to_seq is None else min(up_to_seq, info.state.last_seq)
+    if info.state.messages == 0 or last == 0:
+        return
+    sub = await js.pull_subscribe(
+        subject, stream=stream,
+        config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
+                              inactive_threshold=60.0),
+    )
+    try:
+        while True:
+            try:
+                batch = await sub.fetch(READ_BATCH, timeout=2.0)
+            except (TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041 - nats-py raises both
+                raise TransportError(f"stream {stream} stopped before sequence {last}") from e
+            for msg in batch:
+                seq = msg.metadata.sequence.stream
+                if seq > last:
+                    return
+                yield msg
+                if seq == last:
+                    return
+    finally:
+        with contextlib.suppress(NatsError):
+            await sub.unsubscribe()

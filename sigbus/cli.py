@@ -17,7 +17,6 @@ import typer
 from agents.police.cli import app as police_app
 from agents.school.cli import app as school_app
 from agents.social.cli import app as social_app
-from broker.service import Broker
 from protocol.errors import ProtocolError
 from protocol.sealing import DEFAULT_SUITE, SuiteId
 from sigbus import config
@@ -90,7 +89,7 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
         raise _fail(e) from e
 
     async def serve(url: str) -> None:
-        broker = Broker(url, hub.ctx, hub.state_key)
+        broker = hub.broker(url)
         await broker.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -136,7 +135,7 @@ def broker_run(nats: Annotated[str, typer.Option("--nats", envvar="SIGBUS_NATS_U
         raise _fail(e) from e
 
     async def serve() -> None:
-        broker = Broker(nats, hub.ctx, hub.state_key)
+        broker = hub.broker(nats)
         await broker.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -7,7 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from broker.pipeline import HubContext
+from broker.service import Broker
 from policy import Rules, default_rules
 from protocol.directory import Directory
 from protocol.identity import AgencyIdentity
@@ -56,7 +59,10 @@ def agency_setup(agency: AgencyId, keys: Path) -> AgencySetup:
 class HubSetup:
     ctx: HubContext
     state_key: bytes
-    log_signing_private: bytes
+    log_key: Ed25519PrivateKey
+
+    def broker(self, url: str) -> Broker:
+        return Broker(url, self.ctx, self.state_key, self.log_key)
 
 
 def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:
@@ -66,4 +72,4 @@ def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:
     ctx = HubContext(identity=keyfile.identity(), pseudonym_key=keyfile.hub.pseudonym_key,
                      directory=load_directory(keys), rules=rules or default_rules())
     return HubSetup(ctx=ctx, state_key=keyfile.hub.state_key,
-                    log_signing_private=keyfile.hub.log_signing_private)
+                    log_key=Ed25519PrivateKey.from_private_bytes(keyfile.hub.log_signing_private))

@@ -234,7 +234,7 @@ async def run_demo(*, data_dir: Path | None, keys_dir: Path) -> DemoReport:
     base = data_dir or Path(tempfile.mkdtemp(prefix="sigbus-demo-"))
     hub = hub_setup(keys_dir)
     with EmbeddedNats(base / "nats") as server:
-        broker = Broker(server.url, hub.ctx, hub.state_key)
+        broker = hub.broker(server.url)
         await broker.start()
         adapters: dict[AgencyId, Adapter] = {}
         try:

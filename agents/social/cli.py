@@ -53,7 +53,7 @@ def _when(text: str | None) -> datetime:
 def open_case(personnummer: PnrOpt,
               guardian: Annotated[list[str], typer.Option(
                   help="ref of each guardian with custody, e.g. vh-1 (repeatable)")] = [],  # noqa: B006
-              party: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006, B008
+              party: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006
               case: Annotated[str | None, typer.Option("--case")] = None,
               nats: NatsOpt = None, keys: KeysOpt = None) -> None:
     """Open a SIG case at the hub. Prints the case ref to use from now on."""
@@ -72,8 +72,8 @@ def consent_give(case: CaseOpt,
                  category: Annotated[list[MessageType], typer.Option(help="repeatable")],
                  young_person: Annotated[bool, typer.Option("--young-person")] = False,
                  guardian: GuardianOpt = None,
-                 discloser: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006, B008
-                 recipient: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006, B008
+                 discloser: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006
+                 recipient: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006
                  valid_from: Annotated[str | None, typer.Option("--from")] = None,
                  consent_id: Annotated[str | None, typer.Option("--consent-id")] = None,
                  nats: NatsOpt = None, keys: KeysOpt = None) -> None:

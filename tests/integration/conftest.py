@@ -84,7 +84,7 @@ class World:
 @pytest.fixture
 async def world(nats_url: str, keys_dir: Path) -> AsyncIterator[World]:
     hub = hub_setup(keys_dir)
-    broker = Broker(nats_url, hub.ctx, hub.state_key)
+    broker = hub.broker(nats_url)
     await broker.start()
     adapters = {}
     for agency in PARTY_AGENCIES:

@@ -49,7 +49,7 @@ async def test_referral_reaches_social_services_only(world: World) -> None:
     assert world.received_ids(SO) == [mid]
     assert world.received_ids(S) == []
     delivered = world.inboxes[SO].received[0]
-    assert getattr(delivered.body, "personnummer") == world.youth
+    assert delivered.body.personnummer == world.youth
     assert delivered.record.log_index == entries["social"].index
 
 

@@ -782,3 +782,25 @@ def test_copied_rules_get_fresh_lookups() -> None:
     assert "lul_6" in RULES.statutes_by_id
     fewer = RULES.model_copy(update={"statute": RULES.statute[:1]})
     assert "lul_6" not in fewer.statutes_by_id
+
+
+def test_unvalidated_mutable_events_are_never_memoised() -> None:
+    """A CaseState built with model_construct and a list that grows in place."""
+    events = list(full_consent())
+    st = CaseState.model_construct(
+        case_ref="case-test01",
+        subject=subject(DOB_19),
+        parties=frozenset(ALL),
+        consent_events=events,
+    )
+    assert decide(request(case_state=st), RULES, now=T0).all_permitted
+    events.append(withdrawn("consent-yp01", 2, at=T0))
+    assert not decide(request(case_state=st), RULES, now=T0).all_permitted
+
+
+def test_memo_is_per_rules_object() -> None:
+    st = case([given("consent-yp01", sc=LONG_SCOPE)], DOB_19)
+    longer = _rules_with(max_consent_days=400)
+    assert not decide(request(case_state=st), RULES, now=T0).all_permitted
+    assert decide(request(case_state=st), longer, now=T0).all_permitted
+    assert not decide(request(case_state=st), RULES, now=T0).all_permitted

@@ -1,0 +1,110 @@
+"""Signed checkpoints and the proof service: the hub's side of the witness protocol.
+
+The hub signs a C2SP ``tlog-checkpoint`` in a ``signed-note`` (Ed25519, key
+name = origin) whenever the log has grown — at most once per interval while
+busy, and at once when idle or asked — and publishes it to the checkpoint
+stream. Witnesses (every agency adapter) fetch consistency proofs from it by
+request/reply; recipients fetch inclusion proofs for their releases.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from pydantic import BaseModel, ValidationError
+
+from audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
+from audit.errors import AuditError
+from broker.log_writer import LogWriter
+from protocol.proofs import (
+    CHECKPOINT_REQUEST_SUBJECT,
+    CheckpointReply,
+    ConsistencyRequest,
+    InclusionRequest,
+    ProofReply,
+)
+from protocol.subjects import (
+    CHECKPOINT_STREAM,
+    CHECKPOINT_SUBJECT,
+    PROOF_CONSISTENCY_SUBJECT,
+    PROOF_INCLUSION_SUBJECT,
+)
+
+log = structlog.get_logger("sigbus.broker.checkpoint")
+
+CHECKPOINT_INTERVAL_S = 1.0
+
+
+class Checkpointer:
+    def __init__(self, nc: Client, js: JetStreamContext, writer: LogWriter,
+                 log_key: Ed25519PrivateKey, *, origin: str = DEFAULT_ORIGIN) -> None:
+        self._nc = nc
+        self._js = js
+        self._writer = writer
+        self._key = log_key
+        self.origin = origin
+        self.last_size = -1
+        self.last_note = ""
+        self._last_at = 0.0
+        self._subs: list[Subscription] = []
+
+    def sign(self) -> str:
+        tree = self._writer.tree
+        body = make_checkpoint_body(self.origin, tree.size, tree.root())
+        return sign_note(body, self.origin, self._key)
+
+    async def publish(self, *, force: bool = False) -> str | None:
+        """Sign and publish a checkpoint if the log grew (or ``force``)."""
+        size = self._writer.size
+        if size == self.last_size and not force:
+            return None
+        note = self.sign()
+        await self._js.publish(CHECKPOINT_SUBJECT, note.encode(), stream=CHECKPOINT_STREAM)
+        self.last_size, self.last_note, self._last_at = size, note, time.monotonic()
+        log.info("checkpoint_published", size=size)
+        return note
+
+    async def maybe_publish(self) -> None:
+        """While busy: at most one checkpoint per interval."""
+        if time.monotonic() - self._last_at >= CHECKPOINT_INTERVAL_S:
+            await self.publish()
+
+    async def serve(self) -> None:
+        self._subs = [
+            await self._nc.subscribe(PROOF_INCLUSION_SUBJECT, cb=self._on_inclusion),
+            await self._nc.subscribe(PROOF_CONSISTENCY_SUBJECT, cb=self._on_consistency),
+            await self._nc.subscribe(CHECKPOINT_REQUEST_SUBJECT, cb=self._on_checkpoint),
+        ]
+
+    async def _reply(self, msg: Msg, reply: BaseModel) -> None:
+        if msg.reply:
+            await msg.respond(reply.model_dump_json().encode())
+
+    async def _on_inclusion(self, msg: Msg) -> None:
+        try:
+            req = InclusionRequest.model_validate_json(msg.data)
+            tree = self._writer.tree
+            reply = ProofReply(proof=tuple(tree.inclusion_proof(req.index, req.size)),
+                               leaf_hash=tree.leaf_hash(req.index))
+        except (ValidationError, AuditError, ValueError, IndexError) as e:
+            reply = ProofReply(error=type(e).__name__)
+        await self._reply(msg, reply)
+
+    async def _on_consistency(self, msg: Msg) -> None:
+        try:
+            req = ConsistencyRequest.model_validate_json(msg.data)
+            reply = ProofReply(proof=tuple(self._writer.tree.consistency_proof(req.size1,
+                                                                             req.size2)))
+        except (ValidationError, AuditError, ValueError, IndexError) as e:
+            reply = ProofReply(error=type(e).__name__)
+        await self._reply(msg, reply)
+
+    async def _on_checkpoint(self, msg: Msg) -> None:
+        note = await self.publish() or self.last_note or self.sign()
+        await self._reply(msg, CheckpointReply(signed_checkpoint=note))

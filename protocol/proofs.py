@@ -1,0 +1,43 @@
+"""Request/reply shapes for the hub's log-proof service (witnesses, recipients)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from protocol.canonical import B64Bytes
+from protocol.messages import StrictModel
+
+CHECKPOINT_REQUEST_SUBJECT = "sigbus.log.checkpoint.request"
+
+
+class InclusionRequest(StrictModel):
+    index: Annotated[int, Field(ge=0)]
+    size: Annotated[int, Field(ge=1)]
+
+
+class ConsistencyRequest(StrictModel):
+    size1: Annotated[int, Field(ge=1)]
+    size2: Annotated[int, Field(ge=1)]
+
+
+class ProofReply(StrictModel):
+    """``proof`` on success; ``error`` (a short code) when the request cannot be served."""
+
+    proof: tuple[B64Bytes, ...] = ()
+    leaf_hash: B64Bytes | None = None
+    error: str | None = None
+
+
+class CheckpointReply(StrictModel):
+    signed_checkpoint: str
+
+
+class Cosignature(StrictModel):
+    """What a witness publishes on ``sigbus.log.cosignature.<agency>``."""
+
+    witness: str
+    public_key: B64Bytes
+    checkpoint_size: Annotated[int, Field(ge=0)]
+    line: str
