@@ -89,6 +89,17 @@ class Adapter:
         nc = await connect(url, name=f"adapter-{identity.agency.value}")
         return cls(identity, directory, nc, clock=clock)
 
+    @property
+    def nc(self) -> Client:
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self._js
+
+    def now(self) -> datetime:
+        return self._clock()
+
     async def close(self) -> None:
         if not self._nc.is_closed:
             await self._nc.close()

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
@@ -32,6 +33,7 @@ from protocol.proofs import (
 from protocol.subjects import (
     CHECKPOINT_STREAM,
     CHECKPOINT_SUBJECT,
+    LOG_STREAM,
     PROOF_CONSISTENCY_SUBJECT,
     PROOF_INCLUSION_SUBJECT,
 )
@@ -62,7 +64,9 @@ class Checkpointer:
     async def publish(self, *, force: bool = False) -> str | None:
         """Sign and publish a checkpoint if the log grew (or ``force``)."""
         size = self._writer.size
-        if size == self.last_size and not force:
+        # An empty log has nothing to witness, and RFC 9162 has no consistency
+        # proof from size 0, so a witness could never move on from it.
+        if size == 0 or (size == self.last_size and not force):
             return None
         note = self.sign()
         await self._js.publish(CHECKPOINT_SUBJECT, note.encode(), stream=CHECKPOINT_STREAM)
@@ -89,10 +93,10 @@ class Checkpointer:
     async def _on_inclusion(self, msg: Msg) -> None:
         try:
             req = InclusionRequest.model_validate_json(msg.data)
-            tree = self._writer.tree
-            reply = ProofReply(proof=tuple(tree.inclusion_proof(req.index, req.size)),
-                               leaf_hash=tree.leaf_hash(req.index))
-        except (ValidationError, AuditError, ValueError, IndexError) as e:
+            proof = tuple(self._writer.tree.inclusion_proof(req.index, req.size))
+            stored = await self._js.get_msg(LOG_STREAM, req.index + 1)
+            reply = ProofReply(proof=proof, entry=stored.data)
+        except (ValidationError, AuditError, ValueError, IndexError, NatsError) as e:
             reply = ProofReply(error=type(e).__name__)
         await self._reply(msg, reply)
 
@@ -106,5 +110,6 @@ class Checkpointer:
         await self._reply(msg, reply)
 
     async def _on_checkpoint(self, msg: Msg) -> None:
-        note = await self.publish() or self.last_note or self.sign()
-        await self._reply(msg, CheckpointReply(signed_checkpoint=note))
+        note = await self.publish() or self.last_note
+        if note:
+            await self._reply(msg, CheckpointReply(signed_checkpoint=note))

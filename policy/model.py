@@ -85,12 +85,27 @@ class ConsentRecordEvent(PolicyModel):
             raise ValueError("withdrawn and expired events carry no scope")
         return self
 
+    def digest(self) -> str:
+        """SHA-256 of this event's RFC 8785 canonical JSON, memoised on the event.
+
+        Events outlive the ``CaseState`` objects that list them (the hub builds a
+        new state per message), so the case digest reuses these. Keyed by the
+        identity of every field, so a ``model_copy(update=...)`` is re-hashed.
+        """
+        key = tuple(self.__dict__.values())[:_N_EVENT_FIELDS]  # fields come first, in order
+        return memo(
+            self, "digest", key, lambda: sha256_hex(canonical_json(self.model_dump(mode="json")))
+        )
+
     @property
     def consenter(self) -> str:
         """``young_person`` or ``guardian:<ref>``: how reasons name a consenter."""
         if self.consenter_role is ConsenterRole.GUARDIAN:
             return f"guardian:{self.guardian_ref}"
         return ConsenterRole.YOUNG_PERSON.value
+
+
+_N_EVENT_FIELDS = len(ConsentRecordEvent.model_fields)
 
 
 class SubjectFacts(PolicyModel):
@@ -138,14 +153,27 @@ class CaseState(PolicyModel):
         return memo(self, "index", (self.consent_events,), lambda: build_index(self))
 
     def digest(self) -> str:
-        """SHA-256 of the RFC 8785 canonical JSON of this state (for decision ids)."""
+        """SHA-256 identifying this state exactly (for decision ids).
+
+        ``sha256(JCS(head) || "\n" || d1 || d2 ...)``: the RFC 8785 canonical JSON of
+        case_ref, subject and (sorted) parties, then each consent event's own
+        64-hex digest (:meth:`ConsentRecordEvent.digest`) in recorded order.
+        """
+
+        def build() -> str:
+            head = {
+                "case_ref": self.case_ref,
+                "subject": self.subject.model_dump(mode="json"),
+                "parties": sorted(a.value for a in self.parties),
+                "events": len(self.consent_events),
+            }
+            tail = "".join(e.digest() for e in self.consent_events)
+            return sha256_hex(canonical_json(head) + b"\n" + tail.encode("ascii"))
+
+        if type(self.consent_events) is not tuple:
+            return build()  # model_construct with a mutable list: never memoised
         key = (self.case_ref, self.subject, self.parties, self.consent_events)
-        return memo(
-            self,
-            "digest",
-            key,
-            lambda: sha256_hex(canonical_json(self.model_dump(mode="json"))),
-        )
+        return memo(self, "digest", key, build)
 
 
 class StatutoryAssertion(PolicyModel):

@@ -26,7 +26,9 @@ class ProofReply(StrictModel):
     """``proof`` on success; ``error`` (a short code) when the request cannot be served."""
 
     proof: tuple[B64Bytes, ...] = ()
-    leaf_hash: B64Bytes | None = None
+    #: Inclusion only: the entry's canonical bytes (ids and codes, never content),
+    #: so the recipient recomputes the leaf hash itself instead of trusting one.
+    entry: B64Bytes | None = None
     error: str | None = None
 
 

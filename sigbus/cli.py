@@ -13,18 +13,24 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents.police.cli import app as police_app
 from agents.school.cli import app as school_app
 from agents.social.cli import app as social_app
+from audit.errors import AuditError
+from protocol.directory import KeyUse
 from protocol.errors import ProtocolError
+from protocol.ids import AgencyId
 from protocol.sealing import DEFAULT_SUITE, SuiteId
 from sigbus import config
+from sigbus.bus import connect
 from sigbus.cli_audit import audit_app
 from sigbus.cli_policy import policy_app
 from sigbus.demo import run_demo
 from sigbus.errors import SigbusError
-from sigbus.keystore import DEV_KEYS_DIR, generate_dev_keys
+from sigbus.export import ExportSummary, export_log
+from sigbus.keystore import DEV_KEYS_DIR, generate_dev_keys, load_directory
 from sigbus.logging import configure_logging
 from sigbus.natsserver import EmbeddedNats, pid_alive
 
@@ -127,7 +133,10 @@ def down(data_dir: DataOpt = None) -> None:
 
 @broker_app.command("run")
 def broker_run(nats: Annotated[str, typer.Option("--nats", envvar="SIGBUS_NATS_URL")],
-               keys: KeysOpt = None) -> None:
+               keys: KeysOpt = None,
+               ack_wait: Annotated[float, typer.Option(
+                   help="seconds before an unacknowledged ingress message is redelivered")] = 30.0,
+               ) -> None:
     """Run the hub against an existing NATS server (the docker-compose deployment)."""
     try:
         hub = config.hub_setup(config.keys_dir(keys))
@@ -135,7 +144,7 @@ def broker_run(nats: Annotated[str, typer.Option("--nats", envvar="SIGBUS_NATS_U
         raise _fail(e) from e
 
     async def serve() -> None:
-        broker = hub.broker(nats)
+        broker = hub.broker(nats, ack_wait=timedelta(seconds=ack_wait))
         await broker.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -156,3 +165,27 @@ def keys_dev_generate(out: Annotated[Path, typer.Option("--out")] = DEV_KEYS_DIR
 
 def entrypoint() -> None:  # pragma: no cover - console script shim
     sys.exit(app())
+
+
+@audit_app.command("export")
+def audit_export(out: Annotated[Path, typer.Option("--out", help="export file to write")],
+                 nats: Annotated[str | None, typer.Option("--nats")] = None,
+                 data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
+    """Export the disclosure log, its latest checkpoint and cosignatures (a server is needed)."""
+
+    async def run() -> ExportSummary:
+        directory = load_directory(config.keys_dir(keys))
+        log_key = directory.key_by_use(AgencyId.HUB, KeyUse.LOG, at=datetime.now(UTC))
+        nc = await connect(config.nats_url(nats, data_dir), name="audit-export")
+        try:
+            return await export_log(nc.jetstream(), out,
+                                    Ed25519PublicKey.from_public_bytes(log_key.public_key))
+        finally:
+            await nc.close()
+
+    try:
+        summary = asyncio.run(run())
+    except (SigbusError, ProtocolError, AuditError) as e:
+        raise _fail(e) from e
+    typer.echo(f"exported {summary.entries} entries to {summary.path} "
+               f"(cosigned by {', '.join(summary.witnesses) or 'no witness'})")

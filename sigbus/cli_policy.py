@@ -126,14 +126,6 @@ def build_request(state: StateDocument, req: RequestDocument) -> DecisionRequest
     )
 
 
-def run_check(rules_path: Path, state_path: Path, request_path: Path, at: str) -> Decision:
-    """Load the three files and decide; raises :class:`PolicyError` on bad input."""
-    rules = load_rules(_read(rules_path, "rules"))
-    state = load_state(_read(state_path, "state"))
-    req = load_request(_read(request_path, "request"))
-    return decide(build_request(state, req), rules, now=parse_at(at))
-
-
 # ------------------------------------------------------------------- explanation
 
 _CONSENTER_WORDS = {"young_person": "the young person"}

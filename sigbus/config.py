@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -61,8 +62,8 @@ class HubSetup:
     state_key: bytes
     log_key: Ed25519PrivateKey
 
-    def broker(self, url: str) -> Broker:
-        return Broker(url, self.ctx, self.state_key, self.log_key)
+    def broker(self, url: str, *, ack_wait: timedelta = timedelta(seconds=30)) -> Broker:
+        return Broker(url, self.ctx, self.state_key, self.log_key, ack_wait=ack_wait)
 
 
 def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:

@@ -28,6 +28,10 @@ def redact_personnummer(
     return event_dict
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(*, json_output: bool | None = None, level: str = "info") -> None:
     if json_output is None:
         json_output = not sys.stderr.isatty()
@@ -46,6 +50,7 @@ def configure_logging(*, json_output: bool | None = None, level: str = "info") -
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Look stderr up at each call: a captured stream (tests, CliRunner) may be gone later.
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

@@ -784,6 +784,7 @@ def test_copied_rules_get_fresh_lookups() -> None:
     assert "lul_6" not in fewer.statutes_by_id
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydantic: a list where a tuple is declared
 def test_unvalidated_mutable_events_are_never_memoised() -> None:
     """A CaseState built with model_construct and a list that grows in place."""
     events = list(full_consent())
@@ -795,7 +796,12 @@ def test_unvalidated_mutable_events_are_never_memoised() -> None:
     )
     assert decide(request(case_state=st), RULES, now=T0).all_permitted
     events.append(withdrawn("consent-yp01", 2, at=T0))
-    assert not decide(request(case_state=st), RULES, now=T0).all_permitted
+    d1 = decide(request(case_state=st), RULES, now=T0)
+    assert not d1.all_permitted
+    events.append(given("consent-yp02", at=T0))
+    d2 = decide(request(case_state=st), RULES, now=T0)
+    assert d2.all_permitted
+    assert d2.decision_id != d1.decision_id  # the digest is not memoised either
 
 
 def test_memo_is_per_rules_object() -> None:

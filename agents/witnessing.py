@@ -1,0 +1,197 @@
+"""Every adapter is a witness of the hub's disclosure log, and checks its own releases.
+
+Witness (C2SP tlog-witness semantics, over NATS): fetch each new signed
+checkpoint from the checkpoint stream, ask the hub for a consistency proof
+from the last checkpoint this agency cosigned, and cosign only if the log
+stayed append-only (:class:`audit.witness.Witness`). An inconsistent
+checkpoint is a fork or a rewrite: it is logged as a security event and kept
+as evidence, and never cosigned.
+
+Inclusion: a recipient asks the hub for the log entry and inclusion proof of
+a release it received, against a checkpoint it verified itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nats.errors import Error as NatsError
+from nats.js.api import AckPolicy, ConsumerConfig
+from pydantic import BaseModel
+
+from agents.errors import AdapterError
+from agents.runtime import Adapter, Delivered
+from audit.checkpoint import (
+    DEFAULT_ORIGIN,
+    Checkpoint,
+    parse_checkpoint_body,
+    parse_signed_note,
+    verify_note,
+)
+from audit.entry import LogEntry, leaf_hash
+from audit.errors import AuditError, ForkDetected, StaleCheckpoint
+from audit.merkle import verify_inclusion
+from audit.witness import Witness
+from protocol.canonical import b64encode
+from protocol.directory import KeyUse
+from protocol.ids import AgencyId
+from protocol.proofs import (
+    CHECKPOINT_REQUEST_SUBJECT,
+    CheckpointReply,
+    ConsistencyRequest,
+    Cosignature,
+    InclusionRequest,
+    ProofReply,
+)
+from protocol.subjects import (
+    CHECKPOINT_STREAM,
+    CHECKPOINT_SUBJECT,
+    PROOF_CONSISTENCY_SUBJECT,
+    PROOF_INCLUSION_SUBJECT,
+    cosignature_subject,
+)
+from sigbus.keystore import write_private
+
+log = structlog.get_logger("sigbus.witness")
+
+REQUEST_TIMEOUT_S = 5.0
+
+
+class LogProofError(AdapterError):
+    """The hub could not prove something about its log, or the proof failed."""
+
+
+def witness_name(agency: AgencyId) -> str:
+    return f"sigbus/witness/{agency.value}"
+
+
+async def _request(adapter: Adapter, subject: str, body: BaseModel | None) -> bytes:
+    payload = body.model_dump_json().encode() if body is not None else b""
+    try:
+        reply = await adapter.nc.request(subject, payload, timeout=REQUEST_TIMEOUT_S)
+    except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
+        raise LogProofError(f"hub did not answer on {subject}") from e
+    return bytes(reply.data)
+
+
+def log_public_key(adapter: Adapter) -> Ed25519PublicKey:
+    key = adapter.directory.key_by_use(AgencyId.HUB, KeyUse.LOG, at=adapter.now())
+    return Ed25519PublicKey.from_public_bytes(key.public_key)
+
+
+@dataclass
+class WitnessRunner:
+    adapter: Adapter
+    state_path: Path | None = None
+    origin: str = DEFAULT_ORIGIN
+    cosigned: list[int] = field(default_factory=list)
+    alarms: list[ForkDetected] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        agency = self.adapter.agency
+        key = self.adapter.identity.signing_key
+        if self.state_path is not None and self.state_path.exists():
+            self.witness = Witness.from_json(self.state_path.read_text(), key,
+                                             log_public_key(self.adapter))
+        else:
+            self.witness = Witness(witness_name(agency), key, log_public_key(self.adapter),
+                                   self.origin)
+        self.log = log.bind(agency=agency.value)
+
+    async def run_once(self, *, timeout: float = 0.5) -> int:
+        """Process every checkpoint waiting for this witness; returns how many were cosigned."""
+        sub = await self.adapter.js.pull_subscribe(
+            CHECKPOINT_SUBJECT, durable=f"witness-{self.adapter.agency.value}",
+            stream=CHECKPOINT_STREAM, config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
+        done = 0
+        while True:
+            try:
+                msgs = await sub.fetch(50, timeout=timeout)
+            except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041
+                return done
+            for msg in msgs:
+                done += await self._observe(msg.data.decode("utf-8", "replace"))
+                await msg.ack_sync()
+
+    async def _observe(self, note: str) -> int:
+        try:
+            size = _checkpoint_of(note).size
+            last = self.witness.last_checkpoint
+            proof: tuple[bytes, ...] = ()
+            if last is not None and 0 < last.size < size:
+                reply = ProofReply.model_validate_json(await _request(
+                    self.adapter, PROOF_CONSISTENCY_SUBJECT,
+                    ConsistencyRequest(size1=last.size, size2=size)))
+                proof = reply.proof
+            line = self.witness.observe(note, proof, now=self.adapter.now())
+        except StaleCheckpoint:
+            return 0
+        except ForkDetected as e:
+            self.alarms.append(e)
+            self.log.error("security_event", kind="log_fork_detected", detail=str(e)[:200])
+            self._save_evidence(e)
+            return 0
+        except (AuditError, LogProofError, ValueError) as e:
+            self.log.error("security_event", kind="checkpoint_rejected", error=type(e).__name__)
+            return 0
+        cosignature = Cosignature(
+            witness=self.witness.name, checkpoint_size=size, line=line,
+            public_key=self.adapter.identity.signing_key.public_key().public_bytes_raw())
+        await self.adapter.js.publish(cosignature_subject(self.adapter.agency),
+                                      cosignature.model_dump_json().encode(),
+                                      stream=CHECKPOINT_STREAM)
+        if self.state_path is not None:
+            write_private(self.state_path, self.witness.to_json().encode())
+        self.cosigned.append(size)
+        self.log.info("checkpoint_cosigned", size=size)
+        return 1
+
+    def _save_evidence(self, fork: ForkDetected) -> None:
+        if self.state_path is None:
+            return
+        evidence = self.state_path.with_suffix(f".fork-{len(self.alarms)}.txt")
+        write_private(evidence, (f"previous:\n{fork.previous}\ncandidate:\n{fork.candidate}\n"
+                                 f"proof:{','.join(b64encode(p) for p in fork.consistency_proof)}\n"
+                                 ).encode())
+
+
+def _checkpoint_of(note: str) -> Checkpoint:
+    return parse_checkpoint_body(parse_signed_note(note).body)
+
+
+@dataclass(frozen=True)
+class InclusionEvidence:
+    entry: LogEntry
+    checkpoint: Checkpoint
+
+
+async def prove_release(adapter: Adapter, delivered: Delivered,
+                        *, origin: str = DEFAULT_ORIGIN) -> InclusionEvidence:
+    """Verify that a received release's log entry is in the hub's signed log."""
+    checkpoint_reply = CheckpointReply.model_validate_json(
+        await _request(adapter, CHECKPOINT_REQUEST_SUBJECT, None))
+    try:
+        checkpoint = verify_note(checkpoint_reply.signed_checkpoint, origin,
+                                 log_public_key(adapter))
+    except AuditError as e:
+        raise LogProofError("checkpoint signature does not verify") from e
+    record = delivered.record
+    reply = ProofReply.model_validate_json(await _request(
+        adapter, PROOF_INCLUSION_SUBJECT,
+        InclusionRequest(index=record.log_index, size=checkpoint.size)))
+    if reply.entry is None:
+        raise LogProofError(f"hub refused the inclusion proof: {reply.error}")
+    entry = LogEntry.model_validate_json(reply.entry)
+    if (entry.release_id, entry.message_id, entry.recipient, entry.index) != (
+            record.release_id, record.message_id, adapter.agency, record.log_index):
+        raise LogProofError("logged entry does not describe this release")
+    try:
+        verify_inclusion(leaf_hash(reply.entry), record.log_index, checkpoint.size,
+                         list(reply.proof), checkpoint.root)
+    except AuditError as e:
+        raise LogProofError("inclusion proof does not verify") from e
+    return InclusionEvidence(entry=entry, checkpoint=checkpoint)

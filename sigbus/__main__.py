@@ -1,0 +1,5 @@
+"""`python -m sigbus`."""
+
+from sigbus.cli import app
+
+app()

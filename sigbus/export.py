@@ -1,0 +1,95 @@
+"""`sigbus audit export`: write the disclosure log and its latest checkpoint to a file.
+
+Reads the log stream up to the size of the latest signed checkpoint (entries
+appended after it are not yet signed, so they wait for the next export), adds
+each witness's cosignature of exactly that checkpoint, and writes the
+``sigbus-log-export/v1`` file through a temporary file and an atomic rename,
+so a failed export never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from pydantic import ValidationError
+
+from audit.checkpoint import DEFAULT_ORIGIN, parse_checkpoint_body, parse_signed_note
+from audit.export import CosignatureRecord, write_export
+from protocol.ids import PARTY_AGENCIES
+from protocol.proofs import Cosignature
+from protocol.subjects import (
+    CHECKPOINT_STREAM,
+    CHECKPOINT_SUBJECT,
+    LOG_ENTRY_SUBJECT,
+    LOG_STREAM,
+    cosignature_subject,
+)
+from sigbus.bus import read_stream
+from sigbus.errors import SigbusError
+
+
+class ExportFailed(SigbusError):
+    """The log could not be exported."""
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    path: Path
+    entries: int
+    witnesses: tuple[str, ...]
+
+
+async def latest_checkpoint(js: JetStreamContext) -> str:
+    try:
+        msg = await js.get_last_msg(CHECKPOINT_STREAM, CHECKPOINT_SUBJECT)
+    except NotFoundError as e:
+        raise ExportFailed("the hub has not published a checkpoint yet") from e
+    assert msg.data is not None
+    return msg.data.decode()
+
+
+async def cosignatures_for(js: JetStreamContext, size: int) -> list[CosignatureRecord]:
+    """Each witness's latest cosignature, if it is of the checkpoint of ``size``."""
+    records = []
+    for agency in PARTY_AGENCIES:
+        try:
+            msg = await js.get_last_msg(CHECKPOINT_STREAM, cosignature_subject(agency))
+            assert msg.data is not None
+            cosig = Cosignature.model_validate_json(msg.data)
+        except (NotFoundError, ValidationError):
+            continue
+        if cosig.checkpoint_size == size:
+            records.append(CosignatureRecord(
+                witness=cosig.witness, line=cosig.line,
+                public_key=Ed25519PublicKey.from_public_bytes(cosig.public_key)))
+    return records
+
+
+async def export_log(js: JetStreamContext, out: Path, log_public_key: Ed25519PublicKey,
+                     *, origin: str = DEFAULT_ORIGIN) -> ExportSummary:
+    note = await latest_checkpoint(js)
+    size = parse_checkpoint_body(parse_signed_note(note).body).size
+    cosignatures = await cosignatures_for(js, size)
+    entries = [bytes(m.data) async for m in read_stream(js, LOG_STREAM, LOG_ENTRY_SUBJECT,
+                                                         up_to_seq=size)]
+    if len(entries) != size:
+        raise ExportFailed(f"log stream holds {len(entries)} entries, checkpoint says {size}")
+    tmp = out.with_name(out.name + ".partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for line in write_export(entries, note, cosignatures, log_public_key=log_public_key,
+                                     origin=origin):
+                f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    return ExportSummary(path=out, entries=size, witnesses=tuple(c.witness for c in cosignatures))
