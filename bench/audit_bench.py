@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
-from audit.export import verify_export, write_export
+from audit.export import verify_export, verify_export_file, write_export
 from audit.merkle import MerkleTree, root_from_leaf_hashes
 
 # A realistic release entry (~700 bytes) with the varying fields as placeholders;

@@ -131,6 +131,10 @@ class Broker:
         )
         log.info("broker_started", log_size=self._writer.size, cases=len(self.state.cases))
 
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to finish the message in hand and return (signal handlers)."""
+        self._stopping.set()
+
     async def stop(self) -> None:
         self._stopping.set()
         if self._nc is not None and not self._nc.is_closed:
@@ -139,9 +143,10 @@ class Broker:
         log.info("broker_stopped", processed=self.stats.processed)
 
     async def run(self) -> None:
-        """Serve until :meth:`stop`."""
+        """Serve until :meth:`request_stop`, then close the connection cleanly."""
         while not self._stopping.is_set():
             await self.process_batch(timeout=1.0)
+        await self.stop()
 
     async def process_batch(self, *, timeout: float) -> int:
         """Fetch and process what is waiting (one at a time); returns how many."""

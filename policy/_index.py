@@ -1,22 +1,20 @@
 """The compiled view of a case's consent records (the engine's fast path).
 
 Folding the append-only events of each consent record into its current state
-is the costly part of a decision. :func:`case_index` caches the fold **on the
-immutable** :class:`~policy.model.CaseState` object itself: a new event means a
-new ``CaseState`` (tuples are immutable), hence a new object and a new fold.
-The cache therefore cannot outlive the events it was computed from and can
-never honour a consent withdrawn after it was built.
+is the costly part of a decision. :func:`build_index` memoises the fold on the
+case's last event, keyed by the identity of every event in order
+(:mod:`policy._memo`, not ``cached_property``: see there why). States rebuilt
+from the same event objects share it; a new event means a new key and a new
+fold, so the memo cannot outlive the events it was computed from and can never
+honour a consent withdrawn after it was built.
 
-Time: an event counts from its ``recorded_at`` (hub time). The cached fold
-covers every event, and is used only when ``now`` is at or after the latest
+Time: an event counts from its ``recorded_at`` (hub time). The memoised fold
+covers every event and is used only when ``now`` is at or after the latest
 ``recorded_at`` in the state (the broker's normal case); an earlier ``now``
 (e.g. ``sigbus policy check --at`` in the past) folds the events recorded by
 then, uncached.
 
-(Memoised by the identity of the events tuple, not ``cached_property``: see
-:mod:`policy._memo` for why.)
-
-The fold implements ISO/IEC TS 27560 record lifecycle (given, amended,
+The fold implements the ISO/IEC TS 27560 record lifecycle (given, amended,
 withdrawn, expired) and FHIR R5 ``Consent.status`` (active / inactive).
 """
 
@@ -26,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
+from policy._memo import memo
 from policy.model import CaseState, ConsentRecordEvent
 from protocol.codes import ConsentAction, ConsentPurpose
 from protocol.ids import AgencyId, MessageType
@@ -102,6 +101,8 @@ class CaseIndex:
     #: consenter ("young_person" / "guardian:vh-1") -> their records, first-seen order.
     by_consenter: dict[str, tuple[RecordView, ...]]
     latest_recorded_at: datetime | None
+    #: Engine memos derived from this fold (policy.engine._Coverage); never part of it.
+    derived: list[object] = field(default_factory=list, compare=False)
 
 
 def _fold(events: tuple[ConsentRecordEvent, ...] | list[ConsentRecordEvent]) -> CaseIndex:
@@ -185,14 +186,24 @@ def _apply(rec: RecordView, ev: ConsentRecordEvent) -> None:
 
 
 def case_index(case: CaseState, now: datetime) -> CaseIndex:
-    """The folded records of ``case`` as of ``now`` (cached on the case when current)."""
-    cached: CaseIndex = case.policy_index()
-    latest = cached.latest_recorded_at
+    """The folded records of ``case`` as of ``now`` (memoised when current)."""
+    current: CaseIndex = case.policy_index()
+    latest = current.latest_recorded_at
     if latest is None or latest <= now:
-        return cached
+        return current
     return _fold([ev for ev in case.consent_events if ev.recorded_at <= now])
 
 
 def build_index(case: CaseState) -> CaseIndex:
-    """Fold every event of ``case``; called once per ``CaseState`` object."""
-    return _fold(case.consent_events)
+    """Fold every event of ``case``, memoised on its last event.
+
+    The hub builds a new ``CaseState`` for every message from the same event
+    objects; the fold is shared between states whose events are the same
+    objects in the same order. The memo sits on the last event and is keyed by
+    the identity of every event (``policy._memo``): an appended, removed or
+    replaced event -- or a ``model_copy`` of one -- misses it.
+    """
+    events = case.consent_events
+    if type(events) is not tuple or not events:
+        return _fold(list(events))  # never memoise a mutable list (model_construct)
+    return memo(events[-1], "fold", events, lambda: _fold(events))

@@ -18,12 +18,13 @@ in this order:
 Any exception inside evaluation becomes a deny with ``evaluation_error``.
 
 Speed (see ``bench/policy_bench.py``): the fold of a case's events is memoised
-on the case (:mod:`policy._index`), and for requests without statutory
-assertions the per-recipient answer is memoised together with the interval of
-``now`` over which it cannot change (bounded by every validity start/end in
-the case, the 15th and 18th birthdays and the latest event). That memo lives on
-the same identity-keyed store as the fold (:mod:`policy._memo`): a state with a
-new event, other parties or other subject facts never sees it.
+on its last event (:mod:`policy._index`), and for requests without statutory
+assertions the per-recipient answer is memoised on the fold together with the
+interval of ``now`` over which it cannot change (bounded by every validity
+start/end in the case, the 15th and 18th birthdays and the latest event). Every
+memo is keyed by the identity (or, for immutable values, the value) of all it
+depends on (:mod:`policy._memo`): a state with a new event, other parties or
+other subject facts never sees an old answer.
 """
 
 from __future__ import annotations
@@ -427,7 +428,7 @@ class _Coverage:
     :func:`_record_reason` and :func:`_required` has the same result.
     """
 
-    __slots__ = ("answers", "bounds", "rules")
+    __slots__ = ("answers", "bounds", "parties", "rules", "subject")
 
     def __init__(self, rules: _Compiled, case: CaseState, index: CaseIndex) -> None:
         instants: set[datetime] = set()
@@ -442,6 +443,8 @@ class _Coverage:
         if index.latest_recorded_at is not None:
             instants.add(index.latest_recorded_at)
         self.rules = rules
+        self.subject = case.subject
+        self.parties = case.parties
         self.bounds: list[datetime] = sorted(instants)
         self.answers: dict[tuple[AgencyId, AgencyId, MessageType, int], RecipientDecision] = {}
 
@@ -452,13 +455,15 @@ class _Coverage:
 class _CaseView:
     """Everything the engine derives from one case state, memoised together."""
 
-    __slots__ = ("_digest", "case", "coverage", "index")
+    __slots__ = ("_digest", "case", "coverage", "index", "shareable")
 
-    def __init__(self, case: CaseState) -> None:
+    def __init__(self, case: CaseState, *, shareable: bool = True) -> None:
         self.case = case
         self.index = case.policy_index()
         self._digest: str | None = None
         self.coverage: _Coverage | None = None
+        #: False for states holding mutable containers (model_construct): nothing shared.
+        self.shareable = shareable
 
     @property
     def digest(self) -> str:
@@ -469,8 +474,38 @@ class _CaseView:
     def coverage_for(self, cr: _Compiled) -> _Coverage:
         cov = self.coverage
         if cov is None or cov.rules is not cr:
-            cov = self.coverage = _Coverage(cr, self.case, self.index)
+            if self.shareable:
+                cov = _shared_coverage(self.index, self.case, cr)
+            else:
+                cov = _Coverage(cr, self.case, self.index)
+            self.coverage = cov
         return cov
+
+
+_MAX_COVERAGES_PER_FOLD = 4
+
+
+def _shared_coverage(index: CaseIndex, case: CaseState, cr: _Compiled) -> _Coverage:
+    """The coverage memo for (fold, subject facts, parties, rules), kept on the fold.
+
+    States rebuilt per message from the same events share the fold (see
+    ``_index.build_index``) and so share these answers. Subject facts and
+    parties are immutable values: compared by identity, then by value.
+    """
+    subject, parties = case.subject, case.parties
+    for item in index.derived:
+        if (
+            isinstance(item, _Coverage)
+            and item.rules is cr
+            and (item.subject is subject or item.subject == subject)
+            and (item.parties is parties or item.parties == parties)
+        ):
+            return item
+    cov = _Coverage(cr, case, index)
+    index.derived.append(cov)
+    if len(index.derived) > _MAX_COVERAGES_PER_FOLD:
+        del index.derived[0]
+    return cov
 
 
 def _view(case: CaseState) -> _CaseView:
@@ -484,7 +519,7 @@ def _view(case: CaseState) -> _CaseView:
     ):
         # Mutable containers (only via model_construct) could change in place under
         # the same identity: never memoise them.
-        return _CaseView(case)
+        return _CaseView(case, shareable=False)
     return memo(case, "view", key, lambda: _CaseView(case))
 
 

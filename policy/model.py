@@ -18,6 +18,7 @@ no model here may carry a name or a personnummer.
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Self
@@ -122,11 +123,13 @@ class SubjectFacts(PolicyModel):
 class CaseState(PolicyModel):
     """The hub's fresh state of one SIG case; ``consent_events`` in recorded order.
 
-    Anything the engine derives from a state is memoised on that (immutable)
-    object, keyed by the identity of the fields it depends on (see
-    :mod:`policy._memo`): a state with another events tuple -- a new object or a
-    ``model_copy(update=...)`` -- never reuses it, so no cache can outlive the
-    events it was computed from or honour a withdrawal recorded since.
+    Anything the engine derives from a state is memoised keyed by the identity of
+    everything it depends on (see :mod:`policy._memo`): the fold by every event
+    object in order, the answers by fold, subject facts, parties and rules. A
+    state with other events -- a new object or a ``model_copy(update=...)`` --
+    never reuses them, so no memo can outlive the events it was computed from or
+    honour a withdrawal recorded since. Build the state fresh for every decision
+    from the hub's current events (reusing the event objects is what makes it fast).
     """
 
     case_ref: _ShortId
@@ -139,18 +142,15 @@ class CaseState(PolicyModel):
         return sorted(a.value for a in value)
 
     def policy_index(self) -> CaseIndex:
-        """The engine's fold of ``consent_events``, memoised on this object.
+        """The engine's fold of ``consent_events``.
 
-        Keyed by the identity of the events tuple (see :mod:`policy._memo`), so a
-        copy with other events never sees this fold.
+        Memoised by the identity of every event in order (see
+        :func:`policy._index.build_index`), so a state with other events never
+        sees this fold.
         """
         from policy._index import build_index
 
-        if type(self.consent_events) is not tuple:
-            # Only reachable through model_construct: a mutable list could grow in
-            # place under the same identity, so it is never memoised.
-            return build_index(self)
-        return memo(self, "index", (self.consent_events,), lambda: build_index(self))
+        return build_index(self)
 
     def digest(self) -> str:
         """SHA-256 identifying this state exactly (for decision ids).
@@ -168,7 +168,10 @@ class CaseState(PolicyModel):
                 "events": len(self.consent_events),
             }
             tail = "".join(e.digest() for e in self.consent_events)
-            return sha256_hex(canonical_json(head) + b"\n" + tail.encode("ascii"))
+            # JSON with sorted keys, no whitespace, ensure_ascii=False: byte-identical
+            # to RFC 8785 for this document (ASCII keys, strings, ints, lists).
+            encoded = json.dumps(head, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            return sha256_hex(encoded.encode("utf-8") + b"\n" + tail.encode("ascii"))
 
         if type(self.consent_events) is not tuple:
             return build()  # model_construct with a mutable list: never memoised

@@ -149,7 +149,7 @@ def parse_envelope(raw: bytes) -> Envelope:
     try:
         return Envelope.model_validate_json(raw)
     except ValidationError as e:
-        raise EnvelopeFormatError(f"envelope is malformed at {_error_locations(e)}") from e
+        raise EnvelopeFormatError(f"envelope is malformed at {error_locations(e)}") from e
 
 
 def verify_sender(envelope: Envelope, public_key: Ed25519PublicKey) -> None:
@@ -181,7 +181,7 @@ def open_body(
         raise OpenError("body does not authenticate", reason=ReasonCode.DECRYPT_FAILED) from e
 
 
-def _error_locations(e: ValidationError) -> str:
+def error_locations(e: ValidationError) -> str:
     """Where validation failed, never what the input was (it may hold a personnummer)."""
     return ",".join(
         ".".join(str(p) for p in err["loc"]) or "<root>" for err in e.errors(include_input=False)
@@ -202,4 +202,4 @@ def parse_body(message_type: MessageType, plaintext: bytes) -> Body:
                 reason = ReasonCode.PERSONNUMMER_INVALID
             elif "personnummer pattern" in err["msg"]:
                 reason = ReasonCode.PERSONNUMMER_IN_FREE_TEXT
-        raise BodyValidationError(f"body is invalid at {_error_locations(e)}", reason=reason) from e
+        raise BodyValidationError(f"body is invalid at {error_locations(e)}", reason=reason) from e

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import AwareDatetime, Field, ValidationError
 
 from protocol.canonical import RELEASE_RECORD_DOMAIN, B64Bytes, canonical_json
-from protocol.envelope import MAX_ENVELOPE_BYTES, Envelope, _error_locations
+from protocol.envelope import MAX_ENVELOPE_BYTES, Envelope, error_locations
 from protocol.errors import EnvelopeFormatError, ReleaseError
 from protocol.ids import AgencyId
 from protocol.messages import StrictModel
@@ -69,7 +69,7 @@ def parse_release(raw: bytes) -> Release:
     try:
         return Release.model_validate_json(raw)
     except ValidationError as e:
-        raise EnvelopeFormatError(f"release is malformed at {_error_locations(e)}") from e
+        raise EnvelopeFormatError(f"release is malformed at {error_locations(e)}") from e
 
 
 def verify_release_record(release: Release, hub_public: Ed25519PublicKey, *, me: AgencyId) -> None:

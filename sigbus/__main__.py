@@ -1,5 +1,5 @@
 """`python -m sigbus`."""
 
-from sigbus.cli import app
+from sigbus.cli import entrypoint
 
-app()
+entrypoint()

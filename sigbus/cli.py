@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents.police.cli import app as police_app
@@ -20,6 +21,7 @@ from agents.school.cli import app as school_app
 from agents.social.cli import app as social_app
 from audit.errors import AuditError
 from protocol.directory import KeyUse
+from protocol.envelope import error_locations
 from protocol.errors import ProtocolError
 from protocol.ids import AgencyId
 from protocol.sealing import DEFAULT_SUITE, SuiteId
@@ -34,10 +36,10 @@ from sigbus.keystore import DEV_KEYS_DIR, generate_dev_keys, load_directory
 from sigbus.logging import configure_logging
 from sigbus.natsserver import EmbeddedNats, pid_alive
 
-app = typer.Typer(help="sigbus: consent-gated, logged information sharing for sociala "
+app = typer.Typer(pretty_exceptions_show_locals=False, help="sigbus: consent-gated, logged information sharing for sociala "
                        "insatsgrupper (SIG).", no_args_is_help=True)
-broker_app = typer.Typer(help="The hub broker.", no_args_is_help=True)
-keys_app = typer.Typer(help="Keys and the agency directory.", no_args_is_help=True)
+broker_app = typer.Typer(pretty_exceptions_show_locals=False, help="The hub broker.", no_args_is_help=True)
+keys_app = typer.Typer(pretty_exceptions_show_locals=False, help="Keys and the agency directory.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(keys_app, name="keys")
 app.add_typer(police_app, name="police")
@@ -99,7 +101,7 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
         await broker.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(broker.stop()))
+            loop.add_signal_handler(sig, broker.request_stop)
         await broker.run()
 
     with EmbeddedNats(base / "nats") as server:
@@ -148,7 +150,7 @@ def broker_run(nats: Annotated[str, typer.Option("--nats", envvar="SIGBUS_NATS_U
         await broker.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(broker.stop()))
+            loop.add_signal_handler(sig, broker.request_stop)
         await broker.run()
 
     asyncio.run(serve())
@@ -163,8 +165,15 @@ def keys_dev_generate(out: Annotated[Path, typer.Option("--out")] = DEV_KEYS_DIR
     typer.echo(f"development keys written to {out} (never use them in production)")
 
 
-def entrypoint() -> None:  # pragma: no cover - console script shim
-    sys.exit(app())
+def entrypoint() -> None:
+    """Console script: bad input anywhere exits 2 naming *where*, never echoing values
+    (pydantic's own message would print the input, which may be a personnummer)."""
+    try:
+        app()
+    except ValidationError as e:
+        reasons = "; ".join(sorted({err["msg"] for err in e.errors(include_input=False)}))
+        typer.echo(f"error: invalid input at {error_locations(e)}: {reasons}", err=True)
+        sys.exit(2)
 
 
 @audit_app.command("export")

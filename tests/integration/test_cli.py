@@ -1,0 +1,103 @@
+"""The command line as users run it: demo, up/down with agency commands, compose config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sigbus.natsserver import COMPOSE_CONFIG_PATH, COMPOSE_SETTINGS, pid_alive, render_config
+
+SIGBUS = [sys.executable, "-m", "sigbus"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SIGBUS, *args], input=stdin, capture_output=True, text=True,  # noqa: S603
+                          timeout=timeout, check=False, cwd=REPO)
+
+
+def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
+    result = run("demo", "--json", "--data-dir", str(tmp_path), timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert report["releases_by_type"]["referral"] == 1
+    assert report["denies_by_type"]["commitment_status"] == 2
+    assert report["log_length"] == 19
+    assert report["audit"]["ok"] is True
+    assert len(report["audit"]["cosigned_by"]) == 3
+    export = Path(report["audit"]["export"])
+    assert run("audit", "verify", str(export)).returncode == 0
+    assert "20" not in "".join(  # no personnummer digits anywhere in the export's entries
+        line for line in export.read_text().splitlines()[1:-1]
+        if "personnummer" in line)
+
+
+def test_up_agency_commands_and_down_leave_no_process(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    up = subprocess.Popen([*SIGBUS, "up", "--data-dir", str(data)], cwd=REPO,  # noqa: S603
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        state = data / "sigbus-up.json"
+        deadline = time.monotonic() + 30
+        while not state.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert state.exists(), "sigbus up did not start"
+        env_args = ("--nats", json.loads(state.read_text())["nats_url"])
+        refer = run("police", "refer", "--reason", "weapon", *env_args,
+                    stdin="20100315-9801\n")
+        assert refer.returncode == 0, refer.stderr
+        assert "9801" not in refer.stdout + refer.stderr
+        time.sleep(1.5)  # the broker decides
+        inbox = run("social", "inbox", *env_args)
+        assert inbox.returncode == 0, inbox.stderr
+        assert "referral" in inbox.stdout and "basis=lul_6 [statutory]" in inbox.stdout
+        assert "9801" not in inbox.stdout
+        bad = run("police", "refer", "--reason", "weapon", *env_args, stdin="20100315-9802\n")
+        assert bad.returncode == 2
+        assert "personnummer" in bad.stderr and "9802" not in bad.stderr
+        server_pids = [int(p.stem.split("_")[-1]) for p in (data / "nats" / "run").glob("*.ports")]
+        assert len(server_pids) == 1
+        down = run("down", "--data-dir", str(data))
+        assert down.returncode == 0, down.stderr
+        assert up.wait(timeout=20) == 0
+        assert not pid_alive(server_pids[0])
+        assert not state.exists()
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGKILL)
+            up.wait()
+
+
+def test_killed_parent_takes_the_embedded_server_with_it(tmp_path: Path) -> None:
+    """No orphan even when `sigbus up` dies without cleaning up (SIGKILL)."""
+    data = tmp_path / "data"
+    up = subprocess.Popen([*SIGBUS, "up", "--data-dir", str(data)], cwd=REPO,  # noqa: S603
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    ports: list[Path] = []
+    while not ports and time.monotonic() < deadline:
+        time.sleep(0.1)
+        ports = list((data / "nats" / "run").glob("*.ports")) if (data / "nats" / "run").exists() else []
+    assert ports
+    server_pid = int(ports[0].stem.split("_")[-1])
+    os.kill(up.pid, signal.SIGKILL)
+    up.wait()
+    deadline = time.monotonic() + 10
+    while pid_alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(server_pid)
+
+
+def test_compose_runs_the_configuration_the_tests_run() -> None:
+    assert COMPOSE_CONFIG_PATH.read_text() == render_config(COMPOSE_SETTINGS)
+    compose = (REPO / "docker-compose.yml").read_text()
+    assert "./deploy/nats/nats-server.conf:/etc/nats/nats-server.conf" in compose
+    for service in ("nats:", "broker:", "police:", "school:", "social:"):
+        assert f"\n  {service}" in compose
+    assert "sync_interval: always" in COMPOSE_CONFIG_PATH.read_text()
