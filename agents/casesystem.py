@@ -34,11 +34,17 @@ class JsonlCaseSystem:
     path: Path
 
     async def deliver(self, delivered: Delivered) -> None:
-        line = json.dumps({
-            "header": delivered.header.model_dump(mode="json"),
-            "release": delivered.record.model_dump(mode="json"),
-            "body": delivered.body.model_dump(mode="json"),
-        }, sort_keys=True) + "\n"
+        line = (
+            json.dumps(
+                {
+                    "header": delivered.header.model_dump(mode="json"),
+                    "release": delivered.record.model_dump(mode="json"),
+                    "body": delivered.body.model_dump(mode="json"),
+                },
+                sort_keys=True,
+            )
+            + "\n"
+        )
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, line.encode())

@@ -25,12 +25,20 @@ NatsOpt = Annotated[str | None, typer.Option("--nats", help="NATS URL (default: 
 KeysOpt = Annotated[Path | None, typer.Option("--keys", help="keys directory (default keys/dev)")]
 CaseOpt = Annotated[str, typer.Option("--case", help="case ref, e.g. case-abcd")]
 ToOpt = Annotated[list[AgencyId], typer.Option("--to", help="recipient agency (repeatable)")]
-PnrOpt = Annotated[str, typer.Option("--personnummer", prompt=True, hide_input=True,
-                                     help="12 digits; prompted (hidden) when omitted")]
+PnrOpt = Annotated[
+    str,
+    typer.Option(
+        "--personnummer",
+        prompt=True,
+        hide_input=True,
+        help="12 digits; prompted (hidden) when omitted",
+    ),
+]
 
 
-def run_with_adapter(agency: AgencyId, nats: str | None, keys: Path | None,
-                     action: Callable[[Adapter], Awaitable[T]]) -> T:
+def run_with_adapter(
+    agency: AgencyId, nats: str | None, keys: Path | None, action: Callable[[Adapter], Awaitable[T]]
+) -> T:
     """Connect as ``agency``, run ``action``, close; errors become a clear exit 2."""
 
     async def main() -> T:
@@ -48,8 +56,16 @@ def run_with_adapter(agency: AgencyId, nats: str | None, keys: Path | None,
         raise typer.Exit(2) from e
 
 
-def send(agency: AgencyId, nats: str | None, keys: Path | None, message_type: MessageType,
-         body: Body, *, case_ref: str | None, to: list[AgencyId]) -> None:
+def send(
+    agency: AgencyId,
+    nats: str | None,
+    keys: Path | None,
+    message_type: MessageType,
+    body: Body,
+    *,
+    case_ref: str | None,
+    to: list[AgencyId],
+) -> None:
     async def action(adapter: Adapter) -> str:
         return await adapter.send(message_type, body, case_ref=case_ref, recipients=tuple(to))
 
@@ -61,16 +77,22 @@ def describe(d: Delivered) -> str:
     """One line per received message: ids and codes, no personal data."""
     r = d.record
     basis = f"{r.legal_basis}{' [statutory]' if r.statutory else ''}"
-    return (f"{d.header.message_id} {d.header.type.value:<18} from {d.header.sender.value:<7} "
-            f"case={d.header.case_ref or '-'} basis={basis} log#{r.log_index}")
+    return (
+        f"{d.header.message_id} {d.header.type.value:<18} from {d.header.sender.value:<7} "
+        f"case={d.header.case_ref or '-'} basis={basis} log#{r.log_index}"
+    )
 
 
 def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
     @app.command()
-    def inbox(nats: NatsOpt = None, keys: KeysOpt = None,
-              out: Annotated[Path | None, typer.Option(
-                  help="append full messages (with personal data) to this 0600 JSONL file")] = None,
-              ) -> None:
+    def inbox(
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        out: Annotated[
+            Path | None,
+            typer.Option(help="append full messages (with personal data) to this 0600 JSONL file"),
+        ] = None,
+    ) -> None:
         """Fetch, verify and open what has been released to this agency."""
         sink = JsonlCaseSystem(out) if out else None
 
@@ -79,6 +101,7 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
                 if sink is not None:
                     await sink.deliver(d)
                 typer.echo(describe(d))
+
             total = 0
             while n := await adapter.receive(handle, timeout=1.0):
                 total += n
@@ -88,9 +111,11 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
         typer.echo(f"{count} message(s) received")
 
     @app.command()
-    def serve(out: Annotated[Path, typer.Option(help="0600 JSONL file standing in for the "
-                                                     "case system")],
-              nats: NatsOpt = None, keys: KeysOpt = None) -> None:
+    def serve(
+        out: Annotated[Path, typer.Option(help="0600 JSONL file standing in for the case system")],
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+    ) -> None:
         """Run the adapter: keep receiving into the case system until interrupted."""
         sink = JsonlCaseSystem(out)
 
@@ -103,22 +128,38 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
 
 def add_plan_commands(app: typer.Typer, agency: AgencyId) -> None:
     @app.command()
-    def commit(case: CaseOpt, action: ActionCode, owner: ContactFunction,
-               due: Annotated[str, typer.Option(help="due date YYYY-MM-DD")],
-               to: ToOpt, nats: NatsOpt = None, keys: KeysOpt = None,
-               commitment_id: Annotated[str | None, typer.Option()] = None) -> None:
+    def commit(
+        case: CaseOpt,
+        action: ActionCode,
+        owner: ContactFunction,
+        due: Annotated[str, typer.Option(help="due date YYYY-MM-DD")],
+        to: ToOpt,
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        commitment_id: Annotated[str | None, typer.Option()] = None,
+    ) -> None:
         """Commit to a plan action in the individuell åtgärdsplan."""
-        body = PlanCommitment(commitment_id=commitment_id or new_opaque_id("cm", 16),
-                              responsible_agency=agency, action=action, owner_function=owner,
-                              due_on=date.fromisoformat(due))
+        body = PlanCommitment(
+            commitment_id=commitment_id or new_opaque_id("cm", 16),
+            responsible_agency=agency,
+            action=action,
+            owner_function=owner,
+            due_on=date.fromisoformat(due),
+        )
         send(agency, nats, keys, MessageType.PLAN_COMMITMENT, body, case_ref=case, to=to)
 
     @app.command()
-    def status(case: CaseOpt, commitment_id: Annotated[str, typer.Option("--commitment")],
-               state: StatusCode, to: ToOpt,
-               reason: Annotated[NotDoneReason | None, typer.Option()] = None,
-               nats: NatsOpt = None, keys: KeysOpt = None) -> None:
+    def status(
+        case: CaseOpt,
+        commitment_id: Annotated[str, typer.Option("--commitment")],
+        state: StatusCode,
+        to: ToOpt,
+        reason: Annotated[NotDoneReason | None, typer.Option()] = None,
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+    ) -> None:
         """Report the status of a commitment (done / in_progress / not_done + reason)."""
-        body = CommitmentStatus(commitment_id=commitment_id, status=state,
-                                not_done_reason=reason, as_of=date.today())
+        body = CommitmentStatus(
+            commitment_id=commitment_id, status=state, not_done_reason=reason, as_of=date.today()
+        )
         send(agency, nats, keys, MessageType.COMMITMENT_STATUS, body, case_ref=case, to=to)

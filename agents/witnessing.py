@@ -95,18 +95,23 @@ class WitnessRunner:
         agency = self.adapter.agency
         key = self.adapter.identity.signing_key
         if self.state_path is not None and self.state_path.exists():
-            self.witness = Witness.from_json(self.state_path.read_text(), key,
-                                             log_public_key(self.adapter))
+            self.witness = Witness.from_json(
+                self.state_path.read_text(), key, log_public_key(self.adapter)
+            )
         else:
-            self.witness = Witness(witness_name(agency), key, log_public_key(self.adapter),
-                                   self.origin)
+            self.witness = Witness(
+                witness_name(agency), key, log_public_key(self.adapter), self.origin
+            )
         self.log = log.bind(agency=agency.value)
 
     async def run_once(self, *, timeout: float = 0.5) -> int:
         """Process every checkpoint waiting for this witness; returns how many were cosigned."""
         sub = await self.adapter.js.pull_subscribe(
-            CHECKPOINT_SUBJECT, durable=f"witness-{self.adapter.agency.value}",
-            stream=CHECKPOINT_STREAM, config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
+            CHECKPOINT_SUBJECT,
+            durable=f"witness-{self.adapter.agency.value}",
+            stream=CHECKPOINT_STREAM,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
+        )
         done = 0
         while True:
             try:
@@ -123,9 +128,13 @@ class WitnessRunner:
             last = self.witness.last_checkpoint
             proof: tuple[bytes, ...] = ()
             if last is not None and 0 < last.size < size:
-                reply = ProofReply.model_validate_json(await _request(
-                    self.adapter, PROOF_CONSISTENCY_SUBJECT,
-                    ConsistencyRequest(size1=last.size, size2=size)))
+                reply = ProofReply.model_validate_json(
+                    await _request(
+                        self.adapter,
+                        PROOF_CONSISTENCY_SUBJECT,
+                        ConsistencyRequest(size1=last.size, size2=size),
+                    )
+                )
                 proof = reply.proof
             line = self.witness.observe(note, proof, now=self.adapter.now())
         except StaleCheckpoint:
@@ -139,11 +148,16 @@ class WitnessRunner:
             self.log.error("security_event", kind="checkpoint_rejected", error=type(e).__name__)
             return 0
         cosignature = Cosignature(
-            witness=self.witness.name, checkpoint_size=size, line=line,
-            public_key=self.adapter.identity.signing_key.public_key().public_bytes_raw())
-        await self.adapter.js.publish(cosignature_subject(self.adapter.agency),
-                                      cosignature.model_dump_json().encode(),
-                                      stream=CHECKPOINT_STREAM)
+            witness=self.witness.name,
+            checkpoint_size=size,
+            line=line,
+            public_key=self.adapter.identity.signing_key.public_key().public_bytes_raw(),
+        )
+        await self.adapter.js.publish(
+            cosignature_subject(self.adapter.agency),
+            cosignature.model_dump_json().encode(),
+            stream=CHECKPOINT_STREAM,
+        )
         if self.state_path is not None:
             write_private(self.state_path, self.witness.to_json().encode())
         self.cosigned.append(size)
@@ -154,9 +168,13 @@ class WitnessRunner:
         if self.state_path is None:
             return
         evidence = self.state_path.with_suffix(f".fork-{len(self.alarms)}.txt")
-        write_private(evidence, (f"previous:\n{fork.previous}\ncandidate:\n{fork.candidate}\n"
-                                 f"proof:{','.join(b64encode(p) for p in fork.consistency_proof)}\n"
-                                 ).encode())
+        write_private(
+            evidence,
+            (
+                f"previous:\n{fork.previous}\ncandidate:\n{fork.candidate}\n"
+                f"proof:{','.join(b64encode(p) for p in fork.consistency_proof)}\n"
+            ).encode(),
+        )
 
 
 def _checkpoint_of(note: str) -> Checkpoint:
@@ -169,29 +187,45 @@ class InclusionEvidence:
     checkpoint: Checkpoint
 
 
-async def prove_release(adapter: Adapter, delivered: Delivered,
-                        *, origin: str = DEFAULT_ORIGIN) -> InclusionEvidence:
+async def prove_release(
+    adapter: Adapter, delivered: Delivered, *, origin: str = DEFAULT_ORIGIN
+) -> InclusionEvidence:
     """Verify that a received release's log entry is in the hub's signed log."""
     checkpoint_reply = CheckpointReply.model_validate_json(
-        await _request(adapter, CHECKPOINT_REQUEST_SUBJECT, None))
+        await _request(adapter, CHECKPOINT_REQUEST_SUBJECT, None)
+    )
     try:
-        checkpoint = verify_note(checkpoint_reply.signed_checkpoint, origin,
-                                 log_public_key(adapter))
+        checkpoint = verify_note(
+            checkpoint_reply.signed_checkpoint, origin, log_public_key(adapter)
+        )
     except AuditError as e:
         raise LogProofError("checkpoint signature does not verify") from e
     record = delivered.record
-    reply = ProofReply.model_validate_json(await _request(
-        adapter, PROOF_INCLUSION_SUBJECT,
-        InclusionRequest(index=record.log_index, size=checkpoint.size)))
+    reply = ProofReply.model_validate_json(
+        await _request(
+            adapter,
+            PROOF_INCLUSION_SUBJECT,
+            InclusionRequest(index=record.log_index, size=checkpoint.size),
+        )
+    )
     if reply.entry is None:
         raise LogProofError(f"hub refused the inclusion proof: {reply.error}")
     entry = LogEntry.model_validate_json(reply.entry)
     if (entry.release_id, entry.message_id, entry.recipient, entry.index) != (
-            record.release_id, record.message_id, adapter.agency, record.log_index):
+        record.release_id,
+        record.message_id,
+        adapter.agency,
+        record.log_index,
+    ):
         raise LogProofError("logged entry does not describe this release")
     try:
-        verify_inclusion(leaf_hash(reply.entry), record.log_index, checkpoint.size,
-                         list(reply.proof), checkpoint.root)
+        verify_inclusion(
+            leaf_hash(reply.entry),
+            record.log_index,
+            checkpoint.size,
+            list(reply.proof),
+            checkpoint.root,
+        )
     except AuditError as e:
         raise LogProofError("inclusion proof does not verify") from e
     return InclusionEvidence(entry=entry, checkpoint=checkpoint)

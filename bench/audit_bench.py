@@ -1,31 +1,59 @@
-"""Disclosure-log benchmark: offline export verification vs hashlib's SHA-256, same run.
+"""Disclosure-log benchmark: offline verification and durable append, each beside its baseline.
 
-    python bench/audit_bench.py [--entries N] [--repeats R]
+    python bench/audit_bench.py [--entries N] [--repeats R] [--append M] [--workers W]
 
-Prints the SHA-256 baseline (hashes/s on entry-sized input), the incremental
-Merkle append rate, and the time and rate to verify an N-entry export file
-offline, plus verify-rate / sha256-rate. Figures are medians over R repeats.
-(The JetStream append comparison lives with the broker benchmarks.)
+Offline verification (``--entries``, default 1,000,000; 0 skips it): the
+SHA-256 baseline (hashes/s on entry-sized input), the incremental Merkle
+append rate, and the time to verify an N-entry export file offline, both with
+the single-process reference verifier and with the parallel one
+(:func:`audit.export.verify_export_file`, W processes, default: the CPUs this
+process may use).
+
+Durable append (``--append``, default 5,000; 0 skips it): a real nats-server
+(``EmbeddedNats``, ``sync_interval: always``) on loopback in a temporary
+directory; on a fresh ``SIGBUS_LOG`` stream each time, (a) the raw JetStream
+publish rate of the same entry bytes to the log subject, sequential (one
+publish awaited at a time, as the fenced writer must) and pipelined (up to
+256 in flight), and (b) ``LogWriter.append`` with realistic ``EntryDraft``s
+(opaque ids only), plus the ratio (b) / (a, sequential).
+
+Every figure is the median over R repeats; the load average is printed
+because other processes on the machine change the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import hashlib
+import logging
+import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
-from audit.export import verify_export, verify_export_file, write_export
+from audit.entry import GENESIS_PREV_HASH, ConsentRefEntry, LogEntry, Outcome
+from audit.export import verify_export_file, write_export
 from audit.merkle import MerkleTree, root_from_leaf_hashes
+from broker.log_writer import LogWriter
+from broker.pipeline import EntryDraft
+from protocol.ids import AgencyId, MessageType
+from protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
+from sigbus.bus import connect, ensure_streams
+from sigbus.natsserver import EmbeddedNats
 
 # A realistic release entry (~700 bytes) with the varying fields as placeholders;
 # tests/audit/test_entry_line.py shows such lines are canonical LogEntry encodings.
@@ -84,13 +112,7 @@ def write_export_file(path: Path, entries: list[bytes]) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    count, repeats = args.entries, args.repeats
-
+def verification_section(count: int, repeats: int, workers: int | None) -> None:
     entries = list(synthetic_entries(count))
     entry_size = statistics.median(len(e) for e in entries[:1000])
     sample = entries[: min(count, 200_000)]
@@ -109,22 +131,152 @@ def main() -> None:
         write_export_file(path, entries)
         del entries
         size_mb = path.stat().st_size / 1e6
+        reference = verify_export_file(path, workers=1)
+        parallel = verify_export_file(path, workers=workers)
+        assert parallel == reference, "parallel and reference reports differ"
+        reference_seconds = median_seconds(lambda: verify_export_file(path, workers=1), repeats)
+        parallel_seconds = median_seconds(
+            lambda: verify_export_file(path, workers=workers), repeats
+        )
 
-        def verify_file() -> None:
-            with path.open("rb") as lines:
-                verify_export(lines)
-
-        verify_seconds = median_seconds(verify_file, repeats)
-    verify_rate = count / verify_seconds
-
+    used = workers if workers is not None else len(os.sched_getaffinity(0))
     print(f"entries: {count:,} (median entry {entry_size:.0f} bytes, file {size_mb:.0f} MB)")
     print(f"hashlib sha256 baseline:      {sha_rate:12,.0f} hashes/s ({entry_size:.0f}-byte input)")
     print(f"merkle append (incremental):  {append_rate:12,.0f} leaves/s")
+    for label, seconds in (
+        ("verify, reference (1 proc):", reference_seconds),
+        (f"verify, parallel ({used} procs):", parallel_seconds),
+    ):
+        rate = count / seconds
+        print(
+            f"{label:30s}{seconds:8.2f} s = {rate:12,.0f} entries/s  "
+            f"(rate / sha256 rate {rate / sha_rate:.3f})"
+        )
+    print("goal: verify 1,000,000 entries in < 5 s")
+
+
+def bench_drafts(count: int) -> list[EntryDraft]:
+    """Realistic release decisions: opaque ids and codes only, never personal data."""
+    start = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    return [
+        EntryDraft(
+            decision_id=f"dec-{i:012d}",
+            decided_at=start + timedelta(milliseconds=37 * i),
+            ingress_seq=i + 1,
+            message_id=f"msg-{i:016d}",
+            message_type=MessageType.REFERRAL,
+            sender=AgencyId.POLICE,
+            recipient=AgencyId.SOCIAL,
+            subject_id=f"subj-{i % 977:020d}",
+            case_ref=f"case-{i % 211:06d}",
+            legal_basis="consent",
+            statutory=False,
+            consent_refs=(ConsentRefEntry(consent_id=f"consent-{i % 211:06d}", revision=1),),
+            rule_ids=("rule-consent-share",),
+            rules_hash="cd" * 32,
+            ciphertext_sha256=hashlib.sha256(b"%d" % i).hexdigest(),
+            outcome=Outcome.RELEASE,
+            reasons=(),
+            release_id=f"rel-{i:012d}",
+        )
+        for i in range(count)
+    ]
+
+
+def entry_payloads(drafts: list[EntryDraft]) -> list[bytes]:
+    """The bytes LogWriter would publish for ``drafts`` (same size and shape)."""
+    payloads, prev = [], GENESIS_PREV_HASH
+    for index, draft in enumerate(drafts):
+        data = LogEntry(index=index, prev_leaf_hash=prev, **vars(draft)).canonical_bytes()
+        payloads.append(data)
+        prev = hashlib.sha256(b"\x00" + data).hexdigest()
+    return payloads
+
+
+async def fresh_log_stream(js: JetStreamContext) -> None:
+    """Delete the log stream and create it again, so every measurement starts empty."""
+    with contextlib.suppress(NotFoundError):
+        await js.delete_stream(LOG_STREAM)
+    await ensure_streams(js)
+    info = await js.stream_info(LOG_STREAM)
+    assert info.state.messages == 0
+
+
+async def median_rate(
+    js: JetStreamContext, count: int, repeats: int, run: Callable[[], Awaitable[None]]
+) -> float:
+    rates = []
+    for _ in range(repeats):
+        await fresh_log_stream(js)
+        started = time.perf_counter()
+        await run()
+        rates.append(count / (time.perf_counter() - started))
+        info = await js.stream_info(LOG_STREAM)
+        assert info.state.messages == count, "not every publish was stored"
+    return statistics.median(rates)
+
+
+async def append_section(count: int, repeats: int) -> None:
+    drafts = bench_drafts(count)
+    payloads = entry_payloads(drafts)
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(Path(tmp) / "nats") as server:
+        assert server.url.startswith("nats://127.0.0.1:"), server.url
+        nc = await connect(server.url, name="audit-bench")
+        try:
+            js = nc.jetstream()
+            await ensure_streams(js)
+
+            async def raw_sequential() -> None:
+                for data in payloads:
+                    await js.publish(LOG_ENTRY_SUBJECT, data, stream=LOG_STREAM)
+
+            async def raw_pipelined(window: int = 256) -> None:
+                for at in range(0, count, window):
+                    await asyncio.gather(
+                        *(
+                            js.publish(LOG_ENTRY_SUBJECT, data, stream=LOG_STREAM)
+                            for data in payloads[at : at + window]
+                        )
+                    )
+
+            async def log_writer() -> None:
+                writer = LogWriter(js)
+                for draft in drafts:
+                    await writer.append(draft)
+
+            sequential = await median_rate(js, count, repeats, raw_sequential)
+            pipelined = await median_rate(js, count, repeats, raw_pipelined)
+            appended = await median_rate(js, count, repeats, log_writer)
+        finally:
+            await nc.close()
+    size = statistics.median(len(p) for p in payloads)
     print(
-        f"offline export verification:  {verify_seconds:8.2f} s for {count:,} entries "
-        f"= {verify_rate:,.0f} entries/s  (goal: < 5 s for 1,000,000)"
+        f"durable append: {count:,} entries of ~{size:.0f} bytes, nats-server with "
+        "sync_interval: always, loopback, fresh stream per run"
     )
-    print(f"verify rate / sha256 rate:    {verify_rate / sha_rate:8.3f}")
+    print(f"raw JetStream publish, sequential:  {sequential:10,.0f} msgs/s")
+    print(f"raw JetStream publish, pipelined:   {pipelined:10,.0f} msgs/s  (256 in flight)")
+    print(f"LogWriter.append (fenced, chained): {appended:10,.0f} entries/s")
+    print(
+        f"LogWriter / raw sequential:         {appended / sequential:10.2f}  (goal >= 0.50); "
+        f"LogWriter / raw pipelined: {appended / pipelined:.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--append", type=int, default=5_000)
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    if args.entries:
+        verification_section(args.entries, args.repeats, args.workers)
+    if args.append:
+        asyncio.run(append_section(args.append, args.repeats))
+    print("load average at end:   {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -44,8 +44,15 @@ CHECKPOINT_INTERVAL_S = 1.0
 
 
 class Checkpointer:
-    def __init__(self, nc: Client, js: JetStreamContext, writer: LogWriter,
-                 log_key: Ed25519PrivateKey, *, origin: str = DEFAULT_ORIGIN) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        writer: LogWriter,
+        log_key: Ed25519PrivateKey,
+        *,
+        origin: str = DEFAULT_ORIGIN,
+    ) -> None:
         self._nc = nc
         self._js = js
         self._writer = writer
@@ -103,8 +110,9 @@ class Checkpointer:
     async def _on_consistency(self, msg: Msg) -> None:
         try:
             req = ConsistencyRequest.model_validate_json(msg.data)
-            reply = ProofReply(proof=tuple(self._writer.tree.consistency_proof(req.size1,
-                                                                             req.size2)))
+            reply = ProofReply(
+                proof=tuple(self._writer.tree.consistency_proof(req.size1, req.size2))
+            )
         except (ValidationError, AuditError, ValueError, IndexError) as e:
             reply = ProofReply(error=type(e).__name__)
         await self._reply(msg, reply)

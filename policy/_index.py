@@ -21,7 +21,7 @@ withdrawn, expired) and FHIR R5 ``Consent.status`` (active / inactive).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 
 from policy._memo import memo
@@ -134,7 +134,7 @@ def _fold(events: tuple[ConsentRecordEvent, ...] | list[ConsentRecordEvent]) -> 
         by_consenter.setdefault(rec.consenter, []).append(rec)
     return CaseIndex(
         by_consenter={k: tuple(v) for k, v in by_consenter.items()},
-        latest_recorded_at=latest,
+        latest_recorded_at=None if latest is None else latest.astimezone(UTC),
     )
 
 

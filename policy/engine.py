@@ -66,6 +66,7 @@ _PARTIES = frozenset(PARTY_AGENCIES)
 _YOUNG_PERSON = ConsenterRole.YOUNG_PERSON.value
 _M = TypeVar("_M", bound=PolicyModel)
 _setattr = object.__setattr__
+_new = object.__new__  # BaseModel defines no __new__; cls.__new__ is a slower lookup
 
 
 def _trusted(cls: type[_M], values: dict[str, Any]) -> _M:
@@ -74,7 +75,7 @@ def _trusted(cls: type[_M], values: dict[str, Any]) -> _M:
     Like ``model_construct`` without its defaults handling (about twice as fast);
     ``values`` must name every field. Tests re-validate every decision strictly.
     """
-    obj = cls.__new__(cls)
+    obj = _new(cls)
     _setattr(obj, "__dict__", values)
     _setattr(obj, "__pydantic_fields_set__", set(values))
     _setattr(obj, "__pydantic_extra__", None)
@@ -445,7 +446,9 @@ class _Coverage:
         self.rules = rules
         self.subject = case.subject
         self.parties = case.parties
-        self.bounds: list[datetime] = sorted(instants)
+        # In UTC: comparing aware datetimes that share one tzinfo object skips the
+        # utcoffset() calls (the hub's clock gives UTC).
+        self.bounds: list[datetime] = sorted({t.astimezone(UTC) for t in instants})
         self.answers: dict[tuple[AgencyId, AgencyId, MessageType, int], RecipientDecision] = {}
 
     def slot(self, now: datetime) -> int:

@@ -111,10 +111,14 @@ async def connect(url: str, *, name: str) -> Client:
 
     try:
         await nc.connect(
-            servers=[url], name=name, error_cb=make_error_callback(name),
-            disconnected_cb=disconnected, reconnected_cb=reconnected,
+            servers=[url],
+            name=name,
+            error_cb=make_error_callback(name),
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
             max_reconnect_attempts=-1,  # the default (60) gives up; a hub must not
-            connect_timeout=5, allow_reconnect=True,
+            connect_timeout=5,
+            allow_reconnect=True,
         )
     except (NatsError, OSError, TimeoutError) as e:
         raise TransportError(f"cannot connect to NATS as {name}") from e
@@ -152,9 +156,11 @@ async def read_stream(
     if info.state.messages == 0 or last == 0:
         return
     sub = await js.pull_subscribe(
-        subject, stream=stream,
-        config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
-                              inactive_threshold=60.0),
+        subject,
+        stream=stream,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0
+        ),
     )
     try:
         while True:

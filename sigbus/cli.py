@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
 
 from agents.police.cli import app as police_app
 from agents.school.cli import app as school_app
@@ -36,10 +36,17 @@ from sigbus.keystore import DEV_KEYS_DIR, generate_dev_keys, load_directory
 from sigbus.logging import configure_logging
 from sigbus.natsserver import EmbeddedNats, pid_alive
 
-app = typer.Typer(pretty_exceptions_show_locals=False, help="sigbus: consent-gated, logged information sharing for sociala "
-                       "insatsgrupper (SIG).", no_args_is_help=True)
-broker_app = typer.Typer(pretty_exceptions_show_locals=False, help="The hub broker.", no_args_is_help=True)
-keys_app = typer.Typer(pretty_exceptions_show_locals=False, help="Keys and the agency directory.", no_args_is_help=True)
+app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    help="sigbus: consent-gated, logged information sharing for sociala insatsgrupper (SIG).",
+    no_args_is_help=True,
+)
+broker_app = typer.Typer(
+    pretty_exceptions_show_locals=False, help="The hub broker.", no_args_is_help=True
+)
+keys_app = typer.Typer(
+    pretty_exceptions_show_locals=False, help="Keys and the agency directory.", no_args_is_help=True
+)
 app.add_typer(broker_app, name="broker")
 app.add_typer(keys_app, name="keys")
 app.add_typer(police_app, name="police")
@@ -53,8 +60,10 @@ KeysOpt = Annotated[Path | None, typer.Option("--keys", help="default keys/dev")
 
 
 @app.callback()
-def main(json_logs: Annotated[bool, typer.Option("--json-logs", help="JSON lines logs")] = False,
-         log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "warning") -> None:
+def main(
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="JSON lines logs")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "warning",
+) -> None:
     configure_logging(json_output=True if json_logs else None, level=log_level)
 
 
@@ -64,10 +73,14 @@ def _fail(e: Exception) -> typer.Exit:
 
 
 @app.command()
-def demo(as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
-         data_dir: Annotated[Path | None, typer.Option(
-             "--data-dir", help="keep NATS data here (default: a fresh temp dir)")] = None,
-         keys: KeysOpt = None) -> None:
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="keep NATS data here (default: a fresh temp dir)"),
+    ] = None,
+    keys: KeysOpt = None,
+) -> None:
     """Run the whole SIG story on an embedded nats-server and check every step."""
     try:
         report = asyncio.run(run_demo(data_dir=data_dir, keys_dir=config.keys_dir(keys)))
@@ -80,8 +93,10 @@ def demo(as_json: Annotated[bool, typer.Option("--json", help="one JSON object")
         for line in report.lines:
             typer.echo(line)
         summary = report.as_json()
-        typer.echo(f"\nlog length {summary['log_length']}; releases {summary['releases_by_type']};"
-                   f" denies {summary['denies_by_type']}; recorded {summary['recorded']}")
+        typer.echo(
+            f"\nlog length {summary['log_length']}; releases {summary['releases_by_type']};"
+            f" denies {summary['denies_by_type']}; recorded {summary['recorded']}"
+        )
         typer.echo("ALL EXPECTATIONS HELD" if report.ok else "SOME EXPECTATIONS FAILED")
     raise typer.Exit(0 if report.ok else 1)
 
@@ -106,8 +121,10 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
 
     with EmbeddedNats(base / "nats") as server:
         state_file.write_text(json.dumps({"nats_url": server.url, "pid": os.getpid()}))
-        typer.echo(f"sigbus up: NATS {server.url}, broker running (pid {os.getpid()}). "
-                   "Stop with Ctrl-C or `sigbus down`.")
+        typer.echo(
+            f"sigbus up: NATS {server.url}, broker running (pid {os.getpid()}). "
+            "Stop with Ctrl-C or `sigbus down`."
+        )
         try:
             asyncio.run(serve(server.url))
         finally:
@@ -134,11 +151,13 @@ def down(data_dir: DataOpt = None) -> None:
 
 
 @broker_app.command("run")
-def broker_run(nats: Annotated[str, typer.Option("--nats", envvar="SIGBUS_NATS_URL")],
-               keys: KeysOpt = None,
-               ack_wait: Annotated[float, typer.Option(
-                   help="seconds before an unacknowledged ingress message is redelivered")] = 30.0,
-               ) -> None:
+def broker_run(
+    nats: Annotated[str, typer.Option("--nats", envvar="SIGBUS_NATS_URL")],
+    keys: KeysOpt = None,
+    ack_wait: Annotated[
+        float, typer.Option(help="seconds before an unacknowledged ingress message is redelivered")
+    ] = 30.0,
+) -> None:
     """Run the hub against an existing NATS server (the docker-compose deployment)."""
     try:
         hub = config.hub_setup(config.keys_dir(keys))
@@ -157,8 +176,9 @@ def broker_run(nats: Annotated[str, typer.Option("--nats", envvar="SIGBUS_NATS_U
 
 
 @keys_app.command("dev-generate")
-def keys_dev_generate(out: Annotated[Path, typer.Option("--out")] = DEV_KEYS_DIR,
-                      suite: SuiteId = DEFAULT_SUITE) -> None:
+def keys_dev_generate(
+    out: Annotated[Path, typer.Option("--out")] = DEV_KEYS_DIR, suite: SuiteId = DEFAULT_SUITE
+) -> None:
     """Regenerate DEVELOPMENT-ONLY keys and the signed directory."""
     now = datetime.now(UTC).replace(microsecond=0)
     generate_dev_keys(out, now=now - timedelta(days=365), suite=suite)
@@ -177,9 +197,12 @@ def entrypoint() -> None:
 
 
 @audit_app.command("export")
-def audit_export(out: Annotated[Path, typer.Option("--out", help="export file to write")],
-                 nats: Annotated[str | None, typer.Option("--nats")] = None,
-                 data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
+def audit_export(
+    out: Annotated[Path, typer.Option("--out", help="export file to write")],
+    nats: Annotated[str | None, typer.Option("--nats")] = None,
+    data_dir: DataOpt = None,
+    keys: KeysOpt = None,
+) -> None:
     """Export the disclosure log, its latest checkpoint and cosignatures (a server is needed)."""
 
     async def run() -> ExportSummary:
@@ -187,8 +210,9 @@ def audit_export(out: Annotated[Path, typer.Option("--out", help="export file to
         log_key = directory.key_by_use(AgencyId.HUB, KeyUse.LOG, at=datetime.now(UTC))
         nc = await connect(config.nats_url(nats, data_dir), name="audit-export")
         try:
-            return await export_log(nc.jetstream(), out,
-                                    Ed25519PublicKey.from_public_bytes(log_key.public_key))
+            return await export_log(
+                nc.jetstream(), out, Ed25519PublicKey.from_public_bytes(log_key.public_key)
+            )
         finally:
             await nc.close()
 
@@ -196,5 +220,7 @@ def audit_export(out: Annotated[Path, typer.Option("--out", help="export file to
         summary = asyncio.run(run())
     except (SigbusError, ProtocolError, AuditError) as e:
         raise _fail(e) from e
-    typer.echo(f"exported {summary.entries} entries to {summary.path} "
-               f"(cosigned by {', '.join(summary.witnesses) or 'no witness'})")
+    typer.echo(
+        f"exported {summary.entries} entries to {summary.path} "
+        f"(cosigned by {', '.join(summary.witnesses) or 'no witness'})"
+    )

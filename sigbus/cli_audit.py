@@ -17,14 +17,18 @@ from typing import Annotated, Any
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit.errors import AuditError, ExportError
-from audit.export import read_entry_lines, verify_export
+from audit.checkpoint import note_body, parse_checkpoint_body, verify_note
+from audit.errors import AuditError, CheckpointError, ExportError
+from audit.export import read_entry_lines, verify_export_file
 from audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
 
-audit_app = typer.Typer(pretty_exceptions_show_locals=False, 
+audit_app = typer.Typer(pretty_exceptions_show_locals=False,
     help="Verify, prove and query an exported disclosure log offline.", no_args_is_help=True
 )
-prove_app = typer.Typer(pretty_exceptions_show_locals=False, help="Compute inclusion and consistency proofs from an export file.")
+prove_app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    help="Compute inclusion and consistency proofs from an export file.",
+)
 audit_app.add_typer(prove_app, name="prove")
 
 
@@ -59,13 +63,12 @@ def _verify_file(
         if not sep:
             raise typer.BadParameter("--witness-key takes NAME=BASE64_OR_PATH")
         trusted_witnesses[name] = _load_public_key(key)
-    with file.open("rb") as lines:
-        report = verify_export(
-            lines,
-            trusted_log_key=_load_public_key(log_key) if log_key else None,
-            trusted_witness_keys=trusted_witnesses,
-            earlier_checkpoints=[path.read_text() for path in earlier or []],
-        )
+    report = verify_export_file(
+        file,
+        trusted_log_key=_load_public_key(log_key) if log_key else None,
+        trusted_witness_keys=trusted_witnesses,
+        earlier_checkpoints=[path.read_text() for path in earlier or []],
+    )
     return report.summary()
 
 
@@ -154,7 +157,9 @@ def prove_consistency(file: FileArg, size1: int, size2: int) -> None:
     typer.echo(json.dumps(document))
 
 
-def _decode_proof_document(document: Any) -> None:
+def _decode_proof_document(document: Any) -> list[tuple[int, bytes]]:
+    """Verify the proof in ``document``; returns the (size, root) pairs it vouches for."""
+
     def b64(value: Any) -> bytes:
         if not isinstance(value, str):
             raise TypeError("hash is not a base64 string")
@@ -164,39 +169,90 @@ def _decode_proof_document(document: Any) -> None:
         raise TypeError("not a proof document")
     proof = [b64(node) for node in document["proof"]]
     if document.get("type") == "inclusion":
-        verify_inclusion(
-            b64(document["leaf_hash"]),
-            int(document["index"]),
-            int(document["size"]),
-            proof,
-            b64(document["root"]),
+        size, root = int(document["size"]), b64(document["root"])
+        verify_inclusion(b64(document["leaf_hash"]), int(document["index"]), size, proof, root)
+        return [(size, root)]
+    if document.get("type") == "consistency":
+        size1, size2 = int(document["size1"]), int(document["size2"])
+        root1, root2 = b64(document["root1"]), b64(document["root2"])
+        verify_consistency(size1, size2, proof, root1, root2)
+        return [(size1, root1), (size2, root2)]
+    raise ValueError("type must be 'inclusion' or 'consistency'")
+
+
+def _check_against_checkpoint(
+    vouched: list[tuple[int, bytes]], note: str, log_key: Ed25519PublicKey, origin: str | None
+) -> str:
+    """The signed checkpoint must be by the log and have the proof's root at its size.
+
+    An inclusion proof must be for the checkpoint's tree; a consistency proof
+    must have the checkpoint at one of its two ends (the older checkpoint you
+    kept, or the newer one you were given). Raises :class:`AuditError`.
+    """
+    name = origin if origin is not None else parse_checkpoint_body(note_body(note)).origin
+    checkpoint = verify_note(note, name, log_key)
+    if checkpoint.origin != name:
+        raise CheckpointError(f"checkpoint origin is not {name!r}")
+    roots = dict(vouched)
+    if checkpoint.size not in roots:
+        sizes = " or ".join(str(size) for size, _ in vouched)
+        raise CheckpointError(
+            f"the checkpoint has size {checkpoint.size}, the proof is for size {sizes}"
         )
-    elif document.get("type") == "consistency":
-        verify_consistency(
-            int(document["size1"]),
-            int(document["size2"]),
-            proof,
-            b64(document["root1"]),
-            b64(document["root2"]),
+    if roots[checkpoint.size] != checkpoint.root:
+        raise CheckpointError(
+            f"the proof's root at size {checkpoint.size} differs from the signed checkpoint's "
+            "(a different tree: fork or forgery)"
         )
-    else:
-        raise ValueError("type must be 'inclusion' or 'consistency'")
+    return f"; matches the checkpoint of size {checkpoint.size} signed by {name!r}"
 
 
 @audit_app.command("verify-proof")
 def verify_proof(
     proof_file: Annotated[str, typer.Argument(help="JSON printed by 'prove' ('-' for stdin).")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="A signed checkpoint note; the proof must be for its size and root.",
+        ),
+    ] = None,
+    log_key: Annotated[
+        str | None,
+        typer.Option(help="The log's public key: base64 raw Ed25519 or a file."),
+    ] = None,
+    origin: Annotated[
+        str | None,
+        typer.Option(help="Expected checkpoint origin (default: the one the checkpoint names)."),
+    ] = None,
 ) -> None:
-    """Verify a proof printed by 'sigbus audit prove' (exit 0 valid, 1 invalid)."""
+    """Verify a proof printed by 'sigbus audit prove' (exit 0 valid, 1 invalid).
+
+    Without --checkpoint this only shows the proof is consistent with the
+    roots it carries itself; with --checkpoint and --log-key it also shows
+    those roots are the log's, as signed.
+    """
+    if checkpoint is not None and log_key is None:
+        raise typer.BadParameter("--checkpoint needs --log-key (the log's public key)")
+    if checkpoint is None and (log_key is not None or origin is not None):
+        raise typer.BadParameter("--log-key and --origin are used only with --checkpoint")
     text = sys.stdin.read() if proof_file == "-" else Path(proof_file).read_text()
     try:
         document = json.loads(text)
-        _decode_proof_document(document)
+        vouched = _decode_proof_document(document)
     except (ValueError, KeyError, TypeError, binascii.Error) as e:
         raise _fail(f"malformed proof document: {e}") from e
     except AuditError as e:
         raise _fail(f"proof does not verify: {e}") from e
-    typer.echo(f"OK: {document['type']} proof verifies")
+    anchored = " (against its own roots only: give --checkpoint to anchor it)"
+    if checkpoint is not None and log_key is not None:
+        key = _load_public_key(log_key)
+        try:
+            anchored = _check_against_checkpoint(vouched, checkpoint.read_text(), key, origin)
+        except AuditError as e:
+            raise _fail(f"proof does not match the checkpoint: {e}") from e
+    typer.echo(f"OK: {document['type']} proof verifies{anchored}")
 
 
 def _parse_time(value: str | None) -> datetime | None:

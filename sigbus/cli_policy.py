@@ -38,7 +38,8 @@ from policy import (
 from policy.model import PolicyModel
 from protocol.ids import AgencyId, MessageType
 
-policy_app = typer.Typer(pretty_exceptions_show_locals=False, 
+policy_app = typer.Typer(
+    pretty_exceptions_show_locals=False,
     help="Offline policy evaluation: decide one request against rules and state.",
     no_args_is_help=True,
 )

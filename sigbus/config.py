@@ -41,8 +41,9 @@ def nats_url(option: str | None, data: Path | None = None) -> str:
     try:
         return str(json.loads(state.read_text())["nats_url"])
     except (OSError, KeyError, ValueError) as e:
-        raise ConfigError("no NATS server: pass --nats URL, set SIGBUS_NATS_URL, "
-                          "or start one with `sigbus up`") from e
+        raise ConfigError(
+            "no NATS server: pass --nats URL, set SIGBUS_NATS_URL, or start one with `sigbus up`"
+        ) from e
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class AgencySetup:
 
 
 def agency_setup(agency: AgencyId, keys: Path) -> AgencySetup:
-    return AgencySetup(identity=load_private(keys, agency).identity(),
-                       directory=load_directory(keys))
+    return AgencySetup(
+        identity=load_private(keys, agency).identity(), directory=load_directory(keys)
+    )
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,14 @@ def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:
     keyfile = load_private(keys, AgencyId.HUB)
     if keyfile.hub is None:
         raise ConfigError("the hub key file lacks the hub secrets")
-    ctx = HubContext(identity=keyfile.identity(), pseudonym_key=keyfile.hub.pseudonym_key,
-                     directory=load_directory(keys), rules=rules or default_rules())
-    return HubSetup(ctx=ctx, state_key=keyfile.hub.state_key,
-                    log_key=Ed25519PrivateKey.from_private_bytes(keyfile.hub.log_signing_private))
+    ctx = HubContext(
+        identity=keyfile.identity(),
+        pseudonym_key=keyfile.hub.pseudonym_key,
+        directory=load_directory(keys),
+        rules=rules or default_rules(),
+    )
+    return HubSetup(
+        ctx=ctx,
+        state_key=keyfile.hub.state_key,
+        log_key=Ed25519PrivateKey.from_private_bytes(keyfile.hub.log_signing_private),
+    )

@@ -64,27 +64,38 @@ async def cosignatures_for(js: JetStreamContext, size: int) -> list[CosignatureR
         except (NotFoundError, ValidationError):
             continue
         if cosig.checkpoint_size == size:
-            records.append(CosignatureRecord(
-                witness=cosig.witness, line=cosig.line,
-                public_key=Ed25519PublicKey.from_public_bytes(cosig.public_key)))
+            records.append(
+                CosignatureRecord(
+                    witness=cosig.witness,
+                    line=cosig.line,
+                    public_key=Ed25519PublicKey.from_public_bytes(cosig.public_key),
+                )
+            )
     return records
 
 
-async def export_log(js: JetStreamContext, out: Path, log_public_key: Ed25519PublicKey,
-                     *, origin: str = DEFAULT_ORIGIN) -> ExportSummary:
+async def export_log(
+    js: JetStreamContext,
+    out: Path,
+    log_public_key: Ed25519PublicKey,
+    *,
+    origin: str = DEFAULT_ORIGIN,
+) -> ExportSummary:
     note = await latest_checkpoint(js)
     size = parse_checkpoint_body(parse_signed_note(note).body).size
     cosignatures = await cosignatures_for(js, size)
-    entries = [bytes(m.data) async for m in read_stream(js, LOG_STREAM, LOG_ENTRY_SUBJECT,
-                                                         up_to_seq=size)]
+    entries = [
+        bytes(m.data) async for m in read_stream(js, LOG_STREAM, LOG_ENTRY_SUBJECT, up_to_seq=size)
+    ]
     if len(entries) != size:
         raise ExportFailed(f"log stream holds {len(entries)} entries, checkpoint says {size}")
     tmp = out.with_name(out.name + ".partial")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
-            for line in write_export(entries, note, cosignatures, log_public_key=log_public_key,
-                                     origin=origin):
+            for line in write_export(
+                entries, note, cosignatures, log_public_key=log_public_key, origin=origin
+            ):
                 f.write(line)
             f.flush()
             os.fsync(f.fileno())

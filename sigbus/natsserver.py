@@ -66,9 +66,17 @@ def render_config(settings: ServerSettings) -> str:
 
 
 #: The settings of the docker-compose deployment (deploy/nats/nats-server.conf).
-COMPOSE_SETTINGS = ServerSettings(store_dir="/data/jetstream", host="0.0.0.0", port=4222,  # noqa: S104
-                                  server_name="sigbus-nats")
-COMPOSE_CONFIG_PATH = Path(__file__).resolve().parent.parent / "deploy" / "nats" / "nats-server.conf"
+# Inside its container the server must listen on all interfaces; compose publishes
+# the port on the host's loopback only.
+COMPOSE_SETTINGS = ServerSettings(
+    store_dir="/data/jetstream",
+    host="0.0.0.0",  # noqa: S104
+    port=4222,
+    server_name="sigbus-nats",
+)
+COMPOSE_CONFIG_PATH = (
+    Path(__file__).resolve().parent.parent / "deploy" / "nats" / "nats-server.conf"
+)
 
 
 def nats_server_binary() -> Path:

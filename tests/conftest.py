@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,17 +35,15 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 
 
 @pytest.fixture
-async def nats_url(nats_server: EmbeddedNats) -> AsyncIterator[str]:
+async def nats_url(nats_server: EmbeddedNats) -> str:
     """The server's URL, with every sigbus stream deleted first (a clean bus per test)."""
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     for stream in ALL_STREAMS:
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_stream(stream)
-        except NotFoundError:
-            pass
     await nc.close()
-    yield nats_server.url
+    return nats_server.url
 
 
 @pytest.fixture

@@ -20,21 +20,31 @@ from protocol.codes import ContactFunction, ReferralKind, ReferralReason
 from protocol.ids import AgencyId, MessageType
 from protocol.messages import Referral
 
-app = typer.Typer(pretty_exceptions_show_locals=False, help="Polisen: referrals (LUL 6 §), plan commitments, status, inbox.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    help="Polisen: referrals (LUL 6 §), plan commitments, status, inbox.",
+    no_args_is_help=True,
+)
 add_common_commands(app, AGENCY)
 add_plan_commands(app, AGENCY)
 
 
 @app.command()
-def refer(reason: Annotated[list[ReferralReason], typer.Option(help="repeatable")],
-          personnummer: PnrOpt,
-          kind: ReferralKind = ReferralKind.LUL_6_NOTIFICATION,
-          observed: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default today)")] = None,
-          contact: ContactFunction = ContactFunction.POLICE_YOUTH_UNIT,
-          nats: NatsOpt = None, keys: KeysOpt = None) -> None:
+def refer(
+    reason: Annotated[list[ReferralReason], typer.Option(help="repeatable")],
+    personnummer: PnrOpt,
+    kind: ReferralKind = ReferralKind.LUL_6_NOTIFICATION,
+    observed: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default today)")] = None,
+    contact: ContactFunction = ContactFunction.POLICE_YOUTH_UNIT,
+    nats: NatsOpt = None,
+    keys: KeysOpt = None,
+) -> None:
     """Notify social services (LUL 6 § notification or report of concern)."""
-    body = Referral(kind=kind, personnummer=personnummer, reasons=tuple(reason),
-                    observed_on=date.fromisoformat(observed) if observed else date.today(),
-                    contact_function=contact)
+    body = Referral(
+        kind=kind,
+        personnummer=personnummer,
+        reasons=tuple(reason),
+        observed_on=date.fromisoformat(observed) if observed else date.today(),
+        contact_function=contact,
+    )
     send(AGENCY, nats, keys, MessageType.REFERRAL, body, case_ref=None, to=[AgencyId.SOCIAL])

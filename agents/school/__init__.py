@@ -6,5 +6,6 @@ from __future__ import annotations
 from protocol.ids import AgencyId, MessageType
 
 AGENCY = AgencyId.SCHOOL
-SENDS = frozenset({MessageType.REFERRAL, MessageType.PLAN_COMMITMENT,
-                   MessageType.COMMITMENT_STATUS})
+SENDS = frozenset(
+    {MessageType.REFERRAL, MessageType.PLAN_COMMITMENT, MessageType.COMMITMENT_STATUS}
+)

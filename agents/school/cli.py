@@ -20,21 +20,30 @@ from protocol.codes import ContactFunction, ReferralKind, ReferralReason
 from protocol.ids import AgencyId, MessageType
 from protocol.messages import Referral
 
-app = typer.Typer(pretty_exceptions_show_locals=False, help="Skolan: reports of concern, plan commitments, status, inbox.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    help="Skolan: reports of concern, plan commitments, status, inbox.",
+    no_args_is_help=True,
+)
 add_common_commands(app, AGENCY)
 add_plan_commands(app, AGENCY)
 
 
 @app.command()
-def refer(reason: Annotated[list[ReferralReason], typer.Option(help="repeatable")],
-          personnummer: PnrOpt,
-          observed: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default today)")] = None,
-          contact: ContactFunction = ContactFunction.SCHOOL_COUNSELLOR,
-          nats: NatsOpt = None, keys: KeysOpt = None) -> None:
+def refer(
+    reason: Annotated[list[ReferralReason], typer.Option(help="repeatable")],
+    personnummer: PnrOpt,
+    observed: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default today)")] = None,
+    contact: ContactFunction = ContactFunction.SCHOOL_COUNSELLOR,
+    nats: NatsOpt = None,
+    keys: KeysOpt = None,
+) -> None:
     """Report concern to social services (SoL 14 kap. 1 §)."""
-    body = Referral(kind=ReferralKind.REPORT_OF_CONCERN, personnummer=personnummer,
-                    reasons=tuple(reason),
-                    observed_on=date.fromisoformat(observed) if observed else date.today(),
-                    contact_function=contact)
+    body = Referral(
+        kind=ReferralKind.REPORT_OF_CONCERN,
+        personnummer=personnummer,
+        reasons=tuple(reason),
+        observed_on=date.fromisoformat(observed) if observed else date.today(),
+        contact_function=contact,
+    )
     send(AGENCY, nats, keys, MessageType.REFERRAL, body, case_ref=None, to=[AgencyId.SOCIAL])

@@ -7,6 +7,13 @@ from __future__ import annotations
 from protocol.ids import AgencyId, MessageType
 
 AGENCY = AgencyId.SOCIAL
-SENDS = frozenset({MessageType.CASE_OPENED, MessageType.CONSENT_EVENT,
-                   MessageType.CASE_INVITATION, MessageType.PLAN_COMMITMENT,
-                   MessageType.COMMITMENT_STATUS, MessageType.MEETING_NOTICE})
+SENDS = frozenset(
+    {
+        MessageType.CASE_OPENED,
+        MessageType.CONSENT_EVENT,
+        MessageType.CASE_INVITATION,
+        MessageType.PLAN_COMMITMENT,
+        MessageType.COMMITMENT_STATUS,
+        MessageType.MEETING_NOTICE,
+    }
+)

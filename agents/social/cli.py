@@ -31,18 +31,28 @@ from protocol.codes import (
 from protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
 from protocol.messages import CaseInvitation, CaseOpened, ConsentEvent, ConsentScope, MeetingNotice
 
-app = typer.Typer(pretty_exceptions_show_locals=False, help="Socialtjänsten: cases, samtycke (consent), invitations, meetings.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    help="Socialtjänsten: cases, samtycke (consent), invitations, meetings.",
+    no_args_is_help=True,
+)
 add_common_commands(app, AGENCY)
 add_plan_commands(app, AGENCY)
 case_app = typer.Typer(pretty_exceptions_show_locals=False, help="SIG cases.", no_args_is_help=True)
-consent_app = typer.Typer(pretty_exceptions_show_locals=False, help="Samtycke: record consent given or withdrawn.",
-                          no_args_is_help=True)
+consent_app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    help="Samtycke: record consent given or withdrawn.",
+    no_args_is_help=True,
+)
 app.add_typer(case_app, name="case")
 app.add_typer(consent_app, name="consent")
 
-GuardianOpt = Annotated[str | None, typer.Option(
-    "--guardian", help="guardian ref (vh-…) when a vårdnadshavare (guardian) consents")]
+GuardianOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--guardian", help="guardian ref (vh-…) when a vårdnadshavare (guardian) consents"
+    ),
+]
 
 
 def _when(text: str | None) -> datetime:
@@ -50,58 +60,84 @@ def _when(text: str | None) -> datetime:
 
 
 @case_app.command("open")
-def open_case(personnummer: PnrOpt,
-              guardian: Annotated[list[str], typer.Option(
-                  help="ref of each guardian with custody, e.g. vh-1 (repeatable)")] = [],  # noqa: B006
-              party: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006
-              case: Annotated[str | None, typer.Option("--case")] = None,
-              nats: NatsOpt = None, keys: KeysOpt = None) -> None:
+def open_case(
+    personnummer: PnrOpt,
+    guardian: Annotated[
+        list[str], typer.Option(help="ref of each guardian with custody, e.g. vh-1 (repeatable)")
+    ] = [],  # noqa: B006
+    party: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006
+    case: Annotated[str | None, typer.Option("--case")] = None,
+    nats: NatsOpt = None,
+    keys: KeysOpt = None,
+) -> None:
     """Open a SIG case at the hub. Prints the case ref to use from now on."""
     case_ref = case or new_opaque_id("case", 12)
-    body = CaseOpened(personnummer=personnummer, guardians_with_custody=tuple(guardian),
-                      parties=tuple(party))
+    body = CaseOpened(
+        personnummer=personnummer, guardians_with_custody=tuple(guardian), parties=tuple(party)
+    )
     send(AGENCY, nats, keys, MessageType.CASE_OPENED, body, case_ref=case_ref, to=[])
     typer.echo(f"case {case_ref}")
 
 
 @consent_app.command("give")
-def consent_give(case: CaseOpt,
-                 evidence: Annotated[Path, typer.Option(
-                     help="the signed consent form; only its SHA-256 is sent")],
-                 until: Annotated[str, typer.Option(help="valid until (ISO 8601, with zone)")],
-                 category: Annotated[list[MessageType], typer.Option(help="repeatable")],
-                 young_person: Annotated[bool, typer.Option("--young-person")] = False,
-                 guardian: GuardianOpt = None,
-                 discloser: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006
-                 recipient: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006
-                 valid_from: Annotated[str | None, typer.Option("--from")] = None,
-                 consent_id: Annotated[str | None, typer.Option("--consent-id")] = None,
-                 nats: NatsOpt = None, keys: KeysOpt = None) -> None:
+def consent_give(
+    case: CaseOpt,
+    evidence: Annotated[
+        Path, typer.Option(help="the signed consent form; only its SHA-256 is sent")
+    ],
+    until: Annotated[str, typer.Option(help="valid until (ISO 8601, with zone)")],
+    category: Annotated[list[MessageType], typer.Option(help="repeatable")],
+    young_person: Annotated[bool, typer.Option("--young-person")] = False,
+    guardian: GuardianOpt = None,
+    discloser: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006
+    recipient: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006
+    valid_from: Annotated[str | None, typer.Option("--from")] = None,
+    consent_id: Annotated[str | None, typer.Option("--consent-id")] = None,
+    nats: NatsOpt = None,
+    keys: KeysOpt = None,
+) -> None:
     """Record a written, scoped samtycke given by the young person or a guardian."""
     role = _role(young_person, guardian)
     cid = consent_id or new_opaque_id("consent", 16)
     body = ConsentEvent(
-        consent_id=cid, action=ConsentAction.GIVEN, consenter_role=role, guardian_ref=guardian,
-        scope=ConsentScope(disclosers=tuple(discloser), recipients=tuple(recipient),
-                           categories=tuple(category), purpose=ConsentPurpose.SIG_CASE,
-                           valid_from=_when(valid_from), valid_until=datetime.fromisoformat(until)),
+        consent_id=cid,
+        action=ConsentAction.GIVEN,
+        consenter_role=role,
+        guardian_ref=guardian,
+        scope=ConsentScope(
+            disclosers=tuple(discloser),
+            recipients=tuple(recipient),
+            categories=tuple(category),
+            purpose=ConsentPurpose.SIG_CASE,
+            valid_from=_when(valid_from),
+            valid_until=datetime.fromisoformat(until),
+        ),
         acted_at=datetime.now(UTC),
         evidence_sha256=hashlib.sha256(evidence.read_bytes()).hexdigest(),
-        recorded_by=ContactFunction.SOCIAL_CASE_WORKER)
+        recorded_by=ContactFunction.SOCIAL_CASE_WORKER,
+    )
     send(AGENCY, nats, keys, MessageType.CONSENT_EVENT, body, case_ref=case, to=[])
     typer.echo(f"consent {cid}")
 
 
 @consent_app.command("withdraw")
-def consent_withdraw(case: CaseOpt, consent_id: Annotated[str, typer.Option("--consent-id")],
-                     young_person: Annotated[bool, typer.Option("--young-person")] = False,
-                     guardian: GuardianOpt = None,
-                     nats: NatsOpt = None, keys: KeysOpt = None) -> None:
+def consent_withdraw(
+    case: CaseOpt,
+    consent_id: Annotated[str, typer.Option("--consent-id")],
+    young_person: Annotated[bool, typer.Option("--young-person")] = False,
+    guardian: GuardianOpt = None,
+    nats: NatsOpt = None,
+    keys: KeysOpt = None,
+) -> None:
     """Record that the consenter withdrew samtycke. Sharing stops at once."""
-    body = ConsentEvent(consent_id=consent_id, action=ConsentAction.WITHDRAWN,
-                        consenter_role=_role(young_person, guardian), guardian_ref=guardian,
-                        acted_at=datetime.now(UTC),
-                        recorded_by=ContactFunction.SOCIAL_CASE_WORKER)
+    body = ConsentEvent(
+        consent_id=consent_id,
+        action=ConsentAction.WITHDRAWN,
+        consenter_role=_role(young_person, guardian),
+        guardian_ref=guardian,
+        acted_at=datetime.now(UTC),
+        recorded_by=ContactFunction.SOCIAL_CASE_WORKER,
+    )
     send(AGENCY, nats, keys, MessageType.CONSENT_EVENT, body, case_ref=case, to=[])
 
 
@@ -112,18 +148,28 @@ def _role(young_person: bool, guardian: str | None) -> ConsenterRole:
 
 
 @app.command()
-def invite(case: CaseOpt, personnummer: PnrOpt, to: ToOpt,
-           nats: NatsOpt = None, keys: KeysOpt = None) -> None:
+def invite(
+    case: CaseOpt, personnummer: PnrOpt, to: ToOpt, nats: NatsOpt = None, keys: KeysOpt = None
+) -> None:
     """Invite parties to the case (released only with consent)."""
-    body = CaseInvitation(personnummer=personnummer, parties=tuple(PARTY_AGENCIES),
-                          coordinator=ContactFunction.SOCIAL_SIG_COORDINATOR)
+    body = CaseInvitation(
+        personnummer=personnummer,
+        parties=tuple(PARTY_AGENCIES),
+        coordinator=ContactFunction.SOCIAL_SIG_COORDINATOR,
+    )
     send(AGENCY, nats, keys, MessageType.CASE_INVITATION, body, case_ref=case, to=to)
 
 
 @app.command()
-def meeting(case: CaseOpt, at: Annotated[str, typer.Option(help="ISO 8601 with zone")],
-            place: PlaceCode, agenda: Annotated[list[AgendaItem], typer.Option()], to: ToOpt,
-            nats: NatsOpt = None, keys: KeysOpt = None) -> None:
+def meeting(
+    case: CaseOpt,
+    at: Annotated[str, typer.Option(help="ISO 8601 with zone")],
+    place: PlaceCode,
+    agenda: Annotated[list[AgendaItem], typer.Option()],
+    to: ToOpt,
+    nats: NatsOpt = None,
+    keys: KeysOpt = None,
+) -> None:
     """Call an individual meeting (agenda as codes)."""
     body = MeetingNotice(meeting_at=datetime.fromisoformat(at), place=place, agenda=tuple(agenda))
     send(AGENCY, nats, keys, MessageType.MEETING_NOTICE, body, case_ref=case, to=to)

@@ -21,8 +21,12 @@ from protocol.subjects import LOG_STREAM
 from sigbus.config import agency_setup, hub_setup
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 
-CONSENT_CATEGORIES = (MessageType.CASE_INVITATION, MessageType.PLAN_COMMITMENT,
-                      MessageType.COMMITMENT_STATUS, MessageType.MEETING_NOTICE)
+CONSENT_CATEGORIES = (
+    MessageType.CASE_INVITATION,
+    MessageType.PLAN_COMMITMENT,
+    MessageType.COMMITMENT_STATUS,
+    MessageType.MEETING_NOTICE,
+)
 
 
 @dataclass
@@ -30,8 +34,11 @@ class World:
     broker: Broker
     adapters: dict[AgencyId, Adapter]
     inboxes: dict[AgencyId, MemoryCaseSystem] = field(default_factory=dict)
-    youth: str = field(default_factory=lambda: fictitious_personnummer(
-        birth_date_for_age(datetime.now(UTC).date(), 16), 982))
+    youth: str = field(
+        default_factory=lambda: fictitious_personnummer(
+            birth_date_for_age(datetime.now(UTC).date(), 16), 982
+        )
+    )
 
     async def settle(self) -> None:
         """Let the hub process everything, then let every adapter drain its inbox."""
@@ -53,30 +60,49 @@ class World:
         return out
 
     async def entries_for(self, message_id: str) -> dict[str, LogEntry]:
-        return {(e.recipient.value if e.recipient else "-"): e
-                for e in await self.log_entries() if e.message_id == message_id}
+        return {
+            (e.recipient.value if e.recipient else "-"): e
+            for e in await self.log_entries()
+            if e.message_id == message_id
+        }
 
     async def open_case_with_consents(self, guardians: tuple[str, ...] = ("vh-1", "vh-2")) -> str:
         social = self.adapters[AgencyId.SOCIAL]
         case = new_opaque_id("case", 12)
-        await social.send(MessageType.CASE_OPENED,
-                          CaseOpened(personnummer=self.youth, guardians_with_custody=guardians,
-                                     parties=PARTY_AGENCIES), case_ref=case)
+        await social.send(
+            MessageType.CASE_OPENED,
+            CaseOpened(
+                personnummer=self.youth, guardians_with_custody=guardians, parties=PARTY_AGENCIES
+            ),
+            case_ref=case,
+        )
         now = datetime.now(UTC)
         consenters = [(ConsenterRole.YOUNG_PERSON, None)] + [
-            (ConsenterRole.GUARDIAN, g) for g in guardians]
+            (ConsenterRole.GUARDIAN, g) for g in guardians
+        ]
         for role, guardian in consenters:
             cid = f"consent-{role.value.replace('_', '')}{(guardian or '').replace('-', '')}"
-            await social.send(MessageType.CONSENT_EVENT, ConsentEvent(
-                consent_id=cid, action=ConsentAction.GIVEN, consenter_role=role,
-                guardian_ref=guardian,
-                scope=ConsentScope(disclosers=PARTY_AGENCIES, recipients=PARTY_AGENCIES,
-                                   categories=CONSENT_CATEGORIES, purpose=ConsentPurpose.SIG_CASE,
-                                   valid_from=now - timedelta(minutes=5),
-                                   valid_until=now + timedelta(days=90)),
-                acted_at=now - timedelta(minutes=1),
-                evidence_sha256=hashlib.sha256(cid.encode()).hexdigest(),
-                recorded_by=ContactFunction.SOCIAL_CASE_WORKER), case_ref=case)
+            await social.send(
+                MessageType.CONSENT_EVENT,
+                ConsentEvent(
+                    consent_id=cid,
+                    action=ConsentAction.GIVEN,
+                    consenter_role=role,
+                    guardian_ref=guardian,
+                    scope=ConsentScope(
+                        disclosers=PARTY_AGENCIES,
+                        recipients=PARTY_AGENCIES,
+                        categories=CONSENT_CATEGORIES,
+                        purpose=ConsentPurpose.SIG_CASE,
+                        valid_from=now - timedelta(minutes=5),
+                        valid_until=now + timedelta(days=90),
+                    ),
+                    acted_at=now - timedelta(minutes=1),
+                    evidence_sha256=hashlib.sha256(cid.encode()).hexdigest(),
+                    recorded_by=ContactFunction.SOCIAL_CASE_WORKER,
+                ),
+                case_ref=case,
+            )
         await self.settle()
         return case
 

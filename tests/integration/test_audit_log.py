@@ -33,19 +33,26 @@ P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
 
 
 def referral(world: World) -> Referral:
-    return Referral(kind=ReferralKind.LUL_6_NOTIFICATION, personnummer=world.youth,
-                    reasons=(ReferralReason.WEAPON,), observed_on=datetime.now(UTC).date(),
-                    contact_function=ContactFunction.POLICE_YOUTH_UNIT)
+    return Referral(
+        kind=ReferralKind.LUL_6_NOTIFICATION,
+        personnummer=world.youth,
+        reasons=(ReferralReason.WEAPON,),
+        observed_on=datetime.now(UTC).date(),
+        contact_function=ContactFunction.POLICE_YOUTH_UNIT,
+    )
 
 
-async def test_witnesses_cosign_and_export_verifies_offline(world: World, tmp_path: Path,
-                                                            keys_dir: Path) -> None:
+async def test_witnesses_cosign_and_export_verifies_offline(
+    world: World, tmp_path: Path, keys_dir: Path
+) -> None:
     await world.open_case_with_consents()
     await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO,))
     await world.settle()
     await world.broker.checkpointer.publish()
-    runners = [WitnessRunner(a, state_path=tmp_path / f"witness-{a.agency.value}.json")
-               for a in world.adapters.values()]
+    runners = [
+        WitnessRunner(a, state_path=tmp_path / f"witness-{a.agency.value}.json")
+        for a in world.adapters.values()
+    ]
     for runner in runners:
         await runner.run_once()
         assert runner.cosigned[-1] == world.broker.writer.size
@@ -73,8 +80,9 @@ async def test_witnesses_cosign_and_export_verifies_offline(world: World, tmp_pa
     assert "2" in result.output  # names the altered entry (line 3 = entry index 2)
 
 
-async def test_witness_raises_the_alarm_on_a_forked_checkpoint(world: World,
-                                                               keys_dir: Path) -> None:
+async def test_witness_raises_the_alarm_on_a_forked_checkpoint(
+    world: World, keys_dir: Path
+) -> None:
     await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO,))
     await world.settle()
     await world.broker.checkpointer.publish()
@@ -84,8 +92,11 @@ async def test_witness_raises_the_alarm_on_a_forked_checkpoint(world: World,
     assert runner.cosigned == [size]
     # A hub that rewrites history: a checkpoint of the same size with another root,
     # properly signed with the real log key.
-    forged = sign_note(make_checkpoint_body(DEFAULT_ORIGIN, size, b"\x07" * 32), DEFAULT_ORIGIN,
-                       hub_setup(keys_dir).log_key)
+    forged = sign_note(
+        make_checkpoint_body(DEFAULT_ORIGIN, size, b"\x07" * 32),
+        DEFAULT_ORIGIN,
+        hub_setup(keys_dir).log_key,
+    )
     await world.broker.js.publish(CHECKPOINT_SUBJECT, forged.encode(), stream=CHECKPOINT_STREAM)
     await runner.run_once()
     assert len(runner.alarms) == 1
@@ -96,34 +107,67 @@ async def test_second_writer_is_fenced(world: World) -> None:
     await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO,))
     await world.settle()
     stale = LogWriter(world.broker.js)  # never recovered: believes the log is empty
-    draft = EntryDraft(decision_id="dec-fenced", decided_at=datetime.now(UTC), ingress_seq=99,
-                       message_id="msg-fencedwriter", message_type=None, sender=None,
-                       recipient=None, subject_id=None, case_ref=None, legal_basis=None,
-                       statutory=False, consent_refs=(), rule_ids=(), rules_hash="x",
-                       ciphertext_sha256=None, outcome=Outcome.DENY, reasons=("x",),
-                       release_id=None)
+    draft = EntryDraft(
+        decision_id="dec-fenced",
+        decided_at=datetime.now(UTC),
+        ingress_seq=99,
+        message_id="msg-fencedwriter",
+        message_type=None,
+        sender=None,
+        recipient=None,
+        subject_id=None,
+        case_ref=None,
+        legal_basis=None,
+        statutory=False,
+        consent_refs=(),
+        rule_ids=(),
+        rules_hash="x",
+        ciphertext_sha256=None,
+        outcome=Outcome.DENY,
+        reasons=("x",),
+        release_id=None,
+    )
     with pytest.raises(LogFencedError):
         await stale.append(draft)
 
 
 async def test_crash_between_log_and_release_resolves_to_exactly_one_release(
-        nats_url: str, keys_dir: Path) -> None:
+    nats_url: str, keys_dir: Path
+) -> None:
     """Kill the broker process after the log append, restart it: one release, no more."""
     env = {**os.environ, "SIGBUS_FAULT_CRASH_AFTER_LOG": "1"}
-    cmd = [sys.executable, "-m", "sigbus", "broker", "run", "--nats", nats_url,
-           "--keys", str(keys_dir), "--ack-wait", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sigbus",
+        "broker",
+        "run",
+        "--nats",
+        nats_url,
+        "--keys",
+        str(keys_dir),
+        "--ack-wait",
+        "2",
+    ]
     setup = agency_setup(P, keys_dir)
     from agents.runtime import Adapter
 
     police = await Adapter.connect(nats_url, setup.identity, setup.directory)
-    first = subprocess.Popen(cmd, env=env)  # noqa: S603, ASYNC220 - test drives a real process
+    first = subprocess.Popen(cmd, env=env)
     try:
         await asyncio.sleep(1.5)  # streams created
         world_youth = World(broker=None, adapters={}).youth  # type: ignore[arg-type]
-        mid = await police.send(MessageType.REFERRAL, Referral(
-            kind=ReferralKind.LUL_6_NOTIFICATION, personnummer=world_youth,
-            reasons=(ReferralReason.WEAPON,), observed_on=datetime.now(UTC).date(),
-            contact_function=ContactFunction.POLICE_YOUTH_UNIT), recipients=(SO,))
+        mid = await police.send(
+            MessageType.REFERRAL,
+            Referral(
+                kind=ReferralKind.LUL_6_NOTIFICATION,
+                personnummer=world_youth,
+                reasons=(ReferralReason.WEAPON,),
+                observed_on=datetime.now(UTC).date(),
+                contact_function=ContactFunction.POLICE_YOUTH_UNIT,
+            ),
+            recipients=(SO,),
+        )
         code = await asyncio.to_thread(first.wait, 20)
     finally:
         if first.poll() is None:
@@ -136,6 +180,7 @@ async def test_crash_between_log_and_release_resolves_to_exactly_one_release(
 
     hub = hub_setup(keys_dir)
     from datetime import timedelta
+
     broker = hub.broker(nats_url, ack_wait=timedelta(seconds=2))
     await broker.start()
     try:

@@ -16,9 +16,18 @@ SIGBUS = [sys.executable, "-m", "sigbus"]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SIGBUS, *args], input=stdin, capture_output=True, text=True,  # noqa: S603
-                          timeout=timeout, check=False, cwd=REPO)
+def run(
+    *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SIGBUS, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=REPO,
+    )
 
 
 def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
@@ -33,15 +42,23 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     assert len(report["audit"]["cosigned_by"]) == 3
     export = Path(report["audit"]["export"])
     assert run("audit", "verify", str(export)).returncode == 0
-    assert "20" not in "".join(  # no personnummer digits anywhere in the export's entries
-        line for line in export.read_text().splitlines()[1:-1]
-        if "personnummer" in line)
+    assert (
+        "20"
+        not in "".join(  # no personnummer digits anywhere in the export's entries
+            line for line in export.read_text().splitlines()[1:-1] if "personnummer" in line
+        )
+    )
 
 
 def test_up_agency_commands_and_down_leave_no_process(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    up = subprocess.Popen([*SIGBUS, "up", "--data-dir", str(data)], cwd=REPO,  # noqa: S603
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    up = subprocess.Popen(
+        [*SIGBUS, "up", "--data-dir", str(data)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         state = data / "sigbus-up.json"
         deadline = time.monotonic() + 30
@@ -49,18 +66,19 @@ def test_up_agency_commands_and_down_leave_no_process(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert state.exists(), "sigbus up did not start"
         env_args = ("--nats", json.loads(state.read_text())["nats_url"])
-        refer = run("police", "refer", "--reason", "weapon", *env_args,
-                    stdin="20100315-9801\n")
+        refer = run("police", "refer", "--reason", "weapon", *env_args, stdin="20100315-9801\n")
         assert refer.returncode == 0, refer.stderr
         assert "9801" not in refer.stdout + refer.stderr
         time.sleep(1.5)  # the broker decides
         inbox = run("social", "inbox", *env_args)
         assert inbox.returncode == 0, inbox.stderr
-        assert "referral" in inbox.stdout and "basis=lul_6 [statutory]" in inbox.stdout
+        assert "referral" in inbox.stdout
+        assert "basis=lul_6 [statutory]" in inbox.stdout
         assert "9801" not in inbox.stdout
         bad = run("police", "refer", "--reason", "weapon", *env_args, stdin="20100315-9802\n")
         assert bad.returncode == 2
-        assert "personnummer" in bad.stderr and "9802" not in bad.stderr
+        assert "personnummer" in bad.stderr
+        assert "9802" not in bad.stderr
         server_pids = [int(p.stem.split("_")[-1]) for p in (data / "nats" / "run").glob("*.ports")]
         assert len(server_pids) == 1
         down = run("down", "--data-dir", str(data))
@@ -77,13 +95,21 @@ def test_up_agency_commands_and_down_leave_no_process(tmp_path: Path) -> None:
 def test_killed_parent_takes_the_embedded_server_with_it(tmp_path: Path) -> None:
     """No orphan even when `sigbus up` dies without cleaning up (SIGKILL)."""
     data = tmp_path / "data"
-    up = subprocess.Popen([*SIGBUS, "up", "--data-dir", str(data)], cwd=REPO,  # noqa: S603
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    up = subprocess.Popen(
+        [*SIGBUS, "up", "--data-dir", str(data)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     ports: list[Path] = []
     while not ports and time.monotonic() < deadline:
         time.sleep(0.1)
-        ports = list((data / "nats" / "run").glob("*.ports")) if (data / "nats" / "run").exists() else []
+        ports = (
+            list((data / "nats" / "run").glob("*.ports"))
+            if (data / "nats" / "run").exists()
+            else []
+        )
     assert ports
     server_pid = int(ports[0].stem.split("_")[-1])
     os.kill(up.pid, signal.SIGKILL)

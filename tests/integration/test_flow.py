@@ -26,20 +26,23 @@ P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
 
 
 def referral(world: World) -> Referral:
-    return Referral(kind=ReferralKind.LUL_6_NOTIFICATION, personnummer=world.youth,
-                    reasons=(ReferralReason.SUSPECTED_OFFENCE,),
-                    observed_on=datetime.now(UTC).date(),
-                    contact_function=ContactFunction.POLICE_YOUTH_UNIT)
+    return Referral(
+        kind=ReferralKind.LUL_6_NOTIFICATION,
+        personnummer=world.youth,
+        reasons=(ReferralReason.SUSPECTED_OFFENCE,),
+        observed_on=datetime.now(UTC).date(),
+        contact_function=ContactFunction.POLICE_YOUTH_UNIT,
+    )
 
 
 def status(state: StatusCode = StatusCode.IN_PROGRESS) -> CommitmentStatus:
-    return CommitmentStatus(commitment_id="cm-attendance", status=state,
-                            as_of=datetime.now(UTC).date())
+    return CommitmentStatus(
+        commitment_id="cm-attendance", status=state, as_of=datetime.now(UTC).date()
+    )
 
 
 async def test_referral_reaches_social_services_only(world: World) -> None:
-    mid = await world.adapters[P].send(MessageType.REFERRAL, referral(world),
-                                       recipients=(SO, S))
+    mid = await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO, S))
     await world.settle()
     entries = await world.entries_for(mid)
     assert entries["social"].outcome is Outcome.RELEASE
@@ -56,25 +59,48 @@ async def test_referral_reaches_social_services_only(world: World) -> None:
 async def test_consent_gates_release_and_withdrawal_stops_it(world: World) -> None:
     case = await world.open_case_with_consents()
     school = world.adapters[S]
-    await school.send(MessageType.PLAN_COMMITMENT, PlanCommitment(
-        commitment_id="cm-attendance", responsible_agency=S,
-        action=ActionCode.SCHOOL_ATTENDANCE_PLAN, owner_function=ContactFunction.SCHOOL_COUNSELLOR,
-        due_on=datetime.now(UTC).date() + timedelta(days=30)), case_ref=case, recipients=(SO, P))
-    first = await school.send(MessageType.COMMITMENT_STATUS, status(), case_ref=case,
-                              recipients=(SO, P))
+    await school.send(
+        MessageType.PLAN_COMMITMENT,
+        PlanCommitment(
+            commitment_id="cm-attendance",
+            responsible_agency=S,
+            action=ActionCode.SCHOOL_ATTENDANCE_PLAN,
+            owner_function=ContactFunction.SCHOOL_COUNSELLOR,
+            due_on=datetime.now(UTC).date() + timedelta(days=30),
+        ),
+        case_ref=case,
+        recipients=(SO, P),
+    )
+    first = await school.send(
+        MessageType.COMMITMENT_STATUS, status(), case_ref=case, recipients=(SO, P)
+    )
     await world.settle()
     released = await world.entries_for(first)
-    assert {r: e.outcome for r, e in released.items()} == {"social": Outcome.RELEASE,
-                                                           "police": Outcome.RELEASE}
+    assert {r: e.outcome for r, e in released.items()} == {
+        "social": Outcome.RELEASE,
+        "police": Outcome.RELEASE,
+    }
     assert {c.consent_id for c in released["police"].consent_refs} == {
-        "consent-youngperson", "consent-guardianvh1", "consent-guardianvh2"}
+        "consent-youngperson",
+        "consent-guardianvh1",
+        "consent-guardianvh2",
+    }
 
-    await world.adapters[SO].send(MessageType.CONSENT_EVENT, ConsentEvent(
-        consent_id="consent-guardianvh2", action=ConsentAction.WITHDRAWN,
-        consenter_role=ConsenterRole.GUARDIAN, guardian_ref="vh-2", acted_at=datetime.now(UTC),
-        recorded_by=ContactFunction.SOCIAL_CASE_WORKER), case_ref=case)
-    after = await school.send(MessageType.COMMITMENT_STATUS, status(StatusCode.DONE),
-                              case_ref=case, recipients=(SO, P))
+    await world.adapters[SO].send(
+        MessageType.CONSENT_EVENT,
+        ConsentEvent(
+            consent_id="consent-guardianvh2",
+            action=ConsentAction.WITHDRAWN,
+            consenter_role=ConsenterRole.GUARDIAN,
+            guardian_ref="vh-2",
+            acted_at=datetime.now(UTC),
+            recorded_by=ContactFunction.SOCIAL_CASE_WORKER,
+        ),
+        case_ref=case,
+    )
+    after = await school.send(
+        MessageType.COMMITMENT_STATUS, status(StatusCode.DONE), case_ref=case, recipients=(SO, P)
+    )
     await world.settle()
     denied = await world.entries_for(after)
     assert {e.outcome for e in denied.values()} == {Outcome.DENY}
@@ -86,11 +112,14 @@ async def test_consent_gates_release_and_withdrawal_stops_it(world: World) -> No
 
 async def test_message_from_unknown_key_is_denied_logged_not_delivered(world: World) -> None:
     police = world.adapters[P]
-    rogue = AgencyIdentity(agency=P, signing_key=Ed25519PrivateKey.generate(),
-                           signing_key_id="police-sig-0000000000000000",
-                           sealing_suite=police.identity.sealing_suite,
-                           sealing_private=police.identity.sealing_private,
-                           sealing_key_id=police.identity.sealing_key_id)
+    rogue = AgencyIdentity(
+        agency=P,
+        signing_key=Ed25519PrivateKey.generate(),
+        signing_key_id="police-sig-0000000000000000",
+        sealing_suite=police.identity.sealing_suite,
+        sealing_private=police.identity.sealing_private,
+        sealing_key_id=police.identity.sealing_key_id,
+    )
     police.identity = rogue
     mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,))
     await world.settle()
@@ -101,7 +130,8 @@ async def test_message_from_unknown_key_is_denied_logged_not_delivered(world: Wo
 
 
 async def test_replayed_message_id_is_denied_even_outside_the_duplicate_window(
-        world: World) -> None:
+    world: World,
+) -> None:
     police = world.adapters[P]
     envelope = police.seal(MessageType.REFERRAL, referral(world), recipients=(SO,))
     wire, mid = envelope.to_wire(), envelope.header.message_id
@@ -118,8 +148,9 @@ async def test_replayed_message_id_is_denied_even_outside_the_duplicate_window(
 
 async def test_hub_keeps_serving_after_garbage(world: World) -> None:
     police = world.adapters[P]
-    await police.publish_raw(ingress_subject(P, MessageType.REFERRAL), b"\x00garbage",
-                             "msg-garbageinput")
+    await police.publish_raw(
+        ingress_subject(P, MessageType.REFERRAL), b"\x00garbage", "msg-garbageinput"
+    )
     mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,))
     await world.settle()
     entries = await world.log_entries()
@@ -134,8 +165,9 @@ async def test_no_personnummer_outside_ciphertext(world: World) -> None:
     """Log entries and every stream's raw bytes carry ids only."""
     case = await world.open_case_with_consents()
     await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO,))
-    await world.adapters[S].send(MessageType.COMMITMENT_STATUS, status(), case_ref=case,
-                                 recipients=(SO, P))
+    await world.adapters[S].send(
+        MessageType.COMMITMENT_STATUS, status(), case_ref=case, recipients=(SO, P)
+    )
     await world.settle()
     digits = world.youth.replace("-", "")
     for entry in await world.log_entries():

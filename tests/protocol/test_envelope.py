@@ -39,34 +39,52 @@ def hub(keys_dir: Path) -> AgencyIdentity:
 
 
 def referral() -> Referral:
-    return Referral(kind=ReferralKind.LUL_6_NOTIFICATION,
-                    personnummer=fictitious_personnummer(date(2010, 3, 15), 981),
-                    reasons=(ReferralReason.SUSPECTED_OFFENCE,), observed_on=date(2026, 11, 20),
-                    contact_function=ContactFunction.POLICE_YOUTH_UNIT)
+    return Referral(
+        kind=ReferralKind.LUL_6_NOTIFICATION,
+        personnummer=fictitious_personnummer(date(2010, 3, 15), 981),
+        reasons=(ReferralReason.SUSPECTED_OFFENCE,),
+        observed_on=date(2026, 11, 20),
+        contact_function=ContactFunction.POLICE_YOUTH_UNIT,
+    )
 
 
 def sealed(police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path) -> Envelope:
     directory = load_directory(keys_dir)
     hub_key = directory.sealing_key(AgencyId.HUB, at=NOW)
     assert hub_key.suite is not None
-    header = Header(message_id="msg-roundtripcase", type=MessageType.REFERRAL,
-                    sender=AgencyId.POLICE, sender_key_id=police.signing_key_id,
-                    created_at=NOW, recipients=(AgencyId.SOCIAL,), suite=hub_key.suite)
-    return seal_envelope(header, referral(), police, recipient=AgencyId.HUB,
-                         recipient_key_id=hub_key.key_id, recipient_public=hub_key.public_key)
+    header = Header(
+        message_id="msg-roundtripcase",
+        type=MessageType.REFERRAL,
+        sender=AgencyId.POLICE,
+        sender_key_id=police.signing_key_id,
+        created_at=NOW,
+        recipients=(AgencyId.SOCIAL,),
+        suite=hub_key.suite,
+    )
+    return seal_envelope(
+        header,
+        referral(),
+        police,
+        recipient=AgencyId.HUB,
+        recipient_key_id=hub_key.key_id,
+        recipient_public=hub_key.public_key,
+    )
 
 
-def test_round_trip_opens_to_the_same_body(police: AgencyIdentity, hub: AgencyIdentity,
-                                           keys_dir: Path) -> None:
+def test_round_trip_opens_to_the_same_body(
+    police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path
+) -> None:
     env = parse_envelope(sealed(police, hub, keys_dir).to_wire())
     verify_sender(env, police.signing_key.public_key())
-    body = parse_body(env.header.type, open_body(env, recipient=AgencyId.HUB,
-                                                 suite_private=hub.sealing_private))
+    body = parse_body(
+        env.header.type, open_body(env, recipient=AgencyId.HUB, suite_private=hub.sealing_private)
+    )
     assert body == referral()
 
 
-def test_wire_carries_no_personnummer(police: AgencyIdentity, hub: AgencyIdentity,
-                                      keys_dir: Path) -> None:
+def test_wire_carries_no_personnummer(
+    police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path
+) -> None:
     wire = sealed(police, hub, keys_dir).to_wire()
     pnr = referral().personnummer
     assert pnr.encode() not in wire
@@ -74,12 +92,13 @@ def test_wire_carries_no_personnummer(police: AgencyIdentity, hub: AgencyIdentit
 
 
 def _flip(data: bytes, at: int) -> bytes:
-    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
 
 
 @pytest.mark.parametrize("field", ["ciphertext", "nonce"])
 def test_any_ciphertext_byte_change_breaks_the_signature(
-        police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path, field: str) -> None:
+    police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path, field: str
+) -> None:
     env = sealed(police, hub, keys_dir)
     original: bytes = getattr(env, field)
     for at in range(0, len(original), max(1, len(original) // 7)):
@@ -88,33 +107,40 @@ def test_any_ciphertext_byte_change_breaks_the_signature(
             verify_sender(tampered, police.signing_key.public_key())
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("message_id", "msg-anotheridentity"),
-    ("sender", AgencyId.SCHOOL),
-    ("recipients", (AgencyId.SOCIAL, AgencyId.SCHOOL)),
-    ("created_at", datetime(2026, 11, 23, 10, 1, tzinfo=UTC)),
-    ("case_ref", "case-injected"),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("message_id", "msg-anotheridentity"),
+        ("sender", AgencyId.SCHOOL),
+        ("recipients", (AgencyId.SOCIAL, AgencyId.SCHOOL)),
+        ("created_at", datetime(2026, 11, 23, 10, 1, tzinfo=UTC)),
+        ("case_ref", "case-injected"),
+    ],
+)
 def test_any_header_change_breaks_the_signature(
-        police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path, field: str,
-        value: object) -> None:
+    police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path, field: str, value: object
+) -> None:
     env = sealed(police, hub, keys_dir)
     tampered = env.model_copy(update={"header": env.header.model_copy(update={field: value})})
     with pytest.raises(SignatureError):
         verify_sender(tampered, police.signing_key.public_key())
 
 
-def test_changed_signature_byte_is_rejected(police: AgencyIdentity, hub: AgencyIdentity,
-                                            keys_dir: Path) -> None:
+def test_changed_signature_byte_is_rejected(
+    police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path
+) -> None:
     env = sealed(police, hub, keys_dir)
     for at in (0, 31, 63):
         with pytest.raises(SignatureError):
-            verify_sender(env.model_copy(update={"signature": _flip(env.signature, at)}),
-                          police.signing_key.public_key())
+            verify_sender(
+                env.model_copy(update={"signature": _flip(env.signature, at)}),
+                police.signing_key.public_key(),
+            )
 
 
-def test_tampered_sealed_key_does_not_open(police: AgencyIdentity, hub: AgencyIdentity,
-                                           keys_dir: Path) -> None:
+def test_tampered_sealed_key_does_not_open(
+    police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path
+) -> None:
     env = sealed(police, hub, keys_dir)
     tampered = env.model_copy(update={"sealed_key": _flip(env.sealed_key, 100)})
     with pytest.raises(OpenError) as info:
@@ -123,39 +149,47 @@ def test_tampered_sealed_key_does_not_open(police: AgencyIdentity, hub: AgencyId
 
 
 def test_body_under_another_header_does_not_decrypt(
-        police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path) -> None:
+    police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path
+) -> None:
     """The header is AEAD associated data: a body cannot move under another header."""
     env = sealed(police, hub, keys_dir)
-    moved = env.model_copy(update={"header": env.header.model_copy(
-        update={"recipients": (AgencyId.SCHOOL,)})})
+    moved = env.model_copy(
+        update={"header": env.header.model_copy(update={"recipients": (AgencyId.SCHOOL,)})}
+    )
     with pytest.raises(OpenError) as info:
         open_body(moved, recipient=AgencyId.HUB, suite_private=hub.sealing_private)
     assert info.value.reason is ReasonCode.DECRYPT_FAILED
 
 
-def test_sealed_key_is_bound_to_the_recipient(police: AgencyIdentity, hub: AgencyIdentity,
-                                             keys_dir: Path) -> None:
+def test_sealed_key_is_bound_to_the_recipient(
+    police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path
+) -> None:
     env = sealed(police, hub, keys_dir)
     with pytest.raises(OpenError):
         open_body(env, recipient=AgencyId.SOCIAL, suite_private=hub.sealing_private)
 
 
-@pytest.mark.parametrize(("raw", "reason"), [
-    (b"not json at all", ReasonCode.NOT_JSON),
-    (b'{"header": {"version": 2, "type": "referral"}}', ReasonCode.UNSUPPORTED_VERSION),
-    (b'{"header": {"version": 1, "type": "gossip"}}', ReasonCode.UNKNOWN_TYPE),
-    (b"[1,2,3]", ReasonCode.MALFORMED_ENVELOPE),
-    (b"{" + b" " * (70 * 1024) + b"}", ReasonCode.OVERSIZE),
-])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"not json at all", ReasonCode.NOT_JSON),
+        (b'{"header": {"version": 2, "type": "referral"}}', ReasonCode.UNSUPPORTED_VERSION),
+        (b'{"header": {"version": 1, "type": "gossip"}}', ReasonCode.UNKNOWN_TYPE),
+        (b"[1,2,3]", ReasonCode.MALFORMED_ENVELOPE),
+        (b"{" + b" " * (70 * 1024) + b"}", ReasonCode.OVERSIZE),
+    ],
+)
 def test_parse_envelope_names_the_reason(raw: bytes, reason: ReasonCode) -> None:
     with pytest.raises(EnvelopeFormatError) as info:
         parse_envelope(raw)
     assert info.value.reason is reason
 
 
-def test_extra_header_field_is_rejected(police: AgencyIdentity, hub: AgencyIdentity,
-                                        keys_dir: Path) -> None:
+def test_extra_header_field_is_rejected(
+    police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path
+) -> None:
     import json
+
     doc = json.loads(sealed(police, hub, keys_dir).to_wire())
     doc["header"]["subject_name"] = "x"
     with pytest.raises(EnvelopeFormatError) as info:

@@ -1,0 +1,219 @@
+"""The parallel file verifier gives the reference's report, error and first bad entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from audit_fixtures import (
+    LOG_KEY,
+    POLICE_KEY,
+    POLICE_WITNESS,
+    Log,
+    make_entries,
+    make_log,
+    signed_checkpoint,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import audit.export as export
+from audit.entry_line import ENTRY_LINE, ENTRY_LINE_PLAIN, is_plain
+from audit.errors import ExportError
+
+COUNT = 300
+Tamper = Callable[[list[bytes]], list[bytes]]
+
+
+@pytest.fixture(scope="module")
+def log() -> Log:
+    return make_log(COUNT, [(POLICE_WITNESS, POLICE_KEY)])
+
+
+@pytest.fixture(autouse=True)
+def small_files_go_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(export, "PARALLEL_MIN_ENTRIES", 1)
+
+
+def write(tmp_path: Path, lines: list[bytes]) -> Path:
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def reference_outcome(lines: list[bytes], **kwargs: object) -> object:
+    try:
+        return export.verify_export(lines, **kwargs)  # type: ignore[arg-type]
+    except ExportError as e:
+        return (str(e), e.entry_index)
+
+
+def file_outcome(path: Path, workers: int, **kwargs: object) -> object:
+    try:
+        return export.verify_export_file(path, workers=workers, **kwargs)  # type: ignore[arg-type]
+    except ExportError as e:
+        return (str(e), e.entry_index)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 7])
+def test_intact_file_takes_the_fast_path_and_matches_the_reference(
+    log: Log, tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = log.export_lines()
+    path = write(tmp_path, lines)
+    expected = export.verify_export(lines, trusted_log_key=LOG_KEY.public_key())
+
+    def no_fallback(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the parallel path fell back to the reference")
+
+    monkeypatch.setattr(export, "verify_export", no_fallback)
+    report = export.verify_export_file(
+        path, workers=workers, trusted_log_key=LOG_KEY.public_key()
+    )
+    assert report == expected
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_earlier_checkpoints_at_every_kind_of_size(
+    log: Log, tmp_path: Path, workers: int
+) -> None:
+    lines = log.export_lines()
+    path = write(tmp_path, lines)
+    sizes = [1, 2, 3, 64, 128, 149, 150, 151, 199, 256, 299, COUNT]
+    notes = [signed_checkpoint(log.tree, size) for size in sizes]
+    expected = export.verify_export(lines, earlier_checkpoints=notes)
+    assert expected.earlier_checkpoints == tuple(sizes)
+    assert export.verify_export_file(path, workers=workers, earlier_checkpoints=notes) == expected
+
+    other = make_log(COUNT - 1)  # the same prefix, except its entries are freshly made
+    forked = make_entries(COUNT)
+    assert forked == log.entries and other.entries == log.entries[: COUNT - 1]
+    bad_root = signed_checkpoint(log.tree, 150).replace("\n150\n", "\n150\n", 1)
+    assert reference_outcome(lines, earlier_checkpoints=[bad_root]) == file_outcome(
+        path, workers, earlier_checkpoints=[bad_root]
+    )
+
+
+def flip(index: int, byte: int = 40) -> Tamper:
+    def tamper(lines: list[bytes]) -> list[bytes]:
+        copy = list(lines)
+        line = bytearray(copy[index + 1])
+        line[byte] ^= 0x01
+        copy[index + 1] = bytes(line)
+        return copy
+
+    return tamper
+
+
+def swap(a: int, b: int) -> Tamper:
+    def tamper(lines: list[bytes]) -> list[bytes]:
+        copy = list(lines)
+        copy[a + 1], copy[b + 1] = copy[b + 1], copy[a + 1]
+        return copy
+
+    return tamper
+
+
+def prev_hash_of(index: int) -> Tamper:
+    def tamper(lines: list[bytes]) -> list[bytes]:
+        copy = list(lines)
+        start = copy[index + 1].index(b'"prev_leaf_hash":"') + len(b'"prev_leaf_hash":"')
+        line = bytearray(copy[index + 1])
+        line[start] = ord("f") if line[start] != ord("f") else ord("e")
+        copy[index + 1] = bytes(line)
+        return copy
+
+    return tamper
+
+
+TAMPERS: dict[str, Tamper] = {
+    "flip first entry": flip(0),
+    "flip entry 1": flip(1),
+    "flip near the middle": flip(149),
+    "flip at the middle": flip(150),
+    "flip after the middle": flip(151),
+    "flip last entry": flip(COUNT - 1),
+    "flip penultimate entry": flip(COUNT - 2),
+    "prev hash at the middle": prev_hash_of(150),
+    "prev hash of the last": prev_hash_of(COUNT - 1),
+    "swap across the middle": swap(149, 150),
+    "swap far apart": swap(10, 250),
+    "remove the middle": lambda lines: lines[:151] + lines[152:],
+    "duplicate the middle": lambda lines: lines[:151] + [lines[151]] + lines[151:],
+    "truncate entries": lambda lines: lines[:200],
+    "drop the trailer": lambda lines: lines[:-1],
+    "extra entry before the trailer": lambda lines: lines[:-1] + [lines[5], lines[-1]],
+    "data after the trailer": lambda lines: [*lines, b"\n"],
+    "no final newline": lambda lines: lines[:-1] + [lines[-1].rstrip(b"\n")],
+    "escaped slash": lambda lines: lines[:100]
+    + [lines[100].replace(b'"dec-', b'"dec\\/', 1)]
+    + lines[101:],
+    "control byte": lambda lines: lines[:100]
+    + [lines[100].replace(b'"dec-', b'"dec\x01', 1)]
+    + lines[101:],
+    "invalid utf-8": lambda lines: lines[:100]
+    + [lines[100].replace(b'"dec-', b'"dec\xff', 1)]
+    + lines[101:],
+    "header count off by one": lambda lines: [
+        lines[0].replace(b'"entries":300', b'"entries":299'),
+        *lines[1:],
+    ],
+    "cosignature altered": lambda lines: lines[:-1] + [lines[-1].replace(b"police", b"schoo", 1)],
+    "empty line in the middle": lambda lines: lines[:151] + [b"\n"] + lines[151:],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERS))
+@pytest.mark.parametrize("workers", [2, 3])
+def test_tampered_file_gives_the_reference_error_and_entry(
+    log: Log, tmp_path: Path, name: str, workers: int
+) -> None:
+    lines = TAMPERS[name](log.export_lines())
+    expected = reference_outcome(lines)
+    path = write(tmp_path, lines)
+    assert file_outcome(path, workers) == expected
+    if name != "no final newline":  # the reference accepts a last line without "\n"
+        assert isinstance(expected, tuple), f"{name}: the reference accepted it"
+
+
+def test_fast_path_rejects_what_the_reference_rejects(log: Log, tmp_path: Path) -> None:
+    """The fast path itself (no fallback) never accepts a tampered file."""
+    for name, tamper in TAMPERS.items():
+        if name == "no final newline":
+            continue
+        path = write(tmp_path, tamper(log.export_lines()))
+        assert export._verify_parallel(path, 3, None, None, ()) is None, name
+
+
+plain_mutation = st.tuples(
+    st.integers(min_value=0, max_value=COUNT - 1),
+    st.integers(min_value=0, max_value=800),
+    st.sampled_from(
+        [b"", b"a", b"0", b'"', b",", b"}", b"{", b"9", b"-", b"\xc3\xa9", b"null", b"\x7f"]
+    ),
+    st.integers(min_value=0, max_value=3),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(plain_mutation)
+def test_plain_pattern_agrees_with_the_exact_one_on_plain_lines(
+    mutation: tuple[int, int, bytes, int],
+) -> None:
+    index, at, insert, cut = mutation
+    line = make_entries(1, start=0)[0] if index == 0 else _LINES[index]
+    at = min(at, len(line))
+    mutated = line[:at] + insert + line[at + cut :]
+    assert is_plain(mutated)
+    assert (ENTRY_LINE_PLAIN.fullmatch(mutated) is None) == (ENTRY_LINE.fullmatch(mutated) is None)
+
+
+_LINES = make_entries(COUNT)
+
+
+def test_plain_check_finds_backslashes_and_controls() -> None:
+    assert is_plain(b"{}\n{}\n")
+    assert not is_plain(b"{}\\\n")
+    for control in [*range(0x0A), *range(0x0B, 0x20)]:
+        assert not is_plain(b"{}" + bytes([control]) + b"\n")
