@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import structlog
 from nats.errors import Error as NatsError
@@ -37,6 +38,7 @@ class LogWriter:
         self._last_leaf_hash = GENESIS_PREV_HASH
         self._by_ingress: dict[int, list[LogEntry]] = defaultdict(list)
         self._first_seq_of_message: dict[str, int] = {}
+        self.last_decided_at = datetime.min.replace(tzinfo=UTC)
 
     @property
     def size(self) -> int:
@@ -54,6 +56,7 @@ class LogWriter:
         self._last_leaf_hash = GENESIS_PREV_HASH
         self._by_ingress.clear()
         self._first_seq_of_message.clear()
+        self.last_decided_at = datetime.min.replace(tzinfo=UTC)
         async for msg in read_stream(self._js, LOG_STREAM, LOG_ENTRY_SUBJECT):
             seq = msg.metadata.sequence.stream
             try:
@@ -66,6 +69,7 @@ class LogWriter:
         log.info("log_recovered", size=self.size)
 
     def _remember(self, entry: LogEntry, hashed: bytes) -> None:
+        self.last_decided_at = max(self.last_decided_at, entry.decided_at)
         self.tree.append(hashed)
         self._last_leaf_hash = hashed.hex()
         self._by_ingress[entry.ingress_seq].append(entry)

@@ -89,6 +89,7 @@ class Broker:
         self._store: StateStore | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stopping = asyncio.Event()
+        self._latest_now = datetime.min.replace(tzinfo=UTC)
 
     @property
     def writer(self) -> LogWriter:
@@ -111,6 +112,7 @@ class Broker:
         await ensure_streams(self._js)
         self._writer = LogWriter(self._js)
         await self._writer.recover()
+        self._latest_now = self._writer.last_decided_at
         self._store = StateStore(self._js, self._state_key)
         self.state = await self._store.load()
         self._checkpointer = Checkpointer(self._nc, self._js, self._writer, self._log_key)
@@ -189,7 +191,7 @@ class Broker:
             return
         # Resuming after a crash: decide again with the logged time. The state is
         # the one the first attempt saw (nothing later was processed: one in flight).
-        now = existing[0].decided_at if existing else self._clock()
+        now = existing[0].decided_at if existing else self._monotonic_now()
         plan = evaluate(
             msg.data,
             subject_agency=_agency_of(msg.subject),
@@ -211,6 +213,13 @@ class Broker:
             await self._release(draft, logged)
         await msg.ack_sync()
         self._count(plan, resumed=bool(existing))
+
+    def _monotonic_now(self) -> datetime:
+        """Never earlier than a time already decided: a clock stepping back must not
+        make a recorded withdrawal (recorded_at > now) look not yet in effect."""
+        now = max(self._clock(), self._latest_now)
+        self._latest_now = now
+        return now
 
     async def _log_plan(
         self, plan: Plan, existing: Sequence[LogEntry]

@@ -55,14 +55,26 @@ class CaseRecord:
     facts: SubjectFacts
     parties: frozenset[AgencyId]
     events: list[ConsentRecordEvent] = field(default_factory=list)
+    _policy_state: CaseState | None = None
 
     def policy_state(self) -> CaseState:
-        return CaseState(
-            case_ref=self.case_ref,
-            subject=self.facts,
-            parties=self.parties,
-            consent_events=tuple(self.events),
-        )
+        """The policy's view of this case; one object until the next event.
+
+        The policy engine memoises per CaseState object, so reusing it is what
+        makes decisions fast; dropping it on every append is what keeps them fresh.
+        """
+        if self._policy_state is None:
+            self._policy_state = CaseState(
+                case_ref=self.case_ref,
+                subject=self.facts,
+                parties=self.parties,
+                consent_events=tuple(self.events),
+            )
+        return self._policy_state
+
+    def append(self, event: ConsentRecordEvent) -> None:
+        self.events.append(event)
+        self._policy_state = None
 
 
 @dataclass
@@ -153,5 +165,5 @@ class HubState:
                 parties=frozenset(change.parties),
             )
         else:
-            self.cases[change.case_ref].events.append(change.event)
+            self.cases[change.case_ref].append(change.event)
         self.applied.add(change.message_id)

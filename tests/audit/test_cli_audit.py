@@ -114,3 +114,44 @@ def test_query_filters(export_file: Path) -> None:
     assert [json.loads(x)["index"] for x in period.output.splitlines()] == [3, 4]
     subject = runner.invoke(audit_app, ["query", str(export_file), "--subject-id", "subj-000002"])
     assert [json.loads(x)["index"] for x in subject.output.splitlines()] == [2, 7]
+
+
+def test_verify_proof_against_a_signed_checkpoint(export_file: Path, tmp_path: Path) -> None:
+    from audit_fixtures import signed_checkpoint
+
+    log = make_log(COUNT)
+    current, older = tmp_path / "current.note", tmp_path / "older.note"
+    current.write_text(signed_checkpoint(log.tree))
+    older.write_text(signed_checkpoint(log.tree, 3))
+    key = key_b64(LOG_KEY)
+    inclusion = runner.invoke(audit_app, ["prove", "inclusion", str(export_file), "4"]).output
+    consistency = runner.invoke(
+        audit_app, ["prove", "consistency", str(export_file), "3", str(COUNT)]
+    ).output
+
+    def run(proof: str, note: Path, log_key: str = key) -> tuple[int, str]:
+        result = runner.invoke(
+            audit_app,
+            ["verify-proof", "-", "--checkpoint", str(note), "--log-key", log_key],
+            input=proof,
+        )
+        return result.exit_code, result.output
+
+    assert run(inclusion, current)[0] == 0
+    assert "matches the checkpoint of size 9" in run(inclusion, current)[1]
+    assert run(consistency, current)[0] == 0
+    assert run(consistency, older)[0] == 0  # the older checkpoint a witness kept
+    code, output = run(inclusion, older)  # an inclusion proof for another tree size
+    assert code == 1
+    assert "size 3" in output
+    code, output = run(inclusion, current, key_b64(key_from_seed(9)))  # not the log's key
+    assert code == 1
+    assert "does not match the checkpoint" in output
+    document = json.loads(inclusion)  # a self-consistent proof for a different tree
+    document.update(leaf_hash=base64.b64encode(b"\x07" * 32).decode(), proof=[])
+    document.update(index=0, size=1, root=document["leaf_hash"])
+    alone = runner.invoke(audit_app, ["verify-proof", "-"], input=json.dumps(document))
+    assert alone.exit_code == 0
+    assert run(json.dumps(document), current)[0] == 1
+    missing_key = runner.invoke(audit_app, ["verify-proof", "-", "--checkpoint", str(current)])
+    assert missing_key.exit_code == 2
