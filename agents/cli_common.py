@@ -43,7 +43,7 @@ def run_with_adapter(
 
     async def main() -> T:
         setup = config.agency_setup(agency, config.keys_dir(keys))
-        adapter = await Adapter.connect(config.nats_url(nats), setup.identity, setup.directory)
+        adapter = await setup.connect(config.nats_url(nats))
         try:
             return await action(adapter)
         finally:

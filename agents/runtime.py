@@ -36,6 +36,7 @@ from protocol.messages import Body
 from protocol.release import Release, ReleaseRecord, parse_release, verify_release_record
 from protocol.subjects import INBOX_STREAM, inbox_consumer, inbox_subject, ingress_subject
 from sigbus.bus import connect
+from sigbus.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.adapter")
 
@@ -83,10 +84,11 @@ class Adapter:
         url: str,
         identity: AgencyIdentity,
         directory: Directory,
+        creds: NatsCredentials,
         *,
         clock: Callable[[], datetime] = utc_now,
     ) -> Adapter:
-        nc = await connect(url, name=f"adapter-{identity.agency.value}")
+        nc = await connect(url, name=f"adapter-{identity.agency.value}", creds=creds)
         return cls(identity, directory, nc, clock=clock)
 
     @property

@@ -42,6 +42,7 @@ from protocol.ids import AgencyId
 from protocol.release import ConsentRefWire, Release, ReleaseRecord, sign_record
 from protocol.subjects import INBOX_STREAM, INGRESS_ALL, INGRESS_STREAM, inbox_subject
 from sigbus.bus import connect, ensure_streams
+from sigbus.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.broker")
 
@@ -70,6 +71,7 @@ class Broker:
         ctx: HubContext,
         state_key: bytes,
         log_key: Ed25519PrivateKey,
+        creds: NatsCredentials,
         *,
         clock: Callable[[], datetime] = utc_now,
         ack_wait: timedelta = timedelta(seconds=30),
@@ -78,6 +80,7 @@ class Broker:
         self.ctx = ctx
         self._state_key = state_key
         self._log_key = log_key
+        self._creds = creds
         self._checkpointer: Checkpointer | None = None
         self._clock = clock
         self._ack_wait = ack_wait
@@ -107,7 +110,7 @@ class Broker:
         return self._js
 
     async def start(self) -> None:
-        self._nc = await connect(self.url, name="hub")
+        self._nc = await connect(self.url, name="hub", creds=self._creds)
         self._js = self._nc.jetstream()
         await ensure_streams(self._js)
         self._writer = LogWriter(self._js)

@@ -29,6 +29,8 @@ class PrivateKeyFile(StrictModel):
     sealing_suite: SuiteId
     sealing_private: B64Bytes
     sealing_key_id: str
+    #: NATS user nkey seed (the public nkey is the directory's ``nats_user``).
+    nats_seed: str | None = None
     hub: HubSecrets | None = None
 
     def identity(self) -> AgencyIdentity:

@@ -24,10 +24,12 @@ from nats.js.errors import NotFoundError
 
 from protocol import subjects as s
 from sigbus.errors import TransportError
+from sigbus.natsauth import NatsCredentials, inbox_prefix
 
 log = structlog.get_logger("sigbus.bus")
 
 DAY_S = 86_400.0
+CONNECT_DEADLINE_S = 10.0
 
 #: The streams and their settings. File storage everywhere; the server fsyncs
 #: every write (sync_interval: always). The log and the hub state refuse
@@ -98,7 +100,8 @@ def make_error_callback(component: str) -> Callable[[Exception], Awaitable[None]
     return on_error
 
 
-async def connect(url: str, *, name: str) -> Client:
+async def connect(url: str, *, name: str, creds: NatsCredentials) -> Client:
+    """Connect as ``creds``' identity: nkey + mutual TLS, or plaintext only if insecure_dev."""
     clog = log.bind(component=name)
     nc = Client()
 
@@ -109,18 +112,30 @@ async def connect(url: str, *, name: str) -> Client:
     async def reconnected() -> None:
         clog.info("nats_reconnected")
 
+    tls = creds.tls_context()
+    if tls is None and not creds.insecure_dev:
+        raise TransportError("refusing a plaintext NATS connection (use --insecure-dev to allow)")
     try:
-        await nc.connect(
-            servers=[url],
-            name=name,
-            error_cb=make_error_callback(name),
-            disconnected_cb=disconnected,
-            reconnected_cb=reconnected,
-            max_reconnect_attempts=-1,  # the default (60) gives up; a hub must not
-            connect_timeout=5,
-            allow_reconnect=True,
+        # Bounded: with reconnects on, a refused identity would otherwise retry forever.
+        await asyncio.wait_for(
+            nc.connect(
+                servers=[url],
+                name=name,
+                error_cb=make_error_callback(name),
+                tls=tls,
+                nkeys_seed_str=creds.nkey_seed,
+                inbox_prefix=inbox_prefix(creds.agency),
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                max_reconnect_attempts=-1,  # the default (60) gives up; a hub must not
+                connect_timeout=5,
+                allow_reconnect=True,
+            ),
+            timeout=CONNECT_DEADLINE_S,
         )
-    except (NatsError, OSError, TimeoutError) as e:
+    except (NatsError, OSError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
+        with contextlib.suppress(NatsError):
+            await nc.close()
         raise TransportError(f"cannot connect to NATS as {name}") from e
     return nc
 

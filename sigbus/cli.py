@@ -63,8 +63,12 @@ KeysOpt = Annotated[Path | None, typer.Option("--keys", help="default keys/dev")
 def main(
     json_logs: Annotated[bool, typer.Option("--json-logs", help="JSON lines logs")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "warning",
+    insecure_dev: Annotated[bool, typer.Option(
+        "--insecure-dev", help="plaintext NATS, no identities: local debugging only")] = False,
 ) -> None:
     configure_logging(json_output=True if json_logs else None, level=log_level)
+    if insecure_dev:
+        os.environ[config.INSECURE_DEV_ENV] = "1"
 
 
 def _fail(e: Exception) -> typer.Exit:
@@ -119,7 +123,9 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
             loop.add_signal_handler(sig, broker.request_stop)
         await broker.run()
 
-    with EmbeddedNats(base / "nats") as server:
+    keys_path = config.keys_dir(keys)
+    secured_by = None if config.insecure_dev() else keys_path
+    with EmbeddedNats(base / "nats", keys_dir=secured_by) as server:
         state_file.write_text(json.dumps({"nats_url": server.url, "pid": os.getpid()}))
         typer.echo(
             f"sigbus up: NATS {server.url}, broker running (pid {os.getpid()}). "
@@ -208,7 +214,9 @@ def audit_export(
     async def run() -> ExportSummary:
         directory = load_directory(config.keys_dir(keys))
         log_key = directory.key_by_use(AgencyId.HUB, KeyUse.LOG, at=datetime.now(UTC))
-        nc = await connect(config.nats_url(nats, data_dir), name="audit-export")
+        keys_path = config.keys_dir(keys)
+        nc = await connect(config.nats_url(nats, data_dir), name="audit-export",
+                           creds=config.hub_setup(keys_path).creds)
         try:
             return await export_log(
                 nc.jetstream(), out, Ed25519PublicKey.from_public_bytes(log_key.public_key)

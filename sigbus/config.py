@@ -10,17 +10,21 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agents.runtime import Adapter
 from broker.pipeline import HubContext
 from broker.service import Broker
 from policy import Rules, default_rules
 from protocol.directory import Directory
 from protocol.identity import AgencyIdentity
 from protocol.ids import AgencyId
+from protocol.keyfile import PrivateKeyFile
 from sigbus.errors import ConfigError
 from sigbus.keystore import DEV_KEYS_DIR, load_directory, load_private
+from sigbus.natsauth import NatsCredentials
 
 DEFAULT_DATA_DIR = Path("var/sigbus")
 UP_STATE_FILE = "sigbus-up.json"
+INSECURE_DEV_ENV = "SIGBUS_INSECURE_DEV"
 
 
 def keys_dir(option: Path | None) -> Path:
@@ -50,11 +54,31 @@ def nats_url(option: str | None, data: Path | None = None) -> str:
 class AgencySetup:
     identity: AgencyIdentity
     directory: Directory
+    creds: NatsCredentials
+
+    async def connect(self, url: str) -> Adapter:
+        return await Adapter.connect(url, self.identity, self.directory, self.creds)
+
+
+def insecure_dev() -> bool:
+    """Set by ``sigbus --insecure-dev``: plaintext NATS without identities. Debugging only."""
+    return os.environ.get(INSECURE_DEV_ENV) == "1"
+
+
+def credentials(agency: AgencyId, keys: Path, keyfile: PrivateKeyFile) -> NatsCredentials:
+    if insecure_dev():
+        return NatsCredentials(agency=agency, insecure_dev=True)
+    if keyfile.nats_seed is None:
+        raise ConfigError(f"key file of {agency.value} has no NATS identity: regenerate it")
+    return NatsCredentials(agency=agency, nkey_seed=keyfile.nats_seed, keys_dir=keys)
 
 
 def agency_setup(agency: AgencyId, keys: Path) -> AgencySetup:
+    keyfile = load_private(keys, agency)
     return AgencySetup(
-        identity=load_private(keys, agency).identity(), directory=load_directory(keys)
+        identity=keyfile.identity(),
+        directory=load_directory(keys),
+        creds=credentials(agency, keys, keyfile),
     )
 
 
@@ -63,9 +87,10 @@ class HubSetup:
     ctx: HubContext
     state_key: bytes
     log_key: Ed25519PrivateKey
+    creds: NatsCredentials
 
     def broker(self, url: str, *, ack_wait: timedelta = timedelta(seconds=30)) -> Broker:
-        return Broker(url, self.ctx, self.state_key, self.log_key, ack_wait=ack_wait)
+        return Broker(url, self.ctx, self.state_key, self.log_key, self.creds, ack_wait=ack_wait)
 
 
 def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:
@@ -81,5 +106,6 @@ def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:
     return HubSetup(
         ctx=ctx,
         state_key=keyfile.hub.state_key,
+        creds=credentials(AgencyId.HUB, keys, keyfile),
         log_key=Ed25519PrivateKey.from_private_bytes(keyfile.hub.log_signing_private),
     )

@@ -49,7 +49,7 @@ from protocol.messages import (
     Referral,
 )
 from protocol.subjects import LOG_STREAM
-from sigbus.config import agency_setup, hub_setup
+from sigbus.config import agency_setup, hub_setup, insecure_dev
 from sigbus.export import export_log
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from sigbus.natsserver import EmbeddedNats
@@ -405,16 +405,15 @@ def check(story: Story, entries: list[LogEntry], audit: AuditOutcome) -> DemoRep
 async def run_demo(*, data_dir: Path | None, keys_dir: Path) -> DemoReport:
     base = data_dir or Path(tempfile.mkdtemp(prefix="sigbus-demo-"))
     hub = hub_setup(keys_dir)
-    with EmbeddedNats(base / "nats") as server:
+    secured_by = None if insecure_dev() else keys_dir
+    with EmbeddedNats(base / "nats", keys_dir=secured_by) as server:
         broker = hub.broker(server.url)
         await broker.start()
         adapters: dict[AgencyId, Adapter] = {}
         try:
             for agency in PARTY_AGENCIES:
                 setup = agency_setup(agency, keys_dir)
-                adapters[agency] = await Adapter.connect(
-                    server.url, setup.identity, setup.directory
-                )
+                adapters[agency] = await setup.connect(server.url)
             story = Story(broker, adapters)
             await story.run()
             audit = await audit_story(story, base / "disclosure-log.sigbus-export.jsonl")

@@ -28,6 +28,7 @@ from protocol.ids import PARTY_AGENCIES, AgencyId
 from protocol.keyfile import HubSecrets, PrivateKeyFile, RootKeyFile
 from protocol.sealing import DEFAULT_SUITE, SuiteId, generate_sealing_key
 from sigbus.errors import ConfigError
+from sigbus.natsauth import generate_dev_pki, new_nkey_seed, nkey_public
 
 DEV_KEYS_DIR = Path(__file__).resolve().parent.parent / "keys" / "dev"
 DIRECTORY_FILE = "directory.json"
@@ -100,6 +101,7 @@ def generate_agency(
             pseudonym_key=os.urandom(32),
             state_key=os.urandom(32),
         )
+    nats_seed = new_nkey_seed()
     keyfile = PrivateKeyFile(
         agency=agency,
         signing_private=signing.private_bytes_raw(),
@@ -107,9 +109,11 @@ def generate_agency(
         sealing_suite=suite,
         sealing_private=sealing.private_bytes,
         sealing_key_id=seal_id,
+        nats_seed=nats_seed,
         hub=hub,
     )
-    return GeneratedAgency(keyfile, AgencyEntry(agency=agency, keys=tuple(keys)))
+    entry = AgencyEntry(agency=agency, nats_user=nkey_public(nats_seed), keys=tuple(keys))
+    return GeneratedAgency(keyfile, entry)
 
 
 def generate_dev_keys(keys_dir: Path, *, now: datetime, suite: SuiteId = DEFAULT_SUITE) -> None:
@@ -129,6 +133,7 @@ def generate_dev_keys(keys_dir: Path, *, now: datetime, suite: SuiteId = DEFAULT
     )
     directory = Directory(serial=1, issued_at=now, agencies=tuple(entries))
     save_directory(keys_dir, directory, root)
+    generate_dev_pki(keys_dir, now=now, validity=DEV_KEY_VALIDITY)
     (keys_dir / ROOT_PUBLIC_FILE).write_text(b64encode(root.public_key().public_bytes_raw()) + "\n")
 
 

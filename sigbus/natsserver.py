@@ -26,6 +26,7 @@ from types import TracebackType
 import structlog
 
 from sigbus.errors import ServerError
+from sigbus.natsauth import render_authorization, render_tls
 
 log = structlog.get_logger("sigbus.natsserver")
 
@@ -43,6 +44,8 @@ class ServerSettings:
     port: int = -1  # -1: the server picks a free port and reports it in its ports file
     server_name: str = "sigbus-embedded"
     ports_file_dir: str | None = None
+    #: Identities and mutual TLS (sigbus.natsauth); empty only with --insecure-dev.
+    security: tuple[str, ...] = field(default=())
     extra: tuple[str, ...] = field(default=())
 
 
@@ -61,22 +64,36 @@ def render_config(settings: ServerSettings) -> str:
     ]
     if settings.ports_file_dir:
         lines.append(f'ports_file_dir: "{settings.ports_file_dir}"')
+    lines.extend(settings.security)
     lines.extend(settings.extra)
     return "\n".join(lines) + "\n"
 
 
-#: The settings of the docker-compose deployment (deploy/nats/nats-server.conf).
-# Inside its container the server must listen on all interfaces; compose publishes
-# the port on the host's loopback only.
-COMPOSE_SETTINGS = ServerSettings(
-    store_dir="/data/jetstream",
-    host="0.0.0.0",  # noqa: S104
-    port=4222,
-    server_name="sigbus-nats",
-)
+def compose_settings(keys_dir: Path) -> ServerSettings:
+    """The docker-compose deployment (deploy/nats/nats-server.conf): the same settings,
+    users and TLS as the tests run. Inside its container the server must listen on all
+    interfaces; compose publishes the port on the host's loopback only."""
+    return ServerSettings(
+        store_dir="/data/jetstream",
+        host="0.0.0.0",  # noqa: S104
+        port=4222,
+        server_name="sigbus-nats",
+        security=security_lines(keys_dir, cert_dir=COMPOSE_CERT_DIR),
+    )
+
+
+COMPOSE_CERT_DIR = "/etc/nats/certs"
 COMPOSE_CONFIG_PATH = (
     Path(__file__).resolve().parent.parent / "deploy" / "nats" / "nats-server.conf"
 )
+
+
+def security_lines(keys_dir: Path, cert_dir: str | None = None) -> tuple[str, ...]:
+    """Server config for mutual TLS and the directory's per-agency users."""
+    from sigbus.keystore import load_directory  # keystore imports this module's users
+
+    directory = load_directory(keys_dir)
+    return (*render_tls(cert_dir or str(keys_dir)), *render_authorization(directory))
 
 
 def nats_server_binary() -> Path:
@@ -100,8 +117,12 @@ def _die_with_parent() -> None:
 class EmbeddedNats:
     """Context manager around one nats-server process bound to loopback."""
 
-    def __init__(self, data_dir: Path, *, server_name: str = "sigbus-embedded") -> None:
+    def __init__(self, data_dir: Path, *, server_name: str = "sigbus-embedded",
+                 keys_dir: Path | None) -> None:
+        """``keys_dir``: the verified directory's users and its TLS material secure the
+        server; ``None`` runs it open on loopback (``--insecure-dev`` only)."""
         self.data_dir = data_dir.resolve()
+        self.keys_dir = keys_dir.resolve() if keys_dir else None
         self.server_name = server_name
         self._proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -116,6 +137,7 @@ class EmbeddedNats:
             store_dir=str(self.data_dir / "jetstream"),
             server_name=self.server_name,
             ports_file_dir=str(run_dir),
+            security=security_lines(self.keys_dir) if self.keys_dir else (),
         )
         conf = run_dir / "nats-server.conf"
         conf.write_text(render_config(settings))

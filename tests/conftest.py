@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import nats
 import pytest
 from nats.js.errors import NotFoundError
 
 from protocol.subjects import ALL_STREAMS
+from sigbus.bus import connect
+from sigbus.config import hub_setup
 from sigbus.keystore import DEV_KEYS_DIR
 from sigbus.natsserver import EmbeddedNats
 
@@ -26,7 +27,8 @@ def keys_dir() -> Path:
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
     """A real nats-server on a free loopback port, JetStream on, fsync always."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), server_name="sigbus-test")
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), server_name="sigbus-test",
+                          keys_dir=DEV_KEYS_DIR)
     server.start()
     try:
         yield server
@@ -37,7 +39,8 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 @pytest.fixture
 async def nats_url(nats_server: EmbeddedNats) -> str:
     """The server's URL, with every sigbus stream deleted first (a clean bus per test)."""
-    nc = await nats.connect(nats_server.url)
+    nc = await connect(nats_server.url, name="test-cleanup",
+                       creds=hub_setup(DEV_KEYS_DIR).creds)
     js = nc.jetstream()
     for stream in ALL_STREAMS:
         with contextlib.suppress(NotFoundError):

@@ -115,7 +115,7 @@ async def world(nats_url: str, keys_dir: Path) -> AsyncIterator[World]:
     adapters = {}
     for agency in PARTY_AGENCIES:
         setup = agency_setup(agency, keys_dir)
-        adapters[agency] = await Adapter.connect(nats_url, setup.identity, setup.directory)
+        adapters[agency] = await setup.connect(nats_url)
     yield World(broker, adapters)
     for adapter in adapters.values():
         await adapter.close()

@@ -9,7 +9,6 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import nats
 import pytest
 from typer.testing import CliRunner
 
@@ -24,6 +23,7 @@ from protocol.codes import ContactFunction, ReferralKind, ReferralReason
 from protocol.ids import AgencyId, MessageType
 from protocol.messages import Referral
 from protocol.subjects import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT, inbox_subject
+from sigbus.bus import connect
 from sigbus.cli import app
 from sigbus.config import agency_setup, hub_setup
 from sigbus.export import export_log
@@ -152,7 +152,7 @@ async def test_crash_between_log_and_release_resolves_to_exactly_one_release(
     setup = agency_setup(P, keys_dir)
     from agents.runtime import Adapter
 
-    police = await Adapter.connect(nats_url, setup.identity, setup.directory)
+    police = await setup.connect(nats_url)
     first = subprocess.Popen(cmd, env=env)
     try:
         await asyncio.sleep(1.5)  # streams created
@@ -173,7 +173,7 @@ async def test_crash_between_log_and_release_resolves_to_exactly_one_release(
         if first.poll() is None:
             first.kill()
     assert code == 70  # died by the injected fault, after logging, before releasing
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url, name="test-observer", creds=hub_setup(keys_dir).creds)
     js = nc.jetstream()
     inbox = await js.stream_info("SIGBUS_INBOX")
     assert inbox.state.messages == 0  # nothing released yet

@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from sigbus.natsserver import COMPOSE_CONFIG_PATH, COMPOSE_SETTINGS, pid_alive, render_config
+from sigbus.keystore import DEV_KEYS_DIR
+from sigbus.natsserver import COMPOSE_CONFIG_PATH, compose_settings, pid_alive, render_config
 
 SIGBUS = [sys.executable, "-m", "sigbus"]
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +122,7 @@ def test_killed_parent_takes_the_embedded_server_with_it(tmp_path: Path) -> None
 
 
 def test_compose_runs_the_configuration_the_tests_run() -> None:
-    assert COMPOSE_CONFIG_PATH.read_text() == render_config(COMPOSE_SETTINGS)
+    assert COMPOSE_CONFIG_PATH.read_text() == render_config(compose_settings(DEV_KEYS_DIR))
     compose = (REPO / "docker-compose.yml").read_text()
     assert "./deploy/nats/nats-server.conf:/etc/nats/nats-server.conf" in compose
     for service in ("nats:", "broker:", "police:", "school:", "social:"):

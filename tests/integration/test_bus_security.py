@@ -1,0 +1,138 @@
+"""Least privilege on the real server: identities, permissions, mutual TLS (issue 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import nats
+import pytest
+import structlog
+from nats.errors import Error as NatsError
+
+from protocol.ids import AgencyId, MessageType
+from protocol.subjects import (
+    INBOX_STREAM,
+    INGRESS_STREAM,
+    LOG_ENTRY_SUBJECT,
+    LOG_STREAM,
+    inbox_consumer,
+    inbox_subject,
+    ingress_subject,
+)
+from sigbus.bus import connect
+from sigbus.config import agency_setup
+from sigbus.errors import TransportError
+from sigbus.natsauth import CA_CERT, NatsCredentials, new_nkey_seed
+from tests.integration.conftest import World
+
+P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
+SETTLE_S = 0.5
+
+
+async def _violations(action: object) -> list[dict[str, object]]:
+    with structlog.testing.capture_logs() as logs:
+        await action  # type: ignore[misc]
+        await asyncio.sleep(SETTLE_S)  # the server's -ERR arrives asynchronously
+    return [e for e in logs if e.get("kind") == "permission_violation"]
+
+
+async def test_school_cannot_subscribe_to_the_police_inbox(world: World, keys_dir: Path) -> None:
+    nc = await connect(world.broker.url, name="school-probe", creds=agency_setup(S, keys_dir).creds)
+    try:
+        received: list[bytes] = []
+
+        async def subscribe() -> None:
+            async def cb(msg: nats.aio.msg.Msg) -> None:
+                received.append(msg.data)
+
+            await nc.subscribe(inbox_subject(P), cb=cb)
+            await nc.subscribe(LOG_ENTRY_SUBJECT, cb=cb)
+
+        violations = await _violations(subscribe())
+        assert len(violations) == 2  # logged as security events, never ignored
+        await world.adapters[P].send(MessageType.REFERRAL, _referral(world), recipients=(SO,))
+        await world.settle()
+        assert received == []
+    finally:
+        await nc.close()
+
+
+async def test_school_cannot_publish_as_police(world: World, keys_dir: Path) -> None:
+    nc = await connect(world.broker.url, name="school-probe", creds=agency_setup(S, keys_dir).creds)
+    try:
+        with pytest.raises((NatsError, asyncio.TimeoutError)):  # noqa: PT012
+            await nc.jetstream().publish(
+                ingress_subject(P, MessageType.REFERRAL), b"{}", timeout=1.0
+            )
+    finally:
+        await nc.close()
+    hub_js = world.broker.js
+    assert (await hub_js.stream_info(INGRESS_STREAM)).state.messages == 0
+
+
+async def test_school_cannot_read_the_log_or_another_agencys_consumer(
+    world: World, keys_dir: Path
+) -> None:
+    await world.adapters[P].send(MessageType.REFERRAL, _referral(world), recipients=(SO,))
+    await world.broker.drain_ingress(idle_timeout=0.3)
+    nc = await connect(world.broker.url, name="school-probe", creds=agency_setup(S, keys_dir).creds)
+    js = nc.jetstream()
+    try:
+        with pytest.raises((NatsError, asyncio.TimeoutError)):
+            await js.get_msg(LOG_STREAM, 1)
+        with pytest.raises((NatsError, asyncio.TimeoutError)):
+            await js.stream_info(LOG_STREAM)
+        # The social services' releases sit in social's consumer: school cannot pull them.
+        reply = None
+        with pytest.raises((NatsError, asyncio.TimeoutError)):
+            reply = await nc.request(
+                f"$JS.API.CONSUMER.MSG.NEXT.{INBOX_STREAM}.{inbox_consumer(SO)}", b"1", timeout=1.0
+            )
+        assert reply is None
+    finally:
+        await nc.close()
+    await world.settle()
+    assert len(world.received_ids(SO)) == 1  # still there for its owner
+
+
+async def test_client_without_certificate_is_refused(world: World, keys_dir: Path) -> None:
+    ctx = ssl.create_default_context(cafile=str(keys_dir / CA_CERT))  # trusts us, no client cert
+    seed = agency_setup(S, keys_dir).creds.nkey_seed
+    with pytest.raises((NatsError, OSError, asyncio.TimeoutError)):
+        nc = await nats.connect(
+            world.broker.url, tls=ctx, nkeys_seed_str=seed, allow_reconnect=False, connect_timeout=2
+        )
+        await nc.close()
+
+
+async def test_unknown_nkey_is_refused(world: World, keys_dir: Path) -> None:
+    stranger = NatsCredentials(agency=S, nkey_seed=new_nkey_seed(), keys_dir=keys_dir)
+    with pytest.raises(TransportError):
+        nc = await connect(world.broker.url, name="stranger", creds=stranger)
+        await nc.close()
+
+
+async def test_plaintext_is_refused_without_insecure_dev(world: World) -> None:
+    with pytest.raises(TransportError, match="insecure-dev"):
+        await connect(world.broker.url, name="plain", creds=NatsCredentials(agency=S))
+    # and the server itself refuses a plaintext client
+    with pytest.raises((NatsError, OSError, asyncio.TimeoutError)):
+        nc = await nats.connect(world.broker.url, allow_reconnect=False, connect_timeout=2)
+        await nc.close()
+
+
+def _referral(world: World) -> object:
+    from datetime import UTC, datetime
+
+    from protocol.codes import ContactFunction, ReferralKind, ReferralReason
+    from protocol.messages import Referral
+
+    return Referral(
+        kind=ReferralKind.LUL_6_NOTIFICATION,
+        personnummer=world.youth,
+        reasons=(ReferralReason.WEAPON,),
+        observed_on=datetime.now(UTC).date(),
+        contact_function=ContactFunction.POLICE_YOUTH_UNIT,
+    )
