@@ -62,7 +62,7 @@ async def test_school_cannot_subscribe_to_the_police_inbox(world: World, keys_di
 async def test_school_cannot_publish_as_police(world: World, keys_dir: Path) -> None:
     nc = await connect(world.broker.url, name="school-probe", creds=agency_setup(S, keys_dir).creds)
     try:
-        with pytest.raises((NatsError, asyncio.TimeoutError)):  # noqa: PT012
+        with pytest.raises((NatsError, asyncio.TimeoutError)):
             await nc.jetstream().publish(
                 ingress_subject(P, MessageType.REFERRAL), b"{}", timeout=1.0
             )
