@@ -75,12 +75,14 @@ class Broker:
         *,
         clock: Callable[[], datetime] = utc_now,
         ack_wait: timedelta = timedelta(seconds=30),
+        replicas: int = 1,
     ) -> None:
         self.url = url
         self.ctx = ctx
         self._state_key = state_key
         self._log_key = log_key
         self._creds = creds
+        self._replicas = replicas
         self._checkpointer: Checkpointer | None = None
         self._clock = clock
         self._ack_wait = ack_wait
@@ -112,7 +114,7 @@ class Broker:
     async def start(self) -> None:
         self._nc = await connect(self.url, name="hub", creds=self._creds)
         self._js = self._nc.jetstream()
-        await ensure_streams(self._js)
+        await ensure_streams(self._js, replicas=self._replicas)
         self._writer = LogWriter(self._js)
         await self._writer.recover()
         self._latest_now = self._writer.last_decided_at

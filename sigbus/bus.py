@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 import structlog
 from nats.aio.client import Client
@@ -140,9 +141,14 @@ async def connect(url: str, *, name: str, creds: NatsCredentials) -> Client:
     return nc
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create or update every stream. Idempotent; the hub calls it on start."""
-    for config in STREAMS:
+async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """Create or update every stream. Idempotent; the hub calls it on start.
+
+    ``replicas`` > 1 needs a JetStream cluster of at least that many servers; an
+    acknowledged append is then on disk on a majority of them.
+    """
+    for base in STREAMS:
+        config = replace(base, num_replicas=replicas)
         assert config.name is not None
         try:
             await js.stream_info(config.name)

@@ -63,8 +63,10 @@ KeysOpt = Annotated[Path | None, typer.Option("--keys", help="default keys/dev")
 def main(
     json_logs: Annotated[bool, typer.Option("--json-logs", help="JSON lines logs")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "warning",
-    insecure_dev: Annotated[bool, typer.Option(
-        "--insecure-dev", help="plaintext NATS, no identities: local debugging only")] = False,
+    insecure_dev: Annotated[
+        bool,
+        typer.Option("--insecure-dev", help="plaintext NATS, no identities: local debugging only"),
+    ] = False,
 ) -> None:
     configure_logging(json_output=True if json_logs else None, level=log_level)
     if insecure_dev:
@@ -160,6 +162,12 @@ def down(data_dir: DataOpt = None) -> None:
 def broker_run(
     nats: Annotated[str, typer.Option("--nats", envvar="SIGBUS_NATS_URL")],
     keys: KeysOpt = None,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=1, help="JetStream replicas per stream (needs a cluster of that many servers)"
+        ),
+    ] = 1,
     ack_wait: Annotated[
         float, typer.Option(help="seconds before an unacknowledged ingress message is redelivered")
     ] = 30.0,
@@ -171,7 +179,7 @@ def broker_run(
         raise _fail(e) from e
 
     async def serve() -> None:
-        broker = hub.broker(nats, ack_wait=timedelta(seconds=ack_wait))
+        broker = hub.broker(nats, ack_wait=timedelta(seconds=ack_wait), replicas=replicas)
         await broker.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -215,8 +223,11 @@ def audit_export(
         directory = load_directory(config.keys_dir(keys))
         log_key = directory.key_by_use(AgencyId.HUB, KeyUse.LOG, at=datetime.now(UTC))
         keys_path = config.keys_dir(keys)
-        nc = await connect(config.nats_url(nats, data_dir), name="audit-export",
-                           creds=config.hub_setup(keys_path).creds)
+        nc = await connect(
+            config.nats_url(nats, data_dir),
+            name="audit-export",
+            creds=config.hub_setup(keys_path).creds,
+        )
         try:
             return await export_log(
                 nc.jetstream(), out, Ed25519PublicKey.from_public_bytes(log_key.public_key)

@@ -89,8 +89,18 @@ class HubSetup:
     log_key: Ed25519PrivateKey
     creds: NatsCredentials
 
-    def broker(self, url: str, *, ack_wait: timedelta = timedelta(seconds=30)) -> Broker:
-        return Broker(url, self.ctx, self.state_key, self.log_key, self.creds, ack_wait=ack_wait)
+    def broker(
+        self, url: str, *, ack_wait: timedelta = timedelta(seconds=30), replicas: int = 1
+    ) -> Broker:
+        return Broker(
+            url,
+            self.ctx,
+            self.state_key,
+            self.log_key,
+            self.creds,
+            ack_wait=ack_wait,
+            replicas=replicas,
+        )
 
 
 def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:
