@@ -53,6 +53,7 @@ from broker.pipeline import EntryDraft
 from protocol.ids import AgencyId, MessageType
 from protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
 from sigbus.bus import connect, ensure_streams
+from sigbus.natsauth import NatsCredentials
 from sigbus.natsserver import EmbeddedNats
 
 # A realistic release entry (~700 bytes) with the varying fields as placeholders;
@@ -219,9 +220,16 @@ async def median_rate(
 async def append_section(count: int, repeats: int) -> None:
     drafts = bench_drafts(count)
     payloads = entry_payloads(drafts)
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(Path(tmp) / "nats") as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedNats(
+            Path(tmp) / "nats",
+            keys_dir=None,  # open, loopback only: a benchmark, not a deployment
+        ) as server,
+    ):
         assert server.url.startswith("nats://127.0.0.1:"), server.url
-        nc = await connect(server.url, name="audit-bench")
+        creds = NatsCredentials(agency=AgencyId.HUB, insecure_dev=True)  # loopback bench only
+        nc = await connect(server.url, name="audit-bench", creds=creds)
         try:
             js = nc.jetstream()
             await ensure_streams(js)
