@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
@@ -26,14 +28,22 @@ KeysOpt = Annotated[Path | None, typer.Option("--keys", help="keys directory (de
 CaseOpt = Annotated[str, typer.Option("--case", help="case ref, e.g. case-abcd")]
 ToOpt = Annotated[list[AgencyId], typer.Option("--to", help="recipient agency (repeatable)")]
 PnrOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--personnummer",
-        prompt=True,
-        hide_input=True,
-        help="12 digits; prompted (hidden) when omitted",
+        help="12 digits. Better left out: then read from stdin, or asked for (hidden) on a "
+        "terminal, so it stays out of shell history and process lists",
     ),
 ]
+
+
+def read_personnummer(value: str | None) -> str:
+    """The personnummer from the option, else stdin (piped) or a hidden prompt on stderr."""
+    if value:
+        return value
+    if sys.stdin.isatty():
+        return getpass.getpass("Personnummer: ", stream=sys.stderr)
+    return sys.stdin.readline().strip()
 
 
 def run_with_adapter(

@@ -11,7 +11,8 @@ process may use).
 
 Durable append (``--append``, default 5,000; 0 skips it): a real nats-server
 (``EmbeddedNats``, ``sync_interval: always``) on loopback in a temporary
-directory; on a fresh ``SIGBUS_LOG`` stream each time, (a) the raw JetStream
+directory, secured as deployed (mutual TLS and the hub's nkey, from the dev
+keys in ``keys/dev``); on a fresh ``SIGBUS_LOG`` stream each time, (a) the raw JetStream
 publish rate of the same entry bytes to the log subject, sequential (one
 publish awaited at a time, as the fenced writer must) and pipelined (up to
 256 in flight), and (b) ``LogWriter.append`` with realistic ``EntryDraft``s
@@ -53,7 +54,8 @@ from broker.pipeline import EntryDraft
 from protocol.ids import AgencyId, MessageType
 from protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
 from sigbus.bus import connect, ensure_streams
-from sigbus.natsauth import NatsCredentials
+from sigbus.config import hub_setup
+from sigbus.keystore import DEV_KEYS_DIR
 from sigbus.natsserver import EmbeddedNats
 
 # A realistic release entry (~700 bytes) with the varying fields as placeholders;
@@ -222,14 +224,11 @@ async def append_section(count: int, repeats: int) -> None:
     payloads = entry_payloads(drafts)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        EmbeddedNats(
-            Path(tmp) / "nats",
-            keys_dir=None,  # open, loopback only: a benchmark, not a deployment
-        ) as server,
+        EmbeddedNats(Path(tmp) / "nats", keys_dir=DEV_KEYS_DIR) as server,
     ):
-        assert server.url.startswith("nats://127.0.0.1:"), server.url
-        creds = NatsCredentials(agency=AgencyId.HUB, insecure_dev=True)  # loopback bench only
-        nc = await connect(server.url, name="audit-bench", creds=creds)
+        # Secured as deployed: mutual TLS plus the hub's nkey (dev keys, loopback).
+        assert server.url.startswith(("nats://127.0.0.1:", "tls://127.0.0.1:")), server.url
+        nc = await connect(server.url, name="audit-bench", creds=hub_setup(DEV_KEYS_DIR).creds)
         try:
             js = nc.jetstream()
             await ensure_streams(js)
@@ -260,7 +259,7 @@ async def append_section(count: int, repeats: int) -> None:
     size = statistics.median(len(p) for p in payloads)
     print(
         f"durable append: {count:,} entries of ~{size:.0f} bytes, nats-server with "
-        "sync_interval: always, loopback, fresh stream per run"
+        "sync_interval: always, loopback, mutual TLS + nkey, fresh stream per run"
     )
     print(f"raw JetStream publish, sequential:  {sequential:10,.0f} msgs/s")
     print(f"raw JetStream publish, pipelined:   {pipelined:10,.0f} msgs/s  (256 in flight)")

@@ -110,6 +110,13 @@ async def connect(url: str, *, name: str, creds: NatsCredentials) -> Client:
         if not (nc.is_closed or nc.is_draining):  # a disconnect we asked for is no news
             clog.warning("nats_disconnected")
 
+    report = make_error_callback(name)
+
+    async def on_error(e: Exception) -> None:
+        if nc.is_closed or nc.is_draining:  # TLS teardown noise after our own close
+            return
+        await report(e)
+
     async def reconnected() -> None:
         clog.info("nats_reconnected")
 
@@ -122,7 +129,7 @@ async def connect(url: str, *, name: str, creds: NatsCredentials) -> Client:
             nc.connect(
                 servers=[url],
                 name=name,
-                error_cb=make_error_callback(name),
+                error_cb=on_error,
                 tls=tls,
                 nkeys_seed_str=creds.nkey_seed,
                 inbox_prefix=inbox_prefix(creds.agency),

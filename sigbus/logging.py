@@ -40,6 +40,9 @@ def configure_logging(*, json_output: bool | None = None, level: str = "info") -
         if json_output
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    # asyncio warns "returning true from eof_received() has no effect when using ssl"
+    # on every TLS close by the NATS client: harmless, and not for users' eyes.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

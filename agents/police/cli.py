@@ -13,6 +13,7 @@ from agents.cli_common import (
     PnrOpt,
     add_common_commands,
     add_plan_commands,
+    read_personnummer,
     send,
 )
 from agents.police import AGENCY
@@ -32,7 +33,7 @@ add_plan_commands(app, AGENCY)
 @app.command()
 def refer(
     reason: Annotated[list[ReferralReason], typer.Option(help="repeatable")],
-    personnummer: PnrOpt,
+    personnummer: PnrOpt = None,
     kind: ReferralKind = ReferralKind.LUL_6_NOTIFICATION,
     observed: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default today)")] = None,
     contact: ContactFunction = ContactFunction.POLICE_YOUTH_UNIT,
@@ -42,7 +43,7 @@ def refer(
     """Notify social services (LUL 6 § notification or report of concern)."""
     body = Referral(
         kind=kind,
-        personnummer=personnummer,
+        personnummer=read_personnummer(personnummer),
         reasons=tuple(reason),
         observed_on=date.fromisoformat(observed) if observed else date.today(),
         contact_function=contact,

@@ -13,6 +13,7 @@ from agents.cli_common import (
     PnrOpt,
     add_common_commands,
     add_plan_commands,
+    read_personnummer,
     send,
 )
 from agents.school import AGENCY
@@ -32,7 +33,7 @@ add_plan_commands(app, AGENCY)
 @app.command()
 def refer(
     reason: Annotated[list[ReferralReason], typer.Option(help="repeatable")],
-    personnummer: PnrOpt,
+    personnummer: PnrOpt = None,
     observed: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default today)")] = None,
     contact: ContactFunction = ContactFunction.SCHOOL_COUNSELLOR,
     nats: NatsOpt = None,
@@ -41,7 +42,7 @@ def refer(
     """Report concern to social services (SoL 14 kap. 1 §)."""
     body = Referral(
         kind=ReferralKind.REPORT_OF_CONCERN,
-        personnummer=personnummer,
+        personnummer=read_personnummer(personnummer),
         reasons=tuple(reason),
         observed_on=date.fromisoformat(observed) if observed else date.today(),
         contact_function=contact,

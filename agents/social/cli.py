@@ -17,6 +17,7 @@ from agents.cli_common import (
     ToOpt,
     add_common_commands,
     add_plan_commands,
+    read_personnummer,
     send,
 )
 from agents.social import AGENCY
@@ -61,7 +62,7 @@ def _when(text: str | None) -> datetime:
 
 @case_app.command("open")
 def open_case(
-    personnummer: PnrOpt,
+    personnummer: PnrOpt = None,
     guardian: Annotated[
         list[str], typer.Option(help="ref of each guardian with custody, e.g. vh-1 (repeatable)")
     ] = [],  # noqa: B006
@@ -73,7 +74,9 @@ def open_case(
     """Open a SIG case at the hub. Prints the case ref to use from now on."""
     case_ref = case or new_opaque_id("case", 12)
     body = CaseOpened(
-        personnummer=personnummer, guardians_with_custody=tuple(guardian), parties=tuple(party)
+        personnummer=read_personnummer(personnummer),
+        guardians_with_custody=tuple(guardian),
+        parties=tuple(party),
     )
     send(AGENCY, nats, keys, MessageType.CASE_OPENED, body, case_ref=case_ref, to=[])
     typer.echo(f"case {case_ref}")
@@ -149,11 +152,15 @@ def _role(young_person: bool, guardian: str | None) -> ConsenterRole:
 
 @app.command()
 def invite(
-    case: CaseOpt, personnummer: PnrOpt, to: ToOpt, nats: NatsOpt = None, keys: KeysOpt = None
+    case: CaseOpt,
+    to: ToOpt,
+    personnummer: PnrOpt = None,
+    nats: NatsOpt = None,
+    keys: KeysOpt = None,
 ) -> None:
     """Invite parties to the case (released only with consent)."""
     body = CaseInvitation(
-        personnummer=personnummer,
+        personnummer=read_personnummer(personnummer),
         parties=tuple(PARTY_AGENCIES),
         coordinator=ContactFunction.SOCIAL_SIG_COORDINATOR,
     )

@@ -1,0 +1,252 @@
+"""``sigbus keys``: agency keys and the signed agency directory, for agency IT and the hub.
+
+Agency IT: ``generate`` (private key file, 0600, optionally passphrase-encrypted)
+and ``public`` (the public part to hand to the hub). The hub: ``add``,
+``rotate``, ``revoke`` (edit, re-sign with the root key, bump the serial) and
+``show`` (verify against the pinned root and print). See ``docs/keys.md``.
+
+Exit codes: 0 success, 2 bad input (a clear message, never key material).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from protocol.directory import Directory
+from protocol.errors import ProtocolError
+from protocol.ids import AgencyId
+from protocol.sealing import DEFAULT_SUITE, SuiteId
+from sigbus.errors import SigbusError
+from sigbus.keyring import (
+    PublicBundle,
+    add_agency,
+    directory_rows,
+    encrypt_keyfile,
+    load_private_file,
+    public_bundle,
+    revoke_key,
+    rotate_keys,
+)
+from sigbus.keystore import (
+    DEV_KEYS_DIR,
+    generate_agency,
+    generate_dev_keys,
+    load_directory,
+    load_root_private,
+    private_key_path,
+    save_directory,
+    write_private,
+)
+
+keys_app = typer.Typer(
+    pretty_exceptions_show_locals=False, help="Keys and the agency directory.", no_args_is_help=True
+)
+
+DirOpt = Annotated[
+    Path,
+    typer.Option(
+        "--directory-dir", help="holds directory.json, root.pub (and root.key.json to edit)"
+    ),
+]
+PassEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--passphrase-env", help="name of the environment variable holding the passphrase"
+    ),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _parse_time(value: str, option: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise _fail(f"{option} is not an ISO 8601 date-time") from e
+    if parsed.tzinfo is None:
+        raise _fail(f"{option} needs a UTC offset, e.g. 2027-01-01T00:00:00+00:00")
+    return parsed
+
+
+def _passphrase(env: str | None) -> str | None:
+    if env is None:
+        return None
+    value = os.environ.get(env)
+    if not value:
+        raise _fail(f"environment variable {env} is not set or empty")
+    return value
+
+
+def _save(directory_dir: Path, directory: Directory) -> None:
+    save_directory(directory_dir, directory, load_root_private(directory_dir))
+    typer.echo(f"directory serial {directory.serial} signed and written to {directory_dir}")
+
+
+def _load_bundle(path: Path) -> PublicBundle:
+    try:
+        return PublicBundle.model_validate_json(path.read_bytes()).checked()
+    except OSError as e:
+        raise _fail(f"cannot read {path}: {e.strerror}") from e
+    except ValidationError as e:
+        raise _fail(f"{path.name} is not a sigbus public key bundle") from e
+
+
+@keys_app.command("dev-generate")
+def keys_dev_generate(
+    out: Annotated[Path, typer.Option("--out")] = DEV_KEYS_DIR, suite: SuiteId = DEFAULT_SUITE
+) -> None:
+    """Regenerate DEVELOPMENT-ONLY keys and the signed directory."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    generate_dev_keys(out, now=now - timedelta(days=365), suite=suite)
+    typer.echo(f"development keys written to {out} (never use them in production)")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    agency: Annotated[AgencyId, typer.Option("--agency")],
+    out: Annotated[Path, typer.Option("--out", help="directory to write <agency>.key.json to")],
+    passphrase_env: PassEnvOpt = None,
+    suite: SuiteId = DEFAULT_SUITE,
+    force: Annotated[bool, typer.Option(help="replace an existing key file")] = False,
+) -> None:
+    """Generate an agency's signing, sealing and NATS keys (private file, mode 0600)."""
+    passphrase = _passphrase(passphrase_env)
+    out.mkdir(parents=True, exist_ok=True)
+    path = private_key_path(out, agency)
+    if path.exists() and not force:
+        raise _fail(f"{path} exists: pass --force to replace it")
+    keyfile = generate_agency(agency, now=_now(), suite=suite).keyfile
+    if passphrase is None:
+        data = keyfile.model_dump_json(indent=2).encode()
+    else:
+        data = encrypt_keyfile(keyfile, passphrase).model_dump_json(indent=2).encode()
+    write_private(path, data)
+    typer.echo(
+        f"{agency.value} keys written to {path} (mode 0600"
+        f"{', passphrase-encrypted' if passphrase else ''}); "
+        f"hand `sigbus keys public --key {path}` to the hub"
+    )
+
+
+@keys_app.command("public")
+def keys_public(
+    key: Annotated[Path, typer.Option("--key", help="private key file")],
+    passphrase_env: PassEnvOpt = None,
+) -> None:
+    """Print the public part of a key file as JSON, to hand to the hub."""
+    try:
+        keyfile = load_private_file(key, _passphrase(passphrase_env))
+        typer.echo(public_bundle(keyfile).model_dump_json(indent=2))
+    except SigbusError as e:
+        raise _fail(str(e)) from e
+
+
+@keys_app.command("add")
+def keys_add(
+    directory_dir: DirOpt,
+    public: Annotated[Path, typer.Option("--public", help="bundle from `sigbus keys public`")],
+    not_before: Annotated[str, typer.Option("--not-before", help="ISO 8601 with offset")],
+    not_after: Annotated[str, typer.Option("--not-after", help="ISO 8601 with offset")],
+) -> None:
+    """Hub: add a new agency's keys to the directory and re-sign it."""
+    bundle = _load_bundle(public)
+    try:
+        directory = load_directory(directory_dir)
+        updated = add_agency(
+            directory,
+            bundle,
+            not_before=_parse_time(not_before, "--not-before"),
+            not_after=_parse_time(not_after, "--not-after"),
+            now=_now(),
+        )
+        _save(directory_dir, updated)
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(str(e)) from e
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    directory_dir: DirOpt,
+    public: Annotated[Path, typer.Option("--public", help="bundle of the agency's new keys")],
+    not_before: Annotated[str, typer.Option("--not-before", help="ISO 8601 with offset")],
+    not_after: Annotated[str, typer.Option("--not-after", help="ISO 8601 with offset")],
+    retire_old_at: Annotated[
+        str | None,
+        typer.Option("--retire-old-at", help="end the overlap: old keys expire then"),
+    ] = None,
+) -> None:
+    """Hub: add an agency's new keys alongside its current ones (overlap)."""
+    bundle = _load_bundle(public)
+    try:
+        directory = load_directory(directory_dir)
+        updated = rotate_keys(
+            directory,
+            bundle,
+            not_before=_parse_time(not_before, "--not-before"),
+            not_after=_parse_time(not_after, "--not-after"),
+            retire_old_at=_parse_time(retire_old_at, "--retire-old-at") if retire_old_at else None,
+            now=_now(),
+        )
+        _save(directory_dir, updated)
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(str(e)) from e
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    directory_dir: DirOpt,
+    key_id: Annotated[str, typer.Option("--key-id")],
+    at: Annotated[str, typer.Option("--at", help="revoked from this ISO 8601 time on")],
+) -> None:
+    """Hub: revoke a key from a given time on (signatures refused, nothing sealed to it)."""
+    try:
+        directory = load_directory(directory_dir)
+        updated = revoke_key(directory, key_id, at=_parse_time(at, "--at"), now=_now())
+        _save(directory_dir, updated)
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(str(e)) from e
+
+
+@keys_app.command("show")
+def keys_show(
+    directory_dir: DirOpt,
+    at: Annotated[str | None, typer.Option("--at", help="status as of (default now)")] = None,
+) -> None:
+    """Verify the directory against the pinned root key and print it as a table."""
+    when = _parse_time(at, "--at") if at else _now()
+    try:
+        directory = load_directory(directory_dir)
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(str(e)) from e
+    typer.echo(
+        f"directory serial {directory.serial}, issued {directory.issued_at.isoformat()}, "
+        "signature verified"
+    )
+    header = ("AGENCY", "KEY ID", "USE", "NOT BEFORE", "NOT AFTER", "STATUS")
+    rows = [header] + [
+        (
+            r.agency.value,
+            r.key_id,
+            r.use.value,
+            r.not_before.isoformat(),
+            r.not_after.isoformat(),
+            r.status,
+        )
+        for r in directory_rows(directory, at=when)
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,477 @@
+"""The named bad-input corpus (tests/corpus/*.json) through a real nats-server and broker.
+
+Each case file holds ``name``, ``description``, ``expected_reason`` (as the log
+entry's ``reasons`` shows it) and a ``recipe``: how to derive the hostile input
+from a valid message. For every case this test asserts:
+
+* the disclosure log gained deny entries only, and the first deny carries exactly
+  the expected reason (a recipient-level deny may add the policy's own reasons
+  after it: they are listed by the case in ``also_reasons``);
+* nothing was released (the inbox stream's message count is unchanged);
+* the broker still serves the next good message (it is released).
+
+Recipe keys (all optional; the default is a valid police LUL 6 § referral to
+social services):
+
+``raw`` / ``raw_hex``       publish these bytes instead of an envelope
+``sender``                  agency whose keys build and sign the message
+``publisher``               agency whose adapter publishes (its own ingress subject)
+``type``                    message type; ``recipients``: header recipients
+``case``                    ``open`` (all parties) or ``open_without_school``
+``case_ref``                ``new``: a fresh, never-opened case ref
+``body_patch``              merged into the valid body JSON before sealing and signing
+``created_at_offset_s``     header created_at = now + offset, signed properly
+``signing_key``             ``unknown``: sign with a key the directory does not list
+``keys``                    ``police_signing_revoked``: run on a copy of keys/dev in
+                            which the police signing key was revoked an hour ago
+``wire_header_patch``       changes the header after signing (tampering)
+``wire_patch``              changes top-level envelope fields after signing
+``mutate``                  ``flip_ciphertext_byte``, ``flip_sealed_key_byte``,
+                            ``flip_signature_byte``, ``pad_to_size`` (with ``size``)
+``replay``                  release the message first, then republish the same bytes
+                            under another ``Nats-Msg-Id``
+
+Bodies with bad content are sealed and signed validly (raw JSON bytes encrypted
+here), so the hub gets as far as the body check.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from audit.entry import LogEntry, Outcome
+from protocol.canonical import (
+    BODY_AAD_DOMAIN,
+    ENVELOPE_SIGNATURE_DOMAIN,
+    canonical_json,
+    sha256_hex,
+)
+from protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose, ContactFunction
+from protocol.directory import KeyStatus, KeyUse
+from protocol.envelope import Header
+from protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
+from protocol.messages import CaseOpened, ConsentEvent, ConsentScope
+from protocol.reasons import ReasonCode
+from protocol.sealing import data_key_info, new_data_key, seal_data_key
+from protocol.subjects import INBOX_STREAM, ingress_subject
+from sigbus.config import agency_setup, hub_setup
+from sigbus.keystore import load_directory, load_private, load_root_private, save_directory
+from tests.integration.conftest import CONSENT_CATEGORIES, World
+
+CORPUS_DIR = Path(__file__).resolve().parents[1] / "corpus"
+CASE_FILES = sorted(CORPUS_DIR.glob("*.json"))
+
+P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
+
+
+def load_case(path: Path) -> dict[str, Any]:
+    case: dict[str, Any] = json.loads(path.read_text())
+    assert set(case) <= {"name", "description", "expected_reason", "also_reasons", "recipe"}
+    assert case["name"] == path.stem, "a case is named after its file"
+    assert case["description"]
+    assert isinstance(case["recipe"], dict)
+    return case
+
+
+def known_reason(code: str) -> bool:
+    if code.startswith("policy:"):
+        return True
+    return code in {r.value for r in ReasonCode}
+
+
+def test_corpus_is_well_formed() -> None:
+    cases = [load_case(p) for p in CASE_FILES]
+    assert len(cases) >= 20
+    for case in cases:
+        assert known_reason(case["expected_reason"]), case["name"]
+    # Every required category of the issue has a case.
+    reasons = {c["expected_reason"] for c in cases}
+    for required in (
+        "not_json",
+        "unsupported_version",
+        "unknown_type",
+        "malformed_envelope",
+        "oversize",
+        "personnummer_invalid",
+        "personnummer_in_free_text",
+        "bad_signature",
+        "seal_open_failed",
+        "unknown_sender_key",
+        "revoked_key",
+        "sender_not_allowed",
+        "replayed_message_id",
+        "created_at_too_old",
+        "created_at_in_future",
+        "recipient_not_party",
+        "sender_mismatch",
+    ):
+        assert required in reasons, required
+
+
+# -- building inputs ----------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _flip(b64text: str, at: int = 0) -> str:
+    raw = bytearray(base64.b64decode(b64text))
+    raw[at % len(raw)] ^= 0x01
+    return _b64(bytes(raw))
+
+
+def _substitute(value: Any, youth: str, now: datetime) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, youth, now) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, youth, now) for v in value]
+    if not isinstance(value, str):
+        return value
+    bad_check = youth[:-1] + str((int(youth[-1]) + 1) % 10)
+    return (
+        value.replace("$youth_bad_check", bad_check)
+        .replace("$youth_short", youth[2:])
+        .replace("$youth", youth)
+        .replace("$now_minus_60s", (now - timedelta(seconds=60)).isoformat())
+    )
+
+
+def valid_body(message_type: MessageType, sender: AgencyId, youth: str) -> dict[str, Any]:
+    today = datetime.now(UTC).date().isoformat()
+    if message_type is MessageType.REFERRAL:
+        police = sender is P
+        return {
+            "version": 1,
+            "kind": "lul_6_notification" if police else "report_of_concern",
+            "personnummer": youth,
+            "reasons": ["suspected_offence" if police else "school_absence"],
+            "observed_on": today,
+            "contact_function": "police_youth_unit" if police else "school_counsellor",
+        }
+    if message_type is MessageType.COMMITMENT_STATUS:
+        return {
+            "version": 1,
+            "commitment_id": "cm-attendance",
+            "status": "in_progress",
+            "as_of": today,
+        }
+    if message_type is MessageType.CASE_OPENED:
+        return {
+            "version": 1,
+            "personnummer": youth,
+            "guardians_with_custody": ["vh-1"],
+            "parties": [a.value for a in PARTY_AGENCIES],
+        }
+    raise AssertionError(f"no body template for {message_type}")
+
+
+def build_envelope(
+    world: World,
+    *,
+    sender: AgencyId,
+    message_type: MessageType,
+    body: dict[str, Any],
+    case_ref: str | None,
+    recipients: list[str],
+    created_at: datetime,
+    signing_key: Ed25519PrivateKey | None = None,
+    signing_key_id: str | None = None,
+) -> dict[str, Any]:
+    """A sealed, signed envelope as a JSON document, from *raw* body JSON.
+
+    The same steps as :func:`protocol.envelope.seal_envelope`, but the body is not
+    validated first, so a body with bad content still arrives validly signed.
+    """
+    adapter = world.adapters[sender]
+    hub_key = adapter.directory.sealing_key(AgencyId.HUB, at=datetime.now(UTC))
+    assert hub_key.suite is not None
+    header = Header(
+        message_id=new_opaque_id("msg"),
+        type=message_type,
+        sender=sender,
+        sender_key_id=signing_key_id or adapter.identity.signing_key_id,
+        case_ref=case_ref,
+        created_at=created_at,
+        recipients=tuple(AgencyId(r) for r in recipients),
+        suite=hub_key.suite,
+    ).model_dump(mode="json")
+    plaintext = json.dumps(body).encode()
+    data_key = new_data_key()
+    nonce = os.urandom(12)
+    ciphertext = AESGCM(data_key).encrypt(
+        nonce, plaintext, BODY_AAD_DOMAIN + canonical_json(header)
+    )
+    sealed = seal_data_key(
+        hub_key.suite,
+        hub_key.public_key,
+        data_key,
+        data_key_info(header["message_id"], AgencyId.HUB.value, hub_key.key_id),
+    )
+    signed = ENVELOPE_SIGNATURE_DOMAIN + canonical_json(
+        {"header": header, "ciphertext_sha256": sha256_hex(nonce + ciphertext)}
+    )
+    key = signing_key or adapter.identity.signing_key
+    return {
+        "header": header,
+        "nonce": _b64(nonce),
+        "ciphertext": _b64(ciphertext),
+        "sealed_key": _b64(sealed),
+        "sealed_key_id": hub_key.key_id,
+        "signature": _b64(key.sign(signed)),
+    }
+
+
+async def open_case(world: World, parties: tuple[AgencyId, ...]) -> str:
+    """Open a case with the young person's and a guardian's consent, all categories."""
+    social = world.adapters[SO]
+    case = new_opaque_id("case", 12)
+    await social.send(
+        MessageType.CASE_OPENED,
+        CaseOpened(personnummer=world.youth, guardians_with_custody=("vh-1",), parties=parties),
+        case_ref=case,
+    )
+    now = datetime.now(UTC)
+    consenters: tuple[tuple[str, ConsenterRole, str | None], ...] = (
+        ("consent-youngperson", ConsenterRole.YOUNG_PERSON, None),
+        ("consent-guardianvhone", ConsenterRole.GUARDIAN, "vh-1"),
+    )
+    for cid, role, guardian in consenters:
+        await social.send(
+            MessageType.CONSENT_EVENT,
+            ConsentEvent(
+                consent_id=cid,
+                action=ConsentAction.GIVEN,
+                consenter_role=role,
+                guardian_ref=guardian,
+                scope=ConsentScope(
+                    disclosers=parties,
+                    recipients=parties,
+                    categories=CONSENT_CATEGORIES,
+                    purpose=ConsentPurpose.SIG_CASE,
+                    valid_from=now - timedelta(minutes=5),
+                    valid_until=now + timedelta(days=90),
+                ),
+                acted_at=now - timedelta(minutes=1),
+                evidence_sha256=sha256_hex(cid.encode()),
+                recorded_by=ContactFunction.SOCIAL_CASE_WORKER,
+            ),
+            case_ref=case,
+        )
+    await world.settle()
+    return case
+
+
+async def inbox_count(world: World) -> int:
+    info = await world.broker.js.stream_info(INBOX_STREAM)
+    return int(info.state.messages)
+
+
+async def send_good(world: World) -> str:
+    """A valid school report of concern to social services (school is never revoked)."""
+    envelope = build_envelope(
+        world,
+        sender=S,
+        message_type=MessageType.REFERRAL,
+        body=valid_body(MessageType.REFERRAL, S, world.youth),
+        case_ref=None,
+        recipients=[SO.value],
+        created_at=datetime.now(UTC),
+    )
+    mid: str = envelope["header"]["message_id"]
+    await world.adapters[S].publish_raw(
+        ingress_subject(S, MessageType.REFERRAL), json.dumps(envelope).encode(), mid
+    )
+    return mid
+
+
+@dataclass(frozen=True)
+class Hostile:
+    subject: str
+    data: bytes
+    nats_msg_id: str
+    publisher: AgencyId
+
+
+async def build_hostile(world: World, recipe: dict[str, Any]) -> Hostile:
+    sender = AgencyId(recipe.get("sender", "police"))
+    publisher = AgencyId(recipe.get("publisher", sender.value))
+    message_type = MessageType(recipe.get("type", "referral"))
+    subject = ingress_subject(publisher, message_type)
+    if "raw" in recipe:
+        return Hostile(subject, recipe["raw"].encode(), new_opaque_id("msg"), publisher)
+    if "raw_hex" in recipe:
+        return Hostile(
+            subject,
+            bytes.fromhex(recipe["raw_hex"].replace(" ", "")),
+            new_opaque_id("msg"),
+            publisher,
+        )
+
+    case_ref: str | None = None
+    if recipe.get("case") == "open":
+        case_ref = await open_case(world, PARTY_AGENCIES)
+    elif recipe.get("case") == "open_without_school":
+        case_ref = await open_case(world, (P, SO))
+    elif recipe.get("case_ref") == "new":
+        case_ref = new_opaque_id("case", 12)
+    now = datetime.now(UTC)
+    body = valid_body(message_type, sender, world.youth)
+    body.update(_substitute(recipe.get("body_patch", {}), world.youth, now))
+    signing_key, signing_key_id = None, None
+    if recipe.get("signing_key") == "unknown":
+        signing_key, signing_key_id = Ed25519PrivateKey.generate(), f"{sender.value}-sig-{'0' * 16}"
+    envelope = build_envelope(
+        world,
+        sender=sender,
+        message_type=message_type,
+        body=body,
+        case_ref=case_ref,
+        recipients=recipe.get("recipients", [SO.value]),
+        created_at=now + timedelta(seconds=recipe.get("created_at_offset_s", 0)),
+        signing_key=signing_key,
+        signing_key_id=signing_key_id,
+    )
+    envelope["header"].update(_substitute(recipe.get("wire_header_patch", {}), world.youth, now))
+    envelope.update(recipe.get("wire_patch", {}))
+    mutate = recipe.get("mutate")
+    if mutate == "flip_ciphertext_byte":
+        envelope["ciphertext"] = _flip(envelope["ciphertext"], 3)
+    elif mutate == "flip_sealed_key_byte":
+        envelope["sealed_key"] = _flip(envelope["sealed_key"], 40)
+    elif mutate == "flip_signature_byte":
+        envelope["signature"] = _flip(envelope["signature"], 7)
+    data = json.dumps(envelope).encode()
+    if mutate == "pad_to_size":
+        size = int(recipe["size"])
+        data = data + b" " * (size - len(data))
+        assert len(data) == size
+    mid: str = envelope["header"]["message_id"]
+    if not isinstance(mid, str) or not mid.startswith("msg-"):
+        mid = new_opaque_id("msg")
+    return Hostile(subject, data, mid, publisher)
+
+
+# -- the revoked-key world ----------------------------------------------------
+
+
+def revoked_keys_dir(src: Path, tmp: Path) -> Path:
+    """A copy of ``src`` whose directory revokes the police signing key an hour ago."""
+    keys = tmp / "keys"
+    shutil.copytree(src, keys)
+    directory = load_directory(keys)
+    revoked_at = datetime.now(UTC) - timedelta(hours=1)
+    agencies = []
+    for entry in directory.agencies:
+        if entry.agency is P:
+            entry = entry.model_copy(
+                update={
+                    "keys": tuple(
+                        k.model_copy(update={"status": KeyStatus.REVOKED, "revoked_at": revoked_at})
+                        if k.use is KeyUse.SIGNING
+                        else k
+                        for k in entry.keys
+                    )
+                }
+            )
+        agencies.append(entry)
+    save_directory(
+        keys,
+        directory.model_copy(update={"agencies": tuple(agencies), "serial": directory.serial + 1}),
+        load_root_private(keys),
+    )
+    assert load_directory(keys).signing_key(
+        P, load_private(keys, P).signing_key_id, at=revoked_at - timedelta(seconds=1)
+    )
+    return keys
+
+
+@pytest.fixture
+async def make_world(nats_url: str, tmp_path: Path) -> AsyncIterator[Any]:
+    """Build a World from a given keys dir (the default one, or the revoked copy)."""
+    worlds: list[World] = []
+
+    async def make(keys: Path) -> World:
+        broker = hub_setup(keys).broker(nats_url)
+        await broker.start()
+        adapters = {a: await agency_setup(a, keys).connect(nats_url) for a in PARTY_AGENCIES}
+        world = World(broker, adapters)
+        worlds.append(world)
+        return world
+
+    yield make
+    for world in worlds:
+        for adapter in world.adapters.values():
+            await adapter.close()
+        await world.broker.stop()
+
+
+# -- the test -------------------------------------------------------------------
+
+
+def _reason_matches(entry: LogEntry, expected: str, also: list[str]) -> bool:
+    return entry.reasons == (expected, *also)
+
+
+@pytest.mark.parametrize("case_file", CASE_FILES, ids=[p.stem for p in CASE_FILES])
+async def test_corpus_case(
+    case_file: Path, make_world: Any, keys_dir: Path, tmp_path: Path
+) -> None:
+    case = load_case(case_file)
+    recipe: dict[str, Any] = case["recipe"]
+    expected: str = case["expected_reason"]
+    also: list[str] = case.get("also_reasons", [])
+    keys = (
+        revoked_keys_dir(keys_dir, tmp_path)
+        if recipe.get("keys") == "police_signing_revoked"
+        else keys_dir
+    )
+    world: World = await make_world(keys)
+
+    hostile = await build_hostile(world, recipe)
+    publisher = world.adapters[hostile.publisher]
+    if recipe.get("replay"):
+        await publisher.publish_raw(hostile.subject, hostile.data, hostile.nats_msg_id)
+        await world.settle()
+        first = await world.entries_for(hostile.nats_msg_id)
+        assert first[SO.value].outcome is Outcome.RELEASE, "the original is released once"
+        hostile = Hostile(
+            hostile.subject, hostile.data, hostile.nats_msg_id + "-replay", hostile.publisher
+        )
+
+    await world.settle()
+    log_before = world.broker.writer.size
+    inbox_before = await inbox_count(world)
+    received_before = {a: list(world.received_ids(a)) for a in PARTY_AGENCIES}
+
+    await publisher.publish_raw(hostile.subject, hostile.data, hostile.nats_msg_id)
+    await world.settle()
+
+    new = (await world.log_entries())[log_before:]
+    assert new, "the hostile input got no log entry"
+    assert all(e.outcome is Outcome.DENY for e in new), [(e.outcome, e.reasons) for e in new]
+    assert _reason_matches(new[0], expected, also), new[0].reasons
+    assert all(
+        known_reason(r.split(":")[0]) or r.startswith("policy:") for e in new for r in e.reasons
+    )
+    assert await inbox_count(world) == inbox_before, "something was released"
+    assert {a: world.received_ids(a) for a in PARTY_AGENCIES} == received_before
+
+    good = await send_good(world)
+    await world.settle()
+    entries = await world.entries_for(good)
+    assert entries[SO.value].outcome is Outcome.RELEASE
+    assert good in world.received_ids(SO)
+    assert await inbox_count(world) == inbox_before + 1
