@@ -53,6 +53,7 @@ import hashlib
 import itertools
 import json
 import multiprocessing
+import operator
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -73,11 +74,12 @@ from audit.checkpoint import (
 from audit.entry import GENESIS_PREV_HASH
 from audit.entry_line import (
     ENTRY_LINE,
-    ENTRY_LINE_PLAIN,
+    ENTRY_LINES,
+    ENTRY_LINES_PLAIN,
     check_entry_line,
     diagnose_entry_line,
-    is_plain,
     is_valid_utf8,
+    plain_newlines,
     valid_date,
 )
 from audit.errors import AuditError, ExportError
@@ -91,6 +93,8 @@ _GENESIS = GENESIS_PREV_HASH.encode()
 #: SHA-256 already fed the RFC 9162 leaf prefix 0x00: ``.copy()`` + ``update(line)``
 #: hashes a leaf without building ``b"\x00" + line``.
 _LEAF_HASHER = hashlib.sha256(b"\x00")
+#: Likewise for interior nodes (prefix 0x01).
+_NODE_HASHER = hashlib.sha256(b"\x01")
 
 KeySource = Literal["trusted", "declared in file"]
 
@@ -524,65 +528,149 @@ class _ChunkResult:
 
 
 _CHUNK_FAILED = _ChunkResult(ok=False)
+_BLOCK_BYTES = 1 << 23
+_DIGEST = operator.methodcaller("digest")
+_COPY = operator.methodcaller("copy")
+_UPDATE = type(_LEAF_HASHER).update
+_repeat = itertools.repeat
 
 
 def _scan_chunk(path: str, start: int, end: int, sizes: frozenset[int]) -> _ChunkResult:
-    """Check the entry lines in bytes [start, end) of ``path`` (runs in a worker process)."""
+    """Check the entry lines in bytes [start, end) of ``path`` (runs in a worker process).
+
+    Reads and checks the chunk in blocks of about :data:`_BLOCK_BYTES` (so memory
+    is reused rather than touched afresh), with no Python statement per line:
+    one ``findall`` per block checks every line and extracts its date, index and
+    ``prev_leaf_hash``; the leaf hashes are a ``map`` of SHA-256 over the lines;
+    the index and chain checks compare whole joined sequences.
+    """
+    leaves: list[bytes] = []
+    first_index, first_prev, pending = -1, b"", b""
     with open(path, "rb") as file:
         file.seek(start)
-        buf = file.read(end - start)
-    if len(buf) != end - start or not buf.endswith(b"\n"):
+        remaining = end - start
+        while remaining > 0:
+            data = file.read(min(_BLOCK_BYTES, remaining))
+            if not data:
+                return _CHUNK_FAILED
+            remaining -= len(data)
+            buf = pending + data if pending else data
+            if remaining:
+                cut = buf.rfind(b"\n") + 1
+                if not cut:  # a line longer than a block: read on
+                    pending = buf
+                    continue
+                pending = buf[cut:]
+            elif not buf.endswith(b"\n"):
+                return _CHUNK_FAILED
+            else:
+                cut, pending = len(buf), b""
+            rows = _check_block(buf, cut)
+            if rows is None:
+                return _CHUNK_FAILED
+            lines, indexes, prevs = rows
+            if first_index < 0:
+                first_index, first_prev = int(indexes[0]), prevs[0]
+            next_index = first_index + len(leaves)
+            if indexes != tuple(map(b"%d".__mod__, range(next_index, next_index + len(lines)))):
+                return _CHUNK_FAILED
+            # Leaf hashes: copies of a SHA-256 already fed 0x00 (copying skips
+            # OpenSSL's per-object set-up), each fed one line, all in C-level maps.
+            hashers = list(map(_COPY, _repeat(_LEAF_HASHER, len(lines))))
+            any(map(_UPDATE, hashers, lines))  # update() returns None: consumes all
+            block = list(map(_DIGEST, hashers))
+            # prev_leaf_hash of each line = hex of the leaf before (within the chunk).
+            claimed, linked = (
+                (prevs, [leaves[-1], *block[:-1]]) if leaves else (prevs[1:], block[:-1])
+            )
+            if b"".join(claimed) != binascii.hexlify(b"".join(linked)):
+                return _CHUNK_FAILED
+            leaves.extend(block)
+    if not leaves:
         return _CHUNK_FAILED
-    if not (buf.isascii() or is_valid_utf8(buf)):  # valid per line iff valid as a whole
-        return _CHUNK_FAILED
-    fullmatch = (ENTRY_LINE_PLAIN if is_plain(buf) else ENTRY_LINE).fullmatch
-    first = fullmatch(buf, 0, buf.index(b"\n"))
-    if first is None:
-        return _CHUNK_FAILED
-    first_index = int(first[2])
-    find, view, date_ok = buf.find, memoryview(buf), valid_date
-    leaf_hasher, sha256 = _LEAF_HASHER.copy, hashlib.sha256
-    levels: list[int] = []
-    hashes: list[bytes] = []
-    snapshots: list[tuple[int, tuple[Subtree, ...]]] = []
-    prev_hex, leaf, index, pos, total = b"", b"", first_index, 0, len(buf)
-    while pos < total:
-        stop = find(b"\n", pos)
-        match = fullmatch(buf, pos, stop)
-        if match is None or not date_ok(match[1]):
-            return _CHUNK_FAILED
-        _, index_text, claimed = match.groups()
-        if index_text != b"%d" % index or (claimed != prev_hex and index != first_index):
-            return _CHUNK_FAILED
-        hasher = leaf_hasher()
-        hasher.update(view[pos:stop])
-        leaf = hasher.digest()
-        prev_hex = leaf.hex().encode()
-        # Push the leaf; merge while the top two are equal siblings whose parent is
-        # aligned (bit `level` of the new count is 0). A sibling from before this
-        # chunk is not on the stack: that merge happens in the parent.
-        levels.append(0)
-        hashes.append(leaf)
-        count, level = index + 1, 0
-        while not (count >> level) & 1 and len(levels) > 1 and levels[-2] == level:
-            right = hashes.pop()
-            levels.pop()
-            hashes[-1] = sha256(b"\x01" + hashes[-1] + right).digest()
-            level += 1
-            levels[-1] = level
-        if sizes and count in sizes:
-            snapshots.append((count, tuple(zip(levels, hashes, strict=True))))
-        index += 1
-        pos = stop + 1
+    stop = first_index + len(leaves)
+    levels = _tree_levels(leaves, first_index)
     return _ChunkResult(
         ok=True,
         first_index=first_index,
-        count=index - first_index,
-        first_prev=first[3],
-        last_leaf=leaf,
-        subtrees=tuple(zip(levels, hashes, strict=True)),
-        snapshots=tuple(snapshots),
+        count=len(leaves),
+        first_prev=first_prev,
+        last_leaf=leaves[-1],
+        subtrees=_subtrees(levels, first_index, stop),
+        snapshots=tuple(
+            (size, _subtrees(levels, first_index, size))
+            for size in sorted(sizes)
+            if first_index < size <= stop
+        ),
     )
+
+
+def _check_block(
+    buf: bytes, cut: int
+) -> tuple[tuple[bytes, ...], tuple[bytes, ...], tuple[bytes, ...]] | None:
+    """(lines, indexes, prev_leaf_hashes) of ``buf[:cut]`` (whole lines), or None.
+
+    None unless every line passes the reference's per-entry check: the entry
+    expression, the calendar date and UTF-8 (valid per line iff valid as a whole).
+    """
+    if not buf.isascii() and not is_valid_utf8(buf[:cut]):
+        return None
+    newlines = plain_newlines(buf)  # buf[cut:] holds no newline
+    if newlines is None:
+        rows, newlines = ENTRY_LINES.findall(buf, 0, cut), buf.count(b"\n", 0, cut)
+    else:
+        rows = ENTRY_LINES_PLAIN.findall(buf, 0, cut)
+    # Each match ends in a newline; as many matches as newlines means each match
+    # is exactly one whole line and none was skipped (see ENTRY_LINES).
+    if not rows or len(rows) != newlines:
+        return None
+    lines, dates, indexes, prevs = zip(*rows, strict=True)
+    if not all(map(valid_date, set(dates))):
+        return None
+    return lines, indexes, prevs
+
+
+def _pair_hashes(nodes: list[bytes]) -> list[bytes]:
+    """RFC 9162 parents of nodes (0, 1), (2, 3), ... (an even number of nodes)."""
+    hashers = list(map(_COPY, _repeat(_NODE_HASHER, len(nodes) // 2)))
+    any(map(_UPDATE, hashers, nodes[0::2]))  # update() returns None: consumes all
+    any(map(_UPDATE, hashers, nodes[1::2]))
+    return list(map(_DIGEST, hashers))
+
+
+def _tree_levels(leaves: list[bytes], first: int) -> list[list[bytes]]:
+    """Every node of the tree over leaves first.. that lies wholly inside the chunk.
+
+    ``levels[l][i]`` is the perfect subtree of 2**l leaves at position
+    ``ceil(first / 2**l) + i``; each level is hashed in one ``map`` over pairs.
+    """
+    levels, nodes, low, high = [leaves], leaves, first, first + len(leaves)
+    while True:
+        up_low, up_high = (low + 1) // 2, high // 2
+        if up_high <= up_low:
+            return levels
+        offset = 2 * up_low - low  # 1 when the first node's sibling is before the chunk
+        nodes = _pair_hashes(nodes[offset : offset + 2 * (up_high - up_low)])
+        levels.append(nodes)
+        low, high = up_low, up_high
+
+
+def _subtrees(levels: list[list[bytes]], first: int, stop: int) -> tuple[Subtree, ...]:
+    """Leaves first..stop-1 as the largest aligned perfect subtrees, left to right."""
+    out: list[Subtree] = []
+    position = first
+    while position < stop:
+        level = 0
+        while (
+            level + 1 < len(levels)
+            and position % (2 << level) == 0
+            and position + (2 << level) <= stop
+        ):
+            level += 1
+        base = (first + (1 << level) - 1) >> level  # position of levels[level][0]
+        out.append((level, levels[level][(position >> level) - base]))
+        position += 1 << level
+    return tuple(out)
 
 
 class _SubtreeFold:
@@ -667,9 +755,7 @@ def _verify_parallel(
             if header.entries < PARALLEL_MIN_ENTRIES:
                 return None
             log_key = trusted_log_key if trusted_log_key is not None else header.log_public_key
-            key_source: KeySource = (
-                "trusted" if trusted_log_key is not None else "declared in file"
-            )
+            key_source: KeySource = "trusted" if trusted_log_key is not None else "declared in file"
             earlier = _earlier_checkpoints(earlier_checkpoints, header, log_key)
             body_start, size = file.tell(), os.fstat(file.fileno()).st_size
             trailer_at = _trailer_start(file, size, body_start)

@@ -278,6 +278,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    # asyncio logs "returning true from eof_received() has no effect when using ssl"
+    # when the TLS connection closes: harmless, and it interleaves with the figures.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     if args.entries:
         verification_section(args.entries, args.repeats, args.workers)

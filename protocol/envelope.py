@@ -127,6 +127,8 @@ def _peek_header(raw: bytes) -> tuple[object, object]:
         doc = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EnvelopeFormatError("envelope is not JSON", reason=ReasonCode.NOT_JSON) from e
+    except RecursionError as e:  # deep nesting exhausts the stack long before 64 KiB
+        raise EnvelopeFormatError("envelope nests too deeply") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("header"), dict):
         raise EnvelopeFormatError("envelope has no header object")
     return doc["header"].get("version"), doc["header"].get("type")
@@ -144,7 +146,7 @@ def parse_envelope(raw: bytes) -> Envelope:
         raise EnvelopeFormatError(
             "unsupported protocol version", reason=ReasonCode.UNSUPPORTED_VERSION
         )
-    if msg_type not in set(MessageType):
+    if not isinstance(msg_type, str) or msg_type not in set(MessageType):
         raise EnvelopeFormatError("unknown message type", reason=ReasonCode.UNKNOWN_TYPE)
     try:
         return Envelope.model_validate_json(raw)

@@ -24,15 +24,15 @@ from protocol.directory import KeyUse
 from protocol.envelope import error_locations
 from protocol.errors import ProtocolError
 from protocol.ids import AgencyId
-from protocol.sealing import DEFAULT_SUITE, SuiteId
 from sigbus import config
 from sigbus.bus import connect
 from sigbus.cli_audit import audit_app
+from sigbus.cli_keys import keys_app
 from sigbus.cli_policy import policy_app
 from sigbus.demo import run_demo
 from sigbus.errors import SigbusError
 from sigbus.export import ExportSummary, export_log
-from sigbus.keystore import DEV_KEYS_DIR, generate_dev_keys, load_directory
+from sigbus.keystore import load_directory
 from sigbus.logging import configure_logging
 from sigbus.natsserver import EmbeddedNats, pid_alive
 
@@ -43,9 +43,6 @@ app = typer.Typer(
 )
 broker_app = typer.Typer(
     pretty_exceptions_show_locals=False, help="The hub broker.", no_args_is_help=True
-)
-keys_app = typer.Typer(
-    pretty_exceptions_show_locals=False, help="Keys and the agency directory.", no_args_is_help=True
 )
 app.add_typer(broker_app, name="broker")
 app.add_typer(keys_app, name="keys")
@@ -187,16 +184,6 @@ def broker_run(
         await broker.run()
 
     asyncio.run(serve())
-
-
-@keys_app.command("dev-generate")
-def keys_dev_generate(
-    out: Annotated[Path, typer.Option("--out")] = DEV_KEYS_DIR, suite: SuiteId = DEFAULT_SUITE
-) -> None:
-    """Regenerate DEVELOPMENT-ONLY keys and the signed directory."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    generate_dev_keys(out, now=now - timedelta(days=365), suite=suite)
-    typer.echo(f"development keys written to {out} (never use them in production)")
 
 
 def entrypoint() -> None:

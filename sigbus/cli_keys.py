@@ -102,6 +102,8 @@ def _load_bundle(path: Path) -> PublicBundle:
         raise _fail(f"cannot read {path}: {e.strerror}") from e
     except ValidationError as e:
         raise _fail(f"{path.name} is not a sigbus public key bundle") from e
+    except SigbusError as e:
+        raise _fail(str(e)) from e
 
 
 @keys_app.command("dev-generate")

@@ -20,8 +20,15 @@ from hypothesis import strategies as st
 
 import audit.export as export
 from audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
-from audit.entry_line import ENTRY_LINE, ENTRY_LINE_PLAIN, is_plain
+from audit.entry_line import (
+    ENTRY_LINE,
+    ENTRY_LINE_PLAIN,
+    check_entry_line,
+    is_plain,
+    plain_newlines,
+)
 from audit.errors import ExportError
+from audit.merkle import root_from_leaf_hashes
 
 COUNT = 300
 Tamper = Callable[[list[bytes]], list[bytes]]
@@ -158,6 +165,12 @@ TAMPERS: dict[str, Tamper] = {
     ],
     "cosignature altered": lambda lines: [*lines[:-1], lines[-1].replace(b"police", b"schoo", 1)],
     "empty line in the middle": lambda lines: [*lines[:151], b"\n", *lines[151:]],
+    # A raw newline inside a string: the plain pattern's strings could run across
+    # it, so the match count against the newline count must catch it.
+    "newline inside a string": lambda lines: (
+        [*lines[:100], lines[100].replace(b'"dec-', b'"dec\n', 1), *lines[101:]]
+    ),
+    "junk before an entry": lambda lines: [*lines[:100], b"x" + lines[100], *lines[101:]],
 }
 
 
@@ -174,8 +187,20 @@ def test_tampered_file_gives_the_reference_error_and_entry(
         assert isinstance(expected, tuple), f"{name}: the reference accepted it"
 
 
-def test_fast_path_rejects_what_the_reference_rejects(log: Log, tmp_path: Path) -> None:
-    """The fast path itself (no fallback) never accepts a tampered file."""
+@pytest.mark.parametrize("block_bytes", [1 << 23, 5000, 1000, 100])
+def test_fast_path_rejects_what_the_reference_rejects(
+    log: Log, tmp_path: Path, block_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path itself (no fallback) never accepts a tampered file.
+
+    Small blocks put block boundaries everywhere, and 100 bytes is shorter than
+    a line (a line then spans several reads).
+    """
+    monkeypatch.setattr(export, "_BLOCK_BYTES", block_bytes)
+    intact = write(tmp_path, log.export_lines())
+    assert export._verify_parallel(intact, 3, None, None, ()) == export.verify_export(
+        log.export_lines()
+    )
     for name, tamper in TAMPERS.items():
         if name == "no final newline":
             continue
@@ -214,3 +239,79 @@ def test_plain_check_finds_backslashes_and_controls() -> None:
     assert not is_plain(b"{}\\\n")
     for control in [*range(0x0A), *range(0x0B, 0x20)]:
         assert not is_plain(b"{}" + bytes([control]) + b"\n")
+
+
+def test_plain_newlines_counts_newlines_of_plain_data_only() -> None:
+    assert plain_newlines(b"") == 0
+    assert plain_newlines(b"{}\n{}\n") == 2
+    assert plain_newlines(b"{}\\\n") is None
+    for control in [*range(0x0A), *range(0x0B, 0x20)]:
+        assert plain_newlines(b"{}\n" + bytes([control]) + b"\n") is None
+    assert plain_newlines(b"\x7f\xc3\xa9\n") == 1
+
+
+block_mutation = st.tuples(
+    st.integers(min_value=0, max_value=COUNT - 1),
+    st.integers(min_value=0, max_value=800),
+    st.sampled_from(
+        [
+            b"",
+            b"a",
+            b"0",
+            b'"',
+            b",",
+            b"}",
+            b"{",
+            b"9",
+            b"-",
+            b"\xc3\xa9",
+            b"\xff",
+            b"null",
+            b"\n",
+            b"\\",
+            b"\\n",
+            b"\\u0001",
+            b"\\u001F",
+            b"\x01",
+            b"\x1f",
+            b"x\n{",
+        ]
+    ),
+    st.integers(min_value=0, max_value=3),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(block_mutation)
+def test_block_check_agrees_with_the_per_line_check(mutation: tuple[int, int, bytes, int]) -> None:
+    """The worker's whole-block check accepts a block iff every line passes the reference's."""
+    index, at, insert, cut = mutation
+    line = _LINES[index]
+    at = min(at, len(line))
+    mutated = line[:at] + insert + line[at + cut :]
+    block = _LINES[0] + b"\n" + mutated + b"\n" + _LINES[1] + b"\n"
+    lines = block.split(b"\n")[:-1]
+    expected = all(check_entry_line(one) is not None for one in lines)
+    rows = export._check_block(block, len(block))
+    assert (rows is not None) == expected
+    if rows is not None:
+        assert list(rows[0]) == lines
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=80), st.data())
+def test_chunk_subtrees_fold_into_the_root(total: int, data: st.DataObject) -> None:
+    """Any split into chunks: their subtrees (and prefix snapshots) fold into the right roots."""
+    leaves = [bytes([i % 256, i // 256]) * 16 for i in range(total)]
+    drawn = data.draw(st.lists(st.integers(min_value=0, max_value=total)))
+    cuts = sorted({cut for cut in drawn if 0 < cut < total})
+    bounds = list(zip([0, *cuts], [*cuts, total], strict=True))
+    fold = export._SubtreeFold()
+    for first, stop in bounds:
+        levels = export._tree_levels(leaves[first:stop], first)
+        for size in range(first + 1, stop + 1):
+            trial = fold.copy()
+            assert all(trial.add(*node) for node in export._subtrees(levels, first, size))
+            assert trial.root() == root_from_leaf_hashes(leaves[:size])
+        assert all(fold.add(*node) for node in export._subtrees(levels, first, stop))
+    assert fold.root() == root_from_leaf_hashes(leaves)

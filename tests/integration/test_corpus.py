@@ -78,7 +78,14 @@ P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
 
 def load_case(path: Path) -> dict[str, Any]:
     case: dict[str, Any] = json.loads(path.read_text())
-    assert set(case) <= {"name", "description", "expected_reason", "also_reasons", "recipe"}
+    assert set(case) <= {
+        "name",
+        "description",
+        "expected_reason",
+        "also_reasons",
+        "known_bug",
+        "recipe",
+    }
     assert case["name"] == path.stem, "a case is named after its file"
     assert case["description"]
     assert isinstance(case["recipe"], dict)
@@ -425,7 +432,15 @@ def _reason_matches(entry: LogEntry, expected: str, also: list[str]) -> bool:
     return entry.reasons == (expected, *also)
 
 
-@pytest.mark.parametrize("case_file", CASE_FILES, ids=[p.stem for p in CASE_FILES])
+def _param(path: Path) -> Any:
+    """A case with ``known_bug`` is a strict xfail: it fails today, and passes (so the
+    marker must go) once the broker is fixed."""
+    bug = json.loads(path.read_text()).get("known_bug")
+    marks = [pytest.mark.xfail(strict=True, reason=f"BUG: {bug}")] if bug else []
+    return pytest.param(path, id=path.stem, marks=marks)
+
+
+@pytest.mark.parametrize("case_file", [_param(p) for p in CASE_FILES])
 async def test_corpus_case(
     case_file: Path, make_world: Any, keys_dir: Path, tmp_path: Path
 ) -> None:

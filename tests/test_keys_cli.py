@@ -1,0 +1,354 @@
+"""`sigbus keys`: generate, public, add, rotate, revoke, show; passphrase-encrypted keys."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from protocol.directory import KeyUse
+from protocol.errors import KeyLookupError
+from protocol.ids import AgencyId
+from protocol.reasons import ReasonCode
+from protocol.sealing import SuiteId
+from sigbus.cli_keys import keys_app
+from sigbus.keyring import (
+    KeyringError,
+    PublicBundle,
+    WrongPassphrase,
+    encrypt_keyfile,
+    load_private_file,
+    public_bundle,
+    revoke_key,
+    rotate_keys,
+)
+from sigbus.keystore import (
+    generate_agency,
+    generate_dev_keys,
+    load_directory,
+    load_private,
+    load_root_private,
+    save_directory,
+)
+
+runner = CliRunner()
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+P = AgencyId.POLICE
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(scope="module")
+def base_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    keys = tmp_path_factory.mktemp("base") / "keys"
+    generate_dev_keys(keys, now=T0 - timedelta(days=30), suite=SuiteId.X25519)
+    return keys
+
+
+@pytest.fixture
+def hub_dir(base_keys: Path, tmp_path: Path) -> Path:
+    """A hub keys dir whose directory lists hub, police, school, social."""
+    keys = tmp_path / "hub"
+    shutil.copytree(base_keys, keys)
+    return keys
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(keys_app, list(args), env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_round_trip_generate_public_add_show(hub_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "agency"
+    # A fresh agency id is not possible (closed enum): drop school from the
+    # directory, then add it back with newly generated keys, as a hub would.
+    directory = load_directory(hub_dir)
+    without_school = directory.model_copy(
+        update={"agencies": tuple(e for e in directory.agencies if e.agency is not AgencyId.SCHOOL)}
+    )
+    save_directory(hub_dir, without_school, load_root_private(hub_dir))
+
+    code, stdout, _ = invoke("generate", "--agency", "school", "--out", str(out))
+    assert code == 0, stdout
+    key_file = out / "school.key.json"
+    assert _mode(key_file) == 0o600
+    assert load_private(out, AgencyId.SCHOOL).agency is AgencyId.SCHOOL
+
+    code, stdout, _ = invoke("public", "--key", str(key_file))
+    assert code == 0
+    bundle = PublicBundle.model_validate_json(stdout).checked()
+    assert bundle.agency is AgencyId.SCHOOL
+    assert {k.use for k in bundle.keys} == {KeyUse.SIGNING, KeyUse.SEALING}
+    assert "private" not in stdout
+    public_file = tmp_path / "school.pub.json"
+    public_file.write_text(stdout)
+
+    code, stdout, stderr = invoke(
+        "add",
+        "--directory-dir",
+        str(hub_dir),
+        "--public",
+        str(public_file),
+        "--not-before",
+        "2026-01-01T00:00:00+00:00",
+        "--not-after",
+        "2036-01-01T00:00:00+00:00",
+    )
+    assert code == 0, stderr
+    updated = load_directory(hub_dir)  # verifies the root signature
+    assert updated.serial == directory.serial + 1
+    keyfile = load_private(out, AgencyId.SCHOOL)
+    assert updated.signing_key(AgencyId.SCHOOL, keyfile.signing_key_id, at=T0)
+    assert updated.sealing_key(AgencyId.SCHOOL, at=T0).key_id == keyfile.sealing_key_id
+
+    # Adding the same agency twice is refused: that is what rotate is for.
+    code, _, stderr = invoke(
+        "add",
+        "--directory-dir",
+        str(hub_dir),
+        "--public",
+        str(public_file),
+        "--not-before",
+        "2026-01-01T00:00:00+00:00",
+        "--not-after",
+        "2036-01-01T00:00:00+00:00",
+    )
+    assert code == 2
+    assert "rotate" in stderr
+
+    code, stdout, _ = invoke("show", "--directory-dir", str(hub_dir), "--at", T0.isoformat())
+    assert code == 0
+    assert "signature verified" in stdout
+    assert keyfile.signing_key_id in stdout
+    assert keyfile.sealing_key_id in stdout
+    assert f"serial {updated.serial}" in stdout
+
+
+def test_rotation_overlap_both_verify_newest_seals(hub_dir: Path, tmp_path: Path) -> None:
+    old = load_private(hub_dir, P)
+    code, _, _ = invoke("generate", "--agency", "police", "--out", str(tmp_path / "new"))
+    assert code == 0
+    new = load_private(tmp_path / "new", P)
+    public_file = tmp_path / "police.pub.json"
+    public_file.write_text(public_bundle(new).model_dump_json())
+    overlap_start = T0 + timedelta(days=1)
+    overlap_end = T0 + timedelta(days=15)
+    code, _, stderr = invoke(
+        "rotate",
+        "--directory-dir",
+        str(hub_dir),
+        "--public",
+        str(public_file),
+        "--not-before",
+        overlap_start.isoformat(),
+        "--not-after",
+        (T0 + timedelta(days=400)).isoformat(),
+        "--retire-old-at",
+        overlap_end.isoformat(),
+    )
+    assert code == 0, stderr
+    d = load_directory(hub_dir)
+    during = T0 + timedelta(days=5)
+    # Before the overlap: only the old key exists for use; it seals.
+    assert d.sealing_key(P, at=T0).key_id == old.sealing_key_id
+    with pytest.raises(KeyLookupError) as e:
+        d.signing_key(P, new.signing_key_id, at=T0)
+    assert e.value.reason is ReasonCode.KEY_NOT_VALID
+    # During the overlap: both signing keys verify, the newest sealing key seals.
+    assert d.signing_key(P, old.signing_key_id, at=during)
+    assert d.signing_key(P, new.signing_key_id, at=during)
+    assert d.sealing_key(P, at=during).key_id == new.sealing_key_id
+    # A release sealed to the old key just before the switch can still be matched.
+    assert d.sealing_key_by_id(P, old.sealing_key_id, at=during).key_id == old.sealing_key_id
+    # After the overlap: the old key no longer verifies.
+    after = overlap_end + timedelta(seconds=1)
+    with pytest.raises(KeyLookupError) as e:
+        d.signing_key(P, old.signing_key_id, at=after)
+    assert e.value.reason is ReasonCode.KEY_NOT_VALID
+    assert d.signing_key(P, new.signing_key_id, at=after)
+
+
+def test_rotation_refuses_a_gap(hub_dir: Path) -> None:
+    new = generate_agency(P, now=T0, suite=SuiteId.X25519).keyfile
+    with pytest.raises(KeyringError):
+        rotate_keys(
+            load_directory(hub_dir),
+            public_bundle(new),
+            not_before=T0 + timedelta(days=10),
+            not_after=T0 + timedelta(days=100),
+            retire_old_at=T0 + timedelta(days=5),
+            now=T0,
+        )
+
+
+def test_revocation_from_revoked_at_on_not_before(hub_dir: Path) -> None:
+    police = load_private(hub_dir, P)
+    revoked_at = T0 + timedelta(hours=2)
+    code, _, stderr = invoke(
+        "revoke",
+        "--directory-dir",
+        str(hub_dir),
+        "--key-id",
+        police.signing_key_id,
+        "--at",
+        revoked_at.isoformat(),
+    )
+    assert code == 0, stderr
+    d = load_directory(hub_dir)
+    assert d.signing_key(P, police.signing_key_id, at=revoked_at - timedelta(microseconds=1))
+    for at in (revoked_at, revoked_at + timedelta(days=1)):
+        with pytest.raises(KeyLookupError) as e:
+            d.signing_key(P, police.signing_key_id, at=at)
+        assert e.value.reason is ReasonCode.REVOKED_KEY
+    key = next(k for k in d.entry(P).keys if k.key_id == police.signing_key_id)
+    assert key.status.value == "revoked"
+    assert key.revoked_at == revoked_at
+
+    code, stdout, _ = invoke(
+        "show",
+        "--directory-dir",
+        str(hub_dir),
+        "--at",
+        (revoked_at + timedelta(hours=1)).isoformat(),
+    )
+    assert code == 0
+    line = next(row for row in stdout.splitlines() if police.signing_key_id in row)
+    assert "revoked" in line
+
+
+def test_revoked_sealing_key_is_not_sealed_to(hub_dir: Path) -> None:
+    police = load_private(hub_dir, P)
+    d = revoke_key(load_directory(hub_dir), police.sealing_key_id, at=T0, now=T0)
+    assert d.serial == load_directory(hub_dir).serial + 1
+    with pytest.raises(KeyLookupError):
+        d.sealing_key(P, at=T0)
+    assert d.sealing_key(P, at=T0 - timedelta(seconds=1)).key_id == police.sealing_key_id
+
+
+def test_revoke_unknown_key_fails_cleanly(hub_dir: Path) -> None:
+    code, _, stderr = invoke(
+        "revoke",
+        "--directory-dir",
+        str(hub_dir),
+        "--key-id",
+        "police-sig-0000000000000000",
+        "--at",
+        T0.isoformat(),
+    )
+    assert code == 2
+    assert stderr.startswith("error: no key with that id")
+
+
+def test_tampered_directory_is_refused_by_show(hub_dir: Path) -> None:
+    path = hub_dir / "directory.json"
+    doc = json.loads(path.read_text())
+    doc["directory"]["serial"] += 1
+    path.write_text(json.dumps(doc))
+    code, _, stderr = invoke("show", "--directory-dir", str(hub_dir))
+    assert code == 2
+    assert "signature" in stderr
+
+
+def test_encrypted_key_round_trip_and_wrong_passphrase(tmp_path: Path) -> None:
+    env = {"SIGBUS_TEST_PASSPHRASE": "korrekt häst batteri häftklammer"}
+    code, _, stderr = invoke(
+        "generate",
+        "--agency",
+        "police",
+        "--out",
+        str(tmp_path),
+        "--passphrase-env",
+        "SIGBUS_TEST_PASSPHRASE",
+        env=env,
+    )
+    assert code == 0, stderr
+    path = tmp_path / "police.key.json"
+    assert _mode(path) == 0o600
+    raw = path.read_text()
+    assert "signing_private" not in raw
+    assert json.loads(raw)["kdf"]["name"] == "scrypt"
+
+    keyfile = load_private_file(path, env["SIGBUS_TEST_PASSPHRASE"])
+    assert keyfile.agency is P
+    with pytest.raises(WrongPassphrase):
+        load_private_file(path, "fel lösenord")
+    with pytest.raises(KeyringError):
+        load_private_file(path, None)
+
+    code, stdout, _ = invoke(
+        "public", "--key", str(path), "--passphrase-env", "SIGBUS_TEST_PASSPHRASE", env=env
+    )
+    assert code == 0
+    assert PublicBundle.model_validate_json(stdout).agency is P
+
+    code, stdout, stderr = invoke(
+        "public", "--key", str(path), "--passphrase-env", "WRONG", env={"WRONG": "fel lösenord"}
+    )
+    assert code == 2
+    assert stderr.startswith("error: wrong passphrase")
+    assert stdout == ""
+
+
+def test_encryption_binds_the_header(tmp_path: Path) -> None:
+    keyfile = generate_agency(P, now=T0, suite=SuiteId.X25519).keyfile
+    encrypted = encrypt_keyfile(keyfile, "lösen")
+    moved = encrypted.model_copy(update={"agency": AgencyId.SCHOOL})
+    path = tmp_path / "moved.json"
+    path.write_text(moved.model_dump_json())
+    with pytest.raises(WrongPassphrase):
+        load_private_file(path, "lösen")
+
+
+def test_unencrypted_files_still_load_with_keystore(tmp_path: Path) -> None:
+    code, _, _ = invoke("generate", "--agency", "social", "--out", str(tmp_path))
+    assert code == 0
+    assert load_private(tmp_path, AgencyId.SOCIAL) == load_private_file(
+        tmp_path / "social.key.json"
+    )
+
+
+def test_generate_refuses_to_overwrite(tmp_path: Path) -> None:
+    assert invoke("generate", "--agency", "school", "--out", str(tmp_path))[0] == 0
+    code, _, stderr = invoke("generate", "--agency", "school", "--out", str(tmp_path))
+    assert code == 2
+    assert "--force" in stderr
+
+
+def test_dev_generate_writes_private_files_0600(tmp_path: Path) -> None:
+    code, stdout, _ = invoke(
+        "dev-generate", "--out", str(tmp_path), "--suite", "x25519-hkdfsha256-aes256gcm"
+    )
+    assert code == 0
+    assert "never use them in production" in stdout
+    for agency in AgencyId:
+        assert _mode(tmp_path / f"{agency.value}.key.json") == 0o600
+    assert _mode(tmp_path / "root.key.json") == 0o600
+    assert {e.agency for e in load_directory(tmp_path).agencies} == set(AgencyId)
+
+
+def test_bundle_with_mismatched_key_id_is_refused(tmp_path: Path, hub_dir: Path) -> None:
+    keyfile = generate_agency(P, now=T0, suite=SuiteId.X25519).keyfile
+    doc = json.loads(public_bundle(keyfile).model_dump_json())
+    doc["keys"][0]["key_id"] = "police-sig-" + "a" * 16
+    path = tmp_path / "bad.pub.json"
+    path.write_text(json.dumps(doc))
+    code, _, stderr = invoke(
+        "rotate",
+        "--directory-dir",
+        str(hub_dir),
+        "--public",
+        str(path),
+        "--not-before",
+        T0.isoformat(),
+        "--not-after",
+        (T0 + timedelta(days=1)).isoformat(),
+    )
+    assert code == 2
+    assert "key id does not match" in stderr
