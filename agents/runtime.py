@@ -72,6 +72,8 @@ class Adapter:
         self.identity = identity
         self.agency = identity.agency
         self.directory = directory
+        #: Where a fresh directory comes from (a file watcher); None: fixed.
+        self.directory_source: Callable[[], Directory] | None = None
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
         self._clock = clock
@@ -106,6 +108,10 @@ class Adapter:
         if not self._nc.is_closed:
             await self._nc.close()
 
+    def _refresh_directory(self) -> None:
+        if self.directory_source is not None:
+            self.directory = self.directory_source()
+
     # -- sending -----------------------------------------------------------
 
     def seal(
@@ -118,6 +124,7 @@ class Adapter:
         message_id: str | None = None,
     ) -> Envelope:
         now = self._clock()
+        self._refresh_directory()
         hub_key = self.directory.sealing_key(AgencyId.HUB, at=now)
         assert hub_key.suite is not None
         header = Header(
@@ -195,6 +202,7 @@ class Adapter:
 
     def open_release(self, raw: bytes) -> Delivered:
         """Verify both signatures and open a release; raises :class:`ReleaseRejected`."""
+        self._refresh_directory()
         try:
             release: Release = parse_release(raw)
             header = release.envelope.header

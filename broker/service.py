@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -38,6 +38,7 @@ from broker.log_writer import LogWriter
 from broker.pipeline import HubContext, Plan, ReleaseDraft, evaluate
 from broker.state import HubState
 from broker.state_store import StateStore
+from protocol.directory import Directory
 from protocol.ids import AgencyId
 from protocol.release import ConsentRefWire, Release, ReleaseRecord, sign_record
 from protocol.subjects import INBOX_STREAM, INGRESS_ALL, INGRESS_STREAM, inbox_subject
@@ -76,6 +77,7 @@ class Broker:
         clock: Callable[[], datetime] = utc_now,
         ack_wait: timedelta = timedelta(seconds=30),
         replicas: int = 1,
+        directory_source: Callable[[], Directory] | None = None,
     ) -> None:
         self.url = url
         self.ctx = ctx
@@ -83,6 +85,7 @@ class Broker:
         self._log_key = log_key
         self._creds = creds
         self._replicas = replicas
+        self._directory_source = directory_source
         self._checkpointer: Checkpointer | None = None
         self._clock = clock
         self._ack_wait = ack_wait
@@ -197,6 +200,8 @@ class Broker:
         # Resuming after a crash: decide again with the logged time. The state is
         # the one the first attempt saw (nothing later was processed: one in flight).
         now = existing[0].decided_at if existing else self._monotonic_now()
+        if self._directory_source is not None:  # revocations take effect without a restart
+            self.ctx = replace(self.ctx, directory=self._directory_source())
         plan = evaluate(
             msg.data,
             subject_agency=_agency_of(msg.subject),

@@ -19,7 +19,7 @@ from protocol.identity import AgencyIdentity
 from protocol.ids import AgencyId
 from protocol.keyfile import PrivateKeyFile
 from sigbus.errors import ConfigError
-from sigbus.keystore import DEV_KEYS_DIR, load_directory, load_private
+from sigbus.keystore import DEV_KEYS_DIR, DirectoryWatcher, load_directory, load_private
 from sigbus.natsauth import NatsCredentials
 
 DEFAULT_DATA_DIR = Path("var/sigbus")
@@ -55,9 +55,12 @@ class AgencySetup:
     identity: AgencyIdentity
     directory: Directory
     creds: NatsCredentials
+    keys_dir: Path
 
     async def connect(self, url: str) -> Adapter:
-        return await Adapter.connect(url, self.identity, self.directory, self.creds)
+        adapter = await Adapter.connect(url, self.identity, self.directory, self.creds)
+        adapter.directory_source = DirectoryWatcher(self.keys_dir, self.directory).refresh
+        return adapter
 
 
 def insecure_dev() -> bool:
@@ -79,6 +82,7 @@ def agency_setup(agency: AgencyId, keys: Path) -> AgencySetup:
         identity=keyfile.identity(),
         directory=load_directory(keys),
         creds=credentials(agency, keys, keyfile),
+        keys_dir=keys,
     )
 
 
@@ -88,6 +92,7 @@ class HubSetup:
     state_key: bytes
     log_key: Ed25519PrivateKey
     creds: NatsCredentials
+    watcher: DirectoryWatcher
 
     def broker(
         self, url: str, *, ack_wait: timedelta = timedelta(seconds=30), replicas: int = 1
@@ -100,6 +105,7 @@ class HubSetup:
             self.creds,
             ack_wait=ack_wait,
             replicas=replicas,
+            directory_source=self.watcher.refresh,
         )
 
 
@@ -117,5 +123,6 @@ def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:
         ctx=ctx,
         state_key=keyfile.hub.state_key,
         creds=credentials(AgencyId.HUB, keys, keyfile),
+        watcher=DirectoryWatcher(keys, ctx.directory),
         log_key=Ed25519PrivateKey.from_private_bytes(keyfile.hub.log_signing_private),
     )

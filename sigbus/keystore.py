@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
@@ -24,14 +25,18 @@ from protocol.directory import (
     sign_directory,
     verify_directory,
 )
+from protocol.errors import ProtocolError
 from protocol.ids import PARTY_AGENCIES, AgencyId
 from protocol.keyfile import HubSecrets, PrivateKeyFile, RootKeyFile
 from protocol.sealing import DEFAULT_SUITE, SuiteId, generate_sealing_key
 from sigbus.errors import ConfigError
 from sigbus.natsauth import generate_dev_pki, new_nkey_seed, nkey_public
 
+log = structlog.get_logger("sigbus.keys")
+
 DEV_KEYS_DIR = Path(__file__).resolve().parent.parent / "keys" / "dev"
 DIRECTORY_FILE = "directory.json"
+PASSPHRASE_ENV = "SIGBUS_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
 ROOT_PUBLIC_FILE = "root.pub"
 DEV_KEY_VALIDITY = timedelta(days=10 * 365)
 
@@ -153,12 +158,12 @@ def load_root_private(keys_dir: Path) -> Ed25519PrivateKey:
 
 
 def load_private(keys_dir: Path, agency: AgencyId) -> PrivateKeyFile:
+    """An agency's private keys; an encrypted file takes its passphrase from
+    ``SIGBUS_KEY_PASSPHRASE`` (set by the service manager, never on a command line)."""
+    from sigbus.keyring import load_private_file  # keyring builds on this module
+
     path = private_key_path(keys_dir, agency)
-    raw = _read(path)
-    try:
-        keyfile = PrivateKeyFile.model_validate_json(raw)
-    except ValidationError as e:
-        raise ConfigError(f"private key file {path.name} is malformed") from e
+    keyfile = load_private_file(path, os.environ.get(PASSPHRASE_ENV))
     if keyfile.agency is not agency:
         raise ConfigError(f"private key file {path.name} belongs to another agency")
     return keyfile
@@ -180,3 +185,45 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+
+
+class DirectoryWatcher:
+    """The signed directory as it is *now*: re-read when the file changes.
+
+    Revocations and rotations take effect in a running hub and adapter without a
+    restart. A new file is used only if it verifies against the pinned root and
+    its serial does not go backwards; otherwise the last good directory stays in
+    force and the refusal is logged as a security event.
+    """
+
+    def __init__(self, keys_dir: Path, initial: Directory) -> None:
+        self._keys_dir = keys_dir
+        self._path = keys_dir / DIRECTORY_FILE
+        self._stamp = self._stat()
+        self.current = initial
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self._path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def refresh(self) -> Directory:
+        stamp = self._stat()
+        if stamp is None or stamp == self._stamp:
+            return self.current
+        self._stamp = stamp
+        try:
+            candidate = load_directory(self._keys_dir)
+        except (ConfigError, ProtocolError) as e:
+            log.error("security_event", kind="directory_rejected", error=type(e).__name__)
+            return self.current
+        if candidate.serial < self.current.serial:
+            log.error("security_event", kind="directory_rollback", serial=candidate.serial,
+                      current_serial=self.current.serial)
+            return self.current
+        if candidate != self.current:
+            log.info("directory_reloaded", serial=candidate.serial)
+        self.current = candidate
+        return self.current

@@ -1,0 +1,80 @@
+"""Keys in a running system: revocation takes effect without a restart; encrypted keys work."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from audit.entry import Outcome
+from protocol.codes import ContactFunction, ReferralKind, ReferralReason
+from protocol.ids import AgencyId, MessageType
+from protocol.messages import Referral
+from sigbus.config import agency_setup, hub_setup
+from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
+from sigbus.keyring import WrongPassphrase, encrypt_keyfile, revoke_key
+from sigbus.keystore import (
+    PASSPHRASE_ENV,
+    load_directory,
+    load_private,
+    load_root_private,
+    private_key_path,
+    save_directory,
+    write_private,
+)
+
+P, SO = AgencyId.POLICE, AgencyId.SOCIAL
+
+
+@pytest.fixture
+def keys_copy(keys_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(keys_dir, tmp_path / "keys"))
+
+
+def referral() -> Referral:
+    today = datetime.now(UTC).date()
+    return Referral(kind=ReferralKind.LUL_6_NOTIFICATION,
+                    personnummer=fictitious_personnummer(birth_date_for_age(today, 15), 990),
+                    reasons=(ReferralReason.WEAPON,), observed_on=today,
+                    contact_function=ContactFunction.POLICE_YOUTH_UNIT)
+
+
+async def test_revocation_takes_effect_in_a_running_hub(nats_url: str, keys_copy: Path) -> None:
+    broker = hub_setup(keys_copy).broker(nats_url)
+    await broker.start()
+    police = await agency_setup(P, keys_copy).connect(nats_url)
+    try:
+        before = await police.send(MessageType.REFERRAL, referral(), recipients=(SO,))
+        await broker.drain_ingress(idle_timeout=0.3)
+
+        now = datetime.now(UTC)
+        directory = load_directory(keys_copy)
+        key_id = police.identity.signing_key_id
+        revoked = revoke_key(directory, key_id, at=now - timedelta(seconds=1), now=now)
+        assert revoked.serial > directory.serial
+        save_directory(keys_copy, revoked, load_root_private(keys_copy))
+
+        after = await police.send(MessageType.REFERRAL, referral(), recipients=(SO,))
+        await broker.drain_ingress(idle_timeout=0.3)
+        logged = [e for seq in range(1, 10) for e in broker.writer.entries_for_ingress(seq)]
+        outcomes = {e.message_id: (e.outcome, e.reasons) for e in logged}
+        assert outcomes[before][0] is Outcome.RELEASE
+        assert outcomes[after] == (Outcome.DENY, ("revoked_key",))
+    finally:
+        await police.close()
+        await broker.stop()
+
+
+def test_encrypted_key_file_loads_with_its_passphrase(
+        keys_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = load_private(keys_copy, SO)
+    encrypted = encrypt_keyfile(plain, "correct horse battery staple")
+    write_private(private_key_path(keys_copy, SO), encrypted.model_dump_json().encode())
+    assert b"signing_private" not in private_key_path(keys_copy, SO).read_bytes()
+    monkeypatch.setenv(PASSPHRASE_ENV, "correct horse battery staple")
+    assert agency_setup(SO, keys_copy).identity.signing_key_id == plain.signing_key_id
+    monkeypatch.setenv(PASSPHRASE_ENV, "wrong")
+    with pytest.raises(WrongPassphrase):
+        agency_setup(SO, keys_copy)
