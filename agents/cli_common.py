@@ -14,10 +14,17 @@ import typer
 
 from agents.casesystem import JsonlCaseSystem
 from agents.runtime import Adapter, Delivered
-from protocol.codes import ActionCode, ContactFunction, NotDoneReason, StatusCode
+from protocol.codes import (
+    ActionCode,
+    ContactFunction,
+    NotDoneReason,
+    ReferralKind,
+    ReferralReason,
+    StatusCode,
+)
 from protocol.errors import ProtocolError
 from protocol.ids import AgencyId, MessageType, new_opaque_id
-from protocol.messages import Body, CommitmentStatus, PlanCommitment
+from protocol.messages import Body, CommitmentStatus, PlanCommitment, Referral
 from sigbus import config
 from sigbus.errors import SigbusError
 
@@ -44,6 +51,22 @@ def read_personnummer(value: str | None) -> str:
     if sys.stdin.isatty():
         return getpass.getpass("Personnummer: ", stream=sys.stderr)
     return sys.stdin.readline().strip()
+
+
+def referral_body(
+    kind: ReferralKind,
+    personnummer: str | None,
+    reasons: list[ReferralReason],
+    observed: str | None,
+    contact: ContactFunction,
+) -> Referral:
+    return Referral(
+        kind=kind,
+        personnummer=read_personnummer(personnummer),
+        reasons=tuple(reasons),
+        observed_on=date.fromisoformat(observed) if observed else date.today(),
+        contact_function=contact,
+    )
 
 
 def run_with_adapter(

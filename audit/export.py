@@ -495,8 +495,9 @@ def read_entry_lines(lines: Iterable[bytes]) -> Iterator[bytes]:
 #
 # The entry lines are split by byte range into one chunk per CPU (cut just after a
 # newline). Each chunk is scanned by the same per-entry check as the reference
-# (:data:`ENTRY_LINE` or its equivalent :data:`ENTRY_LINE_PLAIN`, calendar date,
-# UTF-8, index = position, prev_leaf_hash = leaf hash of the line before), taking
+# (:data:`ENTRY_LINE` as a block-wide ``findall`` of :data:`ENTRY_LINES` or its
+# equivalent on plain blocks :data:`ENTRY_LINES_PLAIN`, calendar date, UTF-8,
+# index = position, prev_leaf_hash = leaf hash of the line before), taking
 # the position of its first line from that line's own ``index``; the parent then
 # requires chunk 0 to start at index 0 and link to the genesis value, and every
 # other chunk to start at the index after the previous chunk's last line and to

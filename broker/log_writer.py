@@ -9,6 +9,7 @@ leaf hash of the one before. The RFC 9162 tree grows incrementally.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -78,28 +79,9 @@ class LogWriter:
 
     async def append(self, draft: EntryDraft) -> LogEntry:
         """Append one entry durably; returns it with its index. Raises on fencing."""
-        entry = LogEntry(
-            index=self.size,
-            prev_leaf_hash=self._last_leaf_hash,
-            decision_id=draft.decision_id,
-            decided_at=draft.decided_at,
-            ingress_seq=draft.ingress_seq,
-            message_id=draft.message_id,
-            message_type=draft.message_type,
-            sender=draft.sender,
-            recipient=draft.recipient,
-            subject_id=draft.subject_id,
-            case_ref=draft.case_ref,
-            legal_basis=draft.legal_basis,
-            statutory=draft.statutory,
-            consent_refs=draft.consent_refs,
-            rule_ids=draft.rule_ids,
-            rules_hash=draft.rules_hash,
-            ciphertext_sha256=draft.ciphertext_sha256,
-            outcome=draft.outcome,
-            reasons=draft.reasons,
-            release_id=draft.release_id,
-        )
+        # A draft is an entry without its position: the writer alone assigns that.
+        fields = {f.name: getattr(draft, f.name) for f in dataclasses.fields(draft)}
+        entry = LogEntry(index=self.size, prev_leaf_hash=self._last_leaf_hash, **fields)
         data = entry.canonical_bytes()
         headers = {
             "Nats-Expected-Last-Sequence": str(self.size),

@@ -36,7 +36,7 @@ from policy._memo import memo
 from protocol.canonical import canonical_json, sha256_hex
 from protocol.codes import ConsentAction, ConsenterRole
 from protocol.ids import AgencyId, MessageType
-from protocol.messages import ConsentScope
+from protocol.messages import ConsentScope, check_consent_shape
 
 if TYPE_CHECKING:
     from policy._index import CaseIndex
@@ -75,15 +75,9 @@ class ConsentRecordEvent(PolicyModel):
 
     @model_validator(mode="after")
     def _shape_matches_action(self) -> Self:
-        # Same shape rule as protocol.messages.ConsentEvent: a guardian is always
-        # named (FHIR Consent.grantor); given/amended carry scope and evidence.
-        if (self.consenter_role is ConsenterRole.GUARDIAN) != (self.guardian_ref is not None):
-            raise ValueError("guardian_ref is required for, and only for, a guardian")
-        needs_scope = self.action in (ConsentAction.GIVEN, ConsentAction.AMENDED)
-        if needs_scope and (self.scope is None or self.evidence_sha256 is None):
-            raise ValueError("given and amended events need a scope and evidence")
-        if not needs_scope and self.scope is not None:
-            raise ValueError("withdrawn and expired events carry no scope")
+        check_consent_shape(
+            self.action, self.consenter_role, self.guardian_ref, self.scope, self.evidence_sha256
+        )
         return self
 
     def digest(self) -> str:

@@ -110,6 +110,24 @@ class ConsentScope(StrictModel):
         return self
 
 
+def check_consent_shape(
+    action: ConsentAction,
+    role: ConsenterRole,
+    guardian_ref: str | None,
+    scope: ConsentScope | None,
+    evidence: str | None,
+) -> None:
+    """A guardian is always named (FHIR Consent.grantor); given/amended carry scope and
+    evidence; withdrawn/expired carry no scope. Shared by the wire event and the record."""
+    if (role is ConsenterRole.GUARDIAN) != (guardian_ref is not None):
+        raise ValueError("guardian_ref is required for, and only for, a guardian")
+    needs_scope = action in (ConsentAction.GIVEN, ConsentAction.AMENDED)
+    if needs_scope and (scope is None or evidence is None):
+        raise ValueError("given and amended consents need a scope and evidence")
+    if not needs_scope and scope is not None:
+        raise ValueError("withdrawn and expired events carry no scope")
+
+
 class ConsentEvent(Body):
     """Samtycke (consent) given, amended, withdrawn or expired, as recorded by social services."""
 
@@ -124,13 +142,9 @@ class ConsentEvent(Body):
 
     @model_validator(mode="after")
     def _shape_matches_action(self) -> Self:
-        if (self.consenter_role is ConsenterRole.GUARDIAN) != (self.guardian_ref is not None):
-            raise ValueError("guardian_ref is required for, and only for, a guardian")
-        needs_scope = self.action in (ConsentAction.GIVEN, ConsentAction.AMENDED)
-        if needs_scope and (self.scope is None or self.evidence_sha256 is None):
-            raise ValueError("given and amended consents need a scope and evidence")
-        if not needs_scope and self.scope is not None:
-            raise ValueError("withdrawn and expired events carry no scope")
+        check_consent_shape(
+            self.action, self.consenter_role, self.guardian_ref, self.scope, self.evidence_sha256
+        )
         return self
 
 

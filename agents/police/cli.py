@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 import typer
@@ -13,13 +12,12 @@ from agents.cli_common import (
     PnrOpt,
     add_common_commands,
     add_plan_commands,
-    read_personnummer,
+    referral_body,
     send,
 )
 from agents.police import AGENCY
 from protocol.codes import ContactFunction, ReferralKind, ReferralReason
 from protocol.ids import AgencyId, MessageType
-from protocol.messages import Referral
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -41,11 +39,5 @@ def refer(
     keys: KeysOpt = None,
 ) -> None:
     """Notify social services (LUL 6 § notification or report of concern)."""
-    body = Referral(
-        kind=kind,
-        personnummer=read_personnummer(personnummer),
-        reasons=tuple(reason),
-        observed_on=date.fromisoformat(observed) if observed else date.today(),
-        contact_function=contact,
-    )
+    body = referral_body(kind, personnummer, reason, observed, contact)
     send(AGENCY, nats, keys, MessageType.REFERRAL, body, case_ref=None, to=[AgencyId.SOCIAL])

@@ -4,6 +4,7 @@ every proof it serves verifies, while any single mutation is rejected."""
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -85,7 +86,7 @@ def test_inclusion_proofs_verify_and_mutations_fail(data: st.DataObject, size: i
     # signed checkpoint binds size and root together.
     mutation = data.draw(st.sampled_from(["leaf", "root", "index", "node", "drop", "add"]))
     bit = data.draw(st.integers(0, 255))
-    args = [leaf, index, size, list(proof), root]
+    args: list[Any] = [leaf, index, size, list(proof), root]
     if mutation == "leaf":
         args[0] = flip(leaf, bit)
     elif mutation == "root":
@@ -100,7 +101,7 @@ def test_inclusion_proofs_verify_and_mutations_fail(data: st.DataObject, size: i
     else:
         args[3].insert(data.draw(st.integers(0, len(proof))), hash_leaf(b"extra"))
     with pytest.raises(ProofError):
-        verify_inclusion(*args)  # type: ignore[arg-type]
+        verify_inclusion(*args)
 
 
 @given(data=st.data(), size2=sizes)
@@ -114,7 +115,7 @@ def test_consistency_proofs_verify_and_mutations_fail(data: st.DataObject, size2
 
     mutation = data.draw(st.sampled_from(["root1", "root2", "node", "drop", "add"]))
     bit = data.draw(st.integers(0, 255))
-    args = [size1, size2, list(proof), root1, root2]
+    args: list[Any] = [size1, size2, list(proof), root1, root2]
     if mutation == "root1":
         args[3] = flip(root1, bit)
     elif mutation == "root2":
@@ -127,7 +128,7 @@ def test_consistency_proofs_verify_and_mutations_fail(data: st.DataObject, size2
     else:
         args[2].insert(data.draw(st.integers(0, len(proof))), hash_leaf(b"extra"))
     with pytest.raises(ProofError):
-        verify_consistency(*args)  # type: ignore[arg-type]
+        verify_consistency(*args)
 
 
 def test_size_that_changes_the_proof_shape_is_rejected() -> None:
