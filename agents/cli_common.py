@@ -14,6 +14,7 @@ import typer
 
 from agents.casesystem import JsonlCaseSystem
 from agents.runtime import Adapter, Delivered
+from agents.witnessing import WitnessRunner
 from protocol.codes import (
     ActionCode,
     ContactFunction,
@@ -148,13 +149,23 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
         out: Annotated[Path, typer.Option(help="0600 JSONL file standing in for the case system")],
         nats: NatsOpt = None,
         keys: KeysOpt = None,
+        witness_state: Annotated[
+            Path | None,
+            typer.Option(
+                help="where this agency keeps the last checkpoint it cosigned "
+                "(default: witness-<agency>.json next to --out)"
+            ),
+        ] = None,
     ) -> None:
-        """Run the adapter: keep receiving into the case system until interrupted."""
+        """Run the adapter: receive into the case system and witness the hub's log."""
         sink = JsonlCaseSystem(out)
+        state = witness_state or out.with_name(f"witness-{agency.value}.json")
 
         async def action(adapter: Adapter) -> None:
+            witness = WitnessRunner(adapter, state_path=state)
             while True:
                 await adapter.receive(sink.deliver, timeout=5.0)
+                await witness.run_once(timeout=0.2)
 
         run_with_adapter(agency, nats, keys, action)
 

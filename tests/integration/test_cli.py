@@ -128,3 +128,47 @@ def test_compose_runs_the_configuration_the_tests_run() -> None:
     for service in ("nats:", "broker:", "police:", "school:", "social:"):
         assert f"\n  {service}" in compose
     assert "sync_interval: always" in COMPOSE_CONFIG_PATH.read_text()
+
+
+def test_serve_delivers_into_the_case_system_and_witnesses_the_log(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    up = subprocess.Popen(
+        [*SIGBUS, "up", "--data-dir", str(data)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    serve = None
+    try:
+        state = data / "sigbus-up.json"
+        deadline = time.monotonic() + 30
+        while not state.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        url = json.loads(state.read_text())["nats_url"]
+        out = tmp_path / "social-casesystem.jsonl"
+        serve = subprocess.Popen(
+            [*SIGBUS, "social", "serve", "--nats", url, "--out", str(out)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        refer = run("police", "refer", "--reason", "weapon", "--nats", url, stdin="20100315-9801\n")
+        assert refer.returncode == 0, refer.stderr
+        witness = tmp_path / "witness-social.json"
+        deadline = time.monotonic() + 30
+        while not (out.exists() and witness.exists()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert out.exists(), "nothing delivered to the case system"
+        delivered = json.loads(out.read_text().splitlines()[0])
+        assert delivered["body"]["personnummer"] == "20100315-9801"  # inside the agency only
+        assert oct(out.stat().st_mode & 0o777) == "0o600"
+        assert witness.exists(), "the adapter did not cosign a checkpoint"
+        assert "sigbus/dev/disclosure-log" in witness.read_text()
+    finally:
+        if serve is not None:
+            serve.terminate()
+            serve.wait(timeout=10)
+        run("down", "--data-dir", str(data))
+        if up.poll() is None:
+            up.kill()
+        up.wait()
