@@ -20,6 +20,7 @@ from pathlib import Path
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import BaseModel
 
@@ -103,15 +104,18 @@ class WitnessRunner:
                 witness_name(agency), key, log_public_key(self.adapter), self.origin
             )
         self.log = log.bind(agency=agency.value)
+        self._sub: JetStreamContext.PullSubscription | None = None
 
     async def run_once(self, *, timeout: float = 0.5) -> int:
         """Process every checkpoint waiting for this witness; returns how many were cosigned."""
-        sub = await self.adapter.js.pull_subscribe(
-            CHECKPOINT_SUBJECT,
-            durable=f"witness-{self.adapter.agency.value}",
-            stream=CHECKPOINT_STREAM,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
-        )
+        if self._sub is None:  # one durable subscription for the runner's lifetime
+            self._sub = await self.adapter.js.pull_subscribe(
+                CHECKPOINT_SUBJECT,
+                durable=f"witness-{self.adapter.agency.value}",
+                stream=CHECKPOINT_STREAM,
+                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
+            )
+        sub = self._sub
         done = 0
         while True:
             try:

@@ -19,12 +19,15 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from audit.entry import GENESIS_PREV_HASH, LogEntry, leaf_hash
+from audit.entry import GENESIS_PREV_HASH, LogEntry, Outcome, leaf_hash
 from audit.merkle import MerkleTree
 from broker.errors import LogCorruptError, LogFencedError
 from broker.pipeline import EntryDraft
+from protocol.reasons import ReasonCode
 from protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
 from sigbus.bus import read_stream
+
+REPLAYED = ReasonCode.REPLAYED_MESSAGE_ID.value
 
 log = structlog.get_logger("sigbus.broker.log")
 
@@ -74,7 +77,8 @@ class LogWriter:
         self.tree.append(hashed)
         self._last_leaf_hash = hashed.hex()
         self._by_ingress[entry.ingress_seq].append(entry)
-        if entry.outcome.value != "deny" or entry.reasons[:1] != ("replayed_message_id",):
+        # A replay's deny must not become the message id's first sighting.
+        if entry.outcome is not Outcome.DENY or entry.reasons[:1] != (REPLAYED,):
             self._first_seq_of_message.setdefault(entry.message_id, entry.ingress_seq)
 
     async def append(self, draft: EntryDraft) -> LogEntry:

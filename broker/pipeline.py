@@ -98,18 +98,18 @@ class EntryDraft:
     message_id: str
     message_type: MessageType | None
     sender: AgencyId | None
-    recipient: AgencyId | None
-    subject_id: str | None
     case_ref: str | None
-    legal_basis: str | None
-    statutory: bool
-    consent_refs: tuple[ConsentRefEntry, ...]
-    rule_ids: tuple[str, ...]
     rules_hash: str
     ciphertext_sha256: str | None
     outcome: Outcome
-    reasons: tuple[str, ...]
-    release_id: str | None
+    recipient: AgencyId | None = None
+    subject_id: str | None = None
+    legal_basis: str | None = None
+    statutory: bool = False
+    consent_refs: tuple[ConsentRefEntry, ...] = ()
+    rule_ids: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    release_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,18 +186,11 @@ def _deny_plan(
         message_id=message_id,
         message_type=header.type if header else None,
         sender=header.sender if header else None,
-        recipient=None,
-        subject_id=None,
         case_ref=header.case_ref if header else None,
-        legal_basis=None,
-        statutory=False,
-        consent_refs=(),
-        rule_ids=(),
         rules_hash=ctx.rules.sha256,
         ciphertext_sha256=envelope.ciphertext_digest() if envelope else None,
         outcome=Outcome.DENY,
         reasons=(reason,),
-        release_id=None,
     )
     return Plan(message_id=message_id, entries=(entry,))
 
@@ -286,19 +279,14 @@ def _hub_record(
         recipient=AgencyId.HUB,
         subject_id=subject_id,
         case_ref=header.case_ref,
-        legal_basis=None,
-        statutory=False,
         consent_refs=(
             (ConsentRefEntry(consent_id=change.event.consent_id, revision=change.event.revision),)
             if isinstance(change, ConsentRecordedChange)
             else ()
         ),
-        rule_ids=(),
         rules_hash=ctx.rules.sha256,
         ciphertext_sha256=envelope.ciphertext_digest(),
         outcome=Outcome.RECORDED,
-        reasons=(),
-        release_id=None,
     )
     return Plan(message_id=header.message_id, entries=(entry,), state_change=change)
 

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -31,7 +31,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from audit.entry import LogEntry, Outcome
+from audit.entry import LogEntry
 from broker.checkpointer import Checkpointer
 from broker.errors import LogFencedError
 from broker.log_writer import LogWriter
@@ -54,15 +54,6 @@ CRASH_AFTER_LOG_ENV = "SIGBUS_FAULT_CRASH_AFTER_LOG"
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class BrokerStats:
-    processed: int = 0
-    released: int = 0
-    denied: int = 0
-    recorded: int = 0
-    by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class Broker:
@@ -89,7 +80,7 @@ class Broker:
         self._checkpointer: Checkpointer | None = None
         self._clock = clock
         self._ack_wait = ack_wait
-        self.stats = BrokerStats()
+        self.processed = 0
         self.state = HubState()
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -150,7 +141,7 @@ class Broker:
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(NatsError):
                 await self._nc.close()
-        log.info("broker_stopped", processed=self.stats.processed)
+        log.info("broker_stopped", processed=self.processed)
 
     async def run(self) -> None:
         """Serve until :meth:`request_stop`, then close the connection cleanly."""
@@ -201,7 +192,9 @@ class Broker:
         # the one the first attempt saw (nothing later was processed: one in flight).
         now = existing[0].decided_at if existing else self._monotonic_now()
         if self._directory_source is not None:  # revocations take effect without a restart
-            self.ctx = replace(self.ctx, directory=self._directory_source())
+            directory = self._directory_source()
+            if directory is not self.ctx.directory:
+                self.ctx = replace(self.ctx, directory=directory)
         plan = evaluate(
             msg.data,
             subject_agency=_agency_of(msg.subject),
@@ -279,16 +272,9 @@ class Broker:
         )
 
     def _count(self, plan: Plan, *, resumed: bool) -> None:
-        self.stats.processed += 1
+        """One event per decision (ids and codes only); the counts live in the log."""
+        self.processed += 1
         for e in plan.entries:
-            if e.outcome is Outcome.RELEASE:
-                self.stats.released += 1
-            elif e.outcome is Outcome.RECORDED:
-                self.stats.recorded += 1
-            else:
-                self.stats.denied += 1
-                for r in e.reasons:
-                    self.stats.by_reason[r] = self.stats.by_reason.get(r, 0) + 1
             log.info(
                 "decision",
                 ingress_seq=e.ingress_seq,

@@ -49,12 +49,12 @@ class StateStore:
             STATE_SUBJECT,
             seal_change(change, self._key),
             stream=STATE_STREAM,
-            headers={"Nats-Msg-Id": change.message_id, "Sigbus-Message-Id": change.message_id},
+            headers={"Nats-Msg-Id": change.message_id},
         )
 
     async def load(self) -> HubState:
         state = HubState()
         async for msg in read_stream(self._js, STATE_STREAM, STATE_SUBJECT):
-            message_id = (msg.headers or {}).get("Sigbus-Message-Id", "")
+            message_id = (msg.headers or {}).get("Nats-Msg-Id", "")
             state.apply(open_change(msg.data, message_id, self._key))
         return state

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Annotated, Literal
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -184,10 +185,18 @@ def open_body(
 
 
 def error_locations(e: ValidationError) -> str:
-    """Where validation failed, never what the input was (it may hold a personnummer)."""
+    """Where validation failed, never what the input was (it may hold a personnummer).
+
+    A location can itself come from input (the name of an unexpected field), so any
+    run of digits in it is masked too.
+    """
     return ",".join(
-        ".".join(str(p) for p in err["loc"]) or "<root>" for err in e.errors(include_input=False)
+        _DIGIT_RUN.sub("#", ".".join(str(p) for p in err["loc"])) or "<root>"
+        for err in e.errors(include_input=False)
     )
+
+
+_DIGIT_RUN = re.compile(r"\d{6,}")
 
 
 def parse_body(message_type: MessageType, plaintext: bytes) -> Body:

@@ -20,6 +20,7 @@ import structlog
 
 from agents.casesystem import MemoryCaseSystem
 from agents.runtime import Adapter
+from agents.social.consent import consent_given, consent_withdrawn
 from agents.witnessing import WitnessRunner, log_public_key, prove_release
 from audit.entry import LogEntry, Outcome
 from audit.errors import AuditError
@@ -28,9 +29,7 @@ from broker.service import Broker
 from protocol.codes import (
     ActionCode,
     AgendaItem,
-    ConsentAction,
     ConsenterRole,
-    ConsentPurpose,
     ContactFunction,
     PlaceCode,
     ReferralKind,
@@ -43,7 +42,6 @@ from protocol.messages import (
     CaseOpened,
     CommitmentStatus,
     ConsentEvent,
-    ConsentScope,
     MeetingNotice,
     PlanCommitment,
     Referral,
@@ -154,24 +152,19 @@ class Story:
         return message_id
 
     def consent(self, consent_id: str, role: ConsenterRole, guardian: str | None) -> ConsentEvent:
-        scope = ConsentScope(
+        return consent_given(
+            consent_id,
+            role,
+            guardian,
             disclosers=PARTY_AGENCIES,
             recipients=PARTY_AGENCIES,
             categories=CONSENT_CATEGORIES,
-            purpose=ConsentPurpose.SIG_CASE,
             valid_from=self.now - timedelta(minutes=5),
             valid_until=self.now + timedelta(days=180),
-        )
-        evidence = hashlib.sha256(f"signed consent form {consent_id}".encode()).hexdigest()
-        return ConsentEvent(
-            consent_id=consent_id,
-            action=ConsentAction.GIVEN,
-            consenter_role=role,
-            guardian_ref=guardian,
-            scope=scope,
             acted_at=self.now - timedelta(minutes=1),
-            evidence_sha256=evidence,
-            recorded_by=ContactFunction.SOCIAL_CASE_WORKER,
+            evidence_sha256=hashlib.sha256(
+                f"signed consent form {consent_id}".encode()
+            ).hexdigest(),
         )
 
     async def run(self) -> None:
@@ -281,13 +274,8 @@ class Story:
             {SO: R, P: R},
             case_ref=case,
         )
-        withdrawal = ConsentEvent(
-            consent_id="consent-guardiantwo",
-            action=ConsentAction.WITHDRAWN,
-            consenter_role=ConsenterRole.GUARDIAN,
-            guardian_ref="vh-2",
-            acted_at=datetime.now(UTC),
-            recorded_by=ContactFunction.SOCIAL_CASE_WORKER,
+        withdrawal = consent_withdrawn(
+            "consent-guardiantwo", ConsenterRole.GUARDIAN, "vh-2", acted_at=datetime.now(UTC)
         )
         await self.send(
             "9. Guardian vh-2 withdraws consent",

@@ -21,16 +21,15 @@ from agents.cli_common import (
     send,
 )
 from agents.social import AGENCY
+from agents.social.consent import consent_given, consent_withdrawn
 from protocol.codes import (
     AgendaItem,
-    ConsentAction,
     ConsenterRole,
-    ConsentPurpose,
     ContactFunction,
     PlaceCode,
 )
 from protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
-from protocol.messages import CaseInvitation, CaseOpened, ConsentEvent, ConsentScope, MeetingNotice
+from protocol.messages import CaseInvitation, CaseOpened, MeetingNotice
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -102,22 +101,17 @@ def consent_give(
     """Record a written, scoped samtycke given by the young person or a guardian."""
     role = _role(young_person, guardian)
     cid = consent_id or new_opaque_id("consent", 16)
-    body = ConsentEvent(
-        consent_id=cid,
-        action=ConsentAction.GIVEN,
-        consenter_role=role,
-        guardian_ref=guardian,
-        scope=ConsentScope(
-            disclosers=tuple(discloser),
-            recipients=tuple(recipient),
-            categories=tuple(category),
-            purpose=ConsentPurpose.SIG_CASE,
-            valid_from=_when(valid_from),
-            valid_until=datetime.fromisoformat(until),
-        ),
+    body = consent_given(
+        cid,
+        role,
+        guardian,
+        disclosers=tuple(discloser),
+        recipients=tuple(recipient),
+        categories=tuple(category),
+        valid_from=_when(valid_from),
+        valid_until=datetime.fromisoformat(until),
         acted_at=datetime.now(UTC),
         evidence_sha256=hashlib.sha256(evidence.read_bytes()).hexdigest(),
-        recorded_by=ContactFunction.SOCIAL_CASE_WORKER,
     )
     send(AGENCY, nats, keys, MessageType.CONSENT_EVENT, body, case_ref=case, to=[])
     typer.echo(f"consent {cid}")
@@ -133,13 +127,8 @@ def consent_withdraw(
     keys: KeysOpt = None,
 ) -> None:
     """Record that the consenter withdrew samtycke. Sharing stops at once."""
-    body = ConsentEvent(
-        consent_id=consent_id,
-        action=ConsentAction.WITHDRAWN,
-        consenter_role=_role(young_person, guardian),
-        guardian_ref=guardian,
-        acted_at=datetime.now(UTC),
-        recorded_by=ContactFunction.SOCIAL_CASE_WORKER,
+    body = consent_withdrawn(
+        consent_id, _role(young_person, guardian), guardian, acted_at=datetime.now(UTC)
     )
     send(AGENCY, nats, keys, MessageType.CONSENT_EVENT, body, case_ref=case, to=[])
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,11 +11,13 @@ import pytest
 
 from agents.casesystem import MemoryCaseSystem
 from agents.runtime import Adapter
+from agents.social.consent import consent_given
 from audit.entry import LogEntry
 from broker.service import Broker
-from protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose, ContactFunction
+from protocol.canonical import sha256_hex
+from protocol.codes import ConsenterRole
 from protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
-from protocol.messages import CaseOpened, ConsentEvent, ConsentScope
+from protocol.messages import CaseOpened
 from protocol.subjects import LOG_STREAM
 from sigbus.config import agency_setup, hub_setup
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
@@ -66,14 +67,18 @@ class World:
             if e.message_id == message_id
         }
 
-    async def open_case_with_consents(self, guardians: tuple[str, ...] = ("vh-1", "vh-2")) -> str:
+    async def open_case_with_consents(
+        self,
+        guardians: tuple[str, ...] = ("vh-1", "vh-2"),
+        parties: tuple[AgencyId, ...] = PARTY_AGENCIES,
+    ) -> str:
+        """Open a case and record consent from the young person and every guardian,
+        scoped to ``parties`` for all consent categories."""
         social = self.adapters[AgencyId.SOCIAL]
         case = new_opaque_id("case", 12)
         await social.send(
             MessageType.CASE_OPENED,
-            CaseOpened(
-                personnummer=self.youth, guardians_with_custody=guardians, parties=PARTY_AGENCIES
-            ),
+            CaseOpened(personnummer=self.youth, guardians_with_custody=guardians, parties=parties),
             case_ref=case,
         )
         now = datetime.now(UTC)
@@ -84,22 +89,17 @@ class World:
             cid = f"consent-{role.value.replace('_', '')}{(guardian or '').replace('-', '')}"
             await social.send(
                 MessageType.CONSENT_EVENT,
-                ConsentEvent(
-                    consent_id=cid,
-                    action=ConsentAction.GIVEN,
-                    consenter_role=role,
-                    guardian_ref=guardian,
-                    scope=ConsentScope(
-                        disclosers=PARTY_AGENCIES,
-                        recipients=PARTY_AGENCIES,
-                        categories=CONSENT_CATEGORIES,
-                        purpose=ConsentPurpose.SIG_CASE,
-                        valid_from=now - timedelta(minutes=5),
-                        valid_until=now + timedelta(days=90),
-                    ),
+                consent_given(
+                    cid,
+                    role,
+                    guardian,
+                    disclosers=parties,
+                    recipients=parties,
+                    categories=CONSENT_CATEGORIES,
+                    valid_from=now - timedelta(minutes=5),
+                    valid_until=now + timedelta(days=90),
                     acted_at=now - timedelta(minutes=1),
-                    evidence_sha256=hashlib.sha256(cid.encode()).hexdigest(),
-                    recorded_by=ContactFunction.SOCIAL_CASE_WORKER,
+                    evidence_sha256=sha256_hex(cid.encode()),
                 ),
                 case_ref=case,
             )
@@ -108,15 +108,24 @@ class World:
 
 
 @pytest.fixture
-async def world(nats_url: str, keys_dir: Path) -> AsyncIterator[World]:
-    hub = hub_setup(keys_dir)
-    broker = hub.broker(nats_url)
-    await broker.start()
-    adapters = {}
-    for agency in PARTY_AGENCIES:
-        setup = agency_setup(agency, keys_dir)
-        adapters[agency] = await setup.connect(nats_url)
-    yield World(broker, adapters)
-    for adapter in adapters.values():
-        await adapter.close()
-    await broker.stop()
+async def make_world(nats_url: str) -> AsyncIterator[Callable[[Path], Awaitable[World]]]:
+    """Build live Worlds from a keys dir (the dev keys, or a modified copy); all torn down."""
+    worlds: list[World] = []
+
+    async def make(keys: Path) -> World:
+        broker = hub_setup(keys).broker(nats_url)
+        await broker.start()
+        adapters = {a: await agency_setup(a, keys).connect(nats_url) for a in PARTY_AGENCIES}
+        worlds.append(World(broker, adapters))
+        return worlds[-1]
+
+    yield make
+    for world in worlds:
+        for adapter in world.adapters.values():
+            await adapter.close()
+        await world.broker.stop()
+
+
+@pytest.fixture
+async def world(make_world: Callable[[Path], Awaitable[World]], keys_dir: Path) -> World:
+    return await make_world(keys_dir)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sigbus.keystore import DEV_KEYS_DIR
@@ -29,6 +30,26 @@ def run(
         check=False,
         cwd=REPO,
     )
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return condition()
+
+
+def start_up(data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`sigbus up` in the background; returns the process and its NATS URL once serving."""
+    up = subprocess.Popen(
+        [*SIGBUS, "up", "--data-dir", str(data)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    state = data / "sigbus-up.json"
+    assert wait_for(state.exists, 30), "sigbus up did not start"
+    return up, json.loads(state.read_text())["nats_url"]
 
 
 def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
@@ -53,20 +74,10 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
 
 def test_up_agency_commands_and_down_leave_no_process(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    up = subprocess.Popen(
-        [*SIGBUS, "up", "--data-dir", str(data)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    up, url = start_up(data)
+    state = data / "sigbus-up.json"
     try:
-        state = data / "sigbus-up.json"
-        deadline = time.monotonic() + 30
-        while not state.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert state.exists(), "sigbus up did not start"
-        env_args = ("--nats", json.loads(state.read_text())["nats_url"])
+        env_args = ("--nats", url)
         refer = run("police", "refer", "--reason", "weapon", *env_args, stdin="20100315-9801\n")
         assert refer.returncode == 0, refer.stderr
         assert "9801" not in refer.stdout + refer.stderr
@@ -96,29 +107,13 @@ def test_up_agency_commands_and_down_leave_no_process(tmp_path: Path) -> None:
 def test_killed_parent_takes_the_embedded_server_with_it(tmp_path: Path) -> None:
     """No orphan even when `sigbus up` dies without cleaning up (SIGKILL)."""
     data = tmp_path / "data"
-    up = subprocess.Popen(
-        [*SIGBUS, "up", "--data-dir", str(data)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    ports: list[Path] = []
-    while not ports and time.monotonic() < deadline:
-        time.sleep(0.1)
-        ports = (
-            list((data / "nats" / "run").glob("*.ports"))
-            if (data / "nats" / "run").exists()
-            else []
-        )
-    assert ports
+    up, _ = start_up(data)
+    ports = list((data / "nats" / "run").glob("*.ports"))
+    assert len(ports) == 1
     server_pid = int(ports[0].stem.split("_")[-1])
     os.kill(up.pid, signal.SIGKILL)
     up.wait()
-    deadline = time.monotonic() + 10
-    while pid_alive(server_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not pid_alive(server_pid)
+    assert wait_for(lambda: not pid_alive(server_pid), 10)
 
 
 def test_compose_runs_the_configuration_the_tests_run() -> None:
@@ -132,19 +127,9 @@ def test_compose_runs_the_configuration_the_tests_run() -> None:
 
 def test_serve_delivers_into_the_case_system_and_witnesses_the_log(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    up = subprocess.Popen(
-        [*SIGBUS, "up", "--data-dir", str(data)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    up, url = start_up(data)
     serve = None
     try:
-        state = data / "sigbus-up.json"
-        deadline = time.monotonic() + 30
-        while not state.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        url = json.loads(state.read_text())["nats_url"]
         out = tmp_path / "social-casesystem.jsonl"
         serve = subprocess.Popen(
             [*SIGBUS, "social", "serve", "--nats", url, "--out", str(out)],
@@ -155,9 +140,7 @@ def test_serve_delivers_into_the_case_system_and_witnesses_the_log(tmp_path: Pat
         refer = run("police", "refer", "--reason", "weapon", "--nats", url, stdin="20100315-9801\n")
         assert refer.returncode == 0, refer.stderr
         witness = tmp_path / "witness-social.json"
-        deadline = time.monotonic() + 30
-        while not (out.exists() and witness.exists()) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: out.exists() and witness.exists(), 30)
         assert out.exists(), "nothing delivered to the case system"
         delivered = json.loads(out.read_text().splitlines()[0])
         assert delivered["body"]["personnummer"] == "20100315-9801"  # inside the agency only

@@ -41,7 +41,6 @@ import base64
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,17 +57,14 @@ from protocol.canonical import (
     canonical_json,
     sha256_hex,
 )
-from protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose, ContactFunction
 from protocol.directory import KeyStatus, KeyUse
 from protocol.envelope import Header
 from protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
-from protocol.messages import CaseOpened, ConsentEvent, ConsentScope
 from protocol.reasons import ReasonCode
 from protocol.sealing import data_key_info, new_data_key, seal_data_key
 from protocol.subjects import INBOX_STREAM, ingress_subject
-from sigbus.config import agency_setup, hub_setup
 from sigbus.keystore import load_directory, load_private, load_root_private, save_directory
-from tests.integration.conftest import CONSENT_CATEGORIES, World
+from tests.integration.conftest import World
 
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "corpus"
 CASE_FILES = sorted(CORPUS_DIR.glob("*.json"))
@@ -243,42 +239,7 @@ def build_envelope(
 
 async def open_case(world: World, parties: tuple[AgencyId, ...]) -> str:
     """Open a case with the young person's and a guardian's consent, all categories."""
-    social = world.adapters[SO]
-    case = new_opaque_id("case", 12)
-    await social.send(
-        MessageType.CASE_OPENED,
-        CaseOpened(personnummer=world.youth, guardians_with_custody=("vh-1",), parties=parties),
-        case_ref=case,
-    )
-    now = datetime.now(UTC)
-    consenters: tuple[tuple[str, ConsenterRole, str | None], ...] = (
-        ("consent-youngperson", ConsenterRole.YOUNG_PERSON, None),
-        ("consent-guardianvhone", ConsenterRole.GUARDIAN, "vh-1"),
-    )
-    for cid, role, guardian in consenters:
-        await social.send(
-            MessageType.CONSENT_EVENT,
-            ConsentEvent(
-                consent_id=cid,
-                action=ConsentAction.GIVEN,
-                consenter_role=role,
-                guardian_ref=guardian,
-                scope=ConsentScope(
-                    disclosers=parties,
-                    recipients=parties,
-                    categories=CONSENT_CATEGORIES,
-                    purpose=ConsentPurpose.SIG_CASE,
-                    valid_from=now - timedelta(minutes=5),
-                    valid_until=now + timedelta(days=90),
-                ),
-                acted_at=now - timedelta(minutes=1),
-                evidence_sha256=sha256_hex(cid.encode()),
-                recorded_by=ContactFunction.SOCIAL_CASE_WORKER,
-            ),
-            case_ref=case,
-        )
-    await world.settle()
-    return case
+    return await world.open_case_with_consents(guardians=("vh-1",), parties=parties)
 
 
 async def inbox_count(world: World) -> int:
@@ -403,26 +364,6 @@ def revoked_keys_dir(src: Path, tmp: Path) -> Path:
         P, load_private(keys, P).signing_key_id, at=revoked_at - timedelta(seconds=1)
     )
     return keys
-
-
-@pytest.fixture
-async def make_world(nats_url: str, tmp_path: Path) -> AsyncIterator[Any]:
-    """Build a World from a given keys dir (the default one, or the revoked copy)."""
-    worlds: list[World] = []
-
-    async def make(keys: Path) -> World:
-        broker = hub_setup(keys).broker(nats_url)
-        await broker.start()
-        adapters = {a: await agency_setup(a, keys).connect(nats_url) for a in PARTY_AGENCIES}
-        world = World(broker, adapters)
-        worlds.append(world)
-        return world
-
-    yield make
-    for world in worlds:
-        for adapter in world.adapters.values():
-            await adapter.close()
-        await world.broker.stop()
 
 
 # -- the test -------------------------------------------------------------------

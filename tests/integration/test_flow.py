@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -20,6 +21,7 @@ from protocol.identity import AgencyIdentity
 from protocol.ids import AgencyId, MessageType
 from protocol.messages import CommitmentStatus, ConsentEvent, PlanCommitment, Referral
 from protocol.subjects import ingress_subject
+from sigbus.config import hub_setup
 from tests.integration.conftest import World
 
 P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
@@ -175,3 +177,16 @@ async def test_no_personnummer_outside_ciphertext(world: World) -> None:
         assert world.youth not in text
         assert digits not in text
         assert digits[2:] not in text
+
+
+async def test_hub_state_survives_a_restart(world: World, keys_dir: Path) -> None:
+    """Cases and consent records come back from the encrypted state stream."""
+    case = await world.open_case_with_consents()
+    restarted = hub_setup(keys_dir).broker(world.broker.url)
+    await restarted.start()
+    try:
+        assert restarted.state.cases[case].facts == world.broker.state.cases[case].facts
+        assert len(restarted.state.cases[case].events) == 3
+        assert restarted.state.applied == world.broker.state.applied
+    finally:
+        await restarted.stop()

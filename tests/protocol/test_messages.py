@@ -88,3 +88,10 @@ def test_ids_cannot_carry_a_personnummer() -> None:
     doc = {"commitment_id": "cm-201003159801", "status": "done", "as_of": "2026-11-20"}
     with pytest.raises(BodyValidationError):
         parse(MessageType.COMMITMENT_STATUS, doc)
+
+
+def test_a_field_named_like_a_personnummer_is_not_echoed() -> None:
+    with pytest.raises(BodyValidationError) as info:
+        parse(MessageType.REFERRAL, {**REFERRAL, "201003159801": "x"})
+    assert "201003159801" not in str(info.value)
+    assert "#" in str(info.value)

@@ -1,0 +1,62 @@
+"""Building samtycke (consent) events: social services record them, the hub keeps them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose, ContactFunction
+from protocol.ids import AgencyId, MessageType
+from protocol.messages import ConsentEvent, ConsentScope
+
+
+def consent_given(
+    consent_id: str,
+    role: ConsenterRole,
+    guardian_ref: str | None,
+    *,
+    disclosers: tuple[AgencyId, ...],
+    recipients: tuple[AgencyId, ...],
+    categories: tuple[MessageType, ...],
+    valid_from: datetime,
+    valid_until: datetime,
+    acted_at: datetime,
+    evidence_sha256: str,
+    recorded_by: ContactFunction = ContactFunction.SOCIAL_CASE_WORKER,
+) -> ConsentEvent:
+    """A written, scoped consent for one SIG case; ``evidence_sha256`` hashes the signed form."""
+    return ConsentEvent(
+        consent_id=consent_id,
+        action=ConsentAction.GIVEN,
+        consenter_role=role,
+        guardian_ref=guardian_ref,
+        scope=ConsentScope(
+            disclosers=disclosers,
+            recipients=recipients,
+            categories=categories,
+            purpose=ConsentPurpose.SIG_CASE,
+            valid_from=valid_from,
+            valid_until=valid_until,
+        ),
+        acted_at=acted_at,
+        evidence_sha256=evidence_sha256,
+        recorded_by=recorded_by,
+    )
+
+
+def consent_withdrawn(
+    consent_id: str,
+    role: ConsenterRole,
+    guardian_ref: str | None,
+    *,
+    acted_at: datetime,
+    recorded_by: ContactFunction = ContactFunction.SOCIAL_CASE_WORKER,
+) -> ConsentEvent:
+    """Withdrawal ends sharing from the moment the hub records it."""
+    return ConsentEvent(
+        consent_id=consent_id,
+        action=ConsentAction.WITHDRAWN,
+        consenter_role=role,
+        guardian_ref=guardian_ref,
+        acted_at=acted_at,
+        recorded_by=recorded_by,
+    )
