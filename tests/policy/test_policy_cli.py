@@ -148,7 +148,7 @@ def test_missing_file_exits_2(tmp_path: Path) -> None:
 def test_invalid_state_exits_2_without_echoing_input(tmp_path: Path) -> None:
     bad = tmp_path / "state.json"
     state = json.loads((EX / "state_case.json").read_text())
-    state["case"]["subject"]["date_of_birth"] = "20100505-1234"  # not a date; never echoed
+    state["case"]["subject"]["date_of_birth"] = "20100505-9843"  # fictitious; never echoed
     bad.write_text(json.dumps(state))
     code, _, err = run(
         "check",
