@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from agents.runtime import Delivered
+from sigbus.agents.runtime import Delivered
 
 
 class CaseSystem(Protocol):

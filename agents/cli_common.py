@@ -12,10 +12,11 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from agents.casesystem import JsonlCaseSystem
-from agents.runtime import Adapter, Delivered
-from agents.witnessing import WitnessRunner
-from protocol.codes import (
+from sigbus.agents.casesystem import JsonlCaseSystem
+from sigbus.agents.runtime import Adapter, Delivered
+from sigbus.agents.setup import agency_setup
+from sigbus.agents.witnessing import WitnessRunner
+from sigbus.protocol.codes import (
     ActionCode,
     ContactFunction,
     NotDoneReason,
@@ -23,11 +24,11 @@ from protocol.codes import (
     ReferralReason,
     StatusCode,
 )
-from protocol.errors import ProtocolError
-from protocol.ids import AgencyId, MessageType, new_opaque_id
-from protocol.messages import Body, CommitmentStatus, PlanCommitment, Referral
-from sigbus import config
-from sigbus.errors import SigbusError
+from sigbus.protocol.errors import ProtocolError
+from sigbus.protocol.ids import AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.messages import Body, CommitmentStatus, PlanCommitment, Referral
+from sigbus.transport import config
+from sigbus.transport.errors import SigbusError
 
 T = TypeVar("T")
 
@@ -76,7 +77,7 @@ def run_with_adapter(
     """Connect as ``agency``, run ``action``, close; errors become a clear exit 2."""
 
     async def main() -> T:
-        setup = config.agency_setup(agency, config.keys_dir(keys))
+        setup = agency_setup(agency, config.keys_dir(keys))
         adapter = await setup.connect(config.nats_url(nats))
         try:
             return await action(adapter)

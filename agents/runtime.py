@@ -26,17 +26,24 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from agents.errors import PublishFailed, ReleaseRejected
-from protocol.directory import Directory
-from protocol.envelope import Envelope, Header, open_body, parse_body, seal_envelope, verify_sender
-from protocol.errors import ProtocolError
-from protocol.identity import AgencyIdentity
-from protocol.ids import AgencyId, MessageType, new_opaque_id
-from protocol.messages import Body
-from protocol.release import Release, ReleaseRecord, parse_release, verify_release_record
-from protocol.subjects import INBOX_STREAM, inbox_consumer, inbox_subject, ingress_subject
-from sigbus.bus import connect
-from sigbus.natsauth import NatsCredentials
+from sigbus.agents.errors import PublishFailed, ReleaseRejected
+from sigbus.protocol.directory import Directory
+from sigbus.protocol.envelope import (
+    Envelope,
+    Header,
+    open_body,
+    parse_body,
+    seal_envelope,
+    verify_sender,
+)
+from sigbus.protocol.errors import ProtocolError
+from sigbus.protocol.identity import AgencyIdentity
+from sigbus.protocol.ids import AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.messages import Body
+from sigbus.protocol.release import Release, ReleaseRecord, parse_release, verify_release_record
+from sigbus.protocol.subjects import INBOX_STREAM, inbox_consumer, inbox_subject, ingress_subject
+from sigbus.transport.bus import connect
+from sigbus.transport.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.adapter")
 

@@ -24,23 +24,23 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import BaseModel
 
-from agents.errors import AdapterError
-from agents.runtime import Adapter, Delivered
-from audit.checkpoint import (
+from sigbus.agents.errors import AdapterError
+from sigbus.agents.runtime import Adapter, Delivered
+from sigbus.audit.checkpoint import (
     DEFAULT_ORIGIN,
     Checkpoint,
     parse_checkpoint_body,
     parse_signed_note,
     verify_note,
 )
-from audit.entry import LogEntry, leaf_hash
-from audit.errors import AuditError, ForkDetected, StaleCheckpoint
-from audit.merkle import verify_inclusion
-from audit.witness import Witness
-from protocol.canonical import b64encode
-from protocol.directory import KeyUse
-from protocol.ids import AgencyId
-from protocol.proofs import (
+from sigbus.audit.entry import LogEntry, leaf_hash
+from sigbus.audit.errors import AuditError, ForkDetected, StaleCheckpoint
+from sigbus.audit.merkle import verify_inclusion
+from sigbus.audit.witness import Witness
+from sigbus.protocol.canonical import b64encode
+from sigbus.protocol.directory import KeyUse
+from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.proofs import (
     CHECKPOINT_REQUEST_SUBJECT,
     CheckpointReply,
     ConsistencyRequest,
@@ -48,14 +48,14 @@ from protocol.proofs import (
     InclusionRequest,
     ProofReply,
 )
-from protocol.subjects import (
+from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
     CHECKPOINT_SUBJECT,
     PROOF_CONSISTENCY_SUBJECT,
     PROOF_INCLUSION_SUBJECT,
     cosignature_subject,
 )
-from sigbus.keystore import write_private
+from sigbus.transport.keystore import write_private
 
 log = structlog.get_logger("sigbus.witness")
 

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field
 
-from audit.errors import CheckpointError, SignatureError
-from audit.merkle import HASH_SIZE
+from sigbus.audit.errors import CheckpointError, SignatureError
+from sigbus.audit.merkle import HASH_SIZE
 
 DEFAULT_ORIGIN = "sigbus/dev/disclosure-log"
 

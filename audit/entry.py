@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import rfc8785
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import AgencyId, MessageType
 
 LOG_ENTRY_VERSION: Literal[1] = 1
 GENESIS_PREV_HASH = "0" * 64

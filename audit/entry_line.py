@@ -34,8 +34,8 @@ from datetime import date
 import rfc8785
 from pydantic import ValidationError
 
-from audit.entry import LogEntry, Outcome
-from protocol.ids import AgencyId, MessageType
+from sigbus.audit.entry import LogEntry, Outcome
+from sigbus.protocol.ids import AgencyId, MessageType
 
 _MAX_SAFE_INTEGER = 2**53 - 1
 

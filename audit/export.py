@@ -64,15 +64,15 @@ from typing import Any, BinaryIO, Literal
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit.checkpoint import (
+from sigbus.audit.checkpoint import (
     Checkpoint,
     note_body,
     public_key_bytes,
     verify_cosignature,
     verify_note,
 )
-from audit.entry import GENESIS_PREV_HASH
-from audit.entry_line import (
+from sigbus.audit.entry import GENESIS_PREV_HASH
+from sigbus.audit.entry_line import (
     ENTRY_LINE,
     ENTRY_LINES,
     ENTRY_LINES_PLAIN,
@@ -82,8 +82,8 @@ from audit.entry_line import (
     plain_newlines,
     valid_date,
 )
-from audit.errors import AuditError, ExportError
-from audit.merkle import EMPTY_ROOT, RootAccumulator
+from sigbus.audit.errors import AuditError, ExportError
+from sigbus.audit.merkle import EMPTY_ROOT, RootAccumulator
 
 EXPORT_FORMAT = "sigbus-log-export/v1"
 _HEADER_KEYS = {"entries", "format", "log_public_key", "origin"}

@@ -29,9 +29,15 @@ from typing import Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from audit.checkpoint import Checkpoint, cosign, note_body, public_key_bytes, verify_note
-from audit.errors import AuditError, CheckpointError, ForkDetected, ProofError, StaleCheckpoint
-from audit.merkle import verify_consistency
+from sigbus.audit.checkpoint import Checkpoint, cosign, note_body, public_key_bytes, verify_note
+from sigbus.audit.errors import (
+    AuditError,
+    CheckpointError,
+    ForkDetected,
+    ProofError,
+    StaleCheckpoint,
+)
+from sigbus.audit.merkle import verify_consistency
 
 
 class WitnessState(BaseModel):

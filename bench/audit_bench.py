@@ -45,18 +45,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
-from audit.entry import GENESIS_PREV_HASH, ConsentRefEntry, LogEntry, Outcome
-from audit.export import verify_export_file, write_export
-from audit.merkle import MerkleTree, root_from_leaf_hashes
-from broker.log_writer import LogWriter
-from broker.pipeline import EntryDraft
-from protocol.ids import AgencyId, MessageType
-from protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
-from sigbus.bus import connect, ensure_streams
-from sigbus.config import hub_setup
-from sigbus.keystore import DEV_KEYS_DIR
-from sigbus.natsserver import EmbeddedNats
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
+from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRefEntry, LogEntry, Outcome
+from sigbus.audit.export import verify_export_file, write_export
+from sigbus.audit.merkle import MerkleTree, root_from_leaf_hashes
+from sigbus.broker.log_writer import LogWriter
+from sigbus.broker.pipeline import EntryDraft
+from sigbus.broker.setup import hub_setup
+from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
+from sigbus.transport.bus import connect, ensure_streams
+from sigbus.transport.keystore import DEV_KEYS_DIR
+from sigbus.transport.natsserver import EmbeddedNats
 
 # A realistic release entry (~700 bytes) with the varying fields as placeholders;
 # tests/audit/test_entry_line.py shows such lines are canonical LogEntry encodings.

@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
 
 import cedarpy  # noqa: E402
 
-from policy import (  # noqa: E402
+from sigbus.policy import (  # noqa: E402
     CaseState,
     ConsentRecordEvent,
     DecisionRequest,
@@ -63,11 +63,11 @@ from policy import (  # noqa: E402
     decide,
     default_rules,
 )
-from policy._index import RecordStatus  # noqa: E402
-from policy.engine import birthday_instant  # noqa: E402
-from protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose  # noqa: E402
-from protocol.ids import AgencyId, MessageType  # noqa: E402
-from protocol.messages import ConsentScope  # noqa: E402
+from sigbus.policy._index import RecordStatus  # noqa: E402
+from sigbus.policy.engine import birthday_instant  # noqa: E402
+from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose  # noqa: E402
+from sigbus.protocol.ids import AgencyId, MessageType  # noqa: E402
+from sigbus.protocol.messages import ConsentScope  # noqa: E402
 
 POLICE, SCHOOL, SOCIAL = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
 ALL = (POLICE, SCHOOL, SOCIAL)

@@ -20,17 +20,17 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
-from audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
-from audit.errors import AuditError
-from broker.log_writer import LogWriter
-from protocol.proofs import (
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
+from sigbus.audit.errors import AuditError
+from sigbus.broker.log_writer import LogWriter
+from sigbus.protocol.proofs import (
     CHECKPOINT_REQUEST_SUBJECT,
     CheckpointReply,
     ConsistencyRequest,
     InclusionRequest,
     ProofReply,
 )
-from protocol.subjects import (
+from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
     CHECKPOINT_SUBJECT,
     LOG_STREAM,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol.reasons import ReasonCode
+from sigbus.protocol.reasons import ReasonCode
 
 
 class BrokerError(Exception):

@@ -19,13 +19,13 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from audit.entry import GENESIS_PREV_HASH, LogEntry, Outcome, leaf_hash
-from audit.merkle import MerkleTree
-from broker.errors import LogCorruptError, LogFencedError
-from broker.pipeline import EntryDraft
-from protocol.reasons import ReasonCode
-from protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
-from sigbus.bus import read_stream
+from sigbus.audit.entry import GENESIS_PREV_HASH, LogEntry, Outcome, leaf_hash
+from sigbus.audit.merkle import MerkleTree
+from sigbus.broker.errors import LogCorruptError, LogFencedError
+from sigbus.broker.pipeline import EntryDraft
+from sigbus.protocol.reasons import ReasonCode
+from sigbus.protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
+from sigbus.transport.bus import read_stream
 
 REPLAYED = ReasonCode.REPLAYED_MESSAGE_ID.value
 

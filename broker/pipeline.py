@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from audit.entry import ConsentRefEntry, Outcome
-from broker.errors import Rejection
-from broker.pseudonym import subject_id_for
-from broker.state import CaseOpenedChange, ConsentRecordedChange, HubState
-from policy import (
+from sigbus.audit.entry import ConsentRefEntry, Outcome
+from sigbus.broker.errors import Rejection
+from sigbus.broker.pseudonym import subject_id_for
+from sigbus.broker.state import CaseOpenedChange, ConsentRecordedChange, HubState
+from sigbus.policy import (
     Decision,
     DecisionRequest,
     RecipientDecision,
@@ -30,26 +30,26 @@ from policy import (
     SubjectFacts,
     decide,
 )
-from policy import (
+from sigbus.policy import (
     Outcome as PolicyOutcome,
 )
-from protocol.codes import ReferralKind
-from protocol.directory import Directory
-from protocol.envelope import Envelope, open_body, parse_body, parse_envelope, verify_sender
-from protocol.errors import ProtocolError
-from protocol.identity import AgencyIdentity
-from protocol.ids import HUB_RECORD_TYPES, AgencyId, MessageType
-from protocol.messages import (
+from sigbus.protocol.codes import ReferralKind
+from sigbus.protocol.directory import Directory
+from sigbus.protocol.envelope import Envelope, open_body, parse_body, parse_envelope, verify_sender
+from sigbus.protocol.errors import ProtocolError
+from sigbus.protocol.identity import AgencyIdentity
+from sigbus.protocol.ids import HUB_RECORD_TYPES, AgencyId, MessageType
+from sigbus.protocol.messages import (
     Body,
     CaseInvitation,
     CaseOpened,
     ConsentEvent,
     Referral,
 )
-from protocol.personnummer import birth_date
-from protocol.reasons import ReasonCode
-from protocol.release import release_id_for
-from protocol.sealing import data_key_info, open_data_key, seal_data_key
+from sigbus.protocol.personnummer import birth_date
+from sigbus.protocol.reasons import ReasonCode
+from sigbus.protocol.release import release_id_for
+from sigbus.protocol.sealing import data_key_info, open_data_key, seal_data_key
 
 #: Which agency may send which type. Referrals reach social services under the
 #: reporting duty (SoL 14 kap. 1 §) or LUL 6 §; hub records and the social

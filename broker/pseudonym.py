@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from protocol.ids import SubjectId
+from sigbus.protocol.ids import SubjectId
 
 
 def subject_id_for(personnummer: str, pseudonym_key: bytes) -> SubjectId:

@@ -31,19 +31,19 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from audit.entry import LogEntry
-from broker.checkpointer import Checkpointer
-from broker.errors import LogFencedError
-from broker.log_writer import LogWriter
-from broker.pipeline import HubContext, Plan, ReleaseDraft, evaluate
-from broker.state import HubState
-from broker.state_store import StateStore
-from protocol.directory import Directory
-from protocol.ids import AgencyId
-from protocol.release import ConsentRefWire, Release, ReleaseRecord, sign_record
-from protocol.subjects import INBOX_STREAM, INGRESS_ALL, INGRESS_STREAM, inbox_subject
-from sigbus.bus import connect, ensure_streams
-from sigbus.natsauth import NatsCredentials
+from sigbus.audit.entry import LogEntry
+from sigbus.broker.checkpointer import Checkpointer
+from sigbus.broker.errors import LogFencedError
+from sigbus.broker.log_writer import LogWriter
+from sigbus.broker.pipeline import HubContext, Plan, ReleaseDraft, evaluate
+from sigbus.broker.state import HubState
+from sigbus.broker.state_store import StateStore
+from sigbus.protocol.directory import Directory
+from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.release import ConsentRefWire, Release, ReleaseRecord, sign_record
+from sigbus.protocol.subjects import INBOX_STREAM, INGRESS_ALL, INGRESS_STREAM, inbox_subject
+from sigbus.transport.bus import connect, ensure_streams
+from sigbus.transport.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.broker")
 

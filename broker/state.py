@@ -15,12 +15,12 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field
 
-from broker.errors import Rejection
-from policy import CaseState, ConsentRecordEvent, SubjectFacts
-from protocol.codes import ConsentAction, ConsenterRole
-from protocol.ids import AgencyId
-from protocol.messages import ConsentEvent, StrictModel
-from protocol.reasons import ReasonCode
+from sigbus.broker.errors import Rejection
+from sigbus.policy import CaseState, ConsentRecordEvent, SubjectFacts
+from sigbus.protocol.codes import ConsentAction, ConsenterRole
+from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.messages import ConsentEvent, StrictModel
+from sigbus.protocol.reasons import ReasonCode
 
 
 class CaseOpenedChange(StrictModel):

@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from broker.errors import StateCorruptError
-from broker.state import CaseOpenedChange, ConsentRecordedChange, HubState, StateRecord
-from protocol.subjects import STATE_STREAM, STATE_SUBJECT
-from sigbus.bus import read_stream
+from sigbus.broker.errors import StateCorruptError
+from sigbus.broker.state import CaseOpenedChange, ConsentRecordedChange, HubState, StateRecord
+from sigbus.protocol.subjects import STATE_STREAM, STATE_SUBJECT
+from sigbus.transport.bus import read_stream
 
 _AAD = b"sigbus/v1/hub-state\n"
 _NONCE = 12

@@ -6,9 +6,9 @@ the rules file), with the consent revisions and rule ids it relied on and the
 precise reasons for every deny.
 """
 
-from policy.engine import age_on, decide, required_consenters
-from policy.errors import EvaluationError, PolicyError, PolicyInputError, RulesError
-from policy.model import (
+from sigbus.policy.engine import age_on, decide, required_consenters
+from sigbus.policy.errors import EvaluationError, PolicyError, PolicyInputError, RulesError
+from sigbus.policy.model import (
     CaseState,
     ConsentRecordEvent,
     ConsentRef,
@@ -21,7 +21,7 @@ from policy.model import (
     StatutoryAssertion,
     SubjectFacts,
 )
-from policy.rules import Rules, default_rules, load_rules
+from sigbus.policy.rules import Rules, default_rules, load_rules
 
 __all__ = [
     "CaseState",

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 
-from policy._memo import memo
-from policy.model import CaseState, ConsentRecordEvent
-from protocol.codes import ConsentAction, ConsentPurpose
-from protocol.ids import AgencyId, MessageType
-from protocol.messages import ConsentScope
+from sigbus.policy._memo import memo
+from sigbus.policy.model import CaseState, ConsentRecordEvent
+from sigbus.protocol.codes import ConsentAction, ConsentPurpose
+from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.messages import ConsentScope
 
 
 class RecordStatus(Enum):

@@ -36,9 +36,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from policy._index import CaseIndex, RecordStatus, RecordView, case_index
-from policy._memo import memo
-from policy.model import (
+from sigbus.policy._index import CaseIndex, RecordStatus, RecordView, case_index
+from sigbus.policy._memo import memo
+from sigbus.policy.model import (
     CaseState,
     ConsentRef,
     Decision,
@@ -51,9 +51,9 @@ from policy.model import (
     StatutoryAssertion,
     SubjectFacts,
 )
-from policy.rules import Rules, StatuteRule
-from protocol.codes import ConsenterRole, ConsentPurpose
-from protocol.ids import HUB_RECORD_TYPES, PARTY_AGENCIES, AgencyId, MessageType
+from sigbus.policy.rules import Rules, StatuteRule
+from sigbus.protocol.codes import ConsenterRole, ConsentPurpose
+from sigbus.protocol.ids import HUB_RECORD_TYPES, PARTY_AGENCIES, AgencyId, MessageType
 
 #: Ages are counted in Swedish calendar days: a birthday starts at 00:00 Stockholm time.
 STOCKHOLM = ZoneInfo("Europe/Stockholm")

@@ -32,14 +32,14 @@ from pydantic import (
     model_validator,
 )
 
-from policy._memo import memo
-from protocol.canonical import canonical_json, sha256_hex
-from protocol.codes import ConsentAction, ConsenterRole
-from protocol.ids import AgencyId, MessageType
-from protocol.messages import ConsentScope, check_consent_shape
+from sigbus.policy._memo import memo
+from sigbus.protocol.canonical import canonical_json, sha256_hex
+from sigbus.protocol.codes import ConsentAction, ConsenterRole
+from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.messages import ConsentScope, check_consent_shape
 
 if TYPE_CHECKING:
-    from policy._index import CaseIndex
+    from sigbus.policy._index import CaseIndex
 
 _ShortId = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -142,7 +142,7 @@ class CaseState(PolicyModel):
         :func:`policy._index.build_index`), so a state with other events never
         sees this fold.
         """
-        from policy._index import build_index
+        from sigbus.policy._index import build_index
 
         return build_index(self)
 

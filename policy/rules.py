@@ -17,10 +17,10 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from policy._memo import memo
-from policy.errors import RulesError
-from protocol.codes import ConsentPurpose
-from protocol.ids import HUB_RECORD_TYPES, PARTY_AGENCIES, AgencyId, MessageType
+from sigbus.policy._memo import memo
+from sigbus.policy.errors import RulesError
+from sigbus.protocol.codes import ConsentPurpose
+from sigbus.protocol.ids import HUB_RECORD_TYPES, PARTY_AGENCIES, AgencyId, MessageType
 
 _RuleId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
 
@@ -152,7 +152,7 @@ def load_rules(data: bytes) -> Rules:
 
 def default_rules() -> Rules:
     """The rules shipped with the package (``policy/rules.toml``)."""
-    data = resources.files("policy").joinpath("rules.toml").read_bytes()
+    data = resources.files("sigbus.policy").joinpath("rules.toml").read_bytes()
     return load_rules(data)
 
 

@@ -18,12 +18,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import AwareDatetime, Field, ValidationError
 
-from protocol.canonical import DIRECTORY_DOMAIN, B64Bytes, canonical_json
-from protocol.errors import DirectoryError, KeyLookupError
-from protocol.ids import AgencyId
-from protocol.messages import StrictModel
-from protocol.reasons import ReasonCode
-from protocol.sealing import SuiteId
+from sigbus.protocol.canonical import DIRECTORY_DOMAIN, B64Bytes, canonical_json
+from sigbus.protocol.errors import DirectoryError, KeyLookupError
+from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.messages import StrictModel
+from sigbus.protocol.reasons import ReasonCode
+from sigbus.protocol.sealing import SuiteId
 
 
 class KeyUse(StrEnum):

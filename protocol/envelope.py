@@ -23,20 +23,31 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import AwareDatetime, Field, ValidationError
 
-from protocol.canonical import (
+from sigbus.protocol.canonical import (
     BODY_AAD_DOMAIN,
     ENVELOPE_SIGNATURE_DOMAIN,
     B64Bytes,
     canonical_json,
     sha256_hex,
 )
-from protocol.errors import BodyValidationError, EnvelopeFormatError, OpenError, SignatureError
-from protocol.identity import AgencyIdentity
-from protocol.ids import AgencyId, CaseRefStr, KeyIdStr, MessageIdStr, MessageType
-from protocol.messages import BODY_MODELS, Body, StrictModel
-from protocol.personnummer import PersonnummerError
-from protocol.reasons import ReasonCode
-from protocol.sealing import SuiteId, data_key_info, new_data_key, open_data_key, seal_data_key
+from sigbus.protocol.errors import (
+    BodyValidationError,
+    EnvelopeFormatError,
+    OpenError,
+    SignatureError,
+)
+from sigbus.protocol.identity import AgencyIdentity
+from sigbus.protocol.ids import AgencyId, CaseRefStr, KeyIdStr, MessageIdStr, MessageType
+from sigbus.protocol.messages import BODY_MODELS, Body, StrictModel
+from sigbus.protocol.personnummer import PersonnummerError
+from sigbus.protocol.reasons import ReasonCode
+from sigbus.protocol.sealing import (
+    SuiteId,
+    data_key_info,
+    new_data_key,
+    open_data_key,
+    seal_data_key,
+)
 
 PROTOCOL_VERSION: Literal[1] = 1
 #: Largest envelope the hub accepts on the wire. A minimal body is < 1 KiB; the

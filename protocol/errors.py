@@ -6,7 +6,7 @@ is named by *where* it failed, never by what it contained.
 
 from __future__ import annotations
 
-from protocol.reasons import ReasonCode
+from sigbus.protocol.reasons import ReasonCode
 
 
 class ProtocolError(Exception):

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from protocol.ids import AgencyId
-from protocol.sealing import SuiteId
+from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.sealing import SuiteId
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,11 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from protocol.canonical import B64Bytes
-from protocol.identity import AgencyIdentity
-from protocol.ids import AgencyId
-from protocol.messages import StrictModel
-from protocol.sealing import SuiteId
+from sigbus.protocol.canonical import B64Bytes
+from sigbus.protocol.identity import AgencyIdentity
+from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.messages import StrictModel
+from sigbus.protocol.sealing import SuiteId
 
 
 class HubSecrets(StrictModel):

@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Self, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from protocol.codes import (
+from sigbus.protocol.codes import (
     ActionCode,
     AgendaItem,
     ConsentAction,
@@ -28,7 +28,7 @@ from protocol.codes import (
     ReferralReason,
     StatusCode,
 )
-from protocol.ids import (
+from sigbus.protocol.ids import (
     PARTY_AGENCIES,
     AgencyId,
     CommitmentIdStr,
@@ -37,7 +37,7 @@ from protocol.ids import (
     MessageType,
     Sha256Hex,
 )
-from protocol.personnummer import Personnummer, ScreenedText
+from sigbus.protocol.personnummer import Personnummer, ScreenedText
 
 BODY_VERSION: Literal[1] = 1
 

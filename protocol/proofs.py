@@ -6,8 +6,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from protocol.canonical import B64Bytes
-from protocol.messages import StrictModel
+from sigbus.protocol.canonical import B64Bytes
+from sigbus.protocol.messages import StrictModel
 
 CHECKPOINT_REQUEST_SUBJECT = "sigbus.log.checkpoint.request"
 

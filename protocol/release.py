@@ -15,11 +15,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import AwareDatetime, Field, ValidationError
 
-from protocol.canonical import RELEASE_RECORD_DOMAIN, B64Bytes, canonical_json
-from protocol.envelope import MAX_ENVELOPE_BYTES, Envelope, error_locations
-from protocol.errors import EnvelopeFormatError, ReleaseError
-from protocol.ids import AgencyId
-from protocol.messages import StrictModel
+from sigbus.protocol.canonical import RELEASE_RECORD_DOMAIN, B64Bytes, canonical_json
+from sigbus.protocol.envelope import MAX_ENVELOPE_BYTES, Envelope, error_locations
+from sigbus.protocol.errors import EnvelopeFormatError, ReleaseError
+from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.messages import StrictModel
 
 
 class ConsentRefWire(StrictModel):

@@ -20,9 +20,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
-from protocol.canonical import DATA_KEY_INFO_DOMAIN
-from protocol.errors import OpenError
-from protocol.reasons import ReasonCode
+from sigbus.protocol.canonical import DATA_KEY_INFO_DOMAIN
+from sigbus.protocol.errors import OpenError
+from sigbus.protocol.reasons import ReasonCode
 
 DATA_KEY_BYTES = 32
 _MLKEM_SEED = 64

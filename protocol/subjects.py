@@ -7,7 +7,7 @@ later message), and least-privilege permissions can be stated per agency.
 
 from __future__ import annotations
 
-from protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import AgencyId, MessageType
 
 INGRESS_STREAM = "SIGBUS_INGRESS"
 INGRESS_ALL = "sigbus.ingress.>"

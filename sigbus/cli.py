@@ -16,25 +16,26 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from agents.police.cli import app as police_app
-from agents.school.cli import app as school_app
-from agents.social.cli import app as social_app
-from audit.errors import AuditError
-from protocol.directory import KeyUse
-from protocol.envelope import error_locations
-from protocol.errors import ProtocolError
-from protocol.ids import AgencyId
-from sigbus import config
-from sigbus.bus import connect
+from sigbus.agents.police.cli import app as police_app
+from sigbus.agents.school.cli import app as school_app
+from sigbus.agents.social.cli import app as social_app
+from sigbus.audit.errors import AuditError
+from sigbus.broker.setup import hub_setup
 from sigbus.cli_audit import audit_app
 from sigbus.cli_keys import keys_app
 from sigbus.cli_policy import policy_app
 from sigbus.demo import run_demo
-from sigbus.errors import SigbusError
 from sigbus.export import ExportSummary, export_log
-from sigbus.keystore import load_directory
-from sigbus.logging import configure_logging
-from sigbus.natsserver import EmbeddedNats, pid_alive
+from sigbus.protocol.directory import KeyUse
+from sigbus.protocol.envelope import error_locations
+from sigbus.protocol.errors import ProtocolError
+from sigbus.protocol.ids import AgencyId
+from sigbus.transport import config
+from sigbus.transport.bus import connect
+from sigbus.transport.errors import SigbusError
+from sigbus.transport.keystore import load_directory
+from sigbus.transport.logging import configure_logging
+from sigbus.transport.natsserver import EmbeddedNats, pid_alive
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -110,7 +111,7 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
     base = config.data_dir(data_dir)
     state_file = base / config.UP_STATE_FILE
     try:
-        hub = config.hub_setup(config.keys_dir(keys))
+        hub = hub_setup(config.keys_dir(keys))
     except (SigbusError, ProtocolError) as e:
         raise _fail(e) from e
 
@@ -171,7 +172,7 @@ def broker_run(
 ) -> None:
     """Run the hub against an existing NATS server (the docker-compose deployment)."""
     try:
-        hub = config.hub_setup(config.keys_dir(keys))
+        hub = hub_setup(config.keys_dir(keys))
     except (SigbusError, ProtocolError) as e:
         raise _fail(e) from e
 
@@ -213,7 +214,7 @@ def audit_export(
         nc = await connect(
             config.nats_url(nats, data_dir),
             name="audit-export",
-            creds=config.hub_setup(keys_path).creds,
+            creds=hub_setup(keys_path).creds,
         )
         try:
             return await export_log(

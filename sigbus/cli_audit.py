@@ -17,10 +17,10 @@ from typing import Annotated, Any
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit.checkpoint import note_body, parse_checkpoint_body, verify_note
-from audit.errors import AuditError, CheckpointError, ExportError
-from audit.export import read_entry_lines, verify_export_file
-from audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
+from sigbus.audit.checkpoint import note_body, parse_checkpoint_body, verify_note
+from sigbus.audit.errors import AuditError, CheckpointError, ExportError
+from sigbus.audit.export import read_entry_lines, verify_export_file
+from sigbus.audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
 
 audit_app = typer.Typer(pretty_exceptions_show_locals=False,
     help="Verify, prove and query an exported disclosure log offline.", no_args_is_help=True

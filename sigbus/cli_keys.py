@@ -18,12 +18,12 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from protocol.directory import Directory
-from protocol.errors import ProtocolError
-from protocol.ids import AgencyId
-from protocol.sealing import DEFAULT_SUITE, SuiteId
-from sigbus.errors import SigbusError
-from sigbus.keyring import (
+from sigbus.protocol.directory import Directory
+from sigbus.protocol.errors import ProtocolError
+from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId
+from sigbus.transport.errors import SigbusError
+from sigbus.transport.keyring import (
     PublicBundle,
     add_agency,
     directory_rows,
@@ -33,7 +33,7 @@ from sigbus.keyring import (
     revoke_key,
     rotate_keys,
 )
-from sigbus.keystore import (
+from sigbus.transport.keystore import (
     DEV_KEYS_DIR,
     generate_agency,
     generate_dev_keys,

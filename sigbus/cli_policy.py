@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import typer
 from pydantic import Field, ValidationError
 
-from policy import (
+from sigbus.policy import (
     CaseState,
     Decision,
     DecisionRequest,
@@ -35,8 +35,8 @@ from policy import (
     decide,
     load_rules,
 )
-from policy.model import PolicyModel
-from protocol.ids import AgencyId, MessageType
+from sigbus.policy.model import PolicyModel
+from sigbus.protocol.ids import AgencyId, MessageType
 
 policy_app = typer.Typer(
     pretty_exceptions_show_locals=False,

@@ -18,15 +18,19 @@ from typing import Any
 
 import structlog
 
-from agents.casesystem import MemoryCaseSystem
-from agents.runtime import Adapter
-from agents.social.consent import consent_given, consent_withdrawn
-from agents.witnessing import WitnessRunner, log_public_key, prove_release
-from audit.entry import LogEntry, Outcome
-from audit.errors import AuditError
-from audit.export import verify_export
-from broker.service import Broker
-from protocol.codes import (
+from sigbus.agents.casesystem import MemoryCaseSystem
+from sigbus.agents.runtime import Adapter
+from sigbus.agents.setup import agency_setup
+from sigbus.agents.social.consent import consent_given, consent_withdrawn
+from sigbus.agents.witnessing import WitnessRunner, log_public_key, prove_release
+from sigbus.audit.entry import LogEntry, Outcome
+from sigbus.audit.errors import AuditError
+from sigbus.audit.export import verify_export
+from sigbus.broker.service import Broker
+from sigbus.broker.setup import hub_setup
+from sigbus.export import export_log
+from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
+from sigbus.protocol.codes import (
     ActionCode,
     AgendaItem,
     ConsenterRole,
@@ -36,8 +40,8 @@ from protocol.codes import (
     ReferralReason,
     StatusCode,
 )
-from protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
-from protocol.messages import (
+from sigbus.protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.messages import (
     CaseInvitation,
     CaseOpened,
     CommitmentStatus,
@@ -46,11 +50,9 @@ from protocol.messages import (
     PlanCommitment,
     Referral,
 )
-from protocol.subjects import LOG_STREAM
-from sigbus.config import agency_setup, hub_setup, insecure_dev
-from sigbus.export import export_log
-from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
-from sigbus.natsserver import EmbeddedNats
+from sigbus.protocol.subjects import LOG_STREAM
+from sigbus.transport.config import insecure_dev
+from sigbus.transport.natsserver import EmbeddedNats
 
 log = structlog.get_logger("sigbus.demo")
 

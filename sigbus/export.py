@@ -18,19 +18,19 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from audit.checkpoint import DEFAULT_ORIGIN, parse_checkpoint_body, parse_signed_note
-from audit.export import CosignatureRecord, write_export
-from protocol.ids import PARTY_AGENCIES
-from protocol.proofs import Cosignature
-from protocol.subjects import (
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, parse_checkpoint_body, parse_signed_note
+from sigbus.audit.export import CosignatureRecord, write_export
+from sigbus.protocol.ids import PARTY_AGENCIES
+from sigbus.protocol.proofs import Cosignature
+from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
     CHECKPOINT_SUBJECT,
     LOG_ENTRY_SUBJECT,
     LOG_STREAM,
     cosignature_subject,
 )
-from sigbus.bus import read_stream
-from sigbus.errors import SigbusError
+from sigbus.transport.bus import read_stream
+from sigbus.transport.errors import SigbusError
 
 
 class ExportFailed(SigbusError):

@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 from nats.js.errors import NotFoundError
 
-from protocol.subjects import ALL_STREAMS
-from sigbus.bus import connect
-from sigbus.config import hub_setup
-from sigbus.keystore import DEV_KEYS_DIR
-from sigbus.natsserver import EmbeddedNats
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from sigbus.broker.setup import hub_setup
+from sigbus.protocol.subjects import ALL_STREAMS
+from sigbus.transport.bus import connect
+from sigbus.transport.keystore import DEV_KEYS_DIR
+from sigbus.transport.natsserver import EmbeddedNats
 
 
 @pytest.fixture(scope="session")

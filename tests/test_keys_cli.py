@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from protocol.directory import KeyUse
-from protocol.errors import KeyLookupError
-from protocol.ids import AgencyId
-from protocol.reasons import ReasonCode
-from protocol.sealing import SuiteId
 from sigbus.cli_keys import keys_app
-from sigbus.keyring import (
+from sigbus.protocol.directory import KeyUse
+from sigbus.protocol.errors import KeyLookupError
+from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.reasons import ReasonCode
+from sigbus.protocol.sealing import SuiteId
+from sigbus.transport.keyring import (
     KeyringError,
     PublicBundle,
     WrongPassphrase,
@@ -27,7 +27,7 @@ from sigbus.keyring import (
     revoke_key,
     rotate_keys,
 )
-from sigbus.keystore import (
+from sigbus.transport.keystore import (
     generate_agency,
     generate_dev_keys,
     load_directory,

@@ -3,7 +3,7 @@ commits to plan actions in a SIG. Only what is specific to the police lives here
 
 from __future__ import annotations
 
-from protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import AgencyId, MessageType
 
 AGENCY = AgencyId.POLICE
 SENDS = frozenset(

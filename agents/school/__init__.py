@@ -3,7 +3,7 @@ plan actions in a SIG. A school never sends a LUL 6 § notification."""
 
 from __future__ import annotations
 
-from protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import AgencyId, MessageType
 
 AGENCY = AgencyId.SCHOOL
 SENDS = frozenset(

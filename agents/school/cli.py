@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from agents.cli_common import (
+from sigbus.agents.cli_common import (
     KeysOpt,
     NatsOpt,
     PnrOpt,
@@ -15,9 +15,9 @@ from agents.cli_common import (
     referral_body,
     send,
 )
-from agents.school import AGENCY
-from protocol.codes import ContactFunction, ReferralKind, ReferralReason
-from protocol.ids import AgencyId, MessageType
+from sigbus.agents.school import AGENCY
+from sigbus.protocol.codes import ContactFunction, ReferralKind, ReferralReason
+from sigbus.protocol.ids import AgencyId, MessageType
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,

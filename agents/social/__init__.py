@@ -4,7 +4,7 @@ parties, draws up the individuell åtgärdsplan and calls individual meetings.""
 
 from __future__ import annotations
 
-from protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import AgencyId, MessageType
 
 AGENCY = AgencyId.SOCIAL
 SENDS = frozenset(

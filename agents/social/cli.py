@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from agents.cli_common import (
+from sigbus.agents.cli_common import (
     CaseOpt,
     KeysOpt,
     NatsOpt,
@@ -20,16 +20,16 @@ from agents.cli_common import (
     read_personnummer,
     send,
 )
-from agents.social import AGENCY
-from agents.social.consent import consent_given, consent_withdrawn
-from protocol.codes import (
+from sigbus.agents.social import AGENCY
+from sigbus.agents.social.consent import consent_given, consent_withdrawn
+from sigbus.protocol.codes import (
     AgendaItem,
     ConsenterRole,
     ContactFunction,
     PlaceCode,
 )
-from protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
-from protocol.messages import CaseInvitation, CaseOpened, MeetingNotice
+from sigbus.protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.messages import CaseInvitation, CaseOpened, MeetingNotice
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,

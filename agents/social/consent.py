@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose, ContactFunction
-from protocol.ids import AgencyId, MessageType
-from protocol.messages import ConsentEvent, ConsentScope
+from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose, ContactFunction
+from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.messages import ConsentEvent, ConsentScope
 
 
 def consent_given(

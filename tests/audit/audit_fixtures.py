@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit.checkpoint import DEFAULT_ORIGIN, cosign, make_checkpoint_body, sign_note
-from audit.entry import GENESIS_PREV_HASH, ConsentRefEntry, LogEntry, Outcome, leaf_hash
-from audit.export import CosignatureRecord, write_export
-from audit.merkle import MerkleTree
-from protocol.ids import AgencyId, MessageType
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, cosign, make_checkpoint_body, sign_note
+from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRefEntry, LogEntry, Outcome, leaf_hash
+from sigbus.audit.export import CosignatureRecord, write_export
+from sigbus.audit.merkle import MerkleTree
+from sigbus.protocol.ids import AgencyId, MessageType
 
 START = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 WITNESS_TIME = 1_795_000_000

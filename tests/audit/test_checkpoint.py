@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from audit_fixtures import LOG_KEY, POLICE_KEY, POLICE_WITNESS, SCHOOL_KEY, key_from_seed
 
-from audit.checkpoint import (
+from sigbus.audit.checkpoint import (
     DEFAULT_ORIGIN,
     Checkpoint,
     add_signature_lines,
@@ -22,8 +22,8 @@ from audit.checkpoint import (
     verify_cosignature,
     verify_note,
 )
-from audit.errors import CheckpointError, SignatureError
-from audit.merkle import hash_leaf
+from sigbus.audit.errors import CheckpointError, SignatureError
+from sigbus.audit.merkle import hash_leaf
 
 ROOT = hash_leaf(b"root")
 

@@ -10,7 +10,7 @@ import pytest
 from audit_fixtures import LOG_KEY, POLICE_KEY, POLICE_WITNESS, key_from_seed, make_log
 from typer.testing import CliRunner
 
-from audit.checkpoint import public_key_bytes
+from sigbus.audit.checkpoint import public_key_bytes
 from sigbus.cli_audit import audit_app
 
 runner = CliRunner()

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from audit.entry import ConsentRefEntry, LogEntry, Outcome
-from audit.entry_line import check_entry_line, diagnose_entry_line
-from protocol.ids import AgencyId, MessageType
+from sigbus.audit.entry import ConsentRefEntry, LogEntry, Outcome
+from sigbus.audit.entry_line import check_entry_line, diagnose_entry_line
+from sigbus.protocol.ids import AgencyId, MessageType
 
 text = st.text(max_size=12)
 optional_text = st.none() | text

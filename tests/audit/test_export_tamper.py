@@ -18,11 +18,11 @@ from audit_fixtures import (
     signed_checkpoint,
 )
 
-from audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
-from audit.entry import LogEntry, leaf_hash
-from audit.errors import ExportError
-from audit.export import read_entry_lines, verify_export, write_export
-from audit.merkle import MerkleTree
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
+from sigbus.audit.entry import LogEntry, leaf_hash
+from sigbus.audit.errors import ExportError
+from sigbus.audit.export import read_entry_lines, verify_export, write_export
+from sigbus.audit.merkle import MerkleTree
 
 COUNT = 7
 WITNESSES = [(POLICE_WITNESS, POLICE_KEY), (SCHOOL_WITNESS, SCHOOL_KEY)]

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.errors import ProofError
-from audit.merkle import (
+from sigbus.audit.errors import ProofError
+from sigbus.audit.merkle import (
     EMPTY_ROOT,
     MerkleTree,
     RootAccumulator,

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from audit.errors import ProofError
-from audit.merkle import verify_consistency, verify_inclusion
+from sigbus.audit.errors import ProofError
+from sigbus.audit.merkle import verify_consistency, verify_inclusion
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "rfc9162"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "rfc9162"
 FILES = sorted(VECTORS.rglob("*.json"))
 
 

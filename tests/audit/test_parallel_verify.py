@@ -18,17 +18,17 @@ from audit_fixtures import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import audit.export as export
-from audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
-from audit.entry_line import (
+import sigbus.audit.export as export
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
+from sigbus.audit.entry_line import (
     ENTRY_LINE,
     ENTRY_LINE_PLAIN,
     check_entry_line,
     is_plain,
     plain_newlines,
 )
-from audit.errors import ExportError
-from audit.merkle import root_from_leaf_hashes
+from sigbus.audit.errors import ExportError
+from sigbus.audit.merkle import root_from_leaf_hashes
 
 COUNT = 300
 Tamper = Callable[[list[bytes]], list[bytes]]

@@ -14,12 +14,18 @@ from audit_fixtures import (
     signed_checkpoint,
 )
 
-from audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, note_body, sign_note
-from audit.checkpoint import verify_cosignature as check_cosignature
-from audit.entry import leaf_hash
-from audit.errors import AuditError, CheckpointError, ForkDetected, SignatureError, StaleCheckpoint
-from audit.merkle import MerkleTree
-from audit.witness import Witness
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, note_body, sign_note
+from sigbus.audit.checkpoint import verify_cosignature as check_cosignature
+from sigbus.audit.entry import leaf_hash
+from sigbus.audit.errors import (
+    AuditError,
+    CheckpointError,
+    ForkDetected,
+    SignatureError,
+    StaleCheckpoint,
+)
+from sigbus.audit.merkle import MerkleTree
+from sigbus.audit.witness import Witness
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

@@ -9,18 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from agents.casesystem import MemoryCaseSystem
-from agents.runtime import Adapter
-from agents.social.consent import consent_given
-from audit.entry import LogEntry
-from broker.service import Broker
-from protocol.canonical import sha256_hex
-from protocol.codes import ConsenterRole
-from protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
-from protocol.messages import CaseOpened
-from protocol.subjects import LOG_STREAM
-from sigbus.config import agency_setup, hub_setup
+from sigbus.agents.casesystem import MemoryCaseSystem
+from sigbus.agents.runtime import Adapter
+from sigbus.agents.setup import agency_setup
+from sigbus.agents.social.consent import consent_given
+from sigbus.audit.entry import LogEntry
+from sigbus.broker.service import Broker
+from sigbus.broker.setup import hub_setup
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
+from sigbus.protocol.canonical import sha256_hex
+from sigbus.protocol.codes import ConsenterRole
+from sigbus.protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.messages import CaseOpened
+from sigbus.protocol.subjects import LOG_STREAM
 
 CONSENT_CATEGORIES = (
     MessageType.CASE_INVITATION,

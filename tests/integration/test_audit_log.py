@@ -12,21 +12,22 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agents.witnessing import WitnessRunner, log_public_key, prove_release
-from audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
-from audit.entry import Outcome
-from audit.export import verify_export
-from broker.errors import LogFencedError
-from broker.log_writer import LogWriter
-from broker.pipeline import EntryDraft
-from protocol.codes import ContactFunction, ReferralKind, ReferralReason
-from protocol.ids import AgencyId, MessageType
-from protocol.messages import Referral
-from protocol.subjects import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT, inbox_subject
-from sigbus.bus import connect
+from sigbus.agents.setup import agency_setup
+from sigbus.agents.witnessing import WitnessRunner, log_public_key, prove_release
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
+from sigbus.audit.entry import Outcome
+from sigbus.audit.export import verify_export
+from sigbus.broker.errors import LogFencedError
+from sigbus.broker.log_writer import LogWriter
+from sigbus.broker.pipeline import EntryDraft
+from sigbus.broker.setup import hub_setup
 from sigbus.cli import app
-from sigbus.config import agency_setup, hub_setup
 from sigbus.export import export_log
+from sigbus.protocol.codes import ContactFunction, ReferralKind, ReferralReason
+from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.messages import Referral
+from sigbus.protocol.subjects import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT, inbox_subject
+from sigbus.transport.bus import connect
 from tests.integration.conftest import World
 
 P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
@@ -150,7 +151,7 @@ async def test_crash_between_log_and_release_resolves_to_exactly_one_release(
         "2",
     ]
     setup = agency_setup(P, keys_dir)
-    from agents.runtime import Adapter
+    from sigbus.agents.runtime import Adapter
 
     police = await setup.connect(nats_url)
     first = subprocess.Popen(cmd, env=env)

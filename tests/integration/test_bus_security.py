@@ -11,8 +11,9 @@ import pytest
 import structlog
 from nats.errors import Error as NatsError
 
-from protocol.ids import AgencyId, MessageType
-from protocol.subjects import (
+from sigbus.agents.setup import agency_setup
+from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.subjects import (
     INBOX_STREAM,
     INGRESS_STREAM,
     LOG_ENTRY_SUBJECT,
@@ -21,10 +22,9 @@ from protocol.subjects import (
     inbox_subject,
     ingress_subject,
 )
-from sigbus.bus import connect
-from sigbus.config import agency_setup
-from sigbus.errors import TransportError
-from sigbus.natsauth import CA_CERT, NatsCredentials, new_nkey_seed
+from sigbus.transport.bus import connect
+from sigbus.transport.errors import TransportError
+from sigbus.transport.natsauth import CA_CERT, NatsCredentials, new_nkey_seed
 from tests.integration.conftest import World
 
 P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
@@ -126,8 +126,8 @@ async def test_plaintext_is_refused_without_insecure_dev(world: World) -> None:
 def _referral(world: World) -> object:
     from datetime import UTC, datetime
 
-    from protocol.codes import ContactFunction, ReferralKind, ReferralReason
-    from protocol.messages import Referral
+    from sigbus.protocol.codes import ContactFunction, ReferralKind, ReferralReason
+    from sigbus.protocol.messages import Referral
 
     return Referral(
         kind=ReferralKind.LUL_6_NOTIFICATION,

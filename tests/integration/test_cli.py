@@ -11,8 +11,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sigbus.keystore import DEV_KEYS_DIR
-from sigbus.natsserver import COMPOSE_CONFIG_PATH, compose_settings, pid_alive, render_config
+from sigbus.transport.keystore import DEV_KEYS_DIR
+from sigbus.transport.natsserver import (
+    COMPOSE_CONFIG_PATH,
+    compose_settings,
+    pid_alive,
+    render_config,
+)
 
 SIGBUS = [sys.executable, "-m", "sigbus"]
 REPO = Path(__file__).resolve().parents[2]

@@ -50,20 +50,25 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from audit.entry import LogEntry, Outcome
-from protocol.canonical import (
+from sigbus.audit.entry import LogEntry, Outcome
+from sigbus.protocol.canonical import (
     BODY_AAD_DOMAIN,
     ENVELOPE_SIGNATURE_DOMAIN,
     canonical_json,
     sha256_hex,
 )
-from protocol.directory import KeyStatus, KeyUse
-from protocol.envelope import Header
-from protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
-from protocol.reasons import ReasonCode
-from protocol.sealing import data_key_info, new_data_key, seal_data_key
-from protocol.subjects import INBOX_STREAM, ingress_subject
-from sigbus.keystore import load_directory, load_private, load_root_private, save_directory
+from sigbus.protocol.directory import KeyStatus, KeyUse
+from sigbus.protocol.envelope import Header
+from sigbus.protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.reasons import ReasonCode
+from sigbus.protocol.sealing import data_key_info, new_data_key, seal_data_key
+from sigbus.protocol.subjects import INBOX_STREAM, ingress_subject
+from sigbus.transport.keystore import (
+    load_directory,
+    load_private,
+    load_root_private,
+    save_directory,
+)
 from tests.integration.conftest import World
 
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "corpus"

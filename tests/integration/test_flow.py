@@ -7,8 +7,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit.entry import Outcome
-from protocol.codes import (
+from sigbus.audit.entry import Outcome
+from sigbus.broker.setup import hub_setup
+from sigbus.protocol.codes import (
     ActionCode,
     ConsentAction,
     ConsenterRole,
@@ -17,11 +18,10 @@ from protocol.codes import (
     ReferralReason,
     StatusCode,
 )
-from protocol.identity import AgencyIdentity
-from protocol.ids import AgencyId, MessageType
-from protocol.messages import CommitmentStatus, ConsentEvent, PlanCommitment, Referral
-from protocol.subjects import ingress_subject
-from sigbus.config import hub_setup
+from sigbus.protocol.identity import AgencyIdentity
+from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.messages import CommitmentStatus, ConsentEvent, PlanCommitment, Referral
+from sigbus.protocol.subjects import ingress_subject
 from tests.integration.conftest import World
 
 P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from audit.entry import Outcome
-from protocol.codes import ContactFunction, ReferralKind, ReferralReason
-from protocol.ids import AgencyId, MessageType
-from protocol.messages import Referral
-from sigbus.config import agency_setup, hub_setup
+from sigbus.agents.setup import agency_setup
+from sigbus.audit.entry import Outcome
+from sigbus.broker.setup import hub_setup
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
-from sigbus.keyring import WrongPassphrase, encrypt_keyfile, revoke_key
-from sigbus.keystore import (
+from sigbus.protocol.codes import ContactFunction, ReferralKind, ReferralReason
+from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.messages import Referral
+from sigbus.transport.keyring import WrongPassphrase, encrypt_keyfile, revoke_key
+from sigbus.transport.keystore import (
     PASSPHRASE_ENV,
     load_directory,
     load_private,

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
-from policy import (
+from sigbus.policy import (
     CaseState,
     ConsentRecordEvent,
     DecisionRequest,
     StatutoryAssertion,
     SubjectFacts,
 )
-from protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose
-from protocol.ids import AgencyId, MessageType
-from protocol.messages import ConsentScope
+from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose
+from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.messages import ConsentScope
 
 POLICE, SCHOOL, SOCIAL, HUB = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL, AgencyId.HUB
 ALL = (POLICE, SCHOOL, SOCIAL)

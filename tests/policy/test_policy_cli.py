@@ -100,8 +100,8 @@ def test_explain_for_a_person(how: tuple[str, ...]) -> None:
 
 
 def test_every_deny_code_has_an_explanation() -> None:
-    from policy import DenyCode
     from sigbus.cli_policy import _SENTENCES
+    from sigbus.policy import DenyCode
 
     assert set(_SENTENCES) == set(DenyCode)
 

@@ -31,7 +31,7 @@ from _policy_fixtures import (
     withdrawn,
 )
 
-from policy import (
+from sigbus.policy import (
     CaseState,
     Decision,
     DecisionRequest,
@@ -44,8 +44,8 @@ from policy import (
     default_rules,
     load_rules,
 )
-from policy.engine import age_on
-from protocol.ids import MessageType
+from sigbus.policy.engine import age_on
+from sigbus.protocol.ids import MessageType
 
 RULES = default_rules()
 

@@ -17,7 +17,7 @@ from _policy_fixtures import ALL, CATS, EVIDENCE, POLICE, REFERRAL, SCHOOL, SOCI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policy import (
+from sigbus.policy import (
     CaseState,
     ConsentRecordEvent,
     Decision,
@@ -28,9 +28,9 @@ from policy import (
     decide,
     default_rules,
 )
-from protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose
-from protocol.ids import AgencyId, MessageType
-from protocol.messages import ConsentScope
+from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose
+from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.messages import ConsentScope
 
 RULES = default_rules()
 H = timedelta(hours=1)

@@ -7,10 +7,10 @@ from importlib import resources
 
 import pytest
 
-from policy import RulesError, default_rules, load_rules
-from protocol.ids import AgencyId, MessageType
+from sigbus.policy import RulesError, default_rules, load_rules
+from sigbus.protocol.ids import AgencyId, MessageType
 
-SHIPPED = resources.files("policy").joinpath("rules.toml").read_bytes()
+SHIPPED = resources.files("sigbus.policy").joinpath("rules.toml").read_bytes()
 
 
 def test_hash_is_sha256_of_the_bytes() -> None:

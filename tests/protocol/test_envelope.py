@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from protocol.codes import ContactFunction, ReferralKind, ReferralReason
-from protocol.envelope import (
+from sigbus.fixtures import fictitious_personnummer
+from sigbus.protocol.codes import ContactFunction, ReferralKind, ReferralReason
+from sigbus.protocol.envelope import (
     Envelope,
     Header,
     open_body,
@@ -17,13 +18,12 @@ from protocol.envelope import (
     seal_envelope,
     verify_sender,
 )
-from protocol.errors import EnvelopeFormatError, OpenError, SignatureError
-from protocol.identity import AgencyIdentity
-from protocol.ids import AgencyId, MessageType
-from protocol.messages import Referral
-from protocol.reasons import ReasonCode
-from sigbus.fixtures import fictitious_personnummer
-from sigbus.keystore import load_directory, load_private
+from sigbus.protocol.errors import EnvelopeFormatError, OpenError, SignatureError
+from sigbus.protocol.identity import AgencyIdentity
+from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.messages import Referral
+from sigbus.protocol.reasons import ReasonCode
+from sigbus.transport.keystore import load_directory, load_private
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

@@ -20,11 +20,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from audit.entry import Outcome
-from broker.pipeline import HubContext, Plan, evaluate
-from broker.state import HubState
-from protocol.codes import ContactFunction, ReferralKind, ReferralReason
-from protocol.envelope import (
+from sigbus.agents.setup import agency_setup
+from sigbus.audit.entry import Outcome
+from sigbus.broker.pipeline import HubContext, Plan, evaluate
+from sigbus.broker.setup import hub_setup
+from sigbus.broker.state import HubState
+from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
+from sigbus.protocol.codes import ContactFunction, ReferralKind, ReferralReason
+from sigbus.protocol.envelope import (
     MAX_ENVELOPE_BYTES,
     Envelope,
     Header,
@@ -34,13 +37,11 @@ from protocol.envelope import (
     seal_envelope,
     verify_sender,
 )
-from protocol.errors import ProtocolError
-from protocol.ids import AgencyId, MessageType
-from protocol.messages import Referral
-from protocol.reasons import ReasonCode
-from sigbus.config import agency_setup, hub_setup
-from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
-from sigbus.keystore import DEV_KEYS_DIR
+from sigbus.protocol.errors import ProtocolError
+from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.messages import Referral
+from sigbus.protocol.reasons import ReasonCode
+from sigbus.transport.keystore import DEV_KEYS_DIR
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 P, SO = AgencyId.POLICE, AgencyId.SOCIAL

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from protocol.envelope import parse_body
-from protocol.errors import BodyValidationError
-from protocol.ids import MessageType
-from protocol.reasons import ReasonCode
+from sigbus.protocol.envelope import parse_body
+from sigbus.protocol.errors import BodyValidationError
+from sigbus.protocol.ids import MessageType
+from sigbus.protocol.reasons import ReasonCode
 
 VALID_PNR = "20100315-9801"  # fictitious (serial 98x), valid check digit
 REFERRAL = {

@@ -1,0 +1,53 @@
+"""Where things are: NATS URL, keys, data. Flags beat environment beat defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.keyfile import PrivateKeyFile
+from sigbus.transport.errors import ConfigError
+from sigbus.transport.keystore import DEV_KEYS_DIR
+from sigbus.transport.natsauth import NatsCredentials
+
+DEFAULT_DATA_DIR = Path("var/sigbus")
+UP_STATE_FILE = "sigbus-up.json"
+INSECURE_DEV_ENV = "SIGBUS_INSECURE_DEV"
+
+
+def keys_dir(option: Path | None) -> Path:
+    return option or Path(os.environ.get("SIGBUS_KEYS_DIR", DEV_KEYS_DIR))
+
+
+def data_dir(option: Path | None) -> Path:
+    return option or Path(os.environ.get("SIGBUS_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+def nats_url(option: str | None, data: Path | None = None) -> str:
+    """``--nats``, else ``SIGBUS_NATS_URL``, else the server started by ``sigbus up``."""
+    if option:
+        return option
+    if env := os.environ.get("SIGBUS_NATS_URL"):
+        return env
+    state = data_dir(data) / UP_STATE_FILE
+    try:
+        return str(json.loads(state.read_text())["nats_url"])
+    except (OSError, KeyError, ValueError) as e:
+        raise ConfigError(
+            "no NATS server: pass --nats URL, set SIGBUS_NATS_URL, or start one with `sigbus up`"
+        ) from e
+
+
+def insecure_dev() -> bool:
+    """Set by ``sigbus --insecure-dev``: plaintext NATS without identities. Debugging only."""
+    return os.environ.get(INSECURE_DEV_ENV) == "1"
+
+
+def credentials(agency: AgencyId, keys: Path, keyfile: PrivateKeyFile) -> NatsCredentials:
+    if insecure_dev():
+        return NatsCredentials(agency=agency, insecure_dev=True)
+    if keyfile.nats_seed is None:
+        raise ConfigError(f"key file of {agency.value} has no NATS identity: regenerate it")
+    return NatsCredentials(agency=agency, nkey_seed=keyfile.nats_seed, keys_dir=keys)

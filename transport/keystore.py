@@ -1,0 +1,229 @@
+"""Reading and writing key material and the signed directory (I/O edge).
+
+Private key files are created with mode 0600 from the start (no window in
+which another user could read them).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import ValidationError
+
+from sigbus.protocol.canonical import b64decode, b64encode
+from sigbus.protocol.directory import (
+    AgencyEntry,
+    Directory,
+    DirectoryKey,
+    KeyUse,
+    key_id_for,
+    sign_directory,
+    verify_directory,
+)
+from sigbus.protocol.errors import ProtocolError
+from sigbus.protocol.ids import PARTY_AGENCIES, AgencyId
+from sigbus.protocol.keyfile import HubSecrets, PrivateKeyFile, RootKeyFile
+from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId, generate_sealing_key
+from sigbus.transport.errors import ConfigError
+from sigbus.transport.natsauth import generate_dev_pki, new_nkey_seed, nkey_public
+
+log = structlog.get_logger("sigbus.keys")
+
+DEV_KEYS_DIR = Path(__file__).resolve().parent.parent / "keys" / "dev"
+DIRECTORY_FILE = "directory.json"
+PASSPHRASE_ENV = "SIGBUS_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
+ROOT_PUBLIC_FILE = "root.pub"
+DEV_KEY_VALIDITY = timedelta(days=10 * 365)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create or replace ``path`` with mode 0600, atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def private_key_path(keys_dir: Path, agency: AgencyId) -> Path:
+    return keys_dir / f"{agency.value}.key.json"
+
+
+@dataclass(frozen=True)
+class GeneratedAgency:
+    keyfile: PrivateKeyFile
+    entry: AgencyEntry
+
+
+def generate_agency(
+    agency: AgencyId, *, now: datetime, suite: SuiteId = DEFAULT_SUITE
+) -> GeneratedAgency:
+    signing = Ed25519PrivateKey.generate()
+    signing_pub = signing.public_key().public_bytes_raw()
+    sealing = generate_sealing_key(suite)
+    sig_id = key_id_for(agency, KeyUse.SIGNING, signing_pub)
+    seal_id = key_id_for(agency, KeyUse.SEALING, sealing.public_bytes)
+    keys = [
+        DirectoryKey(
+            key_id=sig_id,
+            use=KeyUse.SIGNING,
+            public_key=signing_pub,
+            not_before=now,
+            not_after=now + DEV_KEY_VALIDITY,
+        ),
+        DirectoryKey(
+            key_id=seal_id,
+            use=KeyUse.SEALING,
+            suite=suite,
+            public_key=sealing.public_bytes,
+            not_before=now,
+            not_after=now + DEV_KEY_VALIDITY,
+        ),
+    ]
+    hub: HubSecrets | None = None
+    if agency is AgencyId.HUB:
+        log_key = Ed25519PrivateKey.generate()
+        log_pub = log_key.public_key().public_bytes_raw()
+        keys.append(
+            DirectoryKey(
+                key_id=key_id_for(agency, KeyUse.LOG, log_pub),
+                use=KeyUse.LOG,
+                public_key=log_pub,
+                not_before=now,
+                not_after=now + DEV_KEY_VALIDITY,
+            )
+        )
+        hub = HubSecrets(
+            log_signing_private=log_key.private_bytes_raw(),
+            pseudonym_key=os.urandom(32),
+            state_key=os.urandom(32),
+        )
+    nats_seed = new_nkey_seed()
+    keyfile = PrivateKeyFile(
+        agency=agency,
+        signing_private=signing.private_bytes_raw(),
+        signing_key_id=sig_id,
+        sealing_suite=suite,
+        sealing_private=sealing.private_bytes,
+        sealing_key_id=seal_id,
+        nats_seed=nats_seed,
+        hub=hub,
+    )
+    entry = AgencyEntry(agency=agency, nats_user=nkey_public(nats_seed), keys=tuple(keys))
+    return GeneratedAgency(keyfile, entry)
+
+
+def generate_dev_keys(keys_dir: Path, *, now: datetime, suite: SuiteId = DEFAULT_SUITE) -> None:
+    """Regenerate every development key, the root key and the signed directory."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    root = Ed25519PrivateKey.generate()
+    entries = []
+    for agency in (AgencyId.HUB, *PARTY_AGENCIES):
+        generated = generate_agency(agency, now=now, suite=suite)
+        write_private(
+            private_key_path(keys_dir, agency), generated.keyfile.model_dump_json(indent=2).encode()
+        )
+        entries.append(generated.entry)
+    write_private(
+        keys_dir / "root.key.json",
+        RootKeyFile(root_private=root.private_bytes_raw()).model_dump_json(indent=2).encode(),
+    )
+    directory = Directory(serial=1, issued_at=now, agencies=tuple(entries))
+    save_directory(keys_dir, directory, root)
+    generate_dev_pki(keys_dir, now=now, validity=DEV_KEY_VALIDITY)
+    (keys_dir / ROOT_PUBLIC_FILE).write_text(b64encode(root.public_key().public_bytes_raw()) + "\n")
+
+
+def save_directory(keys_dir: Path, directory: Directory, root: Ed25519PrivateKey) -> None:
+    signed = sign_directory(directory, root)
+    (keys_dir / DIRECTORY_FILE).write_text(signed.model_dump_json(indent=2) + "\n")
+
+
+def load_root_private(keys_dir: Path) -> Ed25519PrivateKey:
+    raw = _read(keys_dir / "root.key.json")
+    try:
+        return Ed25519PrivateKey.from_private_bytes(
+            RootKeyFile.model_validate_json(raw).root_private
+        )
+    except ValidationError as e:
+        raise ConfigError("root key file is malformed") from e
+
+
+def load_private(keys_dir: Path, agency: AgencyId) -> PrivateKeyFile:
+    """An agency's private keys; an encrypted file takes its passphrase from
+    ``SIGBUS_KEY_PASSPHRASE`` (set by the service manager, never on a command line)."""
+    from sigbus.transport.keyring import load_private_file  # keyring builds on this module
+
+    path = private_key_path(keys_dir, agency)
+    keyfile = load_private_file(path, os.environ.get(PASSPHRASE_ENV))
+    if keyfile.agency is not agency:
+        raise ConfigError(f"private key file {path.name} belongs to another agency")
+    return keyfile
+
+
+def load_directory(keys_dir: Path) -> Directory:
+    """Load the directory and verify it against the pinned root public key."""
+    root_text = _read(keys_dir / ROOT_PUBLIC_FILE).decode().strip()
+    try:
+        root = b64decode(root_text)
+        Ed25519PublicKey.from_public_bytes(root)
+    except ValueError as e:
+        raise ConfigError("root.pub is not a base64 Ed25519 public key") from e
+    return verify_directory(_read(keys_dir / DIRECTORY_FILE), root)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+
+
+class DirectoryWatcher:
+    """The signed directory as it is *now*: re-read when the file changes.
+
+    Revocations and rotations take effect in a running hub and adapter without a
+    restart. A new file is used only if it verifies against the pinned root and
+    its serial does not go backwards; otherwise the last good directory stays in
+    force and the refusal is logged as a security event.
+    """
+
+    def __init__(self, keys_dir: Path, initial: Directory) -> None:
+        self._keys_dir = keys_dir
+        self._path = keys_dir / DIRECTORY_FILE
+        self._stamp = self._stat()
+        self.current = initial
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self._path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def refresh(self) -> Directory:
+        stamp = self._stat()
+        if stamp is None or stamp == self._stamp:
+            return self.current
+        self._stamp = stamp
+        try:
+            candidate = load_directory(self._keys_dir)
+        except (ConfigError, ProtocolError) as e:
+            log.error("security_event", kind="directory_rejected", error=type(e).__name__)
+            return self.current
+        if candidate.serial < self.current.serial:
+            log.error("security_event", kind="directory_rollback", serial=candidate.serial,
+                      current_serial=self.current.serial)
+            return self.current
+        if candidate != self.current:
+            log.info("directory_reloaded", serial=candidate.serial)
+        self.current = candidate
+        return self.current

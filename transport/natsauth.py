@@ -1,0 +1,247 @@
+"""Who may connect to NATS and what each identity may touch.
+
+Every agency and the hub connect as their own NATS user (an nkey, generated
+with the agency's keys) over mutual TLS (a client certificate from the
+deployment's CA). The server configuration is *generated from the signed
+agency directory*: an agency may publish only to its own ingress subjects,
+its witness cosignatures and the JetStream API calls of its own consumers,
+and subscribe only to its own reply inbox; the hub gets what the broker needs;
+no other user exists, so nobody else gets anything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import nkeys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sigbus.protocol.directory import Directory
+from sigbus.protocol.ids import PARTY_AGENCIES, AgencyId
+from sigbus.protocol.proofs import CHECKPOINT_REQUEST_SUBJECT
+from sigbus.protocol.subjects import (
+    CHECKPOINT_STREAM,
+    INBOX_STREAM,
+    PROOF_CONSISTENCY_SUBJECT,
+    PROOF_INCLUSION_SUBJECT,
+    cosignature_subject,
+    inbox_consumer,
+)
+from sigbus.transport.errors import ConfigError
+
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+SERVER_CERT = "nats-server.crt"
+SERVER_KEY = "nats-server.key"
+#: Names the server certificate is valid for: loopback and the compose service.
+SERVER_NAMES = ("localhost", "nats")
+SERVER_IPS = ("127.0.0.1",)
+
+
+def client_cert(agency: AgencyId) -> str:
+    return f"{agency.value}.tls.crt"
+
+
+def client_key(agency: AgencyId) -> str:
+    return f"{agency.value}.tls.key"
+
+
+def inbox_prefix(agency: AgencyId) -> str:
+    """Each identity gets its own reply-inbox prefix, so none can read another's replies."""
+    return f"_INBOX_{agency.value}"
+
+
+def new_nkey_seed() -> str:
+    return str(nkeys.encode_seed(ssl.RAND_bytes(32), nkeys.PREFIX_BYTE_USER).decode())
+
+
+def nkey_public(seed: str) -> str:
+    return str(nkeys.from_seed(seed.encode()).public_key.decode())
+
+
+# -- permissions (pure) -------------------------------------------------------
+
+
+def _consumer_api(stream: str, consumer: str) -> list[str]:
+    """The JetStream API subjects one durable pull consumer needs, and nothing else."""
+    return [
+        f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}.>",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+        f"$JS.ACK.{stream}.{consumer}.>",
+    ]
+
+
+def agency_permissions(agency: AgencyId) -> tuple[list[str], list[str]]:
+    """(publish allow, subscribe allow) for an agency adapter."""
+    publish = [
+        f"sigbus.ingress.{agency.value}.>",
+        cosignature_subject(agency),
+        PROOF_INCLUSION_SUBJECT,
+        PROOF_CONSISTENCY_SUBJECT,
+        CHECKPOINT_REQUEST_SUBJECT,
+        *_consumer_api(INBOX_STREAM, inbox_consumer(agency)),
+        *_consumer_api(CHECKPOINT_STREAM, f"witness-{agency.value}"),
+    ]
+    return publish, [f"{inbox_prefix(agency)}.>"]
+
+
+def hub_permissions() -> tuple[list[str], list[str]]:
+    publish = ["sigbus.>", "$JS.API.>", "$JS.ACK.>"]
+    subscribe = [
+        PROOF_INCLUSION_SUBJECT,
+        PROOF_CONSISTENCY_SUBJECT,
+        CHECKPOINT_REQUEST_SUBJECT,
+        f"{inbox_prefix(AgencyId.HUB)}.>",
+    ]
+    return publish, subscribe
+
+
+def _quoted(subjects: list[str]) -> str:
+    return "[" + ", ".join(f'"{s}"' for s in subjects) + "]"
+
+
+def render_authorization(directory: Directory) -> list[str]:
+    """nats-server ``authorization`` block: one nkey user per directory entry."""
+    lines = ["authorization {", "  users = ["]
+    for entry in directory.agencies:
+        if entry.nats_user is None:
+            raise ConfigError(f"directory entry {entry.agency.value} has no NATS user")
+        publish, subscribe = (
+            hub_permissions() if entry.agency is AgencyId.HUB else agency_permissions(entry.agency)
+        )
+        lines += [
+            f"    # {entry.agency.value}",
+            f'    {{ nkey: "{entry.nats_user}", permissions: {{',
+            f"        publish: {{ allow: {_quoted(publish)} }},",
+            f"        subscribe: {{ allow: {_quoted(subscribe)} }},",
+            # The hub answers proof requests on the requester's own reply inbox.
+            f"        allow_responses: {'true' if entry.agency is AgencyId.HUB else 'false'}",
+            "    } },",
+        ]
+    return [*lines, "  ]", "}"]
+
+
+def render_tls(cert_dir: str) -> list[str]:
+    """Mutual TLS: a client without a certificate from our CA is refused."""
+    return [
+        "tls {",
+        f'  cert_file: "{cert_dir}/{SERVER_CERT}"',
+        f'  key_file: "{cert_dir}/{SERVER_KEY}"',
+        f'  ca_file: "{cert_dir}/{CA_CERT}"',
+        "  verify: true",
+        "  timeout: 2",
+        "}",
+    ]
+
+
+# -- client side --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NatsCredentials:
+    """How one identity authenticates. ``insecure_dev``: plaintext, no auth (debug only)."""
+
+    agency: AgencyId
+    nkey_seed: str | None = None
+    keys_dir: Path | None = None
+    insecure_dev: bool = False
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if self.insecure_dev or self.keys_dir is None:
+            return None  # the caller refuses to go on in plaintext unless insecure_dev
+        ca_file = str(self.keys_dir / CA_CERT)
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(
+            str(self.keys_dir / client_cert(self.agency)),
+            str(self.keys_dir / client_key(self.agency)),
+        )
+        return ctx
+
+
+# -- development PKI (I/O) ----------------------------------------------------
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    from sigbus.transport.keystore import write_private
+
+    write_private(
+        path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sigbus development"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def generate_dev_pki(keys_dir: Path, *, now: datetime, validity: timedelta) -> None:
+    """A development CA, a server certificate and one client certificate per identity."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("sigbus development CA (NOT FOR PRODUCTION)")
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    (keys_dir / CA_CERT).write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    _write_key(keys_dir / CA_KEY, ca_key)
+
+    def issue(
+        common_name: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName] | None
+    ) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + validity)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        return cert.public_bytes(serialization.Encoding.PEM), key
+
+    san: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES]
+    san += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IPS]
+    pem, key = issue("sigbus nats-server", ExtendedKeyUsageOID.SERVER_AUTH, san)
+    (keys_dir / SERVER_CERT).write_bytes(pem)
+    _write_key(keys_dir / SERVER_KEY, key)
+    for agency in (AgencyId.HUB, *PARTY_AGENCIES):
+        pem, key = issue(f"sigbus {agency.value}", ExtendedKeyUsageOID.CLIENT_AUTH, None)
+        (keys_dir / client_cert(agency)).write_bytes(pem)
+        _write_key(keys_dir / client_key(agency), key)
