@@ -9,11 +9,21 @@ preimage).
 holds the roots of the subtrees of ``2**k`` leaves), which is what is needed
 to answer proofs for any earlier tree size; an append computes only the
 subtrees it completes (amortised O(1) hashes, worst case O(log n)).
+
+Bulk verification builds the same subtrees a block at a time:
+:func:`hash_leaves` and :func:`hash_pairs` hash many leaves or node pairs in
+C-level ``map`` calls, :func:`subtree_levels` computes every complete, aligned
+subtree inside a block of consecutive leaves that may start anywhere in the
+log, :func:`aligned_subtrees` reads off the few that cover a range, and
+:meth:`RootAccumulator.add_subtree` folds such blocks into the root. The
+parallel export verifier uses exactly these (it has no tree code of its own).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import operator
 from collections.abc import Iterable, Sequence
 
 from sigbus.audit.errors import ProofError
@@ -23,6 +33,23 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
 _sha256 = hashlib.sha256
+#: SHA-256 already fed the leaf prefix 0x00: ``copy()`` + ``update(d)`` hashes a
+#: leaf without building ``b"\x00" + d``, and copying skips OpenSSL's set-up.
+_LEAF_HASHER = _sha256(_LEAF_PREFIX)
+#: Likewise for interior nodes (prefix 0x01).
+_NODE_HASHER = _sha256(_NODE_PREFIX)
+_DIGEST = operator.methodcaller("digest")
+_COPY = operator.methodcaller("copy")
+_UPDATE = type(_LEAF_HASHER).update
+_repeat = itertools.repeat
+
+#: A fresh SHA-256 that has been fed 0x00: ``h = new_leaf_hasher(); h.update(d);
+#: h.digest()`` is :func:`hash_leaf` (``d``) for hot loops that cannot afford a
+#: concatenation and a function call per leaf.
+new_leaf_hasher = _LEAF_HASHER.copy
+
+#: ``(level, hash)``: the root of a perfect subtree of ``2**level`` leaves.
+Subtree = tuple[int, bytes]
 
 
 def hash_leaf(data: bytes) -> bytes:
@@ -33,6 +60,81 @@ def hash_leaf(data: bytes) -> bytes:
 def hash_children(left: bytes, right: bytes) -> bytes:
     """RFC 9162 §2.1.1: SHA-256(0x01 || MTH(left) || MTH(right))."""
     return _sha256(_NODE_PREFIX + left + right).digest()
+
+
+def hash_leaves(data: Sequence[bytes]) -> list[bytes]:
+    """RFC 9162 §2.1.1 leaf hashes SHA-256(0x00 || d) of every ``d`` in ``data``.
+
+    Same result as ``[hash_leaf(d) for d in data]`` with no Python statement
+    per leaf: copies of a hasher already fed 0x00, each fed one item, all in
+    C-level maps.
+    """
+    hashers = list(map(_COPY, _repeat(_LEAF_HASHER, len(data))))
+    any(map(_UPDATE, hashers, data))  # update() returns None: consumes all
+    return list(map(_DIGEST, hashers))
+
+
+def hash_pairs(nodes: Sequence[bytes]) -> list[bytes]:
+    """RFC 9162 §2.1.1 parents SHA-256(0x01 || left || right) of nodes (0, 1), (2, 3), ...
+
+    ``nodes`` must hold an even number of hashes; like :func:`hash_leaves`,
+    one ``map`` per step rather than one statement per pair.
+    """
+    if len(nodes) % 2:
+        raise ProofError(f"{len(nodes)} nodes cannot be paired")
+    hashers = list(map(_COPY, _repeat(_NODE_HASHER, len(nodes) // 2)))
+    any(map(_UPDATE, hashers, nodes[0::2]))  # update() returns None: consumes all
+    any(map(_UPDATE, hashers, nodes[1::2]))
+    return list(map(_DIGEST, hashers))
+
+
+def subtree_levels(leaf_hashes: list[bytes], first: int = 0) -> list[list[bytes]]:
+    """Every complete, aligned subtree over the leaves ``first .. first + len - 1``.
+
+    ``levels[l][i]`` is MTH of the ``2**l`` leaves from ``(ceil(first / 2**l) + i) * 2**l``:
+    the aligned perfect subtrees that lie wholly inside the block. RFC 9162
+    §2.1.1 splits D[n] at the largest power of two k < n, so, recursively,
+    every such aligned range is a node of the tree of any size that contains
+    it; the nodes can therefore be computed from this block alone, without the
+    leaves before or after it (which is what lets chunks of a log be hashed
+    apart). ``levels[0]`` is ``leaf_hashes`` itself; each level above is one
+    :func:`hash_pairs` over the level below, skipping a first node whose
+    sibling lies before the block. With ``first = 0`` this is the layout of
+    :class:`MerkleTree`.
+    """
+    levels, nodes, low, high = [leaf_hashes], leaf_hashes, first, first + len(leaf_hashes)
+    while True:
+        up_low, up_high = (low + 1) // 2, high // 2
+        if up_high <= up_low:
+            return levels
+        offset = 2 * up_low - low  # 1 when the first node's sibling is before the block
+        nodes = hash_pairs(nodes[offset : offset + 2 * (up_high - up_low)])
+        levels.append(nodes)
+        low, high = up_low, up_high
+
+
+def aligned_subtrees(levels: list[list[bytes]], first: int, stop: int) -> tuple[Subtree, ...]:
+    """Leaves ``first .. stop - 1`` as the largest aligned perfect subtrees, left to right.
+
+    ``levels`` is :func:`subtree_levels` of a block starting at ``first`` and
+    reaching at least ``stop``. Each subtree starts at a multiple of its own
+    width, so appending them in order to a :class:`RootAccumulator` that holds
+    exactly the leaves before ``first`` is the same as appending the leaves.
+    """
+    out: list[Subtree] = []
+    position = first
+    while position < stop:
+        level = 0
+        while (
+            level + 1 < len(levels)
+            and position % (2 << level) == 0
+            and position + (2 << level) <= stop
+        ):
+            level += 1
+        base = (first + (1 << level) - 1) >> level  # position of levels[level][0]
+        out.append((level, levels[level][(position >> level) - base]))
+        position += 1 << level
+    return tuple(out)
 
 
 def _largest_power_of_two_below(n: int) -> int:
@@ -75,6 +177,28 @@ class RootAccumulator:
             stack[-1] = _sha256(_NODE_PREFIX + stack[-1] + right).digest()
             count >>= 1
 
+    def add_subtree(self, level: int, node: bytes) -> None:
+        """Append a whole perfect subtree of ``2**level`` leaves, given its root ``node``.
+
+        The same as adding its leaves one by one, provided it is aligned: the
+        count so far must be a multiple of ``2**level`` (then every subtree on
+        the stack is at least as wide, so it joins the RFC 9162 §2.1.1 split as
+        its next node). Raises :class:`ProofError` otherwise.
+        """
+        _require_hash(node, "subtree hash")
+        if level < 0 or self._count % (1 << level):
+            raise ProofError(
+                f"a subtree of 2**{level} leaves cannot start at leaf {self._count} (unaligned)"
+            )
+        stack = self._stack
+        stack.append(node)
+        self._count += 1 << level
+        count = self._count >> level
+        while not count & 1:  # as in add(): each trailing zero bit merges two subtrees
+            right = stack.pop()
+            stack[-1] = _sha256(_NODE_PREFIX + stack[-1] + right).digest()
+            count >>= 1
+
     def root(self) -> bytes:
         """MTH of the leaves seen so far; folds the perfect subtrees right to left."""
         stack = self._stack
@@ -105,10 +229,13 @@ class MerkleTree:
     """Append-only RFC 9162 tree that can serve proofs for any size up to its own."""
 
     def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
-        # _levels[k][j] = MTH of the perfect subtree of leaves [j*2**k, (j+1)*2**k).
-        self._levels: list[list[bytes]] = [[]]
-        for leaf in leaf_hashes:
-            self.append(leaf)
+        # _levels[k][j] = MTH of the perfect subtree of leaves [j*2**k, (j+1)*2**k),
+        # which is subtree_levels(leaves, 0); built level by level in bulk.
+        leaves = list(leaf_hashes)
+        wrong = next((leaf for leaf in leaves if len(leaf) != HASH_SIZE), None)
+        if wrong is not None:
+            _require_hash(wrong, "leaf hash")
+        self._levels: list[list[bytes]] = subtree_levels(leaves, 0)
 
     @property
     def size(self) -> int:

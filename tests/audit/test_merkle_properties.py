@@ -15,9 +15,14 @@ from sigbus.audit.merkle import (
     EMPTY_ROOT,
     MerkleTree,
     RootAccumulator,
+    aligned_subtrees,
     hash_children,
     hash_leaf,
+    hash_leaves,
+    hash_pairs,
+    new_leaf_hasher,
     root_from_leaf_hashes,
+    subtree_levels,
     verify_consistency,
     verify_inclusion,
 )
@@ -150,3 +155,60 @@ def test_tree_rejects_out_of_range_requests() -> None:
         tree.consistency_proof(4, 3)
     with pytest.raises(ProofError):
         tree.append(b"short")
+
+
+def test_bulk_hashing_matches_one_at_a_time() -> None:
+    data = [b"", b"a", b"entry-1" * 50, bytes(range(256))]
+    assert hash_leaves(data) == [hash_leaf(d) for d in data]
+    hasher = new_leaf_hasher()
+    hasher.update(data[2])
+    assert hasher.digest() == hash_leaf(data[2])
+    nodes = leaves_of(6)
+    assert hash_pairs(nodes) == [hash_children(nodes[i], nodes[i + 1]) for i in (0, 2, 4)]
+    with pytest.raises(ProofError):
+        hash_pairs(nodes[:3])
+
+
+@given(count=st.integers(min_value=0, max_value=70))
+def test_subtree_levels_from_zero_are_the_tree_s_levels(count: int) -> None:
+    leaves = leaves_of(count)
+    levels = subtree_levels(list(leaves))
+    tree = MerkleTree()
+    for leaf in leaves:
+        tree.append(leaf)
+    assert levels == tree._levels
+    assert MerkleTree(leaves)._levels == tree._levels
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=80), st.data())
+def test_chunk_subtrees_fold_into_the_root(total: int, data: st.DataObject) -> None:
+    """Any split into chunks: their subtrees (and prefix snapshots) fold into the right roots."""
+    leaves = [bytes([i % 256, i // 256]) * 16 for i in range(total)]
+    drawn = data.draw(st.lists(st.integers(min_value=0, max_value=total)))
+    cuts = sorted({cut for cut in drawn if 0 < cut < total})
+    bounds = list(zip([0, *cuts], [*cuts, total], strict=True))
+    fold = RootAccumulator()
+    for first, stop in bounds:
+        levels = subtree_levels(leaves[first:stop], first)
+        for size in range(first + 1, stop + 1):
+            trial = fold.copy()
+            for node in aligned_subtrees(levels, first, size):
+                trial.add_subtree(*node)  # raises ProofError if not aligned
+            assert trial.size == size
+            assert trial.root() == root_from_leaf_hashes(leaves[:size])
+        for node in aligned_subtrees(levels, first, stop):
+            fold.add_subtree(*node)
+    assert fold.root() == root_from_leaf_hashes(leaves)
+
+
+def test_unaligned_subtree_is_refused() -> None:
+    accumulator = RootAccumulator()
+    accumulator.add(hash_leaf(b"0"))
+    with pytest.raises(ProofError, match="unaligned"):
+        accumulator.add_subtree(1, hash_leaf(b"pair"))
+    with pytest.raises(ProofError):
+        accumulator.add_subtree(0, b"short")
+    accumulator.add_subtree(0, hash_leaf(b"1"))
+    accumulator.add_subtree(1, hash_children(hash_leaf(b"2"), hash_leaf(b"3")))
+    assert accumulator.root() == naive_root([hash_leaf(b"%d" % i) for i in range(4)])
