@@ -6,7 +6,7 @@ Offline verification (``--entries``, default 1,000,000; 0 skips it): the
 SHA-256 baseline (hashes/s on entry-sized input), the incremental Merkle
 append rate, and the time to verify an N-entry export file offline, both with
 the single-process reference verifier and with the parallel one
-(:func:`audit.export.verify_export_file`, W processes, default: the CPUs this
+(:func:`sigbus.parallel_verify.verify_export_file`, W processes, default: the CPUs this
 process may use).
 
 Durable append (``--append``, default 5,000; 0 skips it): a real nats-server
@@ -47,11 +47,12 @@ from nats.js.errors import NotFoundError
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
 from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRefEntry, LogEntry, Outcome
-from sigbus.audit.export import verify_export_file, write_export
+from sigbus.audit.export_format import write_export
 from sigbus.audit.merkle import MerkleTree, root_from_leaf_hashes
 from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.pipeline import EntryDraft
 from sigbus.broker.setup import hub_setup
+from sigbus.parallel_verify import verify_export_file
 from sigbus.protocol.ids import AgencyId, MessageType
 from sigbus.protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
 from sigbus.transport.bus import connect, ensure_streams

@@ -1,7 +1,10 @@
 """``sigbus audit``: offline tools for compliance officers (no server, no secret keys).
 
 Mounted by ``sigbus.cli`` as ``sigbus audit``; the server-side ``export``
-command lives there and calls :func:`audit.export.write_export`.
+command lives there and calls :func:`audit.export_format.write_export`. Here
+the export file is opened and its lines handed to the pure ``audit`` code
+(:func:`sigbus.parallel_verify.verify_export_file`,
+:func:`audit.export_format.read_entry_lines`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sigbus.audit.checkpoint import note_body, parse_checkpoint_body, verify_note
 from sigbus.audit.errors import AuditError, CheckpointError, ExportError
-from sigbus.audit.export import read_entry_lines, verify_export_file
+from sigbus.audit.export_format import read_entry_lines
 from sigbus.audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
+from sigbus.parallel_verify import verify_export_file
 
 audit_app = typer.Typer(pretty_exceptions_show_locals=False,
     help="Verify, prove and query an exported disclosure log offline.", no_args_is_help=True

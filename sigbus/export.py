@@ -19,7 +19,7 @@ from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, parse_checkpoint_body, parse_signed_note
-from sigbus.audit.export import CosignatureRecord, write_export
+from sigbus.audit.export_format import CosignatureRecord, write_export
 from sigbus.protocol.ids import PARTY_AGENCIES
 from sigbus.protocol.proofs import Cosignature
 from sigbus.protocol.subjects import (

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, cosign, make_checkpoint_body, sign_note
 from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRefEntry, LogEntry, Outcome, leaf_hash
-from sigbus.audit.export import CosignatureRecord, write_export
+from sigbus.audit.export_format import CosignatureRecord, write_export
 from sigbus.audit.merkle import MerkleTree
 from sigbus.protocol.ids import AgencyId, MessageType
 

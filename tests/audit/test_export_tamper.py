@@ -21,8 +21,9 @@ from audit_fixtures import (
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
 from sigbus.audit.entry import LogEntry, leaf_hash
 from sigbus.audit.errors import ExportError
-from sigbus.audit.export import read_entry_lines, verify_export, write_export
+from sigbus.audit.export_format import read_entry_lines, write_export
 from sigbus.audit.merkle import MerkleTree
+from sigbus.audit.verify import verify_export
 
 COUNT = 7
 WITNESSES = [(POLICE_WITNESS, POLICE_KEY), (SCHOOL_WITNESS, SCHOOL_KEY)]

@@ -18,7 +18,7 @@ from audit_fixtures import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sigbus.audit.export as export
+import sigbus.parallel_verify as parallel
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
 from sigbus.audit.entry_line import (
     ENTRY_LINE,
@@ -28,7 +28,9 @@ from sigbus.audit.entry_line import (
     plain_newlines,
 )
 from sigbus.audit.errors import ExportError
-from sigbus.audit.merkle import root_from_leaf_hashes
+from sigbus.audit.merkle import hash_leaf, root_from_leaf_hashes
+from sigbus.audit.verify import verify_export
+from sigbus.audit.verify_chunks import ChunkScanner, check_block, join_chunks
 
 COUNT = 300
 Tamper = Callable[[list[bytes]], list[bytes]]
@@ -41,7 +43,7 @@ def log() -> Log:
 
 @pytest.fixture(autouse=True)
 def small_files_go_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(export, "PARALLEL_MIN_ENTRIES", 1)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_ENTRIES", 1)
 
 
 def write(tmp_path: Path, lines: list[bytes]) -> Path:
@@ -52,14 +54,14 @@ def write(tmp_path: Path, lines: list[bytes]) -> Path:
 
 def reference_outcome(lines: list[bytes], **kwargs: object) -> object:
     try:
-        return export.verify_export(lines, **kwargs)  # type: ignore[arg-type]
+        return verify_export(lines, **kwargs)  # type: ignore[arg-type]
     except ExportError as e:
         return (str(e), e.entry_index)
 
 
 def file_outcome(path: Path, workers: int, **kwargs: object) -> object:
     try:
-        return export.verify_export_file(path, workers=workers, **kwargs)  # type: ignore[arg-type]
+        return parallel.verify_export_file(path, workers=workers, **kwargs)  # type: ignore[arg-type]
     except ExportError as e:
         return (str(e), e.entry_index)
 
@@ -70,13 +72,15 @@ def test_intact_file_takes_the_fast_path_and_matches_the_reference(
 ) -> None:
     lines = log.export_lines()
     path = write(tmp_path, lines)
-    expected = export.verify_export(lines, trusted_log_key=LOG_KEY.public_key())
+    expected = verify_export(lines, trusted_log_key=LOG_KEY.public_key())
 
     def no_fallback(*args: object, **kwargs: object) -> None:
         raise AssertionError("the parallel path fell back to the reference")
 
-    monkeypatch.setattr(export, "verify_export", no_fallback)
-    report = export.verify_export_file(path, workers=workers, trusted_log_key=LOG_KEY.public_key())
+    monkeypatch.setattr(parallel, "verify_export", no_fallback)
+    report = parallel.verify_export_file(
+        path, workers=workers, trusted_log_key=LOG_KEY.public_key()
+    )
     assert report == expected
 
 
@@ -86,9 +90,9 @@ def test_earlier_checkpoints_at_every_kind_of_size(log: Log, tmp_path: Path, wor
     path = write(tmp_path, lines)
     sizes = [1, 2, 3, 64, 128, 149, 150, 151, 199, 256, 299, COUNT]
     notes = [signed_checkpoint(log.tree, size) for size in sizes]
-    expected = export.verify_export(lines, earlier_checkpoints=notes)
+    expected = verify_export(lines, earlier_checkpoints=notes)
     assert expected.earlier_checkpoints == tuple(sizes)
-    assert export.verify_export_file(path, workers=workers, earlier_checkpoints=notes) == expected
+    assert parallel.verify_export_file(path, workers=workers, earlier_checkpoints=notes) == expected
 
     forged = sign_note(
         make_checkpoint_body(DEFAULT_ORIGIN, 150, b"\x00" * 32), DEFAULT_ORIGIN, LOG_KEY
@@ -196,16 +200,14 @@ def test_fast_path_rejects_what_the_reference_rejects(
     Small blocks put block boundaries everywhere, and 100 bytes is shorter than
     a line (a line then spans several reads).
     """
-    monkeypatch.setattr(export, "_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(parallel, "_BLOCK_BYTES", block_bytes)
     intact = write(tmp_path, log.export_lines())
-    assert export._verify_parallel(intact, 3, None, None, ()) == export.verify_export(
-        log.export_lines()
-    )
+    assert parallel._verify_parallel(intact, 3, None, None, ()) == verify_export(log.export_lines())
     for name, tamper in TAMPERS.items():
         if name == "no final newline":
             continue
         path = write(tmp_path, tamper(log.export_lines()))
-        assert export._verify_parallel(path, 3, None, None, ()) is None, name
+        assert parallel._verify_parallel(path, 3, None, None, ()) is None, name
 
 
 plain_mutation = st.tuples(
@@ -292,26 +294,34 @@ def test_block_check_agrees_with_the_per_line_check(mutation: tuple[int, int, by
     block = _LINES[0] + b"\n" + mutated + b"\n" + _LINES[1] + b"\n"
     lines = block.split(b"\n")[:-1]
     expected = all(check_entry_line(one) is not None for one in lines)
-    rows = export._check_block(block, len(block))
+    rows = check_block(block, len(block))
     assert (rows is not None) == expected
     if rows is not None:
         assert list(rows[0]) == lines
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.integers(min_value=1, max_value=80), st.data())
-def test_chunk_subtrees_fold_into_the_root(total: int, data: st.DataObject) -> None:
-    """Any split into chunks: their subtrees (and prefix snapshots) fold into the right roots."""
-    leaves = [bytes([i % 256, i // 256]) * 16 for i in range(total)]
-    drawn = data.draw(st.lists(st.integers(min_value=0, max_value=total)))
-    cuts = sorted({cut for cut in drawn if 0 < cut < total})
-    bounds = list(zip([0, *cuts], [*cuts, total], strict=True))
-    fold = export._SubtreeFold()
-    for first, stop in bounds:
-        levels = export._tree_levels(leaves[first:stop], first)
-        for size in range(first + 1, stop + 1):
-            trial = fold.copy()
-            assert all(trial.add(*node) for node in export._subtrees(levels, first, size))
-            assert trial.root() == root_from_leaf_hashes(leaves[:size])
-        assert all(fold.add(*node) for node in export._subtrees(levels, first, stop))
-    assert fold.root() == root_from_leaf_hashes(leaves)
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_scanned_chunks_join_into_the_reference_root(data: st.DataObject) -> None:
+    """Without files or processes: chunks cut anywhere, fed in blocks, join into the root."""
+    lines = _LINES[: data.draw(st.integers(min_value=2, max_value=COUNT))]
+    total = len(lines)
+    cuts = sorted(set(data.draw(st.lists(st.integers(min_value=1, max_value=total - 1)))))
+    sizes = frozenset(data.draw(st.lists(st.integers(min_value=1, max_value=total))))
+    results = []
+    for first, stop in zip([0, *cuts], [*cuts, total], strict=True):
+        scanner = ChunkScanner()
+        step = data.draw(st.integers(min_value=1, max_value=stop - first))
+        for at in range(first, stop, step):
+            block = b"".join(line + b"\n" for line in lines[at : min(at + step, stop)])
+            assert scanner.feed(block, len(block))
+        results.append(scanner.result(sizes))
+    leaves = [hash_leaf(line) for line in lines]
+    assert join_chunks(results, total) == (
+        root_from_leaf_hashes(leaves),
+        {size: root_from_leaf_hashes(leaves[:size]) for size in sizes},
+    )
+    assert join_chunks(results, total + 1) is None
+    if len(results) > 1:
+        assert join_chunks(results[1:], total) is None  # does not start at index 0
+        assert join_chunks([results[0], *results[2:]], total) is None  # a gap

@@ -16,7 +16,7 @@ from sigbus.agents.setup import agency_setup
 from sigbus.agents.witnessing import WitnessRunner, log_public_key, prove_release
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
 from sigbus.audit.entry import Outcome
-from sigbus.audit.export import verify_export
+from sigbus.audit.verify import verify_export
 from sigbus.broker.errors import LogFencedError
 from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.pipeline import EntryDraft
