@@ -46,7 +46,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
-from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRefEntry, LogEntry, Outcome
+from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRef, EntryOutcome, LogEntry
 from sigbus.audit.export import verify_export_file, write_export
 from sigbus.audit.merkle import MerkleTree, root_from_leaf_hashes
 from sigbus.broker.log_writer import LogWriter
@@ -174,11 +174,11 @@ def bench_drafts(count: int) -> list[EntryDraft]:
             case_ref=f"case-{i % 211:06d}",
             legal_basis="consent",
             statutory=False,
-            consent_refs=(ConsentRefEntry(consent_id=f"consent-{i % 211:06d}", revision=1),),
+            consent_refs=(ConsentRef(consent_id=f"consent-{i % 211:06d}", revision=1),),
             rule_ids=("rule-consent-share",),
             rules_hash="cd" * 32,
             ciphertext_sha256=hashlib.sha256(b"%d" % i).hexdigest(),
-            outcome=Outcome.RELEASE,
+            outcome=EntryOutcome.RELEASE,
             reasons=(),
             release_id=f"rel-{i:012d}",
         )

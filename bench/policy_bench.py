@@ -56,10 +56,10 @@ from sigbus.policy import (  # noqa: E402
     CaseState,
     ConsentRecordEvent,
     DecisionRequest,
-    Outcome,
     Rules,
     StatutoryAssertion,
     SubjectFacts,
+    Verdict,
     decide,
     default_rules,
 )
@@ -266,7 +266,7 @@ when {{
 permit (
   principal == Agency::"{osl.senders[0].value}",
   action in {_set("Action", [c.value for c in osl.categories])},
-  resource == Agency::"{osl.recipient.value}"
+  resource == Agency::"{osl.recipient}"
 )
 when {{ context.osl_10_18a_evidence like "ra-*" && context.now < context.case.age21_at }};
 
@@ -393,11 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch_us = (time.perf_counter_ns() - t) / len(cedar_requests) / 1000
 
     agree = sum(
-        (d.per_recipient[0].outcome is Outcome.PERMIT) == c.allowed
+        (d.per_recipient[0].outcome is Verdict.PERMIT) == c.allowed
         for d, c in zip(ours, theirs, strict=True)
     )
     agree_batch = sum(a.allowed == b.allowed for a, b in zip(theirs, batch, strict=True))
-    permits = sum(d.per_recipient[0].outcome is Outcome.PERMIT for d in ours)
+    permits = sum(d.per_recipient[0].outcome is Verdict.PERMIT for d in ours)
     errors = sum(bool(c.diagnostics.errors) for c in theirs)
 
     # Random subjects of the store: cold (first touch), then warm.

@@ -43,7 +43,7 @@ _KEY_ID_TAG = {KeyUse.SIGNING: "sig", KeyUse.SEALING: "seal", KeyUse.LOG: "sig"}
 def key_id_for(agency: AgencyId, use: KeyUse, public_bytes: bytes) -> str:
     """Opaque, self-certifying key id: agency, use and a hash of the public key."""
     digest = hashlib.sha256(use.value.encode() + b"\n" + public_bytes).hexdigest()[:16]
-    return f"{agency.value}-{_KEY_ID_TAG[use]}-{digest}"
+    return f"{agency}-{_KEY_ID_TAG[use]}-{digest}"
 
 
 class DirectoryKey(StrictModel):
@@ -76,7 +76,7 @@ class Directory(StrictModel):
 
     def entry(self, agency: AgencyId) -> AgencyEntry:
         for e in self.agencies:
-            if e.agency is agency:
+            if e.agency == agency:
                 return e
         raise KeyLookupError("agency is not in the directory")
 

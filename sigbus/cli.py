@@ -16,9 +16,8 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from sigbus.agents.police.cli import app as police_app
-from sigbus.agents.school.cli import app as school_app
-from sigbus.agents.social.cli import app as social_app
+from sigbus.agents.cli_common import agency_app
+from sigbus.agents.social.cli import add_lead_commands
 from sigbus.audit.errors import AuditError
 from sigbus.broker.setup import hub_setup
 from sigbus.cli_audit import audit_app
@@ -28,14 +27,15 @@ from sigbus.demo import run_demo
 from sigbus.export import ExportSummary, export_log
 from sigbus.protocol.directory import KeyUse
 from sigbus.protocol.envelope import error_locations
-from sigbus.protocol.errors import ProtocolError
-from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.errors import ProtocolError, SigbusError
+from sigbus.protocol.ids import HUB
+from sigbus.protocol.profiles import Profiles
 from sigbus.transport import config
 from sigbus.transport.bus import connect
-from sigbus.transport.errors import SigbusError
 from sigbus.transport.keystore import load_directory
 from sigbus.transport.logging import configure_logging
 from sigbus.transport.natsserver import EmbeddedNats, pid_alive
+from sigbus.transport.profiles import load_profiles
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -47,9 +47,6 @@ broker_app = typer.Typer(
 )
 app.add_typer(broker_app, name="broker")
 app.add_typer(keys_app, name="keys")
-app.add_typer(police_app, name="police")
-app.add_typer(school_app, name="school")
-app.add_typer(social_app, name="social")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 
@@ -187,6 +184,27 @@ def broker_run(
     asyncio.run(serve())
 
 
+def add_agency_groups(profiles: Profiles) -> None:
+    """``sigbus <agency> …`` for every agency profile; the lead's group adds its commands."""
+    for name in profiles:
+        profile = profiles[name]
+        group = agency_app(profile, profiles)
+        if profile.lead:
+            add_lead_commands(group, profile)
+        app.add_typer(group, name=name)
+
+
+def _profiles_or_exit() -> Profiles:
+    try:
+        return load_profiles(config.keys_dir(None))
+    except SigbusError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+add_agency_groups(_profiles_or_exit())
+
+
 def entrypoint() -> None:
     """Console script: bad input anywhere exits 2 naming *where*, never echoing values
     (pydantic's own message would print the input, which may be a personnummer)."""
@@ -209,7 +227,7 @@ def audit_export(
 
     async def run() -> ExportSummary:
         directory = load_directory(config.keys_dir(keys))
-        log_key = directory.key_by_use(AgencyId.HUB, KeyUse.LOG, at=datetime.now(UTC))
+        log_key = directory.key_by_use(HUB, KeyUse.LOG, at=datetime.now(UTC))
         keys_path = config.keys_dir(keys)
         nc = await connect(
             config.nats_url(nats, data_dir),
@@ -218,7 +236,10 @@ def audit_export(
         )
         try:
             return await export_log(
-                nc.jetstream(), out, Ed25519PublicKey.from_public_bytes(log_key.public_key)
+                nc.jetstream(),
+                out,
+                Ed25519PublicKey.from_public_bytes(log_key.public_key),
+                witnesses=[e.agency for e in directory.agencies if e.agency != HUB],
             )
         finally:
             await nc.close()

@@ -137,7 +137,7 @@ def keys_generate(
         data = encrypt_keyfile(keyfile, passphrase).model_dump_json(indent=2).encode()
     write_private(path, data)
     typer.echo(
-        f"{agency.value} keys written to {path} (mode 0600"
+        f"{agency} keys written to {path} (mode 0600"
         f"{', passphrase-encrypted' if passphrase else ''}); "
         f"hand `sigbus keys public --key {path}` to the hub"
     )
@@ -240,7 +240,7 @@ def keys_show(
     header = ("AGENCY", "KEY ID", "USE", "NOT BEFORE", "NOT AFTER", "STATUS")
     rows = [header] + [
         (
-            r.agency.value,
+            r.agency,
             r.key_id,
             r.use.value,
             r.not_before.isoformat(),

@@ -328,7 +328,7 @@ def test_dev_generate_writes_private_files_0600(tmp_path: Path) -> None:
     assert code == 0
     assert "never use them in production" in stdout
     for agency in AgencyId:
-        assert _mode(tmp_path / f"{agency.value}.key.json") == 0o600
+        assert _mode(tmp_path / f"{agency}.key.json") == 0o600
     assert _mode(tmp_path / "root.key.json") == 0o600
     assert {e.agency for e in load_directory(tmp_path).agencies} == set(AgencyId)
 

@@ -49,5 +49,5 @@ def credentials(agency: AgencyId, keys: Path, keyfile: PrivateKeyFile) -> NatsCr
     if insecure_dev():
         return NatsCredentials(agency=agency, insecure_dev=True)
     if keyfile.nats_seed is None:
-        raise ConfigError(f"key file of {agency.value} has no NATS identity: regenerate it")
+        raise ConfigError(f"key file of {agency} has no NATS identity: regenerate it")
     return NatsCredentials(agency=agency, nkey_seed=keyfile.nats_seed, keys_dir=keys)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, cosign, make_checkpoint_body, sign_note
-from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRefEntry, LogEntry, Outcome, leaf_hash
+from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRef, EntryOutcome, LogEntry, leaf_hash
 from sigbus.audit.export import CosignatureRecord, write_export
 from sigbus.audit.merkle import MerkleTree
 from sigbus.protocol.ids import AgencyId, MessageType
@@ -47,13 +47,13 @@ def make_entries(count: int, *, start: int = 0, prev: str = GENESIS_PREV_HASH) -
             subject_id=f"subj-{index % 5:06d}",
             case_ref=f"case-{index % 4:04d}",
             legal_basis="consent" if release else None,
-            consent_refs=(ConsentRefEntry(consent_id=f"consent-{index % 4:04d}", revision=1),)
+            consent_refs=(ConsentRef(consent_id=f"consent-{index % 4:04d}", revision=1),)
             if release
             else (),
             rule_ids=("rule-consent",),
             rules_hash="ab" * 32,
             ciphertext_sha256=f"{index:064x}",
-            outcome=Outcome.RELEASE if release else Outcome.DENY,
+            outcome=EntryOutcome.RELEASE if release else EntryOutcome.DENY,
             reasons=() if release else ("no_consent",),
             release_id=f"rel-{index:08d}" if release else None,
         )

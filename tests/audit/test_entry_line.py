@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from sigbus.audit.entry import ConsentRefEntry, LogEntry, Outcome
+from sigbus.audit.entry import ConsentRef, EntryOutcome, LogEntry
 from sigbus.audit.entry_line import check_entry_line, diagnose_entry_line
 from sigbus.protocol.ids import AgencyId, MessageType
 
@@ -41,14 +41,14 @@ entries = st.builds(
     statutory=st.booleans(),
     consent_refs=st.lists(
         st.builds(
-            ConsentRefEntry, consent_id=text, revision=st.integers(min_value=1, max_value=2**53 - 1)
+            ConsentRef, consent_id=text, revision=st.integers(min_value=1, max_value=2**53 - 1)
         ),
         max_size=2,
     ).map(tuple),
     rule_ids=st.lists(text, max_size=2).map(tuple),
     rules_hash=optional_text,
     ciphertext_sha256=optional_text,
-    outcome=st.sampled_from(Outcome),
+    outcome=st.sampled_from(EntryOutcome),
     reasons=st.lists(text, max_size=2).map(tuple),
     release_id=optional_text,
 )

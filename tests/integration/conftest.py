@@ -63,7 +63,7 @@ class World:
 
     async def entries_for(self, message_id: str) -> dict[str, LogEntry]:
         return {
-            (e.recipient.value if e.recipient else "-"): e
+            (e.recipient if e.recipient else "-"): e
             for e in await self.log_entries()
             if e.message_id == message_id
         }

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from sigbus.agents.setup import agency_setup
 from sigbus.agents.witnessing import WitnessRunner, log_public_key, prove_release
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
-from sigbus.audit.entry import Outcome
+from sigbus.audit.entry import EntryOutcome
 from sigbus.audit.export import verify_export
 from sigbus.broker.errors import LogFencedError
 from sigbus.broker.log_writer import LogWriter
@@ -51,7 +51,7 @@ async def test_witnesses_cosign_and_export_verifies_offline(
     await world.settle()
     await world.broker.checkpointer.publish()
     runners = [
-        WitnessRunner(a, state_path=tmp_path / f"witness-{a.agency.value}.json")
+        WitnessRunner(a, state_path=tmp_path / f"witness-{a.agency}.json")
         for a in world.adapters.values()
     ]
     for runner in runners:
@@ -60,7 +60,7 @@ async def test_witnesses_cosign_and_export_verifies_offline(
         assert not runner.alarms
 
     evidence = await prove_release(world.adapters[SO], world.inboxes[SO].received[-1])
-    assert evidence.entry.outcome is Outcome.RELEASE
+    assert evidence.entry.outcome is EntryOutcome.RELEASE
     assert evidence.checkpoint.size == world.broker.writer.size
 
     out = tmp_path / "log.jsonl"
@@ -124,7 +124,7 @@ async def test_second_writer_is_fenced(world: World) -> None:
         rule_ids=(),
         rules_hash="x",
         ciphertext_sha256=None,
-        outcome=Outcome.DENY,
+        outcome=EntryOutcome.DENY,
         reasons=("x",),
         release_id=None,
     )

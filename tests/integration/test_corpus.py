@@ -50,7 +50,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from sigbus.audit.entry import LogEntry, Outcome
+from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.protocol.canonical import (
     BODY_AAD_DOMAIN,
     ENVELOPE_SIGNATURE_DOMAIN,
@@ -59,7 +59,7 @@ from sigbus.protocol.canonical import (
 )
 from sigbus.protocol.directory import KeyStatus, KeyUse
 from sigbus.protocol.envelope import Header
-from sigbus.protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.ids import HUB, PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.sealing import data_key_info, new_data_key, seal_data_key
 from sigbus.protocol.subjects import INBOX_STREAM, ingress_subject
@@ -204,7 +204,7 @@ def build_envelope(
     validated first, so a body with bad content still arrives validly signed.
     """
     adapter = world.adapters[sender]
-    hub_key = adapter.directory.sealing_key(AgencyId.HUB, at=datetime.now(UTC))
+    hub_key = adapter.directory.sealing_key(HUB, at=datetime.now(UTC))
     assert hub_key.suite is not None
     header = Header(
         message_id=new_opaque_id("msg"),
@@ -226,7 +226,7 @@ def build_envelope(
         hub_key.suite,
         hub_key.public_key,
         data_key,
-        data_key_info(header["message_id"], AgencyId.HUB.value, hub_key.key_id),
+        data_key_info(header["message_id"], HUB.value, hub_key.key_id),
     )
     signed = ENVELOPE_SIGNATURE_DOMAIN + canonical_json(
         {"header": header, "ciphertext_sha256": sha256_hex(nonce + ciphertext)}
@@ -280,7 +280,7 @@ class Hostile:
 
 async def build_hostile(world: World, recipe: dict[str, Any]) -> Hostile:
     sender = AgencyId(recipe.get("sender", "police"))
-    publisher = AgencyId(recipe.get("publisher", sender.value))
+    publisher = AgencyId(recipe.get("publisher", sender))
     message_type = MessageType(recipe.get("type", "referral"))
     subject = ingress_subject(publisher, message_type)
     if "raw" in recipe:
@@ -305,7 +305,7 @@ async def build_hostile(world: World, recipe: dict[str, Any]) -> Hostile:
     body.update(_substitute(recipe.get("body_patch", {}), world.youth, now))
     signing_key, signing_key_id = None, None
     if recipe.get("signing_key") == "unknown":
-        signing_key, signing_key_id = Ed25519PrivateKey.generate(), f"{sender.value}-sig-{'0' * 16}"
+        signing_key, signing_key_id = Ed25519PrivateKey.generate(), f"{sender}-sig-{'0' * 16}"
     envelope = build_envelope(
         world,
         sender=sender,
@@ -407,7 +407,7 @@ async def test_corpus_case(
         await publisher.publish_raw(hostile.subject, hostile.data, hostile.nats_msg_id)
         await world.settle()
         first = await world.entries_for(hostile.nats_msg_id)
-        assert first[SO.value].outcome is Outcome.RELEASE, "the original is released once"
+        assert first[SO.value].outcome is EntryOutcome.RELEASE, "the original is released once"
         hostile = Hostile(
             hostile.subject, hostile.data, hostile.nats_msg_id + "-replay", hostile.publisher
         )
@@ -422,7 +422,7 @@ async def test_corpus_case(
 
     new = (await world.log_entries())[log_before:]
     assert new, "the hostile input got no log entry"
-    assert all(e.outcome is Outcome.DENY for e in new), [(e.outcome, e.reasons) for e in new]
+    assert all(e.outcome is EntryOutcome.DENY for e in new), [(e.outcome, e.reasons) for e in new]
     assert _reason_matches(new[0], expected, also), new[0].reasons
     assert all(
         known_reason(r.split(":")[0]) or r.startswith("policy:") for e in new for r in e.reasons
@@ -433,6 +433,6 @@ async def test_corpus_case(
     good = await send_good(world)
     await world.settle()
     entries = await world.entries_for(good)
-    assert entries[SO.value].outcome is Outcome.RELEASE
+    assert entries[SO.value].outcome is EntryOutcome.RELEASE
     assert good in world.received_ids(SO)
     assert await inbox_count(world) == inbox_before + 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sigbus.audit.entry import Outcome
+from sigbus.audit.entry import EntryOutcome
 from sigbus.broker.setup import hub_setup
 from sigbus.protocol.codes import (
     ActionCode,
@@ -47,10 +47,10 @@ async def test_referral_reaches_social_services_only(world: World) -> None:
     mid = await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO, S))
     await world.settle()
     entries = await world.entries_for(mid)
-    assert entries["social"].outcome is Outcome.RELEASE
+    assert entries["social"].outcome is EntryOutcome.RELEASE
     assert entries["social"].statutory is True
     assert entries["social"].legal_basis == "lul_6"
-    assert entries["school"].outcome is Outcome.DENY
+    assert entries["school"].outcome is EntryOutcome.DENY
     assert world.received_ids(SO) == [mid]
     assert world.received_ids(S) == []
     delivered = world.inboxes[SO].received[0]
@@ -79,8 +79,8 @@ async def test_consent_gates_release_and_withdrawal_stops_it(world: World) -> No
     await world.settle()
     released = await world.entries_for(first)
     assert {r: e.outcome for r, e in released.items()} == {
-        "social": Outcome.RELEASE,
-        "police": Outcome.RELEASE,
+        "social": EntryOutcome.RELEASE,
+        "police": EntryOutcome.RELEASE,
     }
     assert {c.consent_id for c in released["police"].consent_refs} == {
         "consent-youngperson",
@@ -105,7 +105,7 @@ async def test_consent_gates_release_and_withdrawal_stops_it(world: World) -> No
     )
     await world.settle()
     denied = await world.entries_for(after)
-    assert {e.outcome for e in denied.values()} == {Outcome.DENY}
+    assert {e.outcome for e in denied.values()} == {EntryOutcome.DENY}
     assert any("consent_withdrawn" in r for r in denied["police"].reasons)
     assert after not in world.received_ids(P)
     assert after not in world.received_ids(SO)
@@ -126,7 +126,7 @@ async def test_message_from_unknown_key_is_denied_logged_not_delivered(world: Wo
     mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,))
     await world.settle()
     entries = await world.entries_for(mid)
-    assert entries["-"].outcome is Outcome.DENY
+    assert entries["-"].outcome is EntryOutcome.DENY
     assert entries["-"].reasons == ("unknown_sender_key",)
     assert world.received_ids(SO) == []
 
@@ -144,7 +144,7 @@ async def test_replayed_message_id_is_denied_even_outside_the_duplicate_window(
     await police.publish_raw(subject, wire, mid + "-replay")
     await world.settle()
     outcomes = [(e.outcome, e.reasons) for e in await world.log_entries() if e.message_id == mid]
-    assert outcomes == [(Outcome.RELEASE, ()), (Outcome.DENY, ("replayed_message_id",))]
+    assert outcomes == [(EntryOutcome.RELEASE, ()), (EntryOutcome.DENY, ("replayed_message_id",))]
     assert world.received_ids(SO) == [mid]
 
 
@@ -156,10 +156,10 @@ async def test_hub_keeps_serving_after_garbage(world: World) -> None:
     mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,))
     await world.settle()
     entries = await world.log_entries()
-    assert entries[0].outcome is Outcome.DENY
+    assert entries[0].outcome is EntryOutcome.DENY
     assert entries[0].reasons == ("not_json",)
     assert entries[1].message_id == mid
-    assert entries[1].outcome is Outcome.RELEASE
+    assert entries[1].outcome is EntryOutcome.RELEASE
     assert world.received_ids(SO) == [mid]
 
 

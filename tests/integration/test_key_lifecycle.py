@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sigbus.agents.setup import agency_setup
-from sigbus.audit.entry import Outcome
+from sigbus.audit.entry import EntryOutcome
 from sigbus.broker.setup import hub_setup
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from sigbus.protocol.codes import ContactFunction, ReferralKind, ReferralReason
@@ -61,8 +61,8 @@ async def test_revocation_takes_effect_in_a_running_hub(nats_url: str, keys_copy
         await broker.drain_ingress(idle_timeout=0.3)
         logged = [e for seq in range(1, 10) for e in broker.writer.entries_for_ingress(seq)]
         outcomes = {e.message_id: (e.outcome, e.reasons) for e in logged}
-        assert outcomes[before][0] is Outcome.RELEASE
-        assert outcomes[after] == (Outcome.DENY, ("revoked_key",))
+        assert outcomes[before][0] is EntryOutcome.RELEASE
+        assert outcomes[after] == (EntryOutcome.DENY, ("revoked_key",))
     finally:
         await police.close()
         await broker.stop()

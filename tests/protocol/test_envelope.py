@@ -20,7 +20,7 @@ from sigbus.protocol.envelope import (
 )
 from sigbus.protocol.errors import EnvelopeFormatError, OpenError, SignatureError
 from sigbus.protocol.identity import AgencyIdentity
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import HUB, AgencyId, MessageType
 from sigbus.protocol.messages import Referral
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.transport.keystore import load_directory, load_private
@@ -35,7 +35,7 @@ def police(keys_dir: Path) -> AgencyIdentity:
 
 @pytest.fixture(scope="module")
 def hub(keys_dir: Path) -> AgencyIdentity:
-    return load_private(keys_dir, AgencyId.HUB).identity()
+    return load_private(keys_dir, HUB).identity()
 
 
 def referral() -> Referral:
@@ -50,7 +50,7 @@ def referral() -> Referral:
 
 def sealed(police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path) -> Envelope:
     directory = load_directory(keys_dir)
-    hub_key = directory.sealing_key(AgencyId.HUB, at=NOW)
+    hub_key = directory.sealing_key(HUB, at=NOW)
     assert hub_key.suite is not None
     header = Header(
         message_id="msg-roundtripcase",
@@ -65,7 +65,7 @@ def sealed(police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path) -> Envel
         header,
         referral(),
         police,
-        recipient=AgencyId.HUB,
+        recipient=HUB,
         recipient_key_id=hub_key.key_id,
         recipient_public=hub_key.public_key,
     )
@@ -77,7 +77,7 @@ def test_round_trip_opens_to_the_same_body(
     env = parse_envelope(sealed(police, hub, keys_dir).to_wire())
     verify_sender(env, police.signing_key.public_key())
     body = parse_body(
-        env.header.type, open_body(env, recipient=AgencyId.HUB, suite_private=hub.sealing_private)
+        env.header.type, open_body(env, recipient=HUB, suite_private=hub.sealing_private)
     )
     assert body == referral()
 
@@ -144,7 +144,7 @@ def test_tampered_sealed_key_does_not_open(
     env = sealed(police, hub, keys_dir)
     tampered = env.model_copy(update={"sealed_key": _flip(env.sealed_key, 100)})
     with pytest.raises(OpenError) as info:
-        open_body(tampered, recipient=AgencyId.HUB, suite_private=hub.sealing_private)
+        open_body(tampered, recipient=HUB, suite_private=hub.sealing_private)
     assert info.value.reason is ReasonCode.SEAL_OPEN_FAILED
 
 
@@ -157,7 +157,7 @@ def test_body_under_another_header_does_not_decrypt(
         update={"header": env.header.model_copy(update={"recipients": (AgencyId.SCHOOL,)})}
     )
     with pytest.raises(OpenError) as info:
-        open_body(moved, recipient=AgencyId.HUB, suite_private=hub.sealing_private)
+        open_body(moved, recipient=HUB, suite_private=hub.sealing_private)
     assert info.value.reason is ReasonCode.DECRYPT_FAILED
 
 
