@@ -52,7 +52,7 @@ from sigbus.audit.merkle import MerkleTree, root_from_leaf_hashes
 from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.pipeline import EntryDraft
 from sigbus.broker.setup import hub_setup
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import MessageType
 from sigbus.protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
 from sigbus.transport.bus import connect, ensure_streams
 from sigbus.transport.keystore import DEV_KEYS_DIR
@@ -168,8 +168,8 @@ def bench_drafts(count: int) -> list[EntryDraft]:
             ingress_seq=i + 1,
             message_id=f"msg-{i:016d}",
             message_type=MessageType.REFERRAL,
-            sender=AgencyId.POLICE,
-            recipient=AgencyId.SOCIAL,
+            sender="police",
+            recipient="social",
             subject_id=f"subj-{i % 977:020d}",
             case_ref=f"case-{i % 211:06d}",
             legal_basis="consent",

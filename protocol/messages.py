@@ -95,7 +95,7 @@ class StatutoryAssertion(StrictModel):
 class ConsentRef(StrictModel):
     """A consent record and the revision a decision relied on (policy, log and release)."""
 
-    consent_id: Annotated[str, Field(min_length=1, max_length=128)]
+    consent_id: str
     revision: Annotated[int, Field(ge=1)]
 
 

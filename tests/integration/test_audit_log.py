@@ -23,14 +23,15 @@ from sigbus.broker.pipeline import EntryDraft
 from sigbus.broker.setup import hub_setup
 from sigbus.cli import app
 from sigbus.export import export_log
-from sigbus.protocol.codes import ContactFunction, ReferralKind, ReferralReason
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.codes import ReferralKind, ReferralReason
+from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
+from sigbus.protocol.reasons import HubReason, ReasonCode
 from sigbus.protocol.subjects import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT, inbox_subject
 from sigbus.transport.bus import connect
-from tests.integration.conftest import World
+from tests.integration.conftest import LUL6, World
 
-P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
+P, S, SO = "police", "school", "social"
 
 
 def referral(world: World) -> Referral:
@@ -39,7 +40,7 @@ def referral(world: World) -> Referral:
         personnummer=world.youth,
         reasons=(ReferralReason.WEAPON,),
         observed_on=datetime.now(UTC).date(),
-        contact_function=ContactFunction.POLICE_YOUTH_UNIT,
+        contact_function="police_youth_unit",
     )
 
 
@@ -47,7 +48,9 @@ async def test_witnesses_cosign_and_export_verifies_offline(
     world: World, tmp_path: Path, keys_dir: Path
 ) -> None:
     await world.open_case_with_consents()
-    await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
+    )
     await world.settle()
     await world.broker.checkpointer.publish()
     runners = [
@@ -65,7 +68,7 @@ async def test_witnesses_cosign_and_export_verifies_offline(
 
     out = tmp_path / "log.jsonl"
     log_key = log_public_key(world.adapters[SO])
-    summary = await export_log(world.broker.js, out, log_key)
+    summary = await export_log(world.broker.js, out, log_key, witnesses=list(world.adapters))
     assert summary.entries == world.broker.writer.size
     assert len(summary.witnesses) == 3
     report = verify_export(out.read_bytes().splitlines(keepends=True), trusted_log_key=log_key)
@@ -84,7 +87,9 @@ async def test_witnesses_cosign_and_export_verifies_offline(
 async def test_witness_raises_the_alarm_on_a_forked_checkpoint(
     world: World, keys_dir: Path
 ) -> None:
-    await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
+    )
     await world.settle()
     await world.broker.checkpointer.publish()
     runner = WitnessRunner(world.adapters[S])
@@ -105,7 +110,9 @@ async def test_witness_raises_the_alarm_on_a_forked_checkpoint(
 
 
 async def test_second_writer_is_fenced(world: World) -> None:
-    await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
+    )
     await world.settle()
     stale = LogWriter(world.broker.js)  # never recovered: believes the log is empty
     draft = EntryDraft(
@@ -125,7 +132,7 @@ async def test_second_writer_is_fenced(world: World) -> None:
         rules_hash="x",
         ciphertext_sha256=None,
         outcome=EntryOutcome.DENY,
-        reasons=("x",),
+        reasons=(HubReason(ReasonCode.MALFORMED_ENVELOPE),),
         release_id=None,
     )
     with pytest.raises(LogFencedError):
@@ -165,9 +172,10 @@ async def test_crash_between_log_and_release_resolves_to_exactly_one_release(
                 personnummer=world_youth,
                 reasons=(ReferralReason.WEAPON,),
                 observed_on=datetime.now(UTC).date(),
-                contact_function=ContactFunction.POLICE_YOUTH_UNIT,
+                contact_function="police_youth_unit",
             ),
             recipients=(SO,),
+            assertion=LUL6,
         )
         code = await asyncio.to_thread(first.wait, 20)
     finally:

@@ -13,18 +13,17 @@ from sigbus.protocol.codes import (
     ActionCode,
     ConsentAction,
     ConsenterRole,
-    ContactFunction,
     ReferralKind,
     ReferralReason,
     StatusCode,
 )
 from sigbus.protocol.identity import AgencyIdentity
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import CommitmentStatus, ConsentEvent, PlanCommitment, Referral
 from sigbus.protocol.subjects import ingress_subject
-from tests.integration.conftest import World
+from tests.integration.conftest import LUL6, World
 
-P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
+P, S, SO = "police", "school", "social"
 
 
 def referral(world: World) -> Referral:
@@ -33,7 +32,7 @@ def referral(world: World) -> Referral:
         personnummer=world.youth,
         reasons=(ReferralReason.SUSPECTED_OFFENCE,),
         observed_on=datetime.now(UTC).date(),
-        contact_function=ContactFunction.POLICE_YOUTH_UNIT,
+        contact_function="police_youth_unit",
     )
 
 
@@ -44,7 +43,9 @@ def status(state: StatusCode = StatusCode.IN_PROGRESS) -> CommitmentStatus:
 
 
 async def test_referral_reaches_social_services_only(world: World) -> None:
-    mid = await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO, S))
+    mid = await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO, S), assertion=LUL6
+    )
     await world.settle()
     entries = await world.entries_for(mid)
     assert entries["social"].outcome is EntryOutcome.RELEASE
@@ -67,7 +68,7 @@ async def test_consent_gates_release_and_withdrawal_stops_it(world: World) -> No
             commitment_id="cm-attendance",
             responsible_agency=S,
             action=ActionCode.SCHOOL_ATTENDANCE_PLAN,
-            owner_function=ContactFunction.SCHOOL_COUNSELLOR,
+            owner_function="school_counsellor",
             due_on=datetime.now(UTC).date() + timedelta(days=30),
         ),
         case_ref=case,
@@ -96,7 +97,7 @@ async def test_consent_gates_release_and_withdrawal_stops_it(world: World) -> No
             consenter_role=ConsenterRole.GUARDIAN,
             guardian_ref="vh-2",
             acted_at=datetime.now(UTC),
-            recorded_by=ContactFunction.SOCIAL_CASE_WORKER,
+            recorded_by="social_case_worker",
         ),
         case_ref=case,
     )
@@ -123,7 +124,7 @@ async def test_message_from_unknown_key_is_denied_logged_not_delivered(world: Wo
         sealing_key_id=police.identity.sealing_key_id,
     )
     police.identity = rogue
-    mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6)
     await world.settle()
     entries = await world.entries_for(mid)
     assert entries["-"].outcome is EntryOutcome.DENY
@@ -135,7 +136,7 @@ async def test_replayed_message_id_is_denied_even_outside_the_duplicate_window(
     world: World,
 ) -> None:
     police = world.adapters[P]
-    envelope = police.seal(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    envelope = police.seal(MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6)
     wire, mid = envelope.to_wire(), envelope.header.message_id
     subject = ingress_subject(P, MessageType.REFERRAL)
     await police.publish_raw(subject, wire, mid)
@@ -153,7 +154,7 @@ async def test_hub_keeps_serving_after_garbage(world: World) -> None:
     await police.publish_raw(
         ingress_subject(P, MessageType.REFERRAL), b"\x00garbage", "msg-garbageinput"
     )
-    mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6)
     await world.settle()
     entries = await world.log_entries()
     assert entries[0].outcome is EntryOutcome.DENY
@@ -166,7 +167,9 @@ async def test_hub_keeps_serving_after_garbage(world: World) -> None:
 async def test_no_personnummer_outside_ciphertext(world: World) -> None:
     """Log entries and every stream's raw bytes carry ids only."""
     case = await world.open_case_with_consents()
-    await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
+    )
     await world.adapters[S].send(
         MessageType.COMMITMENT_STATUS, status(), case_ref=case, recipients=(SO, P)
     )

@@ -16,7 +16,7 @@ from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose
 from sigbus.protocol.ids import HUB, AgencyId, MessageType
 from sigbus.protocol.messages import ConsentScope
 
-POLICE, SCHOOL, SOCIAL, HUB = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL, HUB
+POLICE, SCHOOL, SOCIAL, HUB = "police", "school", "social", HUB
 ALL = (POLICE, SCHOOL, SOCIAL)
 PLAN = MessageType.PLAN_COMMITMENT
 MEETING = MessageType.MEETING_NOTICE
