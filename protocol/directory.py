@@ -20,7 +20,7 @@ from pydantic import AwareDatetime, Field, ValidationError
 
 from sigbus.protocol.canonical import DIRECTORY_DOMAIN, B64Bytes, canonical_json
 from sigbus.protocol.errors import DirectoryError, KeyLookupError
-from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.ids import AgencyId, KeyIdStr
 from sigbus.protocol.messages import StrictModel
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.sealing import SuiteId
@@ -47,7 +47,7 @@ def key_id_for(agency: AgencyId, use: KeyUse, public_bytes: bytes) -> str:
 
 
 class DirectoryKey(StrictModel):
-    key_id: Annotated[str, Field(pattern=r"^[a-z]+-(sig|seal)-[0-9a-f]{16}$")]
+    key_id: KeyIdStr
     use: KeyUse
     suite: SuiteId | None = None  # sealing keys only
     public_key: B64Bytes

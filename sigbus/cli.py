@@ -32,7 +32,7 @@ from sigbus.protocol.ids import HUB
 from sigbus.protocol.profiles import Profiles
 from sigbus.transport import config
 from sigbus.transport.bus import connect
-from sigbus.transport.keystore import load_directory
+from sigbus.transport.keystore import DirectoryWatcher, load_directory
 from sigbus.transport.logging import configure_logging
 from sigbus.transport.natsserver import EmbeddedNats, pid_alive
 from sigbus.transport.profiles import load_profiles
@@ -49,6 +49,9 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
+
+#: How often `sigbus up` looks for a changed signed directory (seconds).
+DIRECTORY_POLL_S = 2.0
 
 DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="default var/sigbus")]
 KeysOpt = Annotated[Path | None, typer.Option("--keys", help="default keys/dev")]
@@ -112,16 +115,31 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
     except (SigbusError, ProtocolError) as e:
         raise _fail(e) from e
 
-    async def serve(url: str) -> None:
-        broker = hub.broker(url)
+    keys_path = config.keys_dir(keys)
+    secured_by = None if config.insecure_dev() else keys_path
+
+    async def reload_users(server: EmbeddedNats) -> None:
+        """A directory change (an agency added, a key revoked) re-renders the server's
+        users and reloads it: nobody restarts."""
+        watcher = DirectoryWatcher(keys_path, hub.ctx.directory)
+        while True:
+            await asyncio.sleep(DIRECTORY_POLL_S)
+            seen = watcher.current
+            if secured_by is not None and watcher.refresh() is not seen:
+                server.reload()
+
+    async def serve(server: EmbeddedNats) -> None:
+        broker = hub.broker(server.url)
         await broker.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, broker.request_stop)
-        await broker.run()
+        reloader = asyncio.create_task(reload_users(server))
+        try:
+            await broker.run()
+        finally:
+            reloader.cancel()
 
-    keys_path = config.keys_dir(keys)
-    secured_by = None if config.insecure_dev() else keys_path
     with EmbeddedNats(base / "nats", keys_dir=secured_by) as server:
         state_file.write_text(json.dumps({"nats_url": server.url, "pid": os.getpid()}))
         typer.echo(
@@ -129,7 +147,7 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
             "Stop with Ctrl-C or `sigbus down`."
         )
         try:
-            asyncio.run(serve(server.url))
+            asyncio.run(serve(server))
         finally:
             state_file.unlink(missing_ok=True)
     typer.echo("sigbus down: broker and NATS stopped")
@@ -196,7 +214,7 @@ def add_agency_groups(profiles: Profiles) -> None:
 
 def _profiles_or_exit() -> Profiles:
     try:
-        return load_profiles(config.keys_dir(None))
+        return load_profiles(config.local_keys_dir())
     except SigbusError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -213,6 +231,9 @@ def entrypoint() -> None:
     except ValidationError as e:
         reasons = "; ".join(sorted({err["msg"] for err in e.errors(include_input=False)}))
         typer.echo(f"error: invalid input at {error_locations(e)}: {reasons}", err=True)
+        sys.exit(2)
+    except SigbusError as e:  # the one root: every sigbus error says what, never a traceback
+        typer.echo(f"error: {e}", err=True)
         sys.exit(2)
 
 

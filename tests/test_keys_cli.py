@@ -353,3 +353,80 @@ def test_bundle_with_mismatched_key_id_is_refused(tmp_path: Path, hub_dir: Path)
     )
     assert code == 2
     assert "key id does not match" in stderr
+
+
+def test_production_keys_from_zero_with_any_partner(tmp_path: Path) -> None:
+    """`keys init` at the hub, `keys generate` for partners the code never names, `keys add`."""
+    hub = tmp_path / "hub"
+    code, stdout, stderr = invoke("init", "--out", str(hub))
+    assert code == 0, stderr
+    assert "keep root.key.json offline" in stdout
+    for private in ("root.key.json", "hub.key.json"):
+        assert _mode(hub / private) == 0o600
+    directory = load_directory(hub)
+    assert directory.serial == 1
+    assert [e.agency for e in directory.agencies] == [HUB]
+    assert load_private(hub, HUB).hub is not None
+    # A second init would replace the root: refused.
+    code, _, stderr = invoke("init", "--out", str(hub))
+    assert code == 2
+    assert "refusing to replace a root" in stderr
+
+    for partner in ("arbetsformedlingen", "kriminalvarden", "ungdomsmottagning_vast"):
+        agency_dir = tmp_path / partner
+        code, _, stderr = invoke("generate", "--agency", partner, "--out", str(agency_dir))
+        assert code == 0, stderr
+        bundle = agency_dir / "bundle.json"
+        code, stdout, stderr = invoke("public", "--key", str(agency_dir / f"{partner}.key.json"))
+        assert code == 0, stderr
+        bundle.write_text(stdout)
+        code, _, stderr = invoke(
+            "add",
+            "--directory-dir",
+            str(hub),
+            "--public",
+            str(bundle),
+            "--not-before",
+            "2026-01-01T00:00:00+00:00",
+            "--not-after",
+            "2027-01-01T00:00:00+00:00",
+        )
+        assert code == 0, stderr
+    listed = [e.agency for e in load_directory(hub).agencies]
+    assert listed == [HUB, "arbetsformedlingen", "kriminalvarden", "ungdomsmottagning_vast"]
+
+    # The server configuration is rendered from the directory: one user per agency.
+    code, stdout, stderr = invoke("nats-config", "--directory-dir", str(hub))
+    assert code == 0, stderr
+    assert stdout.count("nkey:") == 4
+    assert "# kriminalvarden" in stdout
+
+
+@pytest.mark.parametrize("name", ["Police", "9lives", "a", "x" * 32, "pol-ice", "ab123456"])
+def test_generate_refuses_names_that_are_not_agency_names(tmp_path: Path, name: str) -> None:
+    code, _, stderr = invoke("generate", "--agency", name, "--out", str(tmp_path))
+    assert code == 2
+    assert "an agency name is 2-31 characters" in stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_bundle_with_a_bad_agency_name_says_so(tmp_path: Path, hub_dir: Path) -> None:
+    keyfile = generate_agency("sis", now=T0, suite=SuiteId.X25519).keyfile
+    doc = json.loads(public_bundle(keyfile).model_dump_json())
+    doc["agency"] = "SiS Youth Homes"
+    path = tmp_path / "bad.pub.json"
+    path.write_text(json.dumps(doc))
+    code, _, stderr = invoke(
+        "add",
+        "--directory-dir",
+        str(hub_dir),
+        "--public",
+        str(path),
+        "--not-before",
+        "2026-01-01T00:00:00+00:00",
+        "--not-after",
+        "2027-01-01T00:00:00+00:00",
+    )
+    assert code == 2
+    assert "at agency:" in stderr
+    assert "SiS Youth Homes" not in stderr

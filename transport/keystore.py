@@ -43,6 +43,7 @@ DEV_KEYS_DIR = Path(__file__).resolve().parent.parent / "keys" / "dev"
 DIRECTORY_FILE = "directory.json"
 PASSPHRASE_ENV = "SIGBUS_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
 ROOT_PUBLIC_FILE = "root.pub"
+ROOT_KEY_FILE = "root.key.json"
 DEV_KEY_VALIDITY = timedelta(days=10 * 365)
 
 
@@ -139,7 +140,6 @@ def generate_dev_keys(
 ) -> None:
     """Regenerate every development key, the root key and the signed directory."""
     keys_dir.mkdir(parents=True, exist_ok=True)
-    root = Ed25519PrivateKey.generate()
     entries = []
     for agency in (HUB, *agencies):
         generated = generate_agency(agency, now=now, suite=suite)
@@ -147,14 +147,21 @@ def generate_dev_keys(
             private_key_path(keys_dir, agency), generated.keyfile.model_dump_json(indent=2).encode()
         )
         entries.append(generated.entry)
-    write_private(
-        keys_dir / "root.key.json",
-        RootKeyFile(root_private=root.private_bytes_raw()).model_dump_json(indent=2).encode(),
-    )
+    root = init_root(keys_dir)
     directory = Directory(serial=1, issued_at=now, agencies=tuple(entries))
     save_directory(keys_dir, directory, root)
     generate_dev_pki(keys_dir, (HUB, *agencies), now=now, validity=DEV_KEY_VALIDITY)
+
+
+def init_root(keys_dir: Path) -> Ed25519PrivateKey:
+    """A new root key (``root.key.json``, 0600) and its public half (``root.pub``)."""
+    root = Ed25519PrivateKey.generate()
+    write_private(
+        keys_dir / ROOT_KEY_FILE,
+        RootKeyFile(root_private=root.private_bytes_raw()).model_dump_json(indent=2).encode(),
+    )
     (keys_dir / ROOT_PUBLIC_FILE).write_text(b64encode(root.public_key().public_bytes_raw()) + "\n")
+    return root
 
 
 def save_directory(keys_dir: Path, directory: Directory, root: Ed25519PrivateKey) -> None:
@@ -163,7 +170,7 @@ def save_directory(keys_dir: Path, directory: Directory, root: Ed25519PrivateKey
 
 
 def load_root_private(keys_dir: Path) -> Ed25519PrivateKey:
-    raw = _read(keys_dir / "root.key.json")
+    raw = _read(keys_dir / ROOT_KEY_FILE)
     try:
         return Ed25519PrivateKey.from_private_bytes(
             RootKeyFile.model_validate_json(raw).root_private
