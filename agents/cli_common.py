@@ -1,9 +1,17 @@
-"""CLI plumbing shared by the agency command groups (`sigbus police|school|social`)."""
+"""The agency command group, built from the agency's profile (`sigbus <agency> …`).
 
-from __future__ import annotations
+Every agency gets ``inbox`` and ``serve``; an agency whose profile sends
+referrals gets ``refer``; one that sends plan messages gets ``commit`` and
+``status``. The lead agency (social services) adds its own commands on top
+(:mod:`sigbus.agents.social.cli`). Nothing here names an agency.
+"""
+
+# No ``from __future__ import annotations``: the commands' option help is built from
+# the profile in closures, and typer must see those annotations evaluated.
 
 import asyncio
 import getpass
+import importlib
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -12,36 +20,58 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from sigbus.agents.casesystem import JsonlCaseSystem
+from sigbus.agents.casesystem import CaseSystem, JsonlCaseSystem
 from sigbus.agents.runtime import Adapter, Delivered
 from sigbus.agents.setup import agency_setup
 from sigbus.agents.witnessing import WitnessRunner
 from sigbus.protocol.codes import (
     ActionCode,
-    ContactFunction,
     NotDoneReason,
     ReferralKind,
     ReferralReason,
     StatusCode,
 )
-from sigbus.protocol.errors import ProtocolError
-from sigbus.protocol.ids import AgencyId, MessageType, new_opaque_id
-from sigbus.protocol.messages import Body, CommitmentStatus, PlanCommitment, Referral
+from sigbus.protocol.errors import SigbusError
+from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.messages import (
+    Body,
+    CommitmentStatus,
+    PlanCommitment,
+    Referral,
+    StatutoryAssertion,
+)
+from sigbus.protocol.profiles import AgencyProfile, Profiles
 from sigbus.transport import config
-from sigbus.transport.errors import SigbusError
+from sigbus.transport.keystore import load_directory
 
 T = TypeVar("T")
 
 NatsOpt = Annotated[str | None, typer.Option("--nats", help="NATS URL (default: `sigbus up`'s)")]
 KeysOpt = Annotated[Path | None, typer.Option("--keys", help="keys directory (default keys/dev)")]
 CaseOpt = Annotated[str, typer.Option("--case", help="case ref, e.g. case-abcd")]
-ToOpt = Annotated[list[AgencyId], typer.Option("--to", help="recipient agency (repeatable)")]
+ToOpt = Annotated[list[str], typer.Option("--to", help="recipient agency (repeatable)")]
 PnrOpt = Annotated[
     str | None,
     typer.Option(
         "--personnummer",
         help="12 digits. Better left out: then read from stdin, or asked for (hidden) on a "
         "terminal, so it stays out of shell history and process lists",
+    ),
+]
+StatuteOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--statute",
+        help="assert a statutory basis (a rule id in the rules file, e.g. osl_10_18a); "
+        "needs --evidence-id",
+    ),
+]
+EvidenceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--evidence-id",
+        help="your own reference for the statute's evidence (e.g. ra-… for a risk "
+        "assessment); opaque, never a personnummer",
     ),
 ]
 
@@ -55,20 +85,18 @@ def read_personnummer(value: str | None) -> str:
     return sys.stdin.readline().strip()
 
 
-def referral_body(
-    kind: ReferralKind,
-    personnummer: str | None,
-    reasons: list[ReferralReason],
-    observed: str | None,
-    contact: ContactFunction,
-) -> Referral:
-    return Referral(
-        kind=kind,
-        personnummer=read_personnummer(personnummer),
-        reasons=tuple(reasons),
-        observed_on=date.fromisoformat(observed) if observed else date.today(),
-        contact_function=contact,
-    )
+def directory_agencies(keys: Path | None) -> list[str]:
+    """Every agency the signed directory lists (the hub aside): the default parties."""
+    directory = load_directory(config.keys_dir(keys))
+    return [entry.agency for entry in directory.agencies if entry.agency != HUB]
+
+
+def assertion(statute: str | None, evidence_id: str | None) -> StatutoryAssertion | None:
+    if (statute is None) != (evidence_id is None):
+        raise typer.BadParameter("--statute and --evidence-id go together")
+    if statute is None or evidence_id is None:
+        return None
+    return StatutoryAssertion(basis=statute, evidence_id=evidence_id)
 
 
 def run_with_adapter(
@@ -86,7 +114,7 @@ def run_with_adapter(
 
     try:
         return asyncio.run(main())
-    except (SigbusError, ProtocolError, ValueError) as e:
+    except (SigbusError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
 
@@ -99,10 +127,13 @@ def send(
     body: Body,
     *,
     case_ref: str | None,
-    to: list[AgencyId],
+    to: list[str],
+    asserted: StatutoryAssertion | None = None,
 ) -> None:
     async def action(adapter: Adapter) -> str:
-        return await adapter.send(message_type, body, case_ref=case_ref, recipients=tuple(to))
+        return await adapter.send(
+            message_type, body, case_ref=case_ref, recipients=tuple(to), assertion=asserted
+        )
 
     message_id = run_with_adapter(agency, nats, keys, action)
     typer.echo(f"sent {message_type.value} {message_id}")
@@ -113,9 +144,43 @@ def describe(d: Delivered) -> str:
     r = d.record
     basis = f"{r.legal_basis}{' [statutory]' if r.statutory else ''}"
     return (
-        f"{d.header.message_id} {d.header.type.value:<18} from {d.header.sender.value:<7} "
+        f"{d.header.message_id} {d.header.type.value:<18} from {d.header.sender:<7} "
         f"case={d.header.case_ref or '-'} basis={basis} log#{r.log_index}"
     )
+
+
+def load_case_system(spec: str, out: Path | None) -> CaseSystem:
+    """``module:Class`` from the agency's own code, built with ``out`` if it takes a path.
+
+    The class implements :class:`~sigbus.agents.casesystem.CaseSystem`; the
+    adapter still verifies, witnesses and logs without personal data around it.
+    """
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise typer.BadParameter("--case-system takes module:Class")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as e:
+        raise typer.BadParameter(f"cannot load the case system {spec}") from e
+    system = cls(out) if out is not None else cls()
+    if not callable(getattr(system, "deliver", None)):
+        raise typer.BadParameter(f"{spec} has no deliver(delivered) method")
+    return system  # type: ignore[no-any-return]
+
+
+def agency_app(profile: AgencyProfile, profiles: Profiles) -> typer.Typer:
+    """The command group of one agency, from its profile."""
+    app = typer.Typer(
+        pretty_exceptions_show_locals=False,
+        help=f"{profile.display_name.sv} ({profile.display_name.en}).",
+        no_args_is_help=True,
+    )
+    add_common_commands(app, profile.name)
+    if MessageType.REFERRAL in profile.sends:
+        add_refer_command(app, profile, profiles.lead)
+    if MessageType.PLAN_COMMITMENT in profile.sends:
+        add_plan_commands(app, profile)
+    return app
 
 
 def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
@@ -147,20 +212,33 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
 
     @app.command()
     def serve(
-        out: Annotated[Path, typer.Option(help="0600 JSONL file standing in for the case system")],
+        out: Annotated[
+            Path | None,
+            typer.Option(help="0600 JSONL file standing in for the case system"),
+        ] = None,
+        case_system: Annotated[
+            str | None,
+            typer.Option(
+                "--case-system",
+                help="your CaseSystem implementation as module:Class (built with --out if given)",
+            ),
+        ] = None,
         nats: NatsOpt = None,
         keys: KeysOpt = None,
         witness_state: Annotated[
             Path | None,
             typer.Option(
                 help="where this agency keeps the last checkpoint it cosigned "
-                "(default: witness-<agency>.json next to --out)"
+                "(default: witness-<agency>.json next to --out, else in the data dir)"
             ),
         ] = None,
     ) -> None:
         """Run the adapter: receive into the case system and witness the hub's log."""
-        sink = JsonlCaseSystem(out)
-        state = witness_state or out.with_name(f"witness-{agency.value}.json")
+        if case_system is None and out is None:
+            raise typer.BadParameter("give --out FILE or --case-system module:Class")
+        sink = load_case_system(case_system, out) if case_system else JsonlCaseSystem(out)  # type: ignore[arg-type]
+        default_state = (out.parent if out else config.data_dir(None)) / f"witness-{agency}.json"
+        state = witness_state or default_state
 
         async def action(adapter: Adapter) -> None:
             witness = WitnessRunner(adapter, state_path=state)
@@ -171,19 +249,71 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
         run_with_adapter(agency, nats, keys, action)
 
 
-def add_plan_commands(app: typer.Typer, agency: AgencyId) -> None:
+def add_refer_command(app: typer.Typer, profile: AgencyProfile, lead: AgencyId) -> None:
+    kinds = list(profile.referrals)
+
+    @app.command()
+    def refer(
+        reason: Annotated[list[ReferralReason], typer.Option(help="repeatable")],
+        evidence_id: Annotated[
+            str,
+            typer.Option(
+                "--evidence-id",
+                help="your own reference for this referral (e.g. your case number as an "
+                "opaque id like dnr-k1234): the evidence for the statute it asserts",
+            ),
+        ],
+        personnummer: PnrOpt = None,
+        kind: Annotated[ReferralKind, typer.Option(help=f"one of: {', '.join(kinds)}")] = kinds[0],
+        observed: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default today)")] = None,
+        contact: Annotated[
+            str, typer.Option(help=f"one of: {', '.join(profile.functions)}")
+        ] = profile.default_function(),
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+    ) -> None:
+        """Refer a young person to social services (the statute the profile names for --kind)."""
+        if kind not in profile.referrals:
+            raise typer.BadParameter(f"this agency refers only as {', '.join(kinds)}")
+        body = Referral(
+            kind=kind,
+            personnummer=read_personnummer(personnummer),
+            reasons=tuple(reason),
+            observed_on=date.fromisoformat(observed) if observed else date.today(),
+            contact_function=contact,
+        )
+        asserted = StatutoryAssertion(basis=profile.referrals[kind], evidence_id=evidence_id)
+        send(
+            profile.name,
+            nats,
+            keys,
+            MessageType.REFERRAL,
+            body,
+            case_ref=None,
+            to=[lead],
+            asserted=asserted,
+        )
+
+
+def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
+    agency = profile.name
+
     @app.command()
     def commit(
         case: CaseOpt,
         action: ActionCode,
-        owner: ContactFunction,
-        due: Annotated[str, typer.Option(help="due date YYYY-MM-DD")],
         to: ToOpt,
+        due: Annotated[str, typer.Option(help="due date YYYY-MM-DD")],
+        owner: Annotated[
+            str, typer.Option(help=f"one of: {', '.join(profile.functions)}")
+        ] = profile.default_function(),
         nats: NatsOpt = None,
         keys: KeysOpt = None,
         commitment_id: Annotated[str | None, typer.Option()] = None,
+        statute: StatuteOpt = None,
+        evidence_id: EvidenceOpt = None,
     ) -> None:
-        """Commit to a plan action in the individuell åtgärdsplan."""
+        """Commit to a plan action in the individuell åtgärdsplan (individual action plan)."""
         body = PlanCommitment(
             commitment_id=commitment_id or new_opaque_id("cm", 16),
             responsible_agency=agency,
@@ -191,7 +321,17 @@ def add_plan_commands(app: typer.Typer, agency: AgencyId) -> None:
             owner_function=owner,
             due_on=date.fromisoformat(due),
         )
-        send(agency, nats, keys, MessageType.PLAN_COMMITMENT, body, case_ref=case, to=to)
+        asserted = assertion(statute, evidence_id)
+        send(
+            agency,
+            nats,
+            keys,
+            MessageType.PLAN_COMMITMENT,
+            body,
+            case_ref=case,
+            to=to,
+            asserted=asserted,
+        )
 
     @app.command()
     def status(
@@ -202,9 +342,21 @@ def add_plan_commands(app: typer.Typer, agency: AgencyId) -> None:
         reason: Annotated[NotDoneReason | None, typer.Option()] = None,
         nats: NatsOpt = None,
         keys: KeysOpt = None,
+        statute: StatuteOpt = None,
+        evidence_id: EvidenceOpt = None,
     ) -> None:
         """Report the status of a commitment (done / in_progress / not_done + reason)."""
         body = CommitmentStatus(
             commitment_id=commitment_id, status=state, not_done_reason=reason, as_of=date.today()
         )
-        send(agency, nats, keys, MessageType.COMMITMENT_STATUS, body, case_ref=case, to=to)
+        asserted = assertion(statute, evidence_id)
+        send(
+            agency,
+            nats,
+            keys,
+            MessageType.COMMITMENT_STATUS,
+            body,
+            case_ref=case,
+            to=to,
+            asserted=asserted,
+        )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from sigbus.protocol.errors import SigbusError
 
-class AdapterError(Exception):
+
+class AdapterError(SigbusError):
     """Root of adapter errors."""
 
 

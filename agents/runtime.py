@@ -38,8 +38,8 @@ from sigbus.protocol.envelope import (
 )
 from sigbus.protocol.errors import ProtocolError
 from sigbus.protocol.identity import AgencyIdentity
-from sigbus.protocol.ids import AgencyId, MessageType, new_opaque_id
-from sigbus.protocol.messages import Body
+from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.messages import Body, StatutoryAssertion
 from sigbus.protocol.release import Release, ReleaseRecord, parse_release, verify_release_record
 from sigbus.protocol.subjects import INBOX_STREAM, inbox_consumer, inbox_subject, ingress_subject
 from sigbus.transport.bus import connect
@@ -85,7 +85,7 @@ class Adapter:
         self._js: JetStreamContext = nc.jetstream()
         self._clock = clock
         self._sub: JetStreamContext.PullSubscription | None = None
-        self.log = log.bind(agency=self.agency.value)
+        self.log = log.bind(agency=self.agency)
 
     @classmethod
     async def connect(
@@ -97,7 +97,7 @@ class Adapter:
         *,
         clock: Callable[[], datetime] = utc_now,
     ) -> Adapter:
-        nc = await connect(url, name=f"adapter-{identity.agency.value}", creds=creds)
+        nc = await connect(url, name=f"adapter-{identity.agency}", creds=creds)
         return cls(identity, directory, nc, clock=clock)
 
     @property
@@ -129,10 +129,11 @@ class Adapter:
         case_ref: str | None = None,
         recipients: tuple[AgencyId, ...] = (),
         message_id: str | None = None,
+        assertion: StatutoryAssertion | None = None,
     ) -> Envelope:
         now = self._clock()
         self._refresh_directory()
-        hub_key = self.directory.sealing_key(AgencyId.HUB, at=now)
+        hub_key = self.directory.sealing_key(HUB, at=now)
         assert hub_key.suite is not None
         header = Header(
             message_id=message_id or new_opaque_id("msg"),
@@ -142,13 +143,14 @@ class Adapter:
             case_ref=case_ref,
             created_at=now,
             recipients=recipients,
+            assertion=assertion,
             suite=hub_key.suite,
         )
         return seal_envelope(
             header,
             body,
             self.identity,
-            recipient=AgencyId.HUB,
+            recipient=HUB,
             recipient_key_id=hub_key.key_id,
             recipient_public=hub_key.public_key,
         )
@@ -161,9 +163,15 @@ class Adapter:
         case_ref: str | None = None,
         recipients: tuple[AgencyId, ...] = (),
         message_id: str | None = None,
+        assertion: StatutoryAssertion | None = None,
     ) -> str:
         envelope = self.seal(
-            message_type, body, case_ref=case_ref, recipients=recipients, message_id=message_id
+            message_type,
+            body,
+            case_ref=case_ref,
+            recipients=recipients,
+            message_id=message_id,
+            assertion=assertion,
         )
         await self.publish_raw(
             ingress_subject(self.agency, message_type),
@@ -219,7 +227,7 @@ class Adapter:
                 self.directory.signing_key(header.sender, header.sender_key_id, at=at),
             )
             hub_key = self.directory.signing_key(
-                AgencyId.HUB, release.record.hub_key_id, at=release.record.released_at
+                HUB, release.record.hub_key_id, at=release.record.released_at
             )
             verify_release_record(release, hub_key, me=self.agency)
             if release.record.recipient_key_id != self.identity.sealing_key_id:
@@ -271,7 +279,7 @@ class Adapter:
             "message_received",
             message_id=delivered.header.message_id,
             type=delivered.header.type.value,
-            sender=delivered.header.sender.value,
+            sender=delivered.header.sender,
             legal_basis=delivered.record.legal_basis,
             log_index=delivered.record.log_index,
         )

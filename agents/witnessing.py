@@ -39,7 +39,7 @@ from sigbus.audit.merkle import verify_inclusion
 from sigbus.audit.witness import Witness
 from sigbus.protocol.canonical import b64encode
 from sigbus.protocol.directory import KeyUse
-from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.ids import HUB, AgencyId
 from sigbus.protocol.proofs import (
     CHECKPOINT_REQUEST_SUBJECT,
     CheckpointReply,
@@ -67,7 +67,7 @@ class LogProofError(AdapterError):
 
 
 def witness_name(agency: AgencyId) -> str:
-    return f"sigbus/witness/{agency.value}"
+    return f"sigbus/witness/{agency}"
 
 
 async def _request(adapter: Adapter, subject: str, body: BaseModel | None) -> bytes:
@@ -80,7 +80,7 @@ async def _request(adapter: Adapter, subject: str, body: BaseModel | None) -> by
 
 
 def log_public_key(adapter: Adapter) -> Ed25519PublicKey:
-    key = adapter.directory.key_by_use(AgencyId.HUB, KeyUse.LOG, at=adapter.now())
+    key = adapter.directory.key_by_use(HUB, KeyUse.LOG, at=adapter.now())
     return Ed25519PublicKey.from_public_bytes(key.public_key)
 
 
@@ -103,7 +103,7 @@ class WitnessRunner:
             self.witness = Witness(
                 witness_name(agency), key, log_public_key(self.adapter), self.origin
             )
-        self.log = log.bind(agency=agency.value)
+        self.log = log.bind(agency=agency)
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def run_once(self, *, timeout: float = 0.5) -> int:
@@ -111,7 +111,7 @@ class WitnessRunner:
         if self._sub is None:  # one durable subscription for the runner's lifetime
             self._sub = await self.adapter.js.pull_subscribe(
                 CHECKPOINT_SUBJECT,
-                durable=f"witness-{self.adapter.agency.value}",
+                durable=f"witness-{self.adapter.agency}",
                 stream=CHECKPOINT_STREAM,
                 config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
             )

@@ -17,22 +17,19 @@ import rfc8785
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.messages import ConsentRef
 
 LOG_ENTRY_VERSION: Literal[1] = 1
 GENESIS_PREV_HASH = "0" * 64
 
 
-class Outcome(StrEnum):
+class EntryOutcome(StrEnum):
+    """What the hub did with one decision (the policy's answer is ``policy.Verdict``)."""
+
     RELEASE = "release"  # released to ``recipient``
     DENY = "deny"  # not released; ``reasons`` say why
     RECORDED = "recorded"  # hub record (case opened, consent event) accepted
     RETRACTION = "retraction"
-
-
-class ConsentRefEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-    consent_id: str
-    revision: Annotated[int, Field(ge=1)]
 
 
 class LogEntry(BaseModel):
@@ -52,11 +49,11 @@ class LogEntry(BaseModel):
     case_ref: str | None
     legal_basis: str | None
     statutory: bool = False
-    consent_refs: tuple[ConsentRefEntry, ...] = ()
+    consent_refs: tuple[ConsentRef, ...] = ()
     rule_ids: tuple[str, ...] = ()
     rules_hash: str | None
     ciphertext_sha256: str | None
-    outcome: Outcome
+    outcome: EntryOutcome
     reasons: tuple[str, ...] = ()
     release_id: str | None = None
 

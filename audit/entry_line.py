@@ -34,8 +34,8 @@ from datetime import date
 import rfc8785
 from pydantic import ValidationError
 
-from sigbus.audit.entry import LogEntry, Outcome
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.audit.entry import EntryOutcome, LogEntry
+from sigbus.protocol.ids import MessageType
 
 _MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -67,9 +67,10 @@ _NULLABLE_STRING = f"(?:null|{_STRING})"
 _STRING_LIST = rf"\[(?:{_STRING}(?:,{_STRING})*+)?\]"
 _SAFE_INT = _decimal_at_most(_MAX_SAFE_INTEGER)
 _POSITIVE_SAFE_INT = rf"(?!0\}}){_SAFE_INT}"
-_AGENCY = _alternatives([agency.value for agency in AgencyId], nullable=True)
+# An agency name (protocol.ids.AGENCY_NAME_PATTERN) without a run of six digits.
+_AGENCY = r'(?:null|"(?![a-z0-9_]*?[0-9]{6})[a-z][a-z0-9_]{1,30}")'
 _MESSAGE_TYPE = _alternatives([kind.value for kind in MessageType], nullable=True)
-_OUTCOME = _alternatives([outcome.value for outcome in Outcome], nullable=False)
+_OUTCOME = _alternatives([outcome.value for outcome in EntryOutcome], nullable=False)
 _DECIDED_AT = (
     r'"((?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01]))'
     r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.(?!000000)[0-9]{6})?"

@@ -7,8 +7,10 @@ are not entitled to every field in it.
 
 from __future__ import annotations
 
+from sigbus.protocol.errors import SigbusError
 
-class AuditError(Exception):
+
+class AuditError(SigbusError):
     """Root of every error raised by :mod:`audit`."""
 
 

@@ -46,14 +46,14 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
-from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRefEntry, LogEntry, Outcome
+from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRef, EntryOutcome, LogEntry
 from sigbus.audit.export_format import write_export
 from sigbus.audit.merkle import MerkleTree, root_from_leaf_hashes
 from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.pipeline import EntryDraft
 from sigbus.broker.setup import hub_setup
 from sigbus.parallel_verify import verify_export_file
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import MessageType
 from sigbus.protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
 from sigbus.transport.bus import connect, ensure_streams
 from sigbus.transport.keystore import DEV_KEYS_DIR
@@ -169,17 +169,17 @@ def bench_drafts(count: int) -> list[EntryDraft]:
             ingress_seq=i + 1,
             message_id=f"msg-{i:016d}",
             message_type=MessageType.REFERRAL,
-            sender=AgencyId.POLICE,
-            recipient=AgencyId.SOCIAL,
+            sender="police",
+            recipient="social",
             subject_id=f"subj-{i % 977:020d}",
             case_ref=f"case-{i % 211:06d}",
             legal_basis="consent",
             statutory=False,
-            consent_refs=(ConsentRefEntry(consent_id=f"consent-{i % 211:06d}", revision=1),),
+            consent_refs=(ConsentRef(consent_id=f"consent-{i % 211:06d}", revision=1),),
             rule_ids=("rule-consent-share",),
             rules_hash="cd" * 32,
             ciphertext_sha256=hashlib.sha256(b"%d" % i).hexdigest(),
-            outcome=Outcome.RELEASE,
+            outcome=EntryOutcome.RELEASE,
             reasons=(),
             release_id=f"rel-{i:012d}",
         )

@@ -56,10 +56,10 @@ from sigbus.policy import (  # noqa: E402
     CaseState,
     ConsentRecordEvent,
     DecisionRequest,
-    Outcome,
     Rules,
     StatutoryAssertion,
     SubjectFacts,
+    Verdict,
     decide,
     default_rules,
 )
@@ -69,7 +69,7 @@ from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose  
 from sigbus.protocol.ids import AgencyId, MessageType  # noqa: E402
 from sigbus.protocol.messages import ConsentScope  # noqa: E402
 
-POLICE, SCHOOL, SOCIAL = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
+POLICE, SCHOOL, SOCIAL = "police", "school", "social"
 ALL = (POLICE, SCHOOL, SOCIAL)
 CATS = (
     MessageType.CASE_INVITATION,
@@ -209,7 +209,7 @@ def cedar_entity(case: CaseState) -> dict[str, object]:
         "uid": {"type": "Case", "id": case.case_ref},
         "attrs": {
             "parties": [
-                {"__entity": {"type": "Agency", "id": a.value}} for a in sorted(case.parties)
+                {"__entity": {"type": "Agency", "id": a}} for a in sorted(case.parties)
             ],
             "adult_at": us(birthday_instant(dob, 18)),
             "age21_at": us(birthday_instant(dob, 21)),
@@ -264,9 +264,9 @@ when {{
 
 // OSL 10 kap. 18 a §: social services -> police, under 21, risk assessment id
 permit (
-  principal == Agency::"{osl.senders[0].value}",
+  principal == Agency::"{osl.senders[0]}",
   action in {_set("Action", [c.value for c in osl.categories])},
-  resource == Agency::"{osl.recipient.value}"
+  resource == Agency::"{osl.recipient}"
 )
 when {{ context.osl_10_18a_evidence like "ra-*" && context.now < context.case.age21_at }};
 
@@ -280,9 +280,9 @@ def cedar_request(req: DecisionRequest, now: datetime) -> dict[str, object]:
     assert len(req.recipients) == 1
     evidence = next((a.evidence_id for a in req.assertions if a.basis == "osl_10_18a"), "")
     return {
-        "principal": f'Agency::"{req.discloser.value}"',
+        "principal": f'Agency::"{req.discloser}"',
         "action": f'Action::"{req.category.value}"',
-        "resource": f'Agency::"{req.recipients[0].value}"',
+        "resource": f'Agency::"{req.recipients[0]}"',
         "context": {
             "now": us(now),
             "case": {"__entity": {"type": "Case", "id": req.case.case_ref}},
@@ -365,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t = time.perf_counter()
     entities_json = json.dumps(
-        [{"uid": {"type": "Agency", "id": a.value}, "attrs": {}, "parents": []} for a in AgencyId]
+        [{"uid": {"type": "Agency", "id": a}, "attrs": {}, "parents": []} for a in ALL]
         + [cedar_entity(c) for c in store.values()]
     )
     entities = cedarpy.Entities.from_json_str(entities_json)
@@ -393,11 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch_us = (time.perf_counter_ns() - t) / len(cedar_requests) / 1000
 
     agree = sum(
-        (d.per_recipient[0].outcome is Outcome.PERMIT) == c.allowed
+        (d.per_recipient[0].outcome is Verdict.PERMIT) == c.allowed
         for d, c in zip(ours, theirs, strict=True)
     )
     agree_batch = sum(a.allowed == b.allowed for a, b in zip(theirs, batch, strict=True))
-    permits = sum(d.per_recipient[0].outcome is Outcome.PERMIT for d in ours)
+    permits = sum(d.per_recipient[0].outcome is Verdict.PERMIT for d in ours)
     errors = sum(bool(c.diagnostics.errors) for c in theirs)
 
     # Random subjects of the store: cold (first touch), then warm.

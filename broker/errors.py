@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from sigbus.protocol.errors import SigbusError
 from sigbus.protocol.reasons import ReasonCode
 
 
-class BrokerError(Exception):
+class BrokerError(SigbusError):
     """Root of broker errors."""
 
 

@@ -19,7 +19,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from sigbus.audit.entry import GENESIS_PREV_HASH, LogEntry, Outcome, leaf_hash
+from sigbus.audit.entry import GENESIS_PREV_HASH, EntryOutcome, LogEntry, leaf_hash
 from sigbus.audit.merkle import MerkleTree
 from sigbus.broker.errors import LogCorruptError, LogFencedError
 from sigbus.broker.pipeline import EntryDraft
@@ -78,13 +78,14 @@ class LogWriter:
         self._last_leaf_hash = hashed.hex()
         self._by_ingress[entry.ingress_seq].append(entry)
         # A replay's deny must not become the message id's first sighting.
-        if entry.outcome is not Outcome.DENY or entry.reasons[:1] != (REPLAYED,):
+        if entry.outcome is not EntryOutcome.DENY or entry.reasons[:1] != (REPLAYED,):
             self._first_seq_of_message.setdefault(entry.message_id, entry.ingress_seq)
 
     async def append(self, draft: EntryDraft) -> LogEntry:
         """Append one entry durably; returns it with its index. Raises on fencing."""
         # A draft is an entry without its position: the writer alone assigns that.
         fields = {f.name: getattr(draft, f.name) for f in dataclasses.fields(draft)}
+        fields["reasons"] = draft.reason_codes()
         entry = LogEntry(index=self.size, prev_leaf_hash=self._last_leaf_hash, **fields)
         data = entry.canonical_bytes()
         headers = {

@@ -17,58 +17,49 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sigbus.audit.entry import ConsentRefEntry, Outcome
+from sigbus.audit.entry import EntryOutcome
 from sigbus.broker.errors import Rejection
 from sigbus.broker.pseudonym import subject_id_for
 from sigbus.broker.state import CaseOpenedChange, ConsentRecordedChange, HubState
 from sigbus.policy import (
     Decision,
     DecisionRequest,
+    DenyReason,
     RecipientDecision,
     Rules,
-    StatutoryAssertion,
     SubjectFacts,
+    Verdict,
     decide,
 )
-from sigbus.policy import (
-    Outcome as PolicyOutcome,
-)
-from sigbus.protocol.codes import ReferralKind
 from sigbus.protocol.directory import Directory
-from sigbus.protocol.envelope import Envelope, open_body, parse_body, parse_envelope, verify_sender
+from sigbus.protocol.envelope import (
+    Envelope,
+    Header,
+    open_body,
+    parse_body,
+    parse_envelope,
+    verify_sender,
+)
 from sigbus.protocol.errors import ProtocolError
 from sigbus.protocol.identity import AgencyIdentity
-from sigbus.protocol.ids import HUB_RECORD_TYPES, AgencyId, MessageType
+from sigbus.protocol.ids import HUB, AgencyId, MessageType
 from sigbus.protocol.messages import (
+    HUB_RECORD_TYPES,
+    MESSAGE_TYPES,
     Body,
     CaseInvitation,
     CaseOpened,
     ConsentEvent,
+    ConsentRef,
+    PlanCommitment,
     Referral,
+    SentBy,
 )
 from sigbus.protocol.personnummer import birth_date
-from sigbus.protocol.reasons import ReasonCode
+from sigbus.protocol.profiles import AgencyProfile, Profiles
+from sigbus.protocol.reasons import HubReason, ReasonCode
 from sigbus.protocol.release import release_id_for
 from sigbus.protocol.sealing import data_key_info, open_data_key, seal_data_key
-
-#: Which agency may send which type. Referrals reach social services under the
-#: reporting duty (SoL 14 kap. 1 §) or LUL 6 §; hub records and the social
-#: services' own coordination messages come from social services only.
-ALLOWED_SENDERS: dict[MessageType, frozenset[AgencyId]] = {
-    MessageType.REFERRAL: frozenset({AgencyId.POLICE, AgencyId.SCHOOL}),
-    MessageType.CASE_OPENED: frozenset({AgencyId.SOCIAL}),
-    MessageType.CONSENT_EVENT: frozenset({AgencyId.SOCIAL}),
-    MessageType.CASE_INVITATION: frozenset({AgencyId.SOCIAL}),
-    MessageType.MEETING_NOTICE: frozenset({AgencyId.SOCIAL}),
-    MessageType.PLAN_COMMITMENT: frozenset({AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL}),
-    MessageType.COMMITMENT_STATUS: frozenset({AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL}),
-}
-
-#: The statutory basis a referral's kind asserts (rule ids in policy/rules.toml).
-REFERRAL_ASSERTION: dict[ReferralKind, str] = {
-    ReferralKind.REPORT_OF_CONCERN: "reporting_duty",
-    ReferralKind.LUL_6_NOTIFICATION: "lul_6",
-}
 
 
 @dataclass(frozen=True)
@@ -85,6 +76,8 @@ class HubContext:
     pseudonym_key: bytes
     directory: Directory
     rules: Rules
+    #: What each agency is and may send or assert (profiles/*.toml).
+    profiles: Profiles
     config: PipelineConfig = field(default_factory=PipelineConfig)
 
 
@@ -101,15 +94,30 @@ class EntryDraft:
     case_ref: str | None
     rules_hash: str
     ciphertext_sha256: str | None
-    outcome: Outcome
+    outcome: EntryOutcome
     recipient: AgencyId | None = None
     subject_id: str | None = None
     legal_basis: str | None = None
     statutory: bool = False
-    consent_refs: tuple[ConsentRefEntry, ...] = ()
+    consent_refs: tuple[ConsentRef, ...] = ()
     rule_ids: tuple[str, ...] = ()
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[LogReason, ...] = ()
     release_id: str | None = None
+
+    def reason_codes(self) -> tuple[str, ...]:
+        """The reasons as the log writes them: the one place they become text."""
+        return tuple(render_reason(r) for r in self.reasons)
+
+
+#: Why a recipient was denied: the hub's own check, or the policy's (typed until logged).
+LogReason = HubReason | DenyReason
+
+
+def render_reason(reason: LogReason) -> str:
+    """``sender_not_allowed``, ``internal_error:KeyError``, ``policy:consent_withdrawn:...``."""
+    if isinstance(reason, DenyReason):
+        return f"policy:{reason.as_code()}"
+    return reason.render()
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ class Plan:
 
     @property
     def denied(self) -> bool:
-        return all(e.outcome is Outcome.DENY for e in self.entries)
+        return all(e.outcome is EntryOutcome.DENY for e in self.entries)
 
 
 def unparsed_message_id(ingress_seq: int) -> str:
@@ -167,20 +175,19 @@ def evaluate(
             envelope, subject_agency, ingress_seq, first_seen, state, ctx, now
         )
     except (ProtocolError, Rejection) as e:
-        return _deny_plan(envelope, ingress_seq, ctx, now, e.reason.value)
+        return _deny_plan(envelope, ingress_seq, ctx, now, HubReason(e.reason))
     except Exception as e:  # noqa: BLE001 - any fault must become a logged deny, not a crash
-        return _deny_plan(
-            envelope, ingress_seq, ctx, now, f"{ReasonCode.INTERNAL_ERROR.value}:{type(e).__name__}"
-        )
+        reason = HubReason(ReasonCode.INTERNAL_ERROR, detail=type(e).__name__)
+        return _deny_plan(envelope, ingress_seq, ctx, now, reason)
 
 
 def _deny_plan(
-    envelope: Envelope | None, ingress_seq: int, ctx: HubContext, now: datetime, reason: str
+    envelope: Envelope | None, ingress_seq: int, ctx: HubContext, now: datetime, reason: HubReason
 ) -> Plan:
     header = envelope.header if envelope else None
     message_id = header.message_id if header else unparsed_message_id(ingress_seq)
     entry = EntryDraft(
-        decision_id=_decision_id(ingress_seq, message_id, reason, now.isoformat()),
+        decision_id=_decision_id(ingress_seq, message_id, reason.render(), now.isoformat()),
         decided_at=now,
         ingress_seq=ingress_seq,
         message_id=message_id,
@@ -189,7 +196,7 @@ def _deny_plan(
         case_ref=header.case_ref if header else None,
         rules_hash=ctx.rules.sha256,
         ciphertext_sha256=envelope.ciphertext_digest() if envelope else None,
-        outcome=Outcome.DENY,
+        outcome=EntryOutcome.DENY,
         reasons=(reason,),
     )
     return Plan(message_id=message_id, entries=(entry,))
@@ -205,7 +212,7 @@ def _evaluate_envelope(
     now: datetime,
 ) -> Plan:
     header = envelope.header
-    if subject_agency is not header.sender:
+    if subject_agency != header.sender:
         raise Rejection(ReasonCode.SENDER_MISMATCH)
     # 1. Authenticate before decrypting anything.
     verify_sender(envelope, ctx.directory.signing_key(header.sender, header.sender_key_id, at=now))
@@ -216,16 +223,16 @@ def _evaluate_envelope(
         raise Rejection(ReasonCode.CREATED_AT_IN_FUTURE)
     if header.created_at < now - ctx.config.max_age:
         raise Rejection(ReasonCode.CREATED_AT_TOO_OLD)
-    if header.sender not in ALLOWED_SENDERS[header.type]:
-        raise Rejection(ReasonCode.SENDER_NOT_ALLOWED)
+    profile = _sender_profile(header, ctx.profiles)
     # 2. Open: the data key was sealed to the hub's current sealing key.
     if envelope.sealed_key_id != ctx.identity.sealing_key_id:
         raise Rejection(ReasonCode.SEAL_OPEN_FAILED, "sealed to another hub key")
     plaintext = open_body(
-        envelope, recipient=AgencyId.HUB, suite_private=ctx.identity.sealing_private
+        envelope, recipient=HUB, suite_private=ctx.identity.sealing_private
     )
     # 3. Validate the body against the model the signed header names.
     body = parse_body(header.type, plaintext)
+    _check_functions(header.type, body, profile, ctx.profiles)
     personnummer = getattr(body, "personnummer", None)
     if isinstance(personnummer, str) and birth_date(personnummer) > now.date():
         raise Rejection(ReasonCode.PERSONNUMMER_INVALID, "birth date in the future")
@@ -276,17 +283,17 @@ def _hub_record(
         message_id=header.message_id,
         message_type=header.type,
         sender=header.sender,
-        recipient=AgencyId.HUB,
+        recipient=HUB,
         subject_id=subject_id,
         case_ref=header.case_ref,
         consent_refs=(
-            (ConsentRefEntry(consent_id=change.event.consent_id, revision=change.event.revision),)
+            (ConsentRef(consent_id=change.event.consent_id, revision=change.event.revision),)
             if isinstance(change, ConsentRecordedChange)
             else ()
         ),
         rules_hash=ctx.rules.sha256,
         ciphertext_sha256=envelope.ciphertext_digest(),
-        outcome=Outcome.RECORDED,
+        outcome=EntryOutcome.RECORDED,
     )
     return Plan(message_id=header.message_id, entries=(entry,), state_change=change)
 
@@ -303,17 +310,17 @@ def _disclosure(
     header = envelope.header
     if not header.recipients:
         raise Rejection(ReasonCode.NO_RECIPIENTS)
-    assertions: tuple[StatutoryAssertion, ...] = ()
+    profile = ctx.profiles[header.sender]
     facts: SubjectFacts | None = None
     case_state = None
-    early_denies: dict[AgencyId, str] = {}
+    early_denies: dict[AgencyId, HubReason] = {}
     if isinstance(body, Referral):
         facts = SubjectFacts(
             date_of_birth=birth_date(body.personnummer), guardians_with_custody=frozenset()
         )
-        assertions = (
-            StatutoryAssertion(basis=REFERRAL_ASSERTION[body.kind], evidence_id=header.message_id),
-        )
+        # The referral's kind names the statute the sender's profile asserts for it.
+        if header.assertion is None or header.assertion.basis != profile.referrals[body.kind]:
+            raise Rejection(ReasonCode.ASSERTION_NOT_ALLOWED, "referral asserts another basis")
     else:
         case = state.case(header.case_ref)
         if isinstance(body, CaseInvitation) and subject_id != case.subject_id:
@@ -323,7 +330,7 @@ def _disclosure(
             raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "sender is not a party")
         case_state = case.policy_state()
         early_denies = {
-            r: ReasonCode.RECIPIENT_NOT_PARTY.value
+            r: HubReason(ReasonCode.RECIPIENT_NOT_PARTY)
             for r in header.recipients
             if r not in case.parties
         }
@@ -334,7 +341,7 @@ def _disclosure(
         category=header.type,
         case=case_state,
         subject=facts,
-        assertions=assertions,
+        assertions=(header.assertion,) if header.assertion is not None else (),
     )
     decision = decide(request, ctx.rules, now=now)
     data_key: bytes | None = None
@@ -342,15 +349,15 @@ def _disclosure(
     releases: list[ReleaseDraft] = []
     for verdict in decision.per_recipient:
         release_key = None
-        reasons = tuple(f"policy:{r.as_code()}" for r in verdict.reasons)
-        permitted = verdict.outcome is PolicyOutcome.PERMIT
+        reasons: tuple[LogReason, ...] = verdict.reasons
+        permitted = verdict.outcome is Verdict.PERMIT
         if verdict.recipient in early_denies:
             permitted, reasons = False, (early_denies[verdict.recipient], *reasons)
         if permitted:
             try:
                 release_key = ctx.directory.sealing_key(verdict.recipient, at=now)
             except ProtocolError as e:
-                permitted, reasons = False, (e.reason.value,)
+                permitted, reasons = False, (HubReason(e.reason),)
         entry = _entry_for(
             envelope,
             decision,
@@ -368,14 +375,14 @@ def _disclosure(
                     header.suite,
                     ctx.identity.sealing_private,
                     envelope.sealed_key,
-                    data_key_info(header.message_id, AgencyId.HUB.value, envelope.sealed_key_id),
+                    data_key_info(header.message_id, HUB, envelope.sealed_key_id),
                 )
             assert release_key.suite is not None
             resealed = seal_data_key(
                 release_key.suite,
                 release_key.public_key,
                 data_key,
-                data_key_info(header.message_id, verdict.recipient.value, release_key.key_id),
+                data_key_info(header.message_id, verdict.recipient, release_key.key_id),
             )
             releases.append(
                 ReleaseDraft(
@@ -399,7 +406,7 @@ def _entry_for(
     ctx: HubContext,
     *,
     permitted: bool,
-    reasons: tuple[str, ...],
+    reasons: tuple[LogReason, ...],
 ) -> EntryDraft:
     header = envelope.header
     return EntryDraft(
@@ -414,14 +421,51 @@ def _entry_for(
         case_ref=header.case_ref,
         legal_basis=verdict.legal_basis if permitted else None,
         statutory=verdict.statutory and permitted,
-        consent_refs=tuple(
-            ConsentRefEntry(consent_id=c.consent_id, revision=c.revision)
-            for c in verdict.consent_refs
-        ),
+        consent_refs=verdict.consent_refs,
         rule_ids=verdict.rule_ids,
         rules_hash=decision.rules_hash,
         ciphertext_sha256=envelope.ciphertext_digest(),
-        outcome=Outcome.RELEASE if permitted else Outcome.DENY,
+        outcome=EntryOutcome.RELEASE if permitted else EntryOutcome.DENY,
         reasons=reasons,
         release_id=release_id_for(header.message_id, verdict.recipient) if permitted else None,
     )
+
+
+def _sender_profile(header: Header, profiles: Profiles) -> AgencyProfile:
+    """The sender's profile must exist and list this type (profiles/<agency>.toml)."""
+    profile = profiles.get(header.sender)
+    if profile is None:
+        raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "sender has no profile")
+    if header.type not in profile.sends:
+        raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "type not in the sender's profile")
+    # The registry's rule is checked again here, so a profile can never widen it.
+    if MESSAGE_TYPES[header.type].sent_by is SentBy.LEAD and header.sender != profiles.lead:
+        raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "only the lead agency sends this type")
+    if header.assertion is not None and header.assertion.basis not in profile.asserts:
+        raise Rejection(ReasonCode.ASSERTION_NOT_ALLOWED, "statute not in the sender's profile")
+    return profile
+
+
+def _check_functions(
+    message_type: MessageType, body: Body, profile: AgencyProfile, profiles: Profiles
+) -> None:
+    """Functions and actions a body names must be the agency's own (its profile)."""
+    if isinstance(body, Referral):
+        if body.kind not in profile.referrals:
+            raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "referral kind not in the profile")
+        own = body.contact_function
+    elif isinstance(body, ConsentEvent):
+        own = body.recorded_by
+    elif isinstance(body, CaseInvitation):
+        own = body.coordinator
+    elif isinstance(body, PlanCommitment):
+        responsible = profiles.get(body.responsible_agency)
+        if responsible is None or body.owner_function not in responsible.functions:
+            raise Rejection(ReasonCode.UNKNOWN_FUNCTION, "owner is not a function of the agency")
+        if body.action not in responsible.actions:
+            raise Rejection(ReasonCode.UNKNOWN_FUNCTION, "action is not one the agency commits to")
+        return
+    else:
+        return
+    if own not in profile.functions:
+        raise Rejection(ReasonCode.UNKNOWN_FUNCTION, "function is not one of the sender's")

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -38,9 +37,8 @@ from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.pipeline import HubContext, Plan, ReleaseDraft, evaluate
 from sigbus.broker.state import HubState
 from sigbus.broker.state_store import StateStore
-from sigbus.protocol.directory import Directory
-from sigbus.protocol.ids import AgencyId
-from sigbus.protocol.release import ConsentRefWire, Release, ReleaseRecord, sign_record
+from sigbus.protocol.ids import AgencyId, agency_name
+from sigbus.protocol.release import Release, ReleaseRecord, sign_record
 from sigbus.protocol.subjects import INBOX_STREAM, INGRESS_ALL, INGRESS_STREAM, inbox_subject
 from sigbus.transport.bus import connect, ensure_streams
 from sigbus.transport.natsauth import NatsCredentials
@@ -68,7 +66,7 @@ class Broker:
         clock: Callable[[], datetime] = utc_now,
         ack_wait: timedelta = timedelta(seconds=30),
         replicas: int = 1,
-        directory_source: Callable[[], Directory] | None = None,
+        context_source: Callable[[HubContext], HubContext] | None = None,
     ) -> None:
         self.url = url
         self.ctx = ctx
@@ -76,7 +74,7 @@ class Broker:
         self._log_key = log_key
         self._creds = creds
         self._replicas = replicas
-        self._directory_source = directory_source
+        self._context_source = context_source
         self._checkpointer: Checkpointer | None = None
         self._clock = clock
         self._ack_wait = ack_wait
@@ -191,10 +189,9 @@ class Broker:
         # Resuming after a crash: decide again with the logged time. The state is
         # the one the first attempt saw (nothing later was processed: one in flight).
         now = existing[0].decided_at if existing else self._monotonic_now()
-        if self._directory_source is not None:  # revocations take effect without a restart
-            directory = self._directory_source()
-            if directory is not self.ctx.directory:
-                self.ctx = replace(self.ctx, directory=directory)
+        if self._context_source is not None:
+            # Revocations, rotations and new agencies take effect without a restart.
+            self.ctx = self._context_source(self.ctx)
         plan = evaluate(
             msg.data,
             subject_agency=_agency_of(msg.subject),
@@ -249,10 +246,7 @@ class Broker:
             recipient_key_id=draft.recipient_key_id,
             legal_basis=entry.legal_basis,
             statutory=entry.statutory,
-            consent_refs=tuple(
-                ConsentRefWire(consent_id=c.consent_id, revision=c.revision)
-                for c in entry.consent_refs
-            ),
+            consent_refs=entry.consent_refs,
             rules_hash=entry.rules_hash or "",
             log_index=entry.index,
             ciphertext_sha256=entry.ciphertext_sha256 or "",
@@ -283,7 +277,7 @@ class Broker:
                 sender=e.sender,
                 recipient=e.recipient,
                 outcome=e.outcome.value,
-                reasons=",".join(e.reasons),
+                reasons=",".join(e.reason_codes()),
                 resumed=resumed,
             )
 
@@ -293,6 +287,6 @@ def _agency_of(subject: str) -> AgencyId | None:
     if len(parts) != 4:
         return None
     try:
-        return AgencyId(parts[2])
+        return agency_name(parts[2])
     except ValueError:
         return None

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sigbus.broker.pipeline import HubContext
 from sigbus.broker.service import Broker
 from sigbus.policy import Rules, default_rules
-from sigbus.protocol.ids import AgencyId
+from sigbus.policy.rules import check_rule_references
+from sigbus.protocol.errors import SigbusError
+from sigbus.protocol.ids import HUB
+from sigbus.protocol.profiles import Profiles
 from sigbus.transport.config import credentials
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.keystore import DirectoryWatcher, load_directory, load_private
 from sigbus.transport.natsauth import NatsCredentials
+from sigbus.transport.profiles import load_profiles
+
+log = structlog.get_logger("sigbus.hub")
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,7 @@ class HubSetup:
     log_key: Ed25519PrivateKey
     creds: NatsCredentials
     watcher: DirectoryWatcher
+    keys_dir: Path
 
     def broker(
         self, url: str, *, ack_wait: timedelta = timedelta(seconds=30), replicas: int = 1
@@ -37,24 +45,52 @@ class HubSetup:
             self.creds,
             ack_wait=ack_wait,
             replicas=replicas,
-            directory_source=self.watcher.refresh,
+            context_source=self.refresh,
         )
+
+    def refresh(self, ctx: HubContext) -> HubContext:
+        """The context with the current directory; profiles are re-read when it changed.
+
+        A new agency joins by a directory change (``sigbus keys add``) plus its
+        profile, so both are picked up together. A profile set that fails the
+        start-up checks is refused and the previous one kept (fail closed: the
+        new agency's messages are denied ``sender_not_allowed`` meanwhile).
+        """
+        directory = self.watcher.refresh()
+        if directory is ctx.directory:
+            return ctx
+        try:
+            profiles = checked_profiles(self.keys_dir, ctx.rules)
+        except SigbusError as e:
+            log.error("profiles_refused", error=str(e))
+            profiles = ctx.profiles
+        return replace(ctx, directory=directory, profiles=profiles)
 
 
 def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:
-    keyfile = load_private(keys, AgencyId.HUB)
+    rules = rules or default_rules()
+    keyfile = load_private(keys, HUB)
     if keyfile.hub is None:
         raise ConfigError("the hub key file lacks the hub secrets")
     ctx = HubContext(
         identity=keyfile.identity(),
         pseudonym_key=keyfile.hub.pseudonym_key,
         directory=load_directory(keys),
-        rules=rules or default_rules(),
+        rules=rules,
+        profiles=checked_profiles(keys, rules),
     )
     return HubSetup(
         ctx=ctx,
         state_key=keyfile.hub.state_key,
-        creds=credentials(AgencyId.HUB, keys, keyfile),
+        creds=credentials(HUB, keys, keyfile),
         watcher=DirectoryWatcher(keys, ctx.directory),
+        keys_dir=keys,
         log_key=Ed25519PrivateKey.from_private_bytes(keyfile.hub.log_signing_private),
     )
+
+
+def checked_profiles(keys: Path, rules: Rules) -> Profiles:
+    """The agency profiles, refused unless every statute they name is in the rules file."""
+    profiles = load_profiles(keys)
+    check_rule_references(rules, profiles.rule_ids(), named_by="agency profiles")
+    return profiles

@@ -143,7 +143,7 @@ class HubState:
             scope=body.scope,
             acted_at=body.acted_at,
             recorded_at=now,
-            recorded_by=body.recorded_by.value,
+            recorded_by=body.recorded_by,
             evidence_sha256=body.evidence_sha256,
             source_message_id=message_id,
         )

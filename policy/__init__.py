@@ -16,10 +16,10 @@ from sigbus.policy.model import (
     DecisionRequest,
     DenyCode,
     DenyReason,
-    Outcome,
     RecipientDecision,
     StatutoryAssertion,
     SubjectFacts,
+    Verdict,
 )
 from sigbus.policy.rules import Rules, default_rules, load_rules
 
@@ -32,7 +32,6 @@ __all__ = [
     "DenyCode",
     "DenyReason",
     "EvaluationError",
-    "Outcome",
     "PolicyError",
     "PolicyInputError",
     "RecipientDecision",
@@ -40,6 +39,7 @@ __all__ = [
     "RulesError",
     "StatutoryAssertion",
     "SubjectFacts",
+    "Verdict",
     "age_on",
     "decide",
     "default_rules",

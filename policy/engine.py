@@ -36,6 +36,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from pydantic import BaseModel
+
 from sigbus.policy._index import CaseIndex, RecordStatus, RecordView, case_index
 from sigbus.policy._memo import memo
 from sigbus.policy.model import (
@@ -45,15 +47,15 @@ from sigbus.policy.model import (
     DecisionRequest,
     DenyCode,
     DenyReason,
-    Outcome,
-    PolicyModel,
     RecipientDecision,
     StatutoryAssertion,
     SubjectFacts,
+    Verdict,
 )
 from sigbus.policy.rules import Rules, StatuteRule
 from sigbus.protocol.codes import ConsenterRole, ConsentPurpose
-from sigbus.protocol.ids import HUB_RECORD_TYPES, PARTY_AGENCIES, AgencyId, MessageType
+from sigbus.protocol.ids import HUB, AgencyId, MessageType
+from sigbus.protocol.messages import HUB_RECORD_TYPES
 
 #: Ages are counted in Swedish calendar days: a birthday starts at 00:00 Stockholm time.
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
@@ -62,9 +64,8 @@ STOCKHOLM = ZoneInfo("Europe/Stockholm")
 FORBID_NON_PARTY = "forbid_non_party"
 FORBID_HUB_RECORD = "forbid_hub_record"
 
-_PARTIES = frozenset(PARTY_AGENCIES)
 _YOUNG_PERSON = ConsenterRole.YOUNG_PERSON.value
-_M = TypeVar("_M", bound=PolicyModel)
+_M = TypeVar("_M", bound=BaseModel)
 _setattr = object.__setattr__
 _new = object.__new__  # BaseModel defines no __new__; cls.__new__ is a slower lookup
 
@@ -219,9 +220,9 @@ def _record_reason(
     if scope.purpose != cr.purpose:
         return _reason(DenyCode.SCOPE_PURPOSE, rec)
     if discloser not in scope.disclosers:
-        return _reason(DenyCode.SCOPE_DISCLOSER, rec, discloser.value)
+        return _reason(DenyCode.SCOPE_DISCLOSER, rec, discloser)
     if recipient not in scope.recipients:
-        return _reason(DenyCode.SCOPE_RECIPIENT, rec, recipient.value)
+        return _reason(DenyCode.SCOPE_RECIPIENT, rec, recipient)
     if category not in scope.categories:
         return _reason(DenyCode.SCOPE_CATEGORY, rec, category.value)
     return None
@@ -295,11 +296,11 @@ def _statute_reason(
 ) -> DenyReason | None:
     """None when ``statute`` permits this release; else the first failed precondition."""
     sid = statute.id
-    if discloser not in statute.senders:
+    if statute.senders is not None and discloser not in statute.senders:
         return _plain(DenyCode.SENDER_NOT_ALLOWED, sid)
     if category not in statute.categories:
         return _plain(DenyCode.STATUTE_PRECONDITION_NOT_MET, f"{sid}:category")
-    if recipient is not statute.recipient:
+    if recipient != statute.recipient:
         # A statutory basis reaches only the recipient the statute names.
         return _plain(DenyCode.STATUTE_RECIPIENT_NOT_ALLOWED, sid)
     if age is None:
@@ -316,7 +317,7 @@ def _statute_reason(
 
 def _decision(
     recipient: AgencyId,
-    outcome: Outcome,
+    outcome: Verdict,
     *,
     basis: str | None = None,
     statutory: bool = False,
@@ -341,7 +342,7 @@ def _decision(
 
 
 def _forbid(recipient: AgencyId, code: DenyCode, detail: str, rule: str) -> RecipientDecision:
-    return _decision(recipient, Outcome.DENY, rule_ids=(rule,), reasons=(_plain(code, detail),))
+    return _decision(recipient, Verdict.DENY, rule_ids=(rule,), reasons=(_plain(code, detail),))
 
 
 def _decide_recipient(
@@ -356,9 +357,10 @@ def _decide_recipient(
     discloser = request.discloser
     category = request.category
     # 1. Forbids: beat any permit below.
-    if recipient not in _PARTIES:
+    # The hub is never a party: it only ever records (case opened, samtycke).
+    if recipient == HUB:
         return _forbid(recipient, DenyCode.UNKNOWN_PARTY, "recipient", FORBID_NON_PARTY)
-    if discloser not in _PARTIES:
+    if discloser == HUB:
         return _forbid(recipient, DenyCode.UNKNOWN_PARTY, "discloser", FORBID_NON_PARTY)
     if category in HUB_RECORD_TYPES:
         return _forbid(recipient, DenyCode.NO_BASIS, "hub_record", FORBID_HUB_RECORD)
@@ -393,7 +395,7 @@ def _decide_recipient(
                 notes.append(f"statute_also_applicable:{statute_hit.id}")
             return _decision(
                 recipient,
-                Outcome.PERMIT,
+                Verdict.PERMIT,
                 basis=cr.consent_id,
                 refs=tuple(refs),
                 rule_ids=(cr.consent_id,),
@@ -403,7 +405,7 @@ def _decide_recipient(
     if statute_hit is not None:
         return _decision(
             recipient,
-            Outcome.PERMIT,
+            Verdict.PERMIT,
             basis=statute_hit.id,
             statutory=True,
             rule_ids=(statute_hit.id,),
@@ -414,7 +416,7 @@ def _decide_recipient(
     reasons = statute_reasons + consent_reasons
     if not reasons:
         reasons = [_plain(DenyCode.NO_BASIS, "referral_needs_statute")]
-    return _decision(recipient, Outcome.DENY, reasons=tuple(reasons), notes=notes)
+    return _decision(recipient, Verdict.DENY, reasons=tuple(reasons), notes=notes)
 
 
 # ------------------------------------------------------------- coverage memo
@@ -568,7 +570,7 @@ def _decision_id(
     parts = [
         "sigbus-decision/1",
         request.message_id,
-        request.discloser.value,
+        request.discloser,
         ",".join(request.recipients),
         request.category.value,
         view.digest if view is not None else "-",
@@ -664,7 +666,7 @@ def _error_decision(
     reason = DenyReason(code=DenyCode.EVALUATION_ERROR, detail=detail)
     try:
         per = tuple(
-            RecipientDecision(recipient=AgencyId(r), outcome=Outcome.DENY, reasons=(reason,))
+            RecipientDecision(recipient=str(r), outcome=Verdict.DENY, reasons=(reason,))
             for r in request.recipients
         )
     except Exception:  # noqa: BLE001 - recipients unreadable: nobody is permitted anyway

@@ -7,8 +7,10 @@ offline tools that read user-given files.
 
 from __future__ import annotations
 
+from sigbus.protocol.errors import SigbusError
 
-class PolicyError(Exception):
+
+class PolicyError(SigbusError):
     """Root of every policy error."""
 
 

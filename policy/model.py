@@ -36,7 +36,9 @@ from sigbus.policy._memo import memo
 from sigbus.protocol.canonical import canonical_json, sha256_hex
 from sigbus.protocol.codes import ConsentAction, ConsenterRole
 from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.messages import ConsentRef as ConsentRef  # one type: wire, log, policy
 from sigbus.protocol.messages import ConsentScope, check_consent_shape
+from sigbus.protocol.messages import StatutoryAssertion as StatutoryAssertion
 
 if TYPE_CHECKING:
     from sigbus.policy._index import CaseIndex
@@ -133,7 +135,7 @@ class CaseState(PolicyModel):
 
     @field_serializer("parties")
     def _sorted_parties(self, value: frozenset[AgencyId]) -> list[str]:
-        return sorted(a.value for a in value)
+        return sorted(value)
 
     def policy_index(self) -> CaseIndex:
         """The engine's fold of ``consent_events``.
@@ -158,7 +160,7 @@ class CaseState(PolicyModel):
             head = {
                 "case_ref": self.case_ref,
                 "subject": self.subject.model_dump(mode="json"),
-                "parties": sorted(a.value for a in self.parties),
+                "parties": sorted(self.parties),
                 "events": len(self.consent_events),
             }
             tail = "".join(e.digest() for e in self.consent_events)
@@ -171,13 +173,6 @@ class CaseState(PolicyModel):
             return build()  # model_construct with a mutable list: never memoised
         key = (self.case_ref, self.subject, self.parties, self.consent_events)
         return memo(self, "digest", key, build)
-
-
-class StatutoryAssertion(PolicyModel):
-    """The sender asserts a statutory basis (a rule id) with an evidence id."""
-
-    basis: _ShortId
-    evidence_id: _ShortId
 
 
 class DecisionRequest(PolicyModel):
@@ -196,7 +191,9 @@ class DecisionRequest(PolicyModel):
 # -------------------------------------------------------------------------- output
 
 
-class Outcome(StrEnum):
+class Verdict(StrEnum):
+    """The policy's answer for one recipient (the log's outcome is ``EntryOutcome``)."""
+
     PERMIT = "permit"
     DENY = "deny"
 
@@ -244,16 +241,9 @@ class DenyReason(PolicyModel):
         return self.code.value
 
 
-class ConsentRef(PolicyModel):
-    """A consent record and the revision a decision relied on."""
-
-    consent_id: str
-    revision: int
-
-
 class RecipientDecision(PolicyModel):
     recipient: AgencyId
-    outcome: Outcome
+    outcome: Verdict
     #: Rule id of the basis used (e.g. ``osl_12_2``, ``lul_6``); None on deny.
     legal_basis: str | None = None
     #: True when a statutory basis (not consent) permitted: flagged for review.
@@ -267,7 +257,7 @@ class RecipientDecision(PolicyModel):
 
     @property
     def permitted(self) -> bool:
-        return self.outcome is Outcome.PERMIT
+        return self.outcome is Verdict.PERMIT
 
 
 class Decision(PolicyModel):
@@ -280,10 +270,10 @@ class Decision(PolicyModel):
 
     @property
     def all_permitted(self) -> bool:
-        return all(r.outcome is Outcome.PERMIT for r in self.per_recipient)
+        return all(r.outcome is Verdict.PERMIT for r in self.per_recipient)
 
     def for_recipient(self, recipient: AgencyId) -> RecipientDecision | None:
         for r in self.per_recipient:
-            if r.recipient is recipient:
+            if r.recipient == recipient:
                 return r
         return None

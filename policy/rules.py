@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from collections.abc import Iterable
 from importlib import resources
 from typing import Annotated, Self
 
@@ -20,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sigbus.policy._memo import memo
 from sigbus.policy.errors import RulesError
 from sigbus.protocol.codes import ConsentPurpose
-from sigbus.protocol.ids import HUB_RECORD_TYPES, PARTY_AGENCIES, AgencyId, MessageType
+from sigbus.protocol.ids import HUB, AgencyId, MessageType
+from sigbus.protocol.messages import HUB_RECORD_TYPES
 
 _RuleId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
 
@@ -65,7 +67,9 @@ class StatuteRule(_RulesModel):
     id: _RuleId
     title: str
     citation: str
-    senders: Annotated[tuple[AgencyId, ...], Field(min_length=1)]
+    #: Who may assert it; absent: any agency whose profile claims it (a duty on
+    #: every authority working with children, like the reporting duty).
+    senders: Annotated[tuple[AgencyId, ...], Field(min_length=1)] | None = None
     #: The one recipient the statute names.
     recipient: AgencyId
     categories: Annotated[tuple[MessageType, ...], Field(min_length=1)]
@@ -79,10 +83,8 @@ class StatuteRule(_RulesModel):
 
     @model_validator(mode="after")
     def _well_formed(self) -> Self:
-        if self.recipient not in PARTY_AGENCIES:
-            raise ValueError(f"statute {self.id}: recipient must be a party agency")
-        if any(s not in PARTY_AGENCIES for s in self.senders):
-            raise ValueError(f"statute {self.id}: senders must be party agencies")
+        if self.recipient == HUB or HUB in (self.senders or ()):
+            raise ValueError(f"statute {self.id}: the hub is never a sender or recipient")
         if set(HUB_RECORD_TYPES) & set(self.categories):
             raise ValueError(f"statute {self.id}: hub records are never released")
         try:
@@ -154,6 +156,19 @@ def default_rules() -> Rules:
     """The rules shipped with the package (``policy/rules.toml``)."""
     data = resources.files("sigbus.policy").joinpath("rules.toml").read_bytes()
     return load_rules(data)
+
+
+def check_rule_references(rules: Rules, rule_ids: Iterable[str], *, named_by: str) -> None:
+    """Start-up check: every rule id that ``named_by`` (the profiles, the code) names exists.
+
+    A profile that lets an agency assert a statute the rules file lacks would
+    otherwise surface as a deny at run time; refusing to start says it at once.
+    """
+    known = {rules.consent.id, *rules.statutes_by_id}
+    missing = sorted(set(rule_ids) - known)
+    if missing:
+        listed = ", ".join(missing)
+        raise RulesError(f"{named_by} name rule ids missing from the rules file: {listed}")
 
 
 def _summarise(e: ValidationError) -> str:

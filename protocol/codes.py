@@ -29,18 +29,6 @@ class ReferralReason(StrEnum):
     WANTS_TO_LEAVE_CRIMINALITY = "wants_to_leave_criminality"
 
 
-class ContactFunction(StrEnum):
-    """Who to call back: a function, never a named person."""
-
-    POLICE_YOUTH_UNIT = "police_youth_unit"
-    POLICE_COMMUNITY_OFFICER = "police_community_officer"
-    SCHOOL_PRINCIPAL = "school_principal"
-    SCHOOL_COUNSELLOR = "school_counsellor"
-    SCHOOL_HEALTH = "school_health"
-    SOCIAL_SIG_COORDINATOR = "social_sig_coordinator"
-    SOCIAL_CASE_WORKER = "social_case_worker"
-
-
 class ConsentAction(StrEnum):
     GIVEN = "given"
     AMENDED = "amended"

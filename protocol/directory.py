@@ -20,7 +20,7 @@ from pydantic import AwareDatetime, Field, ValidationError
 
 from sigbus.protocol.canonical import DIRECTORY_DOMAIN, B64Bytes, canonical_json
 from sigbus.protocol.errors import DirectoryError, KeyLookupError
-from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.ids import AgencyId, KeyIdStr
 from sigbus.protocol.messages import StrictModel
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.sealing import SuiteId
@@ -43,11 +43,11 @@ _KEY_ID_TAG = {KeyUse.SIGNING: "sig", KeyUse.SEALING: "seal", KeyUse.LOG: "sig"}
 def key_id_for(agency: AgencyId, use: KeyUse, public_bytes: bytes) -> str:
     """Opaque, self-certifying key id: agency, use and a hash of the public key."""
     digest = hashlib.sha256(use.value.encode() + b"\n" + public_bytes).hexdigest()[:16]
-    return f"{agency.value}-{_KEY_ID_TAG[use]}-{digest}"
+    return f"{agency}-{_KEY_ID_TAG[use]}-{digest}"
 
 
 class DirectoryKey(StrictModel):
-    key_id: Annotated[str, Field(pattern=r"^[a-z]+-(sig|seal)-[0-9a-f]{16}$")]
+    key_id: KeyIdStr
     use: KeyUse
     suite: SuiteId | None = None  # sealing keys only
     public_key: B64Bytes
@@ -76,7 +76,7 @@ class Directory(StrictModel):
 
     def entry(self, agency: AgencyId) -> AgencyEntry:
         for e in self.agencies:
-            if e.agency is agency:
+            if e.agency == agency:
                 return e
         raise KeyLookupError("agency is not in the directory")
 

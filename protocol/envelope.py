@@ -38,7 +38,7 @@ from sigbus.protocol.errors import (
 )
 from sigbus.protocol.identity import AgencyIdentity
 from sigbus.protocol.ids import AgencyId, CaseRefStr, KeyIdStr, MessageIdStr, MessageType
-from sigbus.protocol.messages import BODY_MODELS, Body, StrictModel
+from sigbus.protocol.messages import BODY_MODELS, Body, StatutoryAssertion, StrictModel
 from sigbus.protocol.personnummer import PersonnummerError
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.sealing import (
@@ -67,7 +67,9 @@ class Header(StrictModel):
     sender_key_id: KeyIdStr
     case_ref: CaseRefStr | None = None
     created_at: AwareDatetime
-    recipients: Annotated[tuple[AgencyId, ...], Field(max_length=4)] = ()
+    recipients: Annotated[tuple[AgencyId, ...], Field(max_length=8)] = ()
+    #: A statutory basis the sender asserts, with its own evidence id (e.g. LUL 6 §).
+    assertion: StatutoryAssertion | None = None
     suite: SuiteId
 
 
@@ -121,7 +123,7 @@ def seal_envelope(
         header.suite,
         recipient_public,
         data_key,
-        data_key_info(header.message_id, recipient.value, recipient_key_id),
+        data_key_info(header.message_id, recipient, recipient_key_id),
     )
     digest = sha256_hex(nonce + ciphertext)
     return Envelope(
@@ -187,7 +189,7 @@ def open_body(
         header.suite,
         suite_private,
         envelope.sealed_key,
-        data_key_info(header.message_id, recipient.value, envelope.sealed_key_id),
+        data_key_info(header.message_id, recipient, envelope.sealed_key_id),
     )
     try:
         return AESGCM(data_key).decrypt(envelope.nonce, envelope.ciphertext, body_aad(header))

@@ -9,7 +9,14 @@ from __future__ import annotations
 from sigbus.protocol.reasons import ReasonCode
 
 
-class ProtocolError(Exception):
+class SigbusError(Exception):
+    """The one root of every error sigbus raises; the command line renders it in one place.
+
+    Messages name *where* and *which rule*, never input values.
+    """
+
+
+class ProtocolError(SigbusError):
     """Root of every protocol error; ``reason`` is what the disclosure log records."""
 
     reason: ReasonCode = ReasonCode.MALFORMED_ENVELOPE
@@ -50,3 +57,7 @@ class ReleaseError(ProtocolError):
     """A release failed the recipient's checks (record signature, binding)."""
 
     reason = ReasonCode.BAD_SIGNATURE
+
+
+class ProfileError(SigbusError):
+    """An agency profile is malformed or inconsistent with the message-type registry."""

@@ -11,22 +11,9 @@ from __future__ import annotations
 import re
 import secrets
 from enum import StrEnum
-from typing import Annotated, NewType
+from typing import Annotated, Final, NewType
 
 from pydantic import AfterValidator, StringConstraints
-
-
-class AgencyId(StrEnum):
-    """A party to a SIG. ``hub`` is the broker run by social services."""
-
-    POLICE = "police"
-    SCHOOL = "school"
-    SOCIAL = "social"
-    HUB = "hub"
-
-
-#: Agencies that run an adapter and can be parties to a case.
-PARTY_AGENCIES: tuple[AgencyId, ...] = (AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL)
 
 
 class MessageType(StrEnum):
@@ -41,10 +28,6 @@ class MessageType(StrEnum):
     MEETING_NOTICE = "meeting_notice"
 
 
-#: Types addressed to the hub itself: they change hub state and are never released.
-HUB_RECORD_TYPES: frozenset[MessageType] = frozenset(
-    {MessageType.CASE_OPENED, MessageType.CONSENT_EVENT}
-)
 
 # Opaque ids. Every id carries a lower-case prefix and may not contain a run of
 # six or more digits, so a personnummer (or its date part) can never be
@@ -53,27 +36,55 @@ _DIGIT_RUN = re.compile(r"\d{6}")
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 
 
-def _no_digit_run(value: str) -> str:
+def no_digit_run(value: str) -> str:
     if _DIGIT_RUN.search(value):
         raise ValueError("ids must not contain six or more consecutive digits")
     return value
 
 
 MessageIdStr = Annotated[
-    str, StringConstraints(pattern=r"^msg-[A-Za-z0-9_-]{8,64}$"), AfterValidator(_no_digit_run)
+    str, StringConstraints(pattern=r"^msg-[A-Za-z0-9_-]{8,64}$"), AfterValidator(no_digit_run)
 ]
 CaseRefStr = Annotated[
-    str, StringConstraints(pattern=r"^case-[A-Za-z0-9_-]{4,64}$"), AfterValidator(_no_digit_run)
+    str, StringConstraints(pattern=r"^case-[A-Za-z0-9_-]{4,64}$"), AfterValidator(no_digit_run)
 ]
 ConsentIdStr = Annotated[
-    str, StringConstraints(pattern=r"^consent-[A-Za-z0-9_-]{4,64}$"), AfterValidator(_no_digit_run)
+    str, StringConstraints(pattern=r"^consent-[A-Za-z0-9_-]{4,64}$"), AfterValidator(no_digit_run)
 ]
 CommitmentIdStr = Annotated[
-    str, StringConstraints(pattern=r"^cm-[A-Za-z0-9_-]{4,64}$"), AfterValidator(_no_digit_run)
+    str, StringConstraints(pattern=r"^cm-[A-Za-z0-9_-]{4,64}$"), AfterValidator(no_digit_run)
+]
+#: A function at an agency (who to call back, who owns an action), never a named
+#: person. Each agency's profile lists the functions it has.
+FunctionCode = Annotated[
+    str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{2,40}$"), AfterValidator(no_digit_run)
 ]
 GuardianRefStr = Annotated[str, StringConstraints(pattern=r"^vh-[a-z0-9]{1,16}$")]
-KeyIdStr = Annotated[str, StringConstraints(pattern=r"^[a-z]+-(sig|seal)-[0-9a-f]{16}$")]
+KeyIdStr = Annotated[
+    str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,30}-(sig|seal)-[0-9a-f]{16}$")
+]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+#: An agency is a name, never personal data; it exists because the signed directory
+#: lists it and a profile describes it (docs/architecture.md, "Adding an agency").
+AGENCY_NAME_PATTERN = r"^[a-z][a-z0-9_]{1,30}$"
+_AGENCY_NAME = re.compile(AGENCY_NAME_PATTERN)
+#: The hub's own name in the directory: the broker run by the lead agency.
+HUB: Final = "hub"
+
+AgencyId = Annotated[
+    str, StringConstraints(pattern=AGENCY_NAME_PATTERN), AfterValidator(no_digit_run)
+]
+
+
+def agency_name(text: str) -> str:
+    """Validate an agency name given from outside (a flag, a file name, a bundle)."""
+    if not _AGENCY_NAME.fullmatch(text) or _DIGIT_RUN.search(text):
+        raise ValueError(
+            "an agency name is 2-31 characters of a-z, 0-9 and _, starting with a letter"
+        )
+    return text
 
 
 def new_opaque_id(prefix: str, length: int = 24) -> str:

@@ -10,7 +10,11 @@ personnummer patterns.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
+from enum import StrEnum
+from types import MappingProxyType
 from typing import Annotated, Literal, Self, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -21,7 +25,6 @@ from sigbus.protocol.codes import (
     ConsentAction,
     ConsenterRole,
     ConsentPurpose,
-    ContactFunction,
     NotDoneReason,
     PlaceCode,
     ReferralKind,
@@ -29,13 +32,15 @@ from sigbus.protocol.codes import (
     StatusCode,
 )
 from sigbus.protocol.ids import (
-    PARTY_AGENCIES,
+    HUB,
     AgencyId,
     CommitmentIdStr,
     ConsentIdStr,
+    FunctionCode,
     GuardianRefStr,
     MessageType,
     Sha256Hex,
+    no_digit_run,
 )
 from sigbus.protocol.personnummer import Personnummer, ScreenedText
 
@@ -51,13 +56,13 @@ def _unique(items: tuple[_T, ...]) -> tuple[_T, ...]:
 
 
 def _parties_only(items: tuple[AgencyId, ...]) -> tuple[AgencyId, ...]:
-    if any(a not in PARTY_AGENCIES for a in items):
-        raise ValueError("only party agencies may be named here")
+    if HUB in items:
+        raise ValueError("the hub is never a party")
     return _unique(items)
 
 
 PartyList = Annotated[
-    tuple[AgencyId, ...], Field(min_length=1, max_length=8), AfterValidator(_parties_only)
+    tuple[AgencyId, ...], Field(min_length=1, max_length=16), AfterValidator(_parties_only)
 ]
 
 
@@ -65,6 +70,33 @@ class StrictModel(BaseModel):
     """Base for every wire model: closed, strict, immutable."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+#: A rule id of the rules file (policy/rules.toml), e.g. ``lul_6``.
+RuleIdStr = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
+#: The sender's own reference for the evidence a statute needs (e.g. the risk
+#: assessment for OSL 10 kap. 18 a §): opaque, never a personnummer or a name.
+EvidenceIdStr = Annotated[
+    str, Field(pattern=r"^[a-z][A-Za-z0-9_-]{3,127}$"), AfterValidator(no_digit_run)
+]
+
+
+class StatutoryAssertion(StrictModel):
+    """The sender asserts a statutory basis, with its own evidence id, in the signed header.
+
+    The hub checks that the sender's profile may assert it; the policy checks the
+    statute itself (senders, the one recipient, age limit, evidence id pattern).
+    """
+
+    basis: RuleIdStr
+    evidence_id: EvidenceIdStr
+
+
+class ConsentRef(StrictModel):
+    """A consent record and the revision a decision relied on (policy, log and release)."""
+
+    consent_id: str
+    revision: Annotated[int, Field(ge=1)]
 
 
 class Body(StrictModel):
@@ -80,7 +112,7 @@ class Referral(Body):
         tuple[ReferralReason, ...], Field(min_length=1, max_length=8), AfterValidator(_unique)
     ]
     observed_on: date
-    contact_function: ContactFunction
+    contact_function: FunctionCode
 
 
 class CaseOpened(Body):
@@ -138,7 +170,7 @@ class ConsentEvent(Body):
     scope: ConsentScope | None = None
     acted_at: AwareDatetime
     evidence_sha256: Sha256Hex | None = None
-    recorded_by: ContactFunction
+    recorded_by: FunctionCode
 
     @model_validator(mode="after")
     def _shape_matches_action(self) -> Self:
@@ -153,7 +185,7 @@ class CaseInvitation(Body):
 
     personnummer: Personnummer
     parties: PartyList
-    coordinator: ContactFunction
+    coordinator: FunctionCode
 
 
 class PlanCommitment(Body):
@@ -162,7 +194,7 @@ class PlanCommitment(Body):
     commitment_id: CommitmentIdStr
     responsible_agency: AgencyId
     action: ActionCode
-    owner_function: ContactFunction
+    owner_function: FunctionCode
     due_on: date
 
 
@@ -190,15 +222,51 @@ class MeetingNotice(Body):
     ]
 
 
-BODY_MODELS: dict[MessageType, type[Body]] = {
-    MessageType.REFERRAL: Referral,
-    MessageType.CASE_OPENED: CaseOpened,
-    MessageType.CONSENT_EVENT: ConsentEvent,
-    MessageType.CASE_INVITATION: CaseInvitation,
-    MessageType.PLAN_COMMITMENT: PlanCommitment,
-    MessageType.COMMITMENT_STATUS: CommitmentStatus,
-    MessageType.MEETING_NOTICE: MeetingNotice,
-}
+class SentBy(StrEnum):
+    """Which agencies a message type may come from; the profiles say which do."""
 
-#: Types that need a case ref in their header (all but a referral, which starts a case).
-CASE_BOUND_TYPES: frozenset[MessageType] = frozenset(BODY_MODELS) - {MessageType.REFERRAL}
+    #: The lead agency only: social services, who run the SIG and the hub.
+    LEAD = "lead"
+    #: Any agency that is a party to the case named in the header.
+    PARTY = "party"
+    #: Any agency in the directory: a referral comes before any case.
+    ANY = "any"
+
+
+@dataclass(frozen=True)
+class MessageTypeSpec:
+    """One message type: everything else about it is derived from this row."""
+
+    model: type[Body]
+    sent_by: SentBy
+    #: Needs a case ref in its header (all but a referral, which can start a case).
+    case_bound: bool = True
+    #: Addressed to the hub itself: it changes hub state and is never released.
+    hub_record: bool = False
+
+
+#: The message-type registry. Adding a type: a MessageType member, its body model,
+#: and one row here (tests/protocol/test_registry.py checks that nothing is missing).
+MESSAGE_TYPES: Mapping[MessageType, MessageTypeSpec] = MappingProxyType(
+    {
+        MessageType.REFERRAL: MessageTypeSpec(Referral, SentBy.ANY, case_bound=False),
+        MessageType.CASE_OPENED: MessageTypeSpec(CaseOpened, SentBy.LEAD, hub_record=True),
+        MessageType.CONSENT_EVENT: MessageTypeSpec(ConsentEvent, SentBy.LEAD, hub_record=True),
+        MessageType.CASE_INVITATION: MessageTypeSpec(CaseInvitation, SentBy.LEAD),
+        MessageType.PLAN_COMMITMENT: MessageTypeSpec(PlanCommitment, SentBy.PARTY),
+        MessageType.COMMITMENT_STATUS: MessageTypeSpec(CommitmentStatus, SentBy.PARTY),
+        MessageType.MEETING_NOTICE: MessageTypeSpec(MeetingNotice, SentBy.LEAD),
+    }
+)
+if set(MESSAGE_TYPES) != set(MessageType):  # pragma: no cover - an import-time guard
+    raise RuntimeError("every MessageType needs a row in MESSAGE_TYPES")
+
+BODY_MODELS: Mapping[MessageType, type[Body]] = MappingProxyType(
+    {t: spec.model for t, spec in MESSAGE_TYPES.items()}
+)
+CASE_BOUND_TYPES: frozenset[MessageType] = frozenset(
+    t for t, spec in MESSAGE_TYPES.items() if spec.case_bound
+)
+HUB_RECORD_TYPES: frozenset[MessageType] = frozenset(
+    t for t, spec in MESSAGE_TYPES.items() if spec.hub_record
+)

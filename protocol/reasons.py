@@ -7,6 +7,7 @@ deny reasons (``policy.DenyCode``) are added after a ``policy:`` prefix.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -37,4 +38,20 @@ class ReasonCode(StrEnum):
     NO_RECIPIENTS = "no_recipients"
     HUB_RECORD_HAS_RECIPIENTS = "hub_record_has_recipients"
     CONSENT_CONFLICT = "consent_conflict"  # e.g. an event for an unknown consent record
+    ASSERTION_NOT_ALLOWED = "assertion_not_allowed"  # statute not in the sender's profile
+    UNKNOWN_FUNCTION = "unknown_function"  # function or action not in the agency's profile
     INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class HubReason:
+    """A reason from the hub's own checks; text only when the log entry is written.
+
+    ``detail`` is a short code chosen by the hub (an exception's type name), never input.
+    """
+
+    code: ReasonCode
+    detail: str | None = None
+
+    def render(self) -> str:
+        return f"{self.code.value}:{self.detail}" if self.detail else self.code.value

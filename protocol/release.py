@@ -19,12 +19,7 @@ from sigbus.protocol.canonical import RELEASE_RECORD_DOMAIN, B64Bytes, canonical
 from sigbus.protocol.envelope import MAX_ENVELOPE_BYTES, Envelope, error_locations
 from sigbus.protocol.errors import EnvelopeFormatError, ReleaseError
 from sigbus.protocol.ids import AgencyId
-from sigbus.protocol.messages import StrictModel
-
-
-class ConsentRefWire(StrictModel):
-    consent_id: str
-    revision: Annotated[int, Field(ge=1)]
+from sigbus.protocol.messages import ConsentRef, StrictModel
 
 
 class ReleaseRecord(StrictModel):
@@ -36,7 +31,7 @@ class ReleaseRecord(StrictModel):
     recipient_key_id: str
     legal_basis: str
     statutory: bool
-    consent_refs: tuple[ConsentRefWire, ...] = ()
+    consent_refs: tuple[ConsentRef, ...] = ()
     rules_hash: str
     log_index: Annotated[int, Field(ge=0)]
     ciphertext_sha256: str
@@ -55,7 +50,7 @@ class Release(StrictModel):
 
 def release_id_for(message_id: str, recipient: AgencyId) -> str:
     """Deterministic, so a re-published release after a crash is de-duplicated."""
-    digest = hashlib.sha256(f"{message_id}\n{recipient.value}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{message_id}\n{recipient}".encode()).hexdigest()[:32]
     return f"rel-{digest}"
 
 
@@ -83,7 +78,7 @@ def verify_release_record(release: Release, hub_public: Ed25519PublicKey, *, me:
         raise ReleaseError("release record names another message")
     if record.ciphertext_sha256 != release.envelope.ciphertext_digest():
         raise ReleaseError("release record names another ciphertext")
-    if record.recipient is not me or release.envelope.sealed_key_id != record.recipient_key_id:
+    if record.recipient != me or release.envelope.sealed_key_id != record.recipient_key_id:
         raise ReleaseError("release is addressed to another recipient")
     if record.release_id != release_id_for(record.message_id, me):
         raise ReleaseError("release id does not match message and recipient")

@@ -34,16 +34,16 @@ ALL_STREAMS = (INGRESS_STREAM, INBOX_STREAM, LOG_STREAM, CHECKPOINT_STREAM, STAT
 
 
 def ingress_subject(sender: AgencyId, message_type: MessageType) -> str:
-    return f"sigbus.ingress.{sender.value}.{message_type.value}"
+    return f"sigbus.ingress.{sender}.{message_type.value}"
 
 
 def inbox_subject(agency: AgencyId) -> str:
-    return f"sigbus.inbox.{agency.value}"
+    return f"sigbus.inbox.{agency}"
 
 
 def inbox_consumer(agency: AgencyId) -> str:
-    return f"inbox-{agency.value}"
+    return f"inbox-{agency}"
 
 
 def cosignature_subject(witness: AgencyId) -> str:
-    return f"sigbus.log.cosignature.{witness.value}"
+    return f"sigbus.log.cosignature.{witness}"

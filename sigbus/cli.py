@@ -16,9 +16,8 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from sigbus.agents.police.cli import app as police_app
-from sigbus.agents.school.cli import app as school_app
-from sigbus.agents.social.cli import app as social_app
+from sigbus.agents.cli_common import agency_app
+from sigbus.agents.social.cli import add_lead_commands
 from sigbus.audit.errors import AuditError
 from sigbus.broker.setup import hub_setup
 from sigbus.cli_audit import audit_app
@@ -28,14 +27,15 @@ from sigbus.demo import run_demo
 from sigbus.export import ExportSummary, export_log
 from sigbus.protocol.directory import KeyUse
 from sigbus.protocol.envelope import error_locations
-from sigbus.protocol.errors import ProtocolError
-from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.errors import ProtocolError, SigbusError
+from sigbus.protocol.ids import HUB
+from sigbus.protocol.profiles import Profiles
 from sigbus.transport import config
 from sigbus.transport.bus import connect
-from sigbus.transport.errors import SigbusError
-from sigbus.transport.keystore import load_directory
+from sigbus.transport.keystore import DirectoryWatcher, load_directory
 from sigbus.transport.logging import configure_logging
 from sigbus.transport.natsserver import EmbeddedNats, pid_alive
+from sigbus.transport.profiles import load_profiles
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -47,11 +47,11 @@ broker_app = typer.Typer(
 )
 app.add_typer(broker_app, name="broker")
 app.add_typer(keys_app, name="keys")
-app.add_typer(police_app, name="police")
-app.add_typer(school_app, name="school")
-app.add_typer(social_app, name="social")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
+
+#: How often `sigbus up` looks for a changed signed directory (seconds).
+DIRECTORY_POLL_S = 2.0
 
 DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="default var/sigbus")]
 KeysOpt = Annotated[Path | None, typer.Option("--keys", help="default keys/dev")]
@@ -115,16 +115,31 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
     except (SigbusError, ProtocolError) as e:
         raise _fail(e) from e
 
-    async def serve(url: str) -> None:
-        broker = hub.broker(url)
+    keys_path = config.keys_dir(keys)
+    secured_by = None if config.insecure_dev() else keys_path
+
+    async def reload_users(server: EmbeddedNats) -> None:
+        """A directory change (an agency added, a key revoked) re-renders the server's
+        users and reloads it: nobody restarts."""
+        watcher = DirectoryWatcher(keys_path, hub.ctx.directory)
+        while True:
+            await asyncio.sleep(DIRECTORY_POLL_S)
+            seen = watcher.current
+            if secured_by is not None and watcher.refresh() is not seen:
+                server.reload()
+
+    async def serve(server: EmbeddedNats) -> None:
+        broker = hub.broker(server.url)
         await broker.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, broker.request_stop)
-        await broker.run()
+        reloader = asyncio.create_task(reload_users(server))
+        try:
+            await broker.run()
+        finally:
+            reloader.cancel()
 
-    keys_path = config.keys_dir(keys)
-    secured_by = None if config.insecure_dev() else keys_path
     with EmbeddedNats(base / "nats", keys_dir=secured_by) as server:
         state_file.write_text(json.dumps({"nats_url": server.url, "pid": os.getpid()}))
         typer.echo(
@@ -132,7 +147,7 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
             "Stop with Ctrl-C or `sigbus down`."
         )
         try:
-            asyncio.run(serve(server.url))
+            asyncio.run(serve(server))
         finally:
             state_file.unlink(missing_ok=True)
     typer.echo("sigbus down: broker and NATS stopped")
@@ -187,6 +202,27 @@ def broker_run(
     asyncio.run(serve())
 
 
+def add_agency_groups(profiles: Profiles) -> None:
+    """``sigbus <agency> …`` for every agency profile; the lead's group adds its commands."""
+    for name in profiles:
+        profile = profiles[name]
+        group = agency_app(profile, profiles)
+        if profile.lead:
+            add_lead_commands(group, profile)
+        app.add_typer(group, name=name)
+
+
+def _profiles_or_exit() -> Profiles:
+    try:
+        return load_profiles(config.local_keys_dir())
+    except SigbusError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+add_agency_groups(_profiles_or_exit())
+
+
 def entrypoint() -> None:
     """Console script: bad input anywhere exits 2 naming *where*, never echoing values
     (pydantic's own message would print the input, which may be a personnummer)."""
@@ -195,6 +231,9 @@ def entrypoint() -> None:
     except ValidationError as e:
         reasons = "; ".join(sorted({err["msg"] for err in e.errors(include_input=False)}))
         typer.echo(f"error: invalid input at {error_locations(e)}: {reasons}", err=True)
+        sys.exit(2)
+    except SigbusError as e:  # the one root: every sigbus error says what, never a traceback
+        typer.echo(f"error: {e}", err=True)
         sys.exit(2)
 
 
@@ -209,7 +248,7 @@ def audit_export(
 
     async def run() -> ExportSummary:
         directory = load_directory(config.keys_dir(keys))
-        log_key = directory.key_by_use(AgencyId.HUB, KeyUse.LOG, at=datetime.now(UTC))
+        log_key = directory.key_by_use(HUB, KeyUse.LOG, at=datetime.now(UTC))
         keys_path = config.keys_dir(keys)
         nc = await connect(
             config.nats_url(nats, data_dir),
@@ -218,7 +257,10 @@ def audit_export(
         )
         try:
             return await export_log(
-                nc.jetstream(), out, Ed25519PublicKey.from_public_bytes(log_key.public_key)
+                nc.jetstream(),
+                out,
+                Ed25519PublicKey.from_public_bytes(log_key.public_key),
+                witnesses=[e.agency for e in directory.agencies if e.agency != HUB],
             )
         finally:
             await nc.close()

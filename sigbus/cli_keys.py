@@ -1,5 +1,6 @@
 """``sigbus keys``: agency keys and the signed agency directory, for agency IT and the hub.
 
+The hub, once: ``init`` (a new root key, the hub's identity, a signed directory).
 Agency IT: ``generate`` (private key file, 0600, optionally passphrase-encrypted)
 and ``public`` (the public part to hand to the hub). The hub: ``add``,
 ``rotate``, ``revoke`` (edit, re-sign with the root key, bump the serial) and
@@ -19,8 +20,9 @@ import typer
 from pydantic import ValidationError
 
 from sigbus.protocol.directory import Directory
+from sigbus.protocol.envelope import error_locations
 from sigbus.protocol.errors import ProtocolError
-from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.ids import HUB, agency_name
 from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId
 from sigbus.transport.errors import SigbusError
 from sigbus.transport.keyring import (
@@ -35,14 +37,19 @@ from sigbus.transport.keyring import (
 )
 from sigbus.transport.keystore import (
     DEV_KEYS_DIR,
+    DIRECTORY_FILE,
+    ROOT_KEY_FILE,
+    ROOT_PUBLIC_FILE,
     generate_agency,
     generate_dev_keys,
+    init_root,
     load_directory,
     load_root_private,
     private_key_path,
     save_directory,
     write_private,
 )
+from sigbus.transport.natsserver import COMPOSE_CERT_DIR, render_config, server_settings
 
 keys_app = typer.Typer(
     pretty_exceptions_show_locals=False, help="Keys and the agency directory.", no_args_is_help=True
@@ -95,13 +102,32 @@ def _save(directory_dir: Path, directory: Directory) -> None:
     typer.echo(f"directory serial {directory.serial} signed and written to {directory_dir}")
 
 
+def _agency(value: str) -> str:
+    try:
+        return agency_name(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+
+
+AgencyOpt = Annotated[
+    str,
+    typer.Option(
+        "--agency",
+        callback=_agency,
+        help="the agency's name in the directory, e.g. sis or a local partner's own name",
+    ),
+]
+
+
 def _load_bundle(path: Path) -> PublicBundle:
     try:
         return PublicBundle.model_validate_json(path.read_bytes()).checked()
     except OSError as e:
         raise _fail(f"cannot read {path}: {e.strerror}") from e
     except ValidationError as e:
-        raise _fail(f"{path.name} is not a sigbus public key bundle") from e
+        # Name the field and the rule, never the value (a bundle is public, but uniform).
+        why = "; ".join(sorted({err["msg"] for err in e.errors(include_input=False)}))
+        raise _fail(f"{path.name}: invalid public key bundle at {error_locations(e)}: {why}") from e
     except SigbusError as e:
         raise _fail(str(e)) from e
 
@@ -118,13 +144,15 @@ def keys_dev_generate(
 
 @keys_app.command("generate")
 def keys_generate(
-    agency: Annotated[AgencyId, typer.Option("--agency")],
+    agency: AgencyOpt,
     out: Annotated[Path, typer.Option("--out", help="directory to write <agency>.key.json to")],
     passphrase_env: PassEnvOpt = None,
     suite: SuiteId = DEFAULT_SUITE,
     force: Annotated[bool, typer.Option(help="replace an existing key file")] = False,
 ) -> None:
     """Generate an agency's signing, sealing and NATS keys (private file, mode 0600)."""
+    if agency == HUB:
+        raise _fail("the hub's keys come from `sigbus keys init`")
     passphrase = _passphrase(passphrase_env)
     out.mkdir(parents=True, exist_ok=True)
     path = private_key_path(out, agency)
@@ -137,10 +165,67 @@ def keys_generate(
         data = encrypt_keyfile(keyfile, passphrase).model_dump_json(indent=2).encode()
     write_private(path, data)
     typer.echo(
-        f"{agency.value} keys written to {path} (mode 0600"
+        f"{agency} keys written to {path} (mode 0600"
         f"{', passphrase-encrypted' if passphrase else ''}); "
         f"hand `sigbus keys public --key {path}` to the hub"
     )
+
+
+@keys_app.command("init")
+def keys_init(
+    out: Annotated[Path, typer.Option("--out", help="the hub's new keys directory")],
+    passphrase_env: PassEnvOpt = None,
+    suite: SuiteId = DEFAULT_SUITE,
+) -> None:
+    """Hub, once: a new root key, the hub's identity and a signed directory listing only it.
+
+    Agencies join with `sigbus keys generate` (at the agency) and `sigbus keys add`
+    (here). TLS certificates come from the municipality's own CA (docs/keys.md).
+    """
+    passphrase = _passphrase(passphrase_env)
+    out.mkdir(parents=True, exist_ok=True)
+    existing = [n for n in (DIRECTORY_FILE, ROOT_KEY_FILE, f"{HUB}.key.json") if (out / n).exists()]
+    if existing:
+        raise _fail(f"{out} already holds {', '.join(existing)}: refusing to replace a root")
+    now = _now()
+    generated = generate_agency(HUB, now=now, suite=suite)
+    keyfile = generated.keyfile
+    data = (
+        keyfile.model_dump_json(indent=2).encode()
+        if passphrase is None
+        else encrypt_keyfile(keyfile, passphrase).model_dump_json(indent=2).encode()
+    )
+    write_private(private_key_path(out, HUB), data)
+    root = init_root(out)
+    save_directory(out, Directory(serial=1, issued_at=now, agencies=(generated.entry,)), root)
+    typer.echo(
+        f"new root key, hub identity and directory (serial 1) written to {out}; "
+        f"keep {ROOT_KEY_FILE} offline, hand {ROOT_PUBLIC_FILE} to every agency"
+    )
+
+
+@keys_app.command("nats-config")
+def keys_nats_config(
+    directory_dir: DirOpt,
+    cert_dir: Annotated[
+        str, typer.Option(help="where the server finds ca.crt, nats-server.crt and .key")
+    ] = COMPOSE_CERT_DIR,
+    out: Annotated[Path | None, typer.Option("--out", help="write here (default stdout)")] = None,
+) -> None:
+    """Render the nats-server configuration from the signed directory (users, TLS).
+
+    Run it again after every `keys add`, `rotate` or `revoke`, then reload the
+    server (`nats-server --signal reload`, or SIGHUP): nobody else restarts.
+    """
+    try:
+        text = render_config(server_settings(directory_dir, cert_dir=cert_dir))
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(str(e)) from e
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        typer.echo(f"nats-server configuration written to {out}")
 
 
 @keys_app.command("public")
@@ -240,7 +325,7 @@ def keys_show(
     header = ("AGENCY", "KEY ID", "USE", "NOT BEFORE", "NOT AFTER", "STATUS")
     rows = [header] + [
         (
-            r.agency.value,
+            r.agency,
             r.key_id,
             r.use.value,
             r.not_before.isoformat(),

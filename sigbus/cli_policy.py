@@ -25,13 +25,13 @@ from sigbus.policy import (
     DecisionRequest,
     DenyCode,
     DenyReason,
-    Outcome,
     PolicyError,
     PolicyInputError,
     RecipientDecision,
     Rules,
     StatutoryAssertion,
     SubjectFacts,
+    Verdict,
     decide,
     load_rules,
 )
@@ -191,19 +191,19 @@ def explain(decision: Decision, request: DecisionRequest, rules: Rules | None = 
         f"Decision {decision.decision_id}",
         f"  at {local:%Y-%m-%d %H:%M:%S} Stockholm time; rules {decision.rules_version} "
         f"(sha256 {decision.rules_hash[:12]}…)",
-        f"  message {request.message_id}: {request.category.value} from {request.discloser.value}"
+        f"  message {request.message_id}: {request.category.value} from {request.discloser}"
         + (f" in case {request.case.case_ref}" if request.case else " (no case)"),
         "",
     ]
     for rd in decision.per_recipient:
-        if rd.outcome is Outcome.PERMIT:
-            lines.append(f"{rd.recipient.value}: MAY RECEIVE it, on {_basis_text(rd, rules)}.")
+        if rd.outcome is Verdict.PERMIT:
+            lines.append(f"{rd.recipient}: MAY RECEIVE it, on {_basis_text(rd, rules)}.")
             for ref in rd.consent_refs:
                 lines.append(f"  relies on consent {ref.consent_id}, revision {ref.revision}")
             if rd.statutory:
                 lines.append("  statutory disclosure: flagged for review in the disclosure log")
         else:
-            lines.append(f"{rd.recipient.value}: MAY NOT RECEIVE it.")
+            lines.append(f"{rd.recipient}: MAY NOT RECEIVE it.")
             for reason in rd.reasons:
                 lines.append(f"  - {explain_reason(reason)}")
         for note in rd.notes:

@@ -9,6 +9,7 @@ messages) to check it. Exit code 0 only when every expectation held.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,9 +24,9 @@ from sigbus.agents.runtime import Adapter
 from sigbus.agents.setup import agency_setup
 from sigbus.agents.social.consent import consent_given, consent_withdrawn
 from sigbus.agents.witnessing import WitnessRunner, log_public_key, prove_release
-from sigbus.audit.entry import LogEntry, Outcome
+from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.audit.errors import AuditError
-from sigbus.audit.export import verify_export
+from sigbus.audit.verify import verify_export
 from sigbus.broker.service import Broker
 from sigbus.broker.setup import hub_setup
 from sigbus.export import export_log
@@ -34,13 +35,12 @@ from sigbus.protocol.codes import (
     ActionCode,
     AgendaItem,
     ConsenterRole,
-    ContactFunction,
     PlaceCode,
     ReferralKind,
     ReferralReason,
     StatusCode,
 )
-from sigbus.protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.messages import (
     CaseInvitation,
     CaseOpened,
@@ -49,12 +49,19 @@ from sigbus.protocol.messages import (
     MeetingNotice,
     PlanCommitment,
     Referral,
+    StatutoryAssertion,
 )
 from sigbus.protocol.subjects import LOG_STREAM
 from sigbus.transport.config import insecure_dev
+from sigbus.transport.keystore import join_dev_agency, load_directory
 from sigbus.transport.natsserver import EmbeddedNats
+from sigbus.transport.profiles import load_profiles
 
 log = structlog.get_logger("sigbus.demo")
+
+#: The partner that joins the demo's SIG by configuration only: its keys are made
+#: at start-up, its profile is the shipped profiles/<name>.toml.
+JOINING_AGENCY: AgencyId = "sis"
 
 CONSENT_CATEGORIES = (
     MessageType.CASE_INVITATION,
@@ -68,7 +75,7 @@ CONSENT_CATEGORIES = (
 class Expectation:
     step: str
     message_id: str
-    expected: dict[AgencyId, Outcome]
+    expected: dict[AgencyId, EntryOutcome]
     held: bool = False
     observed: dict[str, str] = field(default_factory=dict)
 
@@ -97,20 +104,20 @@ class DemoReport:
         releases = Counter(
             e.message_type.value
             for e in self.entries
-            if e.outcome is Outcome.RELEASE and e.message_type
+            if e.outcome is EntryOutcome.RELEASE and e.message_type
         )
         denies = Counter(
             e.message_type.value if e.message_type else "unparsed"
             for e in self.entries
-            if e.outcome is Outcome.DENY
+            if e.outcome is EntryOutcome.DENY
         )
         return {
             "ok": self.ok,
             "log_length": len(self.entries),
             "releases_by_type": dict(sorted(releases.items())),
             "denies_by_type": dict(sorted(denies.items())),
-            "recorded": sum(1 for e in self.entries if e.outcome is Outcome.RECORDED),
-            "received_by_agency": {a.value: len(ids) for a, ids in self.received.items()},
+            "recorded": sum(1 for e in self.entries if e.outcome is EntryOutcome.RECORDED),
+            "received_by_agency": {a: len(ids) for a, ids in self.received.items()},
             "audit": {
                 "cosigned_by": self.audit.cosigned_by,
                 "inclusion_proofs_verified": self.audit.inclusion_proved,
@@ -130,6 +137,7 @@ class Story:
     def __init__(self, broker: Broker, adapters: dict[AgencyId, Adapter]) -> None:
         self.broker = broker
         self.adapters = adapters
+        self.parties = tuple(adapters)
         self.inboxes = {a: MemoryCaseSystem() for a in adapters}
         self.expectations: list[Expectation] = []
         self.case_ref = new_opaque_id("case", 12)
@@ -141,13 +149,14 @@ class Story:
         sender: AgencyId,
         message_type: MessageType,
         body: Any,
-        expected: dict[AgencyId, Outcome],
+        expected: dict[AgencyId, EntryOutcome],
         *,
         case_ref: str | None = None,
+        assertion: StatutoryAssertion | None = None,
     ) -> str:
-        recipients = tuple(a for a in expected if a is not AgencyId.HUB)
+        recipients = tuple(a for a in expected if a != HUB)
         message_id = await self.adapters[sender].send(
-            message_type, body, case_ref=case_ref, recipients=recipients
+            message_type, body, case_ref=case_ref, recipients=recipients, assertion=assertion
         )
         await self.broker.drain_ingress(idle_timeout=0.3)
         self.expectations.append(Expectation(step, message_id, expected))
@@ -158,8 +167,8 @@ class Story:
             consent_id,
             role,
             guardian,
-            disclosers=PARTY_AGENCIES,
-            recipients=PARTY_AGENCIES,
+            disclosers=self.parties,
+            recipients=self.parties,
             categories=CONSENT_CATEGORIES,
             valid_from=self.now - timedelta(minutes=5),
             valid_until=self.now + timedelta(days=180),
@@ -170,8 +179,8 @@ class Story:
         )
 
     async def run(self) -> None:
-        P, S, SO, HUB = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL, AgencyId.HUB
-        R, D, REC = Outcome.RELEASE, Outcome.DENY, Outcome.RECORDED
+        P, S, SO, J = "police", "school", "social", JOINING_AGENCY
+        R, D, REC = EntryOutcome.RELEASE, EntryOutcome.DENY, EntryOutcome.RECORDED
         today = self.now.date()
         youth = fictitious_personnummer(birth_date_for_age(today, 16), 981)
         case = self.case_ref
@@ -186,16 +195,18 @@ class Story:
                 personnummer=youth,
                 reasons=(ReferralReason.SUSPECTED_OFFENCE, ReferralReason.CRIMINAL_NETWORK_CONTACT),
                 observed_on=today - timedelta(days=2),
-                contact_function=ContactFunction.POLICE_YOUTH_UNIT,
+                contact_function="police_youth_unit",
             ),
             {SO: R, S: D},
+            # The police's own reference for the suspicion: the evidence for LUL 6 §.
+            assertion=StatutoryAssertion(basis="lul_6", evidence_id="dnr-polis-ab"),
         )
         await self.send(
             "2. Social services open SIG case (two guardians with custody)",
             SO,
             MessageType.CASE_OPENED,
             CaseOpened(
-                personnummer=youth, guardians_with_custody=("vh-1", "vh-2"), parties=PARTY_AGENCIES
+                personnummer=youth, guardians_with_custody=("vh-1", "vh-2"), parties=self.parties
             ),
             {HUB: REC},
             case_ref=case,
@@ -215,15 +226,14 @@ class Story:
                 case_ref=case,
             )
         await self.send(
-            "4. Invitations to police and school",
+            f"4. Invitations to police, school and {J} (the youth home the young person "
+            "is moving home from)",
             SO,
             MessageType.CASE_INVITATION,
             CaseInvitation(
-                personnummer=youth,
-                parties=PARTY_AGENCIES,
-                coordinator=ContactFunction.SOCIAL_SIG_COORDINATOR,
+                personnummer=youth, parties=self.parties, coordinator="social_sig_coordinator"
             ),
-            {P: R, S: R},
+            {P: R, S: R, J: R},
             case_ref=case,
         )
         await self.send(
@@ -235,7 +245,7 @@ class Story:
                 place=PlaceCode.SOCIAL_SERVICES_OFFICE,
                 agenda=(AgendaItem.PLAN_REVIEW, AgendaItem.NEW_ACTIONS),
             ),
-            {P: R, S: R},
+            {P: R, S: R, J: R},
             case_ref=case,
         )
         await self.send(
@@ -246,10 +256,10 @@ class Story:
                 commitment_id="cm-schoolattendance",
                 responsible_agency=S,
                 action=ActionCode.SCHOOL_ATTENDANCE_PLAN,
-                owner_function=ContactFunction.SCHOOL_COUNSELLOR,
+                owner_function="school_counsellor",
                 due_on=today + timedelta(days=30),
             ),
-            {SO: R, P: R},
+            {SO: R, P: R, J: R},
             case_ref=case,
         )
         await self.send(
@@ -260,10 +270,24 @@ class Story:
                 commitment_id="cm-policecontact",
                 responsible_agency=P,
                 action=ActionCode.POLICE_CONTACT_PERSON,
-                owner_function=ContactFunction.POLICE_COMMUNITY_OFFICER,
+                owner_function="police_community_officer",
                 due_on=today + timedelta(days=14),
             ),
             {SO: R, S: R},
+            case_ref=case,
+        )
+        await self.send(
+            f"7b. {J} commits to housing support for the move home",
+            J,
+            MessageType.PLAN_COMMITMENT,
+            PlanCommitment(
+                commitment_id="cm-movehome",
+                responsible_agency=J,
+                action=ActionCode.HOUSING_SUPPORT,
+                owner_function="sis_aftercare_coordinator",
+                due_on=today + timedelta(days=21),
+            ),
+            {SO: R, S: R, P: R},
             case_ref=case,
         )
         await self.send(
@@ -294,7 +318,7 @@ class Story:
             CommitmentStatus(
                 commitment_id="cm-schoolattendance", status=StatusCode.DONE, as_of=today
             ),
-            {SO: D, P: D},
+            {SO: D, P: D, J: D},
             case_ref=case,
         )
         for agency, adapter in self.adapters.items():
@@ -324,8 +348,8 @@ async def audit_story(story: Story, export_path: Path) -> AuditOutcome:
         for delivered in inbox.received:
             await prove_release(story.adapters[agency], delivered)
             proved += 1
-    log_key = log_public_key(story.adapters[AgencyId.SOCIAL])
-    await export_log(story.broker.js, export_path, log_key)
+    log_key = log_public_key(next(iter(story.adapters.values())))
+    await export_log(story.broker.js, export_path, log_key, witnesses=list(story.adapters))
     try:
         report = verify_export(
             export_path.read_bytes().splitlines(keepends=True), trusted_log_key=log_key
@@ -353,24 +377,25 @@ def check(story: Story, entries: list[LogEntry], audit: AuditOutcome) -> DemoRep
     lines: list[str] = []
     for x in story.expectations:
         logged = by_message.get(x.message_id, [])
-        observed = {(e.recipient.value if e.recipient else "hub"): e.outcome.value for e in logged}
+        observed = {(e.recipient if e.recipient else "hub"): e.outcome.value for e in logged}
         x.observed = observed
         delivered_ok = all(
-            (x.message_id in received.get(r, [])) == (o is Outcome.RELEASE)
+            (x.message_id in received.get(r, [])) == (o is EntryOutcome.RELEASE)
             for r, o in x.expected.items()
-            if r is not AgencyId.HUB
+            if r != HUB
         )
-        x.held = observed == {r.value: o.value for r, o in x.expected.items()} and delivered_ok
+        x.held = observed == {r: o.value for r, o in x.expected.items()} and delivered_ok
         lines.append(f"{'ok ' if x.held else 'FAIL'} {x.step}")
         for e in logged:
             why = e.legal_basis or ",".join(e.reasons) or "-"
             extra = " [statutory]" if e.statutory else ""
             consents = ",".join(f"{c.consent_id}@r{c.revision}" for c in e.consent_refs)
+            released = consents and e.outcome is EntryOutcome.RELEASE
             lines.append(
-                f"       log #{e.index:<3} {e.sender.value if e.sender else '?':>6} -> "
-                f"{e.recipient.value if e.recipient else 'hub':<6} "
+                f"       log #{e.index:<3} {e.sender if e.sender else '?':>6} -> "
+                f"{e.recipient if e.recipient else 'hub':<6} "
                 f"{e.outcome.value.upper():<8} {why}{extra}"
-                f"{' consents=' + consents if consents and e.outcome is Outcome.RELEASE else ''}"
+                f"{' consents=' + consents if released else ''}"
             )
     lines.append(
         f"{'ok ' if audit.ok else 'FAIL'} 11. Every agency witnessed the log: "
@@ -392,8 +417,25 @@ def check(story: Story, entries: list[LogEntry], audit: AuditOutcome) -> DemoRep
     )
 
 
+def join(keys_dir: Path, agency: AgencyId) -> tuple[bool, str]:
+    """The joining agency: keys made and added to the signed directory, profile shipped."""
+    join_dev_agency(keys_dir, agency, now=datetime.now(UTC))
+    listed = any(e.agency == agency for e in load_directory(keys_dir).agencies)
+    profile = load_profiles(keys_dir).get(agency)
+    ok = listed and profile is not None
+    name = profile.display_name.en if profile else "no profile"
+    return ok, (
+        f"{'ok ' if ok else 'FAIL'} 0. {agency} ({name}) joins by configuration only: "
+        "keys generated at the agency, added to the signed directory at the hub, "
+        f"profile profiles/{agency}.toml"
+    )
+
+
 async def run_demo(*, data_dir: Path | None, keys_dir: Path) -> DemoReport:
     base = data_dir or Path(tempfile.mkdtemp(prefix="sigbus-demo-"))
+    # The demo's deployment: the development keys plus one agency that joins now.
+    keys_dir = _copy_keys(keys_dir, base / "keys")
+    joined_ok, joined = join(keys_dir, JOINING_AGENCY)
     hub = hub_setup(keys_dir)
     secured_by = None if insecure_dev() else keys_dir
     with EmbeddedNats(base / "nats", keys_dir=secured_by) as server:
@@ -401,7 +443,7 @@ async def run_demo(*, data_dir: Path | None, keys_dir: Path) -> DemoReport:
         await broker.start()
         adapters: dict[AgencyId, Adapter] = {}
         try:
-            for agency in PARTY_AGENCIES:
+            for agency in [e.agency for e in hub.ctx.directory.agencies if e.agency != HUB]:
                 setup = agency_setup(agency, keys_dir)
                 adapters[agency] = await setup.connect(server.url)
             story = Story(broker, adapters)
@@ -413,5 +455,13 @@ async def run_demo(*, data_dir: Path | None, keys_dir: Path) -> DemoReport:
                 await adapter.close()
             await broker.stop()
     report = check(story, entries, audit)
+    report.lines.insert(0, joined)
+    report.ok = report.ok and joined_ok
     log.info("demo_finished", ok=report.ok, log_size=len(entries))
     return report
+
+
+def _copy_keys(source: Path, target: Path) -> Path:
+    shutil.rmtree(target, ignore_errors=True)  # a kept --data-dir: start the deployment afresh
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("README*", "*.tmp"))
+    return target

@@ -10,6 +10,7 @@ so a failed export never leaves a half-written file behind.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, parse_checkpoint_body, parse_signed_note
 from sigbus.audit.export_format import CosignatureRecord, write_export
-from sigbus.protocol.ids import PARTY_AGENCIES
+from sigbus.protocol.ids import AgencyId
 from sigbus.protocol.proofs import Cosignature
 from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
@@ -53,10 +54,12 @@ async def latest_checkpoint(js: JetStreamContext) -> str:
     return msg.data.decode()
 
 
-async def cosignatures_for(js: JetStreamContext, size: int) -> list[CosignatureRecord]:
+async def cosignatures_for(
+    js: JetStreamContext, size: int, witnesses: Iterable[AgencyId]
+) -> list[CosignatureRecord]:
     """Each witness's latest cosignature, if it is of the checkpoint of ``size``."""
     records = []
-    for agency in PARTY_AGENCIES:
+    for agency in witnesses:
         try:
             msg = await js.get_last_msg(CHECKPOINT_STREAM, cosignature_subject(agency))
             assert msg.data is not None
@@ -79,11 +82,12 @@ async def export_log(
     out: Path,
     log_public_key: Ed25519PublicKey,
     *,
+    witnesses: Iterable[AgencyId],
     origin: str = DEFAULT_ORIGIN,
 ) -> ExportSummary:
     note = await latest_checkpoint(js)
     size = parse_checkpoint_body(parse_signed_note(note).body).size
-    cosignatures = await cosignatures_for(js, size)
+    cosignatures = await cosignatures_for(js, size, witnesses)
     entries = [
         bytes(m.data) async for m in read_stream(js, LOG_STREAM, LOG_ENTRY_SUBJECT, up_to_seq=size)
     ]

@@ -51,7 +51,7 @@ def test_the_hub_and_the_adapters_stay_apart(tmp_path: Path) -> None:
 
 def test_agencies_do_not_import_each_other(tmp_path: Path) -> None:
     rules = _inject(
-        _copy_tree(tmp_path), "agents/police/cli.py", "from sigbus.agents.school import cli"
+        _copy_tree(tmp_path), "agents/police/__init__.py", "from sigbus.agents.school import x"
     )
     assert rules == ["agencies do not import each other"]
 

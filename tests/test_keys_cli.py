@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from sigbus.cli_keys import keys_app
 from sigbus.protocol.directory import KeyUse
 from sigbus.protocol.errors import KeyLookupError
-from sigbus.protocol.ids import AgencyId
+from sigbus.protocol.ids import HUB
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.sealing import SuiteId
 from sigbus.transport.keyring import (
@@ -28,6 +28,7 @@ from sigbus.transport.keyring import (
     rotate_keys,
 )
 from sigbus.transport.keystore import (
+    DEV_AGENCIES,
     generate_agency,
     generate_dev_keys,
     load_directory,
@@ -38,7 +39,7 @@ from sigbus.transport.keystore import (
 
 runner = CliRunner()
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-P = AgencyId.POLICE
+P = "police"
 
 
 def _mode(path: Path) -> int:
@@ -71,7 +72,7 @@ def test_round_trip_generate_public_add_show(hub_dir: Path, tmp_path: Path) -> N
     # directory, then add it back with newly generated keys, as a hub would.
     directory = load_directory(hub_dir)
     without_school = directory.model_copy(
-        update={"agencies": tuple(e for e in directory.agencies if e.agency is not AgencyId.SCHOOL)}
+        update={"agencies": tuple(e for e in directory.agencies if e.agency != "school")}
     )
     save_directory(hub_dir, without_school, load_root_private(hub_dir))
 
@@ -79,12 +80,12 @@ def test_round_trip_generate_public_add_show(hub_dir: Path, tmp_path: Path) -> N
     assert code == 0, stdout
     key_file = out / "school.key.json"
     assert _mode(key_file) == 0o600
-    assert load_private(out, AgencyId.SCHOOL).agency is AgencyId.SCHOOL
+    assert load_private(out, "school").agency == "school"
 
     code, stdout, _ = invoke("public", "--key", str(key_file))
     assert code == 0
     bundle = PublicBundle.model_validate_json(stdout).checked()
-    assert bundle.agency is AgencyId.SCHOOL
+    assert bundle.agency == "school"
     assert {k.use for k in bundle.keys} == {KeyUse.SIGNING, KeyUse.SEALING}
     assert "private" not in stdout
     public_file = tmp_path / "school.pub.json"
@@ -104,9 +105,9 @@ def test_round_trip_generate_public_add_show(hub_dir: Path, tmp_path: Path) -> N
     assert code == 0, stderr
     updated = load_directory(hub_dir)  # verifies the root signature
     assert updated.serial == directory.serial + 1
-    keyfile = load_private(out, AgencyId.SCHOOL)
-    assert updated.signing_key(AgencyId.SCHOOL, keyfile.signing_key_id, at=T0)
-    assert updated.sealing_key(AgencyId.SCHOOL, at=T0).key_id == keyfile.sealing_key_id
+    keyfile = load_private(out, "school")
+    assert updated.signing_key("school", keyfile.signing_key_id, at=T0)
+    assert updated.sealing_key("school", at=T0).key_id == keyfile.sealing_key_id
 
     # Adding the same agency twice is refused: that is what rotate is for.
     code, _, stderr = invoke(
@@ -276,7 +277,7 @@ def test_encrypted_key_round_trip_and_wrong_passphrase(tmp_path: Path) -> None:
     assert json.loads(raw)["kdf"]["name"] == "scrypt"
 
     keyfile = load_private_file(path, env["SIGBUS_TEST_PASSPHRASE"])
-    assert keyfile.agency is P
+    assert keyfile.agency == P
     with pytest.raises(WrongPassphrase):
         load_private_file(path, "fel lösenord")
     with pytest.raises(KeyringError):
@@ -286,7 +287,7 @@ def test_encrypted_key_round_trip_and_wrong_passphrase(tmp_path: Path) -> None:
         "public", "--key", str(path), "--passphrase-env", "SIGBUS_TEST_PASSPHRASE", env=env
     )
     assert code == 0
-    assert PublicBundle.model_validate_json(stdout).agency is P
+    assert PublicBundle.model_validate_json(stdout).agency == P
 
     code, stdout, stderr = invoke(
         "public", "--key", str(path), "--passphrase-env", "WRONG", env={"WRONG": "fel lösenord"}
@@ -299,7 +300,7 @@ def test_encrypted_key_round_trip_and_wrong_passphrase(tmp_path: Path) -> None:
 def test_encryption_binds_the_header(tmp_path: Path) -> None:
     keyfile = generate_agency(P, now=T0, suite=SuiteId.X25519).keyfile
     encrypted = encrypt_keyfile(keyfile, "lösen")
-    moved = encrypted.model_copy(update={"agency": AgencyId.SCHOOL})
+    moved = encrypted.model_copy(update={"agency": "school"})
     path = tmp_path / "moved.json"
     path.write_text(moved.model_dump_json())
     with pytest.raises(WrongPassphrase):
@@ -309,7 +310,7 @@ def test_encryption_binds_the_header(tmp_path: Path) -> None:
 def test_unencrypted_files_still_load_with_keystore(tmp_path: Path) -> None:
     code, _, _ = invoke("generate", "--agency", "social", "--out", str(tmp_path))
     assert code == 0
-    assert load_private(tmp_path, AgencyId.SOCIAL) == load_private_file(
+    assert load_private(tmp_path, "social") == load_private_file(
         tmp_path / "social.key.json"
     )
 
@@ -327,10 +328,10 @@ def test_dev_generate_writes_private_files_0600(tmp_path: Path) -> None:
     )
     assert code == 0
     assert "never use them in production" in stdout
-    for agency in AgencyId:
-        assert _mode(tmp_path / f"{agency.value}.key.json") == 0o600
+    for agency in (HUB, *DEV_AGENCIES):
+        assert _mode(tmp_path / f"{agency}.key.json") == 0o600
     assert _mode(tmp_path / "root.key.json") == 0o600
-    assert {e.agency for e in load_directory(tmp_path).agencies} == set(AgencyId)
+    assert {e.agency for e in load_directory(tmp_path).agencies} == {HUB, *DEV_AGENCIES}
 
 
 def test_bundle_with_mismatched_key_id_is_refused(tmp_path: Path, hub_dir: Path) -> None:
@@ -352,3 +353,80 @@ def test_bundle_with_mismatched_key_id_is_refused(tmp_path: Path, hub_dir: Path)
     )
     assert code == 2
     assert "key id does not match" in stderr
+
+
+def test_production_keys_from_zero_with_any_partner(tmp_path: Path) -> None:
+    """`keys init` at the hub, `keys generate` for partners the code never names, `keys add`."""
+    hub = tmp_path / "hub"
+    code, stdout, stderr = invoke("init", "--out", str(hub))
+    assert code == 0, stderr
+    assert "keep root.key.json offline" in stdout
+    for private in ("root.key.json", "hub.key.json"):
+        assert _mode(hub / private) == 0o600
+    directory = load_directory(hub)
+    assert directory.serial == 1
+    assert [e.agency for e in directory.agencies] == [HUB]
+    assert load_private(hub, HUB).hub is not None
+    # A second init would replace the root: refused.
+    code, _, stderr = invoke("init", "--out", str(hub))
+    assert code == 2
+    assert "refusing to replace a root" in stderr
+
+    for partner in ("arbetsformedlingen", "kriminalvarden", "ungdomsmottagning_vast"):
+        agency_dir = tmp_path / partner
+        code, _, stderr = invoke("generate", "--agency", partner, "--out", str(agency_dir))
+        assert code == 0, stderr
+        bundle = agency_dir / "bundle.json"
+        code, stdout, stderr = invoke("public", "--key", str(agency_dir / f"{partner}.key.json"))
+        assert code == 0, stderr
+        bundle.write_text(stdout)
+        code, _, stderr = invoke(
+            "add",
+            "--directory-dir",
+            str(hub),
+            "--public",
+            str(bundle),
+            "--not-before",
+            "2026-01-01T00:00:00+00:00",
+            "--not-after",
+            "2027-01-01T00:00:00+00:00",
+        )
+        assert code == 0, stderr
+    listed = [e.agency for e in load_directory(hub).agencies]
+    assert listed == [HUB, "arbetsformedlingen", "kriminalvarden", "ungdomsmottagning_vast"]
+
+    # The server configuration is rendered from the directory: one user per agency.
+    code, stdout, stderr = invoke("nats-config", "--directory-dir", str(hub))
+    assert code == 0, stderr
+    assert stdout.count("nkey:") == 4
+    assert "# kriminalvarden" in stdout
+
+
+@pytest.mark.parametrize("name", ["Police", "9lives", "a", "x" * 32, "pol-ice", "ab123456"])
+def test_generate_refuses_names_that_are_not_agency_names(tmp_path: Path, name: str) -> None:
+    code, _, stderr = invoke("generate", "--agency", name, "--out", str(tmp_path))
+    assert code == 2
+    assert "an agency name is 2-31 characters" in stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_bundle_with_a_bad_agency_name_says_so(tmp_path: Path, hub_dir: Path) -> None:
+    keyfile = generate_agency("sis", now=T0, suite=SuiteId.X25519).keyfile
+    doc = json.loads(public_bundle(keyfile).model_dump_json())
+    doc["agency"] = "SiS Youth Homes"
+    path = tmp_path / "bad.pub.json"
+    path.write_text(json.dumps(doc))
+    code, _, stderr = invoke(
+        "add",
+        "--directory-dir",
+        str(hub_dir),
+        "--public",
+        str(path),
+        "--not-before",
+        "2026-01-01T00:00:00+00:00",
+        "--not-after",
+        "2027-01-01T00:00:00+00:00",
+    )
+    assert code == 2
+    assert "at agency:" in stderr
+    assert "SiS Youth Homes" not in stderr

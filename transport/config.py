@@ -18,7 +18,21 @@ INSECURE_DEV_ENV = "SIGBUS_INSECURE_DEV"
 
 
 def keys_dir(option: Path | None) -> Path:
-    return option or Path(os.environ.get("SIGBUS_KEYS_DIR", DEV_KEYS_DIR))
+    """``--keys``, else ``SIGBUS_KEYS_DIR``, else a source checkout's ``keys/dev``."""
+    path = option or Path(os.environ.get("SIGBUS_KEYS_DIR", DEV_KEYS_DIR))
+    if not path.is_dir():
+        raise ConfigError(
+            f"no keys directory at {path}: pass --keys DIR or set SIGBUS_KEYS_DIR. "
+            "A new deployment starts with `sigbus keys init --out DIR` (docs/keys.md); "
+            "the development keys are in a source checkout's keys/dev"
+        )
+    return path
+
+
+def local_keys_dir() -> Path | None:
+    """The keys directory if there is one (where local agency profiles may live)."""
+    path = Path(os.environ.get("SIGBUS_KEYS_DIR", DEV_KEYS_DIR))
+    return path if path.is_dir() else None
 
 
 def data_dir(option: Path | None) -> Path:
@@ -49,5 +63,5 @@ def credentials(agency: AgencyId, keys: Path, keyfile: PrivateKeyFile) -> NatsCr
     if insecure_dev():
         return NatsCredentials(agency=agency, insecure_dev=True)
     if keyfile.nats_seed is None:
-        raise ConfigError(f"key file of {agency.value} has no NATS identity: regenerate it")
+        raise ConfigError(f"key file of {agency} has no NATS identity: regenerate it")
     return NatsCredentials(agency=agency, nkey_seed=keyfile.nats_seed, keys_dir=keys)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from sigbus.protocol.errors import SigbusError
 
-class SigbusError(Exception):
-    """Root of the runtime's errors."""
+__all__ = ["ConfigError", "ServerError", "SigbusError", "TransportError"]
+
+
 
 
 class ConfigError(SigbusError):

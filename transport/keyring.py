@@ -125,7 +125,7 @@ def decrypt_keyfile(encrypted: EncryptedKeyFile, passphrase: str) -> PrivateKeyF
         keyfile = PrivateKeyFile.model_validate_json(plaintext)
     except ValidationError as e:
         raise KeyringError("decrypted key file is malformed") from e
-    if keyfile.agency is not encrypted.agency:
+    if keyfile.agency != encrypted.agency:
         raise KeyringError("encrypted key file names another agency than its content")
     return keyfile
 
@@ -279,8 +279,8 @@ def add_agency(
 ) -> Directory:
     """Add a new agency with the keys of ``bundle``. An agency already listed is refused
     (use :func:`rotate_keys`)."""
-    if any(e.agency is bundle.agency for e in directory.agencies):
-        raise KeyringError(f"{bundle.agency.value} is already in the directory: use rotate")
+    if any(e.agency == bundle.agency for e in directory.agencies):
+        raise KeyringError(f"{bundle.agency} is already in the directory: use rotate")
     keys = _directory_keys(bundle, not_before, not_after)
     if _all_key_ids(directory) & {k.key_id for k in keys}:
         raise KeyringError("a key id is already in the directory")
@@ -323,7 +323,7 @@ def rotate_keys(
     )
     return _reissued(
         directory,
-        tuple(new_entry if e.agency is bundle.agency else e for e in directory.agencies),
+        tuple(new_entry if e.agency == bundle.agency else e for e in directory.agencies),
         now,
     )
 

@@ -26,11 +26,16 @@ from sigbus.protocol.directory import (
     verify_directory,
 )
 from sigbus.protocol.errors import ProtocolError
-from sigbus.protocol.ids import PARTY_AGENCIES, AgencyId
+from sigbus.protocol.ids import HUB, AgencyId
 from sigbus.protocol.keyfile import HubSecrets, PrivateKeyFile, RootKeyFile
 from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId, generate_sealing_key
 from sigbus.transport.errors import ConfigError
-from sigbus.transport.natsauth import generate_dev_pki, new_nkey_seed, nkey_public
+from sigbus.transport.natsauth import (
+    generate_dev_pki,
+    issue_dev_client_cert,
+    new_nkey_seed,
+    nkey_public,
+)
 
 log = structlog.get_logger("sigbus.keys")
 
@@ -38,6 +43,7 @@ DEV_KEYS_DIR = Path(__file__).resolve().parent.parent / "keys" / "dev"
 DIRECTORY_FILE = "directory.json"
 PASSPHRASE_ENV = "SIGBUS_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
 ROOT_PUBLIC_FILE = "root.pub"
+ROOT_KEY_FILE = "root.key.json"
 DEV_KEY_VALIDITY = timedelta(days=10 * 365)
 
 
@@ -54,7 +60,7 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def private_key_path(keys_dir: Path, agency: AgencyId) -> Path:
-    return keys_dir / f"{agency.value}.key.json"
+    return keys_dir / f"{agency}.key.json"
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ def generate_agency(
         ),
     ]
     hub: HubSecrets | None = None
-    if agency is AgencyId.HUB:
+    if agency == HUB:
         log_key = Ed25519PrivateKey.generate()
         log_pub = log_key.public_key().public_bytes_raw()
         keys.append(
@@ -121,25 +127,41 @@ def generate_agency(
     return GeneratedAgency(keyfile, entry)
 
 
-def generate_dev_keys(keys_dir: Path, *, now: datetime, suite: SuiteId = DEFAULT_SUITE) -> None:
+#: The agencies ``keys/dev`` holds keys for; any other joins as agency IT would.
+DEV_AGENCIES: tuple[AgencyId, ...] = ("police", "school", "social")
+
+
+def generate_dev_keys(
+    keys_dir: Path,
+    *,
+    now: datetime,
+    suite: SuiteId = DEFAULT_SUITE,
+    agencies: tuple[AgencyId, ...] = DEV_AGENCIES,
+) -> None:
     """Regenerate every development key, the root key and the signed directory."""
     keys_dir.mkdir(parents=True, exist_ok=True)
-    root = Ed25519PrivateKey.generate()
     entries = []
-    for agency in (AgencyId.HUB, *PARTY_AGENCIES):
+    for agency in (HUB, *agencies):
         generated = generate_agency(agency, now=now, suite=suite)
         write_private(
             private_key_path(keys_dir, agency), generated.keyfile.model_dump_json(indent=2).encode()
         )
         entries.append(generated.entry)
-    write_private(
-        keys_dir / "root.key.json",
-        RootKeyFile(root_private=root.private_bytes_raw()).model_dump_json(indent=2).encode(),
-    )
+    root = init_root(keys_dir)
     directory = Directory(serial=1, issued_at=now, agencies=tuple(entries))
     save_directory(keys_dir, directory, root)
-    generate_dev_pki(keys_dir, now=now, validity=DEV_KEY_VALIDITY)
+    generate_dev_pki(keys_dir, (HUB, *agencies), now=now, validity=DEV_KEY_VALIDITY)
+
+
+def init_root(keys_dir: Path) -> Ed25519PrivateKey:
+    """A new root key (``root.key.json``, 0600) and its public half (``root.pub``)."""
+    root = Ed25519PrivateKey.generate()
+    write_private(
+        keys_dir / ROOT_KEY_FILE,
+        RootKeyFile(root_private=root.private_bytes_raw()).model_dump_json(indent=2).encode(),
+    )
     (keys_dir / ROOT_PUBLIC_FILE).write_text(b64encode(root.public_key().public_bytes_raw()) + "\n")
+    return root
 
 
 def save_directory(keys_dir: Path, directory: Directory, root: Ed25519PrivateKey) -> None:
@@ -148,7 +170,7 @@ def save_directory(keys_dir: Path, directory: Directory, root: Ed25519PrivateKey
 
 
 def load_root_private(keys_dir: Path) -> Ed25519PrivateKey:
-    raw = _read(keys_dir / "root.key.json")
+    raw = _read(keys_dir / ROOT_KEY_FILE)
     try:
         return Ed25519PrivateKey.from_private_bytes(
             RootKeyFile.model_validate_json(raw).root_private
@@ -164,7 +186,7 @@ def load_private(keys_dir: Path, agency: AgencyId) -> PrivateKeyFile:
 
     path = private_key_path(keys_dir, agency)
     keyfile = load_private_file(path, os.environ.get(PASSPHRASE_ENV))
-    if keyfile.agency is not agency:
+    if keyfile.agency != agency:
         raise ConfigError(f"private key file {path.name} belongs to another agency")
     return keyfile
 
@@ -220,10 +242,37 @@ class DirectoryWatcher:
             log.error("security_event", kind="directory_rejected", error=type(e).__name__)
             return self.current
         if candidate.serial < self.current.serial:
-            log.error("security_event", kind="directory_rollback", serial=candidate.serial,
-                      current_serial=self.current.serial)
+            log.error(
+                "security_event",
+                kind="directory_rollback",
+                serial=candidate.serial,
+                current_serial=self.current.serial,
+            )
             return self.current
         if candidate != self.current:
             log.info("directory_reloaded", serial=candidate.serial)
         self.current = candidate
         return self.current
+
+
+def join_dev_agency(keys_dir: Path, agency: AgencyId, *, now: datetime) -> None:
+    """A new agency joins a development deployment in ``keys_dir``: what agency IT does
+    (``sigbus keys generate``) and what the hub does (``sigbus keys add``), in one step,
+    plus a client certificate from the development CA. No code knows the agency."""
+    from sigbus.transport.keyring import add_agency, public_bundle  # keyring builds on this
+
+    generated = generate_agency(agency, now=now)
+    write_private(
+        private_key_path(keys_dir, agency), generated.keyfile.model_dump_json(indent=2).encode()
+    )
+    directory = add_agency(
+        load_directory(keys_dir),
+        public_bundle(generated.keyfile),
+        not_before=now - timedelta(minutes=5),
+        not_after=now + DEV_KEY_VALIDITY,
+        now=now,
+    )
+    save_directory(keys_dir, directory, load_root_private(keys_dir))
+    issue_dev_client_cert(
+        keys_dir, agency, now=now - timedelta(minutes=5), validity=DEV_KEY_VALIDITY
+    )

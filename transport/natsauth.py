@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sigbus.protocol.directory import Directory
-from sigbus.protocol.ids import PARTY_AGENCIES, AgencyId
+from sigbus.protocol.ids import HUB, AgencyId
 from sigbus.protocol.proofs import CHECKPOINT_REQUEST_SUBJECT
 from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
@@ -46,16 +46,16 @@ SERVER_IPS = ("127.0.0.1",)
 
 
 def client_cert(agency: AgencyId) -> str:
-    return f"{agency.value}.tls.crt"
+    return f"{agency}.tls.crt"
 
 
 def client_key(agency: AgencyId) -> str:
-    return f"{agency.value}.tls.key"
+    return f"{agency}.tls.key"
 
 
 def inbox_prefix(agency: AgencyId) -> str:
     """Each identity gets its own reply-inbox prefix, so none can read another's replies."""
-    return f"_INBOX_{agency.value}"
+    return f"_INBOX_{agency}"
 
 
 def new_nkey_seed() -> str:
@@ -84,13 +84,13 @@ def _consumer_api(stream: str, consumer: str) -> list[str]:
 def agency_permissions(agency: AgencyId) -> tuple[list[str], list[str]]:
     """(publish allow, subscribe allow) for an agency adapter."""
     publish = [
-        f"sigbus.ingress.{agency.value}.>",
+        f"sigbus.ingress.{agency}.>",
         cosignature_subject(agency),
         PROOF_INCLUSION_SUBJECT,
         PROOF_CONSISTENCY_SUBJECT,
         CHECKPOINT_REQUEST_SUBJECT,
         *_consumer_api(INBOX_STREAM, inbox_consumer(agency)),
-        *_consumer_api(CHECKPOINT_STREAM, f"witness-{agency.value}"),
+        *_consumer_api(CHECKPOINT_STREAM, f"witness-{agency}"),
     ]
     return publish, [f"{inbox_prefix(agency)}.>"]
 
@@ -101,7 +101,7 @@ def hub_permissions() -> tuple[list[str], list[str]]:
         PROOF_INCLUSION_SUBJECT,
         PROOF_CONSISTENCY_SUBJECT,
         CHECKPOINT_REQUEST_SUBJECT,
-        f"{inbox_prefix(AgencyId.HUB)}.>",
+        f"{inbox_prefix(HUB)}.>",
     ]
     return publish, subscribe
 
@@ -115,17 +115,17 @@ def render_authorization(directory: Directory) -> list[str]:
     lines = ["authorization {", "  users = ["]
     for entry in directory.agencies:
         if entry.nats_user is None:
-            raise ConfigError(f"directory entry {entry.agency.value} has no NATS user")
+            raise ConfigError(f"directory entry {entry.agency} has no NATS user")
         publish, subscribe = (
-            hub_permissions() if entry.agency is AgencyId.HUB else agency_permissions(entry.agency)
+            hub_permissions() if entry.agency == HUB else agency_permissions(entry.agency)
         )
         lines += [
-            f"    # {entry.agency.value}",
+            f"    # {entry.agency}",
             f'    {{ nkey: "{entry.nats_user}", permissions: {{',
             f"        publish: {{ allow: {_quoted(publish)} }},",
             f"        subscribe: {{ allow: {_quoted(subscribe)} }},",
             # The hub answers proof requests on the requester's own reply inbox.
-            f"        allow_responses: {'true' if entry.agency is AgencyId.HUB else 'false'}",
+            f"        allow_responses: {'true' if entry.agency == HUB else 'false'}",
             "    } },",
         ]
     return [*lines, "  ]", "}"]
@@ -194,7 +194,60 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def generate_dev_pki(keys_dir: Path, *, now: datetime, validity: timedelta) -> None:
+def _issue(
+    common_name: str,
+    usage: x509.ObjectIdentifier,
+    san: list[x509.GeneralName] | None,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_name: x509.Name,
+    *,
+    now: datetime,
+    validity: timedelta,
+) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM), key
+
+
+def issue_dev_client_cert(
+    keys_dir: Path, agency: AgencyId, *, now: datetime, validity: timedelta
+) -> None:
+    """A client certificate for one more agency from the development CA in ``keys_dir``."""
+    from sigbus.transport.keystore import _read  # keystore builds on this module
+
+    ca = x509.load_pem_x509_certificate(_read(keys_dir / CA_CERT))
+    ca_key = serialization.load_pem_private_key(_read(keys_dir / CA_KEY), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ConfigError("the development CA key is not an EC key")
+    pem, key = _issue(
+        f"sigbus {agency}",
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        None,
+        ca_key,
+        ca.subject,
+        now=now,
+        validity=validity,
+    )
+    (keys_dir / client_cert(agency)).write_bytes(pem)
+    _write_key(keys_dir / client_key(agency), key)
+
+
+def generate_dev_pki(
+    keys_dir: Path, identities: tuple[AgencyId, ...], *, now: datetime, validity: timedelta
+) -> None:
     """A development CA, a server certificate and one client certificate per identity."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("sigbus development CA (NOT FOR PRODUCTION)")
@@ -215,33 +268,18 @@ def generate_dev_pki(keys_dir: Path, *, now: datetime, validity: timedelta) -> N
     )
     (keys_dir / CA_CERT).write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     _write_key(keys_dir / CA_KEY, ca_key)
-
-    def issue(
-        common_name: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName] | None
-    ) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + validity)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        )
-        if san:
-            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM), key
-
     san: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES]
     san += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IPS]
-    pem, key = issue("sigbus nats-server", ExtendedKeyUsageOID.SERVER_AUTH, san)
+    pem, key = _issue(
+        "sigbus nats-server",
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        san,
+        ca_key,
+        ca_name,
+        now=now,
+        validity=validity,
+    )
     (keys_dir / SERVER_CERT).write_bytes(pem)
     _write_key(keys_dir / SERVER_KEY, key)
-    for agency in (AgencyId.HUB, *PARTY_AGENCIES):
-        pem, key = issue(f"sigbus {agency.value}", ExtendedKeyUsageOID.CLIENT_AUTH, None)
-        (keys_dir / client_cert(agency)).write_bytes(pem)
-        _write_key(keys_dir / client_key(agency), key)
+    for agency in identities:
+        issue_dev_client_cert(keys_dir, agency, now=now, validity=validity)

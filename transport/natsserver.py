@@ -69,17 +69,22 @@ def render_config(settings: ServerSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compose_settings(keys_dir: Path) -> ServerSettings:
-    """The docker-compose deployment (deploy/nats/nats-server.conf): the same settings,
-    users and TLS as the tests run. Inside its container the server must listen on all
-    interfaces; compose publishes the port on the host's loopback only."""
+def server_settings(keys_dir: Path, *, cert_dir: str) -> ServerSettings:
+    """A deployed server (``sigbus keys nats-config``): the same settings, users and TLS
+    as the tests run. Inside a container the server listens on all interfaces;
+    docker-compose publishes the port on the host's loopback only."""
     return ServerSettings(
         store_dir="/data/jetstream",
         host="0.0.0.0",  # noqa: S104
         port=4222,
         server_name="sigbus-nats",
-        security=security_lines(keys_dir, cert_dir=COMPOSE_CERT_DIR),
+        security=security_lines(keys_dir, cert_dir=cert_dir),
     )
+
+
+def compose_settings(keys_dir: Path) -> ServerSettings:
+    """The docker-compose deployment (deploy/nats/nats-server.conf)."""
+    return server_settings(keys_dir, cert_dir=COMPOSE_CERT_DIR)
 
 
 COMPOSE_CERT_DIR = "/etc/nats/certs"
@@ -127,18 +132,22 @@ class EmbeddedNats:
         self._proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
+    def _settings(self, port: int) -> ServerSettings:
+        return ServerSettings(
+            store_dir=str(self.data_dir / "jetstream"),
+            port=port,
+            server_name=self.server_name,
+            ports_file_dir=str(self.data_dir / "run"),
+            security=security_lines(self.keys_dir) if self.keys_dir else (),
+        )
+
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         run_dir = self.data_dir / "run"
         run_dir.mkdir(exist_ok=True)
         for stale in run_dir.glob("*.ports"):
             stale.unlink()
-        settings = ServerSettings(
-            store_dir=str(self.data_dir / "jetstream"),
-            server_name=self.server_name,
-            ports_file_dir=str(run_dir),
-            security=security_lines(self.keys_dir) if self.keys_dir else (),
-        )
+        settings = self._settings(port=-1)
         conf = run_dir / "nats-server.conf"
         conf.write_text(render_config(settings))
         log_file = (run_dir / "nats-server.log").open("ab")
@@ -177,6 +186,20 @@ class EmbeddedNats:
             time.sleep(0.02)
         self.stop()
         raise ServerError("nats-server did not become ready in time")
+
+    def reload(self) -> None:
+        """Render the configuration again from the current signed directory and have the
+        running server reload it (SIGHUP): a new agency's NATS user is let in, a removed
+        one shut out, without a restart of the server or of anyone connected to it."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise ServerError("nats-server is not running")
+        port = int(self.url.rsplit(":", 1)[1])  # the listen port cannot change on reload
+        conf = self.data_dir / "run" / "nats-server.conf"
+        tmp = conf.with_suffix(".tmp")
+        tmp.write_text(render_config(self._settings(port=port)))
+        os.replace(tmp, conf)
+        self._proc.send_signal(signal.SIGHUP)
+        log.info("nats_server_reloaded", pid=self._proc.pid)
 
     @property
     def pid(self) -> int | None:

@@ -1,11 +1,4 @@
-"""Polisen: refers young people (LUL 6 § notifications, reports of concern) and
-commits to plan actions in a SIG. Only what is specific to the police lives here."""
-
-from __future__ import annotations
-
-from sigbus.protocol.ids import AgencyId, MessageType
-
-AGENCY = AgencyId.POLICE
-SENDS = frozenset(
-    {MessageType.REFERRAL, MessageType.PLAN_COMMITMENT, MessageType.COMMITMENT_STATUS}
-)
+"""Polisen (the police). Everything the hub and the command line need to know
+about the police is data in ``profiles/police.toml``: LUL 6 § notifications and
+reports of concern, plan commitments, status reports. Police-specific code (an
+integration with the police's case system, say) would live here."""

@@ -1,11 +1,4 @@
-"""Skolan: reports concern to social services (SoL 14 kap. 1 §) and commits to
-plan actions in a SIG. A school never sends a LUL 6 § notification."""
-
-from __future__ import annotations
-
-from sigbus.protocol.ids import AgencyId, MessageType
-
-AGENCY = AgencyId.SCHOOL
-SENDS = frozenset(
-    {MessageType.REFERRAL, MessageType.PLAN_COMMITMENT, MessageType.COMMITMENT_STATUS}
-)
+"""Skolan (the school). Everything the hub and the command line need to know
+about the school is data in ``profiles/school.toml``: reports of concern, plan
+commitments (attendance, study support, mentor), status reports.
+School-specific code (an integration with the school's systems) would live here."""

@@ -1,6 +1,7 @@
-"""`sigbus social …`: the hub's owner runs cases, samtycke, invitations, meetings."""
+"""The lead agency's commands (`sigbus social …`): cases, samtycke, invitations, meetings."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: the commands' option help is built from
+# the profile in closures, and typer must see those annotations evaluated.
 
 import hashlib
 from datetime import UTC, datetime
@@ -11,42 +12,27 @@ import typer
 
 from sigbus.agents.cli_common import (
     CaseOpt,
+    EvidenceOpt,
     KeysOpt,
     NatsOpt,
     PnrOpt,
+    StatuteOpt,
     ToOpt,
-    add_common_commands,
-    add_plan_commands,
+    assertion,
+    directory_agencies,
     read_personnummer,
     send,
 )
-from sigbus.agents.social import AGENCY
 from sigbus.agents.social.consent import consent_given, consent_withdrawn
-from sigbus.protocol.codes import (
-    AgendaItem,
-    ConsenterRole,
-    ContactFunction,
-    PlaceCode,
-)
-from sigbus.protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.codes import AgendaItem, ConsenterRole, PlaceCode
+from sigbus.protocol.ids import MessageType, new_opaque_id
 from sigbus.protocol.messages import CaseInvitation, CaseOpened, MeetingNotice
+from sigbus.protocol.profiles import AgencyProfile
 
-app = typer.Typer(
-    pretty_exceptions_show_locals=False,
-    help="Socialtjänsten: cases, samtycke (consent), invitations, meetings.",
-    no_args_is_help=True,
-)
-add_common_commands(app, AGENCY)
-add_plan_commands(app, AGENCY)
-case_app = typer.Typer(pretty_exceptions_show_locals=False, help="SIG cases.", no_args_is_help=True)
-consent_app = typer.Typer(
-    pretty_exceptions_show_locals=False,
-    help="Samtycke: record consent given or withdrawn.",
-    no_args_is_help=True,
-)
-app.add_typer(case_app, name="case")
-app.add_typer(consent_app, name="consent")
-
+PartiesOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="agency, repeatable (default: every agency in the signed directory)"),
+]
 GuardianOpt = Annotated[
     str | None,
     typer.Option(
@@ -59,113 +45,166 @@ def _when(text: str | None) -> datetime:
     return datetime.fromisoformat(text) if text else datetime.now(UTC)
 
 
-@case_app.command("open")
-def open_case(
-    personnummer: PnrOpt = None,
-    guardian: Annotated[
-        list[str], typer.Option(help="ref of each guardian with custody, e.g. vh-1 (repeatable)")
-    ] = [],  # noqa: B006
-    party: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006
-    case: Annotated[str | None, typer.Option("--case")] = None,
-    nats: NatsOpt = None,
-    keys: KeysOpt = None,
-) -> None:
-    """Open a SIG case at the hub. Prints the case ref to use from now on."""
-    case_ref = case or new_opaque_id("case", 12)
-    body = CaseOpened(
-        personnummer=read_personnummer(personnummer),
-        guardians_with_custody=tuple(guardian),
-        parties=tuple(party),
-    )
-    send(AGENCY, nats, keys, MessageType.CASE_OPENED, body, case_ref=case_ref, to=[])
-    typer.echo(f"case {case_ref}")
-
-
-@consent_app.command("give")
-def consent_give(
-    case: CaseOpt,
-    evidence: Annotated[
-        Path, typer.Option(help="the signed consent form; only its SHA-256 is sent")
-    ],
-    until: Annotated[str, typer.Option(help="valid until (ISO 8601, with zone)")],
-    category: Annotated[list[MessageType], typer.Option(help="repeatable")],
-    young_person: Annotated[bool, typer.Option("--young-person")] = False,
-    guardian: GuardianOpt = None,
-    discloser: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006
-    recipient: Annotated[list[AgencyId], typer.Option(help="repeatable")] = list(PARTY_AGENCIES),  # noqa: B006
-    valid_from: Annotated[str | None, typer.Option("--from")] = None,
-    consent_id: Annotated[str | None, typer.Option("--consent-id")] = None,
-    nats: NatsOpt = None,
-    keys: KeysOpt = None,
-) -> None:
-    """Record a written, scoped samtycke given by the young person or a guardian."""
-    role = _role(young_person, guardian)
-    cid = consent_id or new_opaque_id("consent", 16)
-    body = consent_given(
-        cid,
-        role,
-        guardian,
-        disclosers=tuple(discloser),
-        recipients=tuple(recipient),
-        categories=tuple(category),
-        valid_from=_when(valid_from),
-        valid_until=datetime.fromisoformat(until),
-        acted_at=datetime.now(UTC),
-        evidence_sha256=hashlib.sha256(evidence.read_bytes()).hexdigest(),
-    )
-    send(AGENCY, nats, keys, MessageType.CONSENT_EVENT, body, case_ref=case, to=[])
-    typer.echo(f"consent {cid}")
-
-
-@consent_app.command("withdraw")
-def consent_withdraw(
-    case: CaseOpt,
-    consent_id: Annotated[str, typer.Option("--consent-id")],
-    young_person: Annotated[bool, typer.Option("--young-person")] = False,
-    guardian: GuardianOpt = None,
-    nats: NatsOpt = None,
-    keys: KeysOpt = None,
-) -> None:
-    """Record that the consenter withdrew samtycke. Sharing stops at once."""
-    body = consent_withdrawn(
-        consent_id, _role(young_person, guardian), guardian, acted_at=datetime.now(UTC)
-    )
-    send(AGENCY, nats, keys, MessageType.CONSENT_EVENT, body, case_ref=case, to=[])
-
-
 def _role(young_person: bool, guardian: str | None) -> ConsenterRole:
     if young_person == (guardian is not None):
         raise typer.BadParameter("give exactly one of --young-person or --guardian")
     return ConsenterRole.YOUNG_PERSON if young_person else ConsenterRole.GUARDIAN
 
 
-@app.command()
-def invite(
-    case: CaseOpt,
-    to: ToOpt,
-    personnummer: PnrOpt = None,
-    nats: NatsOpt = None,
-    keys: KeysOpt = None,
-) -> None:
-    """Invite parties to the case (released only with consent)."""
-    body = CaseInvitation(
-        personnummer=read_personnummer(personnummer),
-        parties=tuple(PARTY_AGENCIES),
-        coordinator=ContactFunction.SOCIAL_SIG_COORDINATOR,
+def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
+    """Attach the lead agency's commands to its group (``profile`` is the lead's)."""
+    agency = profile.name
+    case_app = typer.Typer(
+        pretty_exceptions_show_locals=False, help="SIG cases.", no_args_is_help=True
     )
-    send(AGENCY, nats, keys, MessageType.CASE_INVITATION, body, case_ref=case, to=to)
+    consent_app = typer.Typer(
+        pretty_exceptions_show_locals=False,
+        help="Samtycke: record consent given or withdrawn.",
+        no_args_is_help=True,
+    )
+    app.add_typer(case_app, name="case")
+    app.add_typer(consent_app, name="consent")
+    functions = ", ".join(profile.functions)
 
+    @case_app.command("open")
+    def open_case(
+        personnummer: PnrOpt = None,
+        guardian: Annotated[
+            list[str],
+            typer.Option(help="ref of each guardian with custody, e.g. vh-1 (repeatable)"),
+        ] = [],  # noqa: B006
+        party: PartiesOpt = None,
+        case: Annotated[str | None, typer.Option("--case")] = None,
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+    ) -> None:
+        """Open a SIG case at the hub. Prints the case ref to use from now on."""
+        case_ref = case or new_opaque_id("case", 12)
+        body = CaseOpened(
+            personnummer=read_personnummer(personnummer),
+            guardians_with_custody=tuple(guardian),
+            parties=tuple(party or directory_agencies(keys)),
+        )
+        send(agency, nats, keys, MessageType.CASE_OPENED, body, case_ref=case_ref, to=[])
+        typer.echo(f"case {case_ref}")
 
-@app.command()
-def meeting(
-    case: CaseOpt,
-    at: Annotated[str, typer.Option(help="ISO 8601 with zone")],
-    place: PlaceCode,
-    agenda: Annotated[list[AgendaItem], typer.Option()],
-    to: ToOpt,
-    nats: NatsOpt = None,
-    keys: KeysOpt = None,
-) -> None:
-    """Call an individual meeting (agenda as codes)."""
-    body = MeetingNotice(meeting_at=datetime.fromisoformat(at), place=place, agenda=tuple(agenda))
-    send(AGENCY, nats, keys, MessageType.MEETING_NOTICE, body, case_ref=case, to=to)
+    @consent_app.command("give")
+    def consent_give(
+        case: CaseOpt,
+        evidence: Annotated[
+            Path, typer.Option(help="the signed consent form; only its SHA-256 is sent")
+        ],
+        until: Annotated[str, typer.Option(help="valid until (ISO 8601, with zone)")],
+        category: Annotated[list[MessageType], typer.Option(help="repeatable")],
+        young_person: Annotated[bool, typer.Option("--young-person")] = False,
+        guardian: GuardianOpt = None,
+        discloser: PartiesOpt = None,
+        recipient: PartiesOpt = None,
+        valid_from: Annotated[str | None, typer.Option("--from")] = None,
+        consent_id: Annotated[str | None, typer.Option("--consent-id")] = None,
+        recorded_by: Annotated[
+            str, typer.Option(help=f"one of: {functions}")
+        ] = "social_case_worker",
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+    ) -> None:
+        """Record a written, scoped samtycke given by the young person or a guardian."""
+        role = _role(young_person, guardian)
+        cid = consent_id or new_opaque_id("consent", 16)
+        body = consent_given(
+            cid,
+            role,
+            guardian,
+            disclosers=tuple(discloser or directory_agencies(keys)),
+            recipients=tuple(recipient or directory_agencies(keys)),
+            categories=tuple(category),
+            valid_from=_when(valid_from),
+            valid_until=datetime.fromisoformat(until),
+            acted_at=datetime.now(UTC),
+            evidence_sha256=hashlib.sha256(evidence.read_bytes()).hexdigest(),
+            recorded_by=recorded_by,
+        )
+        send(agency, nats, keys, MessageType.CONSENT_EVENT, body, case_ref=case, to=[])
+        typer.echo(f"consent {cid}")
+
+    @consent_app.command("withdraw")
+    def consent_withdraw(
+        case: CaseOpt,
+        consent_id: Annotated[str, typer.Option("--consent-id")],
+        young_person: Annotated[bool, typer.Option("--young-person")] = False,
+        guardian: GuardianOpt = None,
+        recorded_by: Annotated[
+            str, typer.Option(help=f"one of: {functions}")
+        ] = "social_case_worker",
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+    ) -> None:
+        """Record that the consenter withdrew samtycke. Sharing stops at once."""
+        body = consent_withdrawn(
+            consent_id,
+            _role(young_person, guardian),
+            guardian,
+            acted_at=datetime.now(UTC),
+            recorded_by=recorded_by,
+        )
+        send(agency, nats, keys, MessageType.CONSENT_EVENT, body, case_ref=case, to=[])
+
+    @app.command()
+    def invite(
+        case: CaseOpt,
+        to: ToOpt,
+        personnummer: PnrOpt = None,
+        party: PartiesOpt = None,
+        coordinator: Annotated[
+            str, typer.Option(help=f"one of: {functions}")
+        ] = profile.default_function(),
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        statute: StatuteOpt = None,
+        evidence_id: EvidenceOpt = None,
+    ) -> None:
+        """Invite parties to the case (released only with consent, or a statute you assert)."""
+        body = CaseInvitation(
+            personnummer=read_personnummer(personnummer),
+            parties=tuple(party or directory_agencies(keys)),
+            coordinator=coordinator,
+        )
+        asserted = assertion(statute, evidence_id)
+        send(
+            agency,
+            nats,
+            keys,
+            MessageType.CASE_INVITATION,
+            body,
+            case_ref=case,
+            to=to,
+            asserted=asserted,
+        )
+
+    @app.command()
+    def meeting(
+        case: CaseOpt,
+        at: Annotated[str, typer.Option(help="ISO 8601 with zone")],
+        place: PlaceCode,
+        agenda: Annotated[list[AgendaItem], typer.Option()],
+        to: ToOpt,
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        statute: StatuteOpt = None,
+        evidence_id: EvidenceOpt = None,
+    ) -> None:
+        """Call an individual meeting (agenda as codes)."""
+        body = MeetingNotice(
+            meeting_at=datetime.fromisoformat(at), place=place, agenda=tuple(agenda)
+        )
+        asserted = assertion(statute, evidence_id)
+        send(
+            agency,
+            nats,
+            keys,
+            MessageType.MEETING_NOTICE,
+            body,
+            case_ref=case,
+            to=to,
+            asserted=asserted,
+        )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose, ContactFunction
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose
+from sigbus.protocol.ids import AgencyId, FunctionCode, MessageType
 from sigbus.protocol.messages import ConsentEvent, ConsentScope
 
 
@@ -21,7 +21,7 @@ def consent_given(
     valid_until: datetime,
     acted_at: datetime,
     evidence_sha256: str,
-    recorded_by: ContactFunction = ContactFunction.SOCIAL_CASE_WORKER,
+    recorded_by: FunctionCode = "social_case_worker",
 ) -> ConsentEvent:
     """A written, scoped consent for one SIG case; ``evidence_sha256`` hashes the signed form."""
     return ConsentEvent(
@@ -49,7 +49,7 @@ def consent_withdrawn(
     guardian_ref: str | None,
     *,
     acted_at: datetime,
-    recorded_by: ContactFunction = ContactFunction.SOCIAL_CASE_WORKER,
+    recorded_by: FunctionCode = "social_case_worker",
 ) -> ConsentEvent:
     """Withdrawal ends sharing from the moment the hub records it."""
     return ConsentEvent(

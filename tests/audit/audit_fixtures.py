@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, cosign, make_checkpoint_body, sign_note
-from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRefEntry, LogEntry, Outcome, leaf_hash
+from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRef, EntryOutcome, LogEntry, leaf_hash
 from sigbus.audit.export_format import CosignatureRecord, write_export
 from sigbus.audit.merkle import MerkleTree
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import MessageType
 
 START = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 WITNESS_TIME = 1_795_000_000
@@ -42,18 +42,18 @@ def make_entries(count: int, *, start: int = 0, prev: str = GENESIS_PREV_HASH) -
             ingress_seq=index + 10,
             message_id=f"msg-{index:012d}",
             message_type=MessageType.REFERRAL if index % 2 else MessageType.PLAN_COMMITMENT,
-            sender=AgencyId.POLICE,
-            recipient=AgencyId.SOCIAL if release else AgencyId.SCHOOL,
+            sender="police",
+            recipient="social" if release else "school",
             subject_id=f"subj-{index % 5:06d}",
             case_ref=f"case-{index % 4:04d}",
             legal_basis="consent" if release else None,
-            consent_refs=(ConsentRefEntry(consent_id=f"consent-{index % 4:04d}", revision=1),)
+            consent_refs=(ConsentRef(consent_id=f"consent-{index % 4:04d}", revision=1),)
             if release
             else (),
             rule_ids=("rule-consent",),
             rules_hash="ab" * 32,
             ciphertext_sha256=f"{index:064x}",
-            outcome=Outcome.RELEASE if release else Outcome.DENY,
+            outcome=EntryOutcome.RELEASE if release else EntryOutcome.DENY,
             reasons=() if release else ("no_consent",),
             release_id=f"rel-{index:08d}" if release else None,
         )

@@ -19,9 +19,13 @@ from sigbus.broker.setup import hub_setup
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from sigbus.protocol.canonical import sha256_hex
 from sigbus.protocol.codes import ConsenterRole
-from sigbus.protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
-from sigbus.protocol.messages import CaseOpened
+from sigbus.protocol.ids import AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.messages import CaseOpened, StatutoryAssertion
 from sigbus.protocol.subjects import LOG_STREAM
+from sigbus.transport.keystore import DEV_AGENCIES
+
+#: The police's own reference for a LUL 6 § notification: the statute's evidence.
+LUL6 = StatutoryAssertion(basis="lul_6", evidence_id="dnr-polis-test")
 
 CONSENT_CATEGORIES = (
     MessageType.CASE_INVITATION,
@@ -63,7 +67,7 @@ class World:
 
     async def entries_for(self, message_id: str) -> dict[str, LogEntry]:
         return {
-            (e.recipient.value if e.recipient else "-"): e
+            (e.recipient if e.recipient else "-"): e
             for e in await self.log_entries()
             if e.message_id == message_id
         }
@@ -71,11 +75,11 @@ class World:
     async def open_case_with_consents(
         self,
         guardians: tuple[str, ...] = ("vh-1", "vh-2"),
-        parties: tuple[AgencyId, ...] = PARTY_AGENCIES,
+        parties: tuple[AgencyId, ...] = DEV_AGENCIES,
     ) -> str:
         """Open a case and record consent from the young person and every guardian,
         scoped to ``parties`` for all consent categories."""
-        social = self.adapters[AgencyId.SOCIAL]
+        social = self.adapters["social"]
         case = new_opaque_id("case", 12)
         await social.send(
             MessageType.CASE_OPENED,
@@ -116,7 +120,7 @@ async def make_world(nats_url: str) -> AsyncIterator[Callable[[Path], Awaitable[
     async def make(keys: Path) -> World:
         broker = hub_setup(keys).broker(nats_url)
         await broker.start()
-        adapters = {a: await agency_setup(a, keys).connect(nats_url) for a in PARTY_AGENCIES}
+        adapters = {a: await agency_setup(a, keys).connect(nats_url) for a in DEV_AGENCIES}
         worlds.append(World(broker, adapters))
         return worlds[-1]
 

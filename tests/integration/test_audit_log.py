@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from sigbus.agents.setup import agency_setup
 from sigbus.agents.witnessing import WitnessRunner, log_public_key, prove_release
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
-from sigbus.audit.entry import Outcome
+from sigbus.audit.entry import EntryOutcome
 from sigbus.audit.verify import verify_export
 from sigbus.broker.errors import LogFencedError
 from sigbus.broker.log_writer import LogWriter
@@ -23,14 +23,15 @@ from sigbus.broker.pipeline import EntryDraft
 from sigbus.broker.setup import hub_setup
 from sigbus.cli import app
 from sigbus.export import export_log
-from sigbus.protocol.codes import ContactFunction, ReferralKind, ReferralReason
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.codes import ReferralKind, ReferralReason
+from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
+from sigbus.protocol.reasons import HubReason, ReasonCode
 from sigbus.protocol.subjects import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT, inbox_subject
 from sigbus.transport.bus import connect
-from tests.integration.conftest import World
+from tests.integration.conftest import LUL6, World
 
-P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
+P, S, SO = "police", "school", "social"
 
 
 def referral(world: World) -> Referral:
@@ -39,7 +40,7 @@ def referral(world: World) -> Referral:
         personnummer=world.youth,
         reasons=(ReferralReason.WEAPON,),
         observed_on=datetime.now(UTC).date(),
-        contact_function=ContactFunction.POLICE_YOUTH_UNIT,
+        contact_function="police_youth_unit",
     )
 
 
@@ -47,11 +48,13 @@ async def test_witnesses_cosign_and_export_verifies_offline(
     world: World, tmp_path: Path, keys_dir: Path
 ) -> None:
     await world.open_case_with_consents()
-    await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
+    )
     await world.settle()
     await world.broker.checkpointer.publish()
     runners = [
-        WitnessRunner(a, state_path=tmp_path / f"witness-{a.agency.value}.json")
+        WitnessRunner(a, state_path=tmp_path / f"witness-{a.agency}.json")
         for a in world.adapters.values()
     ]
     for runner in runners:
@@ -60,12 +63,12 @@ async def test_witnesses_cosign_and_export_verifies_offline(
         assert not runner.alarms
 
     evidence = await prove_release(world.adapters[SO], world.inboxes[SO].received[-1])
-    assert evidence.entry.outcome is Outcome.RELEASE
+    assert evidence.entry.outcome is EntryOutcome.RELEASE
     assert evidence.checkpoint.size == world.broker.writer.size
 
     out = tmp_path / "log.jsonl"
     log_key = log_public_key(world.adapters[SO])
-    summary = await export_log(world.broker.js, out, log_key)
+    summary = await export_log(world.broker.js, out, log_key, witnesses=list(world.adapters))
     assert summary.entries == world.broker.writer.size
     assert len(summary.witnesses) == 3
     report = verify_export(out.read_bytes().splitlines(keepends=True), trusted_log_key=log_key)
@@ -84,7 +87,9 @@ async def test_witnesses_cosign_and_export_verifies_offline(
 async def test_witness_raises_the_alarm_on_a_forked_checkpoint(
     world: World, keys_dir: Path
 ) -> None:
-    await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
+    )
     await world.settle()
     await world.broker.checkpointer.publish()
     runner = WitnessRunner(world.adapters[S])
@@ -105,7 +110,9 @@ async def test_witness_raises_the_alarm_on_a_forked_checkpoint(
 
 
 async def test_second_writer_is_fenced(world: World) -> None:
-    await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
+    )
     await world.settle()
     stale = LogWriter(world.broker.js)  # never recovered: believes the log is empty
     draft = EntryDraft(
@@ -124,8 +131,8 @@ async def test_second_writer_is_fenced(world: World) -> None:
         rule_ids=(),
         rules_hash="x",
         ciphertext_sha256=None,
-        outcome=Outcome.DENY,
-        reasons=("x",),
+        outcome=EntryOutcome.DENY,
+        reasons=(HubReason(ReasonCode.MALFORMED_ENVELOPE),),
         release_id=None,
     )
     with pytest.raises(LogFencedError):
@@ -165,9 +172,10 @@ async def test_crash_between_log_and_release_resolves_to_exactly_one_release(
                 personnummer=world_youth,
                 reasons=(ReferralReason.WEAPON,),
                 observed_on=datetime.now(UTC).date(),
-                contact_function=ContactFunction.POLICE_YOUTH_UNIT,
+                contact_function="police_youth_unit",
             ),
             recipients=(SO,),
+            assertion=LUL6,
         )
         code = await asyncio.to_thread(first.wait, 20)
     finally:

@@ -12,7 +12,7 @@ import structlog
 from nats.errors import Error as NatsError
 
 from sigbus.agents.setup import agency_setup
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import MessageType
 from sigbus.protocol.subjects import (
     INBOX_STREAM,
     INGRESS_STREAM,
@@ -25,9 +25,9 @@ from sigbus.protocol.subjects import (
 from sigbus.transport.bus import connect
 from sigbus.transport.errors import TransportError
 from sigbus.transport.natsauth import CA_CERT, NatsCredentials, new_nkey_seed
-from tests.integration.conftest import World
+from tests.integration.conftest import LUL6, World
 
-P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
+P, S, SO = "police", "school", "social"
 SETTLE_S = 0.5
 
 
@@ -52,7 +52,9 @@ async def test_school_cannot_subscribe_to_the_police_inbox(world: World, keys_di
 
         violations = await _violations(subscribe())
         assert len(violations) == 2  # logged as security events, never ignored
-        await world.adapters[P].send(MessageType.REFERRAL, _referral(world), recipients=(SO,))
+        await world.adapters[P].send(
+            MessageType.REFERRAL, _referral(world), recipients=(SO,), assertion=LUL6
+        )
         await world.settle()
         assert received == []
     finally:
@@ -75,7 +77,9 @@ async def test_school_cannot_publish_as_police(world: World, keys_dir: Path) -> 
 async def test_school_cannot_read_the_log_or_another_agencys_consumer(
     world: World, keys_dir: Path
 ) -> None:
-    await world.adapters[P].send(MessageType.REFERRAL, _referral(world), recipients=(SO,))
+    await world.adapters[P].send(
+        MessageType.REFERRAL, _referral(world), recipients=(SO,), assertion=LUL6
+    )
     await world.broker.drain_ingress(idle_timeout=0.3)
     nc = await connect(world.broker.url, name="school-probe", creds=agency_setup(S, keys_dir).creds)
     js = nc.jetstream()
@@ -126,7 +130,7 @@ async def test_plaintext_is_refused_without_insecure_dev(world: World) -> None:
 def _referral(world: World) -> object:
     from datetime import UTC, datetime
 
-    from sigbus.protocol.codes import ContactFunction, ReferralKind, ReferralReason
+    from sigbus.protocol.codes import ReferralKind, ReferralReason
     from sigbus.protocol.messages import Referral
 
     return Referral(
@@ -134,5 +138,5 @@ def _referral(world: World) -> object:
         personnummer=world.youth,
         reasons=(ReferralReason.WEAPON,),
         observed_on=datetime.now(UTC).date(),
-        contact_function=ContactFunction.POLICE_YOUTH_UNIT,
+        contact_function="police_youth_unit",
     )

@@ -63,10 +63,12 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is True
     assert report["releases_by_type"]["referral"] == 1
-    assert report["denies_by_type"]["commitment_status"] == 2
-    assert report["log_length"] == 19
+    assert report["denies_by_type"]["commitment_status"] == 3
+    assert report["log_length"] == 26
     assert report["audit"]["ok"] is True
-    assert len(report["audit"]["cosigned_by"]) == 3
+    # SiS joined by configuration only: it received releases under consent, and witnessed.
+    assert report["received_by_agency"]["sis"] == 3
+    assert len(report["audit"]["cosigned_by"]) == 4
     export = Path(report["audit"]["export"])
     assert run("audit", "verify", str(export)).returncode == 0
     assert (
@@ -83,7 +85,16 @@ def test_up_agency_commands_and_down_leave_no_process(tmp_path: Path) -> None:
     state = data / "sigbus-up.json"
     try:
         env_args = ("--nats", url)
-        refer = run("police", "refer", "--reason", "weapon", *env_args, stdin="20100315-9801\n")
+        refer = run(
+            "police",
+            "refer",
+            "--reason",
+            "weapon",
+            "--evidence-id",
+            "dnr-cli-test",
+            *env_args,
+            stdin="20100315-9801\n",
+        )
         assert refer.returncode == 0, refer.stderr
         assert "9801" not in refer.stdout + refer.stderr
         time.sleep(1.5)  # the broker decides
@@ -92,7 +103,16 @@ def test_up_agency_commands_and_down_leave_no_process(tmp_path: Path) -> None:
         assert "referral" in inbox.stdout
         assert "basis=lul_6 [statutory]" in inbox.stdout
         assert "9801" not in inbox.stdout
-        bad = run("police", "refer", "--reason", "weapon", *env_args, stdin="20100315-9802\n")
+        bad = run(
+            "police",
+            "refer",
+            "--reason",
+            "weapon",
+            "--evidence-id",
+            "dnr-cli-test",
+            *env_args,
+            stdin="20100315-9802\n",
+        )
         assert bad.returncode == 2
         assert "personnummer" in bad.stderr
         assert "9802" not in bad.stderr
@@ -142,7 +162,17 @@ def test_serve_delivers_into_the_case_system_and_witnesses_the_log(tmp_path: Pat
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        refer = run("police", "refer", "--reason", "weapon", "--nats", url, stdin="20100315-9801\n")
+        refer = run(
+            "police",
+            "refer",
+            "--reason",
+            "weapon",
+            "--evidence-id",
+            "dnr-cli-test",
+            "--nats",
+            url,
+            stdin="20100315-9801\n",
+        )
         assert refer.returncode == 0, refer.stderr
         witness = tmp_path / "witness-social.json"
         wait_for(lambda: out.exists() and witness.exists(), 30)

@@ -24,6 +24,8 @@ social services):
 ``signing_key``             ``unknown``: sign with a key the directory does not list
 ``keys``                    ``police_signing_revoked``: run on a copy of keys/dev in
                             which the police signing key was revoked an hour ago
+``assertion``               the statute asserted in the signed header (default: the
+                            sender's referral statute on a referral, else none)
 ``wire_header_patch``       changes the header after signing (tampering)
 ``wire_patch``              changes top-level envelope fields after signing
 ``mutate``                  ``flip_ciphertext_byte``, ``flip_sealed_key_byte``,
@@ -50,7 +52,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from sigbus.audit.entry import LogEntry, Outcome
+from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.protocol.canonical import (
     BODY_AAD_DOMAIN,
     ENVELOPE_SIGNATURE_DOMAIN,
@@ -59,11 +61,13 @@ from sigbus.protocol.canonical import (
 )
 from sigbus.protocol.directory import KeyStatus, KeyUse
 from sigbus.protocol.envelope import Header
-from sigbus.protocol.ids import PARTY_AGENCIES, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.messages import StatutoryAssertion
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.sealing import data_key_info, new_data_key, seal_data_key
 from sigbus.protocol.subjects import INBOX_STREAM, ingress_subject
 from sigbus.transport.keystore import (
+    DEV_AGENCIES,
     load_directory,
     load_private,
     load_root_private,
@@ -74,7 +78,7 @@ from tests.integration.conftest import World
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "corpus"
 CASE_FILES = sorted(CORPUS_DIR.glob("*.json"))
 
-P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
+P, S, SO = "police", "school", "social"
 
 
 def load_case(path: Path) -> dict[str, Any]:
@@ -160,7 +164,7 @@ def _substitute(value: Any, youth: str, now: datetime) -> Any:
 def valid_body(message_type: MessageType, sender: AgencyId, youth: str) -> dict[str, Any]:
     today = datetime.now(UTC).date().isoformat()
     if message_type is MessageType.REFERRAL:
-        police = sender is P
+        police = sender == P
         return {
             "version": 1,
             "kind": "lul_6_notification" if police else "report_of_concern",
@@ -181,7 +185,7 @@ def valid_body(message_type: MessageType, sender: AgencyId, youth: str) -> dict[
             "version": 1,
             "personnummer": youth,
             "guardians_with_custody": ["vh-1"],
-            "parties": [a.value for a in PARTY_AGENCIES],
+            "parties": list(DEV_AGENCIES),
         }
     raise AssertionError(f"no body template for {message_type}")
 
@@ -197,6 +201,7 @@ def build_envelope(
     created_at: datetime,
     signing_key: Ed25519PrivateKey | None = None,
     signing_key_id: str | None = None,
+    assertion: dict[str, str] | object | None = ...,
 ) -> dict[str, Any]:
     """A sealed, signed envelope as a JSON document, from *raw* body JSON.
 
@@ -204,7 +209,7 @@ def build_envelope(
     validated first, so a body with bad content still arrives validly signed.
     """
     adapter = world.adapters[sender]
-    hub_key = adapter.directory.sealing_key(AgencyId.HUB, at=datetime.now(UTC))
+    hub_key = adapter.directory.sealing_key(HUB, at=datetime.now(UTC))
     assert hub_key.suite is not None
     header = Header(
         message_id=new_opaque_id("msg"),
@@ -213,7 +218,8 @@ def build_envelope(
         sender_key_id=signing_key_id or adapter.identity.signing_key_id,
         case_ref=case_ref,
         created_at=created_at,
-        recipients=tuple(AgencyId(r) for r in recipients),
+        recipients=tuple(recipients),
+        assertion=_assertion(sender, message_type, assertion),
         suite=hub_key.suite,
     ).model_dump(mode="json")
     plaintext = json.dumps(body).encode()
@@ -226,7 +232,7 @@ def build_envelope(
         hub_key.suite,
         hub_key.public_key,
         data_key,
-        data_key_info(header["message_id"], AgencyId.HUB.value, hub_key.key_id),
+        data_key_info(header["message_id"], HUB, hub_key.key_id),
     )
     signed = ENVELOPE_SIGNATURE_DOMAIN + canonical_json(
         {"header": header, "ciphertext_sha256": sha256_hex(nonce + ciphertext)}
@@ -240,6 +246,17 @@ def build_envelope(
         "sealed_key_id": hub_key.key_id,
         "signature": _b64(key.sign(signed)),
     }
+
+
+def _assertion(
+    sender: AgencyId, message_type: MessageType, given: dict[str, str] | object | None
+) -> StatutoryAssertion | None:
+    if given is not ...:
+        return None if given is None else StatutoryAssertion.model_validate(given)
+    if message_type is not MessageType.REFERRAL:
+        return None
+    basis = "lul_6" if sender == P else "reporting_duty"
+    return StatutoryAssertion(basis=basis, evidence_id="dnr-corpus-ref")
 
 
 async def open_case(world: World, parties: tuple[AgencyId, ...]) -> str:
@@ -260,7 +277,7 @@ async def send_good(world: World) -> str:
         message_type=MessageType.REFERRAL,
         body=valid_body(MessageType.REFERRAL, S, world.youth),
         case_ref=None,
-        recipients=[SO.value],
+        recipients=[SO],
         created_at=datetime.now(UTC),
     )
     mid: str = envelope["header"]["message_id"]
@@ -280,7 +297,7 @@ class Hostile:
 
 async def build_hostile(world: World, recipe: dict[str, Any]) -> Hostile:
     sender = AgencyId(recipe.get("sender", "police"))
-    publisher = AgencyId(recipe.get("publisher", sender.value))
+    publisher = AgencyId(recipe.get("publisher", sender))
     message_type = MessageType(recipe.get("type", "referral"))
     subject = ingress_subject(publisher, message_type)
     if "raw" in recipe:
@@ -295,7 +312,7 @@ async def build_hostile(world: World, recipe: dict[str, Any]) -> Hostile:
 
     case_ref: str | None = None
     if recipe.get("case") == "open":
-        case_ref = await open_case(world, PARTY_AGENCIES)
+        case_ref = await open_case(world, DEV_AGENCIES)
     elif recipe.get("case") == "open_without_school":
         case_ref = await open_case(world, (P, SO))
     elif recipe.get("case_ref") == "new":
@@ -305,17 +322,18 @@ async def build_hostile(world: World, recipe: dict[str, Any]) -> Hostile:
     body.update(_substitute(recipe.get("body_patch", {}), world.youth, now))
     signing_key, signing_key_id = None, None
     if recipe.get("signing_key") == "unknown":
-        signing_key, signing_key_id = Ed25519PrivateKey.generate(), f"{sender.value}-sig-{'0' * 16}"
+        signing_key, signing_key_id = Ed25519PrivateKey.generate(), f"{sender}-sig-{'0' * 16}"
     envelope = build_envelope(
         world,
         sender=sender,
         message_type=message_type,
         body=body,
         case_ref=case_ref,
-        recipients=recipe.get("recipients", [SO.value]),
+        recipients=recipe.get("recipients", [SO]),
         created_at=now + timedelta(seconds=recipe.get("created_at_offset_s", 0)),
         signing_key=signing_key,
         signing_key_id=signing_key_id,
+        assertion=recipe.get("assertion", ...),
     )
     envelope["header"].update(_substitute(recipe.get("wire_header_patch", {}), world.youth, now))
     envelope.update(recipe.get("wire_patch", {}))
@@ -348,7 +366,7 @@ def revoked_keys_dir(src: Path, tmp: Path) -> Path:
     revoked_at = datetime.now(UTC) - timedelta(hours=1)
     agencies = []
     for entry in directory.agencies:
-        if entry.agency is P:
+        if entry.agency == P:
             entry = entry.model_copy(
                 update={
                     "keys": tuple(
@@ -407,7 +425,7 @@ async def test_corpus_case(
         await publisher.publish_raw(hostile.subject, hostile.data, hostile.nats_msg_id)
         await world.settle()
         first = await world.entries_for(hostile.nats_msg_id)
-        assert first[SO.value].outcome is Outcome.RELEASE, "the original is released once"
+        assert first[SO].outcome is EntryOutcome.RELEASE, "the original is released once"
         hostile = Hostile(
             hostile.subject, hostile.data, hostile.nats_msg_id + "-replay", hostile.publisher
         )
@@ -415,24 +433,24 @@ async def test_corpus_case(
     await world.settle()
     log_before = world.broker.writer.size
     inbox_before = await inbox_count(world)
-    received_before = {a: list(world.received_ids(a)) for a in PARTY_AGENCIES}
+    received_before = {a: list(world.received_ids(a)) for a in DEV_AGENCIES}
 
     await publisher.publish_raw(hostile.subject, hostile.data, hostile.nats_msg_id)
     await world.settle()
 
     new = (await world.log_entries())[log_before:]
     assert new, "the hostile input got no log entry"
-    assert all(e.outcome is Outcome.DENY for e in new), [(e.outcome, e.reasons) for e in new]
+    assert all(e.outcome is EntryOutcome.DENY for e in new), [(e.outcome, e.reasons) for e in new]
     assert _reason_matches(new[0], expected, also), new[0].reasons
     assert all(
         known_reason(r.split(":")[0]) or r.startswith("policy:") for e in new for r in e.reasons
     )
     assert await inbox_count(world) == inbox_before, "something was released"
-    assert {a: world.received_ids(a) for a in PARTY_AGENCIES} == received_before
+    assert {a: world.received_ids(a) for a in DEV_AGENCIES} == received_before
 
     good = await send_good(world)
     await world.settle()
     entries = await world.entries_for(good)
-    assert entries[SO.value].outcome is Outcome.RELEASE
+    assert entries[SO].outcome is EntryOutcome.RELEASE
     assert good in world.received_ids(SO)
     assert await inbox_count(world) == inbox_before + 1

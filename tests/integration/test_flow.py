@@ -7,24 +7,23 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sigbus.audit.entry import Outcome
+from sigbus.audit.entry import EntryOutcome
 from sigbus.broker.setup import hub_setup
 from sigbus.protocol.codes import (
     ActionCode,
     ConsentAction,
     ConsenterRole,
-    ContactFunction,
     ReferralKind,
     ReferralReason,
     StatusCode,
 )
 from sigbus.protocol.identity import AgencyIdentity
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import CommitmentStatus, ConsentEvent, PlanCommitment, Referral
 from sigbus.protocol.subjects import ingress_subject
-from tests.integration.conftest import World
+from tests.integration.conftest import LUL6, World
 
-P, S, SO = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL
+P, S, SO = "police", "school", "social"
 
 
 def referral(world: World) -> Referral:
@@ -33,7 +32,7 @@ def referral(world: World) -> Referral:
         personnummer=world.youth,
         reasons=(ReferralReason.SUSPECTED_OFFENCE,),
         observed_on=datetime.now(UTC).date(),
-        contact_function=ContactFunction.POLICE_YOUTH_UNIT,
+        contact_function="police_youth_unit",
     )
 
 
@@ -44,13 +43,15 @@ def status(state: StatusCode = StatusCode.IN_PROGRESS) -> CommitmentStatus:
 
 
 async def test_referral_reaches_social_services_only(world: World) -> None:
-    mid = await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO, S))
+    mid = await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO, S), assertion=LUL6
+    )
     await world.settle()
     entries = await world.entries_for(mid)
-    assert entries["social"].outcome is Outcome.RELEASE
+    assert entries["social"].outcome is EntryOutcome.RELEASE
     assert entries["social"].statutory is True
     assert entries["social"].legal_basis == "lul_6"
-    assert entries["school"].outcome is Outcome.DENY
+    assert entries["school"].outcome is EntryOutcome.DENY
     assert world.received_ids(SO) == [mid]
     assert world.received_ids(S) == []
     delivered = world.inboxes[SO].received[0]
@@ -67,7 +68,7 @@ async def test_consent_gates_release_and_withdrawal_stops_it(world: World) -> No
             commitment_id="cm-attendance",
             responsible_agency=S,
             action=ActionCode.SCHOOL_ATTENDANCE_PLAN,
-            owner_function=ContactFunction.SCHOOL_COUNSELLOR,
+            owner_function="school_counsellor",
             due_on=datetime.now(UTC).date() + timedelta(days=30),
         ),
         case_ref=case,
@@ -79,8 +80,8 @@ async def test_consent_gates_release_and_withdrawal_stops_it(world: World) -> No
     await world.settle()
     released = await world.entries_for(first)
     assert {r: e.outcome for r, e in released.items()} == {
-        "social": Outcome.RELEASE,
-        "police": Outcome.RELEASE,
+        "social": EntryOutcome.RELEASE,
+        "police": EntryOutcome.RELEASE,
     }
     assert {c.consent_id for c in released["police"].consent_refs} == {
         "consent-youngperson",
@@ -96,7 +97,7 @@ async def test_consent_gates_release_and_withdrawal_stops_it(world: World) -> No
             consenter_role=ConsenterRole.GUARDIAN,
             guardian_ref="vh-2",
             acted_at=datetime.now(UTC),
-            recorded_by=ContactFunction.SOCIAL_CASE_WORKER,
+            recorded_by="social_case_worker",
         ),
         case_ref=case,
     )
@@ -105,7 +106,7 @@ async def test_consent_gates_release_and_withdrawal_stops_it(world: World) -> No
     )
     await world.settle()
     denied = await world.entries_for(after)
-    assert {e.outcome for e in denied.values()} == {Outcome.DENY}
+    assert {e.outcome for e in denied.values()} == {EntryOutcome.DENY}
     assert any("consent_withdrawn" in r for r in denied["police"].reasons)
     assert after not in world.received_ids(P)
     assert after not in world.received_ids(SO)
@@ -123,10 +124,10 @@ async def test_message_from_unknown_key_is_denied_logged_not_delivered(world: Wo
         sealing_key_id=police.identity.sealing_key_id,
     )
     police.identity = rogue
-    mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6)
     await world.settle()
     entries = await world.entries_for(mid)
-    assert entries["-"].outcome is Outcome.DENY
+    assert entries["-"].outcome is EntryOutcome.DENY
     assert entries["-"].reasons == ("unknown_sender_key",)
     assert world.received_ids(SO) == []
 
@@ -135,7 +136,7 @@ async def test_replayed_message_id_is_denied_even_outside_the_duplicate_window(
     world: World,
 ) -> None:
     police = world.adapters[P]
-    envelope = police.seal(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    envelope = police.seal(MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6)
     wire, mid = envelope.to_wire(), envelope.header.message_id
     subject = ingress_subject(P, MessageType.REFERRAL)
     await police.publish_raw(subject, wire, mid)
@@ -144,7 +145,7 @@ async def test_replayed_message_id_is_denied_even_outside_the_duplicate_window(
     await police.publish_raw(subject, wire, mid + "-replay")
     await world.settle()
     outcomes = [(e.outcome, e.reasons) for e in await world.log_entries() if e.message_id == mid]
-    assert outcomes == [(Outcome.RELEASE, ()), (Outcome.DENY, ("replayed_message_id",))]
+    assert outcomes == [(EntryOutcome.RELEASE, ()), (EntryOutcome.DENY, ("replayed_message_id",))]
     assert world.received_ids(SO) == [mid]
 
 
@@ -153,20 +154,22 @@ async def test_hub_keeps_serving_after_garbage(world: World) -> None:
     await police.publish_raw(
         ingress_subject(P, MessageType.REFERRAL), b"\x00garbage", "msg-garbageinput"
     )
-    mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6)
     await world.settle()
     entries = await world.log_entries()
-    assert entries[0].outcome is Outcome.DENY
+    assert entries[0].outcome is EntryOutcome.DENY
     assert entries[0].reasons == ("not_json",)
     assert entries[1].message_id == mid
-    assert entries[1].outcome is Outcome.RELEASE
+    assert entries[1].outcome is EntryOutcome.RELEASE
     assert world.received_ids(SO) == [mid]
 
 
 async def test_no_personnummer_outside_ciphertext(world: World) -> None:
     """Log entries and every stream's raw bytes carry ids only."""
     case = await world.open_case_with_consents()
-    await world.adapters[P].send(MessageType.REFERRAL, referral(world), recipients=(SO,))
+    await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
+    )
     await world.adapters[S].send(
         MessageType.COMMITMENT_STATUS, status(), case_ref=case, recipients=(SO, P)
     )

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from sigbus.agents.setup import agency_setup
-from sigbus.audit.entry import Outcome
+from sigbus.audit.entry import EntryOutcome
 from sigbus.broker.setup import hub_setup
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
-from sigbus.protocol.codes import ContactFunction, ReferralKind, ReferralReason
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.codes import ReferralKind, ReferralReason
+from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
 from sigbus.transport.keyring import WrongPassphrase, encrypt_keyfile, revoke_key
 from sigbus.transport.keystore import (
@@ -25,8 +25,9 @@ from sigbus.transport.keystore import (
     save_directory,
     write_private,
 )
+from tests.integration.conftest import LUL6
 
-P, SO = AgencyId.POLICE, AgencyId.SOCIAL
+P, SO = "police", "social"
 
 
 @pytest.fixture
@@ -36,10 +37,13 @@ def keys_copy(keys_dir: Path, tmp_path: Path) -> Path:
 
 def referral() -> Referral:
     today = datetime.now(UTC).date()
-    return Referral(kind=ReferralKind.LUL_6_NOTIFICATION,
-                    personnummer=fictitious_personnummer(birth_date_for_age(today, 15), 990),
-                    reasons=(ReferralReason.WEAPON,), observed_on=today,
-                    contact_function=ContactFunction.POLICE_YOUTH_UNIT)
+    return Referral(
+        kind=ReferralKind.LUL_6_NOTIFICATION,
+        personnummer=fictitious_personnummer(birth_date_for_age(today, 15), 990),
+        reasons=(ReferralReason.WEAPON,),
+        observed_on=today,
+        contact_function="police_youth_unit",
+    )
 
 
 async def test_revocation_takes_effect_in_a_running_hub(nats_url: str, keys_copy: Path) -> None:
@@ -47,7 +51,9 @@ async def test_revocation_takes_effect_in_a_running_hub(nats_url: str, keys_copy
     await broker.start()
     police = await agency_setup(P, keys_copy).connect(nats_url)
     try:
-        before = await police.send(MessageType.REFERRAL, referral(), recipients=(SO,))
+        before = await police.send(
+            MessageType.REFERRAL, referral(), recipients=(SO,), assertion=LUL6
+        )
         await broker.drain_ingress(idle_timeout=0.3)
 
         now = datetime.now(UTC)
@@ -57,19 +63,22 @@ async def test_revocation_takes_effect_in_a_running_hub(nats_url: str, keys_copy
         assert revoked.serial > directory.serial
         save_directory(keys_copy, revoked, load_root_private(keys_copy))
 
-        after = await police.send(MessageType.REFERRAL, referral(), recipients=(SO,))
+        after = await police.send(
+            MessageType.REFERRAL, referral(), recipients=(SO,), assertion=LUL6
+        )
         await broker.drain_ingress(idle_timeout=0.3)
         logged = [e for seq in range(1, 10) for e in broker.writer.entries_for_ingress(seq)]
         outcomes = {e.message_id: (e.outcome, e.reasons) for e in logged}
-        assert outcomes[before][0] is Outcome.RELEASE
-        assert outcomes[after] == (Outcome.DENY, ("revoked_key",))
+        assert outcomes[before][0] is EntryOutcome.RELEASE
+        assert outcomes[after] == (EntryOutcome.DENY, ("revoked_key",))
     finally:
         await police.close()
         await broker.stop()
 
 
 def test_encrypted_key_file_loads_with_its_passphrase(
-        keys_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plain = load_private(keys_copy, SO)
     encrypted = encrypt_keyfile(plain, "correct horse battery staple")
     write_private(private_key_path(keys_copy, SO), encrypted.model_dump_json().encode())

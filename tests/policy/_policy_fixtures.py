@@ -13,10 +13,10 @@ from sigbus.policy import (
     SubjectFacts,
 )
 from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import HUB, AgencyId, MessageType
 from sigbus.protocol.messages import ConsentScope
 
-POLICE, SCHOOL, SOCIAL, HUB = AgencyId.POLICE, AgencyId.SCHOOL, AgencyId.SOCIAL, AgencyId.HUB
+POLICE, SCHOOL, SOCIAL, HUB = "police", "school", "social", HUB
 ALL = (POLICE, SCHOOL, SOCIAL)
 PLAN = MessageType.PLAN_COMMITMENT
 MEETING = MessageType.MEETING_NOTICE

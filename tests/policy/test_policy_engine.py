@@ -37,9 +37,9 @@ from sigbus.policy import (
     DecisionRequest,
     DenyCode,
     DenyReason,
-    Outcome,
     RecipientDecision,
     Rules,
+    Verdict,
     decide,
     default_rules,
     load_rules,
@@ -71,7 +71,7 @@ RULES_UNDER15_OPTIONAL = _rules_with(young_person_consent_required_under_15=Fals
 
 
 def render(rd: RecipientDecision) -> str:
-    if rd.outcome is Outcome.PERMIT:
+    if rd.outcome is Verdict.PERMIT:
         return f"permit:{rd.legal_basis}"
     return "deny:" + "|".join(r.as_code() for r in rd.reasons)
 
@@ -580,7 +580,7 @@ def test_vector(v: Vector) -> None:
     assert tuple(render(rd) for rd in decision.per_recipient) == v.expect
     assert [rd.recipient for rd in decision.per_recipient] == list(v.req.recipients)
     for rd in decision.per_recipient:
-        if rd.outcome is Outcome.PERMIT:
+        if rd.outcome is Verdict.PERMIT:
             assert rd.legal_basis in rd.rule_ids
             assert rd.statutory == (rd.legal_basis != RULES.consent.id)
             assert rd.statutory or rd.consent_refs
@@ -704,7 +704,7 @@ def test_broken_state_is_evaluation_error_not_exception() -> None:
     good = request(recipients=[SOCIAL, POLICE], case_state=case(full_consent()))
     broken = good.model_copy(update={"case": object()})  # bypasses validation
     d = decide(broken, RULES, now=T0)
-    assert [rd.outcome for rd in d.per_recipient] == [Outcome.DENY, Outcome.DENY]
+    assert [rd.outcome for rd in d.per_recipient] == [Verdict.DENY, Verdict.DENY]
     assert all(rd.reasons[0].code is DenyCode.EVALUATION_ERROR for rd in d.per_recipient)
     assert d.decision_id.startswith("dec-")
 

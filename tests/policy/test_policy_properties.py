@@ -22,14 +22,14 @@ from sigbus.policy import (
     ConsentRecordEvent,
     Decision,
     DecisionRequest,
-    Outcome,
     StatutoryAssertion,
     SubjectFacts,
+    Verdict,
     decide,
     default_rules,
 )
 from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import HUB, AgencyId, MessageType
 from sigbus.protocol.messages import ConsentScope
 
 RULES = default_rules()
@@ -159,17 +159,17 @@ def ref_statute(req: DecisionRequest, recipient: AgencyId, now: datetime) -> str
     return None
 
 
-def reference(req: DecisionRequest, now: datetime) -> list[tuple[Outcome, str | None]]:
-    out: list[tuple[Outcome, str | None]] = []
+def reference(req: DecisionRequest, now: datetime) -> list[tuple[Verdict, str | None]]:
+    out: list[tuple[Verdict, str | None]] = []
     for r in req.recipients:
-        if r is AgencyId.HUB:
-            out.append((Outcome.DENY, None))
+        if r == HUB:
+            out.append((Verdict.DENY, None))
         elif req.category is not REFERRAL and ref_consent_ok(req, r, now):
-            out.append((Outcome.PERMIT, "osl_12_2"))
+            out.append((Verdict.PERMIT, "osl_12_2"))
         elif (basis := ref_statute(req, r, now)) is not None:
-            out.append((Outcome.PERMIT, basis))
+            out.append((Verdict.PERMIT, basis))
         else:
-            out.append((Outcome.DENY, None))
+            out.append((Verdict.DENY, None))
     return out
 
 
@@ -304,7 +304,7 @@ def requests(draw: st.DrawFn) -> DecisionRequest:
         discloser=draw(st.sampled_from(ALL)),
         recipients=tuple(
             draw(
-                st.lists(st.sampled_from([*ALL, AgencyId.HUB]), min_size=1, max_size=4, unique=True)
+                st.lists(st.sampled_from([*ALL, HUB]), min_size=1, max_size=4, unique=True)
             )
         ),
         category=draw(st.sampled_from([*CATS, REFERRAL])),
@@ -333,7 +333,7 @@ def test_engine_agrees_with_reference_model(req: DecisionRequest, now: datetime)
 @given(requests(), nows)
 def test_no_permit_without_a_basis(req: DecisionRequest, now: datetime) -> None:
     for rd in decide(req, RULES, now=now).per_recipient:
-        if rd.outcome is Outcome.PERMIT:
+        if rd.outcome is Verdict.PERMIT:
             assert rd.legal_basis is not None
             assert rd.legal_basis in rd.rule_ids
             assert not rd.reasons
@@ -360,7 +360,7 @@ def test_no_consent_permit_relies_on_a_withdrawn_record(
     by_id = {e.consent_id: who(e) for e in events}
     required = ref_required(req.case.subject, now)
     for rd in decision.per_recipient:
-        if rd.outcome is Outcome.PERMIT and not rd.statutory:
+        if rd.outcome is Verdict.PERMIT and not rd.statutory:
             ids = {ref.consent_id for ref in rd.consent_refs}
             assert not ids & withdrawn_ids
             assert {by_id[i] for i in ids} == required  # every required consenter, no other
@@ -388,8 +388,8 @@ def test_appending_an_amendment_or_withdrawal_never_widens(
     before = decide(req, RULES, now=at).per_recipient
     after = decide(later, RULES, now=at).per_recipient
     for b, a in zip(before, after, strict=True):
-        if a.outcome is Outcome.PERMIT and not a.statutory:
-            assert b.outcome is Outcome.PERMIT
+        if a.outcome is Verdict.PERMIT and not a.statutory:
+            assert b.outcome is Verdict.PERMIT
             assert not b.statutory
 
 
@@ -404,7 +404,7 @@ def test_deterministic(req: DecisionRequest, now: datetime) -> None:
 
 def test_generators_reach_permits() -> None:
     """Guard against vacuous properties: the strategies produce every kind of outcome."""
-    seen: set[tuple[Outcome, str | None]] = set()
+    seen: set[tuple[Verdict, str | None]] = set()
 
     @settings(max_examples=400, deadline=None, database=None, derandomize=True)
     @given(requests(), nows)
@@ -414,8 +414,8 @@ def test_generators_reach_permits() -> None:
         )
 
     collect()
-    assert {(Outcome.PERMIT, "osl_12_2"), (Outcome.DENY, None)} <= seen
-    assert any(o is Outcome.PERMIT and b != "osl_12_2" for o, b in seen)
+    assert {(Verdict.PERMIT, "osl_12_2"), (Verdict.DENY, None)} <= seen
+    assert any(o is Verdict.PERMIT and b != "osl_12_2" for o, b in seen)
 
 
 @SETTINGS
