@@ -55,7 +55,7 @@ from sigbus.protocol.subjects import (
     PROOF_INCLUSION_SUBJECT,
     cosignature_subject,
 )
-from sigbus.transport.keystore import write_private
+from sigbus.transport.files import write_private
 
 log = structlog.get_logger("sigbus.witness")
 

@@ -63,7 +63,7 @@ from sigbus.policy import (  # noqa: E402
     decide,
     default_rules,
 )
-from sigbus.policy._index import RecordStatus  # noqa: E402
+from sigbus.policy._index import RecordStatus, build_index  # noqa: E402
 from sigbus.policy.engine import birthday_instant  # noqa: E402
 from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose  # noqa: E402
 from sigbus.protocol.ids import AgencyId, MessageType  # noqa: E402
@@ -225,7 +225,7 @@ def _set(kind: str, values: Sequence[str]) -> str:
 def cedar_policies(case: CaseState, rules: Rules) -> str:
     """The consent rule for ``case`` (from its folded records), the statute, the forbid."""
     assert rules.young_person_consent_required_under_15, "bench covers the shipped setting"
-    index = case.policy_index()
+    index = build_index(case)
     max_len = timedelta(days=rules.max_consent_days)
 
     def covers(consenter: str) -> str:

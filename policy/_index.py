@@ -187,7 +187,7 @@ def _apply(rec: RecordView, ev: ConsentRecordEvent) -> None:
 
 def case_index(case: CaseState, now: datetime) -> CaseIndex:
     """The folded records of ``case`` as of ``now`` (memoised when current)."""
-    current: CaseIndex = case.policy_index()
+    current: CaseIndex = build_index(case)
     latest = current.latest_recorded_at
     if latest is None or latest <= now:
         return current

@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-from sigbus.policy._index import CaseIndex, RecordStatus, RecordView, case_index
+from sigbus.policy._index import CaseIndex, RecordStatus, RecordView, build_index, case_index
 from sigbus.policy._memo import memo
 from sigbus.policy.model import (
     CaseState,
@@ -464,7 +464,7 @@ class _CaseView:
 
     def __init__(self, case: CaseState, *, shareable: bool = True) -> None:
         self.case = case
-        self.index = case.policy_index()
+        self.index = build_index(case)
         self._digest: str | None = None
         self.coverage: _Coverage | None = None
         #: False for states holding mutable containers (model_construct): nothing shared.

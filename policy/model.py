@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from datetime import date
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Self
+from typing import Annotated, Self
 
 from pydantic import (
     AwareDatetime,
@@ -39,9 +39,6 @@ from sigbus.protocol.ids import AgencyId, MessageType
 from sigbus.protocol.messages import ConsentRef as ConsentRef  # one type: wire, log, policy
 from sigbus.protocol.messages import ConsentScope, check_consent_shape
 from sigbus.protocol.messages import StatutoryAssertion as StatutoryAssertion
-
-if TYPE_CHECKING:
-    from sigbus.policy._index import CaseIndex
 
 _ShortId = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -136,17 +133,6 @@ class CaseState(PolicyModel):
     @field_serializer("parties")
     def _sorted_parties(self, value: frozenset[AgencyId]) -> list[str]:
         return sorted(value)
-
-    def policy_index(self) -> CaseIndex:
-        """The engine's fold of ``consent_events``.
-
-        Memoised by the identity of every event in order (see
-        :func:`policy._index.build_index`), so a state with other events never
-        sees this fold.
-        """
-        from sigbus.policy._index import build_index
-
-        return build_index(self)
 
     def digest(self) -> str:
         """SHA-256 identifying this state exactly (for decision ids).

@@ -25,6 +25,7 @@ from sigbus.protocol.errors import ProtocolError
 from sigbus.protocol.ids import HUB, agency_name
 from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId
 from sigbus.transport.errors import SigbusError
+from sigbus.transport.files import write_private
 from sigbus.transport.keyring import (
     PublicBundle,
     add_agency,
@@ -47,7 +48,6 @@ from sigbus.transport.keystore import (
     load_root_private,
     private_key_path,
     save_directory,
-    write_private,
 )
 from sigbus.transport.natsserver import COMPOSE_CERT_DIR, render_config, server_settings
 

@@ -6,7 +6,8 @@ with :mod:`ast` and runs none of them, so an import hidden inside a function
 counts as much as one at the top of a module.
 
 Layers, top to bottom (a module may import its own layer or any lower one;
-siblings in one layer may not import each other)::
+siblings in one layer may not import each other; no module imports one of ours
+inside a function, which is how module cycles hide)::
 
     sigbus            the command line (sigbus/*.py): the only place that wires everything
     broker | agents   services: the hub, and the adapter runtime with one package per agency
@@ -75,6 +76,25 @@ def modules(root: Path) -> Iterator[tuple[str, Path]]:
     for path in sorted((root / "sigbus").glob("*.py")):
         name = path.stem
         yield ("sigbus" if name == "__init__" else f"sigbus.{name}"), path
+
+
+def local_imports(path: Path) -> Iterator[tuple[int, str]]:
+    """Imports of our own modules inside a function: the way module cycles hide."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for func in ast.walk(tree):
+        if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(func):
+            if isinstance(node, ast.ImportFrom) and (node.level or _ours(node.module or "")):
+                yield node.lineno, node.module or "."
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if _ours(alias.name):
+                        yield node.lineno, alias.name
+
+
+def _ours(name: str) -> bool:
+    return name == "sigbus" or name.startswith("sigbus.")
 
 
 def imports(path: Path, module: str) -> Iterator[tuple[int, str]]:
@@ -160,6 +180,8 @@ def check(root: Path = ROOT) -> list[Violation]:
     seen: set[tuple[str, int, str]] = set()
     agencies = agency_packages(root)
     for module, path in modules(root):
+        for line, imported in local_imports(path):
+            found.append(Violation(module, line, imported, "no import inside a function"))
         for line, imported in imports(path, module):
             violation = check_module(module, imported, line, agencies)
             # ``from sigbus.broker import service`` names two modules: one finding a line.

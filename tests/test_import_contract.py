@@ -64,3 +64,12 @@ def test_a_pure_core_doing_io_fails(tmp_path: Path) -> None:
 def test_a_bare_top_level_import_fails(tmp_path: Path) -> None:
     rules = _inject(_copy_tree(tmp_path), "broker/state.py", "from protocol import ids")
     assert rules == ["import it as sigbus.protocol"]
+
+
+def test_an_import_hidden_in_a_function_fails(tmp_path: Path) -> None:
+    rules = _inject(
+        _copy_tree(tmp_path),
+        "transport/bus.py",
+        "def _late() -> None:\n    from sigbus.transport import keystore  # noqa: F401",
+    )
+    assert rules == ["no import inside a function"]

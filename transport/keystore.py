@@ -30,6 +30,8 @@ from sigbus.protocol.ids import HUB, AgencyId
 from sigbus.protocol.keyfile import HubSecrets, PrivateKeyFile, RootKeyFile
 from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId, generate_sealing_key
 from sigbus.transport.errors import ConfigError
+from sigbus.transport.files import read_file, write_private
+from sigbus.transport.keyring import add_agency, load_private_file, public_bundle
 from sigbus.transport.natsauth import (
     generate_dev_pki,
     issue_dev_client_cert,
@@ -45,18 +47,6 @@ PASSPHRASE_ENV = "SIGBUS_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not 
 ROOT_PUBLIC_FILE = "root.pub"
 ROOT_KEY_FILE = "root.key.json"
 DEV_KEY_VALIDITY = timedelta(days=10 * 365)
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Create or replace ``path`` with mode 0600, atomically."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def private_key_path(keys_dir: Path, agency: AgencyId) -> Path:
@@ -170,7 +160,7 @@ def save_directory(keys_dir: Path, directory: Directory, root: Ed25519PrivateKey
 
 
 def load_root_private(keys_dir: Path) -> Ed25519PrivateKey:
-    raw = _read(keys_dir / ROOT_KEY_FILE)
+    raw = read_file(keys_dir / ROOT_KEY_FILE)
     try:
         return Ed25519PrivateKey.from_private_bytes(
             RootKeyFile.model_validate_json(raw).root_private
@@ -182,8 +172,6 @@ def load_root_private(keys_dir: Path) -> Ed25519PrivateKey:
 def load_private(keys_dir: Path, agency: AgencyId) -> PrivateKeyFile:
     """An agency's private keys; an encrypted file takes its passphrase from
     ``SIGBUS_KEY_PASSPHRASE`` (set by the service manager, never on a command line)."""
-    from sigbus.transport.keyring import load_private_file  # keyring builds on this module
-
     path = private_key_path(keys_dir, agency)
     keyfile = load_private_file(path, os.environ.get(PASSPHRASE_ENV))
     if keyfile.agency != agency:
@@ -193,20 +181,13 @@ def load_private(keys_dir: Path, agency: AgencyId) -> PrivateKeyFile:
 
 def load_directory(keys_dir: Path) -> Directory:
     """Load the directory and verify it against the pinned root public key."""
-    root_text = _read(keys_dir / ROOT_PUBLIC_FILE).decode().strip()
+    root_text = read_file(keys_dir / ROOT_PUBLIC_FILE).decode().strip()
     try:
         root = b64decode(root_text)
         Ed25519PublicKey.from_public_bytes(root)
     except ValueError as e:
         raise ConfigError("root.pub is not a base64 Ed25519 public key") from e
-    return verify_directory(_read(keys_dir / DIRECTORY_FILE), root)
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    return verify_directory(read_file(keys_dir / DIRECTORY_FILE), root)
 
 
 class DirectoryWatcher:
@@ -259,8 +240,6 @@ def join_dev_agency(keys_dir: Path, agency: AgencyId, *, now: datetime) -> None:
     """A new agency joins a development deployment in ``keys_dir``: what agency IT does
     (``sigbus keys generate``) and what the hub does (``sigbus keys add``), in one step,
     plus a client certificate from the development CA. No code knows the agency."""
-    from sigbus.transport.keyring import add_agency, public_bundle  # keyring builds on this
-
     generated = generate_agency(agency, now=now)
     write_private(
         private_key_path(keys_dir, agency), generated.keyfile.model_dump_json(indent=2).encode()

@@ -35,6 +35,7 @@ from sigbus.protocol.subjects import (
     inbox_consumer,
 )
 from sigbus.transport.errors import ConfigError
+from sigbus.transport.files import read_file, write_private
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -173,8 +174,6 @@ class NatsCredentials:
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    from sigbus.transport.keystore import write_private
-
     write_private(
         path,
         key.private_bytes(
@@ -226,10 +225,8 @@ def issue_dev_client_cert(
     keys_dir: Path, agency: AgencyId, *, now: datetime, validity: timedelta
 ) -> None:
     """A client certificate for one more agency from the development CA in ``keys_dir``."""
-    from sigbus.transport.keystore import _read  # keystore builds on this module
-
-    ca = x509.load_pem_x509_certificate(_read(keys_dir / CA_CERT))
-    ca_key = serialization.load_pem_private_key(_read(keys_dir / CA_KEY), password=None)
+    ca = x509.load_pem_x509_certificate(read_file(keys_dir / CA_CERT))
+    ca_key = serialization.load_pem_private_key(read_file(keys_dir / CA_KEY), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ConfigError("the development CA key is not an EC key")
     pem, key = _issue(

@@ -26,6 +26,7 @@ from types import TracebackType
 import structlog
 
 from sigbus.transport.errors import ServerError
+from sigbus.transport.keystore import load_directory
 from sigbus.transport.natsauth import render_authorization, render_tls
 
 log = structlog.get_logger("sigbus.natsserver")
@@ -95,8 +96,6 @@ COMPOSE_CONFIG_PATH = (
 
 def security_lines(keys_dir: Path, cert_dir: str | None = None) -> tuple[str, ...]:
     """Server config for mutual TLS and the directory's per-agency users."""
-    from sigbus.transport.keystore import load_directory  # keystore imports this module's users
-
     directory = load_directory(keys_dir)
     return (*render_tls(cert_dir or str(keys_dir)), *render_authorization(directory))
 

@@ -28,7 +28,7 @@ def local_profiles_dir(keys_dir: Path | None) -> Path | None:
     return keys_dir / "profiles" if keys_dir is not None else None
 
 
-def _read(folder: Traversable) -> dict[str, AgencyProfile]:
+def _read_folder(folder: Traversable) -> dict[str, AgencyProfile]:
     found: dict[str, AgencyProfile] = {}
     if not folder.is_dir():
         return found
@@ -41,8 +41,8 @@ def _read(folder: Traversable) -> dict[str, AgencyProfile]:
 
 def load_profiles(keys_dir: Path | None = None) -> Profiles:
     """Shipped profiles, then the local folder's (which win by name)."""
-    profiles = _read(shipped_profiles_dir())
+    profiles = _read_folder(shipped_profiles_dir())
     local = local_profiles_dir(keys_dir)
     if local is not None:
-        profiles.update(_read(local))
+        profiles.update(_read_folder(local))
     return Profiles(profiles.values())

@@ -15,6 +15,7 @@ from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from sigbus.protocol.codes import ReferralKind, ReferralReason
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
+from sigbus.transport.files import write_private
 from sigbus.transport.keyring import WrongPassphrase, encrypt_keyfile, revoke_key
 from sigbus.transport.keystore import (
     PASSPHRASE_ENV,
@@ -23,7 +24,6 @@ from sigbus.transport.keystore import (
     load_root_private,
     private_key_path,
     save_directory,
-    write_private,
 )
 from tests.integration.conftest import LUL6
 

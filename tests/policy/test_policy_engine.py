@@ -44,6 +44,7 @@ from sigbus.policy import (
     default_rules,
     load_rules,
 )
+from sigbus.policy._index import build_index
 from sigbus.policy.engine import age_on
 from sigbus.protocol.ids import MessageType
 
@@ -770,7 +771,7 @@ def test_all_parties_constant_matches_protocol() -> None:
 def test_copied_state_gets_fresh_digest_and_equality_ignores_memo() -> None:
     st = case(full_consent(), DOB_19)
     d1 = st.digest()
-    st.policy_index()
+    build_index(st)
     fresh = CaseState.model_validate_json(st.model_dump_json())
     assert fresh == st
     assert fresh.digest() == d1

@@ -1,0 +1,29 @@
+"""Key material on disk: created 0600 from the start, replaced atomically, read with a
+clear error. The lowest piece of the edge: keys, certificates and the directory use it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sigbus.transport.errors import ConfigError
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create or replace ``path`` with mode 0600, atomically (no window in which another
+    user could read it, no half-written file after a crash)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
