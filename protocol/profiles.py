@@ -114,7 +114,7 @@ class Profiles(Mapping[str, AgencyProfile]):
 
 
 def parse_profile(data: bytes, *, file_stem: str) -> AgencyProfile:
-    """Parse one profile file; its name must match the file's (``sis.toml`` holds ``sis``)."""
+    """Parse one profile file; its name must match the file's (``police.toml`` holds ``police``)."""
     try:
         doc = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

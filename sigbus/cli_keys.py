@@ -114,7 +114,7 @@ AgencyOpt = Annotated[
     typer.Option(
         "--agency",
         callback=_agency,
-        help="the agency's name in the directory, e.g. sis or a local partner's own name",
+        help="the agency's name in the directory, e.g. a local partner's own name",
     ),
 ]
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from sigbus.protocol.codes import (
     ReferralReason,
     StatusCode,
 )
-from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.ids import HUB, AgencyId, MessageType, agency_name, new_opaque_id
 from sigbus.protocol.messages import (
     CaseInvitation,
     CaseOpened,
@@ -59,9 +61,21 @@ from sigbus.transport.profiles import load_profiles
 
 log = structlog.get_logger("sigbus.demo")
 
-#: The partner that joins the demo's SIG by configuration only: its keys are made
-#: at start-up, its profile is the shipped profiles/<name>.toml.
-JOINING_AGENCY: AgencyId = "sis"
+
+@dataclass(frozen=True)
+class Cast:
+    """Who joins the demo's SIG by configuration only (``sigbus/demo_cast.toml``)."""
+
+    joining_agency: AgencyId
+    joining_role: str
+
+
+def load_cast() -> Cast:
+    doc = tomllib.loads(resources.files("sigbus").joinpath("demo_cast.toml").read_text())
+    return Cast(joining_agency=agency_name(doc["joining_agency"]), joining_role=doc["joining_role"])
+
+
+CAST = load_cast()
 
 CONSENT_CATEGORIES = (
     MessageType.CASE_INVITATION,
@@ -136,6 +150,7 @@ class Story:
 
     def __init__(self, broker: Broker, adapters: dict[AgencyId, Adapter]) -> None:
         self.broker = broker
+        self.profiles = broker.ctx.profiles
         self.adapters = adapters
         self.parties = tuple(adapters)
         self.inboxes = {a: MemoryCaseSystem() for a in adapters}
@@ -179,7 +194,8 @@ class Story:
         )
 
     async def run(self) -> None:
-        P, S, SO, J = "police", "school", "social", JOINING_AGENCY
+        P, S, SO, J = "police", "school", "social", CAST.joining_agency
+        joining = self.profiles[J]
         R, D, REC = EntryOutcome.RELEASE, EntryOutcome.DENY, EntryOutcome.RECORDED
         today = self.now.date()
         youth = fictitious_personnummer(birth_date_for_age(today, 16), 981)
@@ -226,8 +242,7 @@ class Story:
                 case_ref=case,
             )
         await self.send(
-            f"4. Invitations to police, school and {J} (the youth home the young person "
-            "is moving home from)",
+            f"4. Invitations to police, school and {J} ({CAST.joining_role})",
             SO,
             MessageType.CASE_INVITATION,
             CaseInvitation(
@@ -277,14 +292,14 @@ class Story:
             case_ref=case,
         )
         await self.send(
-            f"7b. {J} commits to housing support for the move home",
+            f"7b. {J} commits to {joining.actions[0].value} for the move home",
             J,
             MessageType.PLAN_COMMITMENT,
             PlanCommitment(
                 commitment_id="cm-movehome",
                 responsible_agency=J,
-                action=ActionCode.HOUSING_SUPPORT,
-                owner_function="sis_aftercare_coordinator",
+                action=joining.actions[0],
+                owner_function=joining.default_function(),
                 due_on=today + timedelta(days=21),
             ),
             {SO: R, S: R, P: R},
@@ -435,7 +450,7 @@ async def run_demo(*, data_dir: Path | None, keys_dir: Path) -> DemoReport:
     base = data_dir or Path(tempfile.mkdtemp(prefix="sigbus-demo-"))
     # The demo's deployment: the development keys plus one agency that joins now.
     keys_dir = _copy_keys(keys_dir, base / "keys")
-    joined_ok, joined = join(keys_dir, JOINING_AGENCY)
+    joined_ok, joined = join(keys_dir, CAST.joining_agency)
     hub = hub_setup(keys_dir)
     secured_by = None if insecure_dev() else keys_dir
     with EmbeddedNats(base / "nats", keys_dir=secured_by) as server:
