@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from sigbus.transport.keystore import DEV_KEYS_DIR
 from sigbus.transport.natsserver import (
     COMPOSE_CONFIG_PATH,
@@ -150,15 +152,39 @@ def test_compose_runs_the_configuration_the_tests_run() -> None:
     assert "sync_interval: always" in COMPOSE_CONFIG_PATH.read_text()
 
 
-def test_serve_delivers_into_the_case_system_and_witnesses_the_log(tmp_path: Path) -> None:
+OWN_CASE_SYSTEM = """
+import json, os
+
+
+class Recorder:
+    \"\"\"An agency's own case system: here it keeps ids and the body's kind only.\"\"\"
+
+    def __init__(self, path):
+        self.path = path
+
+    async def deliver(self, delivered):
+        line = json.dumps({"message_id": delivered.header.message_id,
+                           "kind": delivered.body.kind.value}) + "\\n"
+        with open(self.path, "a") as f:
+            f.write(line)
+"""
+
+
+@pytest.mark.parametrize("own_class", [False, True], ids=["jsonl", "case-system-class"])
+def test_serve_delivers_into_the_case_system_and_witnesses_the_log(
+    tmp_path: Path, own_class: bool
+) -> None:
     data = tmp_path / "data"
     up, url = start_up(data)
     serve = None
     try:
         out = tmp_path / "social-casesystem.jsonl"
+        (tmp_path / "agencycs.py").write_text(OWN_CASE_SYSTEM)
+        chosen = ["--case-system", "agencycs:Recorder"] if own_class else []
         serve = subprocess.Popen(
-            [*SIGBUS, "social", "serve", "--nats", url, "--out", str(out)],
+            [*SIGBUS, "social", "serve", "--nats", url, "--out", str(out), *chosen],
             cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -178,8 +204,11 @@ def test_serve_delivers_into_the_case_system_and_witnesses_the_log(tmp_path: Pat
         wait_for(lambda: out.exists() and witness.exists(), 30)
         assert out.exists(), "nothing delivered to the case system"
         delivered = json.loads(out.read_text().splitlines()[0])
-        assert delivered["body"]["personnummer"] == "20100315-9801"  # inside the agency only
-        assert oct(out.stat().st_mode & 0o777) == "0o600"
+        if own_class:
+            assert delivered["kind"] == "lul_6_notification"
+        else:
+            assert delivered["body"]["personnummer"] == "20100315-9801"  # inside the agency
+            assert oct(out.stat().st_mode & 0o777) == "0o600"
         assert witness.exists(), "the adapter did not cosign a checkpoint"
         assert "sigbus/dev/disclosure-log" in witness.read_text()
     finally:
