@@ -301,7 +301,7 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
     @app.command()
     def commit(
         case: CaseOpt,
-        action: ActionCode,
+        action: Annotated[ActionCode, typer.Argument(help=f"one of: {', '.join(profile.actions)}")],
         to: ToOpt,
         due: Annotated[str, typer.Option(help="due date YYYY-MM-DD")],
         owner: Annotated[
@@ -314,6 +314,10 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         evidence_id: EvidenceOpt = None,
     ) -> None:
         """Commit to a plan action in the individuell åtgärdsplan (individual action plan)."""
+        if action not in profile.actions:
+            raise typer.BadParameter(
+                f"this agency commits to: {', '.join(a.value for a in profile.actions)}"
+            )
         body = PlanCommitment(
             commitment_id=commitment_id or new_opaque_id("cm", 16),
             responsible_agency=agency,

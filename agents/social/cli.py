@@ -41,6 +41,10 @@ GuardianOpt = Annotated[
 ]
 
 
+#: The function that records samtycke in the shipped lead profile (profiles/social.toml).
+RECORDED_BY = "social_case_worker"
+
+
 def _when(text: str | None) -> datetime:
     return datetime.fromisoformat(text) if text else datetime.now(UTC)
 
@@ -65,6 +69,8 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
     app.add_typer(case_app, name="case")
     app.add_typer(consent_app, name="consent")
     functions = ", ".join(profile.functions)
+    # Samtycke is recorded by a case worker where the profile has one, else its first function.
+    recorder = RECORDED_BY if RECORDED_BY in profile.functions else profile.default_function()
 
     @case_app.command("open")
     def open_case(
@@ -102,9 +108,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         recipient: PartiesOpt = None,
         valid_from: Annotated[str | None, typer.Option("--from")] = None,
         consent_id: Annotated[str | None, typer.Option("--consent-id")] = None,
-        recorded_by: Annotated[
-            str, typer.Option(help=f"one of: {functions}")
-        ] = "social_case_worker",
+        recorded_by: Annotated[str, typer.Option(help=f"one of: {functions}")] = recorder,
         nats: NatsOpt = None,
         keys: KeysOpt = None,
     ) -> None:
@@ -133,9 +137,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         consent_id: Annotated[str, typer.Option("--consent-id")],
         young_person: Annotated[bool, typer.Option("--young-person")] = False,
         guardian: GuardianOpt = None,
-        recorded_by: Annotated[
-            str, typer.Option(help=f"one of: {functions}")
-        ] = "social_case_worker",
+        recorded_by: Annotated[str, typer.Option(help=f"one of: {functions}")] = recorder,
         nats: NatsOpt = None,
         keys: KeysOpt = None,
     ) -> None:
