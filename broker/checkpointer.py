@@ -9,6 +9,7 @@ request/reply; recipients fetch inclusion proofs for their releases.
 
 from __future__ import annotations
 
+import re
 import time
 
 import structlog
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
 from sigbus.audit.errors import AuditError
 from sigbus.broker.log_writer import LogWriter
+from sigbus.protocol.ids import HUB
 from sigbus.protocol.proofs import (
     CHECKPOINT_REQUEST_SUBJECT,
     CheckpointReply,
@@ -37,10 +39,15 @@ from sigbus.protocol.subjects import (
     PROOF_CONSISTENCY_SUBJECT,
     PROOF_INCLUSION_SUBJECT,
 )
+from sigbus.transport.natsauth import inbox_prefix
 
 log = structlog.get_logger("sigbus.broker.checkpoint")
 
 CHECKPOINT_INTERVAL_S = 1.0
+
+
+#: An agency's reply inbox (transport.natsauth.inbox_prefix): ``_INBOX_<agency>.<token>``.
+_AGENCY_REPLY = re.compile(r"_INBOX_[a-z][a-z0-9_]{1,30}\.[A-Za-z0-9.]{1,128}")
 
 
 class Checkpointer:
@@ -94,8 +101,19 @@ class Checkpointer:
         ]
 
     async def _reply(self, msg: Msg, reply: BaseModel) -> None:
-        if msg.reply:
-            await msg.respond(reply.model_dump_json().encode())
+        """Answer only on a requester's own reply inbox.
+
+        The hub publishes with wide rights, so a reply subject chosen by the
+        requester must never be a stream subject: a request naming
+        ``sigbus.log.entry`` as its reply would otherwise write into the
+        append-only disclosure log and fence the hub for good.
+        """
+        if not msg.reply:
+            return
+        if not _AGENCY_REPLY.fullmatch(msg.reply) or msg.reply.startswith(inbox_prefix(HUB) + "."):
+            log.error("security_event", kind="reply_subject_refused", subject=msg.subject)
+            return
+        await msg.respond(reply.model_dump_json().encode())
 
     async def _on_inclusion(self, msg: Msg) -> None:
         try:

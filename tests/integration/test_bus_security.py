@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from sigbus.protocol.subjects import (
     INGRESS_STREAM,
     LOG_ENTRY_SUBJECT,
     LOG_STREAM,
+    PROOF_CONSISTENCY_SUBJECT,
+    STATE_STREAM,
+    STATE_SUBJECT,
     inbox_consumer,
     inbox_subject,
     ingress_subject,
@@ -140,3 +144,36 @@ def _referral(world: World) -> object:
         observed_on=datetime.now(UTC).date(),
         contact_function="police_youth_unit",
     )
+
+
+@pytest.mark.parametrize(
+    "reply_to", [LOG_ENTRY_SUBJECT, STATE_SUBJECT, "sigbus.inbox.school", "_INBOX_hub.x"]
+)
+async def test_a_proof_reply_cannot_be_aimed_at_a_stream(
+    world: World, keys_dir: Path, reply_to: str
+) -> None:
+    """The police ask for a proof with a reply subject of their choosing: the hub answers
+    only on a reply inbox, so the log, hub state and inboxes stay as they were."""
+    await world.adapters[P].send(
+        MessageType.REFERRAL, _referral(world), recipients=(SO,), assertion=LUL6
+    )
+    await world.settle()
+    js = world.broker.js
+    streams = (LOG_STREAM, STATE_STREAM, INBOX_STREAM)
+    before = {s: (await js.stream_info(s)).state.messages for s in streams}
+    police = world.adapters[P].nc
+    request = json.dumps({"size1": 1, "size2": 2}).encode()
+    await police.publish(PROOF_CONSISTENCY_SUBJECT, request, reply=reply_to)
+    await police.flush()
+    await asyncio.sleep(0.5)
+    after = {s: (await js.stream_info(s)).state.messages for s in streams}
+    assert after == before
+    # The hub still works: the next message is decided and logged.
+    await world.adapters[P].send(
+        MessageType.REFERRAL, _referral(world), recipients=(SO,), assertion=LUL6
+    )
+    await world.settle()
+    assert world.broker.writer.size == before[LOG_STREAM] + 1
+    # A proper request, on the requester's own inbox, is still answered.
+    answer = await police.request(PROOF_CONSISTENCY_SUBJECT, request, timeout=5.0)
+    assert b"proof" in answer.data
