@@ -55,7 +55,7 @@ from sigbus.policy.model import (
 from sigbus.policy.rules import Rules, StatuteRule
 from sigbus.protocol.codes import ConsenterRole, ConsentPurpose
 from sigbus.protocol.ids import HUB, AgencyId, MessageType
-from sigbus.protocol.messages import HUB_RECORD_TYPES
+from sigbus.protocol.messages import HUB_RECORD_TYPES, consenter_key
 
 #: Ages are counted in Swedish calendar days: a birthday starts at 00:00 Stockholm time.
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
@@ -155,7 +155,7 @@ def _required(age: int, guardians: frozenset[str], cr: _Compiled) -> tuple[str, 
     """Who must have consented (see :func:`required_consenters`)."""
     if age >= cr.majority:
         return (_YOUNG_PERSON,)
-    named = tuple(f"guardian:{g}" for g in sorted(guardians))
+    named = tuple(consenter_key(ConsenterRole.GUARDIAN, g) for g in sorted(guardians))
     if age < cr.own_optional_under and not cr.own_required_under_15:
         # Guardians alone; if nobody has custody on record, the child's own is needed.
         return named or (_YOUNG_PERSON,)

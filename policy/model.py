@@ -37,7 +37,7 @@ from sigbus.protocol.canonical import canonical_json, sha256_hex
 from sigbus.protocol.codes import ConsentAction, ConsenterRole
 from sigbus.protocol.ids import AgencyId, MessageType
 from sigbus.protocol.messages import ConsentRef as ConsentRef  # one type: wire, log, policy
-from sigbus.protocol.messages import ConsentScope, check_consent_shape
+from sigbus.protocol.messages import ConsentScope, check_consent_shape, consenter_key
 from sigbus.protocol.messages import StatutoryAssertion as StatutoryAssertion
 
 _ShortId = Annotated[str, Field(min_length=1, max_length=128)]
@@ -94,9 +94,7 @@ class ConsentRecordEvent(PolicyModel):
     @property
     def consenter(self) -> str:
         """``young_person`` or ``guardian:<ref>``: how reasons name a consenter."""
-        if self.consenter_role is ConsenterRole.GUARDIAN:
-            return f"guardian:{self.guardian_ref}"
-        return ConsenterRole.YOUNG_PERSON.value
+        return consenter_key(self.consenter_role, self.guardian_ref)
 
 
 _N_EVENT_FIELDS = len(ConsentRecordEvent.model_fields)

@@ -142,6 +142,20 @@ class ConsentScope(StrictModel):
         return self
 
 
+def consenter_key(role: ConsenterRole, guardian_ref: str | None) -> str:
+    """The one name of a consenter (FHIR ``Consent.grantor``), in policy keys and deny
+    reasons alike: ``young_person``, or ``guardian:<ref>`` for a vårdnadshavare."""
+    if role is ConsenterRole.GUARDIAN:
+        return f"{ConsenterRole.GUARDIAN.value}:{guardian_ref}"
+    return ConsenterRole.YOUNG_PERSON.value
+
+
+def parse_consenter_key(key: str) -> tuple[ConsenterRole, str | None]:
+    """The inverse of :func:`consenter_key`."""
+    role, _, ref = key.partition(":")
+    return ConsenterRole(role), (ref or None)
+
+
 def check_consent_shape(
     action: ConsentAction,
     role: ConsenterRole,
@@ -178,6 +192,10 @@ class ConsentEvent(Body):
             self.action, self.consenter_role, self.guardian_ref, self.scope, self.evidence_sha256
         )
         return self
+
+    @property
+    def consenter(self) -> str:
+        return consenter_key(self.consenter_role, self.guardian_ref)
 
 
 class CaseInvitation(Body):

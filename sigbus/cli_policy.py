@@ -37,6 +37,7 @@ from sigbus.policy import (
 )
 from sigbus.policy.model import PolicyModel
 from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.messages import parse_consenter_key
 
 policy_app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -159,9 +160,13 @@ _SENTENCES: dict[DenyCode, str] = {
 def _who(consenter: str | None) -> str:
     if consenter is None:
         return "a required person"
-    if consenter.startswith("guardian:"):
-        return f"guardian {consenter.removeprefix('guardian:')}"
-    return _CONSENTER_WORDS.get(consenter, consenter)
+    try:
+        role, guardian = parse_consenter_key(consenter)
+    except ValueError:
+        return consenter
+    if guardian is not None:
+        return f"guardian {guardian}"
+    return _CONSENTER_WORDS.get(role.value, role.value)
 
 
 def explain_reason(reason: DenyReason) -> str:
