@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
+from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.audit.errors import AuditError
 from sigbus.broker.log_writer import LogWriter
 from sigbus.protocol.ids import HUB
@@ -39,7 +40,6 @@ from sigbus.protocol.subjects import (
     PROOF_CONSISTENCY_SUBJECT,
     PROOF_INCLUSION_SUBJECT,
 )
-from sigbus.transport.natsauth import inbox_prefix
 
 log = structlog.get_logger("sigbus.broker.checkpoint")
 
@@ -47,7 +47,30 @@ CHECKPOINT_INTERVAL_S = 1.0
 
 
 #: An agency's reply inbox (transport.natsauth.inbox_prefix): ``_INBOX_<agency>.<token>``.
-_AGENCY_REPLY = re.compile(r"_INBOX_[a-z][a-z0-9_]{1,30}\.[A-Za-z0-9.]{1,128}")
+_AGENCY_REPLY = re.compile(r"_INBOX_([a-z][a-z0-9_]{1,30})\.[A-Za-z0-9.]{1,128}")
+
+
+def requester(reply: str | None) -> str | None:
+    """The agency a reply will reach, or None when it is not an agency's reply inbox.
+
+    Each agency may subscribe only to its own ``_INBOX_<agency>.>`` (the NATS
+    permissions), so whoever reads the answer is that agency, whoever published.
+    """
+    match = _AGENCY_REPLY.fullmatch(reply or "")
+    if match is None or match.group(1) == HUB:
+        return None
+    return match.group(1)
+
+
+def may_see(agency: str | None, entry: LogEntry) -> bool:
+    """An entry's metadata (who was told what, about which subject, on what basis) is
+    itself what the policy guards: its sender sees it, and its recipient only when the
+    message was released to it. A denied recipient never learns the message existed."""
+    if agency is None:
+        return False
+    if agency == entry.sender:
+        return True
+    return agency == entry.recipient and entry.outcome is EntryOutcome.RELEASE
 
 
 class Checkpointer:
@@ -110,7 +133,7 @@ class Checkpointer:
         """
         if not msg.reply:
             return
-        if not _AGENCY_REPLY.fullmatch(msg.reply) or msg.reply.startswith(inbox_prefix(HUB) + "."):
+        if requester(msg.reply) is None:
             log.error("security_event", kind="reply_subject_refused", subject=msg.subject)
             return
         await msg.respond(reply.model_dump_json().encode())
@@ -120,7 +143,12 @@ class Checkpointer:
             req = InclusionRequest.model_validate_json(msg.data)
             proof = tuple(self._writer.tree.inclusion_proof(req.index, req.size))
             stored = await self._js.get_msg(LOG_STREAM, req.index + 1)
-            reply = ProofReply(proof=proof, entry=stored.data)
+            entry = LogEntry.model_validate_json(stored.data or b"")
+            if not may_see(requester(msg.reply), entry):
+                log.warning("proof_refused", index=req.index, kind="not_a_party_to_entry")
+                reply = ProofReply(error="not_a_party_to_entry")
+            else:
+                reply = ProofReply(proof=proof, entry=stored.data)
         except (ValidationError, AuditError, ValueError, IndexError, NatsError) as e:
             reply = ProofReply(error=type(e).__name__)
         await self._reply(msg, reply)

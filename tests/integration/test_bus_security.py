@@ -20,6 +20,7 @@ from sigbus.protocol.subjects import (
     LOG_ENTRY_SUBJECT,
     LOG_STREAM,
     PROOF_CONSISTENCY_SUBJECT,
+    PROOF_INCLUSION_SUBJECT,
     STATE_STREAM,
     STATE_SUBJECT,
     inbox_consumer,
@@ -177,3 +178,32 @@ async def test_a_proof_reply_cannot_be_aimed_at_a_stream(
     # A proper request, on the requester's own inbox, is still answered.
     answer = await police.request(PROOF_CONSISTENCY_SUBJECT, request, timeout=5.0)
     assert b"proof" in answer.data
+
+
+async def _inclusion(nc: nats.aio.client.Client, index: int, size: int) -> dict[str, object]:
+    request = json.dumps({"index": index, "size": size}).encode()
+    answer = await nc.request(PROOF_INCLUSION_SUBJECT, request, timeout=5.0)
+    reply: dict[str, object] = json.loads(answer.data)
+    return reply
+
+
+async def test_the_log_shows_an_entry_only_to_its_sender_and_released_recipient(
+    world: World,
+) -> None:
+    """The police's LUL 6 § notification is released to social services and denied to
+    the school: the school cannot read either entry through the proof service."""
+    mid = await world.adapters[P].send(
+        MessageType.REFERRAL, _referral(world), recipients=(SO, S), assertion=LUL6
+    )
+    await world.settle()
+    size = world.broker.writer.size
+    entries = {e.recipient: e for e in await world.log_entries() if e.message_id == mid}
+    assert {r: e.outcome.value for r, e in entries.items()} == {SO: "release", S: "deny"}
+    school, social, police = (world.adapters[a].nc for a in (S, SO, P))
+    for entry in entries.values():
+        refused = await _inclusion(school, entry.index, size)
+        assert refused["error"] == "not_a_party_to_entry"
+        assert refused.get("entry") is None
+        assert (await _inclusion(police, entry.index, size))["entry"]  # the sender's own
+    assert (await _inclusion(social, entries[SO].index, size))["entry"]
+    assert (await _inclusion(social, entries[S].index, size))["error"] == "not_a_party_to_entry"
