@@ -169,22 +169,32 @@ def evaluate(
     JetStream's duplicate window has passed (the hub's own record, the log).
     """
     envelope: Envelope | None = None
+    authentic = False
     try:
         envelope = parse_envelope(raw)
-        return _evaluate_envelope(
-            envelope, subject_agency, ingress_seq, first_seen, state, ctx, now
-        )
+        _authenticate(envelope, subject_agency, ctx, now)
+        authentic = True
+        return _evaluate_envelope(envelope, ingress_seq, first_seen, state, ctx, now)
     except (ProtocolError, Rejection) as e:
-        return _deny_plan(envelope, ingress_seq, ctx, now, HubReason(e.reason))
+        reason = HubReason(e.reason)
     except Exception as e:  # noqa: BLE001 - any fault must become a logged deny, not a crash
         reason = HubReason(ReasonCode.INTERNAL_ERROR, detail=type(e).__name__)
-        return _deny_plan(envelope, ingress_seq, ctx, now, reason)
+    # A header whose signature did not verify says nothing: the entry names only what
+    # NATS vouches for (the publishing agency, by its ingress subject), never the
+    # sender, case or message id the bytes claim, so a forgery cannot blame anyone.
+    return _deny_plan(envelope, authentic, subject_agency, ingress_seq, ctx, now, reason)
 
 
 def _deny_plan(
-    envelope: Envelope | None, ingress_seq: int, ctx: HubContext, now: datetime, reason: HubReason
+    envelope: Envelope | None,
+    authentic: bool,
+    subject_agency: AgencyId | None,
+    ingress_seq: int,
+    ctx: HubContext,
+    now: datetime,
+    reason: HubReason,
 ) -> Plan:
-    header = envelope.header if envelope else None
+    header = envelope.header if envelope is not None and authentic else None
     message_id = header.message_id if header else unparsed_message_id(ingress_seq)
     entry = EntryDraft(
         decision_id=_decision_id(ingress_seq, message_id, reason.render(), now.isoformat()),
@@ -192,7 +202,7 @@ def _deny_plan(
         ingress_seq=ingress_seq,
         message_id=message_id,
         message_type=header.type if header else None,
-        sender=header.sender if header else None,
+        sender=header.sender if header else subject_agency,
         case_ref=header.case_ref if header else None,
         rules_hash=ctx.rules.sha256,
         ciphertext_sha256=envelope.ciphertext_digest() if envelope else None,
@@ -202,9 +212,19 @@ def _deny_plan(
     return Plan(message_id=message_id, entries=(entry,))
 
 
+def _authenticate(
+    envelope: Envelope, subject_agency: AgencyId | None, ctx: HubContext, now: datetime
+) -> None:
+    """1. Authenticate before decrypting anything: the ingress subject's agency (NATS
+    permissions) is the header's sender, and the sender's key signed the header."""
+    header = envelope.header
+    if subject_agency != header.sender:
+        raise Rejection(ReasonCode.SENDER_MISMATCH)
+    verify_sender(envelope, ctx.directory.signing_key(header.sender, header.sender_key_id, at=now))
+
+
 def _evaluate_envelope(
     envelope: Envelope,
-    subject_agency: AgencyId | None,
     ingress_seq: int,
     first_seen: Callable[[str], int | None],
     state: HubState,
@@ -212,10 +232,6 @@ def _evaluate_envelope(
     now: datetime,
 ) -> Plan:
     header = envelope.header
-    if subject_agency != header.sender:
-        raise Rejection(ReasonCode.SENDER_MISMATCH)
-    # 1. Authenticate before decrypting anything.
-    verify_sender(envelope, ctx.directory.signing_key(header.sender, header.sender_key_id, at=now))
     first_seq = first_seen(header.message_id)
     if first_seq is not None and first_seq != ingress_seq:
         raise Rejection(ReasonCode.REPLAYED_MESSAGE_ID)

@@ -126,10 +126,32 @@ async def test_message_from_unknown_key_is_denied_logged_not_delivered(world: Wo
     police.identity = rogue
     mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6)
     await world.settle()
-    entries = await world.entries_for(mid)
-    assert entries["-"].outcome is EntryOutcome.DENY
-    assert entries["-"].reasons == ("unknown_sender_key",)
+    (entry,) = (await world.log_entries())[-1:]
+    assert entry.outcome is EntryOutcome.DENY
+    assert entry.reasons == ("unknown_sender_key",)
+    # Nothing the unverified header claims is logged: only the publisher NATS vouches for.
+    assert entry.message_id.startswith("ingress-")
+    assert entry.message_id != mid
+    assert (entry.sender, entry.message_type, entry.case_ref) == (P, None, None)
     assert world.received_ids(SO) == []
+
+
+async def test_a_forged_header_blames_nobody_else(world: World) -> None:
+    """Police publish on their own ingress subject a message claiming to be the school's,
+    in another case: the deny entry names the police, and no case and no type."""
+    police, school = world.adapters[P], world.adapters[S]
+    case = await world.open_case_with_consents()
+    forged = school.seal(MessageType.COMMITMENT_STATUS, status(), case_ref=case, recipients=(SO,))
+    await police.publish_raw(
+        ingress_subject(P, MessageType.COMMITMENT_STATUS),
+        forged.to_wire(),
+        forged.header.message_id,
+    )
+    await world.settle()
+    (entry,) = (await world.log_entries())[-1:]
+    assert entry.reasons == ("sender_mismatch",)
+    assert (entry.sender, entry.case_ref, entry.message_type) == (P, None, None)
+    assert entry.message_id != forged.header.message_id
 
 
 async def test_replayed_message_id_is_denied_even_outside_the_duplicate_window(
