@@ -54,6 +54,7 @@ from sigbus.protocol.subjects import (
     PROOF_CONSISTENCY_SUBJECT,
     PROOF_INCLUSION_SUBJECT,
     cosignature_subject,
+    witness_consumer,
 )
 from sigbus.transport.files import write_private
 
@@ -111,7 +112,7 @@ class WitnessRunner:
         if self._sub is None:  # one durable subscription for the runner's lifetime
             self._sub = await self.adapter.js.pull_subscribe(
                 CHECKPOINT_SUBJECT,
-                durable=f"witness-{self.adapter.agency}",
+                durable=witness_consumer(self.adapter.agency),
                 stream=CHECKPOINT_STREAM,
                 config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
             )

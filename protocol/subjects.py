@@ -45,5 +45,9 @@ def inbox_consumer(agency: AgencyId) -> str:
     return f"inbox-{agency}"
 
 
+def witness_consumer(agency: AgencyId) -> str:
+    return f"witness-{agency}"
+
+
 def cosignature_subject(witness: AgencyId) -> str:
     return f"sigbus.log.cosignature.{witness}"

@@ -28,11 +28,14 @@ from sigbus.protocol.ids import HUB, AgencyId
 from sigbus.protocol.proofs import CHECKPOINT_REQUEST_SUBJECT
 from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
+    CHECKPOINT_SUBJECT,
     INBOX_STREAM,
     PROOF_CONSISTENCY_SUBJECT,
     PROOF_INCLUSION_SUBJECT,
     cosignature_subject,
     inbox_consumer,
+    inbox_subject,
+    witness_consumer,
 )
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.files import read_file, write_private
@@ -70,13 +73,18 @@ def nkey_public(seed: str) -> str:
 # -- permissions (pure) -------------------------------------------------------
 
 
-def _consumer_api(stream: str, consumer: str) -> list[str]:
-    """The JetStream API subjects one durable pull consumer needs, and nothing else."""
+def _consumer_api(stream: str, consumer: str, filter_subject: str) -> list[str]:
+    """The JetStream API subjects one durable pull consumer needs, and nothing else.
+
+    Creating it is allowed only in the subject form that names the filter
+    (``CONSUMER.CREATE.<stream>.<name>.<filter>``): the server refuses a request
+    whose body asks for another filter, so an agency cannot point its own
+    consumer at another agency's inbox. The short forms, which let the body
+    choose, are not granted.
+    """
     return [
         f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
-        f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}",
-        f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}.>",
-        f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}.{filter_subject}",
         f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
         f"$JS.ACK.{stream}.{consumer}.>",
     ]
@@ -90,8 +98,8 @@ def agency_permissions(agency: AgencyId) -> tuple[list[str], list[str]]:
         PROOF_INCLUSION_SUBJECT,
         PROOF_CONSISTENCY_SUBJECT,
         CHECKPOINT_REQUEST_SUBJECT,
-        *_consumer_api(INBOX_STREAM, inbox_consumer(agency)),
-        *_consumer_api(CHECKPOINT_STREAM, f"witness-{agency}"),
+        *_consumer_api(INBOX_STREAM, inbox_consumer(agency), inbox_subject(agency)),
+        *_consumer_api(CHECKPOINT_STREAM, witness_consumer(agency), CHECKPOINT_SUBJECT),
     ]
     return publish, [f"{inbox_prefix(agency)}.>"]
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
@@ -13,7 +15,9 @@ import structlog
 from nats.errors import Error as NatsError
 
 from sigbus.agents.setup import agency_setup
+from sigbus.protocol.codes import AgendaItem, PlaceCode
 from sigbus.protocol.ids import MessageType
+from sigbus.protocol.messages import MeetingNotice
 from sigbus.protocol.subjects import (
     INBOX_STREAM,
     INGRESS_STREAM,
@@ -132,6 +136,12 @@ async def test_plaintext_is_refused_without_insecure_dev(world: World) -> None:
         await nc.close()
 
 
+def _meeting() -> MeetingNotice:
+    return MeetingNotice(
+        meeting_at=datetime.now(UTC), place=PlaceCode.VIDEO, agenda=(AgendaItem.PLAN_REVIEW,)
+    )
+
+
 def _referral(world: World) -> object:
     from datetime import UTC, datetime
 
@@ -207,3 +217,44 @@ async def test_the_log_shows_an_entry_only_to_its_sender_and_released_recipient(
         assert (await _inclusion(police, entry.index, size))["entry"]  # the sender's own
     assert (await _inclusion(social, entries[SO].index, size))["entry"]
     assert (await _inclusion(social, entries[S].index, size))["error"] == "not_a_party_to_entry"
+
+
+@pytest.mark.parametrize("form", ["short", "pinned-subject", "legacy-durable"])
+async def test_police_cannot_point_their_consumer_at_the_school_inbox(
+    world: World, keys_dir: Path, form: str
+) -> None:
+    """Police create their own inbox consumer asking for the school's inbox as its filter:
+    the short forms are not granted, and the pinned form refuses a body with another filter."""
+    case = await world.open_case_with_consents()
+    await world.adapters[SO].send(
+        MessageType.MEETING_NOTICE, _meeting(), case_ref=case, recipients=(S,)
+    )
+    await world.broker.drain_ingress(idle_timeout=0.3)
+    name = inbox_consumer(P)
+    body = json.dumps(
+        {
+            "stream_name": INBOX_STREAM,
+            "config": {
+                "name": name,
+                "durable_name": name,
+                "ack_policy": "explicit",
+                "filter_subject": inbox_subject(S),
+            },
+        }
+    ).encode()
+    subject = {
+        "short": f"$JS.API.CONSUMER.CREATE.{INBOX_STREAM}.{name}",
+        "pinned-subject": f"$JS.API.CONSUMER.CREATE.{INBOX_STREAM}.{name}.{inbox_subject(P)}",
+        "legacy-durable": f"$JS.API.CONSUMER.DURABLE.CREATE.{INBOX_STREAM}.{name}",
+    }[form]
+    nc = world.adapters[P].nc
+    answer = None
+    with contextlib.suppress(NatsError, asyncio.TimeoutError):
+        answer = await nc.request(subject, body, timeout=1.0)
+    if answer is not None:
+        assert b'"error"' in answer.data, answer.data  # the server refused the filter
+    info = await world.broker.js.consumers_info(INBOX_STREAM)
+    filters = {c.name: c.config.filter_subject for c in info}
+    assert filters.get(name) in (None, inbox_subject(P))
+    await world.settle()
+    assert len(world.received_ids(S)) == 1  # the school's release is still the school's
