@@ -7,6 +7,8 @@ COPY policy policy
 COPY audit audit
 COPY broker broker
 COPY agents agents
+COPY transport transport
+COPY profiles profiles
 COPY sigbus sigbus
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 sigbus
 USER sigbus

@@ -239,6 +239,7 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
         sink = load_case_system(case_system, out) if case_system else JsonlCaseSystem(out)  # type: ignore[arg-type]
         default_state = (out.parent if out else config.data_dir(None)) / f"witness-{agency}.json"
         state = witness_state or default_state
+        state.parent.mkdir(parents=True, exist_ok=True)
 
         async def action(adapter: Adapter) -> None:
             witness = WitnessRunner(adapter, state_path=state)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,12 +20,12 @@ from sigbus.transport.config import credentials
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.keystore import DirectoryWatcher, load_directory, load_private
 from sigbus.transport.natsauth import NatsCredentials
-from sigbus.transport.profiles import load_profiles
+from sigbus.transport.profiles import load_profiles, local_profiles_stamp
 
 log = structlog.get_logger("sigbus.hub")
 
 
-@dataclass(frozen=True)
+@dataclass
 class HubSetup:
     ctx: HubContext
     state_key: bytes
@@ -33,6 +33,11 @@ class HubSetup:
     creds: NatsCredentials
     watcher: DirectoryWatcher
     keys_dir: Path
+    #: The local profiles as last read (transport.profiles.local_profiles_stamp).
+    _profiles_stamp: tuple[tuple[str, int, int], ...] = field(default=(), init=False)
+
+    def __post_init__(self) -> None:
+        self._profiles_stamp = local_profiles_stamp(self.keys_dir)
 
     def broker(
         self, url: str, *, ack_wait: timedelta = timedelta(seconds=30), replicas: int = 1
@@ -57,8 +62,10 @@ class HubSetup:
         new agency's messages are denied ``sender_not_allowed`` meanwhile).
         """
         directory = self.watcher.refresh()
-        if directory is ctx.directory:
+        stamp = local_profiles_stamp(self.keys_dir)
+        if directory is ctx.directory and stamp == self._profiles_stamp:
             return ctx
+        self._profiles_stamp = stamp
         try:
             profiles = checked_profiles(self.keys_dir, ctx.rules)
         except SigbusError as e:

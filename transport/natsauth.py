@@ -169,12 +169,20 @@ class NatsCredentials:
         if self.insecure_dev or self.keys_dir is None:
             return None  # the caller refuses to go on in plaintext unless insecure_dev
         ca_file = str(self.keys_dir / CA_CERT)
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(
-            str(self.keys_dir / client_cert(self.agency)),
-            str(self.keys_dir / client_key(self.agency)),
+        cert, key = (
+            self.keys_dir / client_cert(self.agency),
+            self.keys_dir / client_key(self.agency),
         )
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(str(cert), str(key))
+        except (OSError, ssl.SSLError) as e:
+            # FileNotFoundError, or a key the ssl module cannot read (e.g. encrypted PEM).
+            raise ConfigError(
+                f"TLS material for {self.agency} unusable: {CA_CERT}, {cert.name} and "
+                f"{key.name} (unencrypted PEM) must be in {self.keys_dir}"
+            ) from e
         return ctx
 
 

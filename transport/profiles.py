@@ -46,3 +46,16 @@ def load_profiles(keys_dir: Path | None = None) -> Profiles:
     if local is not None:
         profiles.update(_read_folder(local))
     return Profiles(profiles.values())
+
+
+def local_profiles_stamp(keys_dir: Path | None) -> tuple[tuple[str, int, int], ...]:
+    """What the local profiles folder holds now (names, mtimes, sizes): a change means
+    a profile was added or edited, so the hub re-reads them without a restart."""
+    local = local_profiles_dir(keys_dir)
+    if local is None or not local.is_dir():
+        return ()
+    found = []
+    for path in sorted(local.glob(f"*{SUFFIX}")):
+        st = path.stat()
+        found.append((path.name, st.st_mtime_ns, st.st_size))
+    return tuple(found)

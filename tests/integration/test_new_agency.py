@@ -61,27 +61,37 @@ async def test_a_new_partner_joins_a_running_sig_without_code_or_restarts(
         adapters = {a: await agency_setup(a, keys).connect(server.url) for a in DEV_AGENCIES}
         world = World(broker, adapters)
         try:
-            # Agency IT at the centre generates keys; the hub adds them; the profile lands.
-            (keys / "profiles").mkdir()
-            (keys / "profiles" / f"{NEWCOMER}.toml").write_text(PROFILE)
+            # Agency IT at the centre generates keys; the hub adds them; the server reloads.
             join_dev_agency(keys, NEWCOMER, now=datetime.now(UTC))
             server.reload()
             await asyncio.sleep(0.5)
             world.adapters[NEWCOMER] = await agency_setup(NEWCOMER, keys).connect(server.url)
-
             case = await world.open_case_with_consents(parties=(*DEV_AGENCIES, NEWCOMER))
-            commitment = await world.adapters[NEWCOMER].send(
-                MessageType.PLAN_COMMITMENT,
-                PlanCommitment(
-                    commitment_id="cm-leisure",
-                    responsible_agency=NEWCOMER,
-                    action=ActionCode.LEISURE_ACTIVITY,
-                    owner_function="fritidsgarden_youth_leader",
-                    due_on=datetime.now(UTC).date(),
-                ),
-                case_ref=case,
-                recipients=("social", "police", "school"),
-            )
+
+            async def commit() -> str:
+                return await world.adapters[NEWCOMER].send(
+                    MessageType.PLAN_COMMITMENT,
+                    PlanCommitment(
+                        commitment_id="cm-leisure",
+                        responsible_agency=NEWCOMER,
+                        action=ActionCode.LEISURE_ACTIVITY,
+                        owner_function="fritidsgarden_youth_leader",
+                        due_on=datetime.now(UTC).date(),
+                    ),
+                    case_ref=case,
+                    recipients=("social", "police", "school"),
+                )
+
+            # Listed, but no profile yet: what it may send is unknown, so nothing is.
+            early = await commit()
+            await world.settle()
+            denied = await world.entries_for(early)
+            assert {e.outcome.value for e in denied.values()} == {"deny"}
+            assert {e.reasons for e in denied.values()} == {("sender_not_allowed",)}
+            # The profile lands: the hub picks it up without a restart.
+            (keys / "profiles").mkdir()
+            (keys / "profiles" / f"{NEWCOMER}.toml").write_text(PROFILE)
+            commitment = await commit()
             notice = await world.adapters["social"].send(
                 MessageType.MEETING_NOTICE,
                 MeetingNotice(
