@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 
 from sigbus.agents.casesystem import CaseSystem, JsonlCaseSystem
 from sigbus.agents.runtime import Adapter, Delivered
@@ -31,6 +32,7 @@ from sigbus.protocol.codes import (
     ReferralReason,
     StatusCode,
 )
+from sigbus.protocol.envelope import error_locations
 from sigbus.protocol.errors import SigbusError
 from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.messages import (
@@ -114,6 +116,11 @@ def run_with_adapter(
 
     try:
         return asyncio.run(main())
+    except ValidationError as e:
+        # Never pydantic's own text: it repeats the input, which may be a personnummer.
+        why = "; ".join(sorted({err["msg"] for err in e.errors(include_input=False)}))
+        typer.echo(f"error: invalid input at {error_locations(e)}: {why}", err=True)
+        raise typer.Exit(2) from e
     except (SigbusError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e

@@ -118,6 +118,19 @@ def test_up_agency_commands_and_down_leave_no_process(tmp_path: Path) -> None:
         assert bad.returncode == 2
         assert "personnummer" in bad.stderr
         assert "9802" not in bad.stderr
+        # A personnummer typed where an id belongs is refused without being repeated.
+        misplaced = run(
+            "social",
+            "case",
+            "open",
+            "--case",
+            "case-20100315-9801",
+            *env_args,
+            stdin="20100315-9801\n",
+        )
+        assert misplaced.returncode == 2
+        assert "case_ref" in misplaced.stderr
+        assert "9801" not in misplaced.stdout + misplaced.stderr
         server_pids = [int(p.stem.split("_")[-1]) for p in (data / "nats" / "run").glob("*.ports")]
         assert len(server_pids) == 1
         down = run("down", "--data-dir", str(data))
