@@ -65,6 +65,9 @@ FORBID_NON_PARTY = "forbid_non_party"
 FORBID_HUB_RECORD = "forbid_hub_record"
 
 _YOUNG_PERSON = ConsenterRole.YOUNG_PERSON.value
+#: Stands in for the guardians of a minor whose custody the hub does not know; no
+#: consent record can be this consenter (guardian refs are ``vh-…``).
+CUSTODY_UNKNOWN = "custody_unknown"
 _M = TypeVar("_M", bound=BaseModel)
 _setattr = object.__setattr__
 _new = object.__new__  # BaseModel defines no __new__; cls.__new__ is a slower lookup
@@ -155,10 +158,12 @@ def _required(age: int, guardians: frozenset[str], cr: _Compiled) -> tuple[str, 
     """Who must have consented (see :func:`required_consenters`)."""
     if age >= cr.majority:
         return (_YOUNG_PERSON,)
+    # Every minor has a vårdnadshavare (FB 6 kap. 2 §; a särskilt förordnad one if need
+    # be): no guardian on record means custody is unknown, never that none is needed.
     named = tuple(consenter_key(ConsenterRole.GUARDIAN, g) for g in sorted(guardians))
+    named = named or (CUSTODY_UNKNOWN,)
     if age < cr.own_optional_under and not cr.own_required_under_15:
-        # Guardians alone; if nobody has custody on record, the child's own is needed.
-        return named or (_YOUNG_PERSON,)
+        return named
     return (_YOUNG_PERSON, *named)
 
 
@@ -251,6 +256,9 @@ def _consent(
     refs: list[ConsentRef] = []
     notes: list[str] = []
     for consenter in required:
+        if consenter == CUSTODY_UNKNOWN:  # fail closed: a missing fact is not a permission
+            reasons.append(_plain(DenyCode.SUBJECT_UNKNOWN, "custody"))
+            continue
         records = index.by_consenter.get(consenter, ())
         if not records:
             reasons.append(

@@ -124,9 +124,10 @@ VECTORS: list[Vector] = [
         ("deny:consent_missing:young_person",),
     ),
     Vector(
-        "minor_no_guardians_on_record",
+        # Every minor has a guardian: none on record is unknown custody, never a permit.
+        "minor_no_guardians_on_record_is_denied",
         request(case_state=case([given("consent-yp01")], guardians=())),
-        ("permit:osl_12_2",),
+        ("deny:subject_unknown:custody",),
     ),
     Vector(
         "under15_guardians_alone_setting_on",

@@ -54,8 +54,9 @@ def ref_age(dob: date, now: datetime) -> int:
 def ref_required(subject: SubjectFacts, now: datetime) -> set[str]:
     if ref_age(subject.date_of_birth, now) >= 18:
         return {YP}
-    # shipped rules: the young person's own consent is required at every age
-    return {YP} | set(subject.guardians_with_custody)
+    # shipped rules: the young person's own consent is required at every age; a minor
+    # with no guardian on record can never be released on consent (custody unknown)
+    return {YP} | (set(subject.guardians_with_custody) or {"custody_unknown"})
 
 
 def who(ev: ConsentRecordEvent) -> str:
