@@ -372,6 +372,11 @@ def _decide_recipient(
         return _forbid(recipient, DenyCode.UNKNOWN_PARTY, "discloser", FORBID_NON_PARTY)
     if category in HUB_RECORD_TYPES:
         return _forbid(recipient, DenyCode.NO_BASIS, "hub_record", FORBID_HUB_RECORD)
+    if age is not None and age < 0:
+        # Born after the decision: an implausible fact, never "under 18" (fail closed).
+        return _decision(
+            recipient, Verdict.DENY, reasons=(_plain(DenyCode.SUBJECT_UNKNOWN, "date_of_birth"),)
+        )
 
     # 3 (evaluated first, applied after consent): statutes asserted by the sender.
     # Every assertion is checked (the same basis may be asserted twice with other

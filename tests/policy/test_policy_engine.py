@@ -130,6 +130,17 @@ VECTORS: list[Vector] = [
         ("deny:subject_unknown:custody",),
     ),
     Vector(
+        # A date of birth after the decision is implausible, not "under 18".
+        "referral_born_after_the_decision_is_denied",
+        request(
+            POLICE,
+            category=REFERRAL,
+            subj=subject(T0.date() + timedelta(days=30)),
+            assertions=[("lul_6", "susp-abcd")],
+        ),
+        ("deny:subject_unknown:date_of_birth",),
+    ),
+    Vector(
         "under15_guardians_alone_setting_on",
         request(case_state=case([given("consent-g1", "vh-1")], date(2012, 6, 1), ["vh-1"])),
         ("deny:consent_missing:young_person",),
