@@ -11,7 +11,7 @@ This module owns the file I/O; :func:`policy.decide` stays pure.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -113,7 +113,14 @@ def parse_at(value: str) -> datetime:
         ) from e
     if at.tzinfo is None or at.utcoffset() is None:
         raise PolicyInputError("--at must carry a UTC offset, e.g. 2026-03-01T12:00:00+01:00")
+    # Ages and consent periods are counted in Stockholm time, up to a century ahead.
+    if not (MIN_AT <= at <= MAX_AT):
+        raise PolicyInputError("--at must lie between the years 1900 and 9000")
     return at
+
+
+MIN_AT = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_AT = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def build_request(state: StateDocument, req: RequestDocument) -> DecisionRequest:

@@ -111,6 +111,7 @@ def test_every_deny_code_has_an_explanation() -> None:
     [
         (("--at", "2026-03-01T09:00:00"), "UTC offset"),
         (("--at", "yesterday"), "ISO 8601"),
+        (("--at", "9999-12-31T23:59:59-14:00"), "between the years 1900 and 9000"),
     ],
 )
 def test_bad_time_exits_2(args: tuple[str, ...], message: str) -> None:
