@@ -19,12 +19,23 @@ from sigbus.protocol.personnummer import PERSONNUMMER_PATTERN
 REDACTED = "[redacted]"
 
 
+def _redacted(value: Any) -> Any:
+    """``value`` with every personnummer-shaped run masked, at any depth."""
+    if isinstance(value, str):
+        return PERSONNUMMER_PATTERN.sub(REDACTED, value)
+    if isinstance(value, dict):
+        return {_redacted(k): _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redacted(v) for v in value]
+    return value
+
+
 def redact_personnummer(
     _logger: object, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    for key, value in event_dict.items():
-        if isinstance(value, str) and PERSONNUMMER_PATTERN.search(value):
-            event_dict[key] = PERSONNUMMER_PATTERN.sub(REDACTED, value)
+    """Runs after exceptions are formatted, so a traceback's text is masked too."""
+    for key, value in list(event_dict.items()):
+        event_dict[key] = _redacted(value)
     return event_dict
 
 
@@ -48,8 +59,8 @@ def configure_logging(*, json_output: bool | None = None, level: str = "info") -
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_personnummer,
             structlog.processors.format_exc_info,
+            redact_personnummer,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
