@@ -59,7 +59,9 @@ CommitmentIdStr = Annotated[
 FunctionCode = Annotated[
     str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{2,40}$"), AfterValidator(no_digit_run)
 ]
-GuardianRefStr = Annotated[str, StringConstraints(pattern=r"^vh-[a-z0-9]{1,16}$")]
+GuardianRefStr = Annotated[
+    str, StringConstraints(pattern=r"^vh-[a-z0-9]{1,16}$"), AfterValidator(no_digit_run)
+]
 KeyIdStr = Annotated[
     str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,30}-(sig|seal)-[0-9a-f]{16}$")
 ]

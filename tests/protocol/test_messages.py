@@ -90,6 +90,17 @@ def test_ids_cannot_carry_a_personnummer() -> None:
         parse(MessageType.COMMITMENT_STATUS, doc)
 
 
+def test_a_guardian_ref_cannot_carry_a_personnummer() -> None:
+    doc = {
+        "personnummer": "201003159801",
+        "guardians_with_custody": ["vh-201003159801"],
+        "parties": ["police", "social"],
+    }
+    with pytest.raises(BodyValidationError) as info:
+        parse(MessageType.CASE_OPENED, doc)
+    assert "201003159801" not in str(info.value)
+
+
 def test_a_field_named_like_a_personnummer_is_not_echoed() -> None:
     with pytest.raises(BodyValidationError) as info:
         parse(MessageType.REFERRAL, {**REFERRAL, "201003159801": "x"})
