@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# git keeps no file modes but the executable bit: the development keys' private
+	@# files arrive 0644, and sigbus refuses key files that others can read.
+	chmod 600 keys/dev/*.key.json keys/dev/*.key
 	touch $(STAMP)
 
 demo: $(STAMP)

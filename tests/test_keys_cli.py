@@ -17,6 +17,7 @@ from sigbus.protocol.errors import KeyLookupError
 from sigbus.protocol.ids import HUB
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.sealing import SuiteId
+from sigbus.transport.errors import ConfigError
 from sigbus.transport.keyring import (
     KeyringError,
     PublicBundle,
@@ -303,6 +304,7 @@ def test_encryption_binds_the_header(tmp_path: Path) -> None:
     moved = encrypted.model_copy(update={"agency": "school"})
     path = tmp_path / "moved.json"
     path.write_text(moved.model_dump_json())
+    path.chmod(0o600)
     with pytest.raises(WrongPassphrase):
         load_private_file(path, "lösen")
 
@@ -430,3 +432,13 @@ def test_a_bundle_with_a_bad_agency_name_says_so(tmp_path: Path, hub_dir: Path) 
     assert code == 2
     assert "at agency:" in stderr
     assert "SiS Youth Homes" not in stderr
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    generate_dev_keys(keys, now=T0, suite=SuiteId.X25519)
+    (keys / "police.key.json").chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_private(keys, P)
+    (keys / "police.key.json").chmod(0o600)
+    assert load_private(keys, P).agency == P

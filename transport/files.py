@@ -22,6 +22,18 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def read_private(path: Path) -> bytes:
+    """A private file's bytes, refused while anyone but its owner may read it (as ssh does):
+    a key file left 0644 in a shared directory is already a stolen key file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    if mode & 0o077:
+        raise ConfigError(f"{path} is readable by others: run `chmod 600 {path}`")
+    return read_file(path)
+
+
 def read_file(path: Path) -> bytes:
     try:
         return path.read_bytes()

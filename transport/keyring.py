@@ -49,6 +49,7 @@ from sigbus.protocol.keyfile import PrivateKeyFile
 from sigbus.protocol.messages import StrictModel
 from sigbus.protocol.sealing import SuiteId, validate_public_key
 from sigbus.transport.errors import ConfigError
+from sigbus.transport.files import read_private
 from sigbus.transport.natsauth import nkey_public
 
 ENCRYPTED_FORMAT: Literal["sigbus-encrypted-private-keys/v1"] = "sigbus-encrypted-private-keys/v1"
@@ -136,10 +137,7 @@ def is_encrypted(raw: bytes) -> bool:
 
 def load_private_file(path: Path, passphrase: str | None = None) -> PrivateKeyFile:
     """Load a private key file, encrypted (needs ``passphrase``) or plain."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise KeyringError(f"cannot read {path}: {e.strerror}") from e
+    raw = read_private(path)
     try:
         if is_encrypted(raw):
             if passphrase is None:

@@ -30,7 +30,7 @@ from sigbus.protocol.ids import HUB, AgencyId
 from sigbus.protocol.keyfile import HubSecrets, PrivateKeyFile, RootKeyFile
 from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId, generate_sealing_key
 from sigbus.transport.errors import ConfigError
-from sigbus.transport.files import read_file, write_private
+from sigbus.transport.files import read_file, read_private, write_private
 from sigbus.transport.keyring import add_agency, load_private_file, public_bundle
 from sigbus.transport.natsauth import (
     generate_dev_pki,
@@ -160,7 +160,7 @@ def save_directory(keys_dir: Path, directory: Directory, root: Ed25519PrivateKey
 
 
 def load_root_private(keys_dir: Path) -> Ed25519PrivateKey:
-    raw = read_file(keys_dir / ROOT_KEY_FILE)
+    raw = read_private(keys_dir / ROOT_KEY_FILE)
     try:
         return Ed25519PrivateKey.from_private_bytes(
             RootKeyFile.model_validate_json(raw).root_private
