@@ -65,10 +65,16 @@ def main(
         bool,
         typer.Option("--insecure-dev", help="plaintext NATS, no identities: local debugging only"),
     ] = False,
+    dev: Annotated[
+        bool,
+        typer.Option("--dev", help="allow the public development keys (keys/dev): never real data"),
+    ] = False,
 ) -> None:
     configure_logging(json_output=True if json_logs else None, level=log_level)
     if insecure_dev:
         os.environ[config.INSECURE_DEV_ENV] = "1"
+    if dev:
+        os.environ[config.DEV_ENV] = "1"
 
 
 def _fail(e: Exception) -> typer.Exit:
@@ -86,6 +92,8 @@ def demo(
     keys: KeysOpt = None,
 ) -> None:
     """Run the whole SIG story on an embedded nats-server and check every step."""
+    # The demo is what the development keys are for: it runs on a copy of them.
+    os.environ[config.DEV_ENV] = "1"
     try:
         report = asyncio.run(run_demo(data_dir=data_dir, keys_dir=config.keys_dir(keys)))
     except (SigbusError, ProtocolError) as e:

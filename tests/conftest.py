@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
+# The suite runs on the development keys (and copies of them), as `sigbus --dev` would;
+# subprocesses inherit it. tests/test_dev_keys.py checks the refusal without it.
+os.environ["SIGBUS_DEV"] = "1"
 from nats.js.errors import NotFoundError
 
 from sigbus.broker.setup import hub_setup

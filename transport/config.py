@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from sigbus.protocol.ids import AgencyId
 from sigbus.protocol.keyfile import PrivateKeyFile
 from sigbus.transport.errors import ConfigError
-from sigbus.transport.keystore import DEV_KEYS_DIR
+from sigbus.transport.keystore import DEV_KEYS_DIR, DEV_MARKER
 from sigbus.transport.natsauth import NatsCredentials
 
 DEFAULT_DATA_DIR = Path("var/sigbus")
 UP_STATE_FILE = "sigbus-up.json"
 INSECURE_DEV_ENV = "SIGBUS_INSECURE_DEV"
+#: Set by ``sigbus --dev`` (and by ``sigbus demo``): the development keys may be used.
+DEV_ENV = "SIGBUS_DEV"
 
 
 def keys_dir(option: Path | None) -> Path:
@@ -26,7 +29,24 @@ def keys_dir(option: Path | None) -> Path:
             "A new deployment starts with `sigbus keys init --out DIR` (docs/keys.md); "
             "the development keys are in a source checkout's keys/dev"
         )
+    if (path / DEV_MARKER).exists():
+        if os.environ.get(DEV_ENV) != "1":
+            raise ConfigError(
+                f"{path} holds the public DEVELOPMENT keys: anyone can read their private "
+                "halves. Pass `sigbus --dev …` to use them anyway, or `--keys` for real keys"
+            )
+        _warn_dev_once(path)
     return path
+
+
+_warned: set[Path] = set()
+
+
+def _warn_dev_once(path: Path) -> None:
+    """Said on every start, once per process: these keys protect nothing."""
+    if path not in _warned:
+        _warned.add(path)
+        sys.stderr.write(f"sigbus: using the DEVELOPMENT keys in {path} (never for real data)\n")
 
 
 def local_keys_dir() -> Path | None:

@@ -42,6 +42,8 @@ from sigbus.transport.natsauth import (
 log = structlog.get_logger("sigbus.keys")
 
 DEV_KEYS_DIR = Path(__file__).resolve().parent.parent / "keys" / "dev"
+#: Present in every development keys directory (``keys dev-generate`` writes it).
+DEV_MARKER = "DEVELOPMENT-KEYS-NOT-FOR-PRODUCTION"
 DIRECTORY_FILE = "directory.json"
 PASSPHRASE_ENV = "SIGBUS_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
 ROOT_PUBLIC_FILE = "root.pub"
@@ -137,6 +139,9 @@ def generate_dev_keys(
             private_key_path(keys_dir, agency), generated.keyfile.model_dump_json(indent=2).encode()
         )
         entries.append(generated.entry)
+    (keys_dir / DEV_MARKER).write_text(
+        "These keys are public (committed or freely regenerated): never protect real data.\n"
+    )
     root = init_root(keys_dir)
     directory = Directory(serial=1, issued_at=now, agencies=tuple(entries))
     save_directory(keys_dir, directory, root)
