@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +25,9 @@ from sigbus.transport.profiles import load_profiles, local_profiles_stamp
 
 log = structlog.get_logger("sigbus.hub")
 
+#: How often the hub looks at its local profiles folder for a change (seconds).
+PROFILES_POLL_S = 1.0
+
 
 @dataclass
 class HubSetup:
@@ -35,6 +39,7 @@ class HubSetup:
     keys_dir: Path
     #: The local profiles as last read (transport.profiles.local_profiles_stamp).
     _profiles_stamp: tuple[tuple[str, int, int], ...] = field(default=(), init=False)
+    _profiles_seen_at: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         self._profiles_stamp = local_profiles_stamp(self.keys_dir)
@@ -54,15 +59,20 @@ class HubSetup:
         )
 
     def refresh(self, ctx: HubContext) -> HubContext:
-        """The context with the current directory; profiles are re-read when it changed.
+        """The context with the current directory; profiles are re-read when it or the
+        local profiles folder changed (the folder is looked at once a second at most,
+        so the hot path stats one file per message, as before).
 
         A new agency joins by a directory change (``sigbus keys add``) plus its
-        profile, so both are picked up together. A profile set that fails the
-        start-up checks is refused and the previous one kept (fail closed: the
-        new agency's messages are denied ``sender_not_allowed`` meanwhile).
+        profile, in either order. A profile set that fails the start-up checks is
+        refused and the previous one kept (fail closed: the new agency's messages
+        are denied ``sender_not_allowed`` meanwhile).
         """
         directory = self.watcher.refresh()
-        stamp = local_profiles_stamp(self.keys_dir)
+        stamp = self._profiles_stamp
+        if time.monotonic() - self._profiles_seen_at >= PROFILES_POLL_S:
+            self._profiles_seen_at = time.monotonic()
+            stamp = local_profiles_stamp(self.keys_dir)
         if directory is ctx.directory and stamp == self._profiles_stamp:
             return ctx
         self._profiles_stamp = stamp

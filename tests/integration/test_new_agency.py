@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sigbus.agents.setup import agency_setup
-from sigbus.broker.setup import hub_setup
+from sigbus.broker.setup import PROFILES_POLL_S, hub_setup
 from sigbus.protocol.codes import ActionCode, AgendaItem, PlaceCode
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import MeetingNotice, PlanCommitment
@@ -91,6 +91,7 @@ async def test_a_new_partner_joins_a_running_sig_without_code_or_restarts(
             # The profile lands: the hub picks it up without a restart.
             (keys / "profiles").mkdir()
             (keys / "profiles" / f"{NEWCOMER}.toml").write_text(PROFILE)
+            await asyncio.sleep(PROFILES_POLL_S + 0.2)  # the hub looks once a second at most
             commitment = await commit()
             notice = await world.adapters["social"].send(
                 MessageType.MEETING_NOTICE,
