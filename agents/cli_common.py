@@ -32,7 +32,7 @@ from sigbus.protocol.codes import (
     ReferralReason,
     StatusCode,
 )
-from sigbus.protocol.envelope import error_locations
+from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import SigbusError
 from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.messages import (
@@ -117,9 +117,7 @@ def run_with_adapter(
     try:
         return asyncio.run(main())
     except ValidationError as e:
-        # Never pydantic's own text: it repeats the input, which may be a personnummer.
-        why = "; ".join(sorted({err["msg"] for err in e.errors(include_input=False)}))
-        typer.echo(f"error: invalid input at {error_locations(e)}: {why}", err=True)
+        typer.echo(f"error: invalid input at {describe_invalid(e)}", err=True)
         raise typer.Exit(2) from e
     except (SigbusError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)

@@ -212,6 +212,13 @@ def error_locations(e: ValidationError) -> str:
 _DIGIT_RUN = re.compile(r"\d{6,}")
 
 
+def describe_invalid(e: ValidationError) -> str:
+    """``where: which rule`` for an error message: pydantic's own text repeats the
+    input, which may be a personnummer, so only locations and rule texts are used."""
+    rules = "; ".join(sorted({err["msg"] for err in e.errors(include_input=False)}))
+    return f"{error_locations(e)}: {rules}"
+
+
 def parse_body(message_type: MessageType, plaintext: bytes) -> Body:
     """Validate a decrypted body against the model the signed header names."""
     if len(plaintext) > MAX_BODY_BYTES:

@@ -26,7 +26,7 @@ from sigbus.cli_policy import policy_app
 from sigbus.demo import run_demo
 from sigbus.export import ExportSummary, export_log
 from sigbus.protocol.directory import KeyUse
-from sigbus.protocol.envelope import error_locations
+from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import ProtocolError, SigbusError
 from sigbus.protocol.ids import HUB
 from sigbus.protocol.profiles import Profiles
@@ -237,8 +237,7 @@ def entrypoint() -> None:
     try:
         app()
     except ValidationError as e:
-        reasons = "; ".join(sorted({err["msg"] for err in e.errors(include_input=False)}))
-        typer.echo(f"error: invalid input at {error_locations(e)}: {reasons}", err=True)
+        typer.echo(f"error: invalid input at {describe_invalid(e)}", err=True)
         sys.exit(2)
     except SigbusError as e:  # the one root: every sigbus error says what, never a traceback
         typer.echo(f"error: {e}", err=True)

@@ -20,7 +20,7 @@ import typer
 from pydantic import ValidationError
 
 from sigbus.protocol.directory import Directory
-from sigbus.protocol.envelope import error_locations
+from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import ProtocolError
 from sigbus.protocol.ids import HUB, agency_name
 from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId
@@ -125,9 +125,7 @@ def _load_bundle(path: Path) -> PublicBundle:
     except OSError as e:
         raise _fail(f"cannot read {path}: {e.strerror}") from e
     except ValidationError as e:
-        # Name the field and the rule, never the value (a bundle is public, but uniform).
-        why = "; ".join(sorted({err["msg"] for err in e.errors(include_input=False)}))
-        raise _fail(f"{path.name}: invalid public key bundle at {error_locations(e)}: {why}") from e
+        raise _fail(f"{path.name}: invalid public key bundle at {describe_invalid(e)}") from e
     except SigbusError as e:
         raise _fail(str(e)) from e
 

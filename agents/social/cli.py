@@ -115,12 +115,13 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         """Record a written, scoped samtycke given by the young person or a guardian."""
         role = _role(young_person, guardian)
         cid = consent_id or new_opaque_id("consent", 16)
+        listed = None if discloser and recipient else directory_agencies(keys)
         body = consent_given(
             cid,
             role,
             guardian,
-            disclosers=tuple(discloser or directory_agencies(keys)),
-            recipients=tuple(recipient or directory_agencies(keys)),
+            disclosers=tuple(discloser or listed or ()),
+            recipients=tuple(recipient or listed or ()),
             categories=tuple(category),
             valid_from=_when(valid_from),
             valid_until=datetime.fromisoformat(until),
