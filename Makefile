@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@# git keeps no file modes but the executable bit: the development keys' private
 	@# files arrive 0644, and sigbus refuses key files that others can read.
-	chmod 600 keys/dev/*.key.json keys/dev/*.key
+	chmod 600 keys/dev/*.key.json keys/dev/*.key keys/dev/*.nkey
 	touch $(STAMP)
 
 demo: $(STAMP)

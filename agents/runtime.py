@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import ServiceUnavailableError
 
 from sigbus.agents.errors import PublishFailed, ReleaseRejected
 from sigbus.protocol.directory import Directory
@@ -41,7 +41,7 @@ from sigbus.protocol.identity import AgencyIdentity
 from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.messages import Body, StatutoryAssertion
 from sigbus.protocol.release import Release, ReleaseRecord, parse_release, verify_release_record
-from sigbus.protocol.subjects import INBOX_STREAM, inbox_consumer, inbox_subject, ingress_subject
+from sigbus.protocol.subjects import HUB_JS_PREFIX, INBOX_STREAM, inbox_consumer, ingress_subject
 from sigbus.transport.bus import connect
 from sigbus.transport.natsauth import NatsCredentials
 
@@ -75,6 +75,7 @@ class Adapter:
         nc: Client,
         *,
         clock: Callable[[], datetime] = utc_now,
+        js_prefix: str = HUB_JS_PREFIX,
     ) -> None:
         self.identity = identity
         self.agency = identity.agency
@@ -82,7 +83,8 @@ class Adapter:
         #: Where a fresh directory comes from (a file watcher); None: fixed.
         self.directory_source: Callable[[], Directory] | None = None
         self._nc = nc
-        self._js: JetStreamContext = nc.jetstream()
+        #: The hub account's JetStream, as far as it is exported to this agency.
+        self._js: JetStreamContext = nc.jetstream(prefix=js_prefix)
         self._clock = clock
         self._sub: JetStreamContext.PullSubscription | None = None
         self.log = log.bind(agency=self.agency)
@@ -98,7 +100,7 @@ class Adapter:
         clock: Callable[[], datetime] = utc_now,
     ) -> Adapter:
         nc = await connect(url, name=f"adapter-{identity.agency}", creds=creds)
-        return cls(identity, directory, nc, clock=clock)
+        return cls(identity, directory, nc, clock=clock, js_prefix=creds.js_prefix)
 
     @property
     def nc(self) -> Client:
@@ -174,7 +176,7 @@ class Adapter:
             assertion=assertion,
         )
         await self.publish_raw(
-            ingress_subject(self.agency, message_type),
+            ingress_subject(self.agency),
             envelope.to_wire(),
             envelope.header.message_id,
         )
@@ -207,11 +209,10 @@ class Adapter:
 
     async def _subscription(self) -> JetStreamContext.PullSubscription:
         if self._sub is None:
-            self._sub = await self._js.pull_subscribe(
-                inbox_subject(self.agency),
-                durable=inbox_consumer(self.agency),
-                stream=INBOX_STREAM,
-                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
+            # The hub made this consumer with its filter fixed to our inbox
+            # (transport.bus.ensure_agency_consumers); an agency can only bind to it.
+            self._sub = await self._js.pull_subscribe_bind(
+                inbox_consumer(self.agency), INBOX_STREAM
             )
         return self._sub
 
@@ -248,6 +249,12 @@ class Adapter:
         try:
             msgs = await sub.fetch(max_messages, timeout=timeout)
         except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
+            return 0
+        except ServiceUnavailableError:
+            # The hub makes each agency's consumer when it first sees the agency in
+            # the directory; until then there is nothing to fetch, and nothing lost.
+            self.log.warning("inbox_not_provisioned_yet")
+            await asyncio.sleep(timeout)
             return 0
         handled = 0
         for msg in msgs:

@@ -21,7 +21,6 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import BaseModel
 
 from sigbus.agents.errors import AdapterError
@@ -41,7 +40,6 @@ from sigbus.protocol.canonical import b64encode
 from sigbus.protocol.directory import KeyUse
 from sigbus.protocol.ids import HUB, AgencyId
 from sigbus.protocol.proofs import (
-    CHECKPOINT_REQUEST_SUBJECT,
     CheckpointReply,
     ConsistencyRequest,
     Cosignature,
@@ -49,11 +47,12 @@ from sigbus.protocol.proofs import (
     ProofReply,
 )
 from sigbus.protocol.subjects import (
+    CHECKPOINT_REQUEST,
     CHECKPOINT_STREAM,
-    CHECKPOINT_SUBJECT,
-    PROOF_CONSISTENCY_SUBJECT,
-    PROOF_INCLUSION_SUBJECT,
+    PROOF_CONSISTENCY,
+    PROOF_INCLUSION,
     cosignature_subject,
+    service_subject,
     witness_consumer,
 )
 from sigbus.transport.files import write_private
@@ -71,12 +70,14 @@ def witness_name(agency: AgencyId) -> str:
     return f"sigbus/witness/{agency}"
 
 
-async def _request(adapter: Adapter, subject: str, body: BaseModel | None) -> bytes:
+async def _request(adapter: Adapter, service: str, body: BaseModel | None) -> bytes:
+    """Ask one of the hub's services on this agency's own subject for it."""
     payload = body.model_dump_json().encode() if body is not None else b""
+    subject = service_subject(adapter.agency, service)
     try:
         reply = await adapter.nc.request(subject, payload, timeout=REQUEST_TIMEOUT_S)
     except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
-        raise LogProofError(f"hub did not answer on {subject}") from e
+        raise LogProofError(f"hub did not answer on {service}") from e
     return bytes(reply.data)
 
 
@@ -109,12 +110,11 @@ class WitnessRunner:
 
     async def run_once(self, *, timeout: float = 0.5) -> int:
         """Process every checkpoint waiting for this witness; returns how many were cosigned."""
-        if self._sub is None:  # one durable subscription for the runner's lifetime
-            self._sub = await self.adapter.js.pull_subscribe(
-                CHECKPOINT_SUBJECT,
-                durable=witness_consumer(self.adapter.agency),
-                stream=CHECKPOINT_STREAM,
-                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
+        if self._sub is None:  # one subscription for the runner's lifetime
+            # The hub made this consumer (transport.bus.ensure_agency_consumers); a
+            # witness may only bind to it, never create or change one.
+            self._sub = await self.adapter.js.pull_subscribe_bind(
+                witness_consumer(self.adapter.agency), CHECKPOINT_STREAM
             )
         sub = self._sub
         done = 0
@@ -136,7 +136,7 @@ class WitnessRunner:
                 reply = ProofReply.model_validate_json(
                     await _request(
                         self.adapter,
-                        PROOF_CONSISTENCY_SUBJECT,
+                        PROOF_CONSISTENCY,
                         ConsistencyRequest(size1=last.size, size2=size),
                     )
                 )
@@ -197,7 +197,7 @@ async def prove_release(
 ) -> InclusionEvidence:
     """Verify that a received release's log entry is in the hub's signed log."""
     checkpoint_reply = CheckpointReply.model_validate_json(
-        await _request(adapter, CHECKPOINT_REQUEST_SUBJECT, None)
+        await _request(adapter, CHECKPOINT_REQUEST, None)
     )
     try:
         checkpoint = verify_note(
@@ -209,7 +209,7 @@ async def prove_release(
     reply = ProofReply.model_validate_json(
         await _request(
             adapter,
-            PROOF_INCLUSION_SUBJECT,
+            PROOF_INCLUSION,
             InclusionRequest(index=record.log_index, size=checkpoint.size),
         )
     )

@@ -27,18 +27,20 @@ from sigbus.audit.errors import AuditError
 from sigbus.broker.log_writer import LogWriter
 from sigbus.protocol.ids import HUB
 from sigbus.protocol.proofs import (
-    CHECKPOINT_REQUEST_SUBJECT,
     CheckpointReply,
     ConsistencyRequest,
     InclusionRequest,
     ProofReply,
 )
 from sigbus.protocol.subjects import (
+    CHECKPOINT_REQUEST,
     CHECKPOINT_STREAM,
     CHECKPOINT_SUBJECT,
     LOG_STREAM,
-    PROOF_CONSISTENCY_SUBJECT,
-    PROOF_INCLUSION_SUBJECT,
+    PROOF_CONSISTENCY,
+    PROOF_INCLUSION,
+    service_requester,
+    service_subject,
 )
 
 log = structlog.get_logger("sigbus.broker.checkpoint")
@@ -46,20 +48,17 @@ log = structlog.get_logger("sigbus.broker.checkpoint")
 CHECKPOINT_INTERVAL_S = 1.0
 
 
-#: An agency's reply inbox (transport.natsauth.inbox_prefix): ``_INBOX_<agency>.<token>``.
-_AGENCY_REPLY = re.compile(r"_INBOX_([a-z][a-z0-9_]{1,30})\.[A-Za-z0-9.]{1,128}")
+#: Where a reply may go: a server-mapped reply of a request that crossed from an
+#: agency's account (``_R_.``), or a reply inbox. Never a stream's subject.
+_REPLY = re.compile(r"(_R_|_INBOX_[a-z][a-z0-9_]{1,30})\.[A-Za-z0-9.]{1,128}")
 
 
-def requester(reply: str | None) -> str | None:
-    """The agency a reply will reach, or None when it is not an agency's reply inbox.
-
-    Each agency may subscribe only to its own ``_INBOX_<agency>.>`` (the NATS
-    permissions), so whoever reads the answer is that agency, whoever published.
-    """
-    match = _AGENCY_REPLY.fullmatch(reply or "")
-    if match is None or match.group(1) == HUB:
-        return None
-    return match.group(1)
+def requester(subject: str) -> str | None:
+    """The agency that asked: the subject the bus delivered the request on is that
+    agency's own (``sigbus.hub.<agency>.<service>``), which the hub account exports
+    to that agency's account alone. Whatever the message says is not consulted."""
+    agency = service_requester(subject)
+    return None if agency is None or agency == HUB else agency
 
 
 def may_see(agency: str | None, entry: LogEntry) -> bool:
@@ -118,22 +117,25 @@ class Checkpointer:
 
     async def serve(self) -> None:
         self._subs = [
-            await self._nc.subscribe(PROOF_INCLUSION_SUBJECT, cb=self._on_inclusion),
-            await self._nc.subscribe(PROOF_CONSISTENCY_SUBJECT, cb=self._on_consistency),
-            await self._nc.subscribe(CHECKPOINT_REQUEST_SUBJECT, cb=self._on_checkpoint),
+            await self._nc.subscribe(service_subject("*", service), cb=handler)
+            for service, handler in (
+                (PROOF_INCLUSION, self._on_inclusion),
+                (PROOF_CONSISTENCY, self._on_consistency),
+                (CHECKPOINT_REQUEST, self._on_checkpoint),
+            )
         ]
 
     async def _reply(self, msg: Msg, reply: BaseModel) -> None:
-        """Answer only on a requester's own reply inbox.
+        """Answer only an agency, and only on a reply subject.
 
-        The hub publishes with wide rights, so a reply subject chosen by the
-        requester must never be a stream subject: a request naming
-        ``sigbus.log.entry`` as its reply would otherwise write into the
-        append-only disclosure log and fence the hub for good.
+        Across accounts the server maps every reply to an ``_R_`` subject that
+        leads back to the requester alone. The check is kept as a second wall: the
+        hub publishes with wide rights, and a reply naming ``sigbus.log.entry``
+        would write into the append-only disclosure log and fence the hub.
         """
         if not msg.reply:
             return
-        if requester(msg.reply) is None:
+        if requester(msg.subject) is None or _REPLY.fullmatch(msg.reply) is None:
             log.error("security_event", kind="reply_subject_refused", subject=msg.subject)
             return
         await msg.respond(reply.model_dump_json().encode())
@@ -144,7 +146,7 @@ class Checkpointer:
             proof = tuple(self._writer.tree.inclusion_proof(req.index, req.size))
             stored = await self._js.get_msg(LOG_STREAM, req.index + 1)
             entry = LogEntry.model_validate_json(stored.data or b"")
-            if not may_see(requester(msg.reply), entry):
+            if not may_see(requester(msg.subject), entry):
                 log.warning("proof_refused", index=req.index, kind="not_a_party_to_entry")
                 reply = ProofReply(error="not_a_party_to_entry")
             else:

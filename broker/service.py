@@ -37,10 +37,10 @@ from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.pipeline import HubContext, Plan, ReleaseDraft, evaluate
 from sigbus.broker.state import HubState
 from sigbus.broker.state_store import StateStore
-from sigbus.protocol.ids import AgencyId, agency_name
+from sigbus.protocol.ids import HUB, AgencyId, agency_name
 from sigbus.protocol.release import Release, ReleaseRecord, sign_record
 from sigbus.protocol.subjects import INBOX_STREAM, INGRESS_ALL, INGRESS_STREAM, inbox_subject
-from sigbus.transport.bus import connect, ensure_streams
+from sigbus.transport.bus import connect, ensure_agency_consumers, ensure_streams
 from sigbus.transport.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.broker")
@@ -87,6 +87,7 @@ class Broker:
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stopping = asyncio.Event()
         self._latest_now = datetime.min.replace(tzinfo=UTC)
+        self._served: frozenset[AgencyId] = frozenset()
 
     @property
     def writer(self) -> LogWriter:
@@ -107,6 +108,7 @@ class Broker:
         self._nc = await connect(self.url, name="hub", creds=self._creds)
         self._js = self._nc.jetstream()
         await ensure_streams(self._js, replicas=self._replicas)
+        await self._ensure_consumers()
         self._writer = LogWriter(self._js)
         await self._writer.recover()
         self._latest_now = self._writer.last_decided_at
@@ -129,6 +131,21 @@ class Broker:
             ),
         )
         log.info("broker_started", log_size=self._writer.size, cases=len(self.state.cases))
+
+    async def _refresh_context(self) -> None:
+        """Revocations, rotations and new agencies take effect without a restart; a
+        new agency gets its consumers as soon as the hub sees it in the directory."""
+        if self._context_source is None:
+            return
+        self.ctx = self._context_source(self.ctx)
+        if _agencies(self.ctx) != self._served:
+            await self._ensure_consumers()
+
+    async def _ensure_consumers(self) -> None:
+        """The hub, not the agency, makes each agency's consumers (filters fixed)."""
+        agencies = _agencies(self.ctx)
+        await ensure_agency_consumers(self.js, agencies)
+        self._served = agencies
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to finish the message in hand and return (signal handlers)."""
@@ -154,6 +171,7 @@ class Broker:
             msgs = await self._sub.fetch(1, timeout=timeout)
         except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
             await self.checkpointer.publish()  # idle: make the latest entries witnessable
+            await self._refresh_context()
             return 0
         for msg in msgs:
             await self._process(msg)
@@ -189,9 +207,7 @@ class Broker:
         # Resuming after a crash: decide again with the logged time. The state is
         # the one the first attempt saw (nothing later was processed: one in flight).
         now = existing[0].decided_at if existing else self._monotonic_now()
-        if self._context_source is not None:
-            # Revocations, rotations and new agencies take effect without a restart.
-            self.ctx = self._context_source(self.ctx)
+        await self._refresh_context()
         plan = evaluate(
             msg.data,
             subject_agency=_agency_of(msg.subject),
@@ -282,9 +298,13 @@ class Broker:
             )
 
 
+def _agencies(ctx: HubContext) -> frozenset[AgencyId]:
+    return frozenset(e.agency for e in ctx.directory.agencies if e.agency != HUB)
+
+
 def _agency_of(subject: str) -> AgencyId | None:
     parts = subject.split(".")
-    if len(parts) != 4:
+    if len(parts) != 3:
         return None
     try:
         return agency_name(parts[2])

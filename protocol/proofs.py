@@ -9,8 +9,6 @@ from pydantic import Field
 from sigbus.protocol.canonical import B64Bytes
 from sigbus.protocol.messages import StrictModel
 
-CHECKPOINT_REQUEST_SUBJECT = "sigbus.log.checkpoint.request"
-
 
 class InclusionRequest(StrictModel):
     index: Annotated[int, Field(ge=0)]

@@ -1,16 +1,21 @@
 """NATS subjects and JetStream stream names. Opaque ids only, never personal data.
 
-Every agency publishes to its own ingress subjects of one stream, so the hub
+Every agency publishes to its own ingress subject of one stream, so the hub
 consumes one totally ordered sequence (a withdrawal takes effect before every
-later message), and least-privilege permissions can be stated per agency.
+later message), and each agency's backlog is one subject the stream can cap.
+
+The streams live in the hub's NATS account. An agency's account sees only
+what the hub exports to it by name (transport/natsauth.py): its ingress
+subject, its hub services, and the next-message and ack subjects of the two
+consumers the hub made for it.
 """
 
 from __future__ import annotations
 
-from sigbus.protocol.ids import AgencyId, MessageType
+from sigbus.protocol.ids import AgencyId
 
 INGRESS_STREAM = "SIGBUS_INGRESS"
-INGRESS_ALL = "sigbus.ingress.>"
+INGRESS_ALL = "sigbus.ingress.*"
 
 INBOX_STREAM = "SIGBUS_INBOX"
 INBOX_ALL = "sigbus.inbox.>"
@@ -26,15 +31,36 @@ COSIGNATURE_ALL = "sigbus.log.cosignature.>"
 STATE_STREAM = "SIGBUS_STATE"
 STATE_SUBJECT = "sigbus.state.hub"
 
-#: Request/reply services of the hub for log proofs.
-PROOF_INCLUSION_SUBJECT = "sigbus.log.proof.inclusion"
-PROOF_CONSISTENCY_SUBJECT = "sigbus.log.proof.consistency"
+#: Request/reply services of the hub (log proofs, the latest checkpoint). Each agency
+#: has its own subject per service, so the hub knows who asks from the subject the
+#: bus delivered, which only that agency's account can reach, never from the message.
+PROOF_INCLUSION = "proof.inclusion"
+PROOF_CONSISTENCY = "proof.consistency"
+CHECKPOINT_REQUEST = "checkpoint.request"
+HUB_SERVICES = (PROOF_INCLUSION, PROOF_CONSISTENCY, CHECKPOINT_REQUEST)
+HUB_SERVICES_ALL = "sigbus.hub.*.>"
+
+#: The JetStream API prefix under which an agency reaches the hub account's consumers.
+HUB_JS_PREFIX = "$JS.hub.API"
 
 ALL_STREAMS = (INGRESS_STREAM, INBOX_STREAM, LOG_STREAM, CHECKPOINT_STREAM, STATE_STREAM)
 
 
-def ingress_subject(sender: AgencyId, message_type: MessageType) -> str:
-    return f"sigbus.ingress.{sender}.{message_type.value}"
+def ingress_subject(sender: AgencyId) -> str:
+    """The message type travels in the signed header, not in the subject."""
+    return f"sigbus.ingress.{sender}"
+
+
+def service_subject(agency: AgencyId, service: str) -> str:
+    return f"sigbus.hub.{agency}.{service}"
+
+
+def service_requester(subject: str) -> str | None:
+    """The agency whose service subject this is (``sigbus.hub.<agency>.<service>``)."""
+    parts = subject.split(".", 3)
+    if len(parts) != 4 or parts[:2] != ["sigbus", "hub"] or parts[3] not in HUB_SERVICES:
+        return None
+    return parts[2]
 
 
 def inbox_subject(agency: AgencyId) -> str:

@@ -260,7 +260,7 @@ def audit_export(
         nc = await connect(
             config.nats_url(nats, data_dir),
             name="audit-export",
-            creds=hub_setup(keys_path).creds,
+            creds=config.auditor_credentials(keys_path),  # read-only, never the hub's keys
         )
         try:
             return await export_log(

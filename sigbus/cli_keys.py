@@ -37,6 +37,7 @@ from sigbus.transport.keyring import (
     rotate_keys,
 )
 from sigbus.transport.keystore import (
+    DEV_KEY_VALIDITY,
     DEV_KEYS_DIR,
     DIRECTORY_FILE,
     ROOT_KEY_FILE,
@@ -46,9 +47,11 @@ from sigbus.transport.keystore import (
     init_root,
     load_directory,
     load_root_private,
+    new_auditor,
     private_key_path,
     save_directory,
 )
+from sigbus.transport.natsauth import AUDITOR, AUDITOR_SEED_FILE, CA_KEY, issue_dev_client_cert
 from sigbus.transport.natsserver import COMPOSE_CERT_DIR, render_config, server_settings
 
 keys_app = typer.Typer(
@@ -224,6 +227,30 @@ def keys_nats_config(
     else:
         out.write_text(text)
         typer.echo(f"nats-server configuration written to {out}")
+
+
+@keys_app.command("auditor")
+def keys_auditor(
+    out: Annotated[Path, typer.Option("--out", help="keys directory to write the identity to")],
+    force: Annotated[bool, typer.Option(help="replace an existing auditor identity")] = False,
+) -> None:
+    """Create the read-only auditor identity that `sigbus audit export` connects as.
+
+    The auditor may read the disclosure log and its checkpoints and nothing else:
+    no inbox, no ingress, no hub state, no consumer. Its seed (auditor.nkey, 0600)
+    belongs on the compliance officer's machine; auditor.nkey.pub goes into the
+    hub's nats-server configuration (`sigbus keys nats-config`, then reload).
+    """
+    if (out / AUDITOR_SEED_FILE).exists() and not force:
+        raise _fail(f"{out / AUDITOR_SEED_FILE} exists: pass --force to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    public = new_auditor(out)
+    if (out / CA_KEY).exists():  # a development CA: issue the client certificate too
+        issue_dev_client_cert(out, AUDITOR, now=_now(), validity=DEV_KEY_VALIDITY)
+    typer.echo(
+        f"auditor identity {public} written to {out}; render the server configuration "
+        "again (`sigbus keys nats-config`) and reload the server"
+    )
 
 
 @keys_app.command("public")

@@ -26,11 +26,10 @@ from sigbus.protocol.proofs import Cosignature
 from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
     CHECKPOINT_SUBJECT,
-    LOG_ENTRY_SUBJECT,
     LOG_STREAM,
     cosignature_subject,
 )
-from sigbus.transport.bus import read_stream
+from sigbus.transport.bus import read_by_sequence
 from sigbus.transport.errors import SigbusError
 
 
@@ -88,9 +87,7 @@ async def export_log(
     note = await latest_checkpoint(js)
     size = parse_checkpoint_body(parse_signed_note(note).body).size
     cosignatures = await cosignatures_for(js, size, witnesses)
-    entries = [
-        bytes(m.data) async for m in read_stream(js, LOG_STREAM, LOG_ENTRY_SUBJECT, up_to_seq=size)
-    ]
+    entries = [data async for data in read_by_sequence(js, LOG_STREAM, size)]
     if len(entries) != size:
         raise ExportFailed(f"log stream holds {len(entries)} entries, checkpoint says {size}")
     tmp = out.with_name(out.name + ".partial")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import replace
 
 import structlog
@@ -24,6 +24,7 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from sigbus.protocol import subjects as s
+from sigbus.protocol.ids import AgencyId
 from sigbus.transport.errors import TransportError
 from sigbus.transport.natsauth import NatsCredentials, inbox_prefix
 
@@ -31,6 +32,14 @@ log = structlog.get_logger("sigbus.bus")
 
 DAY_S = 86_400.0
 CONNECT_DEADLINE_S = 10.0
+#: How many of one agency's messages may wait undecided in the ingress stream.
+#: One more is refused at the bus (JetStream's per-subject limit, discard new), so
+#: a flooding agency holds at most this many messages ahead of anyone else's:
+#: another agency's message waits at most INGRESS_BACKLOG decisions per flooder.
+INGRESS_BACKLOG = 64
+#: Largest message an agency may store in the ingress stream (its account's
+#: max_payload is the same bound, enforced before the stream sees it).
+INGRESS_MAX_MSG_BYTES = 128 * 1024
 
 #: The streams and their settings. File storage everywhere; the server fsyncs
 #: every write (sync_interval: always). The log and the hub state refuse
@@ -40,9 +49,15 @@ STREAMS: tuple[StreamConfig, ...] = (
         name=s.INGRESS_STREAM,
         subjects=[s.INGRESS_ALL],
         storage=StorageType.FILE,
-        retention=RetentionPolicy.LIMITS,
+        # A message leaves the stream when the hub acks it (after log and release),
+        # so what is stored is exactly what waits: the per-agency backlog.
+        retention=RetentionPolicy.WORK_QUEUE,
         duplicate_window=2 * 3600.0,
         max_age=90 * DAY_S,
+        max_msgs_per_subject=INGRESS_BACKLOG,
+        discard=DiscardPolicy.NEW,
+        discard_new_per_subject=True,
+        max_msg_size=INGRESS_MAX_MSG_BYTES,
     ),
     StreamConfig(
         name=s.INBOX_STREAM,
@@ -165,7 +180,53 @@ async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
         log.debug("stream_ready", stream=config.name)
 
 
+async def ensure_agency_consumers(js: JetStreamContext, agencies: Iterable[AgencyId]) -> None:
+    """Each agency's two durable consumers, made by the hub with their filters fixed.
+
+    An agency can only fetch from and ack these (transport.natsauth exports
+    nothing else), so it can never point a consumer at another agency's inbox.
+    Idempotent: the hub calls it on start and when the directory grows.
+    """
+    for agency in agencies:
+        for stream, name, subject in (
+            (s.INBOX_STREAM, s.inbox_consumer(agency), s.inbox_subject(agency)),
+            (s.CHECKPOINT_STREAM, s.witness_consumer(agency), s.CHECKPOINT_SUBJECT),
+        ):
+            await js.add_consumer(
+                stream,
+                ConsumerConfig(
+                    name=name,
+                    durable_name=name,
+                    filter_subject=subject,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                ),
+            )
+        log.debug("agency_consumers_ready", agency=agency)
+
+
 READ_BATCH = 1000
+#: Lookups in flight at once when reading by sequence.
+GET_WINDOW = 256
+
+
+async def read_by_sequence(
+    js: JetStreamContext, stream: str, last_seq: int
+) -> AsyncIterator[bytes]:
+    """Messages 1..``last_seq`` of ``stream``, in order, by sequence lookups.
+
+    The read-only auditor's way: it may look messages up (STREAM.MSG.GET) but not
+    create a consumer, since a push consumer could deliver into another stream.
+    A window of lookups in flight keeps it at a fraction of a round trip each.
+    """
+    for start in range(1, last_seq + 1, GET_WINDOW):
+        window = range(start, min(start + GET_WINDOW, last_seq + 1))
+        try:
+            stored = await asyncio.gather(*(js.get_msg(stream, seq) for seq in window))
+        except NotFoundError as e:
+            raise TransportError(f"stream {stream} has a gap before sequence {last_seq}") from e
+        for msg in stored:
+            yield bytes(msg.data or b"")
 
 
 async def read_stream(

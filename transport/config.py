@@ -10,8 +10,8 @@ from pathlib import Path
 from sigbus.protocol.ids import AgencyId
 from sigbus.protocol.keyfile import PrivateKeyFile
 from sigbus.transport.errors import ConfigError
-from sigbus.transport.keystore import DEV_KEYS_DIR, DEV_MARKER
-from sigbus.transport.natsauth import NatsCredentials
+from sigbus.transport.keystore import DEV_KEYS_DIR, DEV_MARKER, auditor_seed
+from sigbus.transport.natsauth import AUDITOR, NatsCredentials
 
 DEFAULT_DATA_DIR = Path("var/sigbus")
 UP_STATE_FILE = "sigbus-up.json"
@@ -85,3 +85,10 @@ def credentials(agency: AgencyId, keys: Path, keyfile: PrivateKeyFile) -> NatsCr
     if keyfile.nats_seed is None:
         raise ConfigError(f"key file of {agency} has no NATS identity: regenerate it")
     return NatsCredentials(agency=agency, nkey_seed=keyfile.nats_seed, keys_dir=keys)
+
+
+def auditor_credentials(keys: Path) -> NatsCredentials:
+    """The read-only auditor's identity (``sigbus audit export``), never the hub's."""
+    if insecure_dev():
+        return NatsCredentials(agency=AUDITOR, insecure_dev=True)
+    return NatsCredentials(agency=AUDITOR, nkey_seed=auditor_seed(keys), keys_dir=keys)

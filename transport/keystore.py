@@ -33,6 +33,9 @@ from sigbus.transport.errors import ConfigError
 from sigbus.transport.files import read_file, read_private, write_private
 from sigbus.transport.keyring import add_agency, load_private_file, public_bundle
 from sigbus.transport.natsauth import (
+    AUDITOR,
+    AUDITOR_PUBLIC_FILE,
+    AUDITOR_SEED_FILE,
     generate_dev_pki,
     issue_dev_client_cert,
     new_nkey_seed,
@@ -146,6 +149,28 @@ def generate_dev_keys(
     directory = Directory(serial=1, issued_at=now, agencies=tuple(entries))
     save_directory(keys_dir, directory, root)
     generate_dev_pki(keys_dir, (HUB, *agencies), now=now, validity=DEV_KEY_VALIDITY)
+    new_auditor(keys_dir)
+    issue_dev_client_cert(keys_dir, AUDITOR, now=now, validity=DEV_KEY_VALIDITY)
+
+
+def new_auditor(keys_dir: Path) -> str:
+    """A new read-only auditor identity: its NATS seed (0600, for the compliance
+    officer's machine) and public nkey (for the hub's server configuration, which
+    gives it read access to the log and checkpoints and nothing else)."""
+    seed = new_nkey_seed()
+    write_private(keys_dir / AUDITOR_SEED_FILE, (seed + "\n").encode())
+    public = nkey_public(seed)
+    (keys_dir / AUDITOR_PUBLIC_FILE).write_text(public + "\n")
+    return public
+
+
+def auditor_seed(keys_dir: Path) -> str:
+    path = keys_dir / AUDITOR_SEED_FILE
+    if not path.exists():
+        raise ConfigError(
+            f"no auditor identity in {keys_dir}: create one with `sigbus keys auditor`"
+        )
+    return read_private(path).decode().strip()
 
 
 def init_root(keys_dir: Path) -> Ed25519PrivateKey:

@@ -3,16 +3,28 @@
 Every agency and the hub connect as their own NATS user (an nkey, generated
 with the agency's keys) over mutual TLS (a client certificate from the
 deployment's CA). The server configuration is *generated from the signed
-agency directory*: an agency may publish only to its own ingress subjects,
-its witness cosignatures and the JetStream API calls of its own consumers,
-and subscribe only to its own reply inbox; the hub gets what the broker needs;
-no other user exists, so nobody else gets anything.
+agency directory*, and isolation is the bus's own, by NATS accounts:
+
+* the hub's account holds every stream and consumer; only the hub's user and
+  the read-only auditor live in it;
+* each agency has an account of its own, without JetStream. Messages never
+  cross accounts except through what the hub account exports *to that one
+  agency* by name: its ingress subject, its hub services
+  (``sigbus.hub.<agency>.>``), its cosignature subject, and the next-message
+  and ack subjects of the two consumers the hub created for it. Replies cross
+  back only to the requester (the server maps them to ``_R_`` subjects), so no
+  reply can be aimed at a stream;
+* ``$SYS`` has no user: nobody gets server internals.
+
+Within each account the user's permissions allow the same subjects again and
+nothing else (defence in depth, and the server reports a violation at once).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,16 +37,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sigbus.protocol.directory import Directory
 from sigbus.protocol.ids import HUB, AgencyId
-from sigbus.protocol.proofs import CHECKPOINT_REQUEST_SUBJECT
 from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
-    CHECKPOINT_SUBJECT,
+    HUB_JS_PREFIX,
+    HUB_SERVICES_ALL,
     INBOX_STREAM,
-    PROOF_CONSISTENCY_SUBJECT,
-    PROOF_INCLUSION_SUBJECT,
+    LOG_STREAM,
     cosignature_subject,
     inbox_consumer,
-    inbox_subject,
+    ingress_subject,
     witness_consumer,
 )
 from sigbus.transport.errors import ConfigError
@@ -47,6 +58,13 @@ SERVER_KEY = "nats-server.key"
 #: Names the server certificate is valid for: loopback and the compose service.
 SERVER_NAMES = ("localhost", "nats")
 SERVER_IPS = ("127.0.0.1",)
+#: The NATS account that holds the streams.
+HUB_ACCOUNT = "SIGBUS_HUB"
+#: The read-only identity that exports the disclosure log (``sigbus audit export``).
+AUDITOR = "auditor"
+AUDITOR_SEED_FILE = "auditor.nkey"
+AUDITOR_PUBLIC_FILE = "auditor.nkey.pub"
+JS_API = "$JS.API"
 
 
 def client_cert(agency: AgencyId) -> str:
@@ -70,74 +88,140 @@ def nkey_public(seed: str) -> str:
     return str(nkeys.from_seed(seed.encode()).public_key.decode())
 
 
-# -- permissions (pure) -------------------------------------------------------
+# -- accounts and permissions (pure) ------------------------------------------
 
 
-def _consumer_api(stream: str, consumer: str, filter_subject: str) -> list[str]:
-    """The JetStream API subjects one durable pull consumer needs, and nothing else.
+@dataclass(frozen=True)
+class AgencyLimits:
+    """What one agency's account may use of the bus (NATS account limits).
 
-    Creating it is allowed only in the subject form that names the filter
-    (``CONSUMER.CREATE.<stream>.<name>.<filter>``): the server refuses a request
-    whose body asks for another filter, so an agency cannot point its own
-    consumer at another agency's inbox. The short forms, which let the body
-    choose, are not granted.
+    ``max_payload`` bounds one message (the hub's 64 KiB envelope limit plus
+    room); the ingress stream bounds how many of an agency's messages may wait
+    undecided (``transport.bus.INGRESS_BACKLOG``), so stored bytes per agency are
+    at most backlog × payload.
     """
+
+    max_payload: int = 128 * 1024
+    max_connections: int = 8
+    max_subscriptions: int = 64
+
+
+@dataclass(frozen=True)
+class Export:
+    """One service the hub account exports to exactly one agency account."""
+
+    subject: str  # in the hub account
+    local: str  # the name the agency publishes to in its own account
+    stream_response: bool = False  # a pull request is answered by many messages
+
+
+def _consumer_exports(stream: str, consumer: str) -> list[Export]:
+    """Fetching from and acking one consumer the hub made: never creating,
+    changing, deleting or listing one, and no other JetStream API at all."""
+    next_msg = f"CONSUMER.MSG.NEXT.{stream}.{consumer}"
+    ack = f"$JS.ACK.{stream}.{consumer}.>"
     return [
-        f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
-        f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}.{filter_subject}",
-        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
-        f"$JS.ACK.{stream}.{consumer}.>",
+        Export(f"{JS_API}.{next_msg}", f"{HUB_JS_PREFIX}.{next_msg}", stream_response=True),
+        Export(ack, ack),
+    ]
+
+
+def agency_exports(agency: AgencyId) -> list[Export]:
+    own = [ingress_subject(agency), f"sigbus.hub.{agency}.>", cosignature_subject(agency)]
+    return [
+        *(Export(s, s) for s in own),
+        *_consumer_exports(INBOX_STREAM, inbox_consumer(agency)),
+        *_consumer_exports(CHECKPOINT_STREAM, witness_consumer(agency)),
     ]
 
 
 def agency_permissions(agency: AgencyId) -> tuple[list[str], list[str]]:
-    """(publish allow, subscribe allow) for an agency adapter."""
-    publish = [
-        f"sigbus.ingress.{agency}.>",
-        cosignature_subject(agency),
-        PROOF_INCLUSION_SUBJECT,
-        PROOF_CONSISTENCY_SUBJECT,
-        CHECKPOINT_REQUEST_SUBJECT,
-        *_consumer_api(INBOX_STREAM, inbox_consumer(agency), inbox_subject(agency)),
-        *_consumer_api(CHECKPOINT_STREAM, witness_consumer(agency), CHECKPOINT_SUBJECT),
-    ]
-    return publish, [f"{inbox_prefix(agency)}.>"]
+    """(publish allow, subscribe allow) for an agency's user in its own account."""
+    return [e.local for e in agency_exports(agency)], [f"{inbox_prefix(agency)}.>"]
 
 
 def hub_permissions() -> tuple[list[str], list[str]]:
-    publish = ["sigbus.>", "$JS.API.>", "$JS.ACK.>"]
-    subscribe = [
-        PROOF_INCLUSION_SUBJECT,
-        PROOF_CONSISTENCY_SUBJECT,
-        CHECKPOINT_REQUEST_SUBJECT,
-        f"{inbox_prefix(HUB)}.>",
+    publish = ["sigbus.>", f"{JS_API}.>", "$JS.ACK.>"]
+    return publish, [HUB_SERVICES_ALL, f"{inbox_prefix(HUB)}.>"]
+
+
+def auditor_permissions() -> tuple[list[str], list[str]]:
+    """Read stored messages of the log and checkpoint streams, one by one, and nothing
+    else: no consumer (a push consumer could deliver into a stream), no publish."""
+    publish = [
+        f"{JS_API}.{api}.{stream}"
+        for stream in (LOG_STREAM, CHECKPOINT_STREAM)
+        for api in ("STREAM.INFO", "STREAM.MSG.GET")
     ]
-    return publish, subscribe
+    return publish, [f"{inbox_prefix(AUDITOR)}.>"]
 
 
-def _quoted(subjects: list[str]) -> str:
+def _quoted(subjects: Iterable[str]) -> str:
     return "[" + ", ".join(f'"{s}"' for s in subjects) + "]"
 
 
-def render_authorization(directory: Directory) -> list[str]:
-    """nats-server ``authorization`` block: one nkey user per directory entry."""
-    lines = ["authorization {", "  users = ["]
+def _user(nkey: str, name: str, perms: tuple[list[str], list[str]], *, responds: bool) -> list[str]:
+    publish, subscribe = perms
+    return [
+        f"      # {name}",
+        f'      {{ nkey: "{nkey}", permissions: {{',
+        f"          publish: {{ allow: {_quoted(publish)} }},",
+        f"          subscribe: {{ allow: {_quoted(subscribe)} }},",
+        # Only the hub answers requests; an agency's replies come back to it.
+        f"          allow_responses: {'true' if responds else 'false'}",
+        "      } },",
+    ]
+
+
+def render_authorization(
+    directory: Directory,
+    *,
+    auditor: str | None = None,
+    limits: dict[AgencyId, AgencyLimits] | None = None,
+) -> list[str]:
+    """nats-server ``accounts`` block: the hub account and one account per agency.
+
+    ``auditor``: the public nkey of the read-only auditor, if one is configured.
+    """
+    limits = limits or {}
+    agencies = [e for e in directory.agencies if e.agency != HUB]
     for entry in directory.agencies:
         if entry.nats_user is None:
             raise ConfigError(f"directory entry {entry.agency} has no NATS user")
-        publish, subscribe = (
-            hub_permissions() if entry.agency == HUB else agency_permissions(entry.agency)
-        )
+    hub = directory.entry(HUB)
+    assert hub.nats_user is not None
+    lines = ["accounts {", f"  {HUB_ACCOUNT}: {{", "    jetstream: enabled", "    users: ["]
+    lines += _user(hub.nats_user, HUB, hub_permissions(), responds=True)
+    if auditor is not None:
+        lines += _user(auditor, AUDITOR, auditor_permissions(), responds=False)
+    lines += ["    ]", "    exports: ["]
+    for entry in agencies:
+        for export in agency_exports(entry.agency):
+            response = ", response_type: stream" if export.stream_response else ""
+            lines.append(
+                f'      {{ service: "{export.subject}", accounts: ["{entry.agency}"]{response} }},'
+            )
+    lines += ["    ]", "  }"]
+    for entry in agencies:
+        assert entry.nats_user is not None
+        lim = limits.get(entry.agency, AgencyLimits())
+        lines += [f'  "{entry.agency}": {{', "    users: ["]
+        lines += _user(entry.nats_user, entry.agency, agency_permissions(entry.agency),
+                       responds=False)
+        lines += ["    ]", "    imports: ["]
+        for export in agency_exports(entry.agency):
+            lines.append(
+                f'      {{ service: {{ account: "{HUB_ACCOUNT}", subject: "{export.subject}" }}, '
+                f'to: "{export.local}" }},'
+            )
         lines += [
-            f"    # {entry.agency}",
-            f'    {{ nkey: "{entry.nats_user}", permissions: {{',
-            f"        publish: {{ allow: {_quoted(publish)} }},",
-            f"        subscribe: {{ allow: {_quoted(subscribe)} }},",
-            # The hub answers proof requests on the requester's own reply inbox.
-            f"        allow_responses: {'true' if entry.agency == HUB else 'false'}",
-            "    } },",
+            "    ]",
+            f"    limits: {{ max_payload: {lim.max_payload}, "
+            f"max_connections: {lim.max_connections}, "
+            f"max_subscriptions: {lim.max_subscriptions} }}",
+            "  }",
         ]
-    return [*lines, "  ]", "}"]
+    return [*lines, "}"]
 
 
 def render_tls(cert_dir: str) -> list[str]:
@@ -164,6 +248,15 @@ class NatsCredentials:
     nkey_seed: str | None = None
     keys_dir: Path | None = None
     insecure_dev: bool = False
+
+    @property
+    def js_prefix(self) -> str:
+        """Where this identity finds the hub's JetStream: its own account's API for
+        the hub and the auditor, the hub's exports for an agency. Without accounts
+        (``insecure_dev``) everyone shares one account."""
+        if self.insecure_dev or self.agency in (HUB, AUDITOR):
+            return JS_API
+        return HUB_JS_PREFIX
 
     def tls_context(self) -> ssl.SSLContext | None:
         if self.insecure_dev or self.keys_dir is None:

@@ -26,8 +26,9 @@ from types import TracebackType
 import structlog
 
 from sigbus.transport.errors import ServerError
+from sigbus.transport.files import read_file
 from sigbus.transport.keystore import load_directory
-from sigbus.transport.natsauth import render_authorization, render_tls
+from sigbus.transport.natsauth import AUDITOR_PUBLIC_FILE, render_authorization, render_tls
 
 log = structlog.get_logger("sigbus.natsserver")
 
@@ -95,9 +96,14 @@ COMPOSE_CONFIG_PATH = (
 
 
 def security_lines(keys_dir: Path, cert_dir: str | None = None) -> tuple[str, ...]:
-    """Server config for mutual TLS and the directory's per-agency users."""
+    """Server config for mutual TLS, the directory's accounts and the auditor, if any."""
     directory = load_directory(keys_dir)
-    return (*render_tls(cert_dir or str(keys_dir)), *render_authorization(directory))
+    auditor_file = keys_dir / AUDITOR_PUBLIC_FILE
+    auditor = read_file(auditor_file).decode().strip() if auditor_file.exists() else None
+    return (
+        *render_tls(cert_dir or str(keys_dir)),
+        *render_authorization(directory, auditor=auditor),
+    )
 
 
 def nats_server_binary() -> Path:
@@ -141,12 +147,15 @@ class EmbeddedNats:
         )
 
     def start(self) -> str:
+        return self._start(-1)
+
+    def _start(self, port: int) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         run_dir = self.data_dir / "run"
         run_dir.mkdir(exist_ok=True)
         for stale in run_dir.glob("*.ports"):
             stale.unlink()
-        settings = self._settings(port=-1)
+        settings = self._settings(port=port)
         conf = run_dir / "nats-server.conf"
         conf.write_text(render_config(settings))
         log_file = (run_dir / "nats-server.log").open("ab")
@@ -187,18 +196,32 @@ class EmbeddedNats:
         raise ServerError("nats-server did not become ready in time")
 
     def reload(self) -> None:
-        """Render the configuration again from the current signed directory and have the
-        running server reload it (SIGHUP): a new agency's NATS user is let in, a removed
-        one shut out, without a restart of the server or of anyone connected to it."""
+        """Render the configuration again from the current signed directory and apply it
+        without a restart of anyone connected: a removed or rotated NATS user takes
+        effect by a reload (SIGHUP).
+
+        A *new agency* is a new NATS account, and nats-server (2.15) does not wire a
+        service import of an account that a reload introduces (requests from it find
+        no responders; tests/integration/test_new_agency.py shows it). So then the
+        server restarts on the same port and store: JetStream keeps every stream,
+        and the hub and adapters reconnect on their own (they retry forever).
+        """
         if self._proc is None or self._proc.poll() is not None:
             raise ServerError("nats-server is not running")
         port = int(self.url.rsplit(":", 1)[1])  # the listen port cannot change on reload
         conf = self.data_dir / "run" / "nats-server.conf"
+        before = _accounts(conf.read_text())
+        text = render_config(self._settings(port=port))
         tmp = conf.with_suffix(".tmp")
-        tmp.write_text(render_config(self._settings(port=port)))
+        tmp.write_text(text)
         os.replace(tmp, conf)
-        self._proc.send_signal(signal.SIGHUP)
-        log.info("nats_server_reloaded", pid=self._proc.pid)
+        if _accounts(text) == before:
+            self._proc.send_signal(signal.SIGHUP)
+            log.info("nats_server_reloaded", pid=self._proc.pid)
+            return
+        self.stop()
+        self._start(port)
+        log.info("nats_server_restarted_for_new_account", pid=self.pid)
 
     @property
     def pid(self) -> int | None:
@@ -227,6 +250,15 @@ class EmbeddedNats:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _accounts(config: str) -> set[str]:
+    """The account names a rendered configuration declares (transport.natsauth)."""
+    return {
+        line.strip().split(":", 1)[0].strip('"')
+        for line in config.splitlines()
+        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith("{")
+    }
 
 
 def pid_alive(pid: int) -> bool:

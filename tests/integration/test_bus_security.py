@@ -23,13 +23,14 @@ from sigbus.protocol.subjects import (
     INGRESS_STREAM,
     LOG_ENTRY_SUBJECT,
     LOG_STREAM,
-    PROOF_CONSISTENCY_SUBJECT,
-    PROOF_INCLUSION_SUBJECT,
+    PROOF_CONSISTENCY,
+    PROOF_INCLUSION,
     STATE_STREAM,
     STATE_SUBJECT,
     inbox_consumer,
     inbox_subject,
     ingress_subject,
+    service_subject,
 )
 from sigbus.transport.bus import connect
 from sigbus.transport.errors import TransportError
@@ -75,7 +76,7 @@ async def test_school_cannot_publish_as_police(world: World, keys_dir: Path) -> 
     try:
         with pytest.raises((NatsError, asyncio.TimeoutError)):
             await nc.jetstream().publish(
-                ingress_subject(P, MessageType.REFERRAL), b"{}", timeout=1.0
+                ingress_subject(P), b"{}", timeout=1.0
             )
     finally:
         await nc.close()
@@ -174,7 +175,7 @@ async def test_a_proof_reply_cannot_be_aimed_at_a_stream(
     before = {s: (await js.stream_info(s)).state.messages for s in streams}
     police = world.adapters[P].nc
     request = json.dumps({"size1": 1, "size2": 2}).encode()
-    await police.publish(PROOF_CONSISTENCY_SUBJECT, request, reply=reply_to)
+    await police.publish(service_subject(P, PROOF_CONSISTENCY), request, reply=reply_to)
     await police.flush()
     await asyncio.sleep(0.5)
     after = {s: (await js.stream_info(s)).state.messages for s in streams}
@@ -186,13 +187,15 @@ async def test_a_proof_reply_cannot_be_aimed_at_a_stream(
     await world.settle()
     assert world.broker.writer.size == before[LOG_STREAM] + 1
     # A proper request, on the requester's own inbox, is still answered.
-    answer = await police.request(PROOF_CONSISTENCY_SUBJECT, request, timeout=5.0)
+    answer = await police.request(service_subject(P, PROOF_CONSISTENCY), request, timeout=5.0)
     assert b"proof" in answer.data
 
 
-async def _inclusion(nc: nats.aio.client.Client, index: int, size: int) -> dict[str, object]:
+async def _inclusion(
+    nc: nats.aio.client.Client, agency: str, index: int, size: int
+) -> dict[str, object]:
     request = json.dumps({"index": index, "size": size}).encode()
-    answer = await nc.request(PROOF_INCLUSION_SUBJECT, request, timeout=5.0)
+    answer = await nc.request(service_subject(agency, PROOF_INCLUSION), request, timeout=5.0)
     reply: dict[str, object] = json.loads(answer.data)
     return reply
 
@@ -211,12 +214,12 @@ async def test_the_log_shows_an_entry_only_to_its_sender_and_released_recipient(
     assert {r: e.outcome.value for r, e in entries.items()} == {SO: "release", S: "deny"}
     school, social, police = (world.adapters[a].nc for a in (S, SO, P))
     for entry in entries.values():
-        refused = await _inclusion(school, entry.index, size)
+        refused = await _inclusion(school, S, entry.index, size)
         assert refused["error"] == "not_a_party_to_entry"
         assert refused.get("entry") is None
-        assert (await _inclusion(police, entry.index, size))["entry"]  # the sender's own
-    assert (await _inclusion(social, entries[SO].index, size))["entry"]
-    assert (await _inclusion(social, entries[S].index, size))["error"] == "not_a_party_to_entry"
+        assert (await _inclusion(police, P, entry.index, size))["entry"]  # the sender's own
+    assert (await _inclusion(social, SO, entries[SO].index, size))["entry"]
+    assert (await _inclusion(social, SO, entries[S].index, size))["error"] == "not_a_party_to_entry"
 
 
 @pytest.mark.parametrize("form", ["short", "pinned-subject", "legacy-durable"])

@@ -282,7 +282,7 @@ async def send_good(world: World) -> str:
     )
     mid: str = envelope["header"]["message_id"]
     await world.adapters[S].publish_raw(
-        ingress_subject(S, MessageType.REFERRAL), json.dumps(envelope).encode(), mid
+        ingress_subject(S), json.dumps(envelope).encode(), mid
     )
     return mid
 
@@ -299,7 +299,7 @@ async def build_hostile(world: World, recipe: dict[str, Any]) -> Hostile:
     sender = AgencyId(recipe.get("sender", "police"))
     publisher = AgencyId(recipe.get("publisher", sender))
     message_type = MessageType(recipe.get("type", "referral"))
-    subject = ingress_subject(publisher, message_type)
+    subject = ingress_subject(publisher)
     if "raw" in recipe:
         return Hostile(subject, recipe["raw"].encode(), new_opaque_id("msg"), publisher)
     if "raw_hex" in recipe:

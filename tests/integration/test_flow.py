@@ -143,7 +143,7 @@ async def test_a_forged_header_blames_nobody_else(world: World) -> None:
     case = await world.open_case_with_consents()
     forged = school.seal(MessageType.COMMITMENT_STATUS, status(), case_ref=case, recipients=(SO,))
     await police.publish_raw(
-        ingress_subject(P, MessageType.COMMITMENT_STATUS),
+        ingress_subject(P),
         forged.to_wire(),
         forged.header.message_id,
     )
@@ -160,7 +160,7 @@ async def test_replayed_message_id_is_denied_even_outside_the_duplicate_window(
     police = world.adapters[P]
     envelope = police.seal(MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6)
     wire, mid = envelope.to_wire(), envelope.header.message_id
-    subject = ingress_subject(P, MessageType.REFERRAL)
+    subject = ingress_subject(P)
     await police.publish_raw(subject, wire, mid)
     # A replay under a fresh Nats-Msg-Id slips past JetStream's de-duplication,
     # exactly as a replay after the duplicate window would: the hub must catch it.
@@ -174,7 +174,7 @@ async def test_replayed_message_id_is_denied_even_outside_the_duplicate_window(
 async def test_hub_keeps_serving_after_garbage(world: World) -> None:
     police = world.adapters[P]
     await police.publish_raw(
-        ingress_subject(P, MessageType.REFERRAL), b"\x00garbage", "msg-garbageinput"
+        ingress_subject(P), b"\x00garbage", "msg-garbageinput"
     )
     mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6)
     await world.settle()
