@@ -196,6 +196,44 @@ async def test_witness_raises_the_alarm_on_a_forked_checkpoint(
     assert runner.cosigned == [size]  # never cosigned the fork
 
 
+async def test_two_cases_of_one_person_have_unrelated_subject_refs(world: World) -> None:
+    """No person-stable id in the log: each case (and a referral outside any case) has
+    its own subject ref; only the hub's encrypted state knows both cases are one person's."""
+    first = await world.open_case_with_consents()
+    second = await world.open_case_with_consents()
+    mid = await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
+    )
+    await world.settle()
+    entries = await world.log_entries()
+    refs = {
+        scope: {e.subject_ref for e in entries if scope in (e.case_ref, e.message_id)}
+        for scope in (first, second, mid)
+    }
+    assert all(len(found) == 1 and None not in found for found in refs.values())
+    assert len(set().union(*refs.values())) == 3
+    assert all(ref.startswith("sref-") for found in refs.values() for ref in found if ref)
+    state = world.broker.state.cases
+    assert state[first].subject_id == state[second].subject_id  # the index, at the hub only
+    assert all(state[first].subject_id.encode() not in e.canonical_bytes() for e in entries)
+
+
+async def test_an_export_holds_no_person_pseudonym(world: World, tmp_path: Path) -> None:
+    case = await world.open_case_with_consents()
+    await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO, S), assertion=LUL6
+    )
+    await world.settle()
+    await world.broker.checkpointer.publish()
+    out = tmp_path / "log.jsonl"
+    await export_log(world.broker.js, out, log_public_key(world.adapters[SO]), witnesses=[])
+    exported = out.read_bytes()
+    assert b'"subject_ref":"sref-' in exported
+    assert b"subj-" not in exported
+    assert world.broker.state.cases[case].subject_id.encode() not in exported
+    assert world.youth.encode() not in exported
+
+
 async def test_second_writer_is_fenced(world: World) -> None:
     await world.adapters[P].send(
         MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
@@ -210,7 +248,7 @@ async def test_second_writer_is_fenced(world: World) -> None:
         message_type=None,
         sender=None,
         recipient=None,
-        subject_id=None,
+        subject_ref=None,
         case_ref=None,
         legal_basis=None,
         statutory=False,
