@@ -116,10 +116,9 @@ async def test_a_recipients_proof_carries_the_leaf_hash_not_the_entry(world: Wor
     entry = (await world.log_entries())[delivered.record.log_index]
     hashed = leaf_hash(entry.canonical_bytes())
     request = InclusionRequest(index=entry.index, size=world.broker.writer.size)
-    answer = await world.adapters[SO].nc.request(
-        PROOF_INCLUSION_SUBJECT, request.model_dump_json().encode(), timeout=5.0
-    )
-    reply = json.loads(answer.data)
+    # As prove_release asks: the raw reply, before any parsing.
+    answer = await witnessing._request(world.adapters[SO], PROOF_INCLUSION_SUBJECT, request)
+    reply = json.loads(answer)
     assert set(reply) == {"proof", "leaf_hash", "error"}
     assert reply["error"] is None
     assert base64.b64decode(reply["leaf_hash"]) == hashed
@@ -132,7 +131,7 @@ async def test_a_recipients_proof_carries_the_leaf_hash_not_the_entry(world: Wor
         b"subj-",
         b"sref-",
     ):
-        assert revealing not in answer.data
+        assert revealing not in answer
 
     evidence = await prove_release(world.adapters[SO], delivered)
     assert (evidence.log_index, evidence.leaf_hash) == (entry.index, hashed)
@@ -154,7 +153,7 @@ async def test_prove_release_refuses_a_leaf_hash_that_is_not_the_signed_one(
 
     async def lying_hub(adapter: Adapter, subject: str, body: BaseModel | None) -> bytes:
         raw = await real_request(adapter, subject, body)
-        if subject != PROOF_INCLUSION_SUBJECT:
+        if not isinstance(body, InclusionRequest):
             return raw
         lie = ProofReply.model_validate_json(raw).model_copy(
             update={"leaf_hash": bytes.fromhex(other)}
