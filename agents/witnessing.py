@@ -7,8 +7,11 @@ stayed append-only (:class:`audit.witness.Witness`). An inconsistent
 checkpoint is a fork or a rewrite: it is logged as a security event and kept
 as evidence, and never cosigned.
 
-Inclusion: a recipient asks the hub for the log entry and inclusion proof of
-a release it received, against a checkpoint it verified itself.
+Inclusion: a recipient asks the hub for the inclusion proof of a release it
+received, against a checkpoint it verified itself. The hub answers with the
+entry's leaf hash and audit path only, never the entry (need to know); the
+recipient checks that leaf hash against the one the hub signed in the release
+record, so the proof is about this release's entry without seeing it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from sigbus.audit.checkpoint import (
     parse_signed_note,
     verify_note,
 )
-from sigbus.audit.entry import LogEntry, leaf_hash
 from sigbus.audit.errors import AuditError, ForkDetected, StaleCheckpoint
 from sigbus.audit.merkle import verify_inclusion
 from sigbus.audit.witness import Witness
@@ -188,14 +190,23 @@ def _checkpoint_of(note: str) -> Checkpoint:
 
 @dataclass(frozen=True)
 class InclusionEvidence:
-    entry: LogEntry
+    """A release's entry is leaf ``log_index`` (hash ``leaf_hash``) of ``checkpoint``'s tree."""
+
+    log_index: int
+    leaf_hash: bytes
     checkpoint: Checkpoint
 
 
 async def prove_release(
     adapter: Adapter, delivered: Delivered, *, origin: str = DEFAULT_ORIGIN
 ) -> InclusionEvidence:
-    """Verify that a received release's log entry is in the hub's signed log."""
+    """Verify that a received release's log entry is in the hub's signed log.
+
+    The release record (hub-signed, verified when the release was opened) names
+    the entry by ``log_index`` and ``leaf_hash``; the hub's reply must carry that
+    same leaf hash and an RFC 9162 audit path from it to the root of a checkpoint
+    verified here.
+    """
     checkpoint_reply = CheckpointReply.model_validate_json(
         await _request(adapter, CHECKPOINT_REQUEST, None)
     )
@@ -213,24 +224,17 @@ async def prove_release(
             InclusionRequest(index=record.log_index, size=checkpoint.size),
         )
     )
-    if reply.entry is None:
+    if reply.leaf_hash is None:
         raise LogProofError(f"hub refused the inclusion proof: {reply.error}")
-    entry = LogEntry.model_validate_json(reply.entry)
-    if (entry.release_id, entry.message_id, entry.recipient, entry.index) != (
-        record.release_id,
-        record.message_id,
-        adapter.agency,
-        record.log_index,
-    ):
-        raise LogProofError("logged entry does not describe this release")
+    signed = bytes.fromhex(record.leaf_hash)
+    # A reply about another leaf would prove some other entry: the proof must be for
+    # the entry the hub signed for this release, whatever the hub says now.
+    if reply.leaf_hash != signed:
+        raise LogProofError("hub's leaf hash is not the one its release record signs")
     try:
         verify_inclusion(
-            leaf_hash(reply.entry),
-            record.log_index,
-            checkpoint.size,
-            list(reply.proof),
-            checkpoint.root,
+            signed, record.log_index, checkpoint.size, list(reply.proof), checkpoint.root
         )
     except AuditError as e:
         raise LogProofError("inclusion proof does not verify") from e
-    return InclusionEvidence(entry=entry, checkpoint=checkpoint)
+    return InclusionEvidence(log_index=record.log_index, leaf_hash=signed, checkpoint=checkpoint)

@@ -19,7 +19,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sigbus.protocol.ids import AgencyId, MessageType
 from sigbus.protocol.messages import ConsentRef
 
-LOG_ENTRY_VERSION: Literal[1] = 1
+#: 2: ``subject_ref`` (a per-case pseudonym) replaced ``subject_id`` (one per person).
+LOG_ENTRY_VERSION: Literal[2] = 2
 GENESIS_PREV_HASH = "0" * 64
 
 
@@ -35,7 +36,7 @@ class EntryOutcome(StrEnum):
 class LogEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    version: Literal[1] = LOG_ENTRY_VERSION
+    version: Literal[2] = LOG_ENTRY_VERSION
     index: Annotated[int, Field(ge=0)]
     prev_leaf_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     decision_id: str
@@ -45,7 +46,9 @@ class LogEntry(BaseModel):
     message_type: MessageType | None
     sender: AgencyId | None
     recipient: AgencyId | None
-    subject_id: str | None
+    #: The subject's pseudonym within this case (``broker.pseudonym.subject_ref_for``),
+    #: never one that is the same across a person's cases: entries leave the hub.
+    subject_ref: str | None
     case_ref: str | None
     legal_basis: str | None
     statutory: bool = False

@@ -101,8 +101,8 @@ ENTRY_LINE = re.compile(
         rf'"rules_hash":{_NULLABLE_STRING},'
         rf'"sender":{_AGENCY},'
         r'"statutory":(?:true|false),'
-        rf'"subject_id":{_NULLABLE_STRING},'
-        r'"version":1'
+        rf'"subject_ref":{_NULLABLE_STRING},'
+        r'"version":2'
         r"\}"
     ).encode()
 )

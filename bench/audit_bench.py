@@ -69,7 +69,7 @@ _TEMPLATE = (
     b'"message_type":"referral","outcome":"release","prev_leaf_hash":"%s","reasons":[],'
     b'"recipient":"social","release_id":"rel-%012d","rule_ids":["rule-consent-share"],'
     b'"rules_hash":"' + b"cd" * 32 + b'","sender":"police","statutory":false,'
-    b'"subject_id":"subj-%020d","version":1}'
+    b'"subject_ref":"sref-%020d","version":2}'
 )
 
 
@@ -171,7 +171,7 @@ def bench_drafts(count: int) -> list[EntryDraft]:
             message_type=MessageType.REFERRAL,
             sender="police",
             recipient="social",
-            subject_id=f"subj-{i % 977:020d}",
+            subject_ref=f"sref-{i % 977:020d}",
             case_ref=f"case-{i % 211:06d}",
             legal_basis="consent",
             statutory=False,

@@ -150,7 +150,8 @@ class Checkpointer:
                 log.warning("proof_refused", index=req.index, kind="not_a_party_to_entry")
                 reply = ProofReply(error="not_a_party_to_entry")
             else:
-                reply = ProofReply(proof=proof, entry=stored.data)
+                # The leaf hash only: the entry stays at the hub (need to know).
+                reply = ProofReply(proof=proof, leaf_hash=self._writer.tree.leaf_hash(req.index))
         except (ValidationError, AuditError, ValueError, IndexError, NatsError) as e:
             reply = ProofReply(error=type(e).__name__)
         await self._reply(msg, reply)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from sigbus.audit.entry import EntryOutcome
 from sigbus.broker.errors import Rejection
-from sigbus.broker.pseudonym import subject_id_for
+from sigbus.broker.pseudonym import subject_id_for, subject_ref_for
 from sigbus.broker.state import CaseOpenedChange, ConsentRecordedChange, HubState
 from sigbus.policy import (
     Decision,
@@ -96,7 +96,7 @@ class EntryDraft:
     ciphertext_sha256: str | None
     outcome: EntryOutcome
     recipient: AgencyId | None = None
-    subject_id: str | None = None
+    subject_ref: str | None = None
     legal_basis: str | None = None
     statutory: bool = False
     consent_refs: tuple[ConsentRef, ...] = ()
@@ -300,7 +300,7 @@ def _hub_record(
         message_type=header.type,
         sender=header.sender,
         recipient=HUB,
-        subject_id=subject_id,
+        subject_ref=_subject_ref(subject_id, header, ctx),
         case_ref=header.case_ref,
         consent_refs=(
             (ConsentRef(consent_id=change.event.consent_id, revision=change.event.revision),)
@@ -433,7 +433,7 @@ def _entry_for(
         message_type=header.type,
         sender=header.sender,
         recipient=verdict.recipient,
-        subject_id=subject_id,
+        subject_ref=_subject_ref(subject_id, header, ctx),
         case_ref=header.case_ref,
         legal_basis=verdict.legal_basis if permitted else None,
         statutory=verdict.statutory and permitted,
@@ -445,6 +445,18 @@ def _entry_for(
         reasons=reasons,
         release_id=release_id_for(header.message_id, verdict.recipient) if permitted else None,
     )
+
+
+def _subject_ref(subject_id: str | None, header: Header, ctx: HubContext) -> str | None:
+    """What the log says about whom: a pseudonym of the person within this case only.
+
+    The person-stable ``subject_id`` stays in the hub's encrypted state; a log entry
+    leaves the hub (exports, audits), so it must not link one person's cases. A
+    message outside any case (a referral) gets a pseudonym of its own.
+    """
+    if subject_id is None:
+        return None
+    return subject_ref_for(subject_id, header.case_ref or header.message_id, ctx.pseudonym_key)
 
 
 def _sender_profile(header: Header, profiles: Profiles) -> AgencyProfile:

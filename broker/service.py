@@ -265,6 +265,7 @@ class Broker:
             consent_refs=entry.consent_refs,
             rules_hash=entry.rules_hash or "",
             log_index=entry.index,
+            leaf_hash=self.writer.tree.leaf_hash(entry.index).hex(),
             ciphertext_sha256=entry.ciphertext_sha256 or "",
             released_at=entry.decided_at,
             hub_key_id=self.ctx.identity.signing_key_id,

@@ -98,6 +98,8 @@ MessageId = NewType("MessageId", str)
 CaseRef = NewType("CaseRef", str)
 ConsentId = NewType("ConsentId", str)
 SubjectId = NewType("SubjectId", str)
+#: A subject's pseudonym within one case (or one case-less message): what log entries carry.
+SubjectRef = NewType("SubjectRef", str)
 KeyId = NewType("KeyId", str)
 DecisionId = NewType("DecisionId", str)
 ReleaseId = NewType("ReleaseId", str)

@@ -24,9 +24,10 @@ class ProofReply(StrictModel):
     """``proof`` on success; ``error`` (a short code) when the request cannot be served."""
 
     proof: tuple[B64Bytes, ...] = ()
-    #: Inclusion only: the entry's canonical bytes (ids and codes, never content),
-    #: so the recipient recomputes the leaf hash itself instead of trusting one.
-    entry: B64Bytes | None = None
+    #: Inclusion only: the entry's RFC 9162 leaf hash, never the entry itself. The
+    #: entry names parties, basis and case, which the recipient need not see to check
+    #: its release: the hub-signed ``ReleaseRecord.leaf_hash`` is what it must match.
+    leaf_hash: B64Bytes | None = None
     error: str | None = None
 
 

@@ -23,7 +23,8 @@ from sigbus.protocol.messages import ConsentRef, StrictModel
 
 
 class ReleaseRecord(StrictModel):
-    version: Literal[1] = 1
+    #: 2: ``leaf_hash`` added (the recipient proves inclusion without the entry).
+    version: Literal[2] = 2
     release_id: str
     decision_id: str
     message_id: str
@@ -34,6 +35,9 @@ class ReleaseRecord(StrictModel):
     consent_refs: tuple[ConsentRef, ...] = ()
     rules_hash: str
     log_index: Annotated[int, Field(ge=0)]
+    #: RFC 9162 leaf hash (hex) of the log entry at ``log_index``: binds the release to
+    #: that entry, so an inclusion proof needs only this hash, never the entry's bytes.
+    leaf_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     ciphertext_sha256: str
     released_at: AwareDatetime
     hub_key_id: str

@@ -279,9 +279,18 @@ def query(
     ] = None,
     since: Annotated[str | None, typer.Option(help="ISO time with zone, inclusive.")] = None,
     until: Annotated[str | None, typer.Option(help="ISO time with zone, exclusive.")] = None,
-    subject_id: Annotated[
+    subject_ref: Annotated[
         str | None,
-        typer.Option(help="Pseudonymous subject id from the hub (never a personnummer)."),
+        typer.Option(
+            help=(
+                "Per-case subject ref (sref-...), as in the entries' subject_ref; never a "
+                "personnummer. A person has one ref per case, and one per referral outside "
+                "a case, so an export cannot link their cases. Only the hub can list one "
+                "person's refs (its pseudonym key, and its encrypted state that maps a "
+                "person to their cases); no sigbus command does it yet: see "
+                "docs/audit-log.md, 'Finding one person's entries'."
+            )
+        ),
     ] = None,
     verify_first: Annotated[bool, typer.Option("--verify/--no-verify")] = True,
 ) -> None:
@@ -296,7 +305,7 @@ def query(
         "case_ref": case,
         "legal_basis": legal_basis,
         "outcome": outcome,
-        "subject_id": subject_id,
+        "subject_ref": subject_ref,
     }
     with file.open("rb") as lines:
         for line in read_entry_lines(lines):

@@ -372,6 +372,12 @@ async def audit_story(story: Story, export_path: Path) -> AuditOutcome:
         summary, ok = report.summary(), True
     except AuditError as e:
         summary, ok = str(e), False
+    # The export leaves the hub: a person-stable pseudonym in it would link the
+    # person's cases; entries name the subject by a per-case ref only.
+    if ok and b'"subj-' in export_path.read_bytes():
+        summary, ok = "FAIL: the export holds a person-level subject id (subj-)", False
+    elif ok:
+        summary += "; subjects named by per-case refs only"
     ok = ok and len(cosigned) == len(story.adapters)
     return AuditOutcome(
         cosigned_by=cosigned,

@@ -44,7 +44,7 @@ def make_entries(count: int, *, start: int = 0, prev: str = GENESIS_PREV_HASH) -
             message_type=MessageType.REFERRAL if index % 2 else MessageType.PLAN_COMMITMENT,
             sender="police",
             recipient="social" if release else "school",
-            subject_id=f"subj-{index % 5:06d}",
+            subject_ref=f"sref-{index % 5:04d}",
             case_ref=f"case-{index % 4:04d}",
             legal_basis="consent" if release else None,
             consent_refs=(ConsentRef(consent_id=f"consent-{index % 4:04d}", revision=1),)

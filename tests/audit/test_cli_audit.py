@@ -112,7 +112,7 @@ def test_query_filters(export_file: Path) -> None:
         ],
     )
     assert [json.loads(x)["index"] for x in period.output.splitlines()] == [3, 4]
-    subject = runner.invoke(audit_app, ["query", str(export_file), "--subject-id", "subj-000002"])
+    subject = runner.invoke(audit_app, ["query", str(export_file), "--subject-ref", "sref-0002"])
     assert [json.loads(x)["index"] for x in subject.output.splitlines()] == [2, 7]
 
 

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
+from sigbus.agents import witnessing
+from sigbus.agents.runtime import Adapter, Delivered
 from sigbus.agents.setup import agency_setup
-from sigbus.agents.witnessing import WitnessRunner, log_public_key, prove_release
+from sigbus.agents.witnessing import LogProofError, WitnessRunner, log_public_key, prove_release
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
-from sigbus.audit.entry import EntryOutcome
+from sigbus.audit.entry import EntryOutcome, leaf_hash
 from sigbus.audit.verify import verify_export
 from sigbus.broker.errors import LogFencedError
 from sigbus.broker.log_writer import LogWriter
@@ -26,8 +32,14 @@ from sigbus.export import export_log
 from sigbus.protocol.codes import ReferralKind, ReferralReason
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
+from sigbus.protocol.proofs import InclusionRequest, ProofReply
 from sigbus.protocol.reasons import HubReason, ReasonCode
-from sigbus.protocol.subjects import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT, inbox_subject
+from sigbus.protocol.subjects import (
+    CHECKPOINT_STREAM,
+    CHECKPOINT_SUBJECT,
+    PROOF_INCLUSION,
+    inbox_subject,
+)
 from sigbus.transport.bus import connect
 from tests.integration.conftest import LUL6, World
 
@@ -62,8 +74,11 @@ async def test_witnesses_cosign_and_export_verifies_offline(
         assert runner.cosigned[-1] == world.broker.writer.size
         assert not runner.alarms
 
-    evidence = await prove_release(world.adapters[SO], world.inboxes[SO].received[-1])
-    assert evidence.entry.outcome is EntryOutcome.RELEASE
+    delivered = world.inboxes[SO].received[-1]
+    evidence = await prove_release(world.adapters[SO], delivered)
+    entry = (await world.log_entries())[evidence.log_index]
+    assert (entry.outcome, entry.release_id) == (EntryOutcome.RELEASE, delivered.record.release_id)
+    assert evidence.leaf_hash == leaf_hash(entry.canonical_bytes())
     assert evidence.checkpoint.size == world.broker.writer.size
 
     out = tmp_path / "log.jsonl"
@@ -82,6 +97,77 @@ async def test_witnesses_cosign_and_export_verifies_offline(
     result = CliRunner().invoke(app, ["audit", "verify", str(tmp_path / "tampered.jsonl")])
     assert result.exit_code == 1
     assert "2" in result.output  # names the altered entry (line 3 = entry index 2)
+
+
+async def _released_referral(world: World) -> Delivered:
+    """A LUL 6 § notification released to social services, and a checkpoint covering it."""
+    await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
+    )
+    await world.settle()
+    await world.broker.checkpointer.publish()
+    return world.inboxes[SO].received[-1]
+
+
+async def test_a_recipients_proof_carries_the_leaf_hash_not_the_entry(world: World) -> None:
+    """Need to know: the hub proves a release's inclusion with the entry's leaf hash and
+    audit path only, so the entry (sender, case, basis, subject ref) stays at the hub."""
+    delivered = await _released_referral(world)
+    entry = (await world.log_entries())[delivered.record.log_index]
+    hashed = leaf_hash(entry.canonical_bytes())
+    request = InclusionRequest(index=entry.index, size=world.broker.writer.size)
+    # As prove_release asks: the raw reply, before any parsing.
+    answer = await witnessing._request(world.adapters[SO], PROOF_INCLUSION, request)
+    reply = json.loads(answer)
+    assert set(reply) == {"proof", "leaf_hash", "error"}
+    assert reply["error"] is None
+    assert base64.b64decode(reply["leaf_hash"]) == hashed
+    assert delivered.record.leaf_hash == hashed.hex()
+    for revealing in (
+        entry.canonical_bytes(),
+        base64.b64encode(entry.canonical_bytes()),
+        entry.message_id.encode(),
+        entry.decision_id.encode(),
+        b"subj-",
+        b"sref-",
+    ):
+        assert revealing not in answer
+
+    evidence = await prove_release(world.adapters[SO], delivered)
+    assert (evidence.log_index, evidence.leaf_hash) == (entry.index, hashed)
+
+
+async def test_prove_release_refuses_a_leaf_hash_that_is_not_the_signed_one(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delivered = await _released_referral(world)
+    social = world.adapters[SO]
+    other = "00" * 32
+    # The record names another leaf than the one the hub proves (the hub's reply is honest).
+    forged = replace(delivered, record=delivered.record.model_copy(update={"leaf_hash": other}))
+    with pytest.raises(LogProofError, match="not the one its release record signs"):
+        await prove_release(social, forged)
+
+    # The hub's reply names another leaf than the signed record does.
+    real_request = witnessing._request
+
+    async def lying_hub(adapter: Adapter, subject: str, body: BaseModel | None) -> bytes:
+        raw = await real_request(adapter, subject, body)
+        if not isinstance(body, InclusionRequest):
+            return raw
+        lie = ProofReply.model_validate_json(raw).model_copy(
+            update={"leaf_hash": bytes.fromhex(other)}
+        )
+        return lie.model_dump_json().encode()
+
+    monkeypatch.setattr(witnessing, "_request", lying_hub)
+    with pytest.raises(LogProofError, match="not the one its release record signs"):
+        await prove_release(social, delivered)
+    # Both agree on a leaf that is not in the tree at that index: the path refutes it.
+    with pytest.raises(LogProofError, match="inclusion proof does not verify"):
+        await prove_release(social, forged)
+    monkeypatch.undo()
+    assert (await prove_release(social, delivered)).log_index == delivered.record.log_index
 
 
 async def test_witness_raises_the_alarm_on_a_forked_checkpoint(
@@ -109,6 +195,44 @@ async def test_witness_raises_the_alarm_on_a_forked_checkpoint(
     assert runner.cosigned == [size]  # never cosigned the fork
 
 
+async def test_two_cases_of_one_person_have_unrelated_subject_refs(world: World) -> None:
+    """No person-stable id in the log: each case (and a referral outside any case) has
+    its own subject ref; only the hub's encrypted state knows both cases are one person's."""
+    first = await world.open_case_with_consents()
+    second = await world.open_case_with_consents()
+    mid = await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
+    )
+    await world.settle()
+    entries = await world.log_entries()
+    refs = {
+        scope: {e.subject_ref for e in entries if scope in (e.case_ref, e.message_id)}
+        for scope in (first, second, mid)
+    }
+    assert all(len(found) == 1 and None not in found for found in refs.values())
+    assert len(set().union(*refs.values())) == 3
+    assert all(ref.startswith("sref-") for found in refs.values() for ref in found if ref)
+    state = world.broker.state.cases
+    assert state[first].subject_id == state[second].subject_id  # the index, at the hub only
+    assert all(state[first].subject_id.encode() not in e.canonical_bytes() for e in entries)
+
+
+async def test_an_export_holds_no_person_pseudonym(world: World, tmp_path: Path) -> None:
+    case = await world.open_case_with_consents()
+    await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO, S), assertion=LUL6
+    )
+    await world.settle()
+    await world.broker.checkpointer.publish()
+    out = tmp_path / "log.jsonl"
+    await export_log(world.broker.js, out, log_public_key(world.adapters[SO]), witnesses=[])
+    exported = out.read_bytes()
+    assert b'"subject_ref":"sref-' in exported
+    assert b"subj-" not in exported
+    assert world.broker.state.cases[case].subject_id.encode() not in exported
+    assert world.youth.encode() not in exported
+
+
 async def test_second_writer_is_fenced(world: World) -> None:
     await world.adapters[P].send(
         MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
@@ -123,7 +247,7 @@ async def test_second_writer_is_fenced(world: World) -> None:
         message_type=None,
         sender=None,
         recipient=None,
-        subject_id=None,
+        subject_ref=None,
         case_ref=None,
         legal_basis=None,
         statutory=False,
@@ -158,8 +282,6 @@ async def test_crash_between_log_and_release_resolves_to_exactly_one_release(
         "2",
     ]
     setup = agency_setup(P, keys_dir)
-    from sigbus.agents.runtime import Adapter
-
     police = await setup.connect(nats_url)
     first = subprocess.Popen(cmd, env=env)
     try:

@@ -216,9 +216,10 @@ async def test_the_log_shows_an_entry_only_to_its_sender_and_released_recipient(
     for entry in entries.values():
         refused = await _inclusion(school, S, entry.index, size)
         assert refused["error"] == "not_a_party_to_entry"
-        assert refused.get("entry") is None
-        assert (await _inclusion(police, P, entry.index, size))["entry"]  # the sender's own
-    assert (await _inclusion(social, SO, entries[SO].index, size))["entry"]
+        assert refused.get("leaf_hash") is None
+        assert refused.get("proof") == []
+        assert (await _inclusion(police, P, entry.index, size))["leaf_hash"]  # the sender's own
+    assert (await _inclusion(social, SO, entries[SO].index, size))["leaf_hash"]
     assert (await _inclusion(social, SO, entries[S].index, size))["error"] == "not_a_party_to_entry"
 
 
