@@ -7,8 +7,18 @@ Format: JSON Lines, UTF-8, every line ends with "\\n".
        {"entries":N,"format":"sigbus-log-export/v1","log_public_key":"<base64 raw Ed25519>",
         "origin":"<checkpoint origin>"}
 
-2. N entry lines, each *exactly* the RFC 8785 bytes of one ``LogEntry``,
-   in index order 0..N-1. These bytes are the RFC 9162 leaf data.
+2. N record lines in index order 0..N-1, one per record the log stream
+   holds. A record that is the canonical encoding of a ``LogEntry`` is written
+   as itself: *exactly* its RFC 8785 bytes. Any other record (one the hub
+   quarantined, :mod:`audit.quarantine`; it may hold any bytes, newlines
+   included) is written as a raw-record line, RFC 8785 JSON::
+
+       {"raw_record":"<base64 of the stored bytes>"}
+
+   The record's bytes (the line, or the decoded base64) are its RFC 9162 leaf
+   data. A raw-record line never holds a canonical entry (each record has one
+   line shape), and no entry line can be mistaken for one (an entry's first
+   key is ``case_ref``).
 3. A trailer (RFC 8785 JSON)::
 
        {"checkpoint":"<C2SP signed note>",
@@ -45,6 +55,8 @@ EXPORT_FORMAT = "sigbus-log-export/v1"
 _HEADER_KEYS = {"entries", "format", "log_public_key", "origin"}
 _TRAILER_KEYS = {"checkpoint", "cosignatures"}
 _COSIGNATURE_KEYS = {"line", "public_key", "witness"}
+_RAW_PREFIX = b'{"raw_record":"'
+_RAW_SUFFIX = b'"}'
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,8 @@ def write_export(
 ) -> Iterator[bytes]:
     """Yield the lines (each ending in "\\n") of an export of ``entries``.
 
-    ``entries`` are the canonical entry bytes in index order; there must be
+    ``entries`` are the stored records in index order (:func:`record_line`
+    chooses each one's line shape); there must be
     exactly as many as the checkpoint's size, and their root must be its root
     (checked as they stream by; :class:`ExportError` at the end otherwise,
     so write to a temporary file and rename on success).
@@ -113,10 +126,8 @@ def write_export(
     )
     accumulator = RootAccumulator()
     for entry in entries:
-        if b"\n" in entry:
-            raise ExportError("entry bytes contain a newline", entry_index=accumulator.size)
         accumulator.add(hash_leaf(entry))
-        yield entry + b"\n"
+        yield record_line(entry) + b"\n"
     if accumulator.size != checkpoint.size or accumulator.root() != checkpoint.root:
         raise ExportError(
             f"{accumulator.size} entries do not match the checkpoint of size {checkpoint.size}"
@@ -137,6 +148,39 @@ def write_export(
             ],
         }
     )
+
+
+def record_line(record: bytes) -> bytes:
+    """The export line (without "\\n") of one stored record: itself if a canonical entry."""
+    if check_entry_line(record) is not None:
+        return record
+    return _RAW_PREFIX + base64.b64encode(record) + _RAW_SUFFIX
+
+
+def raw_record(line: bytes) -> bytes | None:
+    """The stored bytes of a raw-record line (without "\\n"); None if ``line`` is not one.
+
+    :class:`ExportError` (no index: the caller knows it) if the line has the
+    raw-record shape but is not the one encoding :func:`record_line` writes.
+    """
+    if not (line.startswith(_RAW_PREFIX) and line.endswith(_RAW_SUFFIX)):
+        return None
+    text = line[len(_RAW_PREFIX) : len(line) - len(_RAW_SUFFIX)]
+    try:
+        record = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ExportError("raw record is not valid base64") from e
+    if base64.b64encode(record) != text:
+        raise ExportError("raw record is not in canonical base64")
+    if check_entry_line(record) is not None:
+        raise ExportError("raw record holds a canonical entry (it must be written as itself)")
+    return record
+
+
+def leaf_data(line: bytes) -> bytes:
+    """The RFC 9162 leaf data of a record line (without "\\n"), unverified."""
+    record = raw_record(line) if line.startswith(_RAW_PREFIX) else None
+    return line if record is None else record
 
 
 def strip_newline(line: bytes) -> bytes:
@@ -188,7 +232,8 @@ def parse_trailer(line: bytes | None, expected: int) -> ExportTrailer:
     """
     if line is None:
         raise ExportError("the checkpoint line is missing (truncated)")
-    if check_entry_line(strip_newline(line)) is not None:
+    stripped = strip_newline(line)
+    if check_entry_line(stripped) is not None or _is_raw_shape(stripped):
         raise ExportError(
             f"entry {expected}: unexpected extra entry after the {expected} the header announces",
             entry_index=expected,
@@ -198,6 +243,10 @@ def parse_trailer(line: bytes | None, expected: int) -> ExportTrailer:
     if not isinstance(checkpoint, str) or not isinstance(cosignatures, list):
         raise ExportError("checkpoint line has the wrong types")
     return ExportTrailer(checkpoint, tuple(cosignatures))
+
+
+def _is_raw_shape(line: bytes) -> bool:
+    return line.startswith(_RAW_PREFIX) and line.endswith(_RAW_SUFFIX)
 
 
 def parse_cosignature(position: int, record: object) -> CosignatureRecord:
@@ -212,11 +261,15 @@ def parse_cosignature(position: int, record: object) -> CosignatureRecord:
 
 
 def read_entry_lines(lines: Iterable[bytes]) -> Iterator[bytes]:
-    """The entry lines (without "\\n") of an export, header and trailer skipped, unverified."""
+    """The leaf data of each record of an export, header and trailer skipped, unverified.
+
+    That is each entry line without its "\\n", and a raw-record line's stored
+    bytes (:func:`leaf_data`); :func:`check_entry_line` tells entries apart.
+    """
     iterator = iter(lines)
     header = parse_header(next(iterator, None))
     for _ in range(header.entries):
         raw = next(iterator, None)
         if raw is None:
             return
-        yield strip_newline(raw)
+        yield leaf_data(strip_newline(raw))

@@ -14,10 +14,6 @@ class LogFencedError(BrokerError):
     """Another writer appended to the disclosure log: this broker must stop."""
 
 
-class LogCorruptError(BrokerError):
-    """The stored log does not chain: refuse to append on top of it."""
-
-
 class StateCorruptError(BrokerError):
     """A hub state record could not be decrypted or parsed."""
 

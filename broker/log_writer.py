@@ -5,13 +5,20 @@ equal to the current log size, so JetStream refuses it if any other process
 appended in between (a second broker can never interleave entries). Entry
 ``index`` is the stream sequence minus one, and each entry chains to the
 leaf hash of the one before. The RFC 9162 tree grows incrementally.
+
+A stored record that is not a sound entry (it does not parse, or its index or
+chain link is wrong) cannot be deleted from the append-only stream, so
+refusing to start on it would stop the hub for good. It is quarantined
+instead (:mod:`audit.quarantine`): it keeps its index and its raw bytes stay
+its leaf, its content is never used, the hub raises a ``security_event``
+alarm and appends one hub entry naming it, and then goes on deciding.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import structlog
@@ -21,7 +28,13 @@ from nats.js.errors import APIError
 
 from sigbus.audit.entry import GENESIS_PREV_HASH, EntryOutcome, LogEntry, leaf_hash
 from sigbus.audit.merkle import MerkleTree
-from sigbus.broker.errors import LogCorruptError, LogFencedError
+from sigbus.audit.quarantine import (
+    Fault,
+    classify,
+    named_quarantine,
+    quarantine_entry,
+)
+from sigbus.broker.errors import LogFencedError
 from sigbus.broker.pipeline import EntryDraft
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
@@ -35,14 +48,21 @@ log = structlog.get_logger("sigbus.broker.log")
 _WRONG_LAST_SEQUENCE = 10071
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class LogWriter:
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, *, clock: Callable[[], datetime] = _utc_now) -> None:
         self._js = js
+        self._clock = clock
         self.tree = MerkleTree()
         self._last_leaf_hash = GENESIS_PREV_HASH
         self._by_ingress: dict[int, list[LogEntry]] = defaultdict(list)
         self._first_seq_of_message: dict[str, int] = {}
         self.last_decided_at = datetime.min.replace(tzinfo=UTC)
+        #: index -> fault of every quarantined record in the log.
+        self.quarantined: dict[int, Fault] = {}
 
     @property
     def size(self) -> int:
@@ -55,22 +75,76 @@ class LogWriter:
         return self._first_seq_of_message.get(message_id)
 
     async def recover(self) -> None:
-        """Rebuild tree and indexes from the stream, checking the chain as it goes."""
+        """Rebuild tree and indexes from the stream, quarantining unsound records.
+
+        Every record found unsound that no quarantine entry names yet gets one
+        now (appended after the last record), so the log states it before the
+        hub decides anything on top of it.
+        """
         self.tree = MerkleTree()
         self._last_leaf_hash = GENESIS_PREV_HASH
         self._by_ingress.clear()
         self._first_seq_of_message.clear()
         self.last_decided_at = datetime.min.replace(tzinfo=UTC)
+        self.quarantined.clear()
+        named: set[tuple[int, Fault]] = set()
         async for msg in read_stream(self._js, LOG_STREAM, LOG_ENTRY_SUBJECT):
-            seq = msg.metadata.sequence.stream
-            try:
-                entry = LogEntry.model_validate_json(msg.data)
-            except ValueError as e:
-                raise LogCorruptError(f"log entry at sequence {seq} does not parse") from e
-            if entry.index != seq - 1 or entry.prev_leaf_hash != self._last_leaf_hash:
-                raise LogCorruptError(f"log chain breaks at index {seq - 1}")
-            self._remember(entry, leaf_hash(msg.data))
-        log.info("log_recovered", size=self.size)
+            data = msg.data
+            index = msg.metadata.sequence.stream - 1
+            fault = classify(data, index, self._last_leaf_hash)
+            if fault is None:
+                entry = LogEntry.model_validate_json(data)  # canonical, hence valid
+                self._remember(entry, leaf_hash(data))
+                quarantine = named_quarantine(
+                    outcome=entry.outcome,
+                    sender=entry.sender,
+                    recipient=entry.recipient,
+                    reasons=entry.reasons,
+                )
+                # Only a later entry can name a record (as the verifier requires).
+                if quarantine is not None and quarantine[0] < index:
+                    named.add(quarantine)
+            else:
+                self._quarantine(data, index, fault)
+        for index, fault in self.quarantined.items():
+            if (index, fault) in named:
+                log.warning("log_record_quarantined_earlier", seq=index + 1, reason=fault.value)
+            else:
+                # The alarm names the position and the fault, never the bytes:
+                # a stray record could hold anything, personal data included.
+                log.critical(
+                    "security_event",
+                    kind="log_record_quarantined",
+                    seq=index + 1,
+                    index=index,
+                    reason=fault.value,
+                )
+                await self._publish(self._quarantine_entry(index, fault))
+        log.info("log_recovered", size=self.size, quarantined=len(self.quarantined))
+
+    def _quarantine(self, data: bytes, index: int, fault: Fault) -> None:
+        """Keep the record's place in the tree (its raw bytes are the leaf), use nothing else."""
+        hashed = leaf_hash(data)
+        self.tree.append(hashed)
+        self._last_leaf_hash = hashed.hex()
+        self.quarantined[index] = fault
+        if fault is not Fault.NOT_AN_ENTRY:
+            # Its message id, if it ever was one, must not look unseen: another
+            # message with that id is then denied as a replay (fails closed). Its
+            # claimed decisions are not reused, so its ingress message, if not
+            # acknowledged, is decided and logged afresh.
+            entry = LogEntry.model_validate_json(data)
+            self._first_seq_of_message.setdefault(entry.message_id, entry.ingress_seq)
+
+    def _quarantine_entry(self, index: int, fault: Fault) -> LogEntry:
+        return quarantine_entry(
+            index=self.size,
+            prev_leaf_hash=self._last_leaf_hash,
+            # Never before a time already decided (as the broker's own clock).
+            decided_at=max(self._clock(), self.last_decided_at),
+            quarantined=index,
+            fault=fault,
+        )
 
     def _remember(self, entry: LogEntry, hashed: bytes) -> None:
         self.last_decided_at = max(self.last_decided_at, entry.decided_at)
@@ -87,10 +161,14 @@ class LogWriter:
         fields = {f.name: getattr(draft, f.name) for f in dataclasses.fields(draft)}
         fields["reasons"] = draft.reason_codes()
         entry = LogEntry(index=self.size, prev_leaf_hash=self._last_leaf_hash, **fields)
+        await self._publish(entry)
+        return entry
+
+    async def _publish(self, entry: LogEntry) -> None:
         data = entry.canonical_bytes()
         headers = {
             "Nats-Expected-Last-Sequence": str(self.size),
-            "Nats-Msg-Id": f"{draft.decision_id}:{draft.recipient or '-'}:{entry.index}",
+            "Nats-Msg-Id": f"{entry.decision_id}:{entry.recipient or '-'}:{entry.index}",
         }
         try:
             ack = await self._js.publish(
@@ -107,4 +185,3 @@ class LogWriter:
                 f"log append landed at sequence {ack.seq}, expected {entry.index + 1}"
             )
         self._remember(entry, leaf_hash(data))
-        return entry

@@ -109,7 +109,8 @@ class Broker:
         self._js = self._nc.jetstream()
         await ensure_streams(self._js, replicas=self._replicas)
         await self._ensure_consumers()
-        self._writer = LogWriter(self._js)
+        # The writer dates its own quarantine entries: with the broker's clock.
+        self._writer = LogWriter(self._js, clock=self._clock)
         await self._writer.recover()
         self._latest_now = self._writer.last_decided_at
         self._store = StateStore(self._js, self._state_key)

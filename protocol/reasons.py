@@ -41,6 +41,9 @@ class ReasonCode(StrEnum):
     ASSERTION_NOT_ALLOWED = "assertion_not_allowed"  # statute not in the sender's profile
     UNKNOWN_FUNCTION = "unknown_function"  # function or action not in the agency's profile
     INTERNAL_ERROR = "internal_error"
+    # Not a refusal: the reason of the hub's own entry that names a stored log
+    # record found unsound at start-up (audit/quarantine.py).
+    QUARANTINED_RECORD = "quarantined_record"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,13 +21,17 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sigbus.audit.checkpoint import note_body, parse_checkpoint_body, verify_note
+from sigbus.audit.entry_line import check_entry_line
 from sigbus.audit.errors import AuditError, CheckpointError, ExportError
 from sigbus.audit.export_format import read_entry_lines
 from sigbus.audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
+from sigbus.audit.verify import VerifyReport
 from sigbus.parallel_verify import verify_export_file
 
-audit_app = typer.Typer(pretty_exceptions_show_locals=False,
-    help="Verify, prove and query an exported disclosure log offline.", no_args_is_help=True
+audit_app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    help="Verify, prove and query an exported disclosure log offline.",
+    no_args_is_help=True,
 )
 prove_app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -60,7 +64,7 @@ def _verify_file(
     log_key: str | None,
     witness_keys: list[str] | None,
     earlier: list[Path] | None,
-) -> str:
+) -> VerifyReport:
     trusted_witnesses = {}
     for item in witness_keys or []:
         name, sep, key = item.partition("=")
@@ -73,7 +77,7 @@ def _verify_file(
         trusted_witness_keys=trusted_witnesses,
         earlier_checkpoints=[path.read_text() for path in earlier or []],
     )
-    return report.summary()
+    return report
 
 
 FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Export file.")]
@@ -92,15 +96,20 @@ def verify(
         list[Path] | None,
         typer.Option(help="An earlier signed checkpoint you hold; proves no fork (repeatable)."),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as one JSON object.")
+    ] = False,
 ) -> None:
     """Recompute everything in FILE offline: exit 0 if intact, 1 naming the first bad entry."""
     try:
-        summary = _verify_file(file, log_key, witness_key, checkpoint)
-    except ExportError as e:
-        raise _fail(str(e)) from e
+        report = _verify_file(file, log_key, witness_key, checkpoint)
     except AuditError as e:
+        if as_json:
+            index = e.entry_index if isinstance(e, ExportError) else None
+            typer.echo(json.dumps({"ok": False, "error": str(e), "entry_index": index}))
+            raise typer.Exit(code=1) from e
         raise _fail(str(e)) from e
-    typer.echo(summary)
+    typer.echo(json.dumps(report.to_json()) if as_json else report.summary())
 
 
 def _tree_from_export(file: Path) -> MerkleTree:
@@ -309,6 +318,8 @@ def query(
     }
     with file.open("rb") as lines:
         for line in read_entry_lines(lines):
+            if check_entry_line(line) is None:
+                continue  # a quarantined record: no entry, and its bytes are not shown
             entry = json.loads(line)
             if any(value is not None and entry.get(key) != value for key, value in wanted.items()):
                 continue
