@@ -85,7 +85,7 @@ def quarantine_entry(
         message_type=None,
         sender=HUB,
         recipient=HUB,
-        subject_id=None,
+        subject_ref=None,
         case_ref=None,
         legal_basis=None,
         rules_hash=None,
