@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import ServiceUnavailableError
+from nats.js.errors import APIError, ServiceUnavailableError
 
 from sigbus.agents.errors import PublishFailed, ReleaseRejected
 from sigbus.protocol.directory import Directory
@@ -65,6 +65,10 @@ Handler = Callable[[Delivered], Awaitable[None]]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+#: JetStream's error code for a per-subject limit with discard-new (our ingress backlog).
+_BACKLOG_FULL = 10077
 
 
 class Adapter:
@@ -189,6 +193,23 @@ class Adapter:
                 ack = await self._js.publish(
                     subject, data, headers={"Nats-Msg-Id": message_id}, timeout=5.0
                 )
+            except APIError as e:
+                if e.err_code != _BACKLOG_FULL:
+                    self.log.warning(
+                        "publish_retry",
+                        message_id=message_id,
+                        attempt=attempt,
+                        error=type(e).__name__,
+                    )
+                    await asyncio.sleep(PUBLISH_BACKOFF_S * attempt)
+                    continue
+                # Our own backlog at the hub is full (transport.bus.INGRESS_BACKLOG): the
+                # bus refused it, nothing was stored; the sender must know and may retry.
+                self.log.warning("publish_refused", message_id=message_id, reason="backlog_full")
+                raise PublishFailed(
+                    f"message {message_id} refused by the bus: this agency already has the "
+                    "most messages allowed waiting for the hub; try again when it has decided"
+                ) from e
             except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
                 self.log.warning(
                     "publish_retry", message_id=message_id, attempt=attempt, error=type(e).__name__

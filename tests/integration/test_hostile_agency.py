@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from nats.errors import Error as NatsError
 
+from sigbus.agents.errors import PublishFailed
 from sigbus.agents.setup import agency_setup
 from sigbus.protocol import subjects as s
 from sigbus.protocol.ids import MessageType
@@ -128,6 +129,8 @@ async def test_a_flood_is_refused_at_the_bus_beyond_the_backlog(world: World) ->
     assert accepted == INGRESS_BACKLOG
     assert len(refusals) == 10
     assert all("maximum messages per subject" in r for r in refusals), refusals
+    with pytest.raises(PublishFailed, match="most messages allowed waiting"):
+        await police.send(MessageType.MEETING_NOTICE, _meeting(), recipients=(SO,))
     mid = await world.adapters[S].send(MessageType.MEETING_NOTICE, _meeting(), recipients=(SO,))
     info = await world.broker.js.stream_info(s.INGRESS_STREAM)
     assert info.state.messages == INGRESS_BACKLOG + 1
