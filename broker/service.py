@@ -31,6 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from sigbus.audit.entry import LogEntry
+from sigbus.broker.backlog import BacklogWatch
 from sigbus.broker.checkpointer import Checkpointer
 from sigbus.broker.errors import LogFencedError
 from sigbus.broker.log_writer import LogWriter
@@ -88,6 +89,7 @@ class Broker:
         self._stopping = asyncio.Event()
         self._latest_now = datetime.min.replace(tzinfo=UTC)
         self._served: frozenset[AgencyId] = frozenset()
+        self.backlog = BacklogWatch()
 
     @property
     def writer(self) -> LogWriter:
@@ -168,6 +170,7 @@ class Broker:
     async def process_batch(self, *, timeout: float) -> int:
         """Fetch and process what is waiting (one at a time); returns how many."""
         assert self._sub is not None
+        await self.backlog.poll(self.js)
         try:
             msgs = await self._sub.fetch(1, timeout=timeout)
         except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both

@@ -46,6 +46,27 @@ class Names(_ProfileModel):
         return self.en if language == "en" else self.sv
 
 
+#: An envelope is at most 64 KiB (protocol.envelope.MAX_ENVELOPE_BYTES); the bus
+#: takes at most twice that from one agency, and no deployment may raise it.
+MAX_PAYLOAD_CEILING = 128 * 1024
+
+
+class BusLimits(_ProfileModel):
+    """What one agency's NATS account may use of the bus (``[limits]`` in its profile).
+
+    The bus itself enforces these, before the hub sees anything (issue 9): a publish
+    larger than ``max_payload`` is refused and the connection closed, a connection or
+    subscription beyond the caps is refused. How many of its messages may wait
+    undecided is the ingress stream's per-agency backlog, the same for every agency
+    (``transport.bus.INGRESS_BACKLOG``); stored bytes per agency are therefore at most
+    backlog × ``max_payload``, and its publish rate is bounded by the hub's decisions.
+    """
+
+    max_payload: Annotated[int, Field(ge=4096, le=MAX_PAYLOAD_CEILING)] = MAX_PAYLOAD_CEILING
+    max_connections: Annotated[int, Field(ge=1, le=1024)] = 8
+    max_subscriptions: Annotated[int, Field(ge=8, le=10_000)] = 64
+
+
 class AgencyProfile(_ProfileModel):
     name: AgencyId
     display_name: Names
@@ -60,6 +81,8 @@ class AgencyProfile(_ProfileModel):
     referrals: dict[ReferralKind, RuleIdStr] = Field(default_factory=dict)
     #: Other statutes it may assert on the message types those statutes cover.
     statutes: tuple[RuleIdStr, ...] = ()
+    #: Its share of the bus; the defaults suit an agency with one adapter.
+    limits: BusLimits = BusLimits()
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

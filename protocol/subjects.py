@@ -51,6 +51,14 @@ def ingress_subject(sender: AgencyId) -> str:
     return f"sigbus.ingress.{sender}"
 
 
+def ingress_sender(subject: str) -> str | None:
+    """The agency whose ingress subject this is (``sigbus.ingress.<agency>``)."""
+    parts = subject.split(".")
+    if len(parts) != 3 or parts[:2] != ["sigbus", "ingress"]:
+        return None
+    return parts[2]
+
+
 def service_subject(agency: AgencyId, service: str) -> str:
     return f"sigbus.hub.{agency}.{service}"
 

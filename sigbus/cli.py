@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
+import structlog
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
@@ -27,15 +28,18 @@ from sigbus.demo import run_demo
 from sigbus.export import ExportSummary, export_log
 from sigbus.protocol.directory import KeyUse
 from sigbus.protocol.envelope import describe_invalid
-from sigbus.protocol.errors import ProtocolError, SigbusError
+from sigbus.protocol.errors import ProfileError, ProtocolError, SigbusError
 from sigbus.protocol.ids import HUB
 from sigbus.protocol.profiles import Profiles
 from sigbus.transport import config
 from sigbus.transport.bus import connect
+from sigbus.transport.errors import ConfigError
 from sigbus.transport.keystore import DirectoryWatcher, load_directory
 from sigbus.transport.logging import configure_logging
 from sigbus.transport.natsserver import EmbeddedNats, pid_alive
-from sigbus.transport.profiles import load_profiles
+from sigbus.transport.profiles import load_profiles, local_profiles_stamp
+
+log = structlog.get_logger("sigbus.cli")
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -127,14 +131,22 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
     secured_by = None if config.insecure_dev() else keys_path
 
     async def reload_users(server: EmbeddedNats) -> None:
-        """A directory change (an agency added, a key revoked) re-renders the server's
-        users and reloads it: nobody restarts."""
+        """A directory change (an agency added, a key revoked) or a profile change (an
+        agency's bus limits) re-renders the server's accounts and reloads it."""
         watcher = DirectoryWatcher(keys_path, hub.ctx.directory)
+        profiles_seen = local_profiles_stamp(keys_path)
         while True:
             await asyncio.sleep(DIRECTORY_POLL_S)
-            seen = watcher.current
-            if secured_by is not None and watcher.refresh() is not seen:
+            seen, profiles_now = watcher.current, local_profiles_stamp(keys_path)
+            changed = watcher.refresh() is not seen or profiles_now != profiles_seen
+            profiles_seen = profiles_now
+            if secured_by is None or not changed:
+                continue
+            try:
                 server.reload()
+            except (ConfigError, ProfileError, ProtocolError) as e:
+                # A profile or directory that does not parse: the running configuration stays.
+                log.error("nats_config_not_reloaded", error=type(e).__name__)
 
     async def serve(server: EmbeddedNats) -> None:
         broker = hub.broker(server.url)

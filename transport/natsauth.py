@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,6 +37,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sigbus.protocol.directory import Directory
 from sigbus.protocol.ids import HUB, AgencyId
+from sigbus.protocol.profiles import BusLimits
 from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
     HUB_JS_PREFIX,
@@ -89,21 +90,6 @@ def nkey_public(seed: str) -> str:
 
 
 # -- accounts and permissions (pure) ------------------------------------------
-
-
-@dataclass(frozen=True)
-class AgencyLimits:
-    """What one agency's account may use of the bus (NATS account limits).
-
-    ``max_payload`` bounds one message (the hub's 64 KiB envelope limit plus
-    room); the ingress stream bounds how many of an agency's messages may wait
-    undecided (``transport.bus.INGRESS_BACKLOG``), so stored bytes per agency are
-    at most backlog × payload.
-    """
-
-    max_payload: int = 128 * 1024
-    max_connections: int = 8
-    max_subscriptions: int = 64
 
 
 @dataclass(frozen=True)
@@ -177,11 +163,13 @@ def render_authorization(
     directory: Directory,
     *,
     auditor: str | None = None,
-    limits: dict[AgencyId, AgencyLimits] | None = None,
+    limits: Mapping[str, BusLimits] | None = None,
 ) -> list[str]:
     """nats-server ``accounts`` block: the hub account and one account per agency.
 
     ``auditor``: the public nkey of the read-only auditor, if one is configured.
+    ``limits``: each agency's share of the bus, from its profile (an agency without
+    a profile gets the defaults; the hub denies its messages anyway).
     """
     limits = limits or {}
     agencies = [e for e in directory.agencies if e.agency != HUB]
@@ -204,7 +192,7 @@ def render_authorization(
     lines += ["    ]", "  }"]
     for entry in agencies:
         assert entry.nats_user is not None
-        lim = limits.get(entry.agency, AgencyLimits())
+        lim = limits.get(entry.agency, BusLimits())
         lines += [f'  "{entry.agency}": {{', "    users: ["]
         lines += _user(entry.nats_user, entry.agency, agency_permissions(entry.agency),
                        responds=False)

@@ -29,6 +29,7 @@ from sigbus.transport.errors import ServerError
 from sigbus.transport.files import read_file
 from sigbus.transport.keystore import load_directory
 from sigbus.transport.natsauth import AUDITOR_PUBLIC_FILE, render_authorization, render_tls
+from sigbus.transport.profiles import load_profiles
 
 log = structlog.get_logger("sigbus.natsserver")
 
@@ -96,13 +97,15 @@ COMPOSE_CONFIG_PATH = (
 
 
 def security_lines(keys_dir: Path, cert_dir: str | None = None) -> tuple[str, ...]:
-    """Server config for mutual TLS, the directory's accounts and the auditor, if any."""
+    """Server config for mutual TLS, the directory's accounts with each agency's limits
+    from its profile, and the auditor, if any."""
     directory = load_directory(keys_dir)
+    limits = {name: profile.limits for name, profile in load_profiles(keys_dir).items()}
     auditor_file = keys_dir / AUDITOR_PUBLIC_FILE
     auditor = read_file(auditor_file).decode().strip() if auditor_file.exists() else None
     return (
         *render_tls(cert_dir or str(keys_dir)),
-        *render_authorization(directory, auditor=auditor),
+        *render_authorization(directory, auditor=auditor, limits=limits),
     )
 
 
