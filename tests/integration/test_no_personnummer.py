@@ -89,7 +89,7 @@ def wait_for_up(data: Path, up: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while not state.exists() and time.monotonic() < deadline and up.poll() is None:
         time.sleep(0.1)
-    assert state.exists(), "sigbus up did not start"
+    assert state.exists(), f"sigbus up did not start (exit status {up.poll()})"
 
 
 def readme_story(session: Session, youth: str, classmate: str) -> None:
