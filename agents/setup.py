@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sigbus.agents.runtime import Adapter
-from sigbus.protocol.directory import Directory
+from sigbus.protocol.directory import Directory, TrustedDirectory
 from sigbus.protocol.identity import AgencyIdentity
 from sigbus.protocol.ids import AgencyId
 from sigbus.transport.config import credentials
-from sigbus.transport.keystore import DirectoryWatcher, load_directory, load_private
+from sigbus.transport.keystore import DirectoryWatcher, load_private, load_trusted_directory
 from sigbus.transport.natsauth import NatsCredentials
 
 
 @dataclass(frozen=True)
 class AgencySetup:
     identity: AgencyIdentity
-    directory: Directory
+    trusted: TrustedDirectory
     creds: NatsCredentials
     keys_dir: Path
 
+    @property
+    def directory(self) -> Directory:
+        assert self.trusted.directory is not None
+        return self.trusted.directory
+
     async def connect(self, url: str) -> Adapter:
         adapter = await Adapter.connect(url, self.identity, self.directory, self.creds)
-        adapter.directory_source = DirectoryWatcher(self.keys_dir, self.directory).refresh
+        adapter.directory_source = DirectoryWatcher(self.keys_dir, self.trusted).refresh
         return adapter
 
 
@@ -31,7 +37,7 @@ def agency_setup(agency: AgencyId, keys: Path) -> AgencySetup:
     keyfile = load_private(keys, agency)
     return AgencySetup(
         identity=keyfile.identity(),
-        directory=load_directory(keys),
+        trusted=load_trusted_directory(keys, now=datetime.now(UTC)),
         creds=credentials(agency, keys, keyfile),
         keys_dir=keys,
     )

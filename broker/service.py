@@ -90,6 +90,7 @@ class Broker:
         self._latest_now = datetime.min.replace(tzinfo=UTC)
         self._served: frozenset[AgencyId] = frozenset()
         self.backlog = BacklogWatch()
+        self._paused = False
 
     @property
     def writer(self) -> LogWriter:
@@ -171,6 +172,10 @@ class Broker:
         """Fetch and process what is waiting (one at a time); returns how many."""
         assert self._sub is not None
         await self.backlog.poll(self.js)
+        if self._paused_for_expired_directory():
+            await asyncio.sleep(min(timeout, 1.0))  # messages wait at the bus; none is lost
+            await self._refresh_context()
+            return 0
         try:
             msgs = await self._sub.fetch(1, timeout=timeout)
         except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
@@ -181,6 +186,19 @@ class Broker:
             await self._process(msg)
         await self.checkpointer.maybe_publish()
         return len(msgs)
+
+    def _paused_for_expired_directory(self) -> bool:
+        """Fail closed on a frozen directory (issue 10): past its expiry nothing is decided,
+        since a revocation may be withheld; deciding resumes when a fresh one is in force."""
+        serial = self.ctx.directory.serial
+        expired = self.ctx.directory.expired_at(self._clock())
+        if expired != self._paused:
+            self._paused = expired
+            if expired:
+                log.error("hub_paused", reason="directory_expired", serial=serial)
+            else:
+                log.info("hub_resumed", serial=serial)
+        return expired
 
     async def drain_ingress(self, *, idle_timeout: float = 0.5) -> int:
         """Process until nothing arrives for ``idle_timeout`` seconds (demo, tests)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -19,7 +19,7 @@ from sigbus.protocol.ids import HUB
 from sigbus.protocol.profiles import Profiles
 from sigbus.transport.config import credentials
 from sigbus.transport.errors import ConfigError
-from sigbus.transport.keystore import DirectoryWatcher, load_directory, load_private
+from sigbus.transport.keystore import DirectoryWatcher, load_private, load_trusted_directory
 from sigbus.transport.natsauth import NatsCredentials
 from sigbus.transport.profiles import load_profiles, local_profiles_stamp
 
@@ -89,10 +89,12 @@ def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:
     keyfile = load_private(keys, HUB)
     if keyfile.hub is None:
         raise ConfigError("the hub key file lacks the hub secrets")
+    trusted = load_trusted_directory(keys, now=datetime.now(UTC))
+    assert trusted.directory is not None
     ctx = HubContext(
         identity=keyfile.identity(),
         pseudonym_key=keyfile.hub.pseudonym_key,
-        directory=load_directory(keys),
+        directory=trusted.directory,
         rules=rules,
         profiles=checked_profiles(keys, rules),
     )
@@ -100,7 +102,7 @@ def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:
         ctx=ctx,
         state_key=keyfile.hub.state_key,
         creds=credentials(HUB, keys, keyfile),
-        watcher=DirectoryWatcher(keys, ctx.directory),
+        watcher=DirectoryWatcher(keys, trusted),
         keys_dir=keys,
         log_key=Ed25519PrivateKey.from_private_bytes(keyfile.hub.log_signing_private),
     )

@@ -5,12 +5,20 @@ before use. Keys have ids and a validity period; a new key can be added
 before the old one expires (overlap), and a revoked key is refused from its
 revocation time on: signatures made with it are not accepted, and nothing is
 sealed to it any more.
+
+Every party keeps a :class:`TrustedDirectory` (python-tuf's
+``TrustedMetadataSet`` is the model): it accepts a new signed directory only if
+its serial goes up (rollback refused), an equal serial only with identical
+content (two different directories under one serial are an equivocation), and
+only before the directory expires (a withheld revocation cannot be frozen in
+forever). The party persists the last serial and digest, so this holds across
+restarts.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -19,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import AwareDatetime, Field, ValidationError
 
 from sigbus.protocol.canonical import DIRECTORY_DOMAIN, B64Bytes, canonical_json
-from sigbus.protocol.errors import DirectoryError, KeyLookupError
+from sigbus.protocol.errors import DirectoryError, DirectoryRefused, KeyLookupError
 from sigbus.protocol.ids import AgencyId, KeyIdStr
 from sigbus.protocol.messages import StrictModel
 from sigbus.protocol.reasons import ReasonCode
@@ -56,8 +64,14 @@ class DirectoryKey(StrictModel):
     status: KeyStatus = KeyStatus.ACTIVE
     revoked_at: AwareDatetime | None = None
 
+    def revoked_by(self, at: datetime) -> bool:
+        """Revoked at ``at``: from ``revoked_at`` on, or always if marked revoked without a time."""
+        if self.revoked_at is not None:
+            return at >= self.revoked_at
+        return self.status is KeyStatus.REVOKED
+
     def usable_at(self, at: datetime) -> bool:
-        if self.revoked_at is not None and at >= self.revoked_at:
+        if self.revoked_by(at):
             return False
         return self.not_before <= at < self.not_after
 
@@ -68,11 +82,21 @@ class AgencyEntry(StrictModel):
     keys: Annotated[tuple[DirectoryKey, ...], Field(max_length=32)]
 
 
+#: How long a newly signed directory is in force: the hub operator signs a fresh
+#: one (`sigbus keys renew`) before then, so a withheld one is noticed in time.
+DIRECTORY_VALIDITY = timedelta(days=30)
+
+
 class Directory(StrictModel):
     version: Literal[1] = 1
     serial: Annotated[int, Field(ge=1)]
     issued_at: AwareDatetime
+    #: After this no party uses the directory (fail closed: a frozen directory).
+    expires_at: AwareDatetime
     agencies: tuple[AgencyEntry, ...]
+
+    def expired_at(self, now: datetime) -> bool:
+        return now >= self.expires_at
 
     def entry(self, agency: AgencyId) -> AgencyEntry:
         for e in self.agencies:
@@ -85,7 +109,7 @@ class Directory(StrictModel):
         for k in self.entry(agency).keys:
             if k.key_id != key_id or k.use is not KeyUse.SIGNING:
                 continue
-            if k.revoked_at is not None and at >= k.revoked_at:
+            if k.revoked_by(at):
                 raise KeyLookupError("signing key is revoked", reason=ReasonCode.REVOKED_KEY)
             if not (k.not_before <= at < k.not_after):
                 raise KeyLookupError(
@@ -143,3 +167,55 @@ def verify_directory(raw: bytes, trusted_root: bytes) -> Directory:
     except InvalidSignature as e:
         raise DirectoryError("directory signature does not verify") from e
     return signed.directory
+
+
+def directory_digest(raw: bytes) -> str:
+    """What a party remembers of the signed directory it trusts."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+class DirectoryState(StrictModel):
+    """The last directory a party trusted: persisted, so a restart cannot roll it back."""
+
+    serial: Annotated[int, Field(ge=1)]
+    digest: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class TrustedDirectory:
+    """The directory a party trusts, and the rules for replacing it. Pure: bytes and time in.
+
+    ``state``: what the party persisted last (``None`` on its first start).
+    """
+
+    def __init__(self, trusted_root: bytes, state: DirectoryState | None = None) -> None:
+        self._root = trusted_root
+        self.state = state
+        self.directory: Directory | None = None
+
+    def update(self, raw: bytes, now: datetime) -> Directory:
+        """Verify ``raw`` and make it the trusted directory, or raise :class:`DirectoryError`
+        and keep the one trusted before."""
+        directory = verify_directory(raw, self._root)
+        digest = directory_digest(raw)
+        if self.state is not None:
+            if directory.serial < self.state.serial:
+                raise DirectoryRefused(
+                    f"directory rollback: serial {directory.serial} is older than the "
+                    f"trusted serial {self.state.serial}",
+                    kind="directory_rollback",
+                )
+            if directory.serial == self.state.serial and digest != self.state.digest:
+                raise DirectoryRefused(
+                    f"two different directories carry serial {directory.serial}",
+                    kind="directory_equivocation",
+                )
+        if directory.expired_at(now):
+            raise DirectoryRefused(
+                f"directory serial {directory.serial} expired at "
+                f"{directory.expires_at.isoformat()}: the hub must sign a fresh one "
+                "(`sigbus keys renew`)",
+                kind="directory_expired",
+            )
+        self.directory = directory
+        self.state = DirectoryState(serial=directory.serial, digest=digest)
+        return directory

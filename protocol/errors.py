@@ -53,6 +53,15 @@ class DirectoryError(ProtocolError):
     reason = ReasonCode.UNKNOWN_SENDER_KEY
 
 
+class DirectoryRefused(DirectoryError):
+    """A verified directory that must not be trusted now; ``kind`` names the rule
+    (``directory_rollback``, ``directory_equivocation``, ``directory_expired``)."""
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class ReleaseError(ProtocolError):
     """A release failed the recipient's checks (record signature, binding)."""
 

@@ -34,7 +34,7 @@ from sigbus.protocol.profiles import Profiles
 from sigbus.transport import config
 from sigbus.transport.bus import connect
 from sigbus.transport.errors import ConfigError
-from sigbus.transport.keystore import DirectoryWatcher, load_directory
+from sigbus.transport.keystore import DirectoryWatcher, load_directory, load_trusted_directory
 from sigbus.transport.logging import configure_logging
 from sigbus.transport.natsserver import EmbeddedNats, pid_alive
 from sigbus.transport.profiles import load_profiles, local_profiles_stamp
@@ -133,7 +133,9 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
     async def reload_users(server: EmbeddedNats) -> None:
         """A directory change (an agency added, a key revoked) or a profile change (an
         agency's bus limits) re-renders the server's accounts and reloads it."""
-        watcher = DirectoryWatcher(keys_path, hub.ctx.directory)
+        # Its own watcher: the broker's moves on by itself and would hide the change.
+        trusted = load_trusted_directory(keys_path, now=datetime.now(UTC))
+        watcher = DirectoryWatcher(keys_path, trusted)
         profiles_seen = local_profiles_stamp(keys_path)
         while True:
             await asyncio.sleep(DIRECTORY_POLL_S)

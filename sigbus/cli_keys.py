@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from sigbus.protocol.directory import Directory
+from sigbus.protocol.directory import DIRECTORY_VALIDITY, Directory
 from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import ProtocolError
 from sigbus.protocol.ids import HUB, agency_name
@@ -33,6 +33,7 @@ from sigbus.transport.keyring import (
     encrypt_keyfile,
     load_private_file,
     public_bundle,
+    renew_directory,
     revoke_key,
     rotate_keys,
 )
@@ -198,7 +199,10 @@ def keys_init(
     )
     write_private(private_key_path(out, HUB), data)
     root = init_root(out)
-    save_directory(out, Directory(serial=1, issued_at=now, agencies=(generated.entry,)), root)
+    first = Directory(
+        serial=1, issued_at=now, expires_at=now + DIRECTORY_VALIDITY, agencies=(generated.entry,)
+    )
+    save_directory(out, first, root)
     typer.echo(
         f"new root key, hub identity and directory (serial 1) written to {out}; "
         f"keep {ROOT_KEY_FILE} offline, hand {ROOT_PUBLIC_FILE} to every agency"
@@ -332,6 +336,22 @@ def keys_revoke(
         raise _fail(str(e)) from e
 
 
+@keys_app.command("renew")
+def keys_renew(directory_dir: DirOpt) -> None:
+    """Hub: sign the directory again, unchanged, with the next serial and a fresh expiry.
+
+    Every party refuses an expired directory, so a withheld revocation is noticed:
+    renew well before `expires` (`sigbus keys show`), e.g. weekly from cron."""
+    try:
+        updated = renew_directory(load_directory(directory_dir), now=_now())
+        _save(directory_dir, updated)
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(str(e)) from e
+    typer.echo(
+        f"directory serial {updated.serial} signed, in force until {updated.expires_at.isoformat()}"
+    )
+
+
 @keys_app.command("show")
 def keys_show(
     directory_dir: DirOpt,
@@ -345,6 +365,8 @@ def keys_show(
         raise _fail(str(e)) from e
     typer.echo(
         f"directory serial {directory.serial}, issued {directory.issued_at.isoformat()}, "
+        f"expires {directory.expires_at.isoformat()}"
+        f"{' (EXPIRED: run `sigbus keys renew`)' if directory.expired_at(when) else ''}, "
         "signature verified"
     )
     header = ("AGENCY", "KEY ID", "USE", "NOT BEFORE", "NOT AFTER", "STATUS")

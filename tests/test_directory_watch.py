@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 from structlog.testing import capture_logs
@@ -11,9 +12,10 @@ from structlog.testing import capture_logs
 from sigbus.transport.keystore import (
     DEV_KEYS_DIR,
     DIRECTORY_FILE,
+    DIRECTORY_STATE_FILE,
     DirectoryWatcher,
-    load_directory,
     load_root_private,
+    load_trusted_directory,
     save_directory,
 )
 
@@ -25,10 +27,12 @@ def _touch_later(path: Path, step: int) -> None:
 
 def test_an_older_signed_directory_is_refused_while_running(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
-    shutil.copytree(DEV_KEYS_DIR, keys)
-    old = load_directory(keys)
+    shutil.copytree(DEV_KEYS_DIR, keys, ignore=shutil.ignore_patterns(DIRECTORY_STATE_FILE))
+    trusted = load_trusted_directory(keys, now=datetime.now(UTC))
+    assert trusted.directory is not None
+    old = trusted.directory
     old_bytes = (keys / DIRECTORY_FILE).read_bytes()
-    watcher = DirectoryWatcher(keys, old)
+    watcher = DirectoryWatcher(keys, trusted)
     newer = old.model_copy(update={"serial": old.serial + 1})
     save_directory(keys, newer, load_root_private(keys))
     _touch_later(keys / DIRECTORY_FILE, 1)

@@ -37,6 +37,7 @@ from pydantic import AwareDatetime, Field, ValidationError
 
 from sigbus.protocol.canonical import B64Bytes, canonical_json
 from sigbus.protocol.directory import (
+    DIRECTORY_VALIDITY,
     AgencyEntry,
     Directory,
     DirectoryKey,
@@ -260,7 +261,18 @@ def _directory_keys(
 
 
 def _reissued(directory: Directory, agencies: tuple[AgencyEntry, ...], now: datetime) -> Directory:
-    return Directory(serial=directory.serial + 1, issued_at=now, agencies=agencies)
+    """The next directory: a higher serial, and in force for DIRECTORY_VALIDITY from now."""
+    return Directory(
+        serial=directory.serial + 1,
+        issued_at=now,
+        expires_at=now + DIRECTORY_VALIDITY,
+        agencies=agencies,
+    )
+
+
+def renew_directory(directory: Directory, *, now: datetime) -> Directory:
+    """The same keys under a fresh serial and expiry (``sigbus keys renew``)."""
+    return _reissued(directory, directory.agencies, now)
 
 
 def _all_key_ids(directory: Directory) -> set[str]:

@@ -7,8 +7,9 @@ which another user could read them).
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -20,12 +21,14 @@ from sigbus.protocol.directory import (
     AgencyEntry,
     Directory,
     DirectoryKey,
+    DirectoryState,
     KeyUse,
+    TrustedDirectory,
     key_id_for,
     sign_directory,
     verify_directory,
 )
-from sigbus.protocol.errors import ProtocolError
+from sigbus.protocol.errors import DirectoryRefused, ProtocolError
 from sigbus.protocol.ids import HUB, AgencyId
 from sigbus.protocol.keyfile import HubSecrets, PrivateKeyFile, RootKeyFile
 from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId, generate_sealing_key
@@ -48,6 +51,9 @@ DEV_KEYS_DIR = Path(__file__).resolve().parent.parent / "keys" / "dev"
 #: Present in every development keys directory (``keys dev-generate`` writes it).
 DEV_MARKER = "DEVELOPMENT-KEYS-NOT-FOR-PRODUCTION"
 DIRECTORY_FILE = "directory.json"
+#: The serial and digest of the last directory this party trusted (written by the
+#: hub and by each adapter beside its keys): a restart cannot roll the directory back.
+DIRECTORY_STATE_FILE = "directory-state.json"
 PASSPHRASE_ENV = "SIGBUS_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
 ROOT_PUBLIC_FILE = "root.pub"
 ROOT_KEY_FILE = "root.key.json"
@@ -146,7 +152,11 @@ def generate_dev_keys(
         "These keys are public (committed or freely regenerated): never protect real data.\n"
     )
     root = init_root(keys_dir)
-    directory = Directory(serial=1, issued_at=now, agencies=tuple(entries))
+    # A new root starts a new history: the serial trusted under the old one is void.
+    (keys_dir / DIRECTORY_STATE_FILE).unlink(missing_ok=True)
+    directory = Directory(
+        serial=1, issued_at=now, expires_at=now + DEV_KEY_VALIDITY, agencies=tuple(entries)
+    )
     save_directory(keys_dir, directory, root)
     generate_dev_pki(keys_dir, (HUB, *agencies), now=now, validity=DEV_KEY_VALIDITY)
     new_auditor(keys_dir)
@@ -209,31 +219,87 @@ def load_private(keys_dir: Path, agency: AgencyId) -> PrivateKeyFile:
     return keyfile
 
 
-def load_directory(keys_dir: Path) -> Directory:
-    """Load the directory and verify it against the pinned root public key."""
+def _pinned_root(keys_dir: Path) -> bytes:
     root_text = read_file(keys_dir / ROOT_PUBLIC_FILE).decode().strip()
     try:
         root = b64decode(root_text)
         Ed25519PublicKey.from_public_bytes(root)
     except ValueError as e:
         raise ConfigError("root.pub is not a base64 Ed25519 public key") from e
-    return verify_directory(read_file(keys_dir / DIRECTORY_FILE), root)
+    return root
+
+
+def load_directory(keys_dir: Path) -> Directory:
+    """Load the directory and verify it against the pinned root public key (signature
+    only: what the hub operator edits, and what a new server configuration is made of).
+    A hub or adapter that *uses* it goes through :func:`load_trusted_directory`."""
+    return verify_directory(read_file(keys_dir / DIRECTORY_FILE), _pinned_root(keys_dir))
+
+
+def _read_state(keys_dir: Path) -> DirectoryState | None:
+    path = keys_dir / DIRECTORY_STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return DirectoryState.model_validate_json(read_file(path))
+    except ValidationError as e:
+        raise ConfigError(f"{DIRECTORY_STATE_FILE} is malformed: restore it from a backup") from e
+
+
+def _save_state(keys_dir: Path, state: DirectoryState, before: DirectoryState | None) -> None:
+    """Atomically (a unique temporary file, then rename): several processes may share
+    a keys directory (the hub and `sigbus up`, or an agency's CLI beside its adapter)."""
+    if state == before:
+        return
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", dir=keys_dir, prefix=".directory-state.", delete=False
+        ) as tmp:
+            tmp.write(state.model_dump_json() + "\n")
+        os.replace(tmp.name, keys_dir / DIRECTORY_STATE_FILE)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot record the trusted directory serial in {keys_dir}: the keys "
+            "directory must be writable by this service"
+        ) from e
+
+
+def load_trusted_directory(keys_dir: Path, *, now: datetime) -> TrustedDirectory:
+    """The directory a hub or adapter may use now: verified against the pinned root,
+    not older than (nor, at the same serial, different from) the last one this party
+    trusted, and not expired. The accepted serial is recorded before it is used."""
+    before = _read_state(keys_dir)
+    trusted = TrustedDirectory(_pinned_root(keys_dir), before)
+    try:
+        trusted.update(read_file(keys_dir / DIRECTORY_FILE), now)
+    except DirectoryRefused as e:
+        log.error("security_event", kind=e.kind)
+        raise ConfigError(str(e)) from e
+    assert trusted.state is not None
+    _save_state(keys_dir, trusted.state, before)
+    return trusted
 
 
 class DirectoryWatcher:
     """The signed directory as it is *now*: re-read when the file changes.
 
     Revocations and rotations take effect in a running hub and adapter without a
-    restart. A new file is used only if it verifies against the pinned root and
-    its serial does not go backwards; otherwise the last good directory stays in
-    force and the refusal is logged as a security event.
+    restart. A new file is used only if :class:`TrustedDirectory` accepts it
+    (pinned root, serial not going back, not expired); otherwise the last good
+    directory stays in force and the refusal is logged as a security event. A
+    directory that expires while in use is reported when it does
+    (``kind=directory_expired``); the hub then stops deciding until a fresh one
+    arrives (``broker/service.py``).
     """
 
-    def __init__(self, keys_dir: Path, initial: Directory) -> None:
+    def __init__(self, keys_dir: Path, trusted: TrustedDirectory) -> None:
+        assert trusted.directory is not None, "a watcher starts from a trusted directory"
         self._keys_dir = keys_dir
         self._path = keys_dir / DIRECTORY_FILE
         self._stamp = self._stat()
-        self.current = initial
+        self._trusted = trusted
+        self.current: Directory = trusted.directory
+        self._expired_reported = False
 
     def _stat(self) -> tuple[int, int] | None:
         try:
@@ -242,28 +308,33 @@ class DirectoryWatcher:
             return None
         return (st.st_mtime_ns, st.st_size)
 
-    def refresh(self) -> Directory:
+    def refresh(self, now: datetime | None = None) -> Directory:
+        now = now or datetime.now(UTC)
         stamp = self._stat()
-        if stamp is None or stamp == self._stamp:
-            return self.current
-        self._stamp = stamp
+        if stamp is not None and stamp != self._stamp:
+            self._stamp = stamp
+            self._take(now)
+        expired = self.current.expired_at(now)
+        if expired and not self._expired_reported:
+            log.error("security_event", kind="directory_expired", serial=self.current.serial)
+        self._expired_reported = expired
+        return self.current
+
+    def _take(self, now: datetime) -> None:
+        before = self._trusted.state
         try:
-            candidate = load_directory(self._keys_dir)
+            candidate = self._trusted.update(read_file(self._path), now)
+        except DirectoryRefused as e:
+            log.error("security_event", kind=e.kind, current_serial=self.current.serial)
+            return
         except (ConfigError, ProtocolError) as e:
             log.error("security_event", kind="directory_rejected", error=type(e).__name__)
-            return self.current
-        if candidate.serial < self.current.serial:
-            log.error(
-                "security_event",
-                kind="directory_rollback",
-                serial=candidate.serial,
-                current_serial=self.current.serial,
-            )
-            return self.current
+            return
+        assert self._trusted.state is not None
+        _save_state(self._keys_dir, self._trusted.state, before)
         if candidate != self.current:
             log.info("directory_reloaded", serial=candidate.serial)
         self.current = candidate
-        return self.current
 
 
 def join_dev_agency(keys_dir: Path, agency: AgencyId, *, now: datetime) -> None:
