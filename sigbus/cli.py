@@ -38,6 +38,7 @@ from sigbus.transport.keystore import DirectoryWatcher, load_directory, load_tru
 from sigbus.transport.logging import configure_logging
 from sigbus.transport.natsserver import EmbeddedNats, pid_alive
 from sigbus.transport.profiles import load_profiles, local_profiles_stamp
+from sigbus.transport.runlock import RunLock, running_pid
 
 log = structlog.get_logger("sigbus.cli")
 
@@ -162,28 +163,39 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
         finally:
             reloader.cancel()
 
-    with EmbeddedNats(base / "nats", keys_dir=secured_by) as server:
-        state_file.write_text(json.dumps({"nats_url": server.url, "pid": os.getpid()}))
-        typer.echo(
-            f"sigbus up: NATS {server.url}, broker running (pid {os.getpid()}). "
-            "Stop with Ctrl-C or `sigbus down`."
-        )
-        try:
-            asyncio.run(serve(server))
-        finally:
-            state_file.unlink(missing_ok=True)
+    lock = RunLock(base)
+    try:
+        lock.acquire()  # before the server: never two on one JetStream store
+    except ConfigError as e:
+        raise _fail(e) from e
+    state_file.unlink(missing_ok=True)  # left by one that was killed: it points nowhere
+    try:
+        with EmbeddedNats(base / "nats", keys_dir=secured_by) as server:
+            state_file.write_text(json.dumps({"nats_url": server.url, "pid": os.getpid()}))
+            typer.echo(
+                f"sigbus up: NATS {server.url}, broker running (pid {os.getpid()}). "
+                "Stop with Ctrl-C or `sigbus down`."
+            )
+            try:
+                asyncio.run(serve(server))
+            finally:
+                state_file.unlink(missing_ok=True)  # ours: we hold the lock
+    finally:
+        lock.release()
     typer.echo("sigbus down: broker and NATS stopped")
 
 
 @app.command()
 def down(data_dir: DataOpt = None) -> None:
     """Stop what `sigbus up` started."""
-    state_file = config.data_dir(data_dir) / config.UP_STATE_FILE
-    try:
-        pid = int(json.loads(state_file.read_text())["pid"])
-    except (OSError, KeyError, ValueError) as e:
+    base = config.data_dir(data_dir)
+    state_file = base / config.UP_STATE_FILE
+    # The lock names the running one even if its state file was removed.
+    pid = running_pid(base)
+    if pid is None:
         typer.echo("nothing to stop: no running `sigbus up` found", err=True)
-        raise typer.Exit(1) from e
+        state_file.unlink(missing_ok=True)  # left by a process that is gone
+        raise typer.Exit(1)
     if pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
