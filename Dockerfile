@@ -10,6 +10,9 @@ COPY agents agents
 COPY transport transport
 COPY profiles profiles
 COPY sigbus sigbus
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 sigbus
+# /state and /casesystem exist in the image owned by the service user, so the named
+# volumes mounted there start out writable by it (Docker copies the ownership).
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 sigbus \
+    && mkdir -p /state /casesystem && chown sigbus /state /casesystem
 USER sigbus
 ENTRYPOINT ["sigbus", "--json-logs", "--log-level", "info"]

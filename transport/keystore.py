@@ -54,6 +54,8 @@ DIRECTORY_FILE = "directory.json"
 #: The serial and digest of the last directory this party trusted (written by the
 #: hub and by each adapter beside its keys): a restart cannot roll the directory back.
 DIRECTORY_STATE_FILE = "directory-state.json"
+#: Where that file goes when the keys directory is mounted read-only (a container).
+STATE_DIR_ENV = "SIGBUS_STATE_DIR"
 PASSPHRASE_ENV = "SIGBUS_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
 ROOT_PUBLIC_FILE = "root.pub"
 ROOT_KEY_FILE = "root.key.json"
@@ -236,8 +238,12 @@ def load_directory(keys_dir: Path) -> Directory:
     return verify_directory(read_file(keys_dir / DIRECTORY_FILE), _pinned_root(keys_dir))
 
 
+def _state_path(keys_dir: Path) -> Path:
+    return Path(os.environ.get(STATE_DIR_ENV) or keys_dir) / DIRECTORY_STATE_FILE
+
+
 def _read_state(keys_dir: Path) -> DirectoryState | None:
-    path = keys_dir / DIRECTORY_STATE_FILE
+    path = _state_path(keys_dir)
     if not path.exists():
         return None
     try:
@@ -251,16 +257,17 @@ def _save_state(keys_dir: Path, state: DirectoryState, before: DirectoryState | 
     a keys directory (the hub and `sigbus up`, or an agency's CLI beside its adapter)."""
     if state == before:
         return
+    path = _state_path(keys_dir)
     try:
         with tempfile.NamedTemporaryFile(
-            "w", dir=keys_dir, prefix=".directory-state.", delete=False
+            "w", dir=path.parent, prefix=".directory-state.", delete=False
         ) as tmp:
             tmp.write(state.model_dump_json() + "\n")
-        os.replace(tmp.name, keys_dir / DIRECTORY_STATE_FILE)
+        os.replace(tmp.name, path)
     except OSError as e:
         raise ConfigError(
-            f"cannot record the trusted directory serial in {keys_dir}: the keys "
-            "directory must be writable by this service"
+            f"cannot record the trusted directory serial in {path.parent}: make the keys "
+            f"directory writable by this service, or set {STATE_DIR_ENV} to a folder that is"
         ) from e
 
 

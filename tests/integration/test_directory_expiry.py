@@ -104,3 +104,18 @@ async def test_a_running_hub_pauses_on_expiry_and_resumes_on_renewal(
     await world.broker.process_batch(timeout=0.2)  # sees the renewal
     await world.settle()
     assert (await world.entries_for(mid))["school"].outcome.value == "release"
+
+
+def test_the_state_can_live_outside_a_read_only_keys_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = _keys(tmp_path)
+    monkeypatch.setenv("SIGBUS_STATE_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="SIGBUS_STATE_DIR"):  # cannot record: refused
+        agency_setup("police", keys)
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("SIGBUS_STATE_DIR", str(state))
+    agency_setup("police", keys)
+    assert (state / DIRECTORY_STATE_FILE).exists()
+    assert not (keys / DIRECTORY_STATE_FILE).exists()
