@@ -30,8 +30,7 @@ from sigbus.broker.errors import LogFencedError
 from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.pipeline import EntryDraft
 from sigbus.broker.setup import hub_setup
-from sigbus.cli import app
-from sigbus.cli_audit import load_trust
+from sigbus.cli_audit import audit_app, load_trust
 from sigbus.export import export_log
 from sigbus.protocol.canonical import b64decode
 from sigbus.protocol.codes import ReferralKind, ReferralReason
@@ -114,7 +113,9 @@ def verify_cli(export: Path, keys_dir: Path, *extra: str) -> Result:
     """``sigbus audit verify`` as a compliance officer runs it: pinned root, signed directory."""
     trusted = ["--directory", str(keys_dir / "directory.json"),
                "--root", str(keys_dir / "root.pub")]  # fmt: skip
-    return CliRunner().invoke(app, ["audit", "verify", str(export), *trusted, *extra])
+    # audit_app, not the top-level app: its callback would reconfigure logging
+    # (level warning) for every later test of the session.
+    return CliRunner().invoke(audit_app, ["verify", str(export), *trusted, *extra])
 
 
 async def test_a_log_the_hub_rewrites_fails_the_officers_verification(
@@ -185,7 +186,7 @@ async def test_a_log_the_hub_rewrites_fails_the_officers_verification(
     rogue_dir = tmp_path / "rogue"
     rogue_dir.mkdir()
     save_directory(rogue_dir, load_directory(keys_dir), init_root(rogue_dir))
-    result = CliRunner().invoke(app, ["audit", "verify", str(out), "--directory",
+    result = CliRunner().invoke(audit_app, ["verify", str(out), "--directory",
                                       str(rogue_dir / "directory.json"), "--root",
                                       str(keys_dir / "root.pub")])  # fmt: skip
     assert result.exit_code == 1
