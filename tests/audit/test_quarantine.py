@@ -28,7 +28,7 @@ from sigbus.audit.export_format import raw_record, read_entry_lines, record_line
 from sigbus.audit.merkle import MerkleTree
 from sigbus.audit.quarantine import Fault, classify, named_quarantine, quarantine_entry
 from sigbus.audit.verify import GENESIS, verify_export
-from sigbus.cli import app
+from sigbus.cli_audit import audit_app
 
 #: A stray record as a hub bug or an operator might store it: not JSON, not
 #: UTF-8, with a newline (an export must keep it byte for byte all the same).
@@ -206,16 +206,16 @@ def test_cli_verify_and_query_with_a_quarantined_record(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"".join(export(build([OK, None, OK], name=Fault.NOT_AN_ENTRY))))
     trusted = trust_args(tmp_path)
-    result = CliRunner().invoke(app, ["audit", "verify", str(path), *trusted])
+    result = CliRunner().invoke(audit_app, ["verify", str(path), *trusted])
     assert result.exit_code == 0, result.output
     assert "entry 1 (not_an_entry)" in result.output
-    result = CliRunner().invoke(app, ["audit", "verify", "--json", str(path), *trusted])
+    result = CliRunner().invoke(audit_app, ["verify", "--json", str(path), *trusted])
     assert result.exit_code == 0, result.output
     document = json.loads(result.output)
     assert (document["ok"], document["verdict"]) == (True, "verified")
     assert document["quarantined"] == [{"index": 1, "fault": "not_an_entry"}]
     # query shows entries only: never a quarantined record's bytes.
-    result = CliRunner().invoke(app, ["audit", "query", str(path)])
+    result = CliRunner().invoke(audit_app, ["query", str(path)])
     assert result.exit_code == 0, result.output
     shown = [LogEntry.model_validate_json(line) for line in result.output.splitlines()]
     assert [e.index for e in shown] == [0, 2, 3]
@@ -223,7 +223,7 @@ def test_cli_verify_and_query_with_a_quarantined_record(tmp_path: Path) -> None:
 
     unnamed = tmp_path / "unnamed.jsonl"
     unnamed.write_bytes(b"".join(export(build([OK, None, OK]))))
-    result = CliRunner().invoke(app, ["audit", "verify", "--json", str(unnamed), *trusted])
+    result = CliRunner().invoke(audit_app, ["verify", "--json", str(unnamed), *trusted])
     assert result.exit_code == 1
     document = json.loads(result.output)
     assert (document["ok"], document["verdict"], document["entry_index"]) == (False, "failed", 1)
