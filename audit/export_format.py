@@ -204,6 +204,14 @@ def _parse_json_object(line: bytes, keys: set[str], what: str) -> dict[str, Any]
         raise ExportError(f"{what} is not valid JSON") from e
     if not isinstance(value, dict) or set(value) != keys:
         raise ExportError(f"{what} must be an object with exactly the keys {sorted(keys)}")
+    # One encoding per value (RFC 8785), as for entries: a file that verifies
+    # is byte for byte the one written, so no byte can change unnoticed.
+    try:
+        canonical = _json_line(value)
+    except (rfc8785.CanonicalizationError, ValueError) as e:
+        raise ExportError(f"{what} cannot be put in canonical form (RFC 8785)") from e
+    if line != canonical:
+        raise ExportError(f"{what} is not in canonical form (RFC 8785), or lacks its newline")
     return value
 
 

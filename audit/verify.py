@@ -9,15 +9,23 @@ format is :mod:`audit.export_format`):
   date, UTF-8); its ``index`` is its position; its ``prev_leaf_hash`` is the
   leaf hash of the line before (``"0" * 64`` for entry 0); its leaf hash is
   folded into the Merkle root. Entries are never parsed into Python objects.
-- the header: format, origin, key, and N equal to the checkpoint size;
-- the checkpoint: its signature under the trusted log key (or, failing that,
-  the header's key, which only proves self-consistency; the report says
-  which), its origin, size and root against the recomputed tree;
-- every cosignature: against the caller's trusted key for that witness if
-  given, else the key the file declares (reported as such);
+- the header: format, origin, and N equal to the checkpoint size (the key
+  it declares is used only by the self-consistency check);
+- the checkpoint: its signature under one of the hub's log keys taken *by
+  name* from the signed directory the caller verified (:mod:`audit.trust`),
+  its origin, size and root against the recomputed tree;
+- the cosignatures: each counts only if it is by a witness the directory
+  names, verifies under that agency's directory key (never the key the file
+  declares) within the key's validity, and is the first by that witness; fewer
+  than the quorum fails the verification;
 - optionally, earlier checkpoints the caller already holds: each must be
-  signed by the log and have the root of the export's first ``size`` entries,
-  otherwise the log has forked or been rewritten since.
+  signed by a trusted log key and have the root of the export's first
+  ``size`` entries (RFC 9162 §2.1.4), otherwise the log has forked or been
+  rewritten since.
+
+With ``trust=None`` the same checks run against the keys the file declares
+and the verdict is ``self-consistent-only``: anyone can produce such a file
+(:mod:`audit.verify_report`).
 
 A chain break is attributed to the entry that was altered: if entry k+1's
 ``prev_leaf_hash`` differs from the hash of entry k, then either entry k was
@@ -35,16 +43,21 @@ the same checks before and after the entries through :func:`read_preamble`,
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from dataclasses import dataclass
+from typing import NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sigbus.audit.checkpoint import Checkpoint, note_body, verify_cosignature, verify_note
+from sigbus.audit.checkpoint import (
+    Checkpoint,
+    note_body,
+    public_key_bytes,
+    verify_cosignature,
+    verify_note,
+)
 from sigbus.audit.entry import GENESIS_PREV_HASH
 from sigbus.audit.entry_line import (
     ENTRY_LINE,
@@ -55,6 +68,7 @@ from sigbus.audit.entry_line import (
 )
 from sigbus.audit.errors import AuditError, ExportError
 from sigbus.audit.export_format import (
+    CosignatureRecord,
     ExportHeader,
     ExportTrailer,
     parse_cosignature,
@@ -64,80 +78,32 @@ from sigbus.audit.export_format import (
 )
 from sigbus.audit.merkle import EMPTY_ROOT, RootAccumulator, new_leaf_hasher
 from sigbus.audit.quarantine import QUARANTINE_CODE, Fault, named_quarantine
+from sigbus.audit.trust import TrustAnchors, TrustedWitness, TrustError
+from sigbus.audit.verify_report import (
+    SELF_CONSISTENT_ONLY,
+    VERIFIED,
+    CosignatureCheck,
+    RejectedCosignature,
+    TrustFacts,
+    VerifyReport,
+)
 
 #: What entry 0's ``prev_leaf_hash`` must be, as the bytes found in the line.
 GENESIS = GENESIS_PREV_HASH.encode()
 #: Only a line holding this can be a quarantine entry (a cheap test before parsing).
 _QUARANTINE_MARK = f'"{QUARANTINE_CODE}:'.encode()
 
-KeySource = Literal["trusted", "declared in file"]
-
-
-@dataclass(frozen=True)
-class CosignatureCheck:
-    witness: str
-    key_source: KeySource
-    timestamp: int
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    origin: str
-    entries: int
-    root: bytes
-    log_key_source: KeySource
-    cosignatures: tuple[CosignatureCheck, ...] = ()
-    earlier_checkpoints: tuple[int, ...] = field(default=())  # sizes proven consistent
-    #: (index, fault) of each record that is not a sound entry, each named by a
-    #: later quarantine entry of the log (:mod:`audit.quarantine`).
-    quarantined: tuple[tuple[int, Fault], ...] = ()
-
-    def summary(self) -> str:
-        witnesses = ", ".join(f"{c.witness} ({c.key_source} key)" for c in self.cosignatures)
-        earlier = (
-            f"; consistent with earlier checkpoints at sizes {list(self.earlier_checkpoints)}"
-            if self.earlier_checkpoints
-            else ""
-        )
-        quarantined = (
-            "; quarantined records, each named by a later log entry: "
-            + ", ".join(f"entry {index} ({fault.value})" for index, fault in self.quarantined)
-            if self.quarantined
-            else ""
-        )
-        return (
-            f"OK: {self.entries} entries intact, root {base64.b64encode(self.root).decode()}, "
-            f"checkpoint signed by {self.origin!r} ({self.log_key_source} key), "
-            f"{len(self.cosignatures)} cosignature(s) verified"
-            f"{': ' + witnesses if witnesses else ''}{earlier}{quarantined}"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The report as JSON values (``sigbus audit verify --json``)."""
-        return {
-            "ok": True,
-            "origin": self.origin,
-            "entries": self.entries,
-            "root": base64.b64encode(self.root).decode(),
-            "log_key_source": self.log_key_source,
-            "cosignatures": [
-                {"witness": c.witness, "key_source": c.key_source, "timestamp": c.timestamp}
-                for c in self.cosignatures
-            ],
-            "earlier_checkpoints": list(self.earlier_checkpoints),
-            "quarantined": [
-                {"index": index, "fault": fault.value} for index, fault in self.quarantined
-            ],
-        }
-
 
 @dataclass(frozen=True)
 class Preamble:
-    """What is settled before the first entry: the header, the log key, earlier checkpoints."""
+    """What is settled before the first entry: the header, the log keys, earlier checkpoints.
+
+    ``trust`` None is the self-consistency check: the only log key is the one
+    the header declares (:data:`SELF_CONSISTENT_ONLY`).
+    """
 
     header: ExportHeader
-    log_key: Ed25519PublicKey
-    key_source: KeySource
+    trust: TrustAnchors | None
     earlier: tuple[Checkpoint, ...]
 
     @property
@@ -145,46 +111,88 @@ class Preamble:
         """Tree sizes at which the verifier must record the root of the prefix."""
         return frozenset(c.size for c in self.earlier)
 
+    @property
+    def log_keys(self) -> tuple[tuple[str | None, Ed25519PublicKey], ...]:
+        """(key id, key) of each key that may sign the checkpoints: the directory's, by name."""
+        if self.trust is None:
+            return ((None, self.header.log_public_key),)
+        return tuple((k.key_id, k.public_key) for k in self.trust.log_keys)
 
-def verify_checkpoint(note: str, origin: str, key: Ed25519PublicKey) -> Checkpoint:
-    """The checkpoint in ``note``, signed by ``key`` under ``origin`` and naming that origin."""
-    try:
-        checkpoint = verify_note(note, origin, key)
-    except AuditError as e:
-        raise ExportError(f"checkpoint is not validly signed: {e}") from e
-    if checkpoint.origin != origin:
-        raise ExportError("checkpoint origin differs from the header origin")
-    return checkpoint
+
+def verify_checkpoint(
+    note: str, origin: str, keys: Sequence[tuple[str | None, Ed25519PublicKey]]
+) -> tuple[Checkpoint, str | None]:
+    """The checkpoint in ``note`` and the id of the key that signed it under ``origin``."""
+    failure: AuditError | None = None
+    for key_id, key in keys:
+        try:
+            checkpoint = verify_note(note, origin, key)
+        except AuditError as e:
+            failure = e
+            continue
+        if checkpoint.origin != origin:
+            raise ExportError("checkpoint origin differs from the header origin")
+        return checkpoint, key_id
+    trusted = keys[0][0] is not None
+    signer = "a hub log key in the directory" if trusted else "the log key the file declares"
+    raise ExportError(f"checkpoint is not validly signed by {signer}: {failure}") from failure
 
 
 def read_preamble(
     header: ExportHeader,
     *,
-    trusted_log_key: Ed25519PublicKey | None,
+    trust: TrustAnchors | None,
     earlier_checkpoints: Sequence[str],
 ) -> Preamble:
-    """Choose the log key and check the earlier checkpoints the caller holds.
+    """Check the earlier checkpoints the caller holds against the log keys.
 
     An earlier checkpoint larger than the export means the log was truncated
     or rolled back since; its root is compared with the prefix in :func:`finish`.
     """
-    log_key = trusted_log_key if trusted_log_key is not None else header.log_public_key
-    key_source: KeySource = "trusted" if trusted_log_key is not None else "declared in file"
-    earlier = tuple(verify_checkpoint(note, header.origin, log_key) for note in earlier_checkpoints)
+    if trust is None and earlier_checkpoints:
+        # An earlier checkpoint is only evidence if its signer is trusted.
+        raise TrustError("earlier checkpoints need the trusted inputs (--directory and --root)")
+    preamble = Preamble(header, trust, ())
+    declared = public_key_bytes(header.log_public_key)
+    if trust is not None and all(public_key_bytes(key) != declared for _, key in preamble.log_keys):
+        # Unused when trusted, but a file that verifies must be the one the hub wrote.
+        raise ExportError("the header declares a log key that is not the hub's in the directory")
+    earlier = tuple(
+        _earlier_checkpoint(position, note, preamble)
+        for position, note in enumerate(earlier_checkpoints)
+    )
     for checkpoint in earlier:
         if checkpoint.size > header.entries:
             raise ExportError(
                 f"the log already published a checkpoint of size {checkpoint.size}, "
                 f"but the export holds {header.entries} entries (truncated or rolled back)"
             )
-    return Preamble(header, log_key, key_source, earlier)
+    return dataclasses.replace(preamble, earlier=earlier)
 
 
-def check_trailer(line: bytes | None, preamble: Preamble) -> tuple[ExportTrailer, Checkpoint]:
+def _earlier_checkpoint(position: int, note: str, preamble: Preamble) -> Checkpoint:
+    try:
+        return verify_checkpoint(note, preamble.header.origin, preamble.log_keys)[0]
+    except ExportError as e:
+        raise ExportError(f"earlier checkpoint {position}: {e}") from e
+
+
+@dataclass(frozen=True)
+class SignedTrailer:
+    """The trailer, its checkpoint, and the id of the log key that signed it."""
+
+    trailer: ExportTrailer
+    checkpoint: Checkpoint
+    log_key_id: str | None
+
+
+def check_trailer(line: bytes | None, preamble: Preamble) -> SignedTrailer:
     """Decode the trailer and verify its checkpoint's signature and origin."""
     trailer = parse_trailer(line, preamble.header.entries)
-    checkpoint = verify_checkpoint(trailer.checkpoint, preamble.header.origin, preamble.log_key)
-    return trailer, checkpoint
+    checkpoint, key_id = verify_checkpoint(
+        trailer.checkpoint, preamble.header.origin, preamble.log_keys
+    )
+    return SignedTrailer(trailer, checkpoint, key_id)
 
 
 @dataclass
@@ -445,80 +453,138 @@ def _quarantine_named(line: bytes, index: int) -> tuple[int, Fault] | None:
     return name if name is not None and name[0] < index else None
 
 
-def _check_cosignatures(
-    body: str,
-    records: Sequence[object],
-    trusted: Mapping[str, Ed25519PublicKey],
+def _self_declared_cosignatures(
+    body: str, records: Sequence[object]
 ) -> tuple[CosignatureCheck, ...]:
+    """Self-consistency only: every cosignature must verify under the key it declares."""
     checks: list[CosignatureCheck] = []
     for position, raw in enumerate(records):
         record = parse_cosignature(position, raw)
-        witness = record.witness
-        source: KeySource = "trusted" if witness in trusted else "declared in file"
-        key = trusted.get(witness, record.public_key)
         try:
-            timestamp = verify_cosignature(body, record.line, witness, key)
+            timestamp = verify_cosignature(body, record.line, record.witness, record.public_key)
         except AuditError as e:
-            raise ExportError(f"cosignature {position} by {witness!r} is invalid: {e}") from e
-        checks.append(CosignatureCheck(witness=witness, key_source=source, timestamp=timestamp))
+            raise ExportError(
+                f"cosignature {position} by {record.witness!r} is invalid: {e}"
+            ) from e
+        checks.append(CosignatureCheck(record.witness, timestamp, record.line))
     return tuple(checks)
+
+
+def _trusted_cosignature(
+    body: str, record: CosignatureRecord, witness: TrustedWitness
+) -> tuple[CosignatureCheck | None, str]:
+    """The cosignature verified under one of the witness's directory keys, or why not.
+
+    The key the file declares is never used: C2SP tlog-cosignature names the
+    key by its key hash, which we match against the directory's keys only.
+    """
+    for key in witness.keys:
+        try:
+            timestamp = verify_cosignature(body, record.line, record.witness, key.public_key)
+        except AuditError:
+            continue
+        if public_key_bytes(record.public_key) != public_key_bytes(key.public_key):
+            return None, f"declares a key other than its directory key {key.key_id}"
+        if not key.valid_at_unix(timestamp):
+            return None, f"made at a time outside the validity of key {key.key_id}"
+        check = CosignatureCheck(record.witness, timestamp, record.line, witness.agency, key.key_id)
+        return check, ""
+    return None, f"does not verify under any unrevoked signing key of {witness.agency}"
+
+
+def _quorum_cosignatures(
+    body: str, records: Sequence[object], trust: TrustAnchors
+) -> tuple[tuple[CosignatureCheck, ...], TrustFacts]:
+    """The cosignatures that count: distinct trusted witnesses under their directory keys."""
+    counted: dict[str, CosignatureCheck] = {}
+    rejected: list[RejectedCosignature] = []
+    for position, raw in enumerate(records):
+        record = parse_cosignature(position, raw)
+        witness = trust.witnesses.get(record.witness)
+        if witness is None:
+            reason = "not a witness in the directory"
+        elif record.witness in counted:
+            reason = "a second cosignature by a witness already counted"
+        else:
+            check, reason = _trusted_cosignature(body, record, witness)
+            if check is not None:
+                counted[record.witness] = check
+                continue
+        rejected.append(RejectedCosignature(position, record.witness, reason))
+    missing = tuple(
+        witness.agency for name, witness in trust.witnesses.items() if name not in counted
+    )
+    facts = TrustFacts(
+        root_key_id=trust.root_key_id,
+        directory_serial=trust.directory_serial,
+        log_key_id="",
+        quorum=trust.quorum,
+        witnesses=len(trust.witnesses),
+        missing=missing,
+        rejected=tuple(rejected),
+    )
+    return tuple(counted.values()), facts
+
+
+def _require_quorum(checks: Sequence[CosignatureCheck], facts: TrustFacts, size: int) -> None:
+    if len(checks) >= facts.quorum:
+        return
+    not_counted = "; ".join(f"{r.witness}: {r.reason}" for r in facts.rejected) or "none"
+    raise ExportError(
+        f"witness quorum not met: {len(checks)} of the {facts.quorum} required distinct "
+        f"trusted witnesses cosigned the checkpoint of size {size} "
+        f"(counted: {', '.join(c.agency or c.witness for c in checks) or 'none'}; "
+        f"never cosigned: {', '.join(facts.missing) or 'none'}; not counted: {not_counted})"
+    )
 
 
 def verify_export(
     lines: Iterable[bytes],
     *,
-    trusted_log_key: Ed25519PublicKey | None = None,
-    trusted_witness_keys: Mapping[str, Ed25519PublicKey] | None = None,
+    trust: TrustAnchors | None,
     earlier_checkpoints: Sequence[str] = (),
 ) -> VerifyReport:
     """Recompute and check everything in an export; raise :class:`ExportError` on the first fault.
 
     ``lines`` are the file's lines (e.g. a binary file object the caller
-    opened). See the module docstring for what is checked.
+    opened). ``trust`` None checks the file only against itself
+    (:data:`SELF_CONSISTENT_ONLY`): say so explicitly, it proves nothing about
+    authenticity. See the module docstring for what is checked.
     """
     iterator = iter(lines)
     preamble = read_preamble(
         parse_header(next(iterator, None)),
-        trusted_log_key=trusted_log_key,
+        trust=trust,
         earlier_checkpoints=earlier_checkpoints,
     )
     chain = _Chain(preamble.header.entries, preamble.earlier_sizes)
     chain.run(iterator)
     try:
-        trailer, checkpoint = check_trailer(next(iterator, None), preamble)
+        signed = check_trailer(next(iterator, None), preamble)
     except ExportError:
         chain.resolve_final_break(None)
         raise
-    chain.resolve_final_break(checkpoint.root)
+    chain.resolve_final_break(signed.checkpoint.root)
 
     if next(iterator, None) is not None:
         raise ExportError("unexpected data after the checkpoint line")
-    report = finish(
-        preamble,
-        trailer,
-        checkpoint,
-        root=chain.accumulator.root(),
-        roots_at=chain.roots_at,
-        trusted_witness_keys=trusted_witness_keys,
-    )
+    report = finish(preamble, signed, root=chain.accumulator.root(), roots_at=chain.roots_at)
     return dataclasses.replace(report, quarantined=chain.quarantined)
 
 
 def finish(
     preamble: Preamble,
-    trailer: ExportTrailer,
-    checkpoint: Checkpoint,
+    signed: SignedTrailer,
     *,
     root: bytes,
     roots_at: Mapping[int, bytes],
-    trusted_witness_keys: Mapping[str, Ed25519PublicKey] | None,
 ) -> VerifyReport:
     """The checks after the entries, given their recomputed ``root`` and prefix roots.
 
     ``roots_at`` maps each earlier checkpoint's size to the root of that many
     leading entries. Shared by the reference and the parallel verifier.
     """
-    header = preamble.header
+    header, checkpoint = preamble.header, signed.checkpoint
     if checkpoint.size != header.entries:
         raise ExportError(
             f"checkpoint size {checkpoint.size} differs from the {header.entries} entries"
@@ -534,20 +600,33 @@ def finish(
             entry_index=last,
         )
     for previous in preamble.earlier:
+        # RFC 9162 §2.1.4: the earlier tree must be a prefix of this one. With
+        # every leaf at hand we recompute the prefix root itself, which is what
+        # a consistency proof would establish without the leaves.
         prefix_root = roots_at.get(previous.size, EMPTY_ROOT)
         if previous.root != prefix_root:
             raise ExportError(
                 f"fork: the earlier checkpoint of size {previous.size} does not match the "
                 "export's first entries (history was rewritten)"
             )
-    cosignatures = _check_cosignatures(
-        note_body(trailer.checkpoint), trailer.cosignatures, trusted_witness_keys or {}
-    )
-    return VerifyReport(
+    body = note_body(signed.trailer.checkpoint)
+    report = VerifyReport(
+        verdict=SELF_CONSISTENT_ONLY,
         origin=header.origin,
         entries=header.entries,
         root=root,
-        log_key_source=preamble.key_source,
-        cosignatures=cosignatures,
+        checkpoint_note=signed.trailer.checkpoint,
         earlier_checkpoints=tuple(sorted(preamble.earlier_sizes)),
+    )
+    if preamble.trust is None:
+        cosignatures = _self_declared_cosignatures(body, signed.trailer.cosignatures)
+        return dataclasses.replace(report, cosignatures=cosignatures)
+    checks, facts = _quorum_cosignatures(body, signed.trailer.cosignatures, preamble.trust)
+    _require_quorum(checks, facts, checkpoint.size)
+    assert signed.log_key_id is not None
+    return dataclasses.replace(
+        report,
+        verdict=VERIFIED,
+        cosignatures=checks,
+        trust=dataclasses.replace(facts, log_key_id=signed.log_key_id),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -20,13 +21,24 @@ from typing import Annotated, Any
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sigbus.audit.checkpoint import note_body, parse_checkpoint_body, verify_note
+from sigbus.agents.witnessing import witness_name
+from sigbus.audit.checkpoint import (
+    note_body,
+    parse_checkpoint_body,
+    public_key_bytes,
+    verify_note,
+)
 from sigbus.audit.entry_line import check_entry_line
 from sigbus.audit.errors import AuditError, CheckpointError, ExportError
 from sigbus.audit.export_format import read_entry_lines
 from sigbus.audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
-from sigbus.audit.verify import VerifyReport
+from sigbus.audit.trust import TrustAnchors, TrustError, trust_from_directory
+from sigbus.audit.verify_report import VERIFIED, VerifyReport
 from sigbus.parallel_verify import verify_export_file
+from sigbus.protocol.directory import verify_directory
+from sigbus.protocol.errors import DirectoryError
+from sigbus.transport.errors import ConfigError
+from sigbus.transport.files import read_file
 
 audit_app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -55,69 +67,158 @@ def _load_public_key(value: str) -> Ed25519PublicKey:
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.echo(f"FAIL: {message}", err=True)
-    return typer.Exit(code=1)
+    typer.echo(f"FAIL / UNDERKÄND: {message}", err=True)
+    return typer.Exit(code=EXIT_FAILED)
 
 
-def _verify_file(
-    file: Path,
-    log_key: str | None,
-    witness_keys: list[str] | None,
-    earlier: list[Path] | None,
-) -> VerifyReport:
-    trusted_witnesses = {}
-    for item in witness_keys or []:
-        name, sep, key = item.partition("=")
-        if not sep:
-            raise typer.BadParameter("--witness-key takes NAME=BASE64_OR_PATH")
-        trusted_witnesses[name] = _load_public_key(key)
-    report = verify_export_file(
-        file,
-        trusted_log_key=_load_public_key(log_key) if log_key else None,
-        trusted_witness_keys=trusted_witnesses,
-        earlier_checkpoints=[path.read_text() for path in earlier or []],
+#: ``sigbus audit verify`` exit codes (docs/compliance.md, "Exit codes").
+EXIT_VERIFIED = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_SELF_CONSISTENT_ONLY = 3
+
+
+def _root_bytes(value: str) -> bytes:
+    """The pinned root key: base64 raw Ed25519 inline, or a file holding it (``root.pub``)."""
+    return public_key_bytes(_load_public_key(value))
+
+
+def load_trust(directory_file: Path, root: bytes, quorum: int | None) -> TrustAnchors:
+    """The trust anchors from a directory file verified against the pinned ``root`` key.
+
+    Raises :class:`DirectoryError` if the directory is not signed by that root,
+    :class:`TrustError` if it cannot support the quorum.
+    """
+    directory = verify_directory(read_file(directory_file), root)
+    return trust_from_directory(
+        directory, root_public=root, witness_name=witness_name, quorum=quorum
     )
-    return report
+
+
+def _self_check(file: Path) -> VerifyReport:
+    """The file against itself, before 'prove' and 'query' read from it (proves no authorship)."""
+    return verify_export_file(file, trust=None)
 
 
 FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Export file.")]
 
 
+def _usage(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=EXIT_USAGE)
+
+
+def _trust_or_exit(directory: Path | None, root: str | None, quorum: int | None) -> TrustAnchors:
+    if directory is None or root is None:
+        raise _usage(
+            "nothing to verify against: pass --directory DIR_FILE (the signed directory) and "
+            "--root ROOT_PUB (the root public key you pinned), or --self-consistency-only"
+        )
+    try:
+        root_key = _root_bytes(root)
+    except typer.BadParameter as e:
+        raise _usage(f"--root: {e}") from e
+    try:
+        return load_trust(directory, root_key, quorum)
+    except (TrustError, ConfigError) as e:
+        raise _usage(str(e)) from e
+    except DirectoryError as e:
+        raise _fail(f"the directory is not trusted: {e}") from e
+
+
+def _report_failure(error: AuditError, as_json: bool) -> typer.Exit:
+    if as_json:
+        index = error.entry_index if isinstance(error, ExportError) else None
+        document = {"verdict": "failed", "ok": False, "error": str(error), "entry_index": index}
+        typer.echo(json.dumps(document))
+        return typer.Exit(code=EXIT_FAILED)
+    return _fail(str(error))
+
+
 @audit_app.command()
 def verify(
     file: FileArg,
-    log_key: Annotated[
-        str | None, typer.Option(help="Trusted log public key: base64 raw Ed25519 or a file.")
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="The signed agency directory (directory.json)."
+        ),
     ] = None,
-    witness_key: Annotated[
-        list[str] | None, typer.Option(help="Trusted witness key NAME=BASE64|PATH (repeatable).")
+    root: Annotated[
+        str | None,
+        typer.Option(help="The root public key you pinned: base64 raw Ed25519, or its file."),
+    ] = None,
+    quorum: Annotated[
+        int | None,
+        typer.Option(help="Distinct trusted witnesses required (default: every party agency)."),
     ] = None,
     checkpoint: Annotated[
         list[Path] | None,
-        typer.Option(help="An earlier signed checkpoint you hold; proves no fork (repeatable)."),
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="An earlier checkpoint you hold; must be consistent (repeatable).",
+        ),
     ] = None,
+    save_checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Write the checkpoint this run proved, to pass as --checkpoint later."),
+    ] = None,
+    self_consistency_only: Annotated[
+        bool,
+        typer.Option(
+            "--self-consistency-only",
+            help="Check FILE only against the keys inside it; proves nothing, exits 3.",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as one JSON object.")
     ] = False,
 ) -> None:
-    """Recompute everything in FILE offline: exit 0 if intact, 1 naming the first bad entry."""
+    """Verify FILE against the pinned root and the signed directory.
+
+    Exit 0 verified; 1 failed (naming the first bad entry or the missing
+    witnesses); 2 nothing trusted to verify against, or bad options; 3
+    self-consistency only (--self-consistency-only: nothing proven).
+    """
+    if self_consistency_only:
+        given = (directory, root, quorum, save_checkpoint)
+        if checkpoint or any(option is not None for option in given):
+            raise _usage("--self-consistency-only takes no trusted inputs; drop them to use it")
+        trust = None
+    else:
+        trust = _trust_or_exit(directory, root, quorum)
     try:
-        report = _verify_file(file, log_key, witness_key, checkpoint)
+        earlier = [path.read_text() for path in checkpoint or []]
+    except (OSError, UnicodeDecodeError) as e:
+        raise _usage(f"an earlier checkpoint file cannot be read: {type(e).__name__}") from e
+    try:
+        report = verify_export_file(file, trust=trust, earlier_checkpoints=earlier)
     except AuditError as e:
-        if as_json:
-            index = e.entry_index if isinstance(e, ExportError) else None
-            typer.echo(json.dumps({"ok": False, "error": str(e), "entry_index": index}))
-            raise typer.Exit(code=1) from e
-        raise _fail(str(e)) from e
+        raise _report_failure(e, as_json) from e
+    if save_checkpoint is not None:
+        _save(save_checkpoint, report.cosigned_checkpoint())
     typer.echo(json.dumps(report.to_json()) if as_json else report.summary())
+    if report.verdict != VERIFIED:
+        raise typer.Exit(code=EXIT_SELF_CONSISTENT_ONLY)
+
+
+def _save(path: Path, note: str) -> None:
+    """Write through a temporary file and a rename: never a half-written checkpoint."""
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        tmp.write_text(note)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _usage(f"cannot write --save-checkpoint file: {type(e).__name__}") from e
 
 
 def _tree_from_export(file: Path) -> MerkleTree:
     """Verify the export first (a proof from a tampered file is worthless), then build its tree."""
     try:
-        _verify_file(file, None, None, None)
+        _self_check(file)
     except AuditError as e:
-        raise _fail(f"export does not verify, refusing to prove from it: {e}") from e
+        raise _fail(f"export is not even self-consistent, refusing to prove from it: {e}") from e
     with file.open("rb") as lines:
         return MerkleTree(hash_leaf(line) for line in read_entry_lines(lines))
 
@@ -306,9 +407,9 @@ def query(
     """Print the entries of FILE (JSON Lines) that match every given filter."""
     if verify_first:
         try:
-            _verify_file(file, None, None, None)
+            _self_check(file)
         except AuditError as e:
-            raise _fail(f"export does not verify: {e}") from e
+            raise _fail(f"export is not even self-consistent: {e}") from e
     start, end = _parse_time(since), _parse_time(until)
     wanted = {
         "case_ref": case,

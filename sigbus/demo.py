@@ -28,11 +28,14 @@ from sigbus.agents.social.consent import consent_given, consent_withdrawn
 from sigbus.agents.witnessing import WitnessRunner, log_public_key, prove_release
 from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.audit.errors import AuditError
-from sigbus.audit.verify import verify_export
+from sigbus.audit.verify_report import VERIFIED
 from sigbus.broker.service import Broker
 from sigbus.broker.setup import hub_setup
+from sigbus.cli_audit import load_trust
 from sigbus.export import export_log
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
+from sigbus.parallel_verify import verify_export_file
+from sigbus.protocol.canonical import b64decode
 from sigbus.protocol.codes import (
     ActionCode,
     AgendaItem,
@@ -42,6 +45,7 @@ from sigbus.protocol.codes import (
     ReferralReason,
     StatusCode,
 )
+from sigbus.protocol.errors import ProtocolError
 from sigbus.protocol.ids import HUB, AgencyId, MessageType, agency_name, new_opaque_id
 from sigbus.protocol.messages import (
     CaseInvitation,
@@ -55,7 +59,12 @@ from sigbus.protocol.messages import (
 )
 from sigbus.protocol.subjects import LOG_STREAM
 from sigbus.transport.config import insecure_dev
-from sigbus.transport.keystore import join_dev_agency, load_directory
+from sigbus.transport.keystore import (
+    DIRECTORY_FILE,
+    ROOT_PUBLIC_FILE,
+    join_dev_agency,
+    load_directory,
+)
 from sigbus.transport.natsserver import EmbeddedNats
 from sigbus.transport.profiles import load_profiles
 
@@ -350,7 +359,7 @@ async def read_log(broker: Broker) -> list[LogEntry]:
     return entries
 
 
-async def audit_story(story: Story, export_path: Path) -> AuditOutcome:
+async def audit_story(story: Story, export_path: Path, keys_dir: Path) -> AuditOutcome:
     """Witness the final checkpoint, prove each delivery's inclusion, export, verify offline."""
     await story.broker.checkpointer.publish()
     cosigned = []
@@ -366,11 +375,13 @@ async def audit_story(story: Story, export_path: Path) -> AuditOutcome:
     log_key = log_public_key(next(iter(story.adapters.values())))
     await export_log(story.broker.js, export_path, log_key, witnesses=list(story.adapters))
     try:
-        report = verify_export(
-            export_path.read_bytes().splitlines(keepends=True), trusted_log_key=log_key
-        )
-        summary, ok = report.summary(), True
-    except AuditError as e:
+        # The compliance officer's trusted form: the pinned root and the signed
+        # directory, never the keys the export declares (docs/compliance.md).
+        root = (keys_dir / ROOT_PUBLIC_FILE).read_text().strip()
+        trust = load_trust(keys_dir / DIRECTORY_FILE, b64decode(root), quorum=None)
+        report = verify_export_file(export_path, trust=trust)
+        summary, ok = report.one_line(), report.verdict == VERIFIED
+    except (AuditError, ProtocolError) as e:
         summary, ok = str(e), False
     # The export leaves the hub: a person-stable pseudonym in it would link the
     # person's cases; entries name the subject by a per-case ref only.
@@ -469,7 +480,7 @@ async def run_demo(*, data_dir: Path | None, keys_dir: Path) -> DemoReport:
                 adapters[agency] = await setup.connect(server.url)
             story = Story(broker, adapters)
             await story.run()
-            audit = await audit_story(story, base / "disclosure-log.sigbus-export.jsonl")
+            audit = await audit_story(story, base / "disclosure-log.sigbus-export.jsonl", keys_dir)
             entries = await read_log(broker)
         finally:
             for adapter in adapters.values():

@@ -23,23 +23,22 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from sigbus.audit.errors import ExportError
+from sigbus.audit.errors import AuditError, ExportError
 from sigbus.audit.export_format import parse_header
+from sigbus.audit.trust import TrustAnchors
 from sigbus.audit.verify import (
-    VerifyReport,
     check_trailer,
     finish,
     read_preamble,
     verify_export,
 )
 from sigbus.audit.verify_chunks import ChunkResult, ChunkScanner, join_chunks
+from sigbus.audit.verify_report import VerifyReport
 
 #: Below this many entries the reference path is used (process start-up is not free).
 PARALLEL_MIN_ENTRIES = 50_000
@@ -120,8 +119,7 @@ def _default_workers() -> int:
 def _verify_parallel(
     path: Path,
     workers: int,
-    trusted_log_key: Ed25519PublicKey | None,
-    trusted_witness_keys: Mapping[str, Ed25519PublicKey] | None,
+    trust: TrustAnchors | None,
     earlier_checkpoints: Sequence[str],
 ) -> VerifyReport | None:
     """The fast path: a report when the file is intact, None on anything else."""
@@ -130,9 +128,7 @@ def _verify_parallel(
             header = parse_header(file.readline())
             if header.entries < PARALLEL_MIN_ENTRIES:
                 return None
-            preamble = read_preamble(
-                header, trusted_log_key=trusted_log_key, earlier_checkpoints=earlier_checkpoints
-            )
+            preamble = read_preamble(header, trust=trust, earlier_checkpoints=earlier_checkpoints)
             body_start, size = file.tell(), os.fstat(file.fileno()).st_size
             trailer_at = _trailer_start(file, size, body_start)
             if trailer_at is None or trailer_at <= body_start:
@@ -140,8 +136,8 @@ def _verify_parallel(
             file.seek(trailer_at)
             trailer_line = file.read()
             bounds = _chunk_bounds(file, body_start, trailer_at, workers)
-        trailer, checkpoint = check_trailer(trailer_line, preamble)
-    except (ExportError, OSError):
+        signed = check_trailer(trailer_line, preamble)
+    except (AuditError, OSError):
         return None
 
     joined = join_chunks(_run_chunks(str(path), bounds, preamble.earlier_sizes), header.entries)
@@ -149,14 +145,7 @@ def _verify_parallel(
         return None
     root, roots_at = joined
     try:
-        return finish(
-            preamble,
-            trailer,
-            checkpoint,
-            root=root,
-            roots_at=roots_at,
-            trusted_witness_keys=trusted_witness_keys,
-        )
+        return finish(preamble, signed, root=root, roots_at=roots_at)
     except ExportError:
         return None
 
@@ -178,8 +167,7 @@ def _run_chunks(
 def verify_export_file(
     path: Path,
     *,
-    trusted_log_key: Ed25519PublicKey | None = None,
-    trusted_witness_keys: Mapping[str, Ed25519PublicKey] | None = None,
+    trust: TrustAnchors | None,
     earlier_checkpoints: Sequence[str] = (),
     workers: int | None = None,
 ) -> VerifyReport:
@@ -191,15 +179,8 @@ def verify_export_file(
     """
     workers = _default_workers() if workers is None else workers
     if workers > 1:
-        report = _verify_parallel(
-            path, workers, trusted_log_key, trusted_witness_keys, earlier_checkpoints
-        )
+        report = _verify_parallel(path, workers, trust, earlier_checkpoints)
         if report is not None:
             return report
     with path.open("rb") as lines:
-        return verify_export(
-            lines,
-            trusted_log_key=trusted_log_key,
-            trusted_witness_keys=trusted_witness_keys,
-            earlier_checkpoints=earlier_checkpoints,
-        )
+        return verify_export(lines, trust=trust, earlier_checkpoints=earlier_checkpoints)

@@ -5,14 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from sigbus.agents.witnessing import witness_name
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, cosign, make_checkpoint_body, sign_note
 from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRef, EntryOutcome, LogEntry, leaf_hash
 from sigbus.audit.export_format import CosignatureRecord, write_export
 from sigbus.audit.merkle import MerkleTree
-from sigbus.protocol.ids import MessageType
+from sigbus.audit.trust import TrustAnchors, trust_from_directory
+from sigbus.protocol.canonical import b64encode
+from sigbus.protocol.directory import (
+    AgencyEntry,
+    Directory,
+    DirectoryKey,
+    KeyUse,
+    key_id_for,
+    sign_directory,
+)
+from sigbus.protocol.ids import HUB, MessageType
 
 START = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 WITNESS_TIME = 1_795_000_000
@@ -25,8 +38,51 @@ def key_from_seed(seed: int) -> Ed25519PrivateKey:
 LOG_KEY = key_from_seed(1)
 POLICE_KEY = key_from_seed(2)
 SCHOOL_KEY = key_from_seed(3)
+ROOT_KEY = key_from_seed(7)
 POLICE_WITNESS = "sigbus/witness/police"
 SCHOOL_WITNESS = "sigbus/witness/school"
+WITNESS_KEYS = {"police": POLICE_KEY, "school": SCHOOL_KEY}
+
+
+def _directory_key(agency: str, use: KeyUse, key: Ed25519PrivateKey) -> DirectoryKey:
+    public = key.public_key().public_bytes_raw()
+    return DirectoryKey(
+        key_id=key_id_for(agency, use, public),
+        use=use,
+        public_key=public,
+        not_before=START - timedelta(days=365),
+        not_after=START + timedelta(days=3650),
+    )
+
+
+def fixture_directory(witnesses: dict[str, Ed25519PrivateKey] | None = None) -> Directory:
+    """The hub (log key :data:`LOG_KEY`) and each witness agency with its signing key."""
+    chosen = WITNESS_KEYS if witnesses is None else witnesses
+    hub = AgencyEntry(agency=HUB, keys=(_directory_key(HUB, KeyUse.LOG, LOG_KEY),))
+    parties = tuple(
+        AgencyEntry(agency=agency, keys=(_directory_key(agency, KeyUse.SIGNING, key),))
+        for agency, key in chosen.items()
+    )
+    return Directory(serial=1, issued_at=START, agencies=(hub, *parties))
+
+
+def fixture_trust(
+    quorum: int | None = None, witnesses: dict[str, Ed25519PrivateKey] | None = None
+) -> TrustAnchors:
+    """Trust anchors from :func:`fixture_directory`, signed by :data:`ROOT_KEY`."""
+    return trust_from_directory(
+        fixture_directory(witnesses),
+        root_public=ROOT_KEY.public_key().public_bytes_raw(),
+        witness_name=witness_name,
+        quorum=quorum,
+    )
+
+
+def signed_directory_json(
+    directory: Directory | None = None, root: Ed25519PrivateKey = ROOT_KEY
+) -> str:
+    signed = sign_directory(fixture_directory() if directory is None else directory, root)
+    return signed.model_dump_json(indent=2) + "\n"
 
 
 def make_entries(count: int, *, start: int = 0, prev: str = GENESIS_PREV_HASH) -> list[bytes]:
@@ -92,8 +148,15 @@ def make_log(count: int, witnesses: Sequence[tuple[str, Ed25519PrivateKey]] = ()
     entries = make_entries(count)
     tree = MerkleTree(leaf_hash(line) for line in entries)
     note = signed_checkpoint(tree)
+    return Log(entries, tree, note, cosignature_records(note, witnesses))
+
+
+def cosignature_records(
+    note: str, witnesses: Sequence[tuple[str, Ed25519PrivateKey]]
+) -> list[CosignatureRecord]:
+    """Each witness's C2SP cosignature of the checkpoint in ``note``."""
     body = note[: note.rindex("\n\n") + 1]
-    records = [
+    return [
         CosignatureRecord(
             witness=name,
             public_key=key.public_key(),
@@ -101,4 +164,53 @@ def make_log(count: int, witnesses: Sequence[tuple[str, Ed25519PrivateKey]] = ()
         )
         for name, key in witnesses
     ]
-    return Log(entries, tree, note, records)
+
+
+#: Both fixture witnesses, as the directory of :func:`fixture_trust` names them.
+ALL_WITNESSES = [(witness_name(agency), key) for agency, key in WITNESS_KEYS.items()]
+
+
+def trust_args(folder: Path, directory: Directory | None = None) -> list[str]:
+    """``--directory DIR --root ROOT`` for ``sigbus audit verify``, written into ``folder``."""
+    directory_file, root_file = folder / "directory.json", folder / "root.pub"
+    directory_file.write_text(signed_directory_json(directory))
+    root_file.write_text(b64encode(ROOT_KEY.public_key().public_bytes_raw()) + "\n")
+    return ["--directory", str(directory_file), "--root", str(root_file)]
+
+
+def rechained(entries: Sequence[bytes]) -> list[bytes]:
+    """The entries renumbered and with their hash chain recomputed, as a rewriting hub would."""
+    out: list[bytes] = []
+    prev = GENESIS_PREV_HASH
+    for index, line in enumerate(entries):
+        entry = LogEntry.model_validate_json(line).model_copy(
+            update={"prev_leaf_hash": prev, "index": index}
+        )
+        out.append(entry.canonical_bytes())
+        prev = leaf_hash(out[-1]).hex()
+    return out
+
+
+def hand_written_export(
+    entries: Sequence[bytes],
+    note: str,
+    cosignatures: Sequence[CosignatureRecord],
+    log_public_key: Ed25519PublicKey,
+) -> bytes:
+    """An export with any cosignature records, as a forger writes it: the project's
+    writer refuses cosignatures that do not verify."""
+    lines = list(
+        write_export(entries, note, [], log_public_key=log_public_key, origin=DEFAULT_ORIGIN)
+    )
+    trailer = {
+        "checkpoint": note,
+        "cosignatures": [
+            {
+                "line": r.line,
+                "public_key": b64encode(r.public_key.public_bytes_raw()),
+                "witness": r.witness,
+            }
+            for r in cosignatures
+        ],
+    }
+    return b"".join([*lines[:-1], rfc8785.dumps(trailer) + b"\n"])

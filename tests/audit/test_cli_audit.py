@@ -7,10 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
-from audit_fixtures import LOG_KEY, POLICE_KEY, POLICE_WITNESS, key_from_seed, make_log
+from audit_fixtures import (
+    ALL_WITNESSES,
+    LOG_KEY,
+    ROOT_KEY,
+    key_from_seed,
+    make_log,
+    signed_checkpoint,
+    signed_directory_json,
+    trust_args,
+)
 from typer.testing import CliRunner
 
-from sigbus.audit.checkpoint import public_key_bytes
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, note_body, public_key_bytes, sign_note
 from sigbus.cli_audit import audit_app
 
 runner = CliRunner()
@@ -20,43 +29,157 @@ COUNT = 9
 @pytest.fixture
 def export_file(tmp_path: Path) -> Path:
     path = tmp_path / "log.jsonl"
-    path.write_bytes(b"".join(make_log(COUNT, [(POLICE_WITNESS, POLICE_KEY)]).export_lines()))
+    path.write_bytes(b"".join(make_log(COUNT, ALL_WITNESSES).export_lines()))
     return path
+
+
+@pytest.fixture
+def trusted(tmp_path: Path) -> list[str]:
+    return trust_args(tmp_path)
 
 
 def key_b64(key: object) -> str:
     return base64.b64encode(public_key_bytes(key.public_key())).decode()  # type: ignore[attr-defined]
 
 
-def test_verify_intact_file(export_file: Path) -> None:
-    result = runner.invoke(audit_app, ["verify", str(export_file), "--log-key", key_b64(LOG_KEY)])
+def test_verify_intact_file_prints_the_trusted_verdict(
+    export_file: Path, trusted: list[str]
+) -> None:
+    result = runner.invoke(audit_app, ["verify", str(export_file), *trusted])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith(f"OK: {COUNT} entries intact")
-    assert "(trusted key)" in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith("VERIFIED / VERIFIERAD")
+    assert f"  entries: {COUNT} entries intact and in order; tree size {COUNT}" in lines[1]
+    assert lines[2].startswith("  poster: ")
+    assert "signed by the pinned root key root-" in lines[3]
+    assert "quorum 2 of 2 distinct trusted witnesses" in result.output
+    assert "  vittnen: 2 av 2 betrodda vittnen" in result.output
 
 
-def test_verify_with_key_file_and_wrong_key(export_file: Path, tmp_path: Path) -> None:
-    key_file = tmp_path / "log.pub"
-    key_file.write_text(key_b64(LOG_KEY) + "\n")
-    assert (
-        runner.invoke(audit_app, ["verify", str(export_file), "--log-key", str(key_file)]).exit_code
-        == 0
+def test_root_given_inline_works_like_the_root_file(export_file: Path, trusted: list[str]) -> None:
+    inline = [*trusted[:3], key_b64(ROOT_KEY)]
+    assert runner.invoke(audit_app, ["verify", str(export_file), *inline]).exit_code == 0
+
+
+def test_without_trusted_inputs_the_command_refuses(export_file: Path, trusted: list[str]) -> None:
+    for partial in ([], trusted[:2], trusted[2:]):
+        result = runner.invoke(audit_app, ["verify", str(export_file), *partial])
+        assert result.exit_code == 2
+        assert "--directory DIR_FILE" in result.output
+        assert "VERIFIED" not in result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+def test_self_consistency_only_never_says_ok(export_file: Path, trusted: list[str]) -> None:
+    result = runner.invoke(audit_app, ["verify", str(export_file), "--self-consistency-only"])
+    assert result.exit_code == 3
+    assert result.output.startswith("NOT VERIFIED / INTE VERIFIERAD")
+    assert "nothing is proven" in result.output
+    assert "OK" not in result.output
+    as_json = runner.invoke(
+        audit_app, ["verify", str(export_file), "--self-consistency-only", "--json"]
     )
-    wrong = runner.invoke(
-        audit_app, ["verify", str(export_file), "--log-key", key_b64(key_from_seed(9))]
+    assert as_json.exit_code == 3
+    document = json.loads(as_json.output)
+    assert (document["verdict"], document["ok"]) == ("self-consistent-only", False)
+    mixed = runner.invoke(
+        audit_app, ["verify", str(export_file), "--self-consistency-only", *trusted]
     )
-    assert wrong.exit_code == 1
-    assert "not validly signed" in wrong.output
+    assert mixed.exit_code == 2
 
 
-def test_verify_names_the_first_bad_entry(export_file: Path) -> None:
+def test_json_verdict_carries_the_same_facts(export_file: Path, trusted: list[str]) -> None:
+    result = runner.invoke(audit_app, ["verify", str(export_file), "--json", *trusted])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["verdict"] == "verified"
+    assert (document["tree_size"], document["quorum"]) == (
+        COUNT,
+        {"required": 2, "met": 2, "of": 2},
+    )
+    assert [c["agency"] for c in document["cosignatures"]] == ["police", "school"]
+    assert document["log_key_id"].startswith("hub-sig-")
+    assert document["root_key_id"].startswith("root-")
+
+
+def test_quorum_option_and_its_range(tmp_path: Path, trusted: list[str]) -> None:
+    path = tmp_path / "one.jsonl"
+    path.write_bytes(b"".join(make_log(COUNT, ALL_WITNESSES[:1]).export_lines()))
+    short = runner.invoke(audit_app, ["verify", str(path), *trusted])
+    assert short.exit_code == 1
+    assert "quorum not met: 1 of the 2" in short.output
+    assert "never cosigned: school" in short.output
+    assert runner.invoke(audit_app, ["verify", str(path), *trusted, "--quorum", "1"]).exit_code == 0
+    for out_of_range in ("0", "3"):
+        result = runner.invoke(audit_app, ["verify", str(path), *trusted, "--quorum", out_of_range])
+        assert result.exit_code == 2
+        assert "out of range" in result.output
+
+
+def test_a_directory_signed_by_another_root_fails(export_file: Path, tmp_path: Path) -> None:
+    args = trust_args(tmp_path)
+    Path(args[1]).write_text(signed_directory_json(root=key_from_seed(70)))
+    result = runner.invoke(audit_app, ["verify", str(export_file), *args])
+    assert result.exit_code == 1
+    assert "directory is not trusted" in result.output
+    assert "untrusted root key" in result.output
+
+
+def test_save_checkpoint_then_use_it_next_time(
+    export_file: Path, trusted: list[str], tmp_path: Path
+) -> None:
+    saved = tmp_path / "proved.note"
+    first = runner.invoke(
+        audit_app, ["verify", str(export_file), *trusted, "--save-checkpoint", str(saved)]
+    )
+    assert first.exit_code == 0, first.output
+    note = saved.read_text()
+    assert note.count("\u2014 sigbus/witness/") == 2  # kept with the cosignatures that counted
+    again = runner.invoke(
+        audit_app, ["verify", str(export_file), *trusted, "--checkpoint", str(saved)]
+    )
+    assert again.exit_code == 0, again.output
+    assert f"earlier checkpoints at tree sizes {COUNT}" in again.output
+    # A checkpoint of a longer log than this export: the export was rolled back.
+    longer = tmp_path / "longer.note"
+    longer.write_text(signed_checkpoint(make_log(COUNT + 1).tree))
+    rolled = runner.invoke(
+        audit_app, ["verify", str(export_file), *trusted, "--checkpoint", str(longer)]
+    )
+    assert rolled.exit_code == 1
+    assert "rolled back" in rolled.output
+    # An earlier checkpoint signed by anyone but the directory's log key fails the run.
+    foreign = tmp_path / "foreign.note"
+    foreign.write_text(sign_note(note_body(note), DEFAULT_ORIGIN, key_from_seed(71)))
+    refused = runner.invoke(
+        audit_app, ["verify", str(export_file), *trusted, "--checkpoint", str(foreign)]
+    )
+    assert refused.exit_code == 1
+    assert "not validly signed by a hub log key in the directory" in refused.output
+    # Nothing is saved from a run that did not verify.
+    failed_save = tmp_path / "never.note"
+    runner.invoke(
+        audit_app,
+        [
+            "verify",
+            str(export_file),
+            *trusted,
+            "--checkpoint",
+            str(longer),
+            "--save-checkpoint",
+            str(failed_save),
+        ],
+    )
+    assert not failed_save.exists()
+
+
+def test_verify_names_the_first_bad_entry(export_file: Path, trusted: list[str]) -> None:
     lines = export_file.read_bytes().splitlines(keepends=True)
     lines[5] = lines[5].replace(b'"ingress_seq":', b'"ingress_seq":1', 1)
     export_file.write_bytes(b"".join(lines))
-    result = runner.invoke(audit_app, ["verify", str(export_file)])
+    result = runner.invoke(audit_app, ["verify", str(export_file), *trusted])
     assert result.exit_code == 1
-    assert "FAIL: entry 4:" in result.output
+    assert "FAIL / UNDERKÄND: entry 4:" in result.output
 
 
 def test_prove_and_verify_proofs(export_file: Path, tmp_path: Path) -> None:
@@ -117,8 +240,6 @@ def test_query_filters(export_file: Path) -> None:
 
 
 def test_verify_proof_against_a_signed_checkpoint(export_file: Path, tmp_path: Path) -> None:
-    from audit_fixtures import signed_checkpoint
-
     log = make_log(COUNT)
     current, older = tmp_path / "current.note", tmp_path / "older.note"
     current.write_text(signed_checkpoint(log.tree))

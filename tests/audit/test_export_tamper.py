@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import rfc8785
 from audit_fixtures import (
     LOG_KEY,
     POLICE_KEY,
@@ -12,6 +13,7 @@ from audit_fixtures import (
     SCHOOL_KEY,
     SCHOOL_WITNESS,
     Log,
+    fixture_trust,
     key_from_seed,
     make_entries,
     make_log,
@@ -24,9 +26,12 @@ from sigbus.audit.errors import ExportError
 from sigbus.audit.export_format import read_entry_lines, write_export
 from sigbus.audit.merkle import MerkleTree
 from sigbus.audit.verify import verify_export
+from sigbus.audit.verify_report import SELF_CONSISTENT_ONLY, VERIFIED
 
 COUNT = 7
 WITNESSES = [(POLICE_WITNESS, POLICE_KEY), (SCHOOL_WITNESS, SCHOOL_KEY)]
+#: The officer's trust anchors: police and school witness, so the default quorum is 2.
+TRUST = fixture_trust()
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +64,23 @@ def replace_in_entry(lines: list[bytes], index: int, old: bytes, new: bytes) -> 
 
 def rejected_at(lines: list[bytes], **kwargs: object) -> int | None:
     with pytest.raises(ExportError) as raised:
-        verify_export(lines, **kwargs)  # type: ignore[arg-type]
+        verify_export(lines, **{"trust": TRUST, **kwargs})  # type: ignore[arg-type]
     return raised.value.entry_index
 
 
-def test_intact_export_verifies_with_declared_and_trusted_keys(lines: list[bytes]) -> None:
-    report = verify_export(lines)
-    assert (report.entries, report.log_key_source) == (COUNT, "declared in file")
-    assert [c.witness for c in report.cosignatures] == [POLICE_WITNESS, SCHOOL_WITNESS]
-    trusted = verify_export(
-        lines,
-        trusted_log_key=LOG_KEY.public_key(),
-        trusted_witness_keys={POLICE_WITNESS: POLICE_KEY.public_key()},
-    )
-    assert trusted.log_key_source == "trusted"
-    assert [c.key_source for c in trusted.cosignatures] == ["trusted", "declared in file"]
-    assert trusted.summary().startswith(f"OK: {COUNT} entries intact")
+def test_intact_export_verifies_against_the_trust_anchors_only(lines: list[bytes]) -> None:
+    trusted = verify_export(lines, trust=TRUST)
+    assert (trusted.verdict, trusted.entries) == (VERIFIED, COUNT)
+    assert [(c.agency, c.witness) for c in trusted.cosignatures] == [
+        ("police", POLICE_WITNESS),
+        ("school", SCHOOL_WITNESS),
+    ]
+    assert trusted.lines()[0].startswith("VERIFIED / VERIFIERAD")
+    own = verify_export(lines, trust=None)
+    assert own.verdict == SELF_CONSISTENT_ONLY
+    assert own.trust is None
+    assert not own.summary().startswith("VERIFIED")
+    assert own.lines()[0].startswith("NOT VERIFIED / INTE VERIFIERAD")
 
 
 def test_every_line_ends_with_newline_and_entries_are_canonical(
@@ -136,7 +142,7 @@ def test_truncation_with_adjusted_header_is_detected(lines: list[bytes]) -> None
     header["entries"] = COUNT - 1
     rewritten = [json.dumps(header, separators=(",", ":"), sort_keys=True).encode() + b"\n"]
     with pytest.raises(ExportError, match="size"):
-        verify_export(rewritten + lines[1:COUNT] + lines[COUNT + 1 :])
+        verify_export(rewritten + lines[1:COUNT] + lines[COUNT + 1 :], trust=TRUST)
 
 
 def test_removed_entry_is_named(lines: list[bytes]) -> None:
@@ -157,7 +163,7 @@ def test_extra_lines_are_detected(lines: list[bytes]) -> None:
     extra_entry = make_entries(1, start=COUNT, prev=leaf_hash(lines[COUNT][:-1]).hex())[0]
     assert rejected_at([*lines[:-1], extra_entry + b"\n", *lines[-1:]]) == COUNT
     with pytest.raises(ExportError, match="after the checkpoint"):
-        verify_export([*lines, b"{}\n"])
+        verify_export([*lines, b"{}\n"], trust=TRUST)
 
 
 def test_forged_checkpoint_is_detected(log: Log, lines: list[bytes]) -> None:
@@ -168,9 +174,9 @@ def test_forged_checkpoint_is_detected(log: Log, lines: list[bytes]) -> None:
     )
     trailer = json.loads(lines[-1])
     trailer["checkpoint"] = forged
-    tampered = [*lines[:-1], json.dumps(trailer).encode() + b"\n"]
+    tampered = [*lines[:-1], rfc8785.dumps(trailer) + b"\n"]
     with pytest.raises(ExportError, match="checkpoint is not validly signed"):
-        verify_export(tampered)
+        verify_export(tampered, trust=TRUST)
 
 
 def test_rewritten_log_resigned_by_an_attacker_fails_only_against_the_trusted_key() -> None:
@@ -183,9 +189,9 @@ def test_rewritten_log_resigned_by_an_attacker_fails_only_against_the_trusted_ke
     lines = list(
         write_export(entries, note, [], log_public_key=attacker.public_key(), origin=DEFAULT_ORIGIN)
     )
-    assert verify_export(lines).log_key_source == "declared in file"
-    with pytest.raises(ExportError, match="not validly signed"):
-        verify_export(lines, trusted_log_key=LOG_KEY.public_key())
+    assert verify_export(lines, trust=None).verdict == SELF_CONSISTENT_ONLY
+    with pytest.raises(ExportError, match="header declares a log key that is not the hub"):
+        verify_export(lines, trust=TRUST)
 
 
 def test_rechained_entries_under_the_old_checkpoint_fail_the_root(log: Log) -> None:
@@ -199,30 +205,33 @@ def test_rechained_entries_under_the_old_checkpoint_fail_the_root(log: Log) -> N
         prev = leaf_hash(rechained[-1]).hex()
     lines = [log.export_lines()[0], *(line + b"\n" for line in rechained), log.export_lines()[-1]]
     with pytest.raises(ExportError, match="recomputed"):
-        verify_export(lines)
+        verify_export(lines, trust=TRUST)
 
 
-def test_bad_cosignature_is_detected(lines: list[bytes]) -> None:
+def test_bad_cosignature_does_not_count(lines: list[bytes]) -> None:
     trailer = json.loads(lines[-1])
     line = trailer["cosignatures"][1]["line"]
     trailer["cosignatures"][1]["line"] = line[:-6] + ("A" if line[-6] != "A" else "B") + line[-5:]
+    tampered = [*lines[:-1], rfc8785.dumps(trailer) + b"\n"]
+    with pytest.raises(ExportError, match="quorum not met: 1 of the 2"):
+        verify_export(tampered, trust=TRUST)
     with pytest.raises(ExportError, match="cosignature 1"):
-        verify_export([*lines[:-1], json.dumps(trailer).encode() + b"\n"])
+        verify_export(tampered, trust=None)  # even the file's own key rejects it
+    assert verify_export(tampered, trust=fixture_trust(quorum=1)).trust.rejected[0].position == 1  # type: ignore[union-attr]
 
 
-def test_cosignature_by_an_untrusted_key_is_detected(log: Log) -> None:
+def test_cosignature_by_an_untrusted_key_does_not_count(log: Log) -> None:
     impostor = key_from_seed(55)
     lines = make_log(COUNT, [(POLICE_WITNESS, impostor)]).export_lines()
-    assert verify_export(lines).cosignatures[0].key_source == "declared in file"
-    with pytest.raises(ExportError, match="cosignature 0"):
-        verify_export(lines, trusted_witness_keys={POLICE_WITNESS: POLICE_KEY.public_key()})
+    assert verify_export(lines, trust=None).cosignatures[0].agency is None
+    with pytest.raises(ExportError, match="quorum not met: 0 of the 1"):
+        verify_export(lines, trust=fixture_trust(quorum=1))
 
 
 def test_fork_against_an_earlier_checkpoint_is_detected(log: Log) -> None:
     earlier = signed_checkpoint(log.tree, 4)
-    assert verify_export(log.export_lines(), earlier_checkpoints=[earlier]).earlier_checkpoints == (
-        4,
-    )
+    report = verify_export(log.export_lines(), trust=TRUST, earlier_checkpoints=[earlier])
+    assert report.earlier_checkpoints == (4,)
     # The hub rewrites entry 2 and signs a new checkpoint with its real key.
     entries = make_entries(COUNT)
     entries[2] = entries[2].replace(b"no_consent", b"consent_ok")
@@ -241,15 +250,15 @@ def test_fork_against_an_earlier_checkpoint_is_detected(log: Log) -> None:
             origin=DEFAULT_ORIGIN,
         )
     )
-    assert verify_export(forked).entries == COUNT  # self-consistent on its own
+    assert verify_export(forked, trust=None).entries == COUNT  # self-consistent on its own
     with pytest.raises(ExportError, match="fork"):
-        verify_export(forked, earlier_checkpoints=[earlier])
+        verify_export(forked, trust=TRUST, earlier_checkpoints=[earlier])
 
 
 def test_rollback_below_an_earlier_checkpoint_is_detected(log: Log) -> None:
     bigger = make_log(COUNT + 3)
     with pytest.raises(ExportError, match="rolled back"):
-        verify_export(log.export_lines(), earlier_checkpoints=[bigger.note])
+        verify_export(log.export_lines(), trust=TRUST, earlier_checkpoints=[bigger.note])
 
 
 def test_writer_refuses_entries_that_do_not_match_the_checkpoint(log: Log) -> None:
@@ -267,6 +276,6 @@ def test_writer_refuses_entries_that_do_not_match_the_checkpoint(log: Log) -> No
 
 def test_empty_or_garbage_header_is_rejected() -> None:
     with pytest.raises(ExportError, match="empty"):
-        verify_export([])
+        verify_export([], trust=TRUST)
     with pytest.raises(ExportError, match="header"):
-        verify_export([b"not json\n"])
+        verify_export([b"not json\n"], trust=TRUST)

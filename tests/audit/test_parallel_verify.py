@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from audit_fixtures import (
+    ALL_WITNESSES,
     LOG_KEY,
-    POLICE_KEY,
-    POLICE_WITNESS,
     Log,
+    fixture_trust,
     make_entries,
     make_log,
     signed_checkpoint,
@@ -33,12 +33,13 @@ from sigbus.audit.verify import verify_export
 from sigbus.audit.verify_chunks import ChunkScanner, check_block, join_chunks
 
 COUNT = 300
+TRUST = fixture_trust()
 Tamper = Callable[[list[bytes]], list[bytes]]
 
 
 @pytest.fixture(scope="module")
 def log() -> Log:
-    return make_log(COUNT, [(POLICE_WITNESS, POLICE_KEY)])
+    return make_log(COUNT, ALL_WITNESSES)
 
 
 @pytest.fixture(autouse=True)
@@ -54,14 +55,14 @@ def write(tmp_path: Path, lines: list[bytes]) -> Path:
 
 def reference_outcome(lines: list[bytes], **kwargs: object) -> object:
     try:
-        return verify_export(lines, **kwargs)  # type: ignore[arg-type]
+        return verify_export(lines, **{"trust": TRUST, **kwargs})  # type: ignore[arg-type]
     except ExportError as e:
         return (str(e), e.entry_index)
 
 
 def file_outcome(path: Path, workers: int, **kwargs: object) -> object:
     try:
-        return parallel.verify_export_file(path, workers=workers, **kwargs)  # type: ignore[arg-type]
+        return parallel.verify_export_file(path, workers=workers, **{"trust": TRUST, **kwargs})  # type: ignore[arg-type]
     except ExportError as e:
         return (str(e), e.entry_index)
 
@@ -72,15 +73,13 @@ def test_intact_file_takes_the_fast_path_and_matches_the_reference(
 ) -> None:
     lines = log.export_lines()
     path = write(tmp_path, lines)
-    expected = verify_export(lines, trusted_log_key=LOG_KEY.public_key())
+    expected = verify_export(lines, trust=TRUST)
 
     def no_fallback(*args: object, **kwargs: object) -> None:
         raise AssertionError("the parallel path fell back to the reference")
 
     monkeypatch.setattr(parallel, "verify_export", no_fallback)
-    report = parallel.verify_export_file(
-        path, workers=workers, trusted_log_key=LOG_KEY.public_key()
-    )
+    report = parallel.verify_export_file(path, workers=workers, trust=TRUST)
     assert report == expected
 
 
@@ -90,9 +89,12 @@ def test_earlier_checkpoints_at_every_kind_of_size(log: Log, tmp_path: Path, wor
     path = write(tmp_path, lines)
     sizes = [1, 2, 3, 64, 128, 149, 150, 151, 199, 256, 299, COUNT]
     notes = [signed_checkpoint(log.tree, size) for size in sizes]
-    expected = verify_export(lines, earlier_checkpoints=notes)
+    expected = verify_export(lines, trust=TRUST, earlier_checkpoints=notes)
     assert expected.earlier_checkpoints == tuple(sizes)
-    assert parallel.verify_export_file(path, workers=workers, earlier_checkpoints=notes) == expected
+    report = parallel.verify_export_file(
+        path, trust=TRUST, workers=workers, earlier_checkpoints=notes
+    )
+    assert report == expected
 
     forged = sign_note(
         make_checkpoint_body(DEFAULT_ORIGIN, 150, b"\x00" * 32), DEFAULT_ORIGIN, LOG_KEY
@@ -202,12 +204,14 @@ def test_fast_path_rejects_what_the_reference_rejects(
     """
     monkeypatch.setattr(parallel, "_BLOCK_BYTES", block_bytes)
     intact = write(tmp_path, log.export_lines())
-    assert parallel._verify_parallel(intact, 3, None, None, ()) == verify_export(log.export_lines())
+    assert parallel._verify_parallel(intact, 3, TRUST, ()) == verify_export(
+        log.export_lines(), trust=TRUST
+    )
     for name, tamper in TAMPERS.items():
         if name == "no final newline":
             continue
         path = write(tmp_path, tamper(log.export_lines()))
-        assert parallel._verify_parallel(path, 3, None, None, ()) is None, name
+        assert parallel._verify_parallel(path, 3, TRUST, ()) is None, name
 
 
 plain_mutation = st.tuples(

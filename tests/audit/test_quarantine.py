@@ -9,7 +9,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from audit_fixtures import LOG_KEY, START, Log, make_entries, signed_checkpoint
+from audit_fixtures import (
+    ALL_WITNESSES,
+    START,
+    Log,
+    cosignature_records,
+    fixture_trust,
+    make_entries,
+    signed_checkpoint,
+    trust_args,
+)
 from typer.testing import CliRunner
 
 import sigbus.parallel_verify as parallel
@@ -19,7 +28,7 @@ from sigbus.audit.export_format import raw_record, read_entry_lines, record_line
 from sigbus.audit.merkle import MerkleTree
 from sigbus.audit.quarantine import Fault, classify, named_quarantine, quarantine_entry
 from sigbus.audit.verify import GENESIS, verify_export
-from sigbus.cli import app
+from sigbus.cli_audit import audit_app
 
 #: A stray record as a hub bug or an operator might store it: not JSON, not
 #: UTF-8, with a newline (an export must keep it byte for byte all the same).
@@ -62,19 +71,21 @@ def build(records: Sequence[bytes | None], *, name: Fault | None = None) -> list
 
 def export(stored: Sequence[bytes]) -> list[bytes]:
     tree = MerkleTree(leaf_hash(record) for record in stored)
-    return Log(list(stored), tree, signed_checkpoint(tree), []).export_lines()
+    note = signed_checkpoint(tree)
+    return Log(list(stored), tree, note, cosignature_records(note, ALL_WITNESSES)).export_lines()
 
 
+TRUST = fixture_trust()
 OK = b""  # a sound entry at its place (built by ``build``)
 
 
 def test_a_named_garbage_record_verifies_and_is_reported() -> None:
     stored = build([OK, OK, OK, None, OK, OK], name=Fault.NOT_AN_ENTRY)
     lines = export(stored)
-    report = verify_export(lines, trusted_log_key=LOG_KEY.public_key())
+    report = verify_export(lines, trust=fixture_trust())
     assert report.entries == 7
     assert report.quarantined == ((3, Fault.NOT_AN_ENTRY),)
-    assert "quarantined records, each named by a later log entry: entry 3 (not_an_entry)" in (
+    assert "quarantined: records each named by a later log entry: entry 3 (not_an_entry)" in (
         report.summary()
     )
     assert report.to_json()["quarantined"] == [{"index": 3, "fault": "not_an_entry"}]
@@ -86,14 +97,14 @@ def test_a_named_garbage_record_verifies_and_is_reported() -> None:
 def test_an_unnamed_garbage_record_fails_closed() -> None:
     lines = export(build([OK, OK, OK, None, OK, OK]))
     with pytest.raises(ExportError, match="entry 3: a stored record that is not a log entry") as e:
-        verify_export(lines)
+        verify_export(lines, trust=TRUST)
     assert e.value.entry_index == 3
 
 
 def test_a_name_with_another_fault_or_before_the_record_excuses_nothing() -> None:
     wrong_fault = export(build([OK, OK, None, OK], name=Fault.CHAIN_BREAK))
     with pytest.raises(ExportError) as e:
-        verify_export(wrong_fault)
+        verify_export(wrong_fault, trust=TRUST)
     assert e.value.entry_index == 2
     # A quarantine entry can only name a record before it.
     stored = build([OK, OK, OK])
@@ -101,7 +112,7 @@ def test_a_name_with_another_fault_or_before_the_record_excuses_nothing() -> Non
     stored += [early, GARBAGE]
     stored.append(entry(5, leaf_hash(GARBAGE)))
     with pytest.raises(ExportError) as e:
-        verify_export(export(stored))
+        verify_export(export(stored), trust=TRUST)
     assert e.value.entry_index == 4
 
 
@@ -122,10 +133,10 @@ def test_a_parseable_record_that_breaks_the_chain_is_quarantined_the_same_way() 
     records: list[bytes | None] = [OK, OK, chain_breaking(2), OK, OK]
     stored = build(records, name=Fault.CHAIN_BREAK)
     assert classify(stored[2], 2, leaf_hash(stored[1]).hex()) is Fault.CHAIN_BREAK
-    report = verify_export(export(stored))
+    report = verify_export(export(stored), trust=TRUST)
     assert report.quarantined == ((2, Fault.CHAIN_BREAK),)
     with pytest.raises(ExportError, match="entry 1: altered") as e:  # as before quarantine
-        verify_export(export(build(records)))
+        verify_export(export(build(records)), trust=TRUST)
     assert e.value.entry_index == 1
 
 
@@ -135,9 +146,9 @@ def test_a_record_at_the_wrong_index_is_quarantined_the_same_way() -> None:
     stored.append(entry(3, leaf_hash(stored[-1])))
     assert classify(stored[2], 2, leaf_hash(stored[1]).hex()) is Fault.WRONG_INDEX
     stored.append(naming(4, leaf_hash(stored[-1]), 2, Fault.WRONG_INDEX))
-    assert verify_export(export(stored)).quarantined == ((2, Fault.WRONG_INDEX),)
+    assert verify_export(export(stored), trust=TRUST).quarantined == ((2, Fault.WRONG_INDEX),)
     with pytest.raises(ExportError, match="line carries index 7"):
-        verify_export(export(stored[:4]))
+        verify_export(export(stored[:4]), trust=TRUST)
 
 
 def test_tampering_elsewhere_in_a_quarantined_log_names_the_tampered_entry() -> None:
@@ -145,15 +156,15 @@ def test_tampering_elsewhere_in_a_quarantined_log_names_the_tampered_entry() -> 
     tampered = list(lines)
     tampered[5] = tampered[5].replace(b'"ingress_seq":', b'"ingress_seq":9', 1)  # entry 4
     with pytest.raises(ExportError) as e:
-        verify_export(tampered)
+        verify_export(tampered, trust=TRUST)
     assert e.value.entry_index == 4
     garbled = list(lines)
     garbled[5] = b"not json\n"
     with pytest.raises(ExportError, match="entry 4: not valid UTF-8 JSON"):
-        verify_export(garbled)
+        verify_export(garbled, trust=TRUST)
     # Removing the quarantine entry (the last one) truncates the log: the root says so.
     with pytest.raises(ExportError):
-        verify_export([*lines[:-2], lines[-1]])
+        verify_export([*lines[:-2], lines[-1]], trust=TRUST)
 
 
 def test_raw_record_lines_have_one_encoding() -> None:
@@ -178,28 +189,33 @@ def test_the_parallel_verifier_gives_the_reference_result(
     monkeypatch.setattr(parallel, "PARALLEL_MIN_ENTRIES", 1)
     good = tmp_path / "quarantined.jsonl"
     good.write_bytes(b"".join(export(build([OK] * 9 + [None] + [OK] * 9, name=Fault.NOT_AN_ENTRY))))
-    assert parallel.verify_export_file(good, workers=2) == verify_export(good.open("rb"))
-    assert parallel.verify_export_file(good, workers=2).quarantined == ((9, Fault.NOT_AN_ENTRY),)
+    assert parallel.verify_export_file(good, trust=TRUST, workers=2) == verify_export(
+        good.open("rb"), trust=TRUST
+    )
+    assert parallel.verify_export_file(good, trust=TRUST, workers=2).quarantined == (
+        (9, Fault.NOT_AN_ENTRY),
+    )
     bad = tmp_path / "unnamed.jsonl"
     bad.write_bytes(b"".join(export(build([OK] * 9 + [None] + [OK] * 9))))
     with pytest.raises(ExportError) as e:
-        parallel.verify_export_file(bad, workers=2)
+        parallel.verify_export_file(bad, trust=TRUST, workers=2)
     assert e.value.entry_index == 9
 
 
 def test_cli_verify_and_query_with_a_quarantined_record(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"".join(export(build([OK, None, OK], name=Fault.NOT_AN_ENTRY))))
-    result = CliRunner().invoke(app, ["audit", "verify", str(path)])
+    trusted = trust_args(tmp_path)
+    result = CliRunner().invoke(audit_app, ["verify", str(path), *trusted])
     assert result.exit_code == 0, result.output
     assert "entry 1 (not_an_entry)" in result.output
-    result = CliRunner().invoke(app, ["audit", "verify", "--json", str(path)])
+    result = CliRunner().invoke(audit_app, ["verify", "--json", str(path), *trusted])
     assert result.exit_code == 0, result.output
     document = json.loads(result.output)
-    assert document["ok"] is True
+    assert (document["ok"], document["verdict"]) == (True, "verified")
     assert document["quarantined"] == [{"index": 1, "fault": "not_an_entry"}]
     # query shows entries only: never a quarantined record's bytes.
-    result = CliRunner().invoke(app, ["audit", "query", str(path)])
+    result = CliRunner().invoke(audit_app, ["query", str(path)])
     assert result.exit_code == 0, result.output
     shown = [LogEntry.model_validate_json(line) for line in result.output.splitlines()]
     assert [e.index for e in shown] == [0, 2, 3]
@@ -207,7 +223,7 @@ def test_cli_verify_and_query_with_a_quarantined_record(tmp_path: Path) -> None:
 
     unnamed = tmp_path / "unnamed.jsonl"
     unnamed.write_bytes(b"".join(export(build([OK, None, OK]))))
-    result = CliRunner().invoke(app, ["audit", "verify", "--json", str(unnamed)])
+    result = CliRunner().invoke(audit_app, ["verify", "--json", str(unnamed), *trusted])
     assert result.exit_code == 1
     document = json.loads(result.output)
-    assert (document["ok"], document["entry_index"]) == (False, 1)
+    assert (document["ok"], document["verdict"], document["entry_index"]) == (False, "failed", 1)

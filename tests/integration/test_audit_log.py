@@ -13,22 +13,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from sigbus.agents import witnessing
 from sigbus.agents.runtime import Adapter, Delivered
 from sigbus.agents.setup import agency_setup
 from sigbus.agents.witnessing import LogProofError, WitnessRunner, log_public_key, prove_release
-from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, cosign, make_checkpoint_body, sign_note
 from sigbus.audit.entry import EntryOutcome, leaf_hash
+from sigbus.audit.export_format import CosignatureRecord
+from sigbus.audit.merkle import MerkleTree
 from sigbus.audit.verify import verify_export
 from sigbus.broker.errors import LogFencedError
 from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.pipeline import EntryDraft
 from sigbus.broker.setup import hub_setup
-from sigbus.cli import app
+from sigbus.cli_audit import audit_app, load_trust
 from sigbus.export import export_log
+from sigbus.protocol.canonical import b64decode
 from sigbus.protocol.codes import ReferralKind, ReferralReason
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
@@ -41,6 +45,8 @@ from sigbus.protocol.subjects import (
     inbox_subject,
 )
 from sigbus.transport.bus import connect
+from sigbus.transport.keystore import init_root, load_directory, save_directory
+from tests.audit.audit_fixtures import hand_written_export, rechained
 from tests.integration.conftest import LUL6, World
 
 P, S, SO = "police", "school", "social"
@@ -86,17 +92,107 @@ async def test_witnesses_cosign_and_export_verifies_offline(
     summary = await export_log(world.broker.js, out, log_key, witnesses=list(world.adapters))
     assert summary.entries == world.broker.writer.size
     assert len(summary.witnesses) == 3
-    report = verify_export(out.read_bytes().splitlines(keepends=True), trusted_log_key=log_key)
-    assert report.entries == summary.entries
+    root = b64decode((keys_dir / "root.pub").read_text().strip())
+    trust = load_trust(keys_dir / "directory.json", root, quorum=None)
+    report = verify_export(out.read_bytes().splitlines(keepends=True), trust=trust)
+    assert (report.entries, report.verdict) == (summary.entries, "verified")
 
-    result = CliRunner().invoke(app, ["audit", "verify", str(out)])
+    result = verify_cli(out, keys_dir)
     assert result.exit_code == 0, result.output
+    assert result.output.startswith("VERIFIED / VERIFIERAD")
+    assert "quorum 3 of 3" in result.output
     lines = out.read_bytes().splitlines(keepends=True)
     lines[3] = lines[3].replace(b'"release"', b'"deny"', 1).replace(b'"recorded"', b'"deny"', 1)
     (tmp_path / "tampered.jsonl").write_bytes(b"".join(lines))
-    result = CliRunner().invoke(app, ["audit", "verify", str(tmp_path / "tampered.jsonl")])
+    result = verify_cli(tmp_path / "tampered.jsonl", keys_dir)
     assert result.exit_code == 1
-    assert "2" in result.output  # names the altered entry (line 3 = entry index 2)
+    assert "entry 2: altered" in result.output  # line 3 = entry index 2
+
+
+def verify_cli(export: Path, keys_dir: Path, *extra: str) -> Result:
+    """``sigbus audit verify`` as a compliance officer runs it: pinned root, signed directory."""
+    trusted = ["--directory", str(keys_dir / "directory.json"),
+               "--root", str(keys_dir / "root.pub")]  # fmt: skip
+    # audit_app, not the top-level app: its callback would reconfigure logging
+    # (level warning) for every later test of the session.
+    return CliRunner().invoke(audit_app, ["verify", str(export), *trusted, *extra])
+
+
+async def test_a_log_the_hub_rewrites_fails_the_officers_verification(
+    world: World, tmp_path: Path, keys_dir: Path
+) -> None:
+    """A real hub run, then every rewrite the hub (holding its real log key) could attempt."""
+    await world.open_case_with_consents()
+    await _released_referral(world)
+    for adapter in world.adapters.values():
+        await WitnessRunner(adapter).run_once()
+    out = tmp_path / "log.jsonl"
+    log_key = log_public_key(world.adapters[SO])
+    await export_log(world.broker.js, out, log_key, witnesses=list(world.adapters))
+    saved = tmp_path / "officer.note"
+    honest = verify_cli(out, keys_dir, "--save-checkpoint", str(saved))
+    assert honest.exit_code == 0, honest.output
+
+    lines = out.read_bytes().splitlines(keepends=True)
+    entries = [line[:-1] for line in lines[1:-1]]
+    trailer = json.loads(lines[-1])
+    real = [
+        CosignatureRecord(c["witness"], Ed25519PublicKey.from_public_bytes(
+            base64.b64decode(c["public_key"])), c["line"])
+        for c in trailer["cosignatures"]
+    ]  # fmt: skip
+    hub_log_key = hub_setup(keys_dir).log_key  # the hub's real checkpoint-signing key
+    changed = list(entries)
+    assert b'"outcome":"release"' in changed[-1]  # the referral's release, turned into a deny
+    changed[-1] = changed[-1].replace(b'"outcome":"release"', b'"outcome":"deny"')
+    dropped = entries[:2] + entries[3:]
+    reordered = [entries[1], entries[0], *entries[2:]]
+    for name, rewritten in (("changed", changed), ("dropped", dropped), ("reordered", reordered)):
+        new = rechained(rewritten)
+        tree = MerkleTree(leaf_hash(line) for line in new)
+        note = sign_note(make_checkpoint_body(DEFAULT_ORIGIN, tree.size, tree.root()),
+                         DEFAULT_ORIGIN, hub_log_key)  # fmt: skip
+        body = note[: note.rindex("\n\n") + 1]
+        self_made = [
+            CosignatureRecord(c.witness, fresh.public_key(),
+                              cosign(body, c.witness, fresh, timestamp=1_800_000_000))
+            for c in real
+            for fresh in [Ed25519PrivateKey.generate()]
+        ]  # fmt: skip
+        for cosigned, records in (("removed", []), ("kept", real), ("self-made", self_made)):
+            path = tmp_path / f"{name}-{cosigned}.jsonl"
+            path.write_bytes(hand_written_export(new, note, records, log_key))
+            result = verify_cli(path, keys_dir)
+            assert result.exit_code == 1, (name, cosigned, result.output)
+            assert "quorum not met: 0 of the 3" in result.output, (name, cosigned)
+            # ... and against the checkpoint the officer kept from the honest run.
+            result = verify_cli(path, keys_dir, "--checkpoint", str(saved), "--quorum", "1")
+            assert result.exit_code == 1, (name, cosigned)
+            assert "fork" in result.output or "rolled back" in result.output
+
+    # Replaced: one witness's real cosignature swapped for a self-made one.
+    fresh = Ed25519PrivateKey.generate()
+    body = trailer["checkpoint"][: trailer["checkpoint"].rindex("\n\n") + 1]
+    swapped = [*real[:-1], CosignatureRecord(real[-1].witness, fresh.public_key(),
+               cosign(body, real[-1].witness, fresh, timestamp=1_800_000_000))]  # fmt: skip
+    path = tmp_path / "replaced.jsonl"
+    path.write_bytes(hand_written_export(entries, trailer["checkpoint"], swapped, log_key))
+    result = verify_cli(path, keys_dir)
+    assert result.exit_code == 1
+    assert "quorum not met: 2 of the 3" in result.output
+    assert verify_cli(path, keys_dir, "--quorum", "2").exit_code == 0
+
+    # A directory signed by another root (with an attacker's log key) is refused.
+    rogue_dir = tmp_path / "rogue"
+    rogue_dir.mkdir()
+    save_directory(rogue_dir, load_directory(keys_dir), init_root(rogue_dir))
+    result = CliRunner().invoke(audit_app, ["verify", str(out), "--directory",
+                                      str(rogue_dir / "directory.json"), "--root",
+                                      str(keys_dir / "root.pub")])  # fmt: skip
+    assert result.exit_code == 1
+    assert "directory is not trusted: directory is signed by an untrusted root key" in (
+        result.output
+    )
 
 
 async def _released_referral(world: World) -> Delivered:

@@ -73,7 +73,13 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     assert report["received_by_agency"]["sis"] == 3
     assert len(report["audit"]["cosigned_by"]) == 4
     export = Path(report["audit"]["export"])
-    assert run("audit", "verify", str(export)).returncode == 0
+    keys = export.parent / "keys"  # the demo's own root and signed directory
+    trusted = run("audit", "verify", str(export), "--directory", str(keys / "directory.json"),
+                  "--root", str(keys / "root.pub"))  # fmt: skip
+    assert trusted.returncode == 0, trusted.stderr
+    assert trusted.stdout.startswith("VERIFIED / VERIFIERAD")
+    assert "quorum 4 of 4" in trusted.stdout
+    assert run("audit", "verify", str(export)).returncode == 2  # nothing trusted given
     assert (
         "20"
         not in "".join(  # no personnummer digits anywhere in the export's entries

@@ -26,7 +26,14 @@ from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from sigbus.protocol import subjects as s
 from sigbus.transport.bus import INGRESS_BACKLOG, connect
 from sigbus.transport.keystore import DEV_KEYS_DIR
-from tests.integration.test_no_personnummer import REPO, SIGBUS, Session, wait_for_up
+from tests.integration.test_no_personnummer import (
+    REPO,
+    SIGBUS,
+    TRUSTED,
+    Session,
+    wait_for_up,
+    witnesses_cosign,
+)
 
 P = "police"
 FLOOD = 2000
@@ -104,9 +111,11 @@ def test_sigbus_up_survives_a_hostile_agency(tmp_path: Path) -> None:
             else:
                 raise AssertionError("the school's referral was never released")
             after = asyncio.run(_counts(url))
+            witnesses_cosign(session, tmp_path / "case-systems", after[s.LOG_STREAM])
             export = data / "log-export.jsonl"
             session.run("audit", "export", "--out", str(export))
-            session.run("audit", "verify", str(export))
+            verified = session.run("audit", "verify", str(export), *TRUSTED)
+            assert verified.startswith("VERIFIED / VERIFIERAD"), verified
             session.run("down", "--data-dir", str(data))
             assert up.wait(timeout=30) == 0
         finally:

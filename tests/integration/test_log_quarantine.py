@@ -24,11 +24,14 @@ from sigbus.audit.entry import EntryOutcome, LogEntry, leaf_hash
 from sigbus.audit.errors import ExportError
 from sigbus.audit.merkle import MerkleTree
 from sigbus.audit.quarantine import Fault
+from sigbus.audit.trust import TrustAnchors
 from sigbus.broker.service import Broker
 from sigbus.broker.setup import hub_setup
 from sigbus.cli import app
+from sigbus.cli_audit import load_trust
 from sigbus.export import export_log
 from sigbus.parallel_verify import verify_export_file
+from sigbus.protocol.canonical import b64decode
 from sigbus.protocol.codes import ReferralKind, ReferralReason
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
@@ -40,6 +43,17 @@ from sigbus.protocol.subjects import (
 )
 from sigbus.transport.bus import connect, read_stream
 from tests.integration.conftest import LUL6, World
+
+
+def officer_trust(keys_dir: Path) -> TrustAnchors:
+    """The pinned root and the signed directory; one witness (school) cosigns here."""
+    root = b64decode((keys_dir / "root.pub").read_text().strip())
+    return load_trust(keys_dir / "directory.json", root, quorum=1)
+
+
+def trusted(keys_dir: Path) -> list[str]:
+    return ["--directory", str(keys_dir / "directory.json"),
+            "--root", str(keys_dir / "root.pub"), "--quorum", "1"]  # fmt: skip
 
 P, S, SO = "police", "school", "social"
 #: Not JSON, not UTF-8, a newline in it: what a hub bug could leave behind.
@@ -147,13 +161,13 @@ async def test_a_bad_record_is_quarantined_and_the_hub_keeps_deciding(
     out = tmp_path / "log.jsonl"
     log_key = log_public_key(world.adapters[SO])
     await export_log(broker.js, out, log_key, witnesses=[S])
-    report = verify_export_file(out, trusted_log_key=log_key)
+    report = verify_export_file(out, trust=officer_trust(keys_dir))
     assert report.quarantined == ((before, fault),)
     assert report.entries == before + 3
     lines = out.read_bytes().splitlines(keepends=True)
     if kind == "garbage":  # byte-exact, in its own line shape
         assert lines[1 + before] == b'{"raw_record":"' + base64.b64encode(GARBAGE) + b'"}\n'
-    result = CliRunner().invoke(app, ["audit", "verify", "--json", str(out)])
+    result = CliRunner().invoke(app, ["audit", "verify", "--json", str(out), *trusted(keys_dir)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["quarantined"] == [{"index": before, "fault": fault.value}]
 
@@ -196,7 +210,7 @@ async def test_an_unnamed_bad_record_fails_verification(
     finally:
         await nc.close()
     with pytest.raises(ExportError, match=f"entry {before}: a stored record that is not a log"):
-        verify_export_file(out, trusted_log_key=log_key)
-    result = CliRunner().invoke(app, ["audit", "verify", "--json", str(out)])
+        verify_export_file(out, trust=officer_trust(keys_dir))
+    result = CliRunner().invoke(app, ["audit", "verify", "--json", str(out), *trusted(keys_dir)])
     assert result.exit_code == 1
     assert json.loads(result.output)["entry_index"] == before

@@ -23,9 +23,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
+from sigbus.transport.keystore import DEV_KEYS_DIR
 
 SIGBUS = [sys.executable, "-m", "sigbus", "--log-level", "debug"]
 REPO = Path(__file__).resolve().parents[2]
+#: A compliance officer's trusted inputs: the signed directory and the pinned root.
+TRUSTED = ("--directory", str(DEV_KEYS_DIR / "directory.json"),
+           "--root", str(DEV_KEYS_DIR / "root.pub"))  # fmt: skip
 #: Entries the README story logs: 2 referrals, the case, 3 consents, 2 invitations,
 #: 2 commitments, 2 statuses, the withdrawal, 2 denied statuses.
 LOG_LENGTH = 15
@@ -92,6 +96,46 @@ def wait_for_up(data: Path, up: subprocess.Popen[bytes]) -> None:
     assert state.exists(), f"sigbus up did not start (exit status {up.poll()})"
 
 
+#: The parties whose adapters witness the hub's log (every agency in keys/dev/ but the hub).
+WITNESSES = ("police", "school", "social")
+
+
+def witnesses_cosign(session: Session, case_systems: Path, size: int) -> None:
+    """Each party's adapter (`sigbus <agency> serve`) cosigns the hub's checkpoint of ``size``.
+
+    In a deployment they run all the time; the README starts them for a few
+    seconds, as here. Their case systems (which hold what the agency received)
+    are outside the grepped directories; their logs are grepped with the outputs.
+    """
+    case_systems.mkdir(exist_ok=True)
+    running = []
+    for agency in WITNESSES:
+        log = (session.outputs / f"serve-{agency}.stderr").open("wb")
+        command = [*SIGBUS, agency, "serve", "--out", str(case_systems / f"{agency}.jsonl")]
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log, env=session.env())
+        running.append((process, log))
+    try:
+        deadline = time.monotonic() + 60
+        while not all(cosigned_size(case_systems / f"witness-{a}.json") == size
+                      for a in WITNESSES):  # fmt: skip
+            assert time.monotonic() < deadline, "the witnesses did not cosign the log"
+            time.sleep(0.2)
+    finally:
+        for process, log in running:
+            process.terminate()
+            process.wait(timeout=30)
+            log.close()
+
+
+def cosigned_size(state: Path) -> int | None:
+    """The tree size of the last checkpoint a witness's state file says it cosigned."""
+    try:
+        note = json.loads(state.read_text())["last_checkpoint"]
+    except (OSError, ValueError):
+        return None
+    return int(note.split("\n")[1]) if note else None
+
+
 def readme_story(session: Session, youth: str, classmate: str) -> None:
     """The README's "Trying it by hand", step by step, plus the refusals."""
     run, data = session.run, session.data
@@ -137,11 +181,13 @@ def readme_story(session: Session, youth: str, classmate: str) -> None:
         stdin=wrong + "\n", ok=False)  # fmt: skip
     run("social", "case", "open", "--case", f"case-{youth}", stdin=youth + "\n", ok=False)
     time.sleep(1.5)
-    export = data / "log-export.jsonl"
     # The idle hub has checkpointed every entry by now (the sleeps above).
+    witnesses_cosign(session, data.parent / "case-systems", LOG_LENGTH)
+    export = data / "log-export.jsonl"
     run("audit", "export", "--out", str(export))
     assert json.loads(export.read_text().splitlines()[0])["entries"] == LOG_LENGTH
-    assert run("audit", "verify", "--json", str(export))
+    verified = json.loads(run("audit", "verify", "--json", str(export), *TRUSTED))
+    assert (verified["verdict"], verified["entries"]) == ("verified", LOG_LENGTH)
     assert "consent_withdrawn" in run("audit", "query", str(export), "--outcome", "deny")
     run("audit", "query", str(export))
 
