@@ -24,6 +24,7 @@ from sigbus.broker.setup import hub_setup
 from sigbus.cli_audit import audit_app
 from sigbus.cli_keys import keys_app
 from sigbus.cli_policy import policy_app
+from sigbus.contracts_cli import contracts_command
 from sigbus.demo import run_demo
 from sigbus.export import ExportSummary, export_log
 from sigbus.protocol.directory import KeyUse
@@ -54,6 +55,7 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
+app.command("contracts")(contracts_command)
 
 #: How often `sigbus up` looks for a changed signed directory (seconds).
 DIRECTORY_POLL_S = 2.0
