@@ -214,7 +214,10 @@ class Broker:
     async def _handle(self, msg: Msg, seq: int) -> None:
         existing = tuple(self.writer.entries_for_ingress(seq))
         if existing and existing[0].message_id in self.state.applied:
-            await msg.ack_sync()  # finished before a crash; only the ack was lost
+            # Finished before a crash; the notice may not have been stored (de-duplicated
+            # if it was), and only the ack was lost.
+            await self._store_notice(seq)
+            await msg.ack_sync()
             return
         # Resuming after a crash: decide again with the logged time. The state is
         # the one the first attempt saw (nothing later was processed: one in flight).
@@ -297,7 +300,6 @@ class Broker:
 
     async def _notify_sender(self, plan: Plan, seq: int) -> None:
         """The sender's receipt, from the entries as logged (durable by now)."""
-        assert self._notices is not None
         entries = self.writer.entries_for_ingress(seq)
         if plan.refused_withdrawal:
             # Sharing under the consent goes on although the consenter withdrew it
@@ -310,7 +312,12 @@ class Broker:
                 reasons=",".join(r for e in entries for r in e.reasons),
                 log_index=entries[0].index if entries else None,
             )
-        signed = self._notices.signed(entries)
+        await self._store_notice(seq)
+
+    async def _store_notice(self, seq: int) -> None:
+        """Into the sender's inbox, where it waits for an adapter that is offline."""
+        assert self._notices is not None
+        signed = self._notices.signed(self.writer.entries_for_ingress(seq))
         if signed is None:
             return
         await self.js.publish(

@@ -117,11 +117,27 @@ async def test_a_notice_waits_for_an_offline_sender(
     async def keep(notice: DecisionNotice) -> None:
         taken.append(notice)
 
-    while await back.receive(_never, on_notice=keep, timeout=0.3):
-        pass
+    with structlog.testing.capture_logs() as logs:
+        while await back.receive(_never, on_notice=keep, timeout=0.3):
+            pass
     assert [n.message_id for n in taken] == [mid]
-    assert taken[0].items[0].outcome is NoticeOutcome.DENIED  # a meeting outside any case
-    assert taken[0].items[0].reasons
+    assert taken[0].items[0].outcome is NoticeOutcome.DENIED  # only the lead calls meetings
+    assert taken[0].items[0].reasons == ("sender_not_allowed",)
+    # What `serve` logs of it: ids, outcome, codes and the index, as key-values.
+    events = [e for e in logs if e["event"] == "decision_notice"]
+    assert events == [
+        {
+            "event": "decision_notice",
+            "log_level": "info",
+            "agency": S,
+            "message_id": mid,
+            "type": "meeting_notice",
+            "recipient": None,
+            "outcome": "denied",
+            "reasons": "sender_not_allowed",
+            "log_index": taken[0].items[0].log_index,
+        }
+    ]
 
 
 async def test_police_cannot_fetch_the_schools_notices(world: World, keys_dir: Path) -> None:
