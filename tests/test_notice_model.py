@@ -115,9 +115,7 @@ def test_inbox_items_of_no_known_shape_are_refused(raw: bytes) -> None:
 
 def test_a_reason_with_spaces_or_personal_text_does_not_fit() -> None:
     with pytest.raises(ValidationError):
-        NoticeItem(
-            recipient="school", outcome=NoticeOutcome.DENIED, reasons=("a b",), log_index=1
-        )
+        NoticeItem(recipient="school", outcome=NoticeOutcome.DENIED, reasons=("a b",), log_index=1)
 
 
 def test_hub_records_are_confirmed_or_refused_and_disclosures_released_or_denied() -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -103,8 +106,21 @@ async def test_a_notice_signed_by_another_key_is_rejected(world: World) -> None:
     assert [e["kind"] for e in logs if e["event"] == "security_event"] == ["notice_rejected"]
 
 
+@pytest.fixture
+def info_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Events from info up, from loggers made from now on (an earlier test may have
+    configured a higher level): what `serve` writes at its default level."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(**saved)
+
+
 async def test_a_notice_waits_for_an_offline_sender(
-    world: World, keys_dir: Path
+    world: World, keys_dir: Path, info_logs: list[MutableMapping[str, Any]]
 ) -> None:
     school = world.adapters[S]
     mid = await school.send(MessageType.MEETING_NOTICE, _meeting(), recipients=(SO,))
@@ -117,14 +133,13 @@ async def test_a_notice_waits_for_an_offline_sender(
     async def keep(notice: DecisionNotice) -> None:
         taken.append(notice)
 
-    with structlog.testing.capture_logs() as logs:
-        while await back.receive(_never, on_notice=keep, timeout=0.3):
-            pass
+    while await back.receive(_never, on_notice=keep, timeout=0.3):
+        pass
     assert [n.message_id for n in taken] == [mid]
     assert taken[0].items[0].outcome is NoticeOutcome.DENIED  # only the lead calls meetings
     assert taken[0].items[0].reasons == ("sender_not_allowed",)
     # What `serve` logs of it: ids, outcome, codes and the index, as key-values.
-    events = [e for e in logs if e["event"] == "decision_notice"]
+    events = [e for e in info_logs if e["event"] == "decision_notice"]
     assert events == [
         {
             "event": "decision_notice",
