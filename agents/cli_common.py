@@ -4,6 +4,10 @@ Every agency gets ``inbox`` and ``serve``; an agency whose profile sends
 referrals gets ``refer``; one that sends plan messages gets ``commit`` and
 ``status``. The lead agency (social services) adds its own commands on top
 (:mod:`sigbus.agents.social.cli`). Nothing here names an agency.
+
+Every sending command waits for the hub's signed decision notice for its
+message, prints it, and exits with one of the codes below (README, "Exit
+codes"): a sender always learns whether its message went through.
 """
 
 # No ``from __future__ import annotations``: the commands' option help is built from
@@ -22,6 +26,7 @@ import typer
 from pydantic import ValidationError
 
 from sigbus.agents.casesystem import CaseSystem, JsonlCaseSystem
+from sigbus.agents.notice_text import describe_notice
 from sigbus.agents.runtime import Adapter, Delivered
 from sigbus.agents.setup import agency_setup
 from sigbus.agents.witnessing import WitnessRunner
@@ -42,6 +47,7 @@ from sigbus.protocol.messages import (
     Referral,
     StatutoryAssertion,
 )
+from sigbus.protocol.notice import DecisionNotice
 from sigbus.protocol.profiles import AgencyProfile, Profiles
 from sigbus.transport import config
 from sigbus.transport.keystore import load_directory
@@ -75,6 +81,26 @@ EvidenceOpt = Annotated[
         help="your own reference for the statute's evidence (e.g. ra-… for a risk "
         "assessment); opaque, never a personnummer",
     ),
+]
+
+
+#: Exit codes of a sending command.
+EXIT_ALL_TAKEN = 0  # released to every recipient / hub record confirmed (or --no-wait)
+EXIT_DENIED = 1  # denied to at least one recipient / hub record refused
+EXIT_ERROR = 2  # bad input, or no connection: nothing was sent
+EXIT_NO_DECISION = 3  # sent, but no decision notice within --timeout
+DEFAULT_WAIT_S = 5.0
+
+WaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wait/--no-wait",
+        help="wait for the hub's decision notice and exit 1 on any deny (default), or not",
+    ),
+]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", min=0.1, help="seconds to wait for the decision notice"),
 ]
 
 
@@ -134,14 +160,46 @@ def send(
     case_ref: str | None,
     to: list[str],
     asserted: StatutoryAssertion | None = None,
+    wait: bool = True,
+    timeout: float = DEFAULT_WAIT_S,
+    withdrawal: bool = False,
 ) -> None:
-    async def action(adapter: Adapter) -> str:
-        return await adapter.send(
+    """Send, then (unless ``wait`` is off) print the hub's decision and exit non-zero
+    on any deny (:data:`EXIT_DENIED`) or on no decision in time (:data:`EXIT_NO_DECISION`)."""
+
+    async def action(adapter: Adapter) -> tuple[str, DecisionNotice | None]:
+        message_id = await adapter.send(
             message_type, body, case_ref=case_ref, recipients=tuple(to), assertion=asserted
         )
+        typer.echo(f"sent {message_type.value} {message_id}")
+        notice = await adapter.await_notice(message_id, timeout=timeout) if wait else None
+        return message_id, notice
 
-    message_id = run_with_adapter(agency, nats, keys, action)
-    typer.echo(f"sent {message_type.value} {message_id}")
+    message_id, notice = run_with_adapter(agency, nats, keys, action)
+    if not wait:
+        typer.echo(
+            f"not waiting for the hub's decision (--no-wait); `sigbus {agency} inbox` shows it"
+        )
+        return
+    if notice is None:
+        typer.echo(
+            f"no decision from the hub within {timeout:g}s: {message_id} is stored and will be "
+            f"decided; `sigbus {agency} inbox` shows the decision notice when it comes"
+            + ("; until then assume the withdrawal is NOT applied" if withdrawal else ""),
+            err=True,
+        )
+        raise typer.Exit(EXIT_NO_DECISION)
+    for line in describe_notice(notice):
+        typer.echo(line)
+    if not notice.all_taken:
+        if withdrawal:
+            typer.echo(
+                "the withdrawal was NOT applied: the consent still holds and sharing under "
+                "it continues; correct the command (consent id, --young-person/--guardian) "
+                "and send it again",
+                err=True,
+            )
+        raise typer.Exit(EXIT_DENIED)
 
 
 def describe(d: Delivered) -> str:
@@ -198,19 +256,27 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
             typer.Option(help="append full messages (with personal data) to this 0600 JSONL file"),
         ] = None,
     ) -> None:
-        """Fetch, verify and open what has been released to this agency."""
+        """Fetch, verify and open what has been released to this agency, and show the
+        hub's decision notices for this agency's own messages."""
         sink = JsonlCaseSystem(out) if out else None
 
         async def action(adapter: Adapter) -> int:
+            received = 0
+
             async def handle(d: Delivered) -> None:
+                nonlocal received
                 if sink is not None:
                     await sink.deliver(d)
                 typer.echo(describe(d))
+                received += 1
 
-            total = 0
-            while n := await adapter.receive(handle, timeout=1.0):
-                total += n
-            return total
+            async def show(notice: DecisionNotice) -> None:
+                for line in describe_notice(notice):
+                    typer.echo(line)
+
+            while await adapter.receive(handle, on_notice=show, timeout=1.0):
+                pass
+            return received
 
         count = run_with_adapter(agency, nats, keys, action)
         typer.echo(f"{count} message(s) received")
@@ -238,7 +304,8 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
             ),
         ] = None,
     ) -> None:
-        """Run the adapter: receive into the case system and witness the hub's log."""
+        """Run the adapter: receive into the case system and witness the hub's log.
+        Decision notices are logged as ``decision_notice`` events, never delivered."""
         if case_system is None and out is None:
             raise typer.BadParameter("give --out FILE or --case-system module:Class")
         sink = load_case_system(case_system, out) if case_system else JsonlCaseSystem(out)  # type: ignore[arg-type]
@@ -277,6 +344,8 @@ def add_refer_command(app: typer.Typer, profile: AgencyProfile, lead: AgencyId) 
         ] = profile.default_function(),
         nats: NatsOpt = None,
         keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
     ) -> None:
         """Refer a young person to social services (the statute the profile names for --kind)."""
         if kind not in profile.referrals:
@@ -298,6 +367,8 @@ def add_refer_command(app: typer.Typer, profile: AgencyProfile, lead: AgencyId) 
             case_ref=None,
             to=[lead],
             asserted=asserted,
+            wait=wait,
+            timeout=timeout,
         )
 
 
@@ -315,6 +386,8 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         ] = profile.default_function(),
         nats: NatsOpt = None,
         keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
         commitment_id: Annotated[str | None, typer.Option()] = None,
         statute: StatuteOpt = None,
         evidence_id: EvidenceOpt = None,
@@ -341,6 +414,8 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             case_ref=case,
             to=to,
             asserted=asserted,
+            wait=wait,
+            timeout=timeout,
         )
 
     @app.command()
@@ -352,6 +427,8 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         reason: Annotated[NotDoneReason | None, typer.Option()] = None,
         nats: NatsOpt = None,
         keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
         statute: StatuteOpt = None,
         evidence_id: EvidenceOpt = None,
     ) -> None:
@@ -369,4 +446,6 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             case_ref=case,
             to=to,
             asserted=asserted,
+            wait=wait,
+            timeout=timeout,
         )

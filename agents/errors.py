@@ -15,3 +15,7 @@ class PublishFailed(AdapterError):
 
 class ReleaseRejected(AdapterError):
     """A release failed verification: it is a security event, never handed on."""
+
+
+class NoticeRejected(AdapterError):
+    """A decision notice failed verification: a security event, never believed."""

@@ -10,6 +10,12 @@ sealed to us, validate the body, hand the typed message to the agency's
 handler, and ack only after the handler succeeded. A release that fails
 verification is logged as a security event and terminated (never redelivered,
 never handed on): loud, not silent.
+
+Decision notices (the hub's signed receipt for each of our own messages) come
+through the same inbox: they are verified against the hub's key, logged as an
+event and given to ``on_notice`` if one is set, never to the case system. A
+sending command does not wait on the inbox (``serve`` may be draining it) but
+asks the hub's notice service for its own message: :meth:`Adapter.await_notice`.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, ServiceUnavailableError
+from pydantic import ValidationError
 
-from sigbus.agents.errors import PublishFailed, ReleaseRejected
+from sigbus.agents.errors import NoticeRejected, PublishFailed, ReleaseRejected
 from sigbus.protocol.directory import Directory
 from sigbus.protocol.envelope import (
     Envelope,
@@ -40,8 +47,23 @@ from sigbus.protocol.errors import ProtocolError
 from sigbus.protocol.identity import AgencyIdentity
 from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.messages import Body, StatutoryAssertion
-from sigbus.protocol.release import Release, ReleaseRecord, parse_release, verify_release_record
-from sigbus.protocol.subjects import HUB_JS_PREFIX, INBOX_STREAM, inbox_consumer, ingress_subject
+from sigbus.protocol.notice import (
+    DecisionNotice,
+    NoticeReply,
+    NoticeRequest,
+    SignedNotice,
+    parse_inbox_item,
+    verify_notice,
+)
+from sigbus.protocol.release import Release, ReleaseRecord, verify_release_record
+from sigbus.protocol.subjects import (
+    HUB_JS_PREFIX,
+    INBOX_STREAM,
+    NOTICE_REQUEST,
+    inbox_consumer,
+    ingress_subject,
+    service_subject,
+)
 from sigbus.transport.bus import connect
 from sigbus.transport.natsauth import NatsCredentials
 
@@ -61,6 +83,10 @@ class Delivered:
 
 
 Handler = Callable[[Delivered], Awaitable[None]]
+NoticeHandler = Callable[[DecisionNotice], Awaitable[None]]
+
+#: How often a waiting command asks the hub again for its decision notice.
+NOTICE_POLL_S = 0.2
 
 
 def utc_now() -> datetime:
@@ -239,9 +265,48 @@ class Adapter:
 
     def open_release(self, raw: bytes) -> Delivered:
         """Verify both signatures and open a release; raises :class:`ReleaseRejected`."""
+        try:
+            item = parse_inbox_item(raw)
+        except ProtocolError as e:
+            raise ReleaseRejected(e.reason.value) from e
+        if not isinstance(item, Release):
+            raise ReleaseRejected("a decision notice is not a release")
+        return self._open_release(item)
+
+    def check_notice(self, signed: SignedNotice) -> DecisionNotice:
+        """The hub's signature (its key from the directory) and that it is ours."""
+        self._refresh_directory()
+        notice = signed.notice
+        try:
+            hub_key = self.directory.signing_key(HUB, notice.hub_key_id, at=notice.decided_at)
+            return verify_notice(signed, hub_key, me=self.agency)
+        except ProtocolError as e:
+            raise NoticeRejected(str(e)) from e
+
+    async def await_notice(self, message_id: str, *, timeout: float) -> DecisionNotice | None:
+        """Ask the hub for our message's decision notice until it has one, or None
+        after ``timeout`` seconds (the hub is down, busy, or never got the message)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        request = NoticeRequest(message_id=message_id).model_dump_json().encode()
+        subject = service_subject(self.agency, NOTICE_REQUEST)
+        while (left := deadline - loop.time()) > 0:
+            try:
+                msg = await self._nc.request(subject, request, timeout=min(left, 1.0))
+                reply = NoticeReply.model_validate_json(msg.data)
+            except (NatsError, TimeoutError, asyncio.TimeoutError, ValidationError):  # noqa: UP041
+                reply = None
+            if reply is not None and reply.notice is not None:
+                notice = self.check_notice(reply.notice)
+                if notice.message_id != message_id:
+                    raise NoticeRejected("decision notice names another message")
+                return notice
+            await asyncio.sleep(min(NOTICE_POLL_S, max(deadline - loop.time(), 0)))
+        return None
+
+    def _open_release(self, release: Release) -> Delivered:
         self._refresh_directory()
         try:
-            release: Release = parse_release(raw)
             header = release.envelope.header
             at = header.created_at
             verify_sender(
@@ -263,9 +328,15 @@ class Adapter:
         return Delivered(header=header, record=release.record, body=body)
 
     async def receive(
-        self, handler: Handler, *, max_messages: int = 100, timeout: float = 1.0
+        self,
+        handler: Handler,
+        *,
+        on_notice: NoticeHandler | None = None,
+        max_messages: int = 100,
+        timeout: float = 1.0,
     ) -> int:
-        """Fetch up to ``max_messages`` releases and hand each to ``handler``; count handled."""
+        """Fetch up to ``max_messages`` inbox items: each release to ``handler``, each
+        decision notice to ``on_notice``. Counts the items dealt with (0: none waiting)."""
         sub = await self._subscription()
         try:
             msgs = await sub.fetch(max_messages, timeout=timeout)
@@ -279,21 +350,20 @@ class Adapter:
             return 0
         handled = 0
         for msg in msgs:
-            handled += await self._deliver(msg, handler)
+            handled += await self._deliver(msg, handler, on_notice)
         return handled
 
-    async def _deliver(self, msg: Msg, handler: Handler) -> int:
+    async def _deliver(self, msg: Msg, handler: Handler, on_notice: NoticeHandler | None) -> int:
         try:
-            delivered = self.open_release(msg.data)
+            item = parse_inbox_item(msg.data)
+        except ProtocolError as e:
+            return await self._reject(msg, "release_rejected", e.reason.value)
+        if isinstance(item, SignedNotice):
+            return await self._take_notice(msg, item, on_notice)
+        try:
+            delivered = self._open_release(item)
         except ReleaseRejected as e:
-            self.log.error(
-                "security_event",
-                kind="release_rejected",
-                reason=str(e),
-                inbox_seq=msg.metadata.sequence.stream,
-            )
-            await msg.term()
-            return 0
+            return await self._reject(msg, "release_rejected", str(e))
         try:
             await handler(delivered)
         except Exception as e:  # noqa: BLE001 - the handler is the agency's; retry it later
@@ -312,3 +382,46 @@ class Adapter:
             log_index=delivered.record.log_index,
         )
         return 1
+
+    async def _take_notice(
+        self, msg: Msg, signed: SignedNotice, on_notice: NoticeHandler | None
+    ) -> int:
+        """A notice is logged (ids and codes), given to ``on_notice``, then acked."""
+        try:
+            notice = self.check_notice(signed)
+        except NoticeRejected as e:
+            return await self._reject(msg, "notice_rejected", str(e))
+        log_notice(self.log, notice)
+        if on_notice is not None:
+            try:
+                await on_notice(notice)
+            except Exception as e:  # noqa: BLE001 - the agency's own hook; retry it later
+                self.log.error(
+                    "handler_failed", message_id=notice.message_id, error=type(e).__name__
+                )
+                await msg.nak(delay=2.0)
+                return 0
+        await msg.ack_sync()
+        return 1
+
+    async def _reject(self, msg: Msg, kind: str, reason: str) -> int:
+        """Loud, not silent: a security event, and the item is never redelivered."""
+        self.log.error(
+            "security_event", kind=kind, reason=reason, inbox_seq=msg.metadata.sequence.stream
+        )
+        await msg.term()
+        return 0
+
+
+def log_notice(logger: structlog.typing.FilteringBoundLogger, notice: DecisionNotice) -> None:
+    """One event per notice item: ids, outcomes, reason codes and log indexes only."""
+    for item in notice.items:
+        logger.info(
+            "decision_notice",
+            message_id=notice.message_id,
+            type=notice.message_type.value if notice.message_type else None,
+            recipient=item.recipient,
+            outcome=item.outcome.value,
+            reasons=",".join(item.reasons),
+            log_index=item.log_index,
+        )

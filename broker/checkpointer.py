@@ -72,6 +72,22 @@ def may_see(agency: str | None, entry: LogEntry) -> bool:
     return agency == entry.recipient and entry.outcome is EntryOutcome.RELEASE
 
 
+async def reply_to_agency(msg: Msg, reply: BaseModel) -> None:
+    """Answer only an agency, and only on a reply subject (every hub service).
+
+    Across accounts the server maps every reply to an ``_R_`` subject that
+    leads back to the requester alone. The check is kept as a second wall: the
+    hub publishes with wide rights, and a reply naming ``sigbus.log.entry``
+    would write into the append-only disclosure log and fence the hub.
+    """
+    if not msg.reply:
+        return
+    if requester(msg.subject) is None or _REPLY.fullmatch(msg.reply) is None:
+        log.error("security_event", kind="reply_subject_refused", subject=msg.subject)
+        return
+    await msg.respond(reply.model_dump_json().encode())
+
+
 class Checkpointer:
     def __init__(
         self,
@@ -126,19 +142,7 @@ class Checkpointer:
         ]
 
     async def _reply(self, msg: Msg, reply: BaseModel) -> None:
-        """Answer only an agency, and only on a reply subject.
-
-        Across accounts the server maps every reply to an ``_R_`` subject that
-        leads back to the requester alone. The check is kept as a second wall: the
-        hub publishes with wide rights, and a reply naming ``sigbus.log.entry``
-        would write into the append-only disclosure log and fence the hub.
-        """
-        if not msg.reply:
-            return
-        if requester(msg.subject) is None or _REPLY.fullmatch(msg.reply) is None:
-            log.error("security_event", kind="reply_subject_refused", subject=msg.subject)
-            return
-        await msg.respond(reply.model_dump_json().encode())
+        await reply_to_agency(msg, reply)
 
     async def _on_inclusion(self, msg: Msg) -> None:
         try:

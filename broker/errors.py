@@ -24,3 +24,7 @@ class Rejection(BrokerError):
     def __init__(self, reason: ReasonCode, detail: str = "") -> None:
         super().__init__(f"{reason.value}{': ' + detail if detail else ''}")
         self.reason = reason
+
+
+class WithdrawalRefused(Rejection):
+    """A consent withdrawal the hub could not apply: sharing goes on, so it is an alarm."""

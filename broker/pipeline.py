@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sigbus.audit.entry import EntryOutcome
-from sigbus.broker.errors import Rejection
+from sigbus.broker.errors import Rejection, WithdrawalRefused
 from sigbus.broker.pseudonym import subject_id_for, subject_ref_for
 from sigbus.broker.state import CaseOpenedChange, ConsentRecordedChange, HubState
 from sigbus.policy import (
@@ -31,6 +31,7 @@ from sigbus.policy import (
     Verdict,
     decide,
 )
+from sigbus.protocol.codes import ConsentAction
 from sigbus.protocol.directory import Directory
 from sigbus.protocol.envelope import (
     Envelope,
@@ -136,6 +137,8 @@ class Plan:
     entries: tuple[EntryDraft, ...]
     releases: tuple[ReleaseDraft, ...] = ()
     state_change: CaseOpenedChange | ConsentRecordedChange | None = None
+    #: A consent withdrawal was refused: consent, and sharing under it, go on.
+    refused_withdrawal: bool = False
 
     @property
     def denied(self) -> bool:
@@ -177,12 +180,15 @@ def evaluate(
         return _evaluate_envelope(envelope, ingress_seq, first_seen, state, ctx, now)
     except (ProtocolError, Rejection) as e:
         reason = HubReason(e.reason)
+        refused_withdrawal = isinstance(e, WithdrawalRefused)
     except Exception as e:  # noqa: BLE001 - any fault must become a logged deny, not a crash
         reason = HubReason(ReasonCode.INTERNAL_ERROR, detail=type(e).__name__)
+        refused_withdrawal = False
     # A header whose signature did not verify says nothing: the entry names only what
     # NATS vouches for (the publishing agency, by its ingress subject), never the
     # sender, case or message id the bytes claim, so a forgery cannot blame anyone.
-    return _deny_plan(envelope, authentic, subject_agency, ingress_seq, ctx, now, reason)
+    plan = _deny_plan(envelope, authentic, subject_agency, ingress_seq, ctx, now, reason)
+    return replace(plan, refused_withdrawal=refused_withdrawal)
 
 
 def _deny_plan(
@@ -248,6 +254,24 @@ def _evaluate_envelope(
     )
     # 3. Validate the body against the model the signed header names.
     body = parse_body(header.type, plaintext)
+    try:
+        return _decide_body(envelope, body, profile, ingress_seq, state, ctx, now)
+    except Rejection as e:
+        if isinstance(body, ConsentEvent) and body.action is ConsentAction.WITHDRAWN:
+            raise WithdrawalRefused(e.reason) from e
+        raise
+
+
+def _decide_body(
+    envelope: Envelope,
+    body: Body,
+    profile: AgencyProfile,
+    ingress_seq: int,
+    state: HubState,
+    ctx: HubContext,
+    now: datetime,
+) -> Plan:
+    header = envelope.header
     _check_functions(header.type, body, profile, ctx.profiles)
     personnummer = getattr(body, "personnummer", None)
     if isinstance(personnummer, str) and birth_date(personnummer) > now.date():

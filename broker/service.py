@@ -6,12 +6,14 @@ For each message, strictly in this order (log before release):
 3. persist and apply any hub-state change;
 4. publish each release to its recipient's inbox (``Nats-Msg-Id`` = the
    deterministic release id);
-5. ack the ingress message.
+5. store the sender's signed decision notice in the sender's inbox (made from
+   the logged entries, ``Nats-Msg-Id`` = the deterministic notice id);
+6. ack the ingress message.
 
-A crash anywhere before 5 redelivers the message. The log then already holds
+A crash anywhere before 6 redelivers the message. The log then already holds
 its decisions, so the broker re-derives the same plan (same ``now``, same
-state) and completes exactly the missing steps; a release published twice is
-dropped by the inbox stream's de-duplication.
+state) and completes exactly the missing steps; a release or notice published
+twice is dropped by the inbox stream's de-duplication.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from sigbus.broker.backlog import BacklogWatch
 from sigbus.broker.checkpointer import Checkpointer
 from sigbus.broker.errors import LogFencedError
 from sigbus.broker.log_writer import LogWriter
+from sigbus.broker.notices import NoticeService
 from sigbus.broker.pipeline import HubContext, Plan, ReleaseDraft, evaluate
 from sigbus.broker.state import HubState
 from sigbus.broker.state_store import StateStore
@@ -77,6 +80,7 @@ class Broker:
         self._replicas = replicas
         self._context_source = context_source
         self._checkpointer: Checkpointer | None = None
+        self._notices: NoticeService | None = None
         self._clock = clock
         self._ack_wait = ack_wait
         self.processed = 0
@@ -121,6 +125,10 @@ class Broker:
         self._checkpointer = Checkpointer(self._nc, self._js, self._writer, self._log_key)
         await self._checkpointer.serve()
         await self._checkpointer.publish()
+        self._notices = NoticeService(
+            self._nc, self._writer, self.ctx.identity.signing_key, self.ctx.identity.signing_key_id
+        )
+        await self._notices.serve()
         # One in flight at a time: a withdrawal always takes effect before every
         # later message, and a message that failed is retried before the next.
         self._sub = await self._js.pull_subscribe(
@@ -224,7 +232,10 @@ class Broker:
     async def _handle(self, msg: Msg, seq: int) -> None:
         existing = tuple(self.writer.entries_for_ingress(seq))
         if existing and existing[0].message_id in self.state.applied:
-            await msg.ack_sync()  # finished before a crash; only the ack was lost
+            # Finished before a crash; the notice may not have been stored (de-duplicated
+            # if it was), and only the ack was lost.
+            await self._store_notice(seq)
+            await msg.ack_sync()
             return
         # Resuming after a crash: decide again with the logged time. The state is
         # the one the first attempt saw (nothing later was processed: one in flight).
@@ -249,6 +260,7 @@ class Broker:
             self.state.apply(plan.state_change)
         for draft in plan.releases:
             await self._release(draft, logged)
+        await self._notify_sender(plan, seq)
         await msg.ack_sync()
         self._count(plan, resumed=bool(existing))
 
@@ -302,6 +314,35 @@ class Broker:
             release.to_wire(),
             stream=INBOX_STREAM,
             headers={"Nats-Msg-Id": record.release_id},
+        )
+
+    async def _notify_sender(self, plan: Plan, seq: int) -> None:
+        """The sender's receipt, from the entries as logged (durable by now)."""
+        entries = self.writer.entries_for_ingress(seq)
+        if plan.refused_withdrawal:
+            # Sharing under the consent goes on although the consenter withdrew it
+            # (OSL 12 kap. 2 §: the samtycke no longer holds): a person must act now.
+            log.error(
+                "consent_withdrawal_refused",
+                ingress_seq=seq,
+                message_id=plan.message_id,
+                sender=entries[0].sender if entries else None,
+                reasons=",".join(r for e in entries for r in e.reasons),
+                log_index=entries[0].index if entries else None,
+            )
+        await self._store_notice(seq)
+
+    async def _store_notice(self, seq: int) -> None:
+        """Into the sender's inbox, where it waits for an adapter that is offline."""
+        assert self._notices is not None
+        signed = self._notices.signed(self.writer.entries_for_ingress(seq))
+        if signed is None:
+            return
+        await self.js.publish(
+            inbox_subject(signed.notice.sender),
+            signed.to_wire(),
+            stream=INBOX_STREAM,
+            headers={"Nats-Msg-Id": signed.notice.notice_id},
         )
 
     def _count(self, plan: Plan, *, resumed: bool) -> None:

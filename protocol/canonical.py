@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, PlainSerializer
 
 ENVELOPE_SIGNATURE_DOMAIN = b"sigbus/v1/envelope-signature\n"
 RELEASE_RECORD_DOMAIN = b"sigbus/v1/release-record\n"
+DECISION_NOTICE_DOMAIN = b"sigbus/v1/decision-notice\n"
 DIRECTORY_DOMAIN = b"sigbus/v1/agency-directory\n"
 BODY_AAD_DOMAIN = b"sigbus/v1/body-aad\n"
 DATA_KEY_INFO_DOMAIN = b"sigbus/v1/data-key\n"

@@ -68,5 +68,11 @@ class ReleaseError(ProtocolError):
     reason = ReasonCode.BAD_SIGNATURE
 
 
+class NoticeError(ProtocolError):
+    """A decision notice failed the sender's checks (hub signature, addressed to it)."""
+
+    reason = ReasonCode.BAD_SIGNATURE
+
+
 class ProfileError(SigbusError):
     """An agency profile is malformed or inconsistent with the message-type registry."""

@@ -37,7 +37,9 @@ STATE_SUBJECT = "sigbus.state.hub"
 PROOF_INCLUSION = "proof.inclusion"
 PROOF_CONSISTENCY = "proof.consistency"
 CHECKPOINT_REQUEST = "checkpoint.request"
-HUB_SERVICES = (PROOF_INCLUSION, PROOF_CONSISTENCY, CHECKPOINT_REQUEST)
+#: The hub's signed decision notice for one of the asking agency's own messages.
+NOTICE_REQUEST = "notice.request"
+HUB_SERVICES = (PROOF_INCLUSION, PROOF_CONSISTENCY, CHECKPOINT_REQUEST, NOTICE_REQUEST)
 HUB_SERVICES_ALL = "sigbus.hub.*.>"
 
 #: The JetStream API prefix under which an agency reaches the hub account's consumers.

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from sigbus.agents.casesystem import MemoryCaseSystem
+from sigbus.agents.notice_text import describe_notice
 from sigbus.agents.runtime import Adapter
 from sigbus.agents.setup import agency_setup
 from sigbus.agents.social.consent import consent_given, consent_withdrawn
@@ -57,6 +58,7 @@ from sigbus.protocol.messages import (
     Referral,
     StatutoryAssertion,
 )
+from sigbus.protocol.notice import DecisionNotice
 from sigbus.protocol.subjects import LOG_STREAM
 from sigbus.transport.config import insecure_dev
 from sigbus.transport.keystore import (
@@ -99,6 +101,10 @@ class Expectation:
     step: str
     message_id: str
     expected: dict[AgencyId, EntryOutcome]
+    #: The hub's signed decision notice the sender got back (None: none in time).
+    notice: DecisionNotice | None = None
+    #: Print the notice as the sender's command would (the steps the story is about).
+    show_notice: bool = False
     held: bool = False
     observed: dict[str, str] = field(default_factory=dict)
 
@@ -149,7 +155,13 @@ class DemoReport:
                 "ok": self.audit.ok,
             },
             "expectations": [
-                {"step": x.step, "held": x.held, "observed": x.observed} for x in self.expectations
+                {
+                    "step": x.step,
+                    "held": x.held,
+                    "observed": x.observed,
+                    "notice": x.notice.model_dump(mode="json") if x.notice else None,
+                }
+                for x in self.expectations
             ],
         }
 
@@ -177,13 +189,19 @@ class Story:
         *,
         case_ref: str | None = None,
         assertion: StatutoryAssertion | None = None,
+        show_notice: bool = False,
     ) -> str:
         recipients = tuple(a for a in expected if a != HUB)
-        message_id = await self.adapters[sender].send(
+        adapter = self.adapters[sender]
+        message_id = await adapter.send(
             message_type, body, case_ref=case_ref, recipients=recipients, assertion=assertion
         )
         await self.broker.drain_ingress(idle_timeout=0.3)
-        self.expectations.append(Expectation(step, message_id, expected))
+        # The sender asks the hub for its decision, as every sending command does.
+        notice = await adapter.await_notice(message_id, timeout=5.0)
+        self.expectations.append(
+            Expectation(step, message_id, expected, notice=notice, show_notice=show_notice)
+        )
         return message_id
 
     def consent(self, consent_id: str, role: ConsenterRole, guardian: str | None) -> ConsentEvent:
@@ -324,16 +342,30 @@ class Story:
             {SO: R, P: R},
             case_ref=case,
         )
+        mistyped = consent_withdrawn(
+            "consent-guardiantwo", ConsenterRole.YOUNG_PERSON, None, acted_at=datetime.now(UTC)
+        )
+        await self.send(
+            "9. Guardian vh-2's withdrawal, typed as the young person's: refused, and "
+            "social services are told it was NOT applied",
+            SO,
+            MessageType.CONSENT_EVENT,
+            mistyped,
+            {HUB: D},
+            case_ref=case,
+            show_notice=True,
+        )
         withdrawal = consent_withdrawn(
             "consent-guardiantwo", ConsenterRole.GUARDIAN, "vh-2", acted_at=datetime.now(UTC)
         )
         await self.send(
-            "9. Guardian vh-2 withdraws consent",
+            "9b. Guardian vh-2 withdraws consent, recorded right: confirmed",
             SO,
             MessageType.CONSENT_EVENT,
             withdrawal,
             {HUB: REC},
             case_ref=case,
+            show_notice=True,
         )
         await self.send(
             "10. School reports status: done -> denied, nothing released",
@@ -344,6 +376,7 @@ class Story:
             ),
             {SO: D, P: D, J: D},
             case_ref=case,
+            show_notice=True,
         )
         for agency, adapter in self.adapters.items():
             while await adapter.receive(self.inboxes[agency].deliver, timeout=0.5):
@@ -416,7 +449,13 @@ def check(story: Story, entries: list[LogEntry], audit: AuditOutcome) -> DemoRep
             for r, o in x.expected.items()
             if r != HUB
         )
-        x.held = observed == {r: o.value for r, o in x.expected.items()} and delivered_ok
+        # The sender's notice names the very entries the log holds, index for index.
+        noticed = x.notice is not None and sorted(i.log_index for i in x.notice.items) == sorted(
+            e.index for e in logged
+        )
+        x.held = (
+            observed == {r: o.value for r, o in x.expected.items()} and delivered_ok and noticed
+        )
         lines.append(f"{'ok ' if x.held else 'FAIL'} {x.step}")
         for e in logged:
             why = e.legal_basis or ",".join(e.reasons) or "-"
@@ -429,6 +468,10 @@ def check(story: Story, entries: list[LogEntry], audit: AuditOutcome) -> DemoRep
                 f"{e.outcome.value.upper():<8} {why}{extra}"
                 f"{' consents=' + consents if released else ''}"
             )
+        if x.show_notice and x.notice is not None:
+            head, *items = describe_notice(x.notice)
+            lines.append(f"       notice to {x.notice.sender}: {head}")
+            lines += [f"       {item}" for item in items]
     lines.append(
         f"{'ok ' if audit.ok else 'FAIL'} 11. Every agency witnessed the log: "
         f"{', '.join(audit.cosigned_by)}; {audit.inclusion_proved} deliveries proved "

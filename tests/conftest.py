@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog
 
 # The suite runs on the development keys (and copies of them), as `sigbus --dev` would;
 # subprocesses inherit it. tests/test_dev_keys.py checks the refusal without it.
@@ -20,6 +21,15 @@ from sigbus.protocol.subjects import ALL_STREAMS
 from sigbus.transport.bus import connect
 from sigbus.transport.keystore import DEV_KEYS_DIR
 from sigbus.transport.natsserver import EmbeddedNats
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config_restored() -> Iterator[None]:
+    """A command run in-process (CliRunner) configures structlog's level for the whole
+    process; restore it, so a later test's info events are not filtered away."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,16 @@ from typing import Annotated
 import typer
 
 from sigbus.agents.cli_common import (
+    DEFAULT_WAIT_S,
     CaseOpt,
     EvidenceOpt,
     KeysOpt,
     NatsOpt,
     PnrOpt,
     StatuteOpt,
+    TimeoutOpt,
     ToOpt,
+    WaitOpt,
     assertion,
     directory_agencies,
     read_personnummer,
@@ -26,7 +29,7 @@ from sigbus.agents.cli_common import (
 from sigbus.agents.social.consent import consent_given, consent_withdrawn
 from sigbus.protocol.codes import AgendaItem, ConsenterRole, PlaceCode
 from sigbus.protocol.ids import MessageType, new_opaque_id
-from sigbus.protocol.messages import CaseInvitation, CaseOpened, MeetingNotice
+from sigbus.protocol.messages import CaseInvitation, CaseOpened, ConsentEvent, MeetingNotice
 from sigbus.protocol.profiles import AgencyProfile
 
 PartiesOpt = Annotated[
@@ -72,6 +75,29 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
     # Samtycke is recorded by a case worker where the profile has one, else its first function.
     recorder = RECORDED_BY if RECORDED_BY in profile.functions else profile.default_function()
 
+    def record_consent(
+        body: ConsentEvent,
+        case: str,
+        nats: str | None,
+        keys: Path | None,
+        *,
+        wait: bool,
+        timeout: float,
+        withdrawal: bool = False,
+    ) -> None:
+        send(
+            agency,
+            nats,
+            keys,
+            MessageType.CONSENT_EVENT,
+            body,
+            case_ref=case,
+            to=[],
+            wait=wait,
+            timeout=timeout,
+            withdrawal=withdrawal,
+        )
+
     @case_app.command("open")
     def open_case(
         personnummer: PnrOpt = None,
@@ -83,6 +109,8 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         case: Annotated[str | None, typer.Option("--case")] = None,
         nats: NatsOpt = None,
         keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
     ) -> None:
         """Open a SIG case at the hub. Prints the case ref to use from now on."""
         case_ref = case or new_opaque_id("case", 12)
@@ -91,7 +119,17 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             guardians_with_custody=tuple(guardian),
             parties=tuple(party or directory_agencies(keys)),
         )
-        send(agency, nats, keys, MessageType.CASE_OPENED, body, case_ref=case_ref, to=[])
+        send(
+            agency,
+            nats,
+            keys,
+            MessageType.CASE_OPENED,
+            body,
+            case_ref=case_ref,
+            to=[],
+            wait=wait,
+            timeout=timeout,
+        )
         typer.echo(f"case {case_ref}")
 
     @consent_app.command("give")
@@ -111,6 +149,8 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         recorded_by: Annotated[str, typer.Option(help=f"one of: {functions}")] = recorder,
         nats: NatsOpt = None,
         keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
     ) -> None:
         """Record a written, scoped samtycke given by the young person or a guardian."""
         role = _role(young_person, guardian)
@@ -129,7 +169,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             evidence_sha256=hashlib.sha256(evidence.read_bytes()).hexdigest(),
             recorded_by=recorded_by,
         )
-        send(agency, nats, keys, MessageType.CONSENT_EVENT, body, case_ref=case, to=[])
+        record_consent(body, case, nats, keys, wait=wait, timeout=timeout)
         typer.echo(f"consent {cid}")
 
     @consent_app.command("withdraw")
@@ -141,8 +181,11 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         recorded_by: Annotated[str, typer.Option(help=f"one of: {functions}")] = recorder,
         nats: NatsOpt = None,
         keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
     ) -> None:
-        """Record that the consenter withdrew samtycke. Sharing stops at once."""
+        """Record that the consenter withdrew samtycke. Sharing stops at once; if the hub
+        refuses the withdrawal (exit 1), it is NOT applied and sharing continues."""
         body = consent_withdrawn(
             consent_id,
             _role(young_person, guardian),
@@ -150,7 +193,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             acted_at=datetime.now(UTC),
             recorded_by=recorded_by,
         )
-        send(agency, nats, keys, MessageType.CONSENT_EVENT, body, case_ref=case, to=[])
+        record_consent(body, case, nats, keys, wait=wait, timeout=timeout, withdrawal=True)
 
     @app.command()
     def invite(
@@ -163,6 +206,8 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         ] = profile.default_function(),
         nats: NatsOpt = None,
         keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
         statute: StatuteOpt = None,
         evidence_id: EvidenceOpt = None,
     ) -> None:
@@ -182,6 +227,8 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             case_ref=case,
             to=to,
             asserted=asserted,
+            wait=wait,
+            timeout=timeout,
         )
 
     @app.command()
@@ -193,6 +240,8 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         to: ToOpt,
         nats: NatsOpt = None,
         keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
         statute: StatuteOpt = None,
         evidence_id: EvidenceOpt = None,
     ) -> None:
@@ -210,4 +259,6 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             case_ref=case,
             to=to,
             asserted=asserted,
+            wait=wait,
+            timeout=timeout,
         )

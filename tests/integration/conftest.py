@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,8 +22,12 @@ from sigbus.protocol.canonical import sha256_hex
 from sigbus.protocol.codes import ConsenterRole
 from sigbus.protocol.ids import AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.messages import CaseOpened, StatutoryAssertion
-from sigbus.protocol.subjects import LOG_STREAM
+from sigbus.protocol.notice import parse_inbox_item
+from sigbus.protocol.subjects import INBOX_ALL, INBOX_STREAM, LOG_STREAM
+from sigbus.transport.bus import read_stream
 from sigbus.transport.keystore import DEV_AGENCIES
+
+T = TypeVar("T")
 
 #: The police's own reference for a LUL 6 § notification: the statute's evidence.
 LUL6 = StatutoryAssertion(basis="lul_6", evidence_id="dnr-polis-test")
@@ -64,6 +69,15 @@ class World:
             assert msg.data is not None
             out.append(LogEntry.model_validate_json(msg.data))
         return out
+
+    async def inbox_items(self, kind: type[T]) -> list[T]:
+        """Every item of ``kind`` stored in any inbox (a release, or a decision notice)."""
+        items = []
+        async for msg in read_stream(self.broker.js, INBOX_STREAM, INBOX_ALL):
+            item = parse_inbox_item(msg.data)
+            if isinstance(item, kind):
+                items.append(item)
+        return items
 
     async def entries_for(self, message_id: str) -> dict[str, LogEntry]:
         return {

@@ -41,6 +41,7 @@ from sigbus.protocol.reasons import HubReason, ReasonCode
 from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
     CHECKPOINT_SUBJECT,
+    INBOX_ALL,
     PROOF_INCLUSION,
     inbox_subject,
 )
@@ -418,8 +419,9 @@ async def test_crash_between_log_and_release_resolves_to_exactly_one_release(
                 break
         await broker.drain_ingress(idle_timeout=2.5)
         assert broker.writer.size == 1  # resumed, not decided twice
-        inbox = await js.stream_info("SIGBUS_INBOX")
-        assert inbox.state.messages == 1
+        inbox = await js.stream_info("SIGBUS_INBOX", subjects_filter=INBOX_ALL)
+        assert inbox.state.messages == 2  # the release, and the police's decision notice
+        assert inbox.state.subjects == {inbox_subject(SO): 1, inbox_subject("police"): 1}
         msg = await js.get_last_msg("SIGBUS_INBOX", inbox_subject(SO))
         assert msg.data is not None
         social = agency_setup(SO, keys_dir)

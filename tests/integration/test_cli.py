@@ -67,7 +67,12 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     assert report["ok"] is True
     assert report["releases_by_type"]["referral"] == 1
     assert report["denies_by_type"]["commitment_status"] == 3
-    assert report["log_length"] == 26
+    assert report["log_length"] == 27
+    # The refused withdrawal and the denied status each came back to their sender.
+    steps = {x["step"].split(".")[0]: x for x in report["expectations"]}
+    assert steps["9"]["notice"]["items"][0]["outcome"] == "refused"
+    assert steps["9b"]["notice"]["items"][0]["outcome"] == "confirmed"
+    assert {i["outcome"] for i in steps["10"]["notice"]["items"]} == {"denied"}
     assert report["audit"]["ok"] is True
     # SiS joined by configuration only: it received releases under consent, and witnessed.
     assert report["received_by_agency"]["sis"] == 3

@@ -64,8 +64,9 @@ from sigbus.protocol.envelope import Header
 from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.messages import StatutoryAssertion
 from sigbus.protocol.reasons import ReasonCode
+from sigbus.protocol.release import Release
 from sigbus.protocol.sealing import data_key_info, new_data_key, seal_data_key
-from sigbus.protocol.subjects import INBOX_STREAM, ingress_subject
+from sigbus.protocol.subjects import ingress_subject
 from sigbus.transport.keystore import (
     DEV_AGENCIES,
     load_directory,
@@ -265,8 +266,8 @@ async def open_case(world: World, parties: tuple[AgencyId, ...]) -> str:
 
 
 async def inbox_count(world: World) -> int:
-    info = await world.broker.js.stream_info(INBOX_STREAM)
-    return int(info.state.messages)
+    """Releases stored in any inbox (each sender's decision notices aside)."""
+    return len(await world.inbox_items(Release))
 
 
 async def send_good(world: World) -> str:

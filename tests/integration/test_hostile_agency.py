@@ -38,6 +38,7 @@ PROBES: dict[str, tuple[str, object]] = {
     "forged checkpoint": (s.CHECKPOINT_SUBJECT, {}),
     "cosign as school": (s.cosignature_subject(S), {}),
     "school's proof service": (s.service_subject(S, s.PROOF_INCLUSION), {"index": 0, "size": 1}),
+    "school's notice service": (s.service_subject(S, s.NOTICE_REQUEST), {"message_id": "msg-x"}),
     "account info": (f"{API}.INFO", {}),
     "stream list": (f"{API}.STREAM.LIST", {}),
     "log info": (f"{API}.STREAM.INFO.{s.LOG_STREAM}", {}),

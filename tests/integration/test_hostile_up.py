@@ -103,8 +103,10 @@ def test_sigbus_up_survives_a_hostile_agency(tmp_path: Path) -> None:
             accepted = asyncio.run(_attack(url))
             assert INGRESS_BACKLOG <= accepted < FLOOD  # the rest were refused at the bus
             # The hub keeps deciding: a school referral reaches social services.
+            # It waits for its decision notice behind the flood's decisions.
             session.run("school", "refer", "--reason", "school_absence",
-                        "--evidence-id", "dnr-s5678", stdin=pupil + "\n")  # fmt: skip
+                        "--evidence-id", "dnr-s5678", "--timeout", "60",
+                        stdin=pupil + "\n")  # fmt: skip
             for _ in range(120):
                 if "referral" in session.run("social", "inbox"):
                     break
@@ -123,9 +125,11 @@ def test_sigbus_up_survives_a_hostile_agency(tmp_path: Path) -> None:
                 up.kill()
                 up.wait()
     # Nothing landed where police could not write: the hub state is untouched, the
-    # inbox holds only the school's release, the log only the decisions.
+    # inbox holds only the school's release and each sender's decision notices (the
+    # school's, and one in the police's own inbox per flood message), the log only
+    # the decisions.
     assert after[s.STATE_STREAM] == before[s.STATE_STREAM]
-    assert after[s.INBOX_STREAM] == before[s.INBOX_STREAM] + 1
+    assert after[s.INBOX_STREAM] == before[s.INBOX_STREAM] + 1 + 1 + accepted
     assert after[s.LOG_STREAM] == before[s.LOG_STREAM] + accepted + 1
     lines = export.read_text().splitlines()
     entries = [e for e in map(json.loads, lines[1:]) if "message_id" in e]

@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 TRUSTED = ("--directory", str(DEV_KEYS_DIR / "directory.json"),
            "--root", str(DEV_KEYS_DIR / "root.pub"))  # fmt: skip
 #: Entries the README story logs: 2 referrals, the case, 3 consents, 2 invitations,
-#: 2 commitments, 2 statuses, the withdrawal, 2 denied statuses.
-LOG_LENGTH = 15
+#: 2 commitments, 2 statuses, the refused and the recorded withdrawal, 2 denied statuses.
+LOG_LENGTH = 16
 
 
 def forms(personnummer: str) -> tuple[bytes, ...]:
@@ -168,10 +168,16 @@ def readme_story(session: Session, youth: str, classmate: str) -> None:
         "--commitment", "cm-attendance", "--to", "social", "--to", "police")  # fmt: skip
     time.sleep(1.5)
     assert "commitment_status" in run("police", "inbox")
+    # Typed with the wrong consenter flag: refused, and the command says so (exit 1).
+    refused = run("social", "consent", "withdraw", "--case", "case-trial", "--young-person",
+                  "--consent-id", "consent-guardiantwo", ok=False)  # fmt: skip
+    assert "REFUSED by the hub" in refused
     run("social", "consent", "withdraw", "--case", "case-trial", "--guardian", "vh-2",
         "--consent-id", "consent-guardiantwo")  # fmt: skip
-    run("school", "status", "done", "--case", "case-trial",
-        "--commitment", "cm-attendance", "--to", "social", "--to", "police")  # fmt: skip
+    denied = run("school", "status", "done", "--case", "case-trial",
+                 "--commitment", "cm-attendance", "--to", "social", "--to", "police",
+                 ok=False)  # fmt: skip
+    assert "DENIED to police: policy:consent_withdrawn:guardian:vh-2" in denied
     time.sleep(1.5)
     assert "0 message(s)" in run("police", "inbox")
     # Refusals must not repeat what was typed: a wrong check digit, and a
