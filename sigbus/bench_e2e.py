@@ -70,14 +70,7 @@ async def throughput(world: World, make_body: Callable[[], CommitmentStatus], n:
     window = asyncio.Semaphore(WINDOW)
     done = asyncio.Event()
     remaining = n
-    envelope_bytes = len(
-        world.sender.seal(
-            MessageType.COMMITMENT_STATUS,
-            make_body(),
-            case_ref=world.case_ref,
-            recipients=RECIPIENTS,
-        ).to_wire()
-    )
+    envelope_bytes = len(world.seal_status(make_body()).to_wire())
 
     async def one() -> None:
         nonlocal remaining
@@ -106,9 +99,7 @@ async def throughput(world: World, make_body: Callable[[], CommitmentStatus], n:
 
 async def _send_waiting(world: World, body: CommitmentStatus, waiter: asyncio.Event) -> str:
     """Send, and have ``waiter`` set at the last hand-off (also if it came first)."""
-    envelope = world.sender.seal(
-        MessageType.COMMITMENT_STATUS, body, case_ref=world.case_ref, recipients=RECIPIENTS
-    )
+    envelope = world.seal_status(body)
     message_id = envelope.header.message_id
     world.handoffs.waiters[message_id] = waiter
     await world.sender.publish_raw(

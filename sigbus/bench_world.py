@@ -28,8 +28,10 @@ from sigbus.broker.setup import hub_setup
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from sigbus.protocol.canonical import sha256_hex
 from sigbus.protocol.codes import ConsenterRole, NotDoneReason, StatusCode
+from sigbus.protocol.envelope import Envelope
 from sigbus.protocol.ids import AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.messages import CaseOpened, CommitmentStatus
+from sigbus.protocol.release import ReleaseRecord
 from sigbus.transport.keystore import DEV_AGENCIES
 
 _T = TypeVar("_T")
@@ -129,10 +131,13 @@ class Handoffs:
     at: dict[str, dict[AgencyId, float]] = field(default_factory=dict)
     complete: dict[str, float] = field(default_factory=dict)
     waiters: dict[str, asyncio.Event] = field(default_factory=dict)
+    #: A release record as the hub signed it (the pure-pipeline figure signs its like).
+    last_record: ReleaseRecord | None = None
 
     def handler(self, agency: AgencyId) -> Callable[[Delivered], Coroutine[Any, Any, None]]:
         async def handle(delivered: Delivered) -> None:
             message_id = delivered.header.message_id
+            self.last_record = delivered.record
             seen = self.at.setdefault(message_id, {})
             seen[agency] = time.perf_counter()
             if len(seen) == len(RECIPIENTS):
@@ -155,6 +160,12 @@ class World:
     @property
     def sender(self) -> Adapter:
         return self.adapters[SENDER]
+
+    def seal_status(self, body: CommitmentStatus) -> Envelope:
+        """The sender's envelope for ``body`` in the bench case, to both recipients."""
+        return self.sender.seal(
+            MessageType.COMMITMENT_STATUS, body, case_ref=self.case_ref, recipients=RECIPIENTS
+        )
 
     def start_receivers(self) -> None:
         for agency in RECIPIENTS:
