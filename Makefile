@@ -29,8 +29,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # Benchmarks print each figure next to a baseline measured in the same run
-# (Cedar for the policy engine; SHA-256 and raw JetStream publishes for the log).
+# (the hub end to end beside a raw JetStream pipeline and the crypto floor, on the
+# development keys and fictitious data: docs/performance.md; Cedar for the policy
+# engine; SHA-256 and raw JetStream publishes for the log).
 bench: $(STAMP)
+	$(BIN)/sigbus --dev bench
 	$(BIN)/python bench/policy_bench.py
 	$(BIN)/python bench/audit_bench.py
 

@@ -36,7 +36,7 @@ from sigbus.protocol.directory import Directory
 from sigbus.protocol.envelope import (
     Envelope,
     Header,
-    open_body,
+    decrypt_body,
     parse_body,
     parse_envelope,
     verify_sender,
@@ -246,12 +246,17 @@ def _evaluate_envelope(
     if header.created_at < now - ctx.config.max_age:
         raise Rejection(ReasonCode.CREATED_AT_TOO_OLD)
     profile = _sender_profile(header, ctx.profiles)
-    # 2. Open: the data key was sealed to the hub's current sealing key.
+    # 2. Open: the data key was sealed to the hub's current sealing key. It is opened
+    # once and the same key re-sealed to each permitted recipient (RFC 9180 §6.1).
     if envelope.sealed_key_id != ctx.identity.sealing_key_id:
         raise Rejection(ReasonCode.SEAL_OPEN_FAILED, "sealed to another hub key")
-    plaintext = open_body(
-        envelope, recipient=HUB, suite_private=ctx.identity.sealing_private
+    data_key = open_data_key(
+        header.suite,
+        ctx.identity.sealing_private,
+        envelope.sealed_key,
+        data_key_info(header.message_id, HUB, envelope.sealed_key_id),
     )
+    plaintext = decrypt_body(envelope, data_key)
     # 3. Validate the body against the model the signed header names.
     body = parse_body(header.type, plaintext)
     try:
@@ -280,7 +285,7 @@ def _decide_body(
 
     if header.type in HUB_RECORD_TYPES:
         return _hub_record(envelope, body, subject_id, ingress_seq, state, ctx, now)
-    return _disclosure(envelope, body, subject_id, ingress_seq, state, ctx, now)
+    return _disclosure(envelope, body, subject_id, ingress_seq, state, ctx, now, data_key)
 
 
 def _hub_record(
@@ -346,6 +351,7 @@ def _disclosure(
     state: HubState,
     ctx: HubContext,
     now: datetime,
+    data_key: bytes,
 ) -> Plan:
     header = envelope.header
     if not header.recipients:
@@ -384,7 +390,6 @@ def _disclosure(
         assertions=(header.assertion,) if header.assertion is not None else (),
     )
     decision = decide(request, ctx.rules, now=now)
-    data_key: bytes | None = None
     entries: list[EntryDraft] = []
     releases: list[ReleaseDraft] = []
     for verdict in decision.per_recipient:
@@ -410,13 +415,6 @@ def _disclosure(
         )
         entries.append(entry)
         if permitted and release_key is not None:
-            if data_key is None:
-                data_key = open_data_key(
-                    header.suite,
-                    ctx.identity.sealing_private,
-                    envelope.sealed_key,
-                    data_key_info(header.message_id, HUB, envelope.sealed_key_id),
-                )
             assert release_key.suite is not None
             resealed = seal_data_key(
                 release_key.suite,

@@ -191,8 +191,16 @@ def open_body(
         envelope.sealed_key,
         data_key_info(header.message_id, recipient, envelope.sealed_key_id),
     )
+    return decrypt_body(envelope, data_key)
+
+
+def decrypt_body(envelope: Envelope, data_key: bytes) -> bytes:
+    """Decrypt the body with an already opened data key (the hub opens it once and
+    re-seals the same key to each recipient)."""
     try:
-        return AESGCM(data_key).decrypt(envelope.nonce, envelope.ciphertext, body_aad(header))
+        return AESGCM(data_key).decrypt(
+            envelope.nonce, envelope.ciphertext, body_aad(envelope.header)
+        )
     except InvalidTag as e:
         raise OpenError("body does not authenticate", reason=ReasonCode.DECRYPT_FAILED) from e
 

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from sigbus.agents.cli_common import agency_app
 from sigbus.agents.social.cli import add_lead_commands
 from sigbus.audit.errors import AuditError
+from sigbus.bench import BenchSettings, print_result, run_bench
 from sigbus.broker.setup import hub_setup
 from sigbus.cli_audit import audit_app
 from sigbus.cli_keys import keys_app
@@ -185,6 +186,47 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
     finally:
         lock.release()
     typer.echo("sigbus down: broker and NATS stopped")
+
+
+@app.command()
+def bench(
+    keys: KeysOpt = None,
+    runs: Annotated[int, typer.Option(min=1, help="runs; figures are medians")] = 3,
+    messages: Annotated[int, typer.Option(min=1, help="messages per throughput run")] = 300,
+    loads: Annotated[str, typer.Option(help="offered loads, msg/s, comma-separated")] = (
+        "50,100,200,500"
+    ),
+    duration: Annotated[float, typer.Option(min=0.1, help="seconds per offered load")] = 2.0,
+    floor_iterations: Annotated[int, typer.Option(min=1)] = 300,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
+    profile: Annotated[
+        Path | None, typer.Option(help="cProfile the hub thread; pstats file to write")
+    ] = None,
+) -> None:
+    """Measure the hub end to end beside a raw JetStream pipeline and the crypto floor."""
+    try:
+        rates = tuple(float(x) for x in loads.split(",") if x.strip())
+    except ValueError as e:
+        raise _fail(ValueError("--loads must be numbers separated by commas")) from e
+    if not rates or min(rates) <= 0:
+        raise _fail(ValueError("--loads needs at least one positive rate"))
+    configure_logging(level="error")  # refused publishes at overload are counted, not logged
+    settings = BenchSettings(
+        keys=config.keys_dir(keys),
+        runs=runs,
+        messages=messages,
+        loads=rates,
+        duration_s=duration,
+        floor_iterations=floor_iterations,
+        profile=profile,
+    )
+    try:
+        result = run_bench(settings)
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(e) from e
+    except TimeoutError as e:  # a hub that stopped serving: the figures would be wrong
+        raise _fail(TimeoutError("bench: not every message was handed off in time")) from e
+    print_result(result, as_json=as_json, echo=typer.echo)
 
 
 @app.command()

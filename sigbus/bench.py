@@ -1,0 +1,204 @@
+"""`sigbus bench`: the hub end to end beside a raw JetStream pipeline and the crypto floor.
+
+Each run starts its own :class:`EmbeddedNats` in a temporary directory, secured as
+``sigbus up`` runs it, and measures in this order: the crypto floor, the raw
+pipeline (at the sigbus envelope's size and at 4 KiB), end-to-end throughput
+(the largest message type at full size, and its smallest body), then latency
+at each offered load. Figures are medians over the runs; each ratio is taken
+within one run first (same server, same minute), then its median reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sigbus.bench_e2e import Latency, throughput
+from sigbus.bench_e2e import latency as measure_latency
+from sigbus.bench_floor import crypto_floor_seconds
+from sigbus.bench_pipeline import pipeline_cpu_seconds
+from sigbus.bench_raw import raw_pipeline
+from sigbus.bench_world import full_size_status, open_world, small_status
+from sigbus.broker.setup import hub_setup
+from sigbus.transport.natsserver import EmbeddedNats
+
+RAW_4KIB = 4096
+WARM_UP_MESSAGES = 10
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    keys: Path
+    runs: int = 3
+    messages: int = 300
+    loads: tuple[float, ...] = (50.0, 100.0, 200.0, 500.0)
+    duration_s: float = 2.0
+    floor_iterations: int = 300
+    profile: Path | None = None
+
+
+def progress(event: str, **values: object) -> None:
+    """One line per step on stderr (the figures go to stdout)."""
+    detail = " ".join(f"{k}={v}" for k, v in values.items())
+    print(f"bench: {event} {detail}".rstrip(), file=sys.stderr, flush=True)
+
+
+async def one_run(
+    settings: BenchSettings, run: int, profile: cProfile.Profile | None
+) -> dict[str, Any]:
+    floor = crypto_floor_seconds(settings.floor_iterations)
+    progress("crypto_floor", run=run, per_core_msg_s=round(1 / floor))
+    with tempfile.TemporaryDirectory(prefix="sigbus-bench-") as tmp:
+        server = EmbeddedNats(Path(tmp), server_name="sigbus-bench", keys_dir=settings.keys)
+        server.start()
+        try:
+            return await _measure(settings, run, server.url, floor, profile)
+        finally:
+            server.stop()
+
+
+async def _measure(
+    settings: BenchSettings, run: int, url: str, floor: float, profile: cProfile.Profile | None
+) -> dict[str, Any]:
+    world = await open_world(settings.keys, url, profile=profile)
+    try:
+        await throughput(world, full_size_status, WARM_UP_MESSAGES)  # case set up, caches warm
+        full = await throughput(world, full_size_status, settings.messages)
+        progress("e2e_full", run=run, msg_s=round(full.msg_per_s, 1))
+        small = await throughput(world, small_status, settings.messages)
+        progress("e2e_small", run=run, msg_s=round(small.msg_per_s, 1))
+        # The hub is idle now (every message handed off): its pure part, on this thread.
+        pipeline = pipeline_cpu_seconds(world, settings.floor_iterations)
+        progress("hub_pipeline", run=run, cpu_ms=round(pipeline * 1e3, 2))
+        latencies: list[Latency] = []
+        for rate in settings.loads:
+            lat = await measure_latency(world, full_size_status, rate, settings.duration_s)
+            progress(
+                "latency",
+                run=run,
+                offered=rate,
+                p50_ms=round(lat.p50_ms, 1),
+                p99_ms=round(lat.p99_ms, 1),
+                refused=lat.refused,
+            )
+            latencies.append(lat)
+    finally:
+        await world.close()
+    creds = hub_setup(settings.keys).creds
+    raw = await raw_pipeline(url, creds, settings.messages, full.envelope_bytes)
+    progress("raw", run=run, bytes=raw.payload_bytes, msg_s=round(raw.msg_per_s, 1))
+    raw4k = await raw_pipeline(url, creds, settings.messages, RAW_4KIB)
+    progress("raw", run=run, bytes=RAW_4KIB, msg_s=round(raw4k.msg_per_s, 1))
+    return {
+        "e2e_msg_per_s": full.msg_per_s,
+        "e2e_small_msg_per_s": small.msg_per_s,
+        "raw_msg_per_s": raw.msg_per_s,
+        "raw_4kib_msg_per_s": raw4k.msg_per_s,
+        "crypto_floor_s_per_msg": floor,
+        "crypto_floor_msg_per_s_per_core": 1 / floor,
+        "hub_cpu_s_per_msg": full.hub_cpu_per_msg_s,
+        "e2e_vs_raw_ratio": full.msg_per_s / raw.msg_per_s,
+        "hub_cpu_vs_floor": full.hub_cpu_per_msg_s / floor,
+        "hub_pipeline_cpu_s_per_msg": pipeline,
+        "hub_pipeline_cpu_vs_floor": pipeline / floor,
+        "envelope_bytes": full.envelope_bytes,
+        "latency": [asdict(lat) for lat in latencies],
+    }
+
+
+def _median_of(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(float(r[key]) for r in runs)
+
+
+def summarise(settings: BenchSettings, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    scalar = [k for k, v in runs[0].items() if isinstance(v, int | float)]
+    out: dict[str, Any] = {k: _median_of(runs, k) for k in scalar}
+    out["latency"] = [
+        {
+            "offered_per_s": rate,
+            **{
+                k: statistics.median(float(r["latency"][i][k]) for r in runs)
+                for k in ("p50_ms", "p99_ms", "sent", "refused", "delivered")
+            },
+        }
+        for i, rate in enumerate(settings.loads)
+    ]
+    out["runs"] = settings.runs
+    out["messages"] = settings.messages
+    out["duration_s"] = settings.duration_s
+    out["recipients"] = 2
+    out["hub_cpu_method"] = (
+        "time.thread_time() of the hub thread (own event loop) over the full-size run; "
+        "pipeline: thread_time of evaluate + 2 sign_record on an idle hub"
+    )
+    out["loadavg_1m"] = os.getloadavg()[0]
+    out["per_run"] = runs
+    return out
+
+
+def run_bench(settings: BenchSettings) -> dict[str, Any]:
+    profile = cProfile.Profile() if settings.profile is not None else None
+    runs = []
+    for run in range(1, settings.runs + 1):
+        runs.append(asyncio.run(one_run(settings, run, profile)))
+    if profile is not None and settings.profile is not None:
+        profile.dump_stats(str(settings.profile))
+        stats = pstats.Stats(profile, stream=sys.stderr)
+        stats.sort_stats("tottime").print_stats(25)
+    return summarise(settings, runs)
+
+
+def _bar(value: float, top: float, width: int = 30) -> str:
+    return "#" * max(1, round(width * value / top)) if top > 0 else ""
+
+
+def render_table(result: dict[str, Any]) -> str:
+    rows: list[tuple[str, float, str]] = [
+        ("raw JetStream 1 hop, same size", result["raw_msg_per_s"], "msg/s"),
+        ("raw JetStream 1 hop, 4 KiB", result["raw_4kib_msg_per_s"], "msg/s"),
+        ("crypto floor, per core", result["crypto_floor_msg_per_s_per_core"], "msg/s"),
+        ("sigbus end to end, full size", result["e2e_msg_per_s"], "msg/s"),
+        ("sigbus end to end, small body", result["e2e_small_msg_per_s"], "msg/s"),
+    ]
+    top = max(v for _, v, _ in rows)
+    lines = [
+        f"sigbus bench: median of {result['runs']} runs, {result['messages']} messages each, "
+        f"2 recipients, envelope {result['envelope_bytes']:.0f} bytes, "
+        f"load average {result['loadavg_1m']:.2f}",
+        "",
+    ]
+    lines += [
+        f"{label:32} {value:10,.1f} {unit}  {_bar(value, top)}" for label, value, unit in rows
+    ]
+    lines += [
+        "",
+        f"end to end / raw (same run):    {result['e2e_vs_raw_ratio']:.3f}x",
+        f"hub CPU per message:            {result['hub_cpu_s_per_msg'] * 1e3:.2f} ms "
+        f"({result['hub_cpu_vs_floor']:.2f}x the crypto floor of "
+        f"{result['crypto_floor_s_per_msg'] * 1e3:.2f} ms)",
+        f"  of which the pure pipeline:   {result['hub_pipeline_cpu_s_per_msg'] * 1e3:.2f} ms "
+        f"({result['hub_pipeline_cpu_vs_floor']:.2f}x the floor; the rest is NATS I/O)",
+        "",
+        f"{'offered msg/s':>14} {'p50 ms':>9} {'p99 ms':>9} {'refused':>8}  p99",
+    ]
+    worst = max((lat["p99_ms"] for lat in result["latency"]), default=0.0)
+    lines += [
+        f"{lat['offered_per_s']:14.0f} {lat['p50_ms']:9.1f} {lat['p99_ms']:9.1f} "
+        f"{lat['refused']:8.0f}  {_bar(lat['p99_ms'], worst)}"
+        for lat in result["latency"]
+    ]
+    return "\n".join(lines)
+
+
+def print_result(result: dict[str, Any], *, as_json: bool, echo: Callable[[str], None]) -> None:
+    echo(json.dumps(result, sort_keys=True) if as_json else render_table(result))

@@ -1,0 +1,232 @@
+"""The bench's live world: an embedded nats-server as deployed, a hub in its own thread,
+and three real adapters, with one case whose consents cover every party.
+
+The server is :class:`EmbeddedNats` secured as ``sigbus up`` runs it (mutual TLS,
+nkeys and accounts from the keys directory, ``sync_interval: always``). The hub
+runs on its own event loop in its own thread, so its CPU time is that thread's
+:func:`time.thread_time` and nothing the adapters do is counted in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sigbus.agents.runtime import Adapter, Delivered
+from sigbus.agents.setup import agency_setup
+from sigbus.agents.social.consent import consent_given
+from sigbus.broker.service import Broker
+from sigbus.broker.setup import hub_setup
+from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
+from sigbus.protocol.canonical import sha256_hex
+from sigbus.protocol.codes import ConsenterRole, NotDoneReason, StatusCode
+from sigbus.protocol.envelope import Envelope
+from sigbus.protocol.ids import AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.messages import CaseOpened, CommitmentStatus
+from sigbus.protocol.release import ReleaseRecord
+from sigbus.transport.keystore import DEV_AGENCIES
+
+_T = TypeVar("_T")
+
+SENDER: AgencyId = "police"
+RECIPIENTS: tuple[AgencyId, ...] = ("social", "school")
+GUARDIANS = ("vh-1", "vh-2")
+#: The one free-text field at its bound (messages.CommitmentStatus.note, 200 characters).
+FULL_NOTE = ("uppföljning enligt plan " * 9)[:200]
+
+
+def full_size_status() -> CommitmentStatus:
+    """The largest message type at full size: a status with the longest note allowed."""
+    return CommitmentStatus(
+        commitment_id="cm-bench-" + "x" * 56,
+        status=StatusCode.NOT_DONE,
+        not_done_reason=NotDoneReason.OTHER_AGENCY_PENDING,
+        as_of=datetime.now(UTC).date(),
+        note=FULL_NOTE,
+    )
+
+
+def small_status() -> CommitmentStatus:
+    """The smallest body the same type allows."""
+    return CommitmentStatus(
+        commitment_id="cm-bnch", status=StatusCode.DONE, as_of=datetime.now(UTC).date()
+    )
+
+
+class HubThread:
+    """A hub (``broker/setup.py``) serving on its own event loop in its own thread."""
+
+    def __init__(self, keys: Path, url: str, *, profile: cProfile.Profile | None) -> None:
+        self._keys, self._url, self._profile = keys, url, profile
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._broker: Broker | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="sigbus-bench-hub", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._broker = hub_setup(self._keys).broker(self._url)
+            await self._broker.start()
+        except BaseException as e:  # noqa: BLE001 - handed to the starting thread
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        if self._profile is not None:
+            self._profile.enable()  # this thread only: the hub's work, not the adapters'
+        try:
+            await self._broker.run()
+        finally:
+            if self._profile is not None:
+                self._profile.disable()
+
+    @property
+    def broker(self) -> Broker:
+        """The running hub; read its context and state only while it is idle."""
+        assert self._broker is not None, "hub not started"
+        return self._broker
+
+    def call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        assert self._loop is not None
+        future: Future[_T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout=30)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the hub thread has used so far (user + system)."""
+
+        async def sample() -> float:
+            return time.thread_time()
+
+        return self.call(sample())
+
+    def stop(self) -> None:
+        if self._loop is not None and self._broker is not None:
+            self._loop.call_soon_threadsafe(self._broker.request_stop)
+        self._thread.join(timeout=15)
+
+
+@dataclass
+class Handoffs:
+    """When each recipient's handler got each message (perf_counter seconds)."""
+
+    at: dict[str, dict[AgencyId, float]] = field(default_factory=dict)
+    complete: dict[str, float] = field(default_factory=dict)
+    waiters: dict[str, asyncio.Event] = field(default_factory=dict)
+    #: A release record as the hub signed it (the pure-pipeline figure signs its like).
+    last_record: ReleaseRecord | None = None
+
+    def handler(self, agency: AgencyId) -> Callable[[Delivered], Coroutine[Any, Any, None]]:
+        async def handle(delivered: Delivered) -> None:
+            message_id = delivered.header.message_id
+            self.last_record = delivered.record
+            seen = self.at.setdefault(message_id, {})
+            seen[agency] = time.perf_counter()
+            if len(seen) == len(RECIPIENTS):
+                self.complete[message_id] = max(seen.values())
+                waiter = self.waiters.pop(message_id, None)
+                if waiter is not None:
+                    waiter.set()
+
+        return handle
+
+
+@dataclass
+class World:
+    hub: HubThread
+    adapters: dict[AgencyId, Adapter]
+    handoffs: Handoffs = field(default_factory=Handoffs)
+    case_ref: str = ""
+    _receivers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def sender(self) -> Adapter:
+        return self.adapters[SENDER]
+
+    def seal_status(self, body: CommitmentStatus) -> Envelope:
+        """The sender's envelope for ``body`` in the bench case, to both recipients."""
+        return self.sender.seal(
+            MessageType.COMMITMENT_STATUS, body, case_ref=self.case_ref, recipients=RECIPIENTS
+        )
+
+    def start_receivers(self) -> None:
+        for agency in RECIPIENTS:
+            self._receivers.append(asyncio.create_task(self._receive(agency)))
+
+    async def _receive(self, agency: AgencyId) -> None:
+        adapter, handle = self.adapters[agency], self.handoffs.handler(agency)
+        while True:
+            await adapter.receive(handle, max_messages=100, timeout=0.2)
+
+    async def close(self) -> None:
+        for task in self._receivers:
+            task.cancel()
+        await asyncio.gather(*self._receivers, return_exceptions=True)
+        for adapter in self.adapters.values():
+            await adapter.close()
+        self.hub.stop()
+
+
+async def open_world(keys: Path, url: str, *, profile: cProfile.Profile | None) -> World:
+    hub = HubThread(keys, url, profile=profile)
+    hub.start()
+    adapters = {a: await agency_setup(a, keys).connect(url) for a in DEV_AGENCIES}
+    world = World(hub, adapters)
+    world.start_receivers()
+    await open_case(world)
+    return world
+
+
+async def open_case(world: World) -> str:
+    """Open a case with consent from the young person and both guardians (as
+    tests/integration/conftest.py does), and wait until a first release arrives."""
+    social = world.adapters["social"]
+    case = new_opaque_id("case", 12)
+    youth = fictitious_personnummer(birth_date_for_age(datetime.now(UTC).date(), 16), 982)
+    await social.send(
+        MessageType.CASE_OPENED,
+        CaseOpened(personnummer=youth, guardians_with_custody=GUARDIANS, parties=DEV_AGENCIES),
+        case_ref=case,
+    )
+    now = datetime.now(UTC)
+    consenters = [(ConsenterRole.YOUNG_PERSON, None)] + [
+        (ConsenterRole.GUARDIAN, g) for g in GUARDIANS
+    ]
+    for role, guardian in consenters:
+        cid = f"consent-{role.value.replace('_', '')}{(guardian or '').replace('-', '')}"
+        await social.send(
+            MessageType.CONSENT_EVENT,
+            consent_given(
+                cid,
+                role,
+                guardian,
+                disclosers=DEV_AGENCIES,
+                recipients=DEV_AGENCIES,
+                categories=(MessageType.COMMITMENT_STATUS,),
+                valid_from=now - timedelta(minutes=5),
+                valid_until=now + timedelta(days=90),
+                acted_at=now - timedelta(minutes=1),
+                evidence_sha256=sha256_hex(cid.encode()),
+            ),
+            case_ref=case,
+        )
+    world.case_ref = case
+    return case

@@ -1,0 +1,83 @@
+"""`sigbus bench` as users run it, tiny: the JSON has every figure, and every one is > 0.
+
+This is the only test of the bench; benches are not timed tests, so nothing here
+checks a speed, only that each measurement ran and produced a number.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+SCALARS = (
+    "e2e_msg_per_s",
+    "e2e_small_msg_per_s",
+    "raw_msg_per_s",
+    "raw_4kib_msg_per_s",
+    "crypto_floor_s_per_msg",
+    "crypto_floor_msg_per_s_per_core",
+    "hub_cpu_s_per_msg",
+    "e2e_vs_raw_ratio",
+    "hub_cpu_vs_floor",
+    "hub_pipeline_cpu_s_per_msg",
+    "hub_pipeline_cpu_vs_floor",
+    "envelope_bytes",
+)
+
+
+def test_bench_json_shape_and_positive_figures() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sigbus",
+            "--dev",
+            "bench",
+            "--json",
+            "--runs",
+            "1",
+            "--messages",
+            "6",
+            "--loads",
+            "20,40",
+            "--duration",
+            "0.3",
+            "--floor-iterations",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    for key in SCALARS:
+        assert result[key] > 0, key
+    assert result["e2e_vs_raw_ratio"] == result["e2e_msg_per_s"] / result["raw_msg_per_s"]
+    assert [lat["offered_per_s"] for lat in result["latency"]] == [20.0, 40.0]
+    for lat in result["latency"]:
+        assert lat["delivered"] > 0
+        assert 0 < lat["p50_ms"] <= lat["p99_ms"]
+    assert result["runs"] == 1
+    assert len(result["per_run"]) == 1
+    assert "bench: e2e_full" in done.stderr  # progress goes to stderr, figures to stdout
+
+
+def test_bench_refuses_bad_loads() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sigbus", "--dev", "bench", "--loads", "fast"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 2
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line == "error: --loads must be numbers separated by commas"
