@@ -260,7 +260,7 @@ def _evaluate_envelope(
     # 3. Validate the body against the model the signed header names.
     body = parse_body(header.type, plaintext)
     try:
-        return _decide_body(envelope, body, profile, ingress_seq, state, ctx, now)
+        return _decide_body(envelope, body, profile, ingress_seq, state, ctx, now, data_key)
     except Rejection as e:
         if isinstance(body, ConsentEvent) and body.action is ConsentAction.WITHDRAWN:
             raise WithdrawalRefused(e.reason) from e
@@ -275,6 +275,7 @@ def _decide_body(
     state: HubState,
     ctx: HubContext,
     now: datetime,
+    data_key: bytes,
 ) -> Plan:
     header = envelope.header
     _check_functions(header.type, body, profile, ctx.profiles)
