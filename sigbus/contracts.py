@@ -30,6 +30,7 @@ from sigbus.protocol.contracts import (
     yaml_text,
 )
 from sigbus.protocol.envelope import PROTOCOL_VERSION, Envelope
+from sigbus.protocol.notice import NoticeReply, NoticeRequest, SignedNotice
 from sigbus.protocol.proofs import (
     CheckpointReply,
     ConsistencyRequest,
@@ -105,6 +106,28 @@ WIRE_CONTRACTS = (
         "the hub's log key and carrying the witnesses' cosignatures it has.",
     ),
     Contract(
+        "decision_notice",
+        SignedNotice,
+        "Decision notice (beslutsbesked)",
+        "The hub's signed answer to a sender about its own message: per recipient "
+        "released or denied with the reason codes, or a hub record confirmed or refused, "
+        "and the disclosure-log index of each entry. Ids and codes only. Stored in the "
+        "sender's inbox beside its releases, and served on its notice service.",
+    ),
+    Contract(
+        "notice_request",
+        NoticeRequest,
+        "Decision-notice request",
+        "Asks the hub for the decision notice of one of your own messages, by its id; "
+        "until it is decided (or if it is not yours) the reply says not_decided.",
+    ),
+    Contract(
+        "notice_reply",
+        NoticeReply,
+        "Decision-notice reply",
+        "The signed decision notice, or a short error code while there is none.",
+    ),
+    Contract(
         "cosignature",
         Cosignature,
         "Cosignature (vittnessignatur)",
@@ -150,6 +173,10 @@ _SERVICE_MESSAGES = {
         _EMPTY_REQUEST,
         _schema_message("checkpoint_reply", "Checkpoint reply", "the latest signed note"),
     ),
+    subjects.NOTICE_REQUEST: (
+        _schema_message("notice_request", "Decision-notice request", "one message id"),
+        _schema_message("notice_reply", "Decision-notice reply", "the signed notice"),
+    ),
 }
 
 AGENCY = "{agency}"
@@ -176,11 +203,14 @@ def channels() -> tuple[Channel, ...]:
         Channel(
             "inbox",
             subjects.inbox_subject(AGENCY),
-            "Your inbox: releases to you, stored in stream "
-            f"{subjects.INBOX_STREAM}. Read them through the pull consumer "
+            "Your inbox: releases to you and the decision notices for your own messages, "
+            f"stored in stream {subjects.INBOX_STREAM}. Read them through the pull consumer "
             f"{subjects.inbox_consumer(AGENCY)} under the JetStream API prefix "
             f"{subjects.HUB_JS_PREFIX}; ack each one after your case system stored it.",
-            (_schema_message("release", "Release", "envelope, release record, signature"),),
+            (
+                _schema_message("release", "Release", "envelope, release record, signature"),
+                _schema_message("decision_notice", "Decision notice", "the hub's signed answer"),
+            ),
         ),
     ]
     services = []

@@ -55,6 +55,16 @@ from sigbus.protocol.messages import (
     PlanCommitment,
     Referral,
 )
+from sigbus.protocol.notice import (
+    NOT_DECIDED,
+    DecisionNotice,
+    NoticeItem,
+    NoticeOutcome,
+    NoticeReply,
+    NoticeRequest,
+    notice_id_for,
+    sign_notice,
+)
 from sigbus.protocol.proofs import (
     CheckpointReply,
     ConsistencyRequest,
@@ -191,7 +201,26 @@ def wire_samples() -> dict[str, list[BaseModel]]:
         outcome=EntryOutcome.RELEASE,
         release_id=record.release_id,
     )
+    notice = sign_notice(
+        DecisionNotice(
+            notice_id=notice_id_for(envelope.header.message_id, 1),
+            message_id=envelope.header.message_id,
+            message_type=MessageType.REFERRAL,
+            sender="police",
+            decided_at=NOW,
+            items=(
+                NoticeItem(recipient="social", outcome=NoticeOutcome.RELEASED, log_index=0),
+                NoticeItem(recipient="school", outcome=NoticeOutcome.DENIED,
+                           reasons=("statute_recipient_not_allowed:lul_6",), log_index=1),
+            ),
+            hub_key_id="hub-sig-0123456789abcdef",
+        ),
+        hub_log_key.identity().signing_key,
+    )
     return {
+        "decision_notice": [notice],
+        "notice_request": [NoticeRequest(message_id=envelope.header.message_id)],
+        "notice_reply": [NoticeReply(notice=notice), NoticeReply(error=NOT_DECIDED)],
         "envelope": [envelope],
         "release_record": [record],
         "release": [Release(envelope=envelope, record=record, record_signature=signature)],

@@ -86,6 +86,11 @@ async def test_a_real_exchange_validates_against_the_schemas(world: World) -> No
         stored = await world.broker.js.get_msg(INBOX_STREAM, seq)
         wire.append(json.loads(stored.data or b""))
     assert len(wire) >= 5
+    notices = [item for item in wire if item.get("kind") == "decision_notice"]
+    assert notices  # each sender's notices share its inbox with releases
+    for notice in notices:
+        assert _errors(validators["decision_notice"], notice) == []
+    wire = [item for item in wire if item.get("kind") != "decision_notice"]
     for release in wire:
         assert _errors(validators["release"], release) == []
         assert _errors(validators["envelope"], release["envelope"]) == []
