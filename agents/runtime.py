@@ -308,11 +308,16 @@ class Adapter:
         self._refresh_directory()
         try:
             header = release.envelope.header
-            at = header.created_at
-            verify_sender(
-                release.envelope,
-                self.directory.signing_key(header.sender, header.sender_key_id, at=at),
+            # The sender's key must be valid both when the sender says it signed and when
+            # the hub (signing the record) released it: a backdated created_at alone
+            # cannot bring a revoked key back (issue 10).
+            sender_key = self.directory.signing_key(
+                header.sender, header.sender_key_id, at=header.created_at
             )
+            self.directory.signing_key(
+                header.sender, header.sender_key_id, at=release.record.released_at
+            )
+            verify_sender(release.envelope, sender_key)
             hub_key = self.directory.signing_key(
                 HUB, release.record.hub_key_id, at=release.record.released_at
             )

@@ -63,7 +63,9 @@ def fixture_directory(witnesses: dict[str, Ed25519PrivateKey] | None = None) -> 
         AgencyEntry(agency=agency, keys=(_directory_key(agency, KeyUse.SIGNING, key),))
         for agency, key in chosen.items()
     )
-    return Directory(serial=1, issued_at=START, agencies=(hub, *parties))
+    return Directory(
+        serial=1, issued_at=START, expires_at=START + timedelta(days=3650), agencies=(hub, *parties)
+    )
 
 
 def fixture_trust(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sigbus.agents.errors import ReleaseRejected
 from sigbus.agents.setup import agency_setup
 from sigbus.audit.entry import EntryOutcome
 from sigbus.broker.setup import hub_setup
@@ -15,6 +16,8 @@ from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from sigbus.protocol.codes import ReferralKind, ReferralReason
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
+from sigbus.protocol.release import parse_release
+from sigbus.protocol.subjects import INBOX_STREAM, inbox_subject
 from sigbus.transport.files import write_private
 from sigbus.transport.keyring import WrongPassphrase, encrypt_keyfile, revoke_key
 from sigbus.transport.keystore import (
@@ -80,6 +83,36 @@ async def test_revocation_takes_effect_in_a_running_hub(nats_url: str, keys_copy
             P,
         )
         assert last.message_id.startswith("ingress-")
+    finally:
+        await police.close()
+        await broker.stop()
+
+
+async def test_a_recipient_refuses_a_sender_key_revoked_before_the_release(
+    nats_url: str, keys_copy: Path
+) -> None:
+    """The sender's key is checked when it signed *and* when the hub released it: a
+    created_at before the revocation does not bring the key back (issue 10)."""
+    broker = hub_setup(keys_copy).broker(nats_url)
+    await broker.start()
+    police = await agency_setup(P, keys_copy).connect(nats_url)
+    try:
+        await police.send(MessageType.REFERRAL, referral(), recipients=(SO,), assertion=LUL6)
+        await broker.drain_ingress(idle_timeout=0.3)
+        stored = await broker.js.get_last_msg(INBOX_STREAM, inbox_subject(SO))
+        raw = stored.data or b""
+        release = parse_release(raw)
+        assert release.envelope.header.created_at < release.record.released_at
+        directory = load_directory(keys_copy)
+        revoked = revoke_key(directory, police.identity.signing_key_id,
+                             at=release.record.released_at, now=datetime.now(UTC))
+        save_directory(keys_copy, revoked, load_root_private(keys_copy))
+        social = await agency_setup(SO, keys_copy).connect(nats_url)
+        try:
+            with pytest.raises(ReleaseRejected, match="revoked_key"):
+                social.open_release(raw)
+        finally:
+            await social.close()
     finally:
         await police.close()
         await broker.stop()
