@@ -16,18 +16,17 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sigbus.agents.runtime import Adapter, Delivered
 from sigbus.agents.setup import agency_setup
-from sigbus.agents.social.consent import consent_given
+from sigbus.agents.social.consent import consents_of_everyone
 from sigbus.broker.service import Broker
 from sigbus.broker.setup import hub_setup
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
-from sigbus.protocol.canonical import sha256_hex
-from sigbus.protocol.codes import ConsenterRole, NotDoneReason, StatusCode
+from sigbus.protocol.codes import NotDoneReason, StatusCode
 from sigbus.protocol.envelope import Envelope
 from sigbus.protocol.ids import AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.messages import CaseOpened, CommitmentStatus
@@ -206,27 +205,13 @@ async def open_case(world: World) -> str:
         CaseOpened(personnummer=youth, guardians_with_custody=GUARDIANS, parties=DEV_AGENCIES),
         case_ref=case,
     )
-    now = datetime.now(UTC)
-    consenters = [(ConsenterRole.YOUNG_PERSON, None)] + [
-        (ConsenterRole.GUARDIAN, g) for g in GUARDIANS
-    ]
-    for role, guardian in consenters:
-        cid = f"consent-{role.value.replace('_', '')}{(guardian or '').replace('-', '')}"
-        await social.send(
-            MessageType.CONSENT_EVENT,
-            consent_given(
-                cid,
-                role,
-                guardian,
-                disclosers=DEV_AGENCIES,
-                recipients=DEV_AGENCIES,
-                categories=(MessageType.COMMITMENT_STATUS,),
-                valid_from=now - timedelta(minutes=5),
-                valid_until=now + timedelta(days=90),
-                acted_at=now - timedelta(minutes=1),
-                evidence_sha256=sha256_hex(cid.encode()),
-            ),
-            case_ref=case,
-        )
+    events = consents_of_everyone(
+        GUARDIANS,
+        parties=DEV_AGENCIES,
+        categories=(MessageType.COMMITMENT_STATUS,),
+        now=datetime.now(UTC),
+    )
+    for event in events:
+        await social.send(MessageType.CONSENT_EVENT, event, case_ref=case)
     world.case_ref = case
     return case

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from sigbus.protocol.canonical import sha256_hex
 from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose
 from sigbus.protocol.ids import AgencyId, FunctionCode, MessageType
 from sigbus.protocol.messages import ConsentEvent, ConsentScope
@@ -60,3 +61,36 @@ def consent_withdrawn(
         acted_at=acted_at,
         recorded_by=recorded_by,
     )
+
+
+def consents_of_everyone(
+    guardians: tuple[str, ...],
+    *,
+    parties: tuple[AgencyId, ...],
+    categories: tuple[MessageType, ...],
+    now: datetime,
+) -> list[ConsentEvent]:
+    """Consent from the young person and every guardian (SoL: every vårdnadshavare of a
+    minor), among ``parties`` for ``categories``, valid for 90 days: the demo's, the
+    tests' and the bench's fully consented case."""
+    consenters = [(ConsenterRole.YOUNG_PERSON, None)] + [
+        (ConsenterRole.GUARDIAN, g) for g in guardians
+    ]
+    events = []
+    for role, guardian in consenters:
+        cid = f"consent-{role.value.replace('_', '')}{(guardian or '').replace('-', '')}"
+        events.append(
+            consent_given(
+                cid,
+                role,
+                guardian,
+                disclosers=parties,
+                recipients=parties,
+                categories=categories,
+                valid_from=now - timedelta(minutes=5),
+                valid_until=now + timedelta(days=90),
+                acted_at=now - timedelta(minutes=1),
+                evidence_sha256=sha256_hex(cid.encode()),
+            )
+        )
+    return events

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,13 +13,11 @@ import pytest
 from sigbus.agents.casesystem import MemoryCaseSystem
 from sigbus.agents.runtime import Adapter
 from sigbus.agents.setup import agency_setup
-from sigbus.agents.social.consent import consent_given
+from sigbus.agents.social.consent import consents_of_everyone
 from sigbus.audit.entry import LogEntry
 from sigbus.broker.service import Broker
 from sigbus.broker.setup import hub_setup
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
-from sigbus.protocol.canonical import sha256_hex
-from sigbus.protocol.codes import ConsenterRole
 from sigbus.protocol.ids import AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.messages import CaseOpened, StatutoryAssertion
 from sigbus.protocol.notice import parse_inbox_item
@@ -100,28 +98,11 @@ class World:
             CaseOpened(personnummer=self.youth, guardians_with_custody=guardians, parties=parties),
             case_ref=case,
         )
-        now = datetime.now(UTC)
-        consenters = [(ConsenterRole.YOUNG_PERSON, None)] + [
-            (ConsenterRole.GUARDIAN, g) for g in guardians
-        ]
-        for role, guardian in consenters:
-            cid = f"consent-{role.value.replace('_', '')}{(guardian or '').replace('-', '')}"
-            await social.send(
-                MessageType.CONSENT_EVENT,
-                consent_given(
-                    cid,
-                    role,
-                    guardian,
-                    disclosers=parties,
-                    recipients=parties,
-                    categories=CONSENT_CATEGORIES,
-                    valid_from=now - timedelta(minutes=5),
-                    valid_until=now + timedelta(days=90),
-                    acted_at=now - timedelta(minutes=1),
-                    evidence_sha256=sha256_hex(cid.encode()),
-                ),
-                case_ref=case,
-            )
+        events = consents_of_everyone(
+            guardians, parties=parties, categories=CONSENT_CATEGORIES, now=datetime.now(UTC)
+        )
+        for event in events:
+            await social.send(MessageType.CONSENT_EVENT, event, case_ref=case)
         await self.settle()
         return case
 

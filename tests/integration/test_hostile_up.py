@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 from datetime import date
 from pathlib import Path
 
@@ -27,11 +26,8 @@ from sigbus.protocol import subjects as s
 from sigbus.transport.bus import INGRESS_BACKLOG, connect
 from sigbus.transport.keystore import DEV_KEYS_DIR
 from tests.integration.test_no_personnummer import (
-    REPO,
-    SIGBUS,
     TRUSTED,
     Session,
-    wait_for_up,
     witnesses_cosign,
 )
 
@@ -93,37 +89,27 @@ def test_sigbus_up_survives_a_hostile_agency(tmp_path: Path) -> None:
     outputs.mkdir()
     session = Session(data, outputs)
     pupil = fictitious_personnummer(birth_date_for_age(date.today(), 14), 985)
-    with (outputs / "up.stderr").open("wb") as up_err:
-        up = subprocess.Popen([*SIGBUS, "up", "--data-dir", str(data)], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=up_err, env=session.env())
-        try:
-            wait_for_up(data, up)
-            url = json.loads((data / "sigbus-up.json").read_text())["nats_url"]
-            before = asyncio.run(_counts(url))
-            accepted = asyncio.run(_attack(url))
-            assert INGRESS_BACKLOG <= accepted < FLOOD  # the rest were refused at the bus
-            # The hub keeps deciding: a school referral reaches social services.
-            # It waits for its decision notice behind the flood's decisions.
-            session.run("school", "refer", "--reason", "school_absence",
-                        "--evidence-id", "dnr-s5678", "--timeout", "60",
-                        stdin=pupil + "\n")  # fmt: skip
-            for _ in range(120):
-                if "referral" in session.run("social", "inbox"):
-                    break
-            else:
-                raise AssertionError("the school's referral was never released")
-            after = asyncio.run(_counts(url))
-            witnesses_cosign(session, tmp_path / "case-systems", after[s.LOG_STREAM])
-            export = data / "log-export.jsonl"
-            session.run("audit", "export", "--out", str(export))
-            verified = session.run("audit", "verify", str(export), *TRUSTED)
-            assert verified.startswith("VERIFIED / VERIFIERAD"), verified
-            session.run("down", "--data-dir", str(data))
-            assert up.wait(timeout=30) == 0
-        finally:
-            if up.poll() is None:
-                up.kill()
-                up.wait()
+    with session.up():
+        url = json.loads((data / "sigbus-up.json").read_text())["nats_url"]
+        before = asyncio.run(_counts(url))
+        accepted = asyncio.run(_attack(url))
+        assert INGRESS_BACKLOG <= accepted < FLOOD  # the rest were refused at the bus
+        # The hub keeps deciding: a school referral reaches social services.
+        # It waits for its decision notice behind the flood's decisions.
+        session.run("school", "refer", "--reason", "school_absence",
+                    "--evidence-id", "dnr-s5678", "--timeout", "60",
+                    stdin=pupil + "\n")  # fmt: skip
+        for _ in range(120):
+            if "referral" in session.run("social", "inbox"):
+                break
+        else:
+            raise AssertionError("the school's referral was never released")
+        after = asyncio.run(_counts(url))
+        witnesses_cosign(session, tmp_path / "case-systems", after[s.LOG_STREAM])
+        export = data / "log-export.jsonl"
+        session.run("audit", "export", "--out", str(export))
+        verified = session.run("audit", "verify", str(export), *TRUSTED)
+        assert verified.startswith("VERIFIED / VERIFIERAD"), verified
     # Nothing landed where police could not write: the hub state is untouched, the
     # inbox holds only the school's release and each sender's decision notices (the
     # school's, and one in the police's own inbox per flood message), the log only

@@ -13,11 +13,13 @@ personnummer where one was written, so a grep that can see nothing cannot pass.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -83,6 +85,25 @@ class Session:
         (self.outputs / f"{self.count:02d}-{args[0]}.stderr").write_bytes(result.stderr)
         assert (result.returncode == 0) is ok, (args, result.stderr[-2000:])
         return result.stdout.decode()
+
+    @contextlib.contextmanager
+    def up(self) -> Iterator[subprocess.Popen[bytes]]:
+        """`sigbus up` on this session's data directory, its output kept beside the
+        commands'; stopped with `sigbus down` (a clean exit asserted), killed if the
+        body failed."""
+        with (self.outputs / "up.stdout").open("wb") as out, \
+                (self.outputs / "up.stderr").open("wb") as err:
+            up = subprocess.Popen([*SIGBUS, "up", "--data-dir", str(self.data)], cwd=REPO,
+                                  stdout=out, stderr=err, env=self.env())
+            try:
+                wait_for_up(self.data, up)
+                yield up
+                self.run("down", "--data-dir", str(self.data))
+                assert up.wait(timeout=30) == 0
+            finally:
+                if up.poll() is None:
+                    up.kill()
+                    up.wait()
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "SIGBUS_DATA_DIR": str(self.data)}
@@ -208,25 +229,8 @@ def test_a_scripted_session_leaves_no_personnummer_anywhere(tmp_path: Path) -> N
     outputs.mkdir()
     session = Session(data, outputs)
 
-    up_out, up_err = (outputs / "up.stdout").open("wb"), (outputs / "up.stderr").open("wb")
-    up = subprocess.Popen(
-        [*SIGBUS, "up", "--data-dir", str(data)],
-        cwd=REPO,
-        stdout=up_out,
-        stderr=up_err,
-        env=session.env(),
-    )
-    try:
-        wait_for_up(data, up)
+    with session.up():
         readme_story(session, youth, classmate)
-        session.run("down", "--data-dir", str(data))
-        assert up.wait(timeout=30) == 0
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        up_out.close()
-        up_err.close()
     demo = session.run("demo", "--json", "--data-dir", str(demo_data))
     assert json.loads(demo)["ok"] is True
     demo_youth.add(fictitious_personnummer(birth_date_for_age(date.today(), 16), 981))
