@@ -28,6 +28,7 @@ from sigbus.audit.checkpoint import (
     public_key_bytes,
     verify_note,
 )
+from sigbus.audit.entry import EntryOutcome
 from sigbus.audit.entry_line import check_entry_line
 from sigbus.audit.errors import AuditError, CheckpointError, ExportError
 from sigbus.audit.export_format import read_entry_lines
@@ -35,10 +36,13 @@ from sigbus.audit.merkle import MerkleTree, hash_leaf, verify_consistency, verif
 from sigbus.audit.trust import TrustAnchors, TrustError, trust_from_directory
 from sigbus.audit.verify_report import VERIFIED, VerifyReport
 from sigbus.parallel_verify import verify_export_file
+from sigbus.policy.rules import default_rules
 from sigbus.protocol.directory import verify_directory
 from sigbus.protocol.errors import DirectoryError
+from sigbus.protocol.ids import HUB
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.files import read_file
+from sigbus.transport.profiles import load_profiles
 
 audit_app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -411,22 +415,51 @@ def query(
         except AuditError as e:
             raise _fail(f"export is not even self-consistent: {e}") from e
     start, end = _parse_time(since), _parse_time(until)
+    entries = _query_entries(file)
+    # A misspelt filter must not read as "no disclosures": every value is checked
+    # against what the export, the profiles and the rules can hold (exit 2).
+    _require_known("outcome", outcome, {o.value for o in EntryOutcome})
+    parties = {e.get(k) for e, _ in entries for k in ("sender", "recipient")} - {None}
+    _require_known("agency", agency, {*load_profiles(), HUB, *parties})
+    rules = default_rules()
+    bases = {rules.consent.id, *rules.statutes_by_id, *(e.get("legal_basis") for e, _ in entries)}
+    _require_known("legal-basis", legal_basis, bases - {None})
     wanted = {
         "case_ref": case,
         "legal_basis": legal_basis,
         "outcome": outcome,
         "subject_ref": subject_ref,
     }
+    matched = 0
+    for entry, line in entries:
+        if any(value is not None and entry.get(key) != value for key, value in wanted.items()):
+            continue
+        if agency is not None and agency not in (entry.get("sender"), entry.get("recipient")):
+            continue
+        decided_at = datetime.fromisoformat(entry["decided_at"])
+        if (start and decided_at < start) or (end and decided_at >= end):
+            continue
+        matched += 1
+        typer.echo(line)
+    # On stderr, so stdout stays JSON Lines for jq.
+    total = len(entries)
+    typer.echo(
+        f"{matched} of {total} entries matched / {matched} av {total} poster matchade", err=True
+    )
+
+
+def _query_entries(file: Path) -> list[tuple[dict[str, Any], str]]:
+    """The export's entries, each with its line; quarantined records are left out."""
+    found: list[tuple[dict[str, Any], str]] = []
     with file.open("rb") as lines:
         for line in read_entry_lines(lines):
             if check_entry_line(line) is None:
                 continue  # a quarantined record: no entry, and its bytes are not shown
-            entry = json.loads(line)
-            if any(value is not None and entry.get(key) != value for key, value in wanted.items()):
-                continue
-            if agency is not None and agency not in (entry.get("sender"), entry.get("recipient")):
-                continue
-            decided_at = datetime.fromisoformat(entry["decided_at"])
-            if (start and decided_at < start) or (end and decided_at >= end):
-                continue
-            typer.echo(line.decode())
+            found.append((json.loads(line), line.decode()))
+    return found
+
+
+def _require_known(option: str, value: str | None, valid: set[Any]) -> None:
+    if value is not None and value not in valid:
+        listed = ", ".join(sorted(str(v) for v in valid))
+        raise _usage(f"--{option} {value!r} is not a known value; valid: {listed}")

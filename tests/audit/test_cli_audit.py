@@ -217,12 +217,12 @@ def test_prove_refuses_a_tampered_file(export_file: Path) -> None:
 def test_query_filters(export_file: Path) -> None:
     result = runner.invoke(audit_app, ["query", str(export_file), "--outcome", "deny"])
     assert result.exit_code == 0, result.output
-    denies = [json.loads(line) for line in result.output.splitlines()]
+    denies = [json.loads(line) for line in result.stdout.splitlines()]
     assert [entry["index"] for entry in denies] == [2, 5, 8]
     by_case = runner.invoke(
         audit_app, ["query", str(export_file), "--case", "case-0001", "--agency", "social"]
     )
-    assert [json.loads(x)["index"] for x in by_case.output.splitlines()] == [1]
+    assert [json.loads(x)["index"] for x in by_case.stdout.splitlines()] == [1]
     period = runner.invoke(
         audit_app,
         [
@@ -234,9 +234,35 @@ def test_query_filters(export_file: Path) -> None:
             "2026-11-23T10:00:05+01:00",
         ],
     )
-    assert [json.loads(x)["index"] for x in period.output.splitlines()] == [3, 4]
+    assert [json.loads(x)["index"] for x in period.stdout.splitlines()] == [3, 4]
     subject = runner.invoke(audit_app, ["query", str(export_file), "--subject-ref", "sref-0002"])
-    assert [json.loads(x)["index"] for x in subject.output.splitlines()] == [2, 7]
+    assert [json.loads(x)["index"] for x in subject.stdout.splitlines()] == [2, 7]
+
+
+def test_query_says_how_many_matched(export_file: Path) -> None:
+    result = runner.invoke(audit_app, ["query", str(export_file), "--outcome", "deny"])
+    assert result.exit_code == 0, result.output
+    assert f"3 of {COUNT} entries matched" in result.stderr
+    assert "matched" not in result.stdout  # stdout stays JSON Lines for jq
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "listed"),
+    [
+        ("--outcome", "released", "deny, recorded, release, retraction"),
+        ("--agency", "skola", "police"),
+        ("--legal-basis", "osl-10-2", "consent"),
+    ],
+)
+def test_a_misspelt_filter_exits_2_and_lists_the_valid_values(
+    export_file: Path, option: str, value: str, listed: str
+) -> None:
+    """A typo must not read as "no disclosures" (issue #14)."""
+    result = runner.invoke(audit_app, ["query", str(export_file), option, value])
+    assert result.exit_code == 2, result.output
+    assert f"{option} {value!r} is not a known value" in result.stderr
+    assert listed in result.stderr
+    assert result.stdout == ""
 
 
 def test_verify_proof_against_a_signed_checkpoint(export_file: Path, tmp_path: Path) -> None:

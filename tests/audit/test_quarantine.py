@@ -217,7 +217,7 @@ def test_cli_verify_and_query_with_a_quarantined_record(tmp_path: Path) -> None:
     # query shows entries only: never a quarantined record's bytes.
     result = CliRunner().invoke(audit_app, ["query", str(path)])
     assert result.exit_code == 0, result.output
-    shown = [LogEntry.model_validate_json(line) for line in result.output.splitlines()]
+    shown = [LogEntry.model_validate_json(line) for line in result.stdout.splitlines()]
     assert [e.index for e in shown] == [0, 2, 3]
     assert shown[-1].reasons == ("quarantined_record:1:not_an_entry",)
 
