@@ -325,7 +325,10 @@ class Adapter:
             if release.record.recipient_key_id != self.identity.sealing_key_id:
                 raise ReleaseRejected("release sealed to a key this adapter does not hold")
             plaintext = open_body(
-                release.envelope, recipient=self.agency, suite_private=self.identity.sealing_private
+                release.envelope,
+                recipient=self.agency,
+                suite_private=self.identity.sealing_private,
+                sealed_key=(release.sealed_key, release.sealed_key_id),
             )
             body = parse_body(header.type, plaintext)
         except ProtocolError as e:

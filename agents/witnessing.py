@@ -98,7 +98,9 @@ class WitnessRunner:
 
     def __post_init__(self) -> None:
         agency = self.adapter.agency
-        key = self.adapter.identity.signing_key
+        # The Ed25519 half of the agency's hybrid key, until witnesses get a key of
+        # their own use (KeyUse.WITNESS, issue #10).
+        key = self.adapter.identity.signing_key.ed25519
         if self.state_path is not None and self.state_path.exists():
             self.witness = Witness.from_json(
                 self.state_path.read_text(), key, log_public_key(self.adapter)
@@ -158,7 +160,7 @@ class WitnessRunner:
             witness=self.witness.name,
             checkpoint_size=size,
             line=line,
-            public_key=self.adapter.identity.signing_key.public_key().public_bytes_raw(),
+            public_key=self.adapter.identity.signing_key.ed25519.public_key().public_bytes_raw(),
         )
         await self.adapter.js.publish(
             cosignature_subject(self.adapter.agency),

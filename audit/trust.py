@@ -77,7 +77,8 @@ def _unrevoked(keys: tuple[DirectoryKey, ...], use: KeyUse) -> tuple[TrustedKey,
     return tuple(
         TrustedKey(
             key_id=k.key_id,
-            public_key=Ed25519PublicKey.from_public_bytes(k.public_key),
+            # A hybrid SIGNING key's Ed25519 half is its first 32 bytes (protocol.signing).
+            public_key=Ed25519PublicKey.from_public_bytes(k.public_key[:32]),
             not_before=k.not_before,
             not_after=k.not_after,
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -31,6 +30,7 @@ from sigbus.protocol.notice import (
     notice_id_for,
     sign_notice,
 )
+from sigbus.protocol.signing import HybridPrivateKey
 from sigbus.protocol.subjects import NOTICE_REQUEST, service_subject
 
 log = structlog.get_logger("sigbus.broker.notice")
@@ -81,7 +81,7 @@ class NoticeService:
     same ``not_decided``: asking never tells an agency that a message exists."""
 
     def __init__(
-        self, nc: Client, writer: LogWriter, signing_key: Ed25519PrivateKey, hub_key_id: str
+        self, nc: Client, writer: LogWriter, signing_key: HybridPrivateKey, hub_key_id: str
     ) -> None:
         self._nc = nc
         self._writer = writer

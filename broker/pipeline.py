@@ -123,11 +123,13 @@ def render_reason(reason: LogReason) -> str:
 
 @dataclass(frozen=True)
 class ReleaseDraft:
-    """A release waiting for its log index: the envelope with the re-sealed key."""
+    """A release waiting for its log index: the envelope as the sender signed it
+    (data key sealed to the hub) and the data key re-sealed to the recipient."""
 
     recipient: AgencyId
     recipient_key_id: str
     envelope: Envelope
+    sealed_key: bytes
     entry: EntryDraft
 
 
@@ -427,9 +429,8 @@ def _disclosure(
                 ReleaseDraft(
                     recipient=verdict.recipient,
                     recipient_key_id=release_key.key_id,
-                    envelope=envelope.model_copy(
-                        update={"sealed_key": resealed, "sealed_key_id": release_key.key_id}
-                    ),
+                    envelope=envelope,
+                    sealed_key=resealed,
                     entry=entry,
                 )
             )

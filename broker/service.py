@@ -41,6 +41,7 @@ from sigbus.broker.notices import NoticeService
 from sigbus.broker.pipeline import HubContext, Plan, ReleaseDraft, evaluate
 from sigbus.broker.state import HubState
 from sigbus.broker.state_store import StateStore
+from sigbus.protocol.canonical import sha256_hex
 from sigbus.protocol.ids import HUB, AgencyId, agency_name
 from sigbus.protocol.release import Release, ReleaseRecord, sign_record
 from sigbus.protocol.subjects import INBOX_STREAM, INGRESS_ALL, INGRESS_STREAM, inbox_subject
@@ -301,11 +302,14 @@ class Broker:
             log_index=entry.index,
             leaf_hash=self.writer.tree.leaf_hash(entry.index).hex(),
             ciphertext_sha256=entry.ciphertext_sha256 or "",
+            sealed_key_sha256=sha256_hex(draft.sealed_key),
             released_at=entry.decided_at,
             hub_key_id=self.ctx.identity.signing_key_id,
         )
         release = Release(
             envelope=draft.envelope,
+            sealed_key=draft.sealed_key,
+            sealed_key_id=draft.recipient_key_id,
             record=record,
             record_signature=sign_record(record, self.ctx.identity.signing_key),
         )

@@ -32,10 +32,11 @@ from sigbus.protocol.ids import AgencyId, KeyIdStr
 from sigbus.protocol.messages import StrictModel
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.sealing import SuiteId
+from sigbus.protocol.signing import HybridPublicKey
 
 
 class KeyUse(StrEnum):
-    SIGNING = "signing"  # Ed25519 envelope / release signatures
+    SIGNING = "signing"  # hybrid Ed25519+ML-DSA-65: envelopes, releases, notices
     SEALING = "sealing"  # HPKE recipient key
     LOG = "log"  # Ed25519 checkpoint signatures (hub only)
 
@@ -104,7 +105,7 @@ class Directory(StrictModel):
                 return e
         raise KeyLookupError("agency is not in the directory")
 
-    def signing_key(self, agency: AgencyId, key_id: str, *, at: datetime) -> Ed25519PublicKey:
+    def signing_key(self, agency: AgencyId, key_id: str, *, at: datetime) -> HybridPublicKey:
         """The sender's verification key, refused if unknown, revoked or not valid at ``at``."""
         for k in self.entry(agency).keys:
             if k.key_id != key_id or k.use is not KeyUse.SIGNING:
@@ -115,7 +116,10 @@ class Directory(StrictModel):
                 raise KeyLookupError(
                     "signing key is outside its validity period", reason=ReasonCode.KEY_NOT_VALID
                 )
-            return Ed25519PublicKey.from_public_bytes(k.public_key)
+            try:
+                return HybridPublicKey.from_public_bytes(k.public_key)
+            except ValueError as e:
+                raise KeyLookupError("signing key is not a hybrid public key") from e
         raise KeyLookupError("unknown signing key for this agency")
 
     def key_by_use(self, agency: AgencyId, use: KeyUse, *, at: datetime) -> DirectoryKey:

@@ -2,9 +2,12 @@
 
 Order of checks on receipt (the hub, and a recipient of a release):
 1. parse the envelope (size-bounded, strict schema) — :func:`parse_envelope`;
-2. verify the sender's Ed25519 signature over the domain-separated RFC 8785
-   encoding of the header and the ciphertext digest — *before* anything is
-   decrypted, so forgeries cost one signature check — :func:`verify_sender`;
+2. verify the sender's hybrid signature (Ed25519 + ML-DSA-65, both halves,
+   :mod:`protocol.signing`) over the domain-separated RFC 8785 encoding of the
+   header, the ciphertext digest, the sealed key's digest and the sealed key's id
+   — *before* anything is decrypted, so forgeries cost one signature check, and a
+   sealed key swapped or altered in transit is refused as a bad signature —
+   :func:`verify_sender`;
 3. open the sealed data key (HPKE, RFC 9180) and the body (AES-256-GCM with
    the canonical header as associated data, so a body cannot be moved under
    another header) — :func:`open_body`;
@@ -19,7 +22,6 @@ import re
 from typing import Annotated, Literal
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import AwareDatetime, Field, ValidationError
 
@@ -48,6 +50,7 @@ from sigbus.protocol.sealing import (
     open_data_key,
     seal_data_key,
 )
+from sigbus.protocol.signing import HybridPublicKey
 
 PROTOCOL_VERSION: Literal[1] = 1
 #: Largest envelope the hub accepts on the wire. A minimal body is < 1 KiB; the
@@ -84,14 +87,26 @@ class Envelope(StrictModel):
     def ciphertext_digest(self) -> str:
         return sha256_hex(self.nonce + self.ciphertext)
 
+    def sealed_key_digest(self) -> str:
+        return sha256_hex(self.sealed_key)
+
     def to_wire(self) -> bytes:
         return self.model_dump_json().encode()
 
 
-def signed_message(header: Header, ciphertext_sha256: str) -> bytes:
-    """What the sender signs: domain tag || RFC 8785({header, ciphertext_sha256})."""
+def signed_message(
+    header: Header, ciphertext_sha256: str, sealed_key_sha256: str, sealed_key_id: str
+) -> bytes:
+    """What the sender signs: domain tag || RFC 8785({ciphertext_sha256, header,
+    sealed_key_id, sealed_key_sha256}). The sealed key and its id are covered, so
+    nobody on the way can swap the data key the hub opens for one of their own."""
     return ENVELOPE_SIGNATURE_DOMAIN + canonical_json(
-        {"header": header.model_dump(mode="json"), "ciphertext_sha256": ciphertext_sha256}
+        {
+            "header": header.model_dump(mode="json"),
+            "ciphertext_sha256": ciphertext_sha256,
+            "sealed_key_sha256": sealed_key_sha256,
+            "sealed_key_id": sealed_key_id,
+        }
     )
 
 
@@ -126,13 +141,16 @@ def seal_envelope(
         data_key_info(header.message_id, recipient, recipient_key_id),
     )
     digest = sha256_hex(nonce + ciphertext)
+    signature = sender.signing_key.sign(
+        signed_message(header, digest, sha256_hex(sealed), recipient_key_id)
+    )
     return Envelope(
         header=header,
         nonce=nonce,
         ciphertext=ciphertext,
         sealed_key=sealed,
         sealed_key_id=recipient_key_id,
-        signature=sender.signing_key.sign(signed_message(header, digest)),
+        signature=signature,
     )
 
 
@@ -168,11 +186,16 @@ def parse_envelope(raw: bytes) -> Envelope:
         raise EnvelopeFormatError(f"envelope is malformed at {error_locations(e)}") from e
 
 
-def verify_sender(envelope: Envelope, public_key: Ed25519PublicKey) -> None:
+def verify_sender(envelope: Envelope, public_key: HybridPublicKey) -> None:
+    """Both halves of the sender's hybrid signature, over header, ciphertext and sealed key."""
+    message = signed_message(
+        envelope.header,
+        envelope.ciphertext_digest(),
+        envelope.sealed_key_digest(),
+        envelope.sealed_key_id,
+    )
     try:
-        public_key.verify(
-            envelope.signature, signed_message(envelope.header, envelope.ciphertext_digest())
-        )
+        public_key.verify(envelope.signature, message)
     except InvalidSignature as e:
         raise SignatureError("sender signature does not verify") from e
 
@@ -182,14 +205,19 @@ def open_body(
     *,
     recipient: AgencyId,
     suite_private: bytes,
+    sealed_key: tuple[bytes, str] | None = None,
 ) -> bytes:
-    """Open the data key sealed to ``recipient`` and decrypt the body bytes."""
+    """Open the data key sealed to ``recipient`` and decrypt the body bytes.
+
+    ``sealed_key``: (sealed key, key id) to open instead of the envelope's own, for a
+    release, whose envelope keeps the key sealed to the hub as the sender signed it."""
     header = envelope.header
+    sealed, key_id = sealed_key or (envelope.sealed_key, envelope.sealed_key_id)
     data_key = open_data_key(
         header.suite,
         suite_private,
-        envelope.sealed_key,
-        data_key_info(header.message_id, recipient, envelope.sealed_key_id),
+        sealed,
+        data_key_info(header.message_id, recipient, key_id),
     )
     return decrypt_body(envelope, data_key)
 

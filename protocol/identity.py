@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from sigbus.protocol.ids import AgencyId
 from sigbus.protocol.sealing import SuiteId
+from sigbus.protocol.signing import HybridPrivateKey
 
 
 @dataclass(frozen=True)
 class AgencyIdentity:
     agency: AgencyId
-    signing_key: Ed25519PrivateKey
+    signing_key: HybridPrivateKey  # Ed25519 + ML-DSA-65: envelopes, releases, notices
     signing_key_id: str
     sealing_suite: SuiteId
     sealing_private: bytes

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from sigbus.protocol.canonical import B64Bytes
 from sigbus.protocol.identity import AgencyIdentity
 from sigbus.protocol.ids import AgencyId
 from sigbus.protocol.messages import StrictModel
 from sigbus.protocol.sealing import SuiteId
+from sigbus.protocol.signing import HybridPrivateKey
 
 
 class HubSecrets(StrictModel):
@@ -24,7 +23,7 @@ class HubSecrets(StrictModel):
 class PrivateKeyFile(StrictModel):
     format: Literal["sigbus-private-keys/v1"] = "sigbus-private-keys/v1"
     agency: AgencyId
-    signing_private: B64Bytes
+    signing_private: B64Bytes  # hybrid: Ed25519 seed || ML-DSA-65 seed (64 bytes)
     signing_key_id: str
     sealing_suite: SuiteId
     sealing_private: B64Bytes
@@ -36,7 +35,7 @@ class PrivateKeyFile(StrictModel):
     def identity(self) -> AgencyIdentity:
         return AgencyIdentity(
             agency=self.agency,
-            signing_key=Ed25519PrivateKey.from_private_bytes(self.signing_private),
+            signing_key=HybridPrivateKey.from_private_bytes(self.signing_private),
             signing_key_id=self.signing_key_id,
             sealing_suite=self.sealing_suite,
             sealing_private=self.sealing_private,

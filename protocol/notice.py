@@ -27,7 +27,6 @@ from types import MappingProxyType
 from typing import Annotated, Literal
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import AwareDatetime, Field, ValidationError
 
 from sigbus.protocol.canonical import DECISION_NOTICE_DOMAIN, B64Bytes, canonical_json
@@ -36,6 +35,7 @@ from sigbus.protocol.errors import EnvelopeFormatError, NoticeError
 from sigbus.protocol.ids import AgencyId, MessageType
 from sigbus.protocol.messages import StrictModel
 from sigbus.protocol.release import Release, parse_release
+from sigbus.protocol.signing import HybridPrivateKey, HybridPublicKey
 
 NOTICE_VERSION: Literal[1] = 1
 #: Bound on a notice: one item per recipient (the header allows 8) or one per hub record.
@@ -116,13 +116,13 @@ def notice_id_for(message_id: str, ingress_seq: int) -> str:
     return f"ntc-{digest}"
 
 
-def sign_notice(notice: DecisionNotice, hub_key: Ed25519PrivateKey) -> SignedNotice:
+def sign_notice(notice: DecisionNotice, hub_key: HybridPrivateKey) -> SignedNotice:
     signature = hub_key.sign(DECISION_NOTICE_DOMAIN + canonical_json(notice))
     return SignedNotice(notice=notice, signature=signature)
 
 
 def verify_notice(
-    signed: SignedNotice, hub_public: Ed25519PublicKey, *, me: AgencyId
+    signed: SignedNotice, hub_public: HybridPublicKey, *, me: AgencyId
 ) -> DecisionNotice:
     """The hub's signature over the notice, and that it is about a message of ours."""
     notice = signed.notice

@@ -4,6 +4,11 @@ and a hub-signed release record proving the release was lawful and logged.
 The recipient verifies both signatures before opening anything: the sender's
 (end-to-end provenance; the hub cannot forge content) and the hub's (which
 decision, legal basis, consent revision and log index this release rests on).
+Both are hybrid (Ed25519 + ML-DSA-65, :mod:`protocol.signing`). The envelope is
+passed on exactly as the sender signed it, its key still sealed to the hub, so
+the sender's signature (which covers that sealed key and its id) verifies; the
+key re-sealed to the recipient travels beside it and the hub's record covers
+its digest and key id.
 """
 
 from __future__ import annotations
@@ -12,19 +17,20 @@ import hashlib
 from typing import Annotated, Literal
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import AwareDatetime, Field, ValidationError
 
-from sigbus.protocol.canonical import RELEASE_RECORD_DOMAIN, B64Bytes, canonical_json
+from sigbus.protocol.canonical import RELEASE_RECORD_DOMAIN, B64Bytes, canonical_json, sha256_hex
 from sigbus.protocol.envelope import MAX_ENVELOPE_BYTES, Envelope, error_locations
 from sigbus.protocol.errors import EnvelopeFormatError, ReleaseError
 from sigbus.protocol.ids import AgencyId
 from sigbus.protocol.messages import ConsentRef, StrictModel
+from sigbus.protocol.signing import HybridPrivateKey, HybridPublicKey
 
 
 class ReleaseRecord(StrictModel):
     #: 2: ``leaf_hash`` added (the recipient proves inclusion without the entry).
-    version: Literal[2] = 2
+    #: 3: ``sealed_key_sha256`` added; hybrid signature.
+    version: Literal[3] = 3
     release_id: str
     decision_id: str
     message_id: str
@@ -39,12 +45,18 @@ class ReleaseRecord(StrictModel):
     #: that entry, so an inclusion proof needs only this hash, never the entry's bytes.
     leaf_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     ciphertext_sha256: str
+    #: SHA-256 (hex) of the data key as re-sealed to ``recipient_key_id``.
+    sealed_key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     released_at: AwareDatetime
     hub_key_id: str
 
 
 class Release(StrictModel):
-    envelope: Envelope  # header, nonce, ciphertext and signature as the sender made them
+    #: exactly as the sender made and signed it (its data key sealed to the hub)
+    envelope: Envelope
+    #: the data key re-sealed to the recipient (HPKE), and that recipient key's id
+    sealed_key: B64Bytes
+    sealed_key_id: str
     record: ReleaseRecord
     record_signature: B64Bytes
 
@@ -58,7 +70,7 @@ def release_id_for(message_id: str, recipient: AgencyId) -> str:
     return f"rel-{digest}"
 
 
-def sign_record(record: ReleaseRecord, hub_key: Ed25519PrivateKey) -> bytes:
+def sign_record(record: ReleaseRecord, hub_key: HybridPrivateKey) -> bytes:
     return hub_key.sign(RELEASE_RECORD_DOMAIN + canonical_json(record))
 
 
@@ -71,7 +83,7 @@ def parse_release(raw: bytes) -> Release:
         raise EnvelopeFormatError(f"release is malformed at {error_locations(e)}") from e
 
 
-def verify_release_record(release: Release, hub_public: Ed25519PublicKey, *, me: AgencyId) -> None:
+def verify_release_record(release: Release, hub_public: HybridPublicKey, *, me: AgencyId) -> None:
     """Check the hub's signature and that the record is bound to this envelope and to us."""
     record = release.record
     try:
@@ -82,7 +94,9 @@ def verify_release_record(release: Release, hub_public: Ed25519PublicKey, *, me:
         raise ReleaseError("release record names another message")
     if record.ciphertext_sha256 != release.envelope.ciphertext_digest():
         raise ReleaseError("release record names another ciphertext")
-    if record.recipient != me or release.envelope.sealed_key_id != record.recipient_key_id:
+    if record.recipient != me or release.sealed_key_id != record.recipient_key_id:
         raise ReleaseError("release is addressed to another recipient")
+    if record.sealed_key_sha256 != sha256_hex(release.sealed_key):
+        raise ReleaseError("release record names another sealed key")
     if record.release_id != release_id_for(record.message_id, me):
         raise ReleaseError("release id does not match message and recipient")

@@ -178,6 +178,7 @@ def wire_samples() -> dict[str, list[BaseModel]]:
         log_index=0,
         leaf_hash=sha256_hex(b"leaf"),
         ciphertext_sha256=envelope.ciphertext_digest(),
+        sealed_key_sha256=sha256_hex(envelope.sealed_key),
         released_at=NOW,
         hub_key_id="hub-sig-0123456789abcdef",
     )
@@ -223,7 +224,13 @@ def wire_samples() -> dict[str, list[BaseModel]]:
         "notice_reply": [NoticeReply(notice=notice), NoticeReply(error=NOT_DECIDED)],
         "envelope": [envelope],
         "release_record": [record],
-        "release": [Release(envelope=envelope, record=record, record_signature=signature)],
+        "release": [Release(
+            envelope=envelope,
+            sealed_key=envelope.sealed_key,
+            sealed_key_id=envelope.sealed_key_id,
+            record=record,
+            record_signature=signature,
+        )],
         "log_entry": [entry],
         "inclusion_request": [InclusionRequest(index=0, size=1)],
         "consistency_request": [ConsistencyRequest(size1=1, size2=2)],

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from sigbus.agents.notice_text import describe_notice
@@ -24,9 +23,10 @@ from sigbus.protocol.notice import (
     sign_notice,
     verify_notice,
 )
+from sigbus.protocol.signing import HybridPrivateKey
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-KEY = Ed25519PrivateKey.generate()
+KEY = HybridPrivateKey.generate()
 
 
 def _notice(**changes: object) -> DecisionNotice:

@@ -49,6 +49,7 @@ from sigbus.protocol.ids import AgencyId
 from sigbus.protocol.keyfile import PrivateKeyFile
 from sigbus.protocol.messages import StrictModel
 from sigbus.protocol.sealing import SuiteId, validate_public_key
+from sigbus.protocol.signing import HYBRID_PUBLIC_BYTES, HybridPrivateKey
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.files import read_private
 from sigbus.transport.natsauth import nkey_public
@@ -179,8 +180,14 @@ class PublicBundle(StrictModel):
                     validate_public_key(k.suite, k.public_key)
                 except ValueError as e:
                     raise KeyringError("a sealing key is not a key of its suite") from e
+            elif k.use is KeyUse.SIGNING:
+                if len(k.public_key) != HYBRID_PUBLIC_BYTES:
+                    raise KeyringError(
+                        f"a signing key must be a {HYBRID_PUBLIC_BYTES}-byte hybrid "
+                        "Ed25519+ML-DSA-65 key"
+                    )
             elif len(k.public_key) != 32:
-                raise KeyringError("a signing key must be a 32-byte Ed25519 key")
+                raise KeyringError("a log key must be a 32-byte Ed25519 key")
         uses = [k.use for k in self.keys]
         if uses.count(KeyUse.SIGNING) != 1 or uses.count(KeyUse.SEALING) != 1:
             raise KeyringError("a bundle holds exactly one signing and one sealing key")
@@ -202,7 +209,7 @@ def sealing_public_bytes(suite: SuiteId, private_bytes: bytes) -> bytes:
 
 def public_bundle(keyfile: PrivateKeyFile) -> PublicBundle:
     signing_pub = (
-        Ed25519PrivateKey.from_private_bytes(keyfile.signing_private)
+        HybridPrivateKey.from_private_bytes(keyfile.signing_private)
         .public_key()
         .public_bytes_raw()
     )

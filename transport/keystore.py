@@ -32,6 +32,7 @@ from sigbus.protocol.errors import DirectoryRefused, ProtocolError
 from sigbus.protocol.ids import HUB, AgencyId
 from sigbus.protocol.keyfile import HubSecrets, PrivateKeyFile, RootKeyFile
 from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId, generate_sealing_key
+from sigbus.protocol.signing import HybridPrivateKey
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.files import read_file, read_private, write_private
 from sigbus.transport.keyring import add_agency, load_private_file, public_bundle
@@ -75,7 +76,7 @@ class GeneratedAgency:
 def generate_agency(
     agency: AgencyId, *, now: datetime, suite: SuiteId = DEFAULT_SUITE
 ) -> GeneratedAgency:
-    signing = Ed25519PrivateKey.generate()
+    signing = HybridPrivateKey.generate()
     signing_pub = signing.public_key().public_bytes_raw()
     sealing = generate_sealing_key(suite)
     sig_id = key_id_for(agency, KeyUse.SIGNING, signing_pub)

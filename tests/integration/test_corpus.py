@@ -22,6 +22,9 @@ social services):
 ``body_patch``              merged into the valid body JSON before sealing and signing
 ``created_at_offset_s``     header created_at = now + offset, signed properly
 ``signing_key``             ``unknown``: sign with a key the directory does not list
+``sealed_key_id``           the sealed key id the sender signs (default: the hub's)
+``signed_mutate``           ``flip_sealed_key_byte``: corrupt the sealed key *before*
+                            signing, so the signature covers the corrupt key
 ``keys``                    ``police_signing_revoked``: run on a copy of keys/dev in
                             which the police signing key was revoked an hour ago
 ``assertion``               the statute asserted in the signed header (default: the
@@ -29,7 +32,9 @@ social services):
 ``wire_header_patch``       changes the header after signing (tampering)
 ``wire_patch``              changes top-level envelope fields after signing
 ``mutate``                  ``flip_ciphertext_byte``, ``flip_sealed_key_byte``,
-                            ``flip_signature_byte``, ``pad_to_size`` (with ``size``)
+                            ``flip_signature_byte`` (Ed25519 half),
+                            ``flip_mldsa_signature_byte`` (ML-DSA-65 half),
+                            ``pad_to_size`` (with ``size``)
 ``replay``                  release the message first, then republish the same bytes
                             under another ``Nats-Msg-Id``
 
@@ -49,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sigbus.audit.entry import EntryOutcome, LogEntry
@@ -66,6 +70,7 @@ from sigbus.protocol.messages import StatutoryAssertion
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.release import Release
 from sigbus.protocol.sealing import data_key_info, new_data_key, seal_data_key
+from sigbus.protocol.signing import HybridPrivateKey
 from sigbus.protocol.subjects import ingress_subject
 from sigbus.transport.keystore import (
     DEV_AGENCIES,
@@ -200,9 +205,11 @@ def build_envelope(
     case_ref: str | None,
     recipients: list[str],
     created_at: datetime,
-    signing_key: Ed25519PrivateKey | None = None,
+    signing_key: HybridPrivateKey | None = None,
     signing_key_id: str | None = None,
     assertion: dict[str, str] | object | None = ...,
+    sealed_key_id: str | None = None,
+    corrupt_sealed_key: bool = False,
 ) -> dict[str, Any]:
     """A sealed, signed envelope as a JSON document, from *raw* body JSON.
 
@@ -235,8 +242,16 @@ def build_envelope(
         data_key,
         data_key_info(header["message_id"], HUB, hub_key.key_id),
     )
+    if corrupt_sealed_key:
+        sealed = sealed[:40] + bytes([sealed[40] ^ 0x01]) + sealed[41:]
+    key_id = sealed_key_id or hub_key.key_id
     signed = ENVELOPE_SIGNATURE_DOMAIN + canonical_json(
-        {"header": header, "ciphertext_sha256": sha256_hex(nonce + ciphertext)}
+        {
+            "header": header,
+            "ciphertext_sha256": sha256_hex(nonce + ciphertext),
+            "sealed_key_sha256": sha256_hex(sealed),
+            "sealed_key_id": key_id,
+        }
     )
     key = signing_key or adapter.identity.signing_key
     return {
@@ -244,7 +259,7 @@ def build_envelope(
         "nonce": _b64(nonce),
         "ciphertext": _b64(ciphertext),
         "sealed_key": _b64(sealed),
-        "sealed_key_id": hub_key.key_id,
+        "sealed_key_id": key_id,
         "signature": _b64(key.sign(signed)),
     }
 
@@ -323,7 +338,7 @@ async def build_hostile(world: World, recipe: dict[str, Any]) -> Hostile:
     body.update(_substitute(recipe.get("body_patch", {}), world.youth, now))
     signing_key, signing_key_id = None, None
     if recipe.get("signing_key") == "unknown":
-        signing_key, signing_key_id = Ed25519PrivateKey.generate(), f"{sender}-sig-{'0' * 16}"
+        signing_key, signing_key_id = HybridPrivateKey.generate(), f"{sender}-sig-{'0' * 16}"
     envelope = build_envelope(
         world,
         sender=sender,
@@ -335,6 +350,8 @@ async def build_hostile(world: World, recipe: dict[str, Any]) -> Hostile:
         signing_key=signing_key,
         signing_key_id=signing_key_id,
         assertion=recipe.get("assertion", ...),
+        sealed_key_id=recipe.get("sealed_key_id"),
+        corrupt_sealed_key=recipe.get("signed_mutate") == "flip_sealed_key_byte",
     )
     envelope["header"].update(_substitute(recipe.get("wire_header_patch", {}), world.youth, now))
     envelope.update(recipe.get("wire_patch", {}))
@@ -345,6 +362,8 @@ async def build_hostile(world: World, recipe: dict[str, Any]) -> Hostile:
         envelope["sealed_key"] = _flip(envelope["sealed_key"], 40)
     elif mutate == "flip_signature_byte":
         envelope["signature"] = _flip(envelope["signature"], 7)
+    elif mutate == "flip_mldsa_signature_byte":
+        envelope["signature"] = _flip(envelope["signature"], 64 + 100)
     data = json.dumps(envelope).encode()
     if mutate == "pad_to_size":
         size = int(recipe["size"])

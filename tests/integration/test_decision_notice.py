@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.errors import Error as NatsError
 
 from sigbus.agents.errors import NoticeRejected
@@ -28,6 +27,7 @@ from sigbus.protocol.notice import (
     SignedNotice,
     sign_notice,
 )
+from sigbus.protocol.signing import HybridPrivateKey
 from sigbus.transport.bus import connect
 from tests.integration.conftest import World
 from tests.integration.test_bus_security import _meeting
@@ -90,7 +90,7 @@ async def test_a_notice_signed_by_another_key_is_rejected(world: World) -> None:
             "items": (NoticeItem(recipient=SO, outcome=NoticeOutcome.RELEASED, log_index=0),),
         }
     )
-    signed = sign_notice(forged, Ed25519PrivateKey.generate())  # same hub key id, other key
+    signed = sign_notice(forged, HybridPrivateKey.generate())  # same hub key id, other key
     with pytest.raises(NoticeRejected, match="does not verify"):
         world.adapters[S].check_notice(signed)
     await world.broker.js.publish(s.inbox_subject(S), signed.to_wire(), stream=s.INBOX_STREAM)

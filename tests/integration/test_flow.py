@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from sigbus.audit.entry import EntryOutcome
 from sigbus.broker.setup import hub_setup
 from sigbus.protocol.codes import (
@@ -20,6 +18,7 @@ from sigbus.protocol.codes import (
 from sigbus.protocol.identity import AgencyIdentity
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import CommitmentStatus, ConsentEvent, PlanCommitment, Referral
+from sigbus.protocol.signing import HybridPrivateKey
 from sigbus.protocol.subjects import ingress_subject
 from tests.integration.conftest import LUL6, World
 
@@ -117,7 +116,7 @@ async def test_message_from_unknown_key_is_denied_logged_not_delivered(world: Wo
     police = world.adapters[P]
     rogue = AgencyIdentity(
         agency=P,
-        signing_key=Ed25519PrivateKey.generate(),
+        signing_key=HybridPrivateKey.generate(),
         signing_key_id="police-sig-0000000000000000",
         sealing_suite=police.identity.sealing_suite,
         sealing_private=police.identity.sealing_private,

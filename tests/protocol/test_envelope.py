@@ -138,6 +138,33 @@ def test_changed_signature_byte_is_rejected(
             )
 
 
+def test_tampered_sealed_key_breaks_the_signature(
+    police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path
+) -> None:
+    """The sender signs the sealed key's digest and its key id (issue #10)."""
+    env = sealed(police, hub, keys_dir)
+    for update in (
+        {"sealed_key": _flip(env.sealed_key, 100)},
+        {"sealed_key_id": "hub-seal-0000000000000000"},
+    ):
+        with pytest.raises(SignatureError):
+            verify_sender(env.model_copy(update=update), police.signing_key.public_key())
+
+
+def test_either_half_of_the_hybrid_signature_is_required(
+    police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path
+) -> None:
+    """Ed25519 half (bytes 0-63) and ML-DSA-65 half (64-3372): a flip in either fails."""
+    env = sealed(police, hub, keys_dir)
+    assert len(env.signature) == 64 + 3309
+    for at in (5, 64 + 5, 64 + 3308):
+        with pytest.raises(SignatureError):
+            verify_sender(
+                env.model_copy(update={"signature": _flip(env.signature, at)}),
+                police.signing_key.public_key(),
+            )
+
+
 def test_tampered_sealed_key_does_not_open(
     police: AgencyIdentity, hub: AgencyIdentity, keys_dir: Path
 ) -> None:
