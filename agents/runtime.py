@@ -56,6 +56,7 @@ from sigbus.protocol.notice import (
     verify_notice,
 )
 from sigbus.protocol.release import Release, ReleaseRecord, verify_release_record
+from sigbus.protocol.sealing import STRICT_SUITES, SuitePolicy
 from sigbus.protocol.subjects import (
     HUB_JS_PREFIX,
     INBOX_STREAM,
@@ -106,6 +107,7 @@ class Adapter:
         *,
         clock: Callable[[], datetime] = utc_now,
         js_prefix: str = HUB_JS_PREFIX,
+        suite_policy: SuitePolicy = STRICT_SUITES,
     ) -> None:
         self.identity = identity
         self.agency = identity.agency
@@ -116,6 +118,8 @@ class Adapter:
         #: The hub account's JetStream, as far as it is exported to this agency.
         self._js: JetStreamContext = nc.jetstream(prefix=js_prefix)
         self._clock = clock
+        #: Classical-only HPKE suites (a hub key of X25519 alone) are refused unless allowed.
+        self.suite_policy = suite_policy
         self._sub: JetStreamContext.PullSubscription | None = None
         self.log = log.bind(agency=self.agency)
 
@@ -128,9 +132,17 @@ class Adapter:
         creds: NatsCredentials,
         *,
         clock: Callable[[], datetime] = utc_now,
+        suite_policy: SuitePolicy = STRICT_SUITES,
     ) -> Adapter:
         nc = await connect(url, name=f"adapter-{identity.agency}", creds=creds)
-        return cls(identity, directory, nc, clock=clock, js_prefix=creds.js_prefix)
+        return cls(
+            identity,
+            directory,
+            nc,
+            clock=clock,
+            js_prefix=creds.js_prefix,
+            suite_policy=suite_policy,
+        )
 
     @property
     def nc(self) -> Client:
@@ -185,6 +197,7 @@ class Adapter:
             recipient=HUB,
             recipient_key_id=hub_key.key_id,
             recipient_public=hub_key.public_key,
+            policy=self.suite_policy,
         )
 
     async def send(

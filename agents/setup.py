@@ -10,7 +10,7 @@ from sigbus.agents.runtime import Adapter
 from sigbus.protocol.directory import Directory, TrustedDirectory
 from sigbus.protocol.identity import AgencyIdentity
 from sigbus.protocol.ids import AgencyId
-from sigbus.transport.config import credentials
+from sigbus.transport.config import credentials, suite_policy
 from sigbus.transport.keystore import DirectoryWatcher, load_private, load_trusted_directory
 from sigbus.transport.natsauth import NatsCredentials
 
@@ -28,7 +28,9 @@ class AgencySetup:
         return self.trusted.directory
 
     async def connect(self, url: str) -> Adapter:
-        adapter = await Adapter.connect(url, self.identity, self.directory, self.creds)
+        adapter = await Adapter.connect(
+            url, self.identity, self.directory, self.creds, suite_policy=suite_policy()
+        )
         adapter.directory_source = DirectoryWatcher(self.keys_dir, self.trusted).refresh
         return adapter
 

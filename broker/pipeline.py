@@ -60,13 +60,22 @@ from sigbus.protocol.personnummer import birth_date
 from sigbus.protocol.profiles import AgencyProfile, Profiles
 from sigbus.protocol.reasons import HubReason, ReasonCode
 from sigbus.protocol.release import release_id_for
-from sigbus.protocol.sealing import data_key_info, open_data_key, seal_data_key
+from sigbus.protocol.sealing import (
+    STRICT_SUITES,
+    SuitePolicy,
+    data_key_info,
+    open_data_key,
+    seal_data_key,
+)
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     max_future_skew: timedelta = timedelta(minutes=5)
     max_age: timedelta = timedelta(days=7)
+    #: Classical-only HPKE suites are refused, for envelopes and recipient keys alike,
+    #: unless the configuration allows them (SIGBUS_ALLOW_CLASSICAL_SUITE=1).
+    suite_policy: SuitePolicy = STRICT_SUITES
 
 
 @dataclass(frozen=True)
@@ -248,6 +257,7 @@ def _evaluate_envelope(
     if header.created_at < now - ctx.config.max_age:
         raise Rejection(ReasonCode.CREATED_AT_TOO_OLD)
     profile = _sender_profile(header, ctx.profiles)
+    ctx.config.suite_policy.check(header.suite)  # SuiteRefused: a classical-only suite
     # 2. Open: the data key was sealed to the hub's current sealing key. It is opened
     # once and the same key re-sealed to each permitted recipient (RFC 9180 §6.1).
     if envelope.sealed_key_id != ctx.identity.sealing_key_id:
@@ -404,6 +414,8 @@ def _disclosure(
         if permitted:
             try:
                 release_key = ctx.directory.sealing_key(verdict.recipient, at=now)
+                assert release_key.suite is not None
+                ctx.config.suite_policy.check(release_key.suite)
             except ProtocolError as e:
                 permitted, reasons = False, (HubReason(e.reason),)
         entry = _entry_for(
@@ -424,6 +436,7 @@ def _disclosure(
                 release_key.public_key,
                 data_key,
                 data_key_info(header.message_id, verdict.recipient, release_key.key_id),
+                policy=ctx.config.suite_policy,
             )
             releases.append(
                 ReleaseDraft(

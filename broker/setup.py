@@ -10,14 +10,14 @@ from pathlib import Path
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sigbus.broker.pipeline import HubContext
+from sigbus.broker.pipeline import HubContext, PipelineConfig
 from sigbus.broker.service import Broker
 from sigbus.policy import Rules, default_rules
 from sigbus.policy.rules import check_rule_references
 from sigbus.protocol.errors import SigbusError
 from sigbus.protocol.ids import HUB
 from sigbus.protocol.profiles import Profiles
-from sigbus.transport.config import credentials
+from sigbus.transport.config import credentials, suite_policy
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.keystore import DirectoryWatcher, load_private, load_trusted_directory
 from sigbus.transport.natsauth import NatsCredentials
@@ -97,6 +97,7 @@ def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:
         directory=trusted.directory,
         rules=rules,
         profiles=checked_profiles(keys, rules),
+        config=PipelineConfig(suite_policy=suite_policy()),
     )
     return HubSetup(
         ctx=ctx,

@@ -44,7 +44,9 @@ from sigbus.protocol.messages import BODY_MODELS, Body, StatutoryAssertion, Stri
 from sigbus.protocol.personnummer import PersonnummerError
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.sealing import (
+    STRICT_SUITES,
     SuiteId,
+    SuitePolicy,
     data_key_info,
     new_data_key,
     open_data_key,
@@ -122,6 +124,7 @@ def seal_envelope(
     recipient: AgencyId,
     recipient_key_id: str,
     recipient_public: bytes,
+    policy: SuitePolicy = STRICT_SUITES,
 ) -> Envelope:
     """Encrypt ``body`` under a fresh data key, seal the key, sign. Used by every sender."""
     if type(body) is not BODY_MODELS[header.type]:
@@ -139,6 +142,7 @@ def seal_envelope(
         recipient_public,
         data_key,
         data_key_info(header.message_id, recipient, recipient_key_id),
+        policy=policy,
     )
     digest = sha256_hex(nonce + ciphertext)
     signature = sender.signing_key.sign(

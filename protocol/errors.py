@@ -43,6 +43,12 @@ class OpenError(ProtocolError):
     reason = ReasonCode.DECRYPT_FAILED
 
 
+class SuiteRefused(ProtocolError):
+    """An HPKE suite the party's :class:`~protocol.sealing.SuitePolicy` does not allow."""
+
+    reason = ReasonCode.SUITE_NOT_ALLOWED
+
+
 class BodyValidationError(ProtocolError):
     reason = ReasonCode.SCHEMA_INVALID
 

@@ -23,6 +23,7 @@ class ReasonCode(StrEnum):
     KEY_NOT_VALID = "key_not_valid"  # outside the key's validity period
     BAD_SIGNATURE = "bad_signature"
     SEAL_OPEN_FAILED = "seal_open_failed"  # HPKE could not open the data key
+    SUITE_NOT_ALLOWED = "suite_not_allowed"  # classical-only HPKE suite, not allowed here
     DECRYPT_FAILED = "decrypt_failed"  # AES-GCM tag check failed
     SCHEMA_INVALID = "schema_invalid"
     PERSONNUMMER_INVALID = "personnummer_invalid"

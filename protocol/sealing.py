@@ -3,7 +3,9 @@
 The default suite is the hybrid post-quantum KEM ML-KEM-768 + X25519 with
 HKDF-SHA256 and AES-256-GCM: social services' records stay secret for up to
 70 years (OSL 26 kap.), so "harvest now, decrypt later" is in the threat
-model. The classical X25519 suite is available by configuration.
+model. The classical X25519 suite has no post-quantum KEM: :class:`SuitePolicy`
+refuses to seal to it (and the hub refuses envelopes and recipient keys of it)
+unless the configuration explicitly allows it (``SIGBUS_ALLOW_CLASSICAL_SUITE=1``).
 
 Keys travel as raw bytes; for the hybrid suite the private key is the 64-byte
 ML-KEM seed followed by the 32-byte X25519 scalar, and the public key is the
@@ -22,7 +24,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
 from sigbus.protocol.canonical import DATA_KEY_INFO_DOMAIN
-from sigbus.protocol.errors import OpenError
+from sigbus.protocol.errors import OpenError, SuiteRefused
 from sigbus.protocol.reasons import ReasonCode
 
 DATA_KEY_BYTES = 32
@@ -37,6 +39,29 @@ class SuiteId(StrEnum):
 
 
 DEFAULT_SUITE = SuiteId.MLKEM768_X25519
+#: Suites without a post-quantum KEM: what is sealed with them today can be opened
+#: by whoever records it now and has a quantum computer later.
+CLASSICAL_SUITES = frozenset({SuiteId.X25519})
+
+
+@dataclass(frozen=True)
+class SuitePolicy:
+    """Which HPKE suites a party seals to and accepts: post-quantum only, unless
+    ``allow_classical`` is set explicitly by configuration."""
+
+    allow_classical: bool = False
+
+    def check(self, suite: SuiteId) -> None:
+        """Raise :class:`SuiteRefused` unless ``suite`` is allowed."""
+        if suite in CLASSICAL_SUITES and not self.allow_classical:
+            raise SuiteRefused(
+                f"HPKE suite {suite.value} has no post-quantum KEM and is not allowed "
+                "(set SIGBUS_ALLOW_CLASSICAL_SUITE=1 to allow it)"
+            )
+
+
+#: Post-quantum suites only.
+STRICT_SUITES = SuitePolicy()
 
 _SUITES: dict[SuiteId, hpke.Suite] = {
     SuiteId.MLKEM768_X25519: hpke.Suite(
@@ -130,8 +155,18 @@ def new_data_key() -> bytes:
     return os.urandom(DATA_KEY_BYTES)
 
 
-def seal_data_key(suite: SuiteId, public_bytes: bytes, data_key: bytes, info: bytes) -> bytes:
-    """RFC 9180 §6.1 single-shot SealBase: encapsulation || ciphertext."""
+def seal_data_key(
+    suite: SuiteId,
+    public_bytes: bytes,
+    data_key: bytes,
+    info: bytes,
+    *,
+    policy: SuitePolicy = STRICT_SUITES,
+) -> bytes:
+    """RFC 9180 §6.1 single-shot SealBase: encapsulation || ciphertext.
+
+    Raises :class:`SuiteRefused` for a suite ``policy`` does not allow."""
+    policy.check(suite)
     sealed: bytes = _SUITES[suite].encrypt(data_key, _public_key(suite, public_bytes), info=info)
     return sealed
 

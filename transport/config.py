@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sigbus.protocol.ids import AgencyId
 from sigbus.protocol.keyfile import PrivateKeyFile
+from sigbus.protocol.sealing import SuitePolicy
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.keystore import DEV_KEYS_DIR, DEV_MARKER, auditor_seed
 from sigbus.transport.natsauth import AUDITOR, NatsCredentials
@@ -18,6 +19,8 @@ UP_STATE_FILE = "sigbus-up.json"
 INSECURE_DEV_ENV = "SIGBUS_INSECURE_DEV"
 #: Set by ``sigbus --dev`` (and by ``sigbus demo``): the development keys may be used.
 DEV_ENV = "SIGBUS_DEV"
+#: ``1``: seal to and accept the classical-only X25519 HPKE suite (no post-quantum KEM).
+ALLOW_CLASSICAL_SUITE_ENV = "SIGBUS_ALLOW_CLASSICAL_SUITE"
 
 
 def keys_dir(option: Path | None) -> Path:
@@ -72,6 +75,11 @@ def nats_url(option: str | None, data: Path | None = None) -> str:
         raise ConfigError(
             "no NATS server: pass --nats URL, set SIGBUS_NATS_URL, or start one with `sigbus up`"
         ) from e
+
+
+def suite_policy() -> SuitePolicy:
+    """Post-quantum HPKE suites only, unless ``SIGBUS_ALLOW_CLASSICAL_SUITE=1``."""
+    return SuitePolicy(allow_classical=os.environ.get(ALLOW_CLASSICAL_SUITE_ENV) == "1")
 
 
 def insecure_dev() -> bool:
