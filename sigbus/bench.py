@@ -28,6 +28,7 @@ from sigbus.bench_e2e import latency as measure_latency
 from sigbus.bench_floor import crypto_floor_seconds
 from sigbus.bench_pipeline import pipeline_cpu_seconds
 from sigbus.bench_raw import raw_pipeline
+from sigbus.bench_signatures import signature_costs
 from sigbus.bench_world import full_size_status, open_world, small_status
 from sigbus.broker.setup import hub_setup
 from sigbus.transport.natsserver import EmbeddedNats
@@ -58,11 +59,18 @@ async def one_run(
 ) -> dict[str, Any]:
     floor = crypto_floor_seconds(settings.floor_iterations)
     progress("crypto_floor", run=run, per_core_msg_s=round(1 / floor))
+    signatures = signature_costs(settings.floor_iterations).as_figures()
+    progress(
+        "signatures",
+        run=run,
+        hybrid_vs_ed25519_msg=round(signatures["sig_hybrid_vs_ed25519_msg"], 1),
+        hybrid_vs_ed25519_checkpoint=round(signatures["sig_hybrid_vs_ed25519_checkpoint"], 1),
+    )
     with tempfile.TemporaryDirectory(prefix="sigbus-bench-") as tmp:
         server = EmbeddedNats(Path(tmp), server_name="sigbus-bench", keys_dir=settings.keys)
         server.start()
         try:
-            return await _measure(settings, run, server.url, floor, profile)
+            return signatures | await _measure(settings, run, server.url, floor, profile)
         finally:
             server.stop()
 
@@ -189,6 +197,10 @@ def render_table(result: dict[str, Any]) -> str:
         f"  of which the pure pipeline:   {result['hub_pipeline_cpu_s_per_msg'] * 1e3:.2f} ms "
         f"({result['hub_pipeline_cpu_vs_floor']:.2f}x the floor; the rest is NATS I/O)",
         "",
+        "signatures, sign + verify (CPU, one core; same run):",
+        _sig_line("per message", result, "msg"),
+        _sig_line("per checkpoint", result, "checkpoint"),
+        "",
         f"{'offered msg/s':>14} {'p50 ms':>9} {'p99 ms':>9} {'refused':>8}  p99",
     ]
     worst = max((lat["p99_ms"] for lat in result["latency"]), default=0.0)
@@ -198,6 +210,15 @@ def render_table(result: dict[str, Any]) -> str:
         for lat in result["latency"]
     ]
     return "\n".join(lines)
+
+
+def _sig_line(label: str, result: dict[str, Any], what: str) -> str:
+    ed, hybrid = result[f"sig_ed25519_{what}_s"], result[f"sig_hybrid_{what}_s"]
+    return (
+        f"  {label + ':':16} Ed25519 {ed * 1e6:8.1f} us   "
+        f"hybrid Ed25519+ML-DSA-65 {hybrid * 1e6:8.1f} us   "
+        f"({result[f'sig_hybrid_vs_ed25519_{what}']:.1f}x)"
+    )
 
 
 def print_result(result: dict[str, Any], *, as_json: bool, echo: Callable[[str], None]) -> None:

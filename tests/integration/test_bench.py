@@ -26,6 +26,12 @@ SCALARS = (
     "hub_pipeline_cpu_s_per_msg",
     "hub_pipeline_cpu_vs_floor",
     "envelope_bytes",
+    "sig_ed25519_msg_s",
+    "sig_hybrid_msg_s",
+    "sig_hybrid_vs_ed25519_msg",
+    "sig_ed25519_checkpoint_s",
+    "sig_hybrid_checkpoint_s",
+    "sig_hybrid_vs_ed25519_checkpoint",
 )
 
 
