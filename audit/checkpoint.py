@@ -11,7 +11,18 @@
   "cosignature/v1\\ntime <unix seconds>\\n" || body; the signature line carries
   key hash || 8-byte big-endian timestamp || 64-byte Ed25519 signature.
 
-Keys are ``cryptography`` Ed25519 objects; all functions are pure.
+Hybrid keys (``protocol.signing.HybridPrivateKey`` / ``HybridPublicKey``,
+Ed25519 + ML-DSA-65) sign with both halves: the Ed25519 line above keeps its
+exact C2SP form (a standard verifier holding the Ed25519 key accepts it), and
+the ML-DSA-65 signature is an ADDITIONAL line under the distinct key name
+``<name>/mldsa65`` with a key hash of signature type 0xff (SHA-256(name || "\\n"
+|| 0xff || "sigbus-mldsa65" || ML-DSA public key)[:4]); standard verifiers skip
+it as a key they do not know. It signs the same bytes (the body, or the
+cosignature/v1 message) with the FIPS 204 context ``sigbus/v1/hybrid``; a
+cosignature's ML-DSA line carries the same 8-byte timestamp before the
+signature. Our verifier, given a hybrid key, requires both lines to verify.
+
+Keys are ``cryptography`` Ed25519 objects or sigbus hybrids; all functions are pure.
 """
 
 from __future__ import annotations
@@ -25,17 +36,30 @@ from typing import Annotated
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field
 
 from sigbus.audit.errors import CheckpointError, SignatureError
 from sigbus.audit.merkle import HASH_SIZE
+from sigbus.protocol.signing import (
+    ML_DSA_CONTEXT,
+    MLDSA65_SIGNATURE_BYTES,
+    HybridPrivateKey,
+    HybridPublicKey,
+)
 
 DEFAULT_ORIGIN = "sigbus/dev/disclosure-log"
 
 #: C2SP signed-note signature types (the byte hashed into the key hash).
 ED25519_SIGNATURE_TYPE = 0x01
 COSIGNATURE_V1_SIGNATURE_TYPE = 0x04
+#: signed-note reserves 0xff for signature types identified by a string after it.
+MLDSA65_SIGNATURE_TYPE = 0xFF
+_MLDSA65_TYPE_ID = b"sigbus-mldsa65"
+#: The key name of the additional ML-DSA-65 line: ``<name>`` + this suffix.
+MLDSA65_NAME_SUFFIX = "/mldsa65"
+
+PrivateKey = Ed25519PrivateKey | HybridPrivateKey
+PublicKey = Ed25519PublicKey | HybridPublicKey
 
 _SIGNATURE_DASH = "\u2014"  # C2SP signed-note: an em dash starts every signature line
 _KEY_HASH_SIZE = 4
@@ -85,14 +109,44 @@ class SignedNote:
     signatures: tuple[NoteSignature, ...]
 
 
-def public_key_bytes(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+def public_key_bytes(public_key: PublicKey) -> bytes:
+    """Raw bytes: 32 for Ed25519, 1,984 for a hybrid (Ed25519 || ML-DSA-65)."""
+    return public_key.public_bytes_raw()
 
 
 def key_hash(name: str, signature_type: int, public_key: Ed25519PublicKey) -> bytes:
     """C2SP signed-note key ID: SHA-256(name || "\\n" || type || key)[:4]."""
-    material = name.encode() + b"\n" + bytes([signature_type]) + public_key_bytes(public_key)
+    material = name.encode() + b"\n" + bytes([signature_type]) + public_key.public_bytes_raw()
     return hashlib.sha256(material).digest()[:_KEY_HASH_SIZE]
+
+
+def mldsa_key_name(name: str) -> str:
+    """The key name of the ML-DSA-65 line that goes with ``name``'s Ed25519 line."""
+    return name + MLDSA65_NAME_SUFFIX
+
+
+def mldsa_key_hash(name: str, public_key: HybridPublicKey) -> bytes:
+    """Key hash of the ML-DSA-65 line (signature type 0xff, then its identifier)."""
+    material = (
+        mldsa_key_name(name).encode()
+        + b"\n"
+        + bytes([MLDSA65_SIGNATURE_TYPE])
+        + _MLDSA65_TYPE_ID
+        + public_key.mldsa.public_bytes_raw()
+    )
+    return hashlib.sha256(material).digest()[:_KEY_HASH_SIZE]
+
+
+def _ed25519_of(key: PublicKey) -> Ed25519PublicKey:
+    return key.ed25519 if isinstance(key, HybridPublicKey) else key
+
+
+def _verify_mldsa(public_key: HybridPublicKey, signature: bytes, message: bytes) -> bool:
+    try:
+        public_key.mldsa.verify(signature, message, ML_DSA_CONTEXT)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def _require_key_name(name: str) -> None:
@@ -147,16 +201,25 @@ def _require_note_text(body: str) -> None:
         raise CheckpointError("note text contains a control character")
 
 
-def sign_note(body: str, name: str, private_key: Ed25519PrivateKey) -> str:
-    """A C2SP signed note: ``body``, an empty line, one Ed25519 signature line."""
+def sign_note(body: str, name: str, private_key: PrivateKey) -> str:
+    """A C2SP signed note: ``body``, an empty line, one Ed25519 signature line, and
+    for a hybrid key the additional ML-DSA-65 line."""
     _require_note_text(body)
     _require_key_name(name)
+    ed = private_key.ed25519 if isinstance(private_key, HybridPrivateKey) else private_key
     signature = NoteSignature(
         name=name,
-        key_hash=key_hash(name, ED25519_SIGNATURE_TYPE, private_key.public_key()),
-        signature=private_key.sign(body.encode()),
+        key_hash=key_hash(name, ED25519_SIGNATURE_TYPE, ed.public_key()),
+        signature=ed.sign(body.encode()),
     )
-    return body + "\n" + signature.line()
+    lines = signature.line()
+    if isinstance(private_key, HybridPrivateKey):
+        lines += NoteSignature(
+            name=mldsa_key_name(name),
+            key_hash=mldsa_key_hash(name, private_key.public_key()),
+            signature=private_key.mldsa.sign(body.encode(), ML_DSA_CONTEXT),
+        ).line()
+    return body + "\n" + lines
 
 
 def _parse_signature_line(line: str) -> NoteSignature:
@@ -196,22 +259,31 @@ def _verify_ed25519(public_key: Ed25519PublicKey, signature: bytes, message: byt
     return True
 
 
-def verify_note(text: str, name: str, public_key: Ed25519PublicKey) -> Checkpoint:
-    """Verify the Ed25519 signature of ``name`` on a signed checkpoint and parse its body.
+def verify_note(text: str, name: str, public_key: PublicKey) -> Checkpoint:
+    """Verify the signature of ``name`` on a signed checkpoint and parse its body.
 
     Per signed-note, lines from other keys are ignored; at least one line with
     this key's name and key hash must verify, otherwise :class:`SignatureError`.
+    A hybrid key needs both its Ed25519 line and its ML-DSA-65 line to verify.
     """
     note = parse_signed_note(text)
-    expected_hash = key_hash(name, ED25519_SIGNATURE_TYPE, public_key)
+    ed = _ed25519_of(public_key)
+    expected_hash = key_hash(name, ED25519_SIGNATURE_TYPE, ed)
     candidates = [
         sig for sig in note.signatures if sig.name == name and sig.key_hash == expected_hash
     ]
     if not candidates:
         raise SignatureError(f"checkpoint carries no signature by key {name!r}")
     message = note.body.encode()
-    if not any(_verify_ed25519(public_key, sig.signature, message) for sig in candidates):
+    if not any(_verify_ed25519(ed, sig.signature, message) for sig in candidates):
         raise SignatureError(f"checkpoint signature by {name!r} does not verify")
+    if isinstance(public_key, HybridPublicKey):
+        pq_name, pq_hash = mldsa_key_name(name), mldsa_key_hash(name, public_key)
+        pq = [s for s in note.signatures if s.name == pq_name and s.key_hash == pq_hash]
+        if not pq:
+            raise SignatureError(f"checkpoint carries no ML-DSA-65 signature by key {name!r}")
+        if not any(_verify_mldsa(public_key, sig.signature, message) for sig in pq):
+            raise SignatureError(f"checkpoint ML-DSA-65 signature by {name!r} does not verify")
     return parse_checkpoint_body(note.body)
 
 
@@ -222,36 +294,84 @@ def _cosigned_message(checkpoint_body: str, timestamp: int) -> bytes:
 def cosign(
     checkpoint_body: str,
     witness_name: str,
-    private_key: Ed25519PrivateKey,
+    private_key: PrivateKey,
     *,
     timestamp: int,
 ) -> str:
-    """A C2SP tlog-cosignature/v1 signature line (ending in "\\n") over ``checkpoint_body``.
+    """A C2SP tlog-cosignature/v1 signature line (ending in "\\n") over ``checkpoint_body``;
+    for a hybrid key, followed by the additional ML-DSA-65 line.
 
     ``timestamp`` is the witness's time in unix seconds, passed in (pure code
-    reads no clock). Append the line to the signed note to add the cosignature.
+    reads no clock). Append the line(s) to the signed note to add the cosignature.
     """
     _require_key_name(witness_name)
     parse_checkpoint_body(checkpoint_body)  # a witness only ever cosigns checkpoints
     if not 0 <= timestamp < 1 << 63:
         raise CheckpointError("cosignature timestamp out of range")
-    signature = private_key.sign(_cosigned_message(checkpoint_body, timestamp))
+    ed = private_key.ed25519 if isinstance(private_key, HybridPrivateKey) else private_key
+    message = _cosigned_message(checkpoint_body, timestamp)
+    stamp = timestamp.to_bytes(_TIMESTAMP_SIZE, "big")
     line = NoteSignature(
         name=witness_name,
-        key_hash=key_hash(witness_name, COSIGNATURE_V1_SIGNATURE_TYPE, private_key.public_key()),
-        signature=timestamp.to_bytes(_TIMESTAMP_SIZE, "big") + signature,
-    )
-    return line.line()
+        key_hash=key_hash(witness_name, COSIGNATURE_V1_SIGNATURE_TYPE, ed.public_key()),
+        signature=stamp + ed.sign(message),
+    ).line()
+    if isinstance(private_key, HybridPrivateKey):
+        line += NoteSignature(
+            name=mldsa_key_name(witness_name),
+            key_hash=mldsa_key_hash(witness_name, private_key.public_key()),
+            signature=stamp + private_key.mldsa.sign(message, ML_DSA_CONTEXT),
+        ).line()
+    return line
 
 
 def verify_cosignature(
     checkpoint_body: str,
     line: str,
     witness_name: str,
-    public_key: Ed25519PublicKey,
+    public_key: PublicKey,
 ) -> int:
-    """Verify one cosignature line over ``checkpoint_body``; returns its unix timestamp."""
-    signature = _parse_signature_line(line.removesuffix("\n"))
+    """Verify one cosignature over ``checkpoint_body``; returns its unix timestamp.
+
+    ``line``: the cosignature/v1 line; for a hybrid key, followed by its ML-DSA-65
+    line, which must verify too, over the same message and with the same timestamp.
+    """
+    lines = line.removesuffix("\n").split("\n")
+    if isinstance(public_key, HybridPublicKey):
+        if len(lines) != 2:
+            raise SignatureError(
+                f"hybrid cosignature by {witness_name!r} needs its Ed25519 and ML-DSA-65 lines"
+            )
+        ed = public_key.ed25519
+        timestamp = _verify_cosignature_v1(checkpoint_body, lines[0], witness_name, ed)
+        _verify_mldsa_cosignature(checkpoint_body, lines[1], witness_name, public_key, timestamp)
+        return timestamp
+    if len(lines) != 1:
+        raise SignatureError("a cosignature/v1 cosignature is one line")
+    return _verify_cosignature_v1(checkpoint_body, lines[0], witness_name, public_key)
+
+
+def _verify_mldsa_cosignature(
+    checkpoint_body: str, line: str, witness_name: str, public_key: HybridPublicKey, timestamp: int
+) -> None:
+    signature = _parse_signature_line(line)
+    if signature.name != mldsa_key_name(witness_name):
+        raise SignatureError(f"ML-DSA-65 cosignature line is not {witness_name!r}'s")
+    if signature.key_hash != mldsa_key_hash(witness_name, public_key):
+        raise SignatureError(f"ML-DSA-65 cosignature key hash does not match {witness_name!r}")
+    if len(signature.signature) != _TIMESTAMP_SIZE + MLDSA65_SIGNATURE_BYTES:
+        raise SignatureError("ML-DSA-65 cosignature has the wrong length")
+    if int.from_bytes(signature.signature[:_TIMESTAMP_SIZE], "big") != timestamp:
+        raise SignatureError("ML-DSA-65 cosignature carries another timestamp")
+    message = _cosigned_message(checkpoint_body, timestamp)
+    if not _verify_mldsa(public_key, signature.signature[_TIMESTAMP_SIZE:], message):
+        raise SignatureError(f"ML-DSA-65 cosignature by {witness_name!r} does not verify")
+
+
+def _verify_cosignature_v1(
+    checkpoint_body: str, line: str, witness_name: str, public_key: Ed25519PublicKey
+) -> int:
+    signature = _parse_signature_line(line)
     if signature.name != witness_name:
         raise SignatureError(f"cosignature is by {signature.name!r}, not {witness_name!r}")
     if signature.key_hash != key_hash(witness_name, COSIGNATURE_V1_SIGNATURE_TYPE, public_key):

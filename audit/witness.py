@@ -26,10 +26,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sigbus.audit.checkpoint import Checkpoint, cosign, note_body, public_key_bytes, verify_note
+from sigbus.audit.checkpoint import (
+    Checkpoint,
+    PrivateKey,
+    PublicKey,
+    cosign,
+    note_body,
+    public_key_bytes,
+    verify_note,
+)
 from sigbus.audit.errors import (
     AuditError,
     CheckpointError,
@@ -48,7 +55,7 @@ class WitnessState(BaseModel):
     format: Literal["sigbus-witness-state/v1"] = "sigbus-witness-state/v1"
     name: str
     origin: str
-    log_public_key: str  # base64 raw Ed25519, so a key change cannot go unnoticed
+    log_public_key: str  # base64 raw (Ed25519 or hybrid), so a key change cannot go unnoticed
     last_checkpoint: str | None = None  # the full signed note last cosigned
 
 
@@ -58,8 +65,8 @@ class Witness:
     def __init__(
         self,
         name: str,
-        private_key: Ed25519PrivateKey,
-        log_public_key: Ed25519PublicKey,
+        private_key: PrivateKey,
+        log_public_key: PublicKey,
         origin: str,
         *,
         log_key_name: str | None = None,
@@ -154,8 +161,8 @@ class Witness:
     def from_json(
         cls,
         text: str | bytes,
-        private_key: Ed25519PrivateKey,
-        log_public_key: Ed25519PublicKey,
+        private_key: PrivateKey,
+        log_public_key: PublicKey,
         *,
         log_key_name: str | None = None,
     ) -> Witness:
