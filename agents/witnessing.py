@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from pydantic import BaseModel
@@ -31,6 +30,8 @@ from sigbus.agents.runtime import Adapter, Delivered
 from sigbus.audit.checkpoint import (
     DEFAULT_ORIGIN,
     Checkpoint,
+    PublicKey,
+    load_public_key,
     parse_checkpoint_body,
     parse_signed_note,
     verify_note,
@@ -57,6 +58,7 @@ from sigbus.protocol.subjects import (
     service_subject,
     witness_consumer,
 )
+from sigbus.transport.errors import ConfigError
 from sigbus.transport.files import write_private
 
 log = structlog.get_logger("sigbus.witness")
@@ -83,9 +85,9 @@ async def _request(adapter: Adapter, service: str, body: BaseModel | None) -> by
     return bytes(reply.data)
 
 
-def log_public_key(adapter: Adapter) -> Ed25519PublicKey:
+def log_public_key(adapter: Adapter) -> PublicKey:
     key = adapter.directory.key_by_use(HUB, KeyUse.LOG, at=adapter.now())
-    return Ed25519PublicKey.from_public_bytes(key.public_key)
+    return load_public_key(key.public_key)
 
 
 @dataclass
@@ -98,9 +100,11 @@ class WitnessRunner:
 
     def __post_init__(self) -> None:
         agency = self.adapter.agency
-        # The Ed25519 half of the agency's hybrid key, until witnesses get a key of
-        # their own use (KeyUse.WITNESS, issue #10).
-        key = self.adapter.identity.signing_key.ed25519
+        # A key of its own use (KeyUse.WITNESS), never the message-signing key.
+        key = self.adapter.identity.witness_key
+        if key is None:
+            raise ConfigError(f"{agency}'s key file holds no witness key: it cannot witness")
+        self.witness_public_key = key.public_key().public_bytes_raw()
         if self.state_path is not None and self.state_path.exists():
             self.witness = Witness.from_json(
                 self.state_path.read_text(), key, log_public_key(self.adapter)
@@ -160,7 +164,7 @@ class WitnessRunner:
             witness=self.witness.name,
             checkpoint_size=size,
             line=line,
-            public_key=self.adapter.identity.signing_key.ed25519.public_key().public_bytes_raw(),
+            public_key=self.witness_public_key,
         )
         await self.adapter.js.publish(
             cosignature_subject(self.adapter.agency),

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sigbus.audit.errors import CheckpointError, SignatureError
 from sigbus.audit.merkle import HASH_SIZE
 from sigbus.protocol.signing import (
+    ED25519_PUBLIC_BYTES,
     ML_DSA_CONTEXT,
     MLDSA65_SIGNATURE_BYTES,
     HybridPrivateKey,
@@ -112,6 +113,15 @@ class SignedNote:
 def public_key_bytes(public_key: PublicKey) -> bytes:
     """Raw bytes: 32 for Ed25519, 1,984 for a hybrid (Ed25519 || ML-DSA-65)."""
     return public_key.public_bytes_raw()
+
+
+def load_public_key(raw: bytes) -> PublicKey:
+    """A log or witness public key from its raw bytes: 32 (Ed25519) or 1,984 (hybrid).
+
+    Raises ``ValueError`` for any other length or a malformed key."""
+    if len(raw) == ED25519_PUBLIC_BYTES:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    return HybridPublicKey.from_public_bytes(raw)
 
 
 def key_hash(name: str, signature_type: int, public_key: Ed25519PublicKey) -> bytes:

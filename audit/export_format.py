@@ -44,9 +44,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sigbus.audit.checkpoint import note_body, public_key_bytes, verify_cosignature, verify_note
+from sigbus.audit.checkpoint import (
+    PublicKey,
+    load_public_key,
+    note_body,
+    public_key_bytes,
+    verify_cosignature,
+    verify_note,
+)
 from sigbus.audit.entry_line import check_entry_line
 from sigbus.audit.errors import ExportError
 from sigbus.audit.merkle import RootAccumulator, hash_leaf
@@ -64,7 +70,7 @@ class CosignatureRecord:
     """A witness's cosignature as stored in an export."""
 
     witness: str
-    public_key: Ed25519PublicKey
+    public_key: PublicKey
     line: str
 
 
@@ -73,7 +79,7 @@ class ExportHeader:
     """The header line: which log, under which key, and how many entry lines follow."""
 
     origin: str
-    log_public_key: Ed25519PublicKey
+    log_public_key: PublicKey
     entries: int
 
 
@@ -104,7 +110,7 @@ def write_export(
     signed_checkpoint: str,
     cosignatures: Sequence[CosignatureRecord],
     *,
-    log_public_key: Ed25519PublicKey,
+    log_public_key: PublicKey,
     origin: str,
 ) -> Iterator[bytes]:
     """Yield the lines (each ending in "\\n") of an export of ``entries``.
@@ -188,13 +194,13 @@ def strip_newline(line: bytes) -> bytes:
     return line[:-1] if line[-1:] == b"\n" else line
 
 
-def _decode_key(text: object, what: str) -> Ed25519PublicKey:
+def _decode_key(text: object, what: str) -> PublicKey:
     if not isinstance(text, str):
         raise ExportError(f"{what} is not a base64 string")
     try:
-        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+        return load_public_key(base64.b64decode(text, validate=True))
     except (binascii.Error, ValueError) as e:
-        raise ExportError(f"{what} is not a base64 raw Ed25519 public key") from e
+        raise ExportError(f"{what} is not a base64 raw Ed25519 or hybrid public key") from e
 
 
 def _parse_json_object(line: bytes, keys: set[str], what: str) -> dict[str, Any]:

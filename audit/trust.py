@@ -24,8 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
+from sigbus.audit.checkpoint import PublicKey, load_public_key
 from sigbus.audit.errors import AuditError
 from sigbus.protocol.directory import Directory, DirectoryKey, KeyUse
 from sigbus.protocol.ids import HUB, AgencyId
@@ -40,7 +39,7 @@ class TrustedKey:
     """One key of the directory: its id, public key and validity."""
 
     key_id: str
-    public_key: Ed25519PublicKey
+    public_key: PublicKey
     not_before: datetime
     not_after: datetime
 
@@ -77,8 +76,7 @@ def _unrevoked(keys: tuple[DirectoryKey, ...], use: KeyUse) -> tuple[TrustedKey,
     return tuple(
         TrustedKey(
             key_id=k.key_id,
-            # A hybrid SIGNING key's Ed25519 half is its first 32 bytes (protocol.signing).
-            public_key=Ed25519PublicKey.from_public_bytes(k.public_key[:32]),
+            public_key=load_public_key(k.public_key),
             not_before=k.not_before,
             not_after=k.not_after,
         )
@@ -104,7 +102,7 @@ def trust_from_directory(
         raise TrustError("the directory names no unrevoked log key for the hub")
     witnesses = {
         witness_name(entry.agency): TrustedWitness(
-            entry.agency, _unrevoked(entry.keys, KeyUse.SIGNING)
+            entry.agency, _unrevoked(entry.keys, KeyUse.WITNESS)
         )
         for entry in directory.agencies
         if entry.agency != HUB

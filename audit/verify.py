@@ -49,10 +49,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from sigbus.audit.checkpoint import (
     Checkpoint,
+    PublicKey,
     note_body,
     public_key_bytes,
     verify_cosignature,
@@ -112,7 +111,7 @@ class Preamble:
         return frozenset(c.size for c in self.earlier)
 
     @property
-    def log_keys(self) -> tuple[tuple[str | None, Ed25519PublicKey], ...]:
+    def log_keys(self) -> tuple[tuple[str | None, PublicKey], ...]:
         """(key id, key) of each key that may sign the checkpoints: the directory's, by name."""
         if self.trust is None:
             return ((None, self.header.log_public_key),)
@@ -120,7 +119,7 @@ class Preamble:
 
 
 def verify_checkpoint(
-    note: str, origin: str, keys: Sequence[tuple[str | None, Ed25519PublicKey]]
+    note: str, origin: str, keys: Sequence[tuple[str | None, PublicKey]]
 ) -> tuple[Checkpoint, str | None]:
     """The checkpoint in ``note`` and the id of the key that signed it under ``origin``."""
     failure: AuditError | None = None

@@ -13,7 +13,6 @@ import re
 import time
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -21,7 +20,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
-from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, PrivateKey, make_checkpoint_body, sign_note
 from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.audit.errors import AuditError
 from sigbus.broker.log_writer import LogWriter
@@ -94,7 +93,7 @@ class Checkpointer:
         nc: Client,
         js: JetStreamContext,
         writer: LogWriter,
-        log_key: Ed25519PrivateKey,
+        log_key: PrivateKey,
         *,
         origin: str = DEFAULT_ORIGIN,
     ) -> None:

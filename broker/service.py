@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from sigbus.audit.checkpoint import PrivateKey
 from sigbus.audit.entry import LogEntry
 from sigbus.broker.backlog import BacklogWatch
 from sigbus.broker.checkpointer import Checkpointer
@@ -65,7 +65,7 @@ class Broker:
         url: str,
         ctx: HubContext,
         state_key: bytes,
-        log_key: Ed25519PrivateKey,
+        log_key: PrivateKey,
         creds: NatsCredentials,
         *,
         clock: Callable[[], datetime] = utc_now,

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sigbus.broker.pipeline import HubContext, PipelineConfig
 from sigbus.broker.service import Broker
@@ -17,6 +16,7 @@ from sigbus.policy.rules import check_rule_references
 from sigbus.protocol.errors import SigbusError
 from sigbus.protocol.ids import HUB
 from sigbus.protocol.profiles import Profiles
+from sigbus.protocol.signing import HybridPrivateKey
 from sigbus.transport.config import credentials, suite_policy
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.keystore import DirectoryWatcher, load_private, load_trusted_directory
@@ -33,7 +33,7 @@ PROFILES_POLL_S = 1.0
 class HubSetup:
     ctx: HubContext
     state_key: bytes
-    log_key: Ed25519PrivateKey
+    log_key: HybridPrivateKey
     creds: NatsCredentials
     watcher: DirectoryWatcher
     keys_dir: Path
@@ -105,7 +105,7 @@ def hub_setup(keys: Path, rules: Rules | None = None) -> HubSetup:
         creds=credentials(HUB, keys, keyfile),
         watcher=DirectoryWatcher(keys, trusted),
         keys_dir=keys,
-        log_key=Ed25519PrivateKey.from_private_bytes(keyfile.hub.log_signing_private),
+        log_key=HybridPrivateKey.from_private_bytes(keyfile.hub.log_signing_private),
     )
 
 

@@ -38,7 +38,8 @@ from sigbus.protocol.signing import HybridPublicKey
 class KeyUse(StrEnum):
     SIGNING = "signing"  # hybrid Ed25519+ML-DSA-65: envelopes, releases, notices
     SEALING = "sealing"  # HPKE recipient key
-    LOG = "log"  # Ed25519 checkpoint signatures (hub only)
+    LOG = "log"  # hybrid Ed25519+ML-DSA-65 checkpoint signatures (hub only)
+    WITNESS = "witness"  # hybrid: a party agency's checkpoint cosignatures, nothing else
 
 
 class KeyStatus(StrEnum):
@@ -46,7 +47,12 @@ class KeyStatus(StrEnum):
     REVOKED = "revoked"
 
 
-_KEY_ID_TAG = {KeyUse.SIGNING: "sig", KeyUse.SEALING: "seal", KeyUse.LOG: "sig"}
+_KEY_ID_TAG = {
+    KeyUse.SIGNING: "sig",
+    KeyUse.SEALING: "seal",
+    KeyUse.LOG: "sig",
+    KeyUse.WITNESS: "sig",
+}
 
 
 def key_id_for(agency: AgencyId, use: KeyUse, public_bytes: bytes) -> str:

@@ -17,3 +17,6 @@ class AgencyIdentity:
     sealing_suite: SuiteId
     sealing_private: bytes
     sealing_key_id: str
+    #: Cosigns checkpoints as a witness (KeyUse.WITNESS): never the message-signing key.
+    witness_key: HybridPrivateKey | None = None
+    witness_key_id: str | None = None

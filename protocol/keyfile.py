@@ -15,7 +15,7 @@ from sigbus.protocol.signing import HybridPrivateKey
 class HubSecrets(StrictModel):
     """Keys only the hub holds, beyond its agency keys."""
 
-    log_signing_private: B64Bytes  # Ed25519, signs checkpoints
+    log_signing_private: B64Bytes  # hybrid Ed25519+ML-DSA-65 seeds, signs checkpoints
     pseudonym_key: B64Bytes  # HMAC key: personnummer -> opaque subject id
     state_key: B64Bytes  # AES-256-GCM key for the hub's private state stream
 
@@ -28,6 +28,9 @@ class PrivateKeyFile(StrictModel):
     sealing_suite: SuiteId
     sealing_private: B64Bytes
     sealing_key_id: str
+    #: Hybrid witness key (seeds), for cosigning checkpoints; party agencies only.
+    witness_private: B64Bytes | None = None
+    witness_key_id: str | None = None
     #: NATS user nkey seed (the public nkey is the directory's ``nats_user``).
     nats_seed: str | None = None
     hub: HubSecrets | None = None
@@ -40,6 +43,12 @@ class PrivateKeyFile(StrictModel):
             sealing_suite=self.sealing_suite,
             sealing_private=self.sealing_private,
             sealing_key_id=self.sealing_key_id,
+            witness_key=(
+                HybridPrivateKey.from_private_bytes(self.witness_private)
+                if self.witness_private is not None
+                else None
+            ),
+            witness_key_id=self.witness_key_id,
         )
 
 

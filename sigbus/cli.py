@@ -14,11 +14,11 @@ from typing import Annotated
 
 import structlog
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from sigbus.agents.cli_common import agency_app
 from sigbus.agents.social.cli import add_lead_commands
+from sigbus.audit.checkpoint import load_public_key
 from sigbus.audit.errors import AuditError
 from sigbus.bench import BenchSettings, print_result, run_bench
 from sigbus.broker.setup import hub_setup
@@ -336,7 +336,7 @@ def audit_export(
             return await export_log(
                 nc.jetstream(),
                 out,
-                Ed25519PublicKey.from_public_bytes(log_key.public_key),
+                load_public_key(log_key.public_key),
                 witnesses=[e.agency for e in directory.agencies if e.agency != HUB],
             )
         finally:

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sigbus.agents.witnessing import witness_name
 from sigbus.audit.checkpoint import (
+    PublicKey,
+    load_public_key,
     note_body,
     parse_checkpoint_body,
     public_key_bytes,
@@ -56,17 +57,17 @@ prove_app = typer.Typer(
 audit_app.add_typer(prove_app, name="prove")
 
 
-def _load_public_key(value: str) -> Ed25519PublicKey:
-    """A base64 raw Ed25519 key, given inline or as a path to a file holding it."""
+def _load_public_key(value: str) -> PublicKey:
+    """A base64 raw Ed25519 or hybrid key, given inline or as a path to a file holding it."""
     text = value
     path = Path(value)
     if path.is_file():
         text = path.read_text().strip()
     try:
-        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+        return load_public_key(base64.b64decode(text, validate=True))
     except (binascii.Error, ValueError) as e:
         raise typer.BadParameter(
-            "not a base64 raw Ed25519 public key (or a file holding one)"
+            "not a base64 raw Ed25519 or hybrid public key (or a file holding one)"
         ) from e
 
 
@@ -299,7 +300,7 @@ def _decode_proof_document(document: Any) -> list[tuple[int, bytes]]:
 
 
 def _check_against_checkpoint(
-    vouched: list[tuple[int, bytes]], note: str, log_key: Ed25519PublicKey, origin: str | None
+    vouched: list[tuple[int, bytes]], note: str, log_key: PublicKey, origin: str | None
 ) -> str:
     """The signed checkpoint must be by the log and have the proof's root at its size.
 

@@ -14,12 +14,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from sigbus.audit.checkpoint import DEFAULT_ORIGIN, parse_checkpoint_body, parse_signed_note
+from sigbus.audit.checkpoint import (
+    DEFAULT_ORIGIN,
+    PublicKey,
+    load_public_key,
+    parse_checkpoint_body,
+    parse_signed_note,
+)
 from sigbus.audit.export_format import CosignatureRecord, write_export
 from sigbus.protocol.ids import AgencyId
 from sigbus.protocol.proofs import Cosignature
@@ -70,7 +75,7 @@ async def cosignatures_for(
                 CosignatureRecord(
                     witness=cosig.witness,
                     line=cosig.line,
-                    public_key=Ed25519PublicKey.from_public_bytes(cosig.public_key),
+                    public_key=load_public_key(cosig.public_key),
                 )
             )
     return records
@@ -79,7 +84,7 @@ async def cosignatures_for(
 async def export_log(
     js: JetStreamContext,
     out: Path,
-    log_public_key: Ed25519PublicKey,
+    log_public_key: PublicKey,
     *,
     witnesses: Iterable[AgencyId],
     origin: str = DEFAULT_ORIGIN,

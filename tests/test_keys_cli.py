@@ -87,7 +87,7 @@ def test_round_trip_generate_public_add_show(hub_dir: Path, tmp_path: Path) -> N
     assert code == 0
     bundle = PublicBundle.model_validate_json(stdout).checked()
     assert bundle.agency == "school"
-    assert {k.use for k in bundle.keys} == {KeyUse.SIGNING, KeyUse.SEALING}
+    assert {k.use for k in bundle.keys} == {KeyUse.SIGNING, KeyUse.SEALING, KeyUse.WITNESS}
     assert "private" not in stdout
     public_file = tmp_path / "school.pub.json"
     public_file.write_text(stdout)

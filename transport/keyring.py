@@ -30,7 +30,6 @@ from typing import Annotated, Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from pydantic import AwareDatetime, Field, ValidationError
@@ -186,11 +185,16 @@ class PublicBundle(StrictModel):
                         f"a signing key must be a {HYBRID_PUBLIC_BYTES}-byte hybrid "
                         "Ed25519+ML-DSA-65 key"
                     )
-            elif len(k.public_key) != 32:
-                raise KeyringError("a log key must be a 32-byte Ed25519 key")
+            elif len(k.public_key) != HYBRID_PUBLIC_BYTES:
+                raise KeyringError(
+                    f"a {k.use.value} key must be a {HYBRID_PUBLIC_BYTES}-byte hybrid "
+                    "Ed25519+ML-DSA-65 key"
+                )
         uses = [k.use for k in self.keys]
         if uses.count(KeyUse.SIGNING) != 1 or uses.count(KeyUse.SEALING) != 1:
             raise KeyringError("a bundle holds exactly one signing and one sealing key")
+        if uses.count(KeyUse.WITNESS) > 1:
+            raise KeyringError("a bundle holds at most one witness key")
         return self
 
 
@@ -222,9 +226,18 @@ def public_bundle(keyfile: PrivateKeyFile) -> PublicBundle:
             public_key=sealing_public_bytes(keyfile.sealing_suite, keyfile.sealing_private),
         ),
     ]
+    if keyfile.witness_private is not None and keyfile.witness_key_id is not None:
+        witness_pub = (
+            HybridPrivateKey.from_private_bytes(keyfile.witness_private)
+            .public_key()
+            .public_bytes_raw()
+        )
+        keys.append(
+            PublicKey(key_id=keyfile.witness_key_id, use=KeyUse.WITNESS, public_key=witness_pub)
+        )
     if keyfile.hub is not None:
         log_pub = (
-            Ed25519PrivateKey.from_private_bytes(keyfile.hub.log_signing_private)
+            HybridPrivateKey.from_private_bytes(keyfile.hub.log_signing_private)
             .public_key()
             .public_bytes_raw()
         )

@@ -100,7 +100,7 @@ def generate_agency(
     ]
     hub: HubSecrets | None = None
     if agency == HUB:
-        log_key = Ed25519PrivateKey.generate()
+        log_key = HybridPrivateKey.generate()
         log_pub = log_key.public_key().public_bytes_raw()
         keys.append(
             DirectoryKey(
@@ -116,6 +116,21 @@ def generate_agency(
             pseudonym_key=os.urandom(32),
             state_key=os.urandom(32),
         )
+    witness: HybridPrivateKey | None = None
+    witness_id: str | None = None
+    if agency != HUB:  # every party agency witnesses the log, with a key of its own use
+        witness = HybridPrivateKey.generate()
+        witness_pub = witness.public_key().public_bytes_raw()
+        witness_id = key_id_for(agency, KeyUse.WITNESS, witness_pub)
+        keys.append(
+            DirectoryKey(
+                key_id=witness_id,
+                use=KeyUse.WITNESS,
+                public_key=witness_pub,
+                not_before=now,
+                not_after=now + DEV_KEY_VALIDITY,
+            )
+        )
     nats_seed = new_nkey_seed()
     keyfile = PrivateKeyFile(
         agency=agency,
@@ -124,6 +139,8 @@ def generate_agency(
         sealing_suite=suite,
         sealing_private=sealing.private_bytes,
         sealing_key_id=seal_id,
+        witness_private=witness.private_bytes_raw() if witness is not None else None,
+        witness_key_id=witness_id,
         nats_seed=nats_seed,
         hub=hub,
     )

@@ -56,11 +56,11 @@ def _directory_key(agency: str, use: KeyUse, key: Ed25519PrivateKey) -> Director
 
 
 def fixture_directory(witnesses: dict[str, Ed25519PrivateKey] | None = None) -> Directory:
-    """The hub (log key :data:`LOG_KEY`) and each witness agency with its signing key."""
+    """The hub (log key :data:`LOG_KEY`) and each witness agency with its witness key."""
     chosen = WITNESS_KEYS if witnesses is None else witnesses
     hub = AgencyEntry(agency=HUB, keys=(_directory_key(HUB, KeyUse.LOG, LOG_KEY),))
     parties = tuple(
-        AgencyEntry(agency=agency, keys=(_directory_key(agency, KeyUse.SIGNING, key),))
+        AgencyEntry(agency=agency, keys=(_directory_key(agency, KeyUse.WITNESS, key),))
         for agency, key in chosen.items()
     )
     return Directory(

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel
 from typer.testing import CliRunner, Result
 
@@ -21,7 +20,13 @@ from sigbus.agents import witnessing
 from sigbus.agents.runtime import Adapter, Delivered
 from sigbus.agents.setup import agency_setup
 from sigbus.agents.witnessing import LogProofError, WitnessRunner, log_public_key, prove_release
-from sigbus.audit.checkpoint import DEFAULT_ORIGIN, cosign, make_checkpoint_body, sign_note
+from sigbus.audit.checkpoint import (
+    DEFAULT_ORIGIN,
+    cosign,
+    load_public_key,
+    make_checkpoint_body,
+    sign_note,
+)
 from sigbus.audit.entry import EntryOutcome, leaf_hash
 from sigbus.audit.export_format import CosignatureRecord
 from sigbus.audit.merkle import MerkleTree
@@ -38,6 +43,7 @@ from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
 from sigbus.protocol.proofs import InclusionRequest, ProofReply
 from sigbus.protocol.reasons import HubReason, ReasonCode
+from sigbus.protocol.signing import HybridPrivateKey
 from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
     CHECKPOINT_SUBJECT,
@@ -138,7 +144,7 @@ async def test_a_log_the_hub_rewrites_fails_the_officers_verification(
     entries = [line[:-1] for line in lines[1:-1]]
     trailer = json.loads(lines[-1])
     real = [
-        CosignatureRecord(c["witness"], Ed25519PublicKey.from_public_bytes(
+        CosignatureRecord(c["witness"], load_public_key(
             base64.b64decode(c["public_key"])), c["line"])
         for c in trailer["cosignatures"]
     ]  # fmt: skip
@@ -158,7 +164,7 @@ async def test_a_log_the_hub_rewrites_fails_the_officers_verification(
             CosignatureRecord(c.witness, fresh.public_key(),
                               cosign(body, c.witness, fresh, timestamp=1_800_000_000))
             for c in real
-            for fresh in [Ed25519PrivateKey.generate()]
+            for fresh in [HybridPrivateKey.generate()]
         ]  # fmt: skip
         for cosigned, records in (("removed", []), ("kept", real), ("self-made", self_made)):
             path = tmp_path / f"{name}-{cosigned}.jsonl"
@@ -172,7 +178,7 @@ async def test_a_log_the_hub_rewrites_fails_the_officers_verification(
             assert "fork" in result.output or "rolled back" in result.output
 
     # Replaced: one witness's real cosignature swapped for a self-made one.
-    fresh = Ed25519PrivateKey.generate()
+    fresh = HybridPrivateKey.generate()
     body = trailer["checkpoint"][: trailer["checkpoint"].rindex("\n\n") + 1]
     swapped = [*real[:-1], CosignatureRecord(real[-1].witness, fresh.public_key(),
                cosign(body, real[-1].witness, fresh, timestamp=1_800_000_000))]  # fmt: skip
