@@ -49,6 +49,11 @@ class Names(_ProfileModel):
 #: An envelope is at most 64 KiB (protocol.envelope.MAX_ENVELOPE_BYTES); the bus
 #: takes at most twice that from one agency, and no deployment may raise it.
 MAX_PAYLOAD_CEILING = 128 * 1024
+#: The lowest ``max_payload`` a profile may set: it must admit what an agency
+#: publishes with hybrid signatures (3,373-byte Ed25519+ML-DSA-65 signature and a
+#: 1,168-byte sealed key, base64 in JSON: a referral envelope is about 7 KiB; a
+#: witness cosignature with its ML-DSA-65 line and 1,984-byte key about 8 KiB).
+MIN_PAYLOAD = 16 * 1024
 
 
 class BusLimits(_ProfileModel):
@@ -62,7 +67,7 @@ class BusLimits(_ProfileModel):
     backlog × ``max_payload``, and its publish rate is bounded by the hub's decisions.
     """
 
-    max_payload: Annotated[int, Field(ge=4096, le=MAX_PAYLOAD_CEILING)] = MAX_PAYLOAD_CEILING
+    max_payload: Annotated[int, Field(ge=MIN_PAYLOAD, le=MAX_PAYLOAD_CEILING)] = MAX_PAYLOAD_CEILING
     max_connections: Annotated[int, Field(ge=1, le=1024)] = 8
     max_subscriptions: Annotated[int, Field(ge=8, le=10_000)] = 64
 

@@ -20,7 +20,7 @@ from sigbus.broker.backlog import BacklogWatch, full_backlogs
 from sigbus.broker.setup import hub_setup
 from sigbus.protocol import subjects as s
 from sigbus.protocol.errors import ProfileError
-from sigbus.protocol.profiles import parse_profile
+from sigbus.protocol.profiles import MIN_PAYLOAD, parse_profile
 from sigbus.transport.bus import INGRESS_BACKLOG, connect, ensure_streams
 from sigbus.transport.errors import TransportError
 from sigbus.transport.keystore import DEV_KEYS_DIR, load_directory
@@ -28,9 +28,10 @@ from sigbus.transport.natsauth import render_authorization
 from sigbus.transport.natsserver import EmbeddedNats
 from sigbus.transport.profiles import shipped_profiles_dir
 from tests.integration.conftest import World
+from tests.test_contracts import sealed_referral
 
 P = "police"
-POLICE_LIMITS = "\n[limits]\nmax_payload = 8192\nmax_connections = 2\n"
+POLICE_LIMITS = "\n[limits]\nmax_payload = 16384\nmax_connections = 2\n"
 
 
 def _police_profile(extra: str) -> bytes:
@@ -39,18 +40,25 @@ def _police_profile(extra: str) -> bytes:
 
 def test_limits_come_from_the_profile_and_are_rendered_per_account() -> None:
     limited = parse_profile(_police_profile(POLICE_LIMITS), file_stem=P)
-    assert (limited.limits.max_payload, limited.limits.max_connections) == (8192, 2)
+    assert (limited.limits.max_payload, limited.limits.max_connections) == (16384, 2)
     text = "\n".join(
         render_authorization(load_directory(DEV_KEYS_DIR), limits={P: limited.limits})
     )
     police = text[text.index(f'"{P}": {{'):]
-    assert "max_payload: 8192, max_connections: 2, max_subscriptions: 64" in police
+    assert "max_payload: 16384, max_connections: 2, max_subscriptions: 64" in police
     school = text[text.index('"school": {'):]
     assert "max_payload: 131072, max_connections: 8" in school  # the defaults
 
 
 @pytest.mark.parametrize(
-    "limits", ["max_payload = 200000", "max_payload = 100", "max_connections = 0", "burst = 5"]
+    "limits",
+    [
+        "max_payload = 200000",
+        "max_payload = 100",
+        "max_payload = 8192",  # below MIN_PAYLOAD: a hybrid-signed envelope would not fit
+        "max_connections = 0",
+        "burst = 5",
+    ],
 )
 def test_a_limit_outside_its_bounds_is_refused_by_name(limits: str) -> None:
     with pytest.raises(ProfileError, match="limits"):
@@ -77,9 +85,12 @@ async def test_the_bus_enforces_a_profiles_limits(tmp_path: Path) -> None:
             with pytest.raises(TransportError):  # the third connection is over the cap
                 await connect(server.url, name="police-3", creds=creds)
             js = first.jetstream(prefix=creds.js_prefix)
-            await js.publish(s.ingress_subject(P), b"x" * 4096, timeout=2.0)  # within
+            # within: a real hybrid-signed envelope (issue #10) fits the lowest limit
+            envelope = sealed_referral().to_wire()
+            assert len(envelope) < MIN_PAYLOAD
+            await js.publish(s.ingress_subject(P), envelope, timeout=2.0)
             with pytest.raises((NatsError, asyncio.TimeoutError)):
-                await js.publish(s.ingress_subject(P), b"x" * 9000, timeout=2.0)
+                await js.publish(s.ingress_subject(P), b"x" * 17000, timeout=2.0)
             info = await hub.jetstream().stream_info(s.INGRESS_STREAM)
             assert info.state.messages == 1  # the oversized one was never stored
         finally:
@@ -89,7 +100,7 @@ async def test_the_bus_enforces_a_profiles_limits(tmp_path: Path) -> None:
         server_log = (tmp_path / "nats" / "run" / "nats-server.log").read_text()
         # nats-server logs each refusal with its reason (the payload one with the account).
         assert '"police/nkey:' in server_log
-        assert "maximum payload exceeded: 9000 vs 8192" in server_log
+        assert "maximum payload exceeded: 17000 vs 16384" in server_log
         assert "maximum account active connections exceeded" in server_log
 
 
