@@ -122,7 +122,9 @@ class Broker:
         self._latest_now = self._writer.last_decided_at
         self._store = StateStore(self._js, self._state_key)
         self.state = await self._store.load()
-        self._checkpointer = Checkpointer(self._nc, self._js, self._writer, self._log_key)
+        self._checkpointer = Checkpointer(
+            self._nc, self._js, self._writer, self._log_key, witnesses=lambda: _agencies(self.ctx)
+        )
         await self._checkpointer.serve()
         await self._checkpointer.publish()
         self._notices = NoticeService(

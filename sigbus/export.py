@@ -17,17 +17,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from pydantic import ValidationError
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, parse_checkpoint_body, parse_signed_note
 from sigbus.audit.export_format import CosignatureRecord, write_export
+from sigbus.broker.checkpointer import latest_cosignatures
 from sigbus.protocol.ids import AgencyId
-from sigbus.protocol.proofs import Cosignature
 from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
     CHECKPOINT_SUBJECT,
     LOG_STREAM,
-    cosignature_subject,
 )
 from sigbus.transport.bus import read_by_sequence
 from sigbus.transport.errors import SigbusError
@@ -57,23 +55,15 @@ async def cosignatures_for(
     js: JetStreamContext, size: int, witnesses: Iterable[AgencyId]
 ) -> list[CosignatureRecord]:
     """Each witness's latest cosignature, if it is of the checkpoint of ``size``."""
-    records = []
-    for agency in witnesses:
-        try:
-            msg = await js.get_last_msg(CHECKPOINT_STREAM, cosignature_subject(agency))
-            assert msg.data is not None
-            cosig = Cosignature.model_validate_json(msg.data)
-        except (NotFoundError, ValidationError):
-            continue
-        if cosig.checkpoint_size == size:
-            records.append(
-                CosignatureRecord(
-                    witness=cosig.witness,
-                    line=cosig.line,
-                    public_key=Ed25519PublicKey.from_public_bytes(cosig.public_key),
-                )
-            )
-    return records
+    return [
+        CosignatureRecord(
+            witness=cosig.witness,
+            line=cosig.line,
+            public_key=Ed25519PublicKey.from_public_bytes(cosig.public_key),
+        )
+        for cosig in (await latest_cosignatures(js, witnesses)).values()
+        if cosig.checkpoint_size == size
+    ]
 
 
 async def export_log(

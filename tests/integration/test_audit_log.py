@@ -15,12 +15,19 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel
+from structlog.testing import capture_logs
 from typer.testing import CliRunner, Result
 
 from sigbus.agents import witnessing
 from sigbus.agents.runtime import Adapter, Delivered
 from sigbus.agents.setup import agency_setup
-from sigbus.agents.witnessing import LogProofError, WitnessRunner, log_public_key, prove_release
+from sigbus.agents.witnessing import (
+    LogProofError,
+    UnprovenRelease,
+    WitnessRunner,
+    log_public_key,
+    prove_release,
+)
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, cosign, make_checkpoint_body, sign_note
 from sigbus.audit.entry import EntryOutcome, leaf_hash
 from sigbus.audit.export_format import CosignatureRecord
@@ -196,14 +203,47 @@ async def test_a_log_the_hub_rewrites_fails_the_officers_verification(
     )
 
 
-async def _released_referral(world: World) -> Delivered:
-    """A LUL 6 § notification released to social services, and a checkpoint covering it."""
+async def _released_referral(world: World, witnesses: tuple[str, ...] = (P, S, SO)) -> Delivered:
+    """A LUL 6 § notification released to social services, and a checkpoint covering
+    it that ``witnesses`` cosigned (by default every party agency: the quorum)."""
     await world.adapters[P].send(
         MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
     )
     await world.settle()
     await world.broker.checkpointer.publish()
+    for agency in witnesses:
+        await WitnessRunner(world.adapters[agency]).run_once(timeout=0.2)
     return world.inboxes[SO].received[-1]
+
+
+async def test_a_release_is_proven_only_against_a_quorum_cosigned_checkpoint(
+    world: World,
+) -> None:
+    """Split view: a checkpoint only the hub signed may be a view shown to this recipient
+    alone. Without the cosignatures of every party agency (the default quorum) in time,
+    the release stays unproven and the security event says so; with them it is proven."""
+    delivered = await _released_referral(world, witnesses=(P, SO))
+    social = world.adapters[SO]
+    with capture_logs() as logs:
+        with pytest.raises(UnprovenRelease, match="2 of 3 distinct trusted witnesses"):
+            await prove_release(social, delivered, wait_s=0.5)
+    unproven = [e for e in logs if e.get("kind") == "release_unproven"]
+    assert unproven == [
+        {
+            "event": "security_event",
+            "kind": "release_unproven",
+            "agency": SO,
+            "log_index": delivered.record.log_index,
+            "reason": "witness_quorum_not_reached",
+            "log_level": "error",
+        }
+    ]
+    two = await prove_release(social, delivered, quorum=2, wait_s=0.5)
+    assert two.witnesses == (P, SO)
+    await WitnessRunner(world.adapters[S]).run_once(timeout=0.2)
+    every = await prove_release(social, delivered, wait_s=2.0)
+    assert every.witnesses == (P, S, SO)
+    assert every.checkpoint.size > delivered.record.log_index
 
 
 async def test_a_recipients_proof_carries_the_leaf_hash_not_the_entry(world: World) -> None:
