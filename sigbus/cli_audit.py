@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sigbus.agents.witnessing import witness_name
+from sigbus.agents.witnessing import saved_fork_evidence, witness_name
 from sigbus.audit.checkpoint import (
     note_body,
     parse_checkpoint_body,
@@ -33,6 +33,7 @@ from sigbus.audit.entry_line import check_entry_line
 from sigbus.audit.errors import AuditError, CheckpointError, ExportError
 from sigbus.audit.export_format import read_entry_lines
 from sigbus.audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
+from sigbus.audit.splitview import ForkVerdict, parse_fork_evidence, verify_fork_evidence
 from sigbus.audit.trust import TrustAnchors, TrustError, trust_from_directory
 from sigbus.audit.verify_report import VERIFIED, VerifyReport
 from sigbus.parallel_verify import verify_export_file
@@ -41,7 +42,7 @@ from sigbus.protocol.directory import verify_directory
 from sigbus.protocol.errors import DirectoryError
 from sigbus.protocol.ids import HUB
 from sigbus.transport.errors import ConfigError
-from sigbus.transport.files import read_file
+from sigbus.transport.files import read_file, write_private
 from sigbus.transport.profiles import load_profiles
 
 audit_app = typer.Typer(
@@ -54,6 +55,12 @@ prove_app = typer.Typer(
     help="Compute inclusion and consistency proofs from an export file.",
 )
 audit_app.add_typer(prove_app, name="prove")
+fork_app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    help="The evidence of a forked log that a witness saved.",
+    no_args_is_help=True,
+)
+audit_app.add_typer(fork_app, name="fork-evidence")
 
 
 def _load_public_key(value: str) -> Ed25519PublicKey:
@@ -463,3 +470,141 @@ def _require_known(option: str, value: str | None, valid: set[Any]) -> None:
     if value is not None and value not in valid:
         listed = ", ".join(sorted(str(v) for v in valid))
         raise _usage(f"--{option} {value!r} is not a known value; valid: {listed}")
+
+
+@fork_app.command("export")
+def fork_evidence_export(
+    witness_state: Annotated[
+        Path,
+        typer.Option(
+            dir_okay=False,
+            help="The witness state file of the adapter (witness-<agency>.json); its "
+            "evidence files lie next to it.",
+        ),
+    ],
+    number: Annotated[
+        int | None,
+        typer.Option("--number", help="Which evidence (1 = first; default: the latest)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write it here (0600) instead of stdout.")
+    ] = None,
+) -> None:
+    """Export fork evidence a witness saved: both signed checkpoints and the proof attempt.
+
+    Hand the file to the other agencies, IVO or a court; they check it with
+    'sigbus audit verify-fork FILE --root ... --directory ...'.
+    """
+    saved = saved_fork_evidence(witness_state)
+    if not saved:
+        raise _usage(f"no fork evidence next to {witness_state} / inga forkbevis finns")
+    chosen = len(saved) if number is None else number
+    if not 1 <= chosen <= len(saved):
+        raise _usage(f"--number must be between 1 and {len(saved)}")
+    try:
+        text = saved[chosen - 1].read_text()
+        parse_fork_evidence(text)
+    except (OSError, UnicodeDecodeError) as e:
+        raise _fail(f"the evidence file cannot be read: {type(e).__name__}") from e
+    except AuditError as e:
+        raise _fail(f"the saved evidence is not valid: {e}") from e
+    if out is None:
+        typer.echo(text)
+        return
+    write_private(out, text.encode())
+    typer.echo(f"wrote {out} ({chosen} of {len(saved)}) / skrev {out}", err=True)
+
+
+#: ``sigbus audit verify-fork`` exit codes: 0 fork proven; 1 not a fork or invalid
+#: evidence; 2 bad options or untrusted inputs; 3 inconsistent by the proof given,
+#: which does not prove a fork offline (different sizes).
+EXIT_FORK_UNPROVEN = 3
+
+_FORK_TEXT = {
+    ForkVerdict.PROVEN: (
+        "fork proven: the log key signed two checkpoints of size {first} with different "
+        "roots; no append-only log has both",
+        "forken bevisad: loggnyckeln har signerat två kontrollpunkter av storlek {first} "
+        "med olika rothashar; ingen logg som bara växer kan ha båda",
+    ),
+    ForkVerdict.INCONSISTENT_PROOF: (
+        "not proven offline: the log key signed checkpoints of sizes {first} and {second} "
+        "and the consistency proof given does not link them; a missing or bad proof "
+        "alone proves no fork (ask the hub for one and check it with verify-proof)",
+        "inte bevisad offline: loggnyckeln har signerat kontrollpunkter av storlek {first} "
+        "och {second} och det bifogade konsistensbeviset binder inte ihop dem; ett "
+        "saknat eller felaktigt bevis bevisar ensamt ingen fork",
+    ),
+    ForkVerdict.NOT_A_FORK: (
+        "no fork: the two checkpoints (sizes {first} and {second}) are consistent",
+        "ingen fork: de två kontrollpunkterna (storlek {first} och {second}) är förenliga",
+    ),
+}
+
+
+@audit_app.command("verify-fork")
+def verify_fork(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Fork evidence.")],
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="The signed agency directory (directory.json)."
+        ),
+    ] = None,
+    root: Annotated[
+        str | None,
+        typer.Option(help="The root public key you pinned: base64 raw Ed25519, or its file."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as one JSON object.")
+    ] = False,
+) -> None:
+    """Check fork evidence offline against the log keys of the signed directory.
+
+    Exit 0 fork proven (two checkpoints of one size, different roots, both
+    signed by the log key); 1 no fork, or a checkpoint not signed by the log
+    key; 2 bad options or no trusted inputs; 3 different sizes with a proof that
+    does not link them (inconsistent, but not provable offline).
+    """
+    trust = _trust_or_exit(directory, root, None)
+    try:
+        evidence = parse_fork_evidence(file.read_bytes())
+        check = verify_fork_evidence(evidence, trust)
+    except OSError as e:
+        raise _usage(f"cannot read {file}: {type(e).__name__}") from e
+    except AuditError as e:
+        if as_json:
+            typer.echo(json.dumps({"verdict": "invalid", "fork_proven": False, "error": str(e)}))
+            raise typer.Exit(code=EXIT_FAILED) from e
+        raise _fail(f"not valid fork evidence: {e}") from e
+    sizes = {"first": check.first.size, "second": check.second.size}
+    english, swedish = (text.format(**sizes) for text in _FORK_TEXT[check.verdict])
+    code = {
+        ForkVerdict.PROVEN: EXIT_VERIFIED,
+        ForkVerdict.INCONSISTENT_PROOF: EXIT_FORK_UNPROVEN,
+        ForkVerdict.NOT_A_FORK: EXIT_FAILED,
+    }[check.verdict]
+    if as_json:
+        document = {
+            "verdict": check.verdict.value,
+            "fork_proven": check.verdict is ForkVerdict.PROVEN,
+            "origin": evidence.origin,
+            "sizes": [check.first.size, check.second.size],
+            "log_key_id": check.log_key_id,
+            "root_key_id": trust.root_key_id,
+            "directory_serial": trust.directory_serial,
+            "detected_by": evidence.detected_by,
+            "detected_at": evidence.detected_at,
+        }
+        typer.echo(json.dumps(document))
+    else:
+        against = (
+            f"against log key {check.log_key_id} of directory serial {trust.directory_serial} "
+            f"(root {trust.root_key_id}) / mot loggnyckel {check.log_key_id} i katalog nr "
+            f"{trust.directory_serial} (rot {trust.root_key_id})"
+        )
+        if code == EXIT_VERIFIED:
+            typer.echo(f"{english}\n{swedish}\n{against}")
+        else:
+            typer.echo(f"FAIL / UNDERKÄND: {english}\n{swedish}\n{against}", err=True)
+    raise typer.Exit(code=code)
