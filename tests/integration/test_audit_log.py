@@ -224,9 +224,11 @@ async def test_a_release_is_proven_only_against_a_quorum_cosigned_checkpoint(
     the release stays unproven and the security event says so; with them it is proven."""
     delivered = await _released_referral(world, witnesses=(P, SO))
     social = world.adapters[SO]
-    with capture_logs() as logs:
-        with pytest.raises(UnprovenRelease, match="2 of 3 distinct trusted witnesses"):
-            await prove_release(social, delivered, wait_s=0.5)
+    with (
+        capture_logs() as logs,
+        pytest.raises(UnprovenRelease, match="2 of 3 distinct trusted witnesses"),
+    ):
+        await prove_release(social, delivered, wait_s=0.5)
     unproven = [e for e in logs if e.get("kind") == "release_unproven"]
     assert unproven == [
         {
