@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 from audit_fixtures import (
+    ALL_WITNESSES,
     POLICE_WITNESS,
     key_from_seed,
     make_entries,
+    make_log,
     signed_checkpoint,
     trust_args,
 )
@@ -110,3 +112,30 @@ def test_without_trusted_inputs_nothing_is_proven(tmp_path: Path) -> None:
     )
     assert missing.exit_code == 2
     assert "no fork evidence" in missing.output
+
+
+def test_verify_refuses_an_export_forked_from_a_checkpoint_the_officer_holds(
+    tmp_path: Path,
+) -> None:
+    """Offline split view: the hub hands the officer an export of another history than
+    the checkpoints the officer kept (same size, and a prefix). Both fail, naming the fork
+    and the size; the honest export with the same checkpoints verifies."""
+    log = make_log(6, ALL_WITNESSES)
+    export = tmp_path / "log.jsonl"
+    export.write_bytes(b"".join(log.export_lines()))
+    trusted = trust_args(tmp_path)
+    for size in (6, 3):
+        held = tmp_path / f"held-{size}.txt"
+        held.write_text(signed_checkpoint(other_history(), size))
+        result = runner.invoke(
+            audit_app, ["verify", str(export), *trusted, "--checkpoint", str(held)]
+        )
+        assert result.exit_code == 1, result.output
+        assert f"fork: the earlier checkpoint of size {size} does not match" in result.output
+        assert "VERIFIED" not in result.output
+        honest = tmp_path / f"honest-{size}.txt"
+        honest.write_text(signed_checkpoint(log.tree, size))
+        ok = runner.invoke(
+            audit_app, ["verify", str(export), *trusted, "--checkpoint", str(honest)]
+        )
+        assert ok.exit_code == 0, ok.output
