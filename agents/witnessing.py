@@ -135,7 +135,7 @@ class WitnessRunner:
             )
         self.log = log.bind(agency=agency)
         self._sub: JetStreamContext.PullSubscription | None = None
-        self._gossip_subs: list[Subscription] = []
+        self._gossip_subs: dict[AgencyId, Subscription] = {}
         self._heard: dict[AgencyId, str] = {}  # peer -> the latest view it gossiped
         self._line: str | None = None  # our cosignature over witness.last_note
         self._alarmed: set[tuple[str, str]] = set()
@@ -154,7 +154,7 @@ class WitnessRunner:
             self._sub = await self.adapter.js.pull_subscribe_bind(
                 witness_consumer(self.adapter.agency), CHECKPOINT_STREAM
             )
-            await self._listen()
+        await self._listen()
         sub = self._sub
         done = 0
         while True:
@@ -170,12 +170,14 @@ class WitnessRunner:
         return done
 
     async def close(self) -> None:
-        for gossip in self._gossip_subs:
+        for gossip in self._gossip_subs.values():
             with contextlib.suppress(NatsError):
                 await gossip.unsubscribe()
-        self._gossip_subs = []
+        self._gossip_subs = {}
 
     async def _listen(self) -> None:
+        """Subscribe to every peer's gossip not yet heard (a new agency joins the next round)."""
+
         async def heard(msg: Msg) -> None:
             peer = gossip_sender(msg.subject)
             try:
@@ -191,14 +193,16 @@ class WitnessRunner:
             self._heard[peer] = gossip.signed_checkpoint
 
         for peer in self.peers():
-            self._gossip_subs.append(
-                await self.adapter.nc.subscribe(gossip_subject(peer), cb=heard)
-            )
+            if peer not in self._gossip_subs:
+                subject = gossip_subject(peer)
+                self._gossip_subs[peer] = await self.adapter.nc.subscribe(subject, cb=heard)
 
     async def _gossip(self) -> None:
         note, line = self.witness.last_note, self._line
-        if note is None or line is None:
+        if note is None:
             return
+        if line is None:  # restarted from its state file: cosign the same view again
+            line = self._line = self.witness.observe(note, (), now=self.adapter.now())
         gossip = CheckpointGossip(
             witness=self.witness.name, signed_checkpoint=note, cosignature=line
         )
@@ -431,7 +435,7 @@ async def prove_release(
         witnessed = await quorum_checkpoint(
             adapter, covering=record.log_index, quorum=quorum, origin=origin, wait_s=wait_s
         )
-    except UnprovenRelease as e:
+    except UnprovenRelease:
         log.error(
             "security_event",
             kind="release_unproven",
@@ -439,7 +443,7 @@ async def prove_release(
             log_index=record.log_index,
             reason="witness_quorum_not_reached",
         )
-        raise e from None
+        raise
     checkpoint = witnessed.checkpoint
     reply = ProofReply.model_validate_json(
         await _request(
