@@ -13,15 +13,28 @@ import asyncio
 import json
 from pathlib import Path
 
+from nats.aio.msg import Msg
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from sigbus.agents.witnessing import WitnessRunner
-from sigbus.audit.checkpoint import DEFAULT_ORIGIN, make_checkpoint_body, sign_note
+from sigbus.audit.checkpoint import (
+    DEFAULT_ORIGIN,
+    make_checkpoint_body,
+    note_body,
+    sign_note,
+    verify_cosignature,
+)
 from sigbus.broker.setup import hub_setup
 from sigbus.cli_audit import audit_app
 from sigbus.protocol.ids import AgencyId, MessageType
-from sigbus.protocol.subjects import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT, witness_consumer
+from sigbus.protocol.proofs import CheckpointGossip
+from sigbus.protocol.subjects import (
+    CHECKPOINT_STREAM,
+    CHECKPOINT_SUBJECT,
+    gossip_subject,
+    witness_consumer,
+)
 from sigbus.transport.keystore import DIRECTORY_FILE, ROOT_PUBLIC_FILE
 from tests.integration.conftest import LUL6, World
 from tests.integration.test_audit_log import referral
@@ -136,3 +149,38 @@ async def test_consistent_gossip_raises_no_alarm(world: World, tmp_path: Path) -
     assert police.witness.last_checkpoint.size < school.witness.last_checkpoint.size
     assert police.alarms == []
     assert school.alarms == []
+
+
+async def test_a_witness_restarted_from_its_state_gossips_its_view_again(
+    world: World, tmp_path: Path
+) -> None:
+    """After a restart the witness has its last cosigned checkpoint (the state file) but
+    no cosignature line in memory: it cosigns that same view again and gossips it."""
+    await world.adapters[P].send(
+        MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
+    )
+    await world.settle()
+    await world.broker.checkpointer.publish(force=True)
+    state = tmp_path / "witness-police.json"
+    first = WitnessRunner(world.adapters[P], state_path=state)
+    await first.run_once(timeout=0.3)
+    await first.close()
+    note = first.witness.last_note
+    assert note is not None
+
+    heard: list[CheckpointGossip] = []
+
+    async def on_gossip(msg: Msg) -> None:
+        heard.append(CheckpointGossip.model_validate_json(msg.data))
+
+    listening = await world.adapters[SO].nc.subscribe(gossip_subject(P), cb=on_gossip)
+    again = WitnessRunner(world.adapters[P], state_path=state)
+    assert await again.run_once(timeout=0.3) == 0  # nothing new to cosign
+    for _ in range(20):
+        if heard:
+            break
+        await asyncio.sleep(0.05)
+    await listening.unsubscribe()
+    assert [g.signed_checkpoint for g in heard] == [note]
+    key = world.adapters[P].identity.signing_key.public_key()
+    verify_cosignature(note_body(note), heard[0].cosignature, "sigbus/witness/police", key)
