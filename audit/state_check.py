@@ -11,12 +11,15 @@ names, or a second one for a message).
 
 from __future__ import annotations
 
+import base64
 import hashlib
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from sigbus.audit.entry import LogEntry
+from sigbus.audit.errors import ExportError
 
 
 class StateFault(StrEnum):
@@ -103,3 +106,39 @@ def check_state_against_log(
         if message_id not in named:
             findings.append(StateFinding(StateFault.INJECTED, message_id, None, record.seq))
     return sorted(findings, key=lambda f: (f.state_seq or 0, f.log_index or 0))
+
+
+#: First line of a state dump (``sigbus audit export-state``); one JSON record a line after.
+STATE_DUMP_FORMAT = "sigbus-state-dump/v1"
+
+
+def state_dump_lines(last_seq: int, records: Iterable[tuple[int, str, bytes]]) -> Iterator[bytes]:
+    """A state dump: the header, then ``{"message_id","record","seq"}`` per stored record."""
+    yield json.dumps({"format": STATE_DUMP_FORMAT, "last_seq": last_seq}).encode() + b"\n"
+    for seq, message_id, data in records:
+        record = {"message_id": message_id, "record": base64.b64encode(data).decode(), "seq": seq}
+        yield json.dumps(record, sort_keys=True).encode() + b"\n"
+
+
+def parse_state_dump(lines: Iterable[bytes]) -> list[StateRecordRef]:
+    """The dump's records with digests recomputed from their bytes; ExportError if malformed."""
+    refs: list[StateRecordRef] = []
+    header_seen = False
+    for number, line in enumerate(lines, start=1):
+        try:
+            value = json.loads(line)
+            if number == 1:
+                if not isinstance(value, dict) or value.get("format") != STATE_DUMP_FORMAT:
+                    raise ExportError(f"state dump line 1 is not a {STATE_DUMP_FORMAT} header")
+                header_seen = True
+                continue
+            seq, message_id = value["seq"], value["message_id"]
+            data = base64.b64decode(value["record"], validate=True)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ExportError(f"state dump line {number} is not a state record") from e
+        if not isinstance(seq, int) or not isinstance(message_id, str):
+            raise ExportError(f"state dump line {number} is not a state record")
+        refs.append(StateRecordRef.of(seq, message_id, data))
+    if not header_seen:
+        raise ExportError("state dump is empty (no header)")
+    return refs
