@@ -10,8 +10,13 @@ same offline.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
-from datetime import UTC, datetime
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +24,16 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
+from sigbus.agents.setup import agency_setup
 from sigbus.agents.witnessing import log_public_key
 from sigbus.broker.errors import StateCorruptError
+from sigbus.broker.service import CRASH_AFTER_LOG_ENV
 from sigbus.broker.setup import hub_setup
 from sigbus.cli_audit import audit_app
 from sigbus.export import export_log, export_state
 from sigbus.protocol.codes import ConsentAction, ConsenterRole
-from sigbus.protocol.ids import MessageType
-from sigbus.protocol.messages import ConsentEvent
+from sigbus.protocol.ids import MessageType, new_opaque_id
+from sigbus.protocol.messages import CaseOpened, ConsentEvent
 from sigbus.protocol.subjects import STATE_STREAM, STATE_SUBJECT
 from sigbus.transport import config
 from sigbus.transport.bus import connect, ensure_streams, read_stream
@@ -137,3 +144,53 @@ async def test_an_edited_state_stops_the_hub_and_check_state_finds_it(
     assert code == 1
     assert report["ok"] is False
     assert [f["fault"] for f in report["findings"]] == [fault]
+
+
+async def test_crash_between_log_and_state_write_is_completed_on_restart(
+    nats_url: str, keys_dir: Path
+) -> None:
+    """Log first: a hub killed after the append starts again (the message is not acked),
+    writes the very record the log named (deterministic sealing), and the state matches."""
+    env = {**os.environ, CRASH_AFTER_LOG_ENV: "1"}
+    cmd = [sys.executable, "-m", "sigbus", "broker", "run", "--nats", nats_url,
+           "--keys", str(keys_dir), "--ack-wait", "2"]  # fmt: skip
+    social = await agency_setup(SO, keys_dir).connect(nats_url)
+    first = subprocess.Popen(cmd, env=env)
+    try:
+        await asyncio.sleep(1.5)  # streams created
+        youth = World(broker=None, adapters={}).youth  # type: ignore[arg-type]
+        case = new_opaque_id("case", 12)
+        mid = await social.send(
+            MessageType.CASE_OPENED,
+            CaseOpened(personnummer=youth, guardians_with_custody=("vh-1",), parties=(SO, S)),
+            case_ref=case,
+        )
+        code = await asyncio.to_thread(first.wait, 20)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        await social.close()
+    assert code == 70  # died by the injected fault: logged, state not written
+    nc = await connect(nats_url, name="test-observer", creds=hub_setup(keys_dir).creds)
+    try:
+        js = nc.jetstream()
+        assert (await js.stream_info(STATE_STREAM)).state.messages == 0
+
+        broker = hub_setup(keys_dir).broker(nats_url, ack_wait=timedelta(seconds=2))
+        await broker.start()  # the gap is the message in flight: not a finding
+        try:
+            await broker.drain_ingress(idle_timeout=2.5)
+            assert case in broker.state.cases
+            (entry,) = broker.writer.entries()
+            assert entry.message_id == mid
+            stored = [bytes(m.data) async for m in read_stream(js, STATE_STREAM, STATE_SUBJECT)]
+            assert len(stored) == 1
+            assert hashlib.sha256(stored[0]).hexdigest() == entry.state_sha256
+        finally:
+            await broker.stop()
+        again = hub_setup(keys_dir).broker(nats_url)
+        await again.start()  # matches now, with nothing in flight
+        await again.stop()
+        assert case in again.state.cases
+    finally:
+        await nc.close()
