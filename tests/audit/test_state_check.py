@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from sigbus.audit.entry import GENESIS_PREV_HASH, EntryOutcome, LogEntry
-from sigbus.audit.state_check import StateFault, StateRecordRef, check_state_against_log
+from sigbus.audit.errors import ExportError
+from sigbus.audit.state_check import (
+    StateFault,
+    StateRecordRef,
+    check_state_against_log,
+    parse_state_dump,
+    state_dump_lines,
+)
 from sigbus.protocol.codes import ConsentAction, ConsenterRole
 from sigbus.protocol.ids import MessageType
 
@@ -96,3 +105,11 @@ def test_a_withdrawal_deleted_and_republished_is_caught() -> None:
     # What an operator can do on JetStream: delete the record, publish another.
     edited = [*RECORDS[:2], StateRecordRef.of(4, "msg-3", b"sealed-other")]
     assert _faults(edited) == [("altered", "msg-3")]
+
+
+def test_a_state_dump_round_trips_and_a_malformed_one_is_refused() -> None:
+    lines = list(state_dump_lines(2, [(1, "msg-0", SEALED[0]), (2, "msg-1", SEALED[1])]))
+    assert parse_state_dump(lines) == RECORDS[:2]
+    for bad in ([], [b'{"format":"other"}\n'], [lines[0], b'{"seq":1}\n'], [lines[0], b"\xff\n"]):
+        with pytest.raises(ExportError):
+            parse_state_dump(bad)
