@@ -321,13 +321,14 @@ def audit_export_state(
     data_dir: DataOpt = None,
     keys: KeysOpt = None,
 ) -> None:
-    """Dump the hub state stream (ciphertext only) for `audit check-state`."""
+    """Dump the hub state stream (ciphertext only) for `audit check-state`; as the hub
+    (the auditor identity reads the log and nothing else, not even state ciphertext)."""
 
     async def run() -> int:
         nc = await connect(
             config.nats_url(nats, data_dir),
             name="audit-export-state",
-            creds=config.auditor_credentials(config.keys_dir(keys)),  # read-only
+            creds=hub_setup(config.keys_dir(keys)).creds,
         )
         try:
             return await export_state(nc.jetstream(), out)

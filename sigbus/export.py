@@ -112,8 +112,8 @@ async def export_log(
 async def export_state(js: JetStreamContext, out: Path) -> int:
     """Dump the hub state stream (ciphertext) for ``audit check-state``; the record count.
 
-    Read by sequence lookups (the auditor may not create consumers); a deleted
-    record is a gap, left out, for the check to name.
+    Read by sequence lookups; a deleted record is a gap, left out, for the check
+    to name.
     """
     info = await js.stream_info(STATE_STREAM)
     last_seq = info.state.last_seq

@@ -44,7 +44,6 @@ from sigbus.protocol.subjects import (
     HUB_SERVICES_ALL,
     INBOX_STREAM,
     LOG_STREAM,
-    STATE_STREAM,
     cosignature_subject,
     inbox_consumer,
     ingress_subject,
@@ -133,13 +132,11 @@ def hub_permissions() -> tuple[list[str], list[str]]:
 
 
 def auditor_permissions() -> tuple[list[str], list[str]]:
-    """Read stored messages of the log, checkpoint and state streams, one by one, and
-    nothing else: no consumer (a push consumer could deliver into a stream), no publish.
-    State records are ciphertext under the hub state key; the auditor reads them only
-    to check them against the log (``audit export-state``)."""
+    """Read stored messages of the log and checkpoint streams, one by one, and nothing
+    else: no consumer (a push consumer could deliver into a stream), no publish."""
     publish = [
         f"{JS_API}.{api}.{stream}"
-        for stream in (LOG_STREAM, CHECKPOINT_STREAM, STATE_STREAM)
+        for stream in (LOG_STREAM, CHECKPOINT_STREAM)
         for api in ("STREAM.INFO", "STREAM.MSG.GET")
     ]
     return publish, [f"{inbox_prefix(AUDITOR)}.>"]
@@ -197,9 +194,8 @@ def render_authorization(
         assert entry.nats_user is not None
         lim = limits.get(entry.agency, BusLimits())
         lines += [f'  "{entry.agency}": {{', "    users: ["]
-        lines += _user(
-            entry.nats_user, entry.agency, agency_permissions(entry.agency), responds=False
-        )
+        lines += _user(entry.nats_user, entry.agency, agency_permissions(entry.agency),
+                       responds=False)
         lines += ["    ]", "    imports: ["]
         for export in agency_exports(entry.agency):
             lines.append(

@@ -58,17 +58,21 @@ async def withdraw(world: World, case: str) -> str:
 
 
 async def dumps(world: World, keys_dir: Path, tmp_path: Path, name: str) -> tuple[Path, Path]:
-    """The log export and the state dump, read with the auditor's read-only credentials."""
+    """The log export (the auditor's read-only identity) and the state dump (the hub's)."""
     log_file, state_file = tmp_path / f"{name}.log.jsonl", tmp_path / f"{name}.state.jsonl"
-    nc = await connect(
+    auditor = await connect(
         world.broker.url, name="test-auditor", creds=config.auditor_credentials(keys_dir)
     )
     try:
-        js = nc.jetstream()
-        await export_log(js, log_file, log_public_key(world.adapters[SO]), witnesses=[S])
-        await export_state(js, state_file)
+        key = log_public_key(world.adapters[SO])
+        await export_log(auditor.jetstream(), log_file, key, witnesses=[S])
     finally:
-        await nc.close()
+        await auditor.close()
+    hub = await connect(world.broker.url, name="test-hub", creds=hub_setup(keys_dir).creds)
+    try:
+        await export_state(hub.jetstream(), state_file)
+    finally:
+        await hub.close()
     return log_file, state_file
 
 
