@@ -27,7 +27,7 @@ from sigbus.cli_keys import keys_app
 from sigbus.cli_policy import policy_app
 from sigbus.contracts_cli import contracts_command
 from sigbus.demo import run_demo
-from sigbus.export import ExportSummary, export_log
+from sigbus.export import ExportSummary, export_log, export_state
 from sigbus.protocol.directory import KeyUse
 from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import ProfileError, ProtocolError, SigbusError
@@ -312,6 +312,34 @@ def entrypoint() -> None:
     except SigbusError as e:  # the one root: every sigbus error says what, never a traceback
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+
+
+@audit_app.command("export-state")
+def audit_export_state(
+    out: Annotated[Path, typer.Option("--out", help="state dump file to write")],
+    nats: Annotated[str | None, typer.Option("--nats")] = None,
+    data_dir: DataOpt = None,
+    keys: KeysOpt = None,
+) -> None:
+    """Dump the hub state stream (ciphertext only) for `audit check-state`; as the hub
+    (the auditor identity reads the log and nothing else, not even state ciphertext)."""
+
+    async def run() -> int:
+        nc = await connect(
+            config.nats_url(nats, data_dir),
+            name="audit-export-state",
+            creds=hub_setup(config.keys_dir(keys)).creds,
+        )
+        try:
+            return await export_state(nc.jetstream(), out)
+        finally:
+            await nc.close()
+
+    try:
+        count = asyncio.run(run())
+    except (SigbusError, ProtocolError, AuditError) as e:
+        raise _fail(e) from e
+    typer.echo(f"exported {count} state records to {out}")
 
 
 @audit_app.command("export")

@@ -28,12 +28,13 @@ from sigbus.audit.checkpoint import (
     public_key_bytes,
     verify_note,
 )
-from sigbus.audit.entry import EntryOutcome
+from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.audit.entry_line import check_entry_line
 from sigbus.audit.errors import AuditError, CheckpointError, ExportError
 from sigbus.audit.export_format import read_entry_lines
 from sigbus.audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
 from sigbus.audit.splitview import ForkVerdict, parse_fork_evidence, verify_fork_evidence
+from sigbus.audit.state_check import check_state_against_log, parse_state_dump
 from sigbus.audit.trust import TrustAnchors, TrustError, trust_from_directory
 from sigbus.audit.verify_report import VERIFIED, VerifyReport
 from sigbus.parallel_verify import verify_export_file
@@ -330,6 +331,58 @@ def _check_against_checkpoint(
             "(a different tree: fork or forgery)"
         )
     return f"; matches the checkpoint of size {checkpoint.size} signed by {name!r}"
+
+
+@audit_app.command("check-state")
+def check_state(
+    file: FileArg,
+    state: Annotated[
+        Path, typer.Option("--state", help="state dump from `sigbus audit export-state`")
+    ],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check the hub state against the log: a dropped, altered, reordered or injected
+    state record (a withdrawal made to vanish) exits 1 naming it. Verify the export
+    against the trusted inputs first (`audit verify`): this check trusts its entries."""
+    try:
+        _self_check(file)
+        with state.open("rb") as lines:
+            records = parse_state_dump(lines)
+    except OSError as e:
+        raise _usage(f"cannot read --state file: {type(e).__name__}") from e
+    except AuditError as e:
+        raise _fail(f"refusing to check state: {e}") from e
+    entries = [LogEntry.model_validate_json(line) for _, line in _query_entries(file)]
+    findings = check_state_against_log(entries, records, pending_ingress_from=None)
+    bound = sum(1 for e in entries if e.state_sha256 is not None)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "ok": not findings,
+                    "bound_entries": bound,
+                    "state_records": len(records),
+                    "findings": [
+                        {
+                            "fault": f.fault.value,
+                            "message_id": f.message_id,
+                            "log_index": f.log_index,
+                            "state_seq": f.state_seq,
+                        }
+                        for f in findings
+                    ],
+                }
+            )
+        )
+    else:
+        for f in findings:
+            typer.echo(f"MISMATCH {f.describe()} (message {f.message_id})")
+        typer.echo(
+            f"{'MISMATCH' if findings else 'MATCH'}: {len(records)} state records against "
+            f"{bound} hub record entries, {len(findings)} finding(s)"
+        )
+    if findings:
+        raise typer.Exit(code=1)
 
 
 @audit_app.command("verify-proof")
