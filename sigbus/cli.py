@@ -23,7 +23,13 @@ from sigbus.audit.errors import AuditError
 from sigbus.bench import BenchSettings, print_result, run_bench
 from sigbus.broker.setup import hub_setup
 from sigbus.cli_audit import audit_app
-from sigbus.cli_console import DEFAULT_PORT, console_app, console_server, console_url
+from sigbus.cli_console import (
+    DEFAULT_PORT,
+    console_app,
+    console_server,
+    console_socket,
+    console_url,
+)
 from sigbus.cli_keys import keys_app
 from sigbus.cli_policy import policy_app
 from sigbus.contracts_cli import contracts_command
@@ -172,9 +178,9 @@ def up(
             loop.add_signal_handler(sig, broker.request_stop)
         reloader = asyncio.create_task(reload_users(server))
         web = None
-        if not no_console:
+        if web_socket is not None:
             web = console_server(server.url, keys_path, base, port=console_port)
-            web_task = asyncio.create_task(web.serve())
+            web_task = asyncio.create_task(web.serve(sockets=[web_socket]))
         try:
             await broker.run()
         finally:
@@ -196,8 +202,12 @@ def up(
                 f"sigbus up: NATS {server.url}, broker running (pid {os.getpid()}). "
                 "Stop with Ctrl-C or `sigbus down`."
             )
-            if not no_console:
+            # Bound here, so a port in use costs the console, never the hub.
+            web_socket = None if no_console else console_socket(console_port)
+            if web_socket is not None:
                 typer.echo(f"sigbus console: {console_url('127.0.0.1', console_port)}")
+            elif not no_console:
+                typer.echo(f"sigbus console: not started, port {console_port} is in use", err=True)
             try:
                 asyncio.run(serve(server))
             finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,20 @@ def console_server(
     app = make_app(console_for(data, NatsSource(nats_url, keys)))
     cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     return _QuietServer(cfg)
+
+
+def console_socket(port: int, host: str = DEFAULT_HOST) -> socket.socket | None:
+    """A listening socket for the console, or None if the port is taken."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        return None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
 
 
 def console_url(host: str, port: int) -> str:
