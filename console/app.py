@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -29,7 +29,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from sigbus.console.auth import SESSION_COOKIE, Role, Session, Sessions, UsersFile, load_secret
+from sigbus.console.auth import (
+    SESSION_COOKIE,
+    Role,
+    Session,
+    Sessions,
+    Throttle,
+    UsersFile,
+    load_secret,
+)
 from sigbus.console.i18n import DEFAULT_LANG, LANGS, t
 from sigbus.console.shaping import (
     FilterError,
@@ -72,6 +80,7 @@ class Console:
     access: AccessLog
     rules: Rules
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    throttle: Throttle = field(default_factory=Throttle)
 
 
 def _lang(request: Request) -> str:
@@ -148,10 +157,17 @@ def _guarded(
     return endpoint
 
 
-async def login_form(request: Request, console: Console, error: bool = False) -> Response:
+async def login_form(
+    request: Request, console: Console, error: bool = False, status: int | None = None
+) -> Response:
     token = secrets.token_urlsafe(24)
     response = _page(
-        request, "login.html", session=None, csrf=token, error=error, status=401 if error else 200
+        request,
+        "login.html",
+        session=None,
+        csrf=token,
+        error=error,
+        status=status or (401 if error else 200),
     )
     response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=900, httponly=True, samesite="strict")
     return response
@@ -166,10 +182,16 @@ def make_app(console: Console) -> Starlette:
         expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
         if not expected or not secrets.compare_digest(form.get("csrf", ""), expected):
             return _page(request, "error.html", session=None, status=403, message="csrf")
-        user = console.users.load().get(form.get("username", ""))
+        name, now = form.get("username", ""), console.clock().timestamp()
+        if console.throttle.blocked(name, now):
+            log.warning("console_login_throttled")
+            return await login_form(request, console, error=True, status=429)
+        user = console.users.load().get(name)
         if user is None or not user.check(form.get("password", "")):
+            console.throttle.failed(name, now)
             log.warning("console_login_failed")
             return await login_form(request, console, error=True)
+        console.throttle.succeeded(name)
         log.info("console_login", user=user.name, role=user.role.value)
         response = RedirectResponse("/", status_code=303)
         _set_session(console, response, console.sessions.new(user))

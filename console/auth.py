@@ -118,6 +118,30 @@ def load_secret(path: Path) -> bytes:
     return secret
 
 
+class Throttle:
+    """At most ``limit`` failed logins per user name in ``window_s``; then refused until
+    the oldest failure leaves the window (a password guesser gets a handful of tries)."""
+
+    def __init__(self, limit: int = 5, window_s: float = 15 * 60) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, name: str, now: float) -> list[float]:
+        kept = [t for t in self._failures.get(name, []) if now - t < self.window_s]
+        self._failures[name] = kept
+        return kept
+
+    def blocked(self, name: str, now: float) -> bool:
+        return len(self._recent(name, now)) >= self.limit
+
+    def failed(self, name: str, now: float) -> None:
+        self._recent(name, now).append(now)
+
+    def succeeded(self, name: str) -> None:
+        self._failures.pop(name, None)
+
+
 @dataclass(frozen=True)
 class Session:
     user: str

@@ -189,6 +189,16 @@ def test_wrong_password_and_unknown_user_are_refused(console: Console) -> None:
     assert client.get("/cases", follow_redirects=False).status_code == 303
 
 
+def test_logins_are_throttled_per_user(console: Console) -> None:
+    client = TestClient(make_app(console))
+    for _ in range(5):
+        assert login(client, "gry", "guess-guess-1").status_code == 401
+    assert login(client, "gry").status_code == 429  # even the right password, for now
+    assert login(client, "sam").status_code == 303  # another user is not held up
+    console.clock = lambda: NOW + timedelta(minutes=16)
+    assert login(client, "gry").status_code == 303  # the window has passed
+
+
 def test_expired_session_is_refused(console: Console) -> None:
     console.sessions = Sessions(b"k" * 32, idle_s=1)
     client = TestClient(make_app(console))
