@@ -80,7 +80,8 @@ class NatsSource:
                 leaves = [b async for b in read_by_sequence(js, LOG_STREAM, size)]
             except NotFoundError:
                 leaves = []
-            state = await StateStore(js, self._hub.state_key).load()
+            store = StateStore(js, self._hub.state_key)
+            state = store.state_of(await store.read())
         finally:
             await nc.close()
         status = log_status(note, leaves, cosigs, log_key=log_key, witnesses=witnesses)

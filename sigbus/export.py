@@ -20,8 +20,8 @@ from nats.js.errors import NotFoundError
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, parse_checkpoint_body, parse_signed_note
 from sigbus.audit.export_format import CosignatureRecord, write_export
-from sigbus.broker.checkpointer import latest_cosignatures
 from sigbus.audit.state_check import state_dump_lines
+from sigbus.broker.checkpointer import latest_cosignatures
 from sigbus.protocol.ids import AgencyId
 from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
