@@ -136,7 +136,8 @@ def check_threshold(
     missing = sorted(set(root.required_holders) - holders)
     if missing:
         raise DirectoryRefused(
-            f"{what} is not signed by the required root key holder(s) {', '.join(missing)}",
+            f"{what} carries no valid signature of the required root key holder(s) "
+            f"{', '.join(missing)}",
             kind="root_required_holder_missing",
             agencies=tuple(missing),
         )
