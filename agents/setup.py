@@ -29,7 +29,9 @@ class AgencySetup:
 
     async def connect(self, url: str) -> Adapter:
         adapter = await Adapter.connect(url, self.identity, self.directory, self.creds)
-        adapter.directory_source = DirectoryWatcher(self.keys_dir, self.trusted).refresh
+        adapter.directory_source = DirectoryWatcher(
+            self.keys_dir, self.trusted, agency=self.identity.agency
+        ).refresh
         return adapter
 
 

@@ -14,18 +14,18 @@ import binascii
 import json
 import os
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
 
 from sigbus.agents.witnessing import saved_fork_evidence, witness_name
 from sigbus.audit.checkpoint import (
     note_body,
     parse_checkpoint_body,
-    public_key_bytes,
     verify_note,
 )
 from sigbus.audit.entry import EntryOutcome, LogEntry
@@ -39,8 +39,9 @@ from sigbus.audit.trust import TrustAnchors, TrustError, trust_from_directory
 from sigbus.audit.verify_report import VERIFIED, VerifyReport
 from sigbus.parallel_verify import verify_export_file
 from sigbus.policy.rules import default_rules
-from sigbus.protocol.directory import verify_directory
-from sigbus.protocol.errors import DirectoryError
+from sigbus.protocol.canonical import canonical_json
+from sigbus.protocol.directory import DirectoryState, TrustedDirectory
+from sigbus.protocol.errors import DirectoryError, DirectoryRefused
 from sigbus.protocol.ids import HUB
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.files import read_file, write_private
@@ -90,20 +91,59 @@ EXIT_USAGE = 2
 EXIT_SELF_CONSISTENT_ONLY = 3
 
 
-def _root_bytes(value: str) -> bytes:
-    """The pinned root key: base64 raw Ed25519 inline, or a file holding it (``root.pub``)."""
-    return public_key_bytes(_load_public_key(value))
+#: Why a directory is not trusted, in Swedish, by :attr:`DirectoryRefused.kind`.
+REFUSAL_SV = {
+    "root_threshold_not_met": "för få av rotnyckelinnehavarna har signerat",
+    "root_required_holder_missing": "en rotnyckelinnehavare som måste signera har inte gjort det",
+    "root_version_gap": "en version saknas i kedjan av rotfiler",
+    "root_rollback": "rotfilen är äldre än den senast betrodda",
+    "root_equivocation": "två olika rotfiler har samma version",
+    "root_expired": "rotfilen har gått ut",
+    "unendorsed_key_change": "en myndighets nycklar ändrades utan myndighetens egen signatur",
+    "directory_rollback": "katalogen är äldre än den senast betrodda",
+    "directory_equivocation": "två olika kataloger har samma serienummer",
+    "directory_expired": "katalogen har gått ut",
+}
 
 
-def load_trust(directory_file: Path, root: bytes, quorum: int | None) -> TrustAnchors:
-    """The trust anchors from a directory file verified against the pinned ``root`` key.
+def _root_raw(value: str) -> bytes:
+    """The pinned root: the path of the signed root file you pinned (``root.json``)."""
+    try:
+        return Path(value).read_bytes()
+    except OSError as e:
+        raise typer.BadParameter(f"cannot read the pinned root file: {e.strerror}") from e
 
-    Raises :class:`DirectoryError` if the directory is not signed by that root,
+
+def load_trust(
+    directory_file: Path,
+    root: bytes,
+    quorum: int | None,
+    *,
+    state: DirectoryState | None = None,
+    now: datetime | None = None,
+) -> TrustAnchors:
+    """The trust anchors from a directory file verified against the pinned signed ``root``
+    (``root.json``): a threshold of root key holders signed it, and, given the
+    ``state`` the officer kept from last time, no rollback and no unendorsed key change.
+
+    Raises :class:`DirectoryError` if the directory is not trusted,
     :class:`TrustError` if it cannot support the quorum.
     """
-    directory = verify_directory(read_file(directory_file), root)
+    trusted = TrustedDirectory(root, state)
+    directory = trusted.update(read_file(directory_file), now or datetime.now(UTC))
+    assert trusted.root is not None
     return trust_from_directory(
-        directory, root_public=root, witness_name=witness_name, quorum=quorum
+        directory,
+        root_public=canonical_json(trusted.root),
+        witness_name=witness_name,
+        quorum=quorum,
+    )
+
+
+def _refusal(e: DirectoryError) -> str:
+    sv = REFUSAL_SV.get(e.kind, "") if isinstance(e, DirectoryRefused) else ""
+    return f"the directory is not trusted: {e}" + (
+        f"\n  sv: katalogen är inte betrodd: {sv}" if sv else ""
     )
 
 
@@ -120,22 +160,31 @@ def _usage(message: str) -> typer.Exit:
     return typer.Exit(code=EXIT_USAGE)
 
 
-def _trust_or_exit(directory: Path | None, root: str | None, quorum: int | None) -> TrustAnchors:
+def _trust_or_exit(
+    directory: Path | None, root: str | None, quorum: int | None, state_file: Path | None = None
+) -> TrustAnchors:
     if directory is None or root is None:
         raise _usage(
             "nothing to verify against: pass --directory DIR_FILE (the signed directory) and "
-            "--root ROOT_PUB (the root public key you pinned), or --self-consistency-only"
+            "--root ROOT_JSON (the signed root you pinned), or --self-consistency-only"
         )
     try:
-        root_key = _root_bytes(root)
+        root_raw = _root_raw(root)
+        state = (
+            None
+            if state_file is None
+            else DirectoryState.model_validate_json(state_file.read_bytes())
+        )
     except typer.BadParameter as e:
         raise _usage(f"--root: {e}") from e
+    except (OSError, ValidationError) as e:
+        raise _usage(f"--directory-state: not a directory state file ({type(e).__name__})") from e
     try:
-        return load_trust(directory, root_key, quorum)
+        return load_trust(directory, root_raw, quorum, state=state)
     except (TrustError, ConfigError) as e:
         raise _usage(str(e)) from e
     except DirectoryError as e:
-        raise _fail(f"the directory is not trusted: {e}") from e
+        raise _fail(_refusal(e)) from e
 
 
 def _report_failure(error: AuditError, as_json: bool) -> typer.Exit:
@@ -158,7 +207,16 @@ def verify(
     ] = None,
     root: Annotated[
         str | None,
-        typer.Option(help="The root public key you pinned: base64 raw Ed25519, or its file."),
+        typer.Option(help="The signed root you pinned (root.json)."),
+    ] = None,
+    directory_state: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="The directory state you kept from the last verification "
+            "(directory-state.json): refuses a rollback or an unendorsed key change.",
+        ),
     ] = None,
     quorum: Annotated[
         int | None,
@@ -194,12 +252,12 @@ def verify(
     self-consistency only (--self-consistency-only: nothing proven).
     """
     if self_consistency_only:
-        given = (directory, root, quorum, save_checkpoint)
+        given = (directory, root, quorum, save_checkpoint, directory_state)
         if checkpoint or any(option is not None for option in given):
             raise _usage("--self-consistency-only takes no trusted inputs; drop them to use it")
         trust = None
     else:
-        trust = _trust_or_exit(directory, root, quorum)
+        trust = _trust_or_exit(directory, root, quorum, directory_state)
     try:
         earlier = [path.read_text() for path in checkpoint or []]
     except (OSError, UnicodeDecodeError) as e:

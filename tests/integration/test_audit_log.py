@@ -39,7 +39,6 @@ from sigbus.broker.pipeline import EntryDraft
 from sigbus.broker.setup import hub_setup
 from sigbus.cli_audit import audit_app, load_trust
 from sigbus.export import export_log
-from sigbus.protocol.canonical import b64decode
 from sigbus.protocol.codes import ReferralKind, ReferralReason
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
@@ -100,7 +99,7 @@ async def test_witnesses_cosign_and_export_verifies_offline(
     summary = await export_log(world.broker.js, out, log_key, witnesses=list(world.adapters))
     assert summary.entries == world.broker.writer.size
     assert len(summary.witnesses) == 3
-    root = b64decode((keys_dir / "root.pub").read_text().strip())
+    root = (keys_dir / "root.json").read_bytes()
     trust = load_trust(keys_dir / "directory.json", root, quorum=None)
     report = verify_export(out.read_bytes().splitlines(keepends=True), trust=trust)
     assert (report.entries, report.verdict) == (summary.entries, "verified")
@@ -120,7 +119,7 @@ async def test_witnesses_cosign_and_export_verifies_offline(
 def verify_cli(export: Path, keys_dir: Path, *extra: str) -> Result:
     """``sigbus audit verify`` as a compliance officer runs it: pinned root, signed directory."""
     trusted = ["--directory", str(keys_dir / "directory.json"),
-               "--root", str(keys_dir / "root.pub")]  # fmt: skip
+               "--root", str(keys_dir / "root.json")]  # fmt: skip
     # audit_app, not the top-level app: its callback would reconfigure logging
     # (level warning) for every later test of the session.
     return CliRunner().invoke(audit_app, ["verify", str(export), *trusted, *extra])
@@ -193,14 +192,15 @@ async def test_a_log_the_hub_rewrites_fails_the_officers_verification(
     # A directory signed by another root (with an attacker's log key) is refused.
     rogue_dir = tmp_path / "rogue"
     rogue_dir.mkdir()
-    save_directory(rogue_dir, load_directory(keys_dir), init_root(rogue_dir))
+    save_directory(
+        rogue_dir, load_directory(keys_dir), init_root(rogue_dir, now=datetime.now(UTC))
+    )
     result = CliRunner().invoke(audit_app, ["verify", str(out), "--directory",
                                       str(rogue_dir / "directory.json"), "--root",
-                                      str(keys_dir / "root.pub")])  # fmt: skip
+                                      str(keys_dir / "root.json")])  # fmt: skip
     assert result.exit_code == 1
-    assert "directory is not trusted: directory is signed by an untrusted root key" in (
-        result.output
-    )
+    assert "directory is not trusted: two different roots carry version 1" in result.output
+    assert "sv: katalogen är inte betrodd: två olika rotfiler" in result.output
 
 
 async def _released_referral(world: World, witnesses: tuple[str, ...] = (P, S, SO)) -> Delivered:
