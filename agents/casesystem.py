@@ -51,3 +51,45 @@ class JsonlCaseSystem:
             os.fsync(fd)  # the adapter acks only after this returns
         finally:
             os.close(fd)
+
+
+@dataclass
+class DirectoryCaseSystem:
+    """A directory drop: one 0600 JSON file per release, named by its release id.
+
+    Written to a temporary name, fsynced and renamed into place, so a file is
+    either whole or absent; a release already dropped is not written again, so a
+    redelivery (a crash between the hand-off and the ack) leaves exactly one file.
+    """
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    async def deliver(self, delivered: Delivered) -> None:
+        release_id = delivered.record.release_id
+        final = self.path / f"{release_id}.json"
+        if final.exists():
+            return
+        data = json.dumps(
+            {
+                "header": delivered.header.model_dump(mode="json"),
+                "release": delivered.record.model_dump(mode="json"),
+                "body": delivered.body.model_dump(mode="json"),
+            },
+            sort_keys=True,
+        ).encode()
+        tmp = self.path / f".{release_id}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        dfd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # the rename itself is durable before the adapter acks
+        finally:
+            os.close(dfd)
