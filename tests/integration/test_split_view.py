@@ -35,7 +35,7 @@ from sigbus.protocol.subjects import (
     gossip_subject,
     witness_consumer,
 )
-from sigbus.transport.keystore import DIRECTORY_FILE, ROOT_PUBLIC_FILE
+from sigbus.transport.keystore import DIRECTORY_FILE, ROOT_FILE
 from tests.integration.conftest import LUL6, World
 from tests.integration.test_audit_log import referral
 
@@ -115,7 +115,7 @@ async def test_gossip_catches_a_hub_that_shows_two_agencies_two_logs(
         "--directory",
         str(keys_dir / DIRECTORY_FILE),
         "--root",
-        str(keys_dir / ROOT_PUBLIC_FILE),
+        str(keys_dir / ROOT_FILE),
     ]
     result = runner.invoke(audit_app, ["verify-fork", str(out), *trusted, "--json"])
     assert result.exit_code == 0, result.output
