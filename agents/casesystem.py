@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sigbus.agents.runtime import Delivered
+from sigbus.transport.files import write_private
 
 
 class CaseSystem(Protocol):
@@ -80,16 +81,4 @@ class DirectoryCaseSystem:
             },
             sort_keys=True,
         ).encode()
-        tmp = self.path / f".{release_id}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        dfd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(dfd)  # the rename itself is durable before the adapter acks
-        finally:
-            os.close(dfd)
+        write_private(final, data)  # whole or absent, durable before the ack

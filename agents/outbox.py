@@ -5,15 +5,19 @@ when :meth:`Outbox.put` returns. The outbox holds each sealed envelope under its
 message id until the bus acknowledged it; the processed store holds the id of
 each release handed to the case system, so a redelivery is acked, not handed on.
 
-Content identity: a message id names one content. :func:`content_digest` is the
-SHA-256 of the message's type, case, recipients, assertion and body, leaving
-out only the time stamps a command fills in when it runs (``acted_at``,
-``as_of``), so a retry of the same command is the same content.
+Content identity: a message id names one content. :func:`content_digest` is an
+HMAC-SHA-256 (RFC 2104) of the message's type, case, recipients, assertion and
+body, leaving out only the time stamps a command fills in when it runs
+(``acted_at``, ``as_of``), so a retry of the same command is the same content.
+It is keyed because a body can hold a personnummer: a plain hash of it in the
+outbox file could be reversed by guessing, and the digest would be personal
+data outside ciphertext.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import sqlite3
@@ -55,6 +59,7 @@ class MessageIdConflict(OutboxError):
 
 
 def content_digest(
+    key: bytes,
     message_type: MessageType,
     body: Body,
     *,
@@ -70,7 +75,8 @@ def content_digest(
         "assertion": assertion.model_dump(mode="json") if assertion else None,
         "body": fields,
     }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    encoded = json.dumps(content, sort_keys=True).encode()
+    return hmac.new(key, encoded, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)

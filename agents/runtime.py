@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -156,6 +158,14 @@ class Adapter:
 
     # -- sending -----------------------------------------------------------
 
+    def _outbox_key(self) -> bytes:
+        """The outbox digest key: HKDF-SHA-256 (RFC 5869) from the agency's signing key,
+        domain-separated, so nothing new to store and nothing a stolen outbox file gives."""
+        secret = self.identity.signing_key.private_bytes_raw()
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"sigbus/v1/outbox-digest"
+        ).derive(secret)
+
     def seal(
         self,
         message_type: MessageType,
@@ -208,6 +218,7 @@ class Adapter:
             raise PublishFailed("this adapter has no outbox")
         message_id = message_id or new_opaque_id("msg")
         digest = content_digest(
+            self._outbox_key(),
             message_type, body, case_ref=case_ref, recipients=recipients, assertion=assertion
         )
         existing = self.outbox.check(message_id, digest)
