@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sigbus.agents.runtime import Delivered
+from sigbus.transport.files import write_private
 
 
 class CaseSystem(Protocol):
@@ -51,3 +52,33 @@ class JsonlCaseSystem:
             os.fsync(fd)  # the adapter acks only after this returns
         finally:
             os.close(fd)
+
+
+@dataclass
+class DirectoryCaseSystem:
+    """A directory drop: one 0600 JSON file per release, named by its release id.
+
+    Written to a temporary name, fsynced and renamed into place, so a file is
+    either whole or absent; a release already dropped is not written again, so a
+    redelivery (a crash between the hand-off and the ack) leaves exactly one file.
+    """
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    async def deliver(self, delivered: Delivered) -> None:
+        release_id = delivered.record.release_id
+        final = self.path / f"{release_id}.json"
+        if final.exists():
+            return
+        data = json.dumps(
+            {
+                "header": delivered.header.model_dump(mode="json"),
+                "release": delivered.record.model_dump(mode="json"),
+                "body": delivered.body.model_dump(mode="json"),
+            },
+            sort_keys=True,
+        ).encode()
+        write_private(final, data)  # whole or absent, durable before the ack

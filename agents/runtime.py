@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -34,6 +36,7 @@ from nats.js.errors import APIError, ServiceUnavailableError
 from pydantic import ValidationError
 
 from sigbus.agents.errors import NoticeRejected, PublishFailed, ReleaseRejected
+from sigbus.agents.outbox import Outbox, OutboxItem, content_digest
 from sigbus.protocol.directory import Directory
 from sigbus.protocol.envelope import (
     Envelope,
@@ -122,6 +125,8 @@ class Adapter:
         self.suite_policy = suite_policy
         self._sub: JetStreamContext.PullSubscription | None = None
         self.log = log.bind(agency=self.agency)
+        #: The durable outbox and processed-release store; None: sends go straight out.
+        self.outbox: Outbox | None = None
 
     @classmethod
     async def connect(
@@ -165,6 +170,14 @@ class Adapter:
 
     # -- sending -----------------------------------------------------------
 
+    def _outbox_key(self) -> bytes:
+        """The outbox digest key: HKDF-SHA-256 (RFC 5869) from the agency's signing key,
+        domain-separated, so nothing new to store and nothing a stolen outbox file gives."""
+        secret = self.identity.signing_key.private_bytes_raw()
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"sigbus/v1/outbox-digest"
+        ).derive(secret)
+
     def seal(
         self,
         message_type: MessageType,
@@ -200,6 +213,57 @@ class Adapter:
             policy=self.suite_policy,
         )
 
+    def queue(
+        self,
+        message_type: MessageType,
+        body: Body,
+        *,
+        case_ref: str | None = None,
+        recipients: tuple[AgencyId, ...] = (),
+        message_id: str | None = None,
+        assertion: StatutoryAssertion | None = None,
+    ) -> OutboxItem:
+        """Seal the message and store it in the outbox (on disk when this returns).
+
+        The same ``message_id`` with the same content gives back the first sealed
+        envelope (idempotent); with different content :class:`MessageIdConflict`."""
+        if self.outbox is None:
+            raise PublishFailed("this adapter has no outbox")
+        message_id = message_id or new_opaque_id("msg")
+        digest = content_digest(
+            self._outbox_key(),
+            message_type, body, case_ref=case_ref, recipients=recipients, assertion=assertion
+        )
+        existing = self.outbox.check(message_id, digest)
+        if existing is not None:
+            return existing
+        envelope = self.seal(
+            message_type,
+            body,
+            case_ref=case_ref,
+            recipients=recipients,
+            message_id=message_id,
+            assertion=assertion,
+        )
+        queued = self.outbox.put(
+            message_id, ingress_subject(self.agency), digest, envelope.to_wire(), self._clock()
+        )
+        self.log.info("message_queued", message_id=message_id)
+        return queued
+
+    async def flush(self) -> int:
+        """Publish every undelivered outbox message, oldest first; each is marked
+        delivered only after its publish ack. Stops at the first failure (it stays
+        queued). Counts the messages delivered."""
+        if self.outbox is None:
+            return 0
+        delivered = 0
+        for item in self.outbox.pending():
+            seq = await self.publish_raw(item.subject, item.envelope, item.message_id)
+            self.outbox.mark_delivered(item.message_id, seq, self._clock())
+            delivered += 1
+        return delivered
+
     async def send(
         self,
         message_type: MessageType,
@@ -210,6 +274,17 @@ class Adapter:
         message_id: str | None = None,
         assertion: StatutoryAssertion | None = None,
     ) -> str:
+        if self.outbox is not None:
+            queued = self.queue(
+                message_type,
+                body,
+                case_ref=case_ref,
+                recipients=recipients,
+                message_id=message_id,
+                assertion=assertion,
+            )
+            await self.flush()
+            return queued.message_id
         envelope = self.seal(
             message_type,
             body,
@@ -225,8 +300,8 @@ class Adapter:
         )
         return envelope.header.message_id
 
-    async def publish_raw(self, subject: str, data: bytes, message_id: str) -> None:
-        """Publish with retries, always with the same ``Nats-Msg-Id``."""
+    async def publish_raw(self, subject: str, data: bytes, message_id: str) -> int:
+        """Publish with retries, always with the same ``Nats-Msg-Id``; the stream sequence."""
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
                 ack = await self._js.publish(
@@ -262,7 +337,7 @@ class Adapter:
                 stream_seq=ack.seq,
                 duplicate=bool(ack.duplicate),
             )
-            return
+            return int(ack.seq)
         raise PublishFailed(f"message {message_id} not acknowledged after {PUBLISH_ATTEMPTS} tries")
 
     # -- receiving ---------------------------------------------------------
@@ -385,6 +460,16 @@ class Adapter:
             delivered = self._open_release(item)
         except ReleaseRejected as e:
             return await self._reject(msg, "release_rejected", str(e))
+        release_id = delivered.record.release_id
+        if self.outbox is not None and self.outbox.is_processed(release_id):
+            # Handed on before, the ack was lost (a crash): never hand it on twice.
+            await msg.ack_sync()
+            self.log.info(
+                "release_already_handed_on",
+                message_id=delivered.header.message_id,
+                release_id=release_id,
+            )
+            return 0
         try:
             await handler(delivered)
         except Exception as e:  # noqa: BLE001 - the handler is the agency's; retry it later
@@ -393,6 +478,8 @@ class Adapter:
             )
             await msg.nak(delay=2.0)
             return 0
+        if self.outbox is not None:
+            self.outbox.mark_processed(release_id, delivered.header.message_id, self._clock())
         await msg.ack_sync()
         self.log.info(
             "message_received",

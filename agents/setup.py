@@ -31,7 +31,9 @@ class AgencySetup:
         adapter = await Adapter.connect(
             url, self.identity, self.directory, self.creds, suite_policy=suite_policy()
         )
-        adapter.directory_source = DirectoryWatcher(self.keys_dir, self.trusted).refresh
+        adapter.directory_source = DirectoryWatcher(
+            self.keys_dir, self.trusted, agency=self.identity.agency
+        ).refresh
         return adapter
 
 

@@ -16,11 +16,14 @@ from typing import Annotated, Literal
 import rfc8785
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from sigbus.protocol.codes import ConsentAction, ConsenterRole
 from sigbus.protocol.ids import AgencyId, MessageType
 from sigbus.protocol.messages import ConsentRef
 
 #: 2: ``subject_ref`` (a per-case pseudonym) replaced ``subject_id`` (one per person).
-LOG_ENTRY_VERSION: Literal[2] = 2
+#: 3: hub records commit to the encrypted state record (``state_sha256``) and say
+#: which consent action, by which consenter role, they recorded.
+LOG_ENTRY_VERSION: Literal[3] = 3
 GENESIS_PREV_HASH = "0" * 64
 
 
@@ -36,7 +39,7 @@ class EntryOutcome(StrEnum):
 class LogEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    version: Literal[2] = LOG_ENTRY_VERSION
+    version: Literal[3] = LOG_ENTRY_VERSION
     index: Annotated[int, Field(ge=0)]
     prev_leaf_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     decision_id: str
@@ -59,6 +62,15 @@ class LogEntry(BaseModel):
     outcome: EntryOutcome
     reasons: tuple[str, ...] = ()
     release_id: str | None = None
+    #: A consent event's action (given, amended, withdrawn, expired) and the
+    #: consenter's role (young person or guardian): codes, never who.
+    consent_action: ConsentAction | None = None
+    consenter_role: ConsenterRole | None = None
+    #: SHA-256 of the encrypted hub-state record this hub record made (as stored on
+    #: the state stream): the log commits to the hub state, so a dropped or edited
+    #: state record (a withdrawal made to vanish) is found against the log
+    #: (``audit.state_check``).
+    state_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
     def canonical_bytes(self) -> bytes:
         """RFC 8785 encoding: the exact bytes that are the Merkle leaf."""

@@ -35,6 +35,7 @@ import rfc8785
 from pydantic import ValidationError
 
 from sigbus.audit.entry import EntryOutcome, LogEntry
+from sigbus.protocol.codes import ConsentAction, ConsenterRole
 from sigbus.protocol.ids import MessageType
 
 _MAX_SAFE_INTEGER = 2**53 - 1
@@ -70,6 +71,8 @@ _POSITIVE_SAFE_INT = rf"(?!0\}}){_SAFE_INT}"
 # An agency name (protocol.ids.AGENCY_NAME_PATTERN) without a run of six digits.
 _AGENCY = r'(?:null|"(?![a-z0-9_]*?[0-9]{6})[a-z][a-z0-9_]{1,30}")'
 _MESSAGE_TYPE = _alternatives([kind.value for kind in MessageType], nullable=True)
+_CONSENT_ACTION = _alternatives([action.value for action in ConsentAction], nullable=True)
+_CONSENTER_ROLE = _alternatives([role.value for role in ConsenterRole], nullable=True)
 _OUTCOME = _alternatives([outcome.value for outcome in EntryOutcome], nullable=False)
 _DECIDED_AT = (
     r'"((?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01]))'
@@ -84,7 +87,9 @@ ENTRY_LINE = re.compile(
         r"\{"
         rf'"case_ref":{_NULLABLE_STRING},'
         rf'"ciphertext_sha256":{_NULLABLE_STRING},'
+        rf'"consent_action":{_CONSENT_ACTION},'
         rf'"consent_refs":\[(?:{_CONSENT_REF}(?:,{_CONSENT_REF})*+)?\],'
+        rf'"consenter_role":{_CONSENTER_ROLE},'
         rf'"decided_at":{_DECIDED_AT},'
         rf'"decision_id":{_STRING},'
         rf'"index":({_SAFE_INT}),'
@@ -100,9 +105,10 @@ ENTRY_LINE = re.compile(
         rf'"rule_ids":{_STRING_LIST},'
         rf'"rules_hash":{_NULLABLE_STRING},'
         rf'"sender":{_AGENCY},'
+        r'"state_sha256":(?:null|"[0-9a-f]{64}"),'
         r'"statutory":(?:true|false),'
         rf'"subject_ref":{_NULLABLE_STRING},'
-        r'"version":2'
+        r'"version":3'
         r"\}"
     ).encode()
 )

@@ -6,8 +6,8 @@ caller, and this module picks out of it, *by name*:
 
 - the log keys: the hub's keys of use ``log`` (the checkpoint signer);
 - the witnesses: every party agency (every agency but the hub), under its
-  C2SP witness name, with its ``signing`` keys (an agency cosigns with the key
-  it signs envelopes with, :mod:`sigbus.agents.witnessing`).
+  C2SP witness name, with its ``witness`` keys (an agency cosigns with a key of
+  its own use, never its envelope signing key, :mod:`sigbus.agents.witnessing`).
 
 A key that was ever revoked does not vouch for anything here: a revocation
 says the key may be in other hands, and a checkpoint signature carries no

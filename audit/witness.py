@@ -87,6 +87,11 @@ class Witness:
     def last_checkpoint(self) -> Checkpoint | None:
         return self._last
 
+    @property
+    def last_note(self) -> str | None:
+        """The signed note last cosigned (what this witness gossips)."""
+        return self._last_note
+
     def _verified(self, signed_checkpoint: str) -> Checkpoint:
         checkpoint = verify_note(signed_checkpoint, self.log_key_name, self._log_public_key)
         if checkpoint.origin != self.origin:

@@ -62,14 +62,14 @@ from sigbus.transport.natsserver import EmbeddedNats
 # A realistic release entry (~700 bytes) with the varying fields as placeholders;
 # tests/audit/test_entry_line.py shows such lines are canonical LogEntry encodings.
 _TEMPLATE = (
-    b'{"case_ref":"case-%06d","ciphertext_sha256":"%064x","consent_refs":'
-    b'[{"consent_id":"consent-%06d","revision":1}],'
+    b'{"case_ref":"case-%06d","ciphertext_sha256":"%064x","consent_action":null,"consent_refs":'
+    b'[{"consent_id":"consent-%06d","revision":1}],"consenter_role":null,'
     b'"decided_at":"2026-11-23T%02d:%02d:%02d.%06dZ","decision_id":"dec-%012d",'
     b'"index":%d,"ingress_seq":%d,"legal_basis":"consent","message_id":"msg-%016d",'
     b'"message_type":"referral","outcome":"release","prev_leaf_hash":"%s","reasons":[],'
     b'"recipient":"social","release_id":"rel-%012d","rule_ids":["rule-consent-share"],'
-    b'"rules_hash":"' + b"cd" * 32 + b'","sender":"police","statutory":false,'
-    b'"subject_ref":"sref-%020d","version":2}'
+    b'"rules_hash":"' + b"cd" * 32 + b'","sender":"police","state_sha256":null,'
+    b'"statutory":false,"subject_ref":"sref-%020d","version":3}'
 )
 
 

@@ -4,13 +4,17 @@ The hub signs a C2SP ``tlog-checkpoint`` in a ``signed-note`` (Ed25519, key
 name = origin) whenever the log has grown — at most once per interval while
 busy, and at once when idle or asked — and publishes it to the checkpoint
 stream. Witnesses (every agency adapter) fetch consistency proofs from it by
-request/reply; recipients fetch inclusion proofs for their releases.
+request/reply; recipients fetch inclusion proofs for their releases, against
+the checkpoint the hub serves on request *with the cosignatures the witnesses
+published* (each witness's latest, for the size most of them cosigned): a
+recipient trusts only a checkpoint a quorum of witnesses cosigned.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable
 
 import structlog
 from nats.aio.client import Client
@@ -18,16 +22,27 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ValidationError
 
-from sigbus.audit.checkpoint import DEFAULT_ORIGIN, PrivateKey, make_checkpoint_body, sign_note
+from sigbus.audit.checkpoint import (
+    DEFAULT_ORIGIN,
+    PrivateKey,
+    add_signature_lines,
+    load_public_key,
+    make_checkpoint_body,
+    note_body,
+    sign_note,
+    verify_cosignature,
+)
 from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.audit.errors import AuditError
 from sigbus.broker.log_writer import LogWriter
-from sigbus.protocol.ids import HUB
+from sigbus.protocol.ids import HUB, AgencyId
 from sigbus.protocol.proofs import (
     CheckpointReply,
     ConsistencyRequest,
+    Cosignature,
     InclusionRequest,
     ProofReply,
 )
@@ -38,6 +53,7 @@ from sigbus.protocol.subjects import (
     LOG_STREAM,
     PROOF_CONSISTENCY,
     PROOF_INCLUSION,
+    cosignature_subject,
     service_requester,
     service_subject,
 )
@@ -45,6 +61,22 @@ from sigbus.protocol.subjects import (
 log = structlog.get_logger("sigbus.broker.checkpoint")
 
 CHECKPOINT_INTERVAL_S = 1.0
+#: Signed checkpoints kept in memory by size, to serve with their cosignatures.
+_NOTES_KEPT = 64
+
+
+async def latest_cosignatures(
+    js: JetStreamContext, witnesses: Iterable[AgencyId]
+) -> dict[AgencyId, Cosignature]:
+    """Each witness's latest published cosignature (a witness cosigns in order)."""
+    found: dict[AgencyId, Cosignature] = {}
+    for agency in witnesses:
+        try:
+            msg = await js.get_last_msg(CHECKPOINT_STREAM, cosignature_subject(agency))
+            found[agency] = Cosignature.model_validate_json(msg.data or b"")
+        except (NotFoundError, ValidationError):
+            continue
+    return found
 
 
 #: Where a reply may go: a server-mapped reply of a request that crossed from an
@@ -96,6 +128,7 @@ class Checkpointer:
         log_key: PrivateKey,
         *,
         origin: str = DEFAULT_ORIGIN,
+        witnesses: Callable[[], Iterable[AgencyId]] = tuple,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -106,6 +139,8 @@ class Checkpointer:
         self.last_note = ""
         self._last_at = 0.0
         self._subs: list[Subscription] = []
+        self._witnesses = witnesses
+        self._notes: dict[int, str] = {}
 
     def sign(self) -> str:
         tree = self._writer.tree
@@ -122,6 +157,9 @@ class Checkpointer:
         note = self.sign()
         await self._js.publish(CHECKPOINT_SUBJECT, note.encode(), stream=CHECKPOINT_STREAM)
         self.last_size, self.last_note, self._last_at = size, note, time.monotonic()
+        self._notes[size] = note
+        for old in sorted(self._notes)[:-_NOTES_KEPT]:
+            del self._notes[old]
         log.info("checkpoint_published", size=size)
         return note
 
@@ -169,7 +207,32 @@ class Checkpointer:
             reply = ProofReply(error=type(e).__name__)
         await self._reply(msg, reply)
 
+    async def cosigned_note(self) -> str:
+        """The checkpoint most witnesses last cosigned (the largest on a tie), with
+        their cosignature lines; the latest checkpoint alone if none is known.
+
+        Lines are only checked to verify under the key their witness declared, so a
+        malformed one cannot break the note for everyone; whether they are by trusted
+        witnesses is the recipient's check (:func:`audit.splitview.cosigned_by_quorum`).
+        """
+        by_size: dict[int, list[str]] = {}
+        for cosig in (await latest_cosignatures(self._js, self._witnesses())).values():
+            note = self._notes.get(cosig.checkpoint_size)
+            if note is None:
+                continue
+            try:
+                public = load_public_key(cosig.public_key)
+                verify_cosignature(note_body(note), cosig.line, cosig.witness, public)
+            except (AuditError, ValueError):
+                continue
+            by_size.setdefault(cosig.checkpoint_size, []).append(cosig.line)
+        if not by_size:
+            return self.last_note
+        size = max(by_size, key=lambda s: (len(by_size[s]), s))
+        return add_signature_lines(self._notes[size], by_size[size])
+
     async def _on_checkpoint(self, msg: Msg) -> None:
-        note = await self.publish() or self.last_note
-        if note:
+        await self.publish()  # a grown log gets a new checkpoint for the witnesses
+        if self.last_note:
+            note = await self.cosigned_note()
             await self._reply(msg, CheckpointReply(signed_checkpoint=note))

@@ -60,9 +60,12 @@ class LogWriter:
         self._last_leaf_hash = GENESIS_PREV_HASH
         self._by_ingress: dict[int, list[LogEntry]] = defaultdict(list)
         self._first_seq_of_message: dict[str, int] = {}
+        self._entries: list[LogEntry] = []
         self.last_decided_at = datetime.min.replace(tzinfo=UTC)
         #: index -> fault of every quarantined record in the log.
         self.quarantined: dict[int, Fault] = {}
+        #: The hub records that commit to a state record, in log order (start-up check).
+        self.state_bound: list[LogEntry] = []
 
     @property
     def size(self) -> int:
@@ -70,6 +73,10 @@ class LogWriter:
 
     def entries_for_ingress(self, ingress_seq: int) -> Sequence[LogEntry]:
         return self._by_ingress.get(ingress_seq, ())
+
+    def entries(self) -> Sequence[LogEntry]:
+        """Every sound entry in log order (quarantined records are not entries)."""
+        return self._entries
 
     def first_seen_seq(self, message_id: str) -> int | None:
         return self._first_seq_of_message.get(message_id)
@@ -85,6 +92,7 @@ class LogWriter:
         self._last_leaf_hash = GENESIS_PREV_HASH
         self._by_ingress.clear()
         self._first_seq_of_message.clear()
+        self._entries.clear()
         self.last_decided_at = datetime.min.replace(tzinfo=UTC)
         self.quarantined.clear()
         named: set[tuple[int, Fault]] = set()
@@ -151,6 +159,9 @@ class LogWriter:
         self.tree.append(hashed)
         self._last_leaf_hash = hashed.hex()
         self._by_ingress[entry.ingress_seq].append(entry)
+        if entry.state_sha256 is not None:
+            self.state_bound.append(entry)
+        self._entries.append(entry)
         # A replay's deny must not become the message id's first sighting.
         if entry.outcome is not EntryOutcome.DENY or entry.reasons[:1] != (REPLAYED,):
             self._first_seq_of_message.setdefault(entry.message_id, entry.ingress_seq)

@@ -31,7 +31,7 @@ from sigbus.policy import (
     Verdict,
     decide,
 )
-from sigbus.protocol.codes import ConsentAction
+from sigbus.protocol.codes import ConsentAction, ConsenterRole
 from sigbus.protocol.directory import Directory
 from sigbus.protocol.envelope import (
     Envelope,
@@ -113,6 +113,10 @@ class EntryDraft:
     rule_ids: tuple[str, ...] = ()
     reasons: tuple[LogReason, ...] = ()
     release_id: str | None = None
+    consent_action: ConsentAction | None = None
+    consenter_role: ConsenterRole | None = None
+    #: Filled in by the service once the state change is sealed (log before state).
+    state_sha256: str | None = None
 
     def reason_codes(self) -> tuple[str, ...]:
         """The reasons as the log writes them: the one place they become text."""
@@ -352,6 +356,10 @@ def _hub_record(
         rules_hash=ctx.rules.sha256,
         ciphertext_sha256=envelope.ciphertext_digest(),
         outcome=EntryOutcome.RECORDED,
+        consent_action=(change.event.action if isinstance(change, ConsentRecordedChange) else None),
+        consenter_role=(
+            change.event.consenter_role if isinstance(change, ConsentRecordedChange) else None
+        ),
     )
     return Plan(message_id=header.message_id, entries=(entry,), state_change=change)
 

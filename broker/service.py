@@ -2,8 +2,10 @@
 
 For each message, strictly in this order (log before release):
 1. evaluate it (:func:`broker.pipeline.evaluate`, pure);
-2. append every decision to the disclosure log and wait for the acks (durable);
-3. persist and apply any hub-state change;
+2. seal any hub-state change, then append every decision to the disclosure log
+   and wait for the acks (durable); a hub record's entry names the sealed state
+   record's digest, so the log commits to the hub state;
+3. persist and apply that state change;
 4. publish each release to its recipient's inbox (``Nats-Msg-Id`` = the
    deterministic release id);
 5. store the sender's signed decision notice in the sender's inbox (made from
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -30,17 +33,19 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from sigbus.audit.checkpoint import PrivateKey
 from sigbus.audit.entry import LogEntry
+from sigbus.audit.state_check import check_state_against_log
 from sigbus.broker.backlog import BacklogWatch
 from sigbus.broker.checkpointer import Checkpointer
-from sigbus.broker.errors import LogFencedError
+from sigbus.broker.errors import LogFencedError, StateCorruptError
 from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.notices import NoticeService
 from sigbus.broker.pipeline import HubContext, Plan, ReleaseDraft, evaluate
 from sigbus.broker.state import HubState
-from sigbus.broker.state_store import StateStore
+from sigbus.broker.state_store import SealedChange, StateStore
 from sigbus.protocol.canonical import sha256_hex
 from sigbus.protocol.ids import HUB, AgencyId, agency_name
 from sigbus.protocol.release import Release, ReleaseRecord, sign_record
@@ -122,8 +127,10 @@ class Broker:
         await self._writer.recover()
         self._latest_now = self._writer.last_decided_at
         self._store = StateStore(self._js, self._state_key)
-        self.state = await self._store.load()
-        self._checkpointer = Checkpointer(self._nc, self._js, self._writer, self._log_key)
+        self.state = await self._load_state_bound_to_log()
+        self._checkpointer = Checkpointer(
+            self._nc, self._js, self._writer, self._log_key, witnesses=lambda: _agencies(self.ctx)
+        )
         await self._checkpointer.serve()
         await self._checkpointer.publish()
         self._notices = NoticeService(
@@ -144,6 +151,45 @@ class Broker:
             ),
         )
         log.info("broker_started", log_size=self._writer.size, cases=len(self.state.cases))
+
+    async def _load_state_bound_to_log(self) -> HubState:
+        """The hub state, refused unless it is the one the log committed to (issue 10).
+
+        Anyone who can edit the store could otherwise drop a withdrawal and sharing
+        would go on; the log is witnessed, the state stream is not. Only the message
+        in flight at a crash may lack its state record: it is redelivered and the
+        write redone (log before state)."""
+        assert self._store is not None
+        records = await self._store.read()
+        pending_from = await self._first_unacked_ingress()
+        findings = check_state_against_log(
+            self.writer.entries(), [ref for ref, _ in records], pending_ingress_from=pending_from
+        )
+        if findings:
+            for finding in findings[:10]:
+                log.critical(
+                    "security_event",
+                    kind="hub_state_not_bound_to_log",
+                    fault=finding.fault.value,
+                    message_id=finding.message_id,
+                    log_index=finding.log_index,
+                    state_seq=finding.state_seq,
+                )
+            raise StateCorruptError(
+                f"the hub state does not match the disclosure log ({len(findings)} "
+                f"finding(s), first: {findings[0].describe()}); the hub will not decide "
+                "on it: see docs/operations.md, 'The hub refuses to start: state not "
+                "bound to the log'"
+            )
+        return self._store.state_of(records)
+
+    async def _first_unacked_ingress(self) -> int | None:
+        try:
+            info = await self.js.consumer_info(INGRESS_STREAM, HUB_CONSUMER)
+        except NotFoundError:
+            return None  # first start: nothing was ever acknowledged
+        floor: int = info.ack_floor.stream_seq
+        return floor + 1
 
     async def _refresh_context(self) -> None:
         """Revocations, rotations and new agencies take effect without a restart; a
@@ -251,14 +297,16 @@ class Broker:
             ctx=self.ctx,
             now=now,
         )
+        sealed, plan = self._seal_state_change(plan)
         logged = await self._log_plan(plan, existing)
         if os.environ.get(CRASH_AFTER_LOG_ENV) == "1" and not existing:
             log.critical("fault_injected_crash_after_log", ingress_seq=seq)
             os._exit(70)
-        if plan.state_change is not None:
+        if sealed is not None:
+            self._check_redone_state(sealed, logged)
             assert self._store is not None
-            await self._store.persist(plan.state_change)
-            self.state.apply(plan.state_change)
+            await self._store.persist(sealed)
+            self.state.apply(sealed.change)
         for draft in plan.releases:
             await self._release(draft, logged)
         await self._notify_sender(plan, seq)
@@ -271,6 +319,33 @@ class Broker:
         now = max(self._clock(), self._latest_now)
         self._latest_now = now
         return now
+
+    def _seal_state_change(self, plan: Plan) -> tuple[SealedChange | None, Plan]:
+        """Seal the state change once and put its digest into the hub record's entry."""
+        if plan.state_change is None:
+            return None, plan
+        assert self._store is not None
+        sealed = self._store.seal(plan.state_change)
+        entries = tuple(
+            dataclasses.replace(d, state_sha256=sealed.sha256)
+            if d.message_id == plan.message_id and d.recipient == HUB
+            else d
+            for d in plan.entries
+        )
+        return sealed, dataclasses.replace(plan, entries=entries)
+
+    @staticmethod
+    def _check_redone_state(
+        sealed: SealedChange, logged: dict[tuple[str, AgencyId | None], LogEntry]
+    ) -> None:
+        """After a crash the state write is redone: it must be the record the log named."""
+        named = {e.state_sha256 for e in logged.values() if e.state_sha256 is not None}
+        if named and named != {sealed.sha256}:
+            log.critical("hub_state_redo_mismatch", message_id=sealed.change.message_id)
+            raise StateCorruptError(
+                "the state change decided again after a crash is not the one the log "
+                "recorded; the hub stops rather than store another"
+            )
 
     async def _log_plan(
         self, plan: Plan, existing: Sequence[LogEntry]

@@ -20,6 +20,8 @@ ENVELOPE_SIGNATURE_DOMAIN = b"sigbus/v1/envelope-signature\n"
 RELEASE_RECORD_DOMAIN = b"sigbus/v1/release-record\n"
 DECISION_NOTICE_DOMAIN = b"sigbus/v1/decision-notice\n"
 DIRECTORY_DOMAIN = b"sigbus/v1/agency-directory\n"
+ROOT_DOMAIN = b"sigbus/v1/root-metadata\n"
+ENDORSEMENT_DOMAIN = b"sigbus/v1/directory-endorsement\n"
 BODY_AAD_DOMAIN = b"sigbus/v1/body-aad\n"
 DATA_KEY_INFO_DOMAIN = b"sigbus/v1/data-key\n"
 

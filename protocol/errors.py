@@ -61,11 +61,14 @@ class DirectoryError(ProtocolError):
 
 class DirectoryRefused(DirectoryError):
     """A verified directory that must not be trusted now; ``kind`` names the rule
-    (``directory_rollback``, ``directory_equivocation``, ``directory_expired``)."""
+    (``directory_rollback``, ``directory_equivocation``, ``directory_expired``,
+    ``root_threshold_not_met``, ``unendorsed_key_change``, ...); ``agencies`` names
+    the agencies concerned, where the rule is about some."""
 
-    def __init__(self, message: str, *, kind: str) -> None:
+    def __init__(self, message: str, *, kind: str, agencies: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.kind = kind
+        self.agencies = agencies
 
 
 class ReleaseError(ProtocolError):

@@ -53,5 +53,8 @@ class PrivateKeyFile(StrictModel):
 
 
 class RootKeyFile(StrictModel):
-    format: Literal["sigbus-root-key/v1"] = "sigbus-root-key/v1"
-    root_private: B64Bytes
+    """One root key holder's hybrid (Ed25519 + ML-DSA-65) private root key."""
+
+    format: Literal["sigbus-root-key/v2"] = "sigbus-root-key/v2"
+    holder: AgencyId
+    root_private: B64Bytes  # HybridPrivateKey.private_bytes_raw()

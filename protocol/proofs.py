@@ -42,3 +42,11 @@ class Cosignature(StrictModel):
     public_key: B64Bytes
     checkpoint_size: Annotated[int, Field(ge=0)]
     line: str
+
+
+class CheckpointGossip(StrictModel):
+    """What a witness publishes on ``sigbus.log.gossip.<agency>``: its current view."""
+
+    witness: str
+    signed_checkpoint: str  # the log-signed note this witness last cosigned
+    cosignature: str  # its own cosignature line over that note

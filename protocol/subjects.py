@@ -26,6 +26,9 @@ LOG_ENTRY_SUBJECT = "sigbus.log.entry"
 CHECKPOINT_STREAM = "SIGBUS_CHECKPOINT"
 CHECKPOINT_SUBJECT = "sigbus.log.checkpoint"
 COSIGNATURE_ALL = "sigbus.log.cosignature.>"
+#: Witness gossip (core NATS, agency to agency): each witness publishes the checkpoints
+#: it cosigned on its own subject, in its own account, and reads the other witnesses'.
+GOSSIP_PREFIX = "sigbus.log.gossip"
 
 #: Hub-private state (cases, consent records), encrypted under the hub state key.
 STATE_STREAM = "SIGBUS_STATE"
@@ -87,3 +90,13 @@ def witness_consumer(agency: AgencyId) -> str:
 
 def cosignature_subject(witness: AgencyId) -> str:
     return f"sigbus.log.cosignature.{witness}"
+
+
+def gossip_subject(witness: AgencyId) -> str:
+    return f"{GOSSIP_PREFIX}.{witness}"
+
+
+def gossip_sender(subject: str) -> str | None:
+    """The agency whose gossip subject this is (``sigbus.log.gossip.<agency>``)."""
+    head, _, agency = subject.rpartition(".")
+    return agency if head == GOSSIP_PREFIX and agency else None

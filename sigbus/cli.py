@@ -23,11 +23,18 @@ from sigbus.audit.errors import AuditError
 from sigbus.bench import BenchSettings, print_result, run_bench
 from sigbus.broker.setup import hub_setup
 from sigbus.cli_audit import audit_app
+from sigbus.cli_console import (
+    DEFAULT_PORT,
+    console_app,
+    console_server,
+    console_socket,
+    console_url,
+)
 from sigbus.cli_keys import keys_app
 from sigbus.cli_policy import policy_app
 from sigbus.contracts_cli import contracts_command
 from sigbus.demo import run_demo
-from sigbus.export import ExportSummary, export_log
+from sigbus.export import ExportSummary, export_log, export_state
 from sigbus.protocol.directory import KeyUse
 from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import ProfileError, ProtocolError, SigbusError
@@ -56,6 +63,7 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
+app.add_typer(console_app, name="console")
 app.command("contracts")(contracts_command)
 
 #: How often `sigbus up` looks for a changed signed directory (seconds).
@@ -122,8 +130,16 @@ def demo(
 
 
 @app.command()
-def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
-    """Run an embedded nats-server and the hub broker until Ctrl-C or `sigbus down`."""
+def up(
+    data_dir: DataOpt = None,
+    keys: KeysOpt = None,
+    console_port: Annotated[
+        int, typer.Option("--console-port", help="the web console's port on 127.0.0.1")
+    ] = DEFAULT_PORT,
+    no_console: Annotated[bool, typer.Option("--no-console", help="do not serve it")] = False,
+) -> None:
+    """Run an embedded nats-server, the hub broker and the web console until Ctrl-C or
+    `sigbus down`."""
     base = config.data_dir(data_dir)
     state_file = base / config.UP_STATE_FILE
     try:
@@ -161,10 +177,17 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, broker.request_stop)
         reloader = asyncio.create_task(reload_users(server))
+        web = None
+        if web_socket is not None:
+            web = console_server(server.url, keys_path, base, port=console_port)
+            web_task = asyncio.create_task(web.serve(sockets=[web_socket]))
         try:
             await broker.run()
         finally:
             reloader.cancel()
+            if web is not None:
+                web.should_exit = True
+                await web_task
 
     lock = RunLock(base)
     try:
@@ -179,6 +202,12 @@ def up(data_dir: DataOpt = None, keys: KeysOpt = None) -> None:
                 f"sigbus up: NATS {server.url}, broker running (pid {os.getpid()}). "
                 "Stop with Ctrl-C or `sigbus down`."
             )
+            # Bound here, so a port in use costs the console, never the hub.
+            web_socket = None if no_console else console_socket(console_port)
+            if web_socket is not None:
+                typer.echo(f"sigbus console: {console_url('127.0.0.1', console_port)}")
+            elif not no_console:
+                typer.echo(f"sigbus console: not started, port {console_port} is in use", err=True)
             try:
                 asyncio.run(serve(server))
             finally:
@@ -312,6 +341,34 @@ def entrypoint() -> None:
     except SigbusError as e:  # the one root: every sigbus error says what, never a traceback
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+
+
+@audit_app.command("export-state")
+def audit_export_state(
+    out: Annotated[Path, typer.Option("--out", help="state dump file to write")],
+    nats: Annotated[str | None, typer.Option("--nats")] = None,
+    data_dir: DataOpt = None,
+    keys: KeysOpt = None,
+) -> None:
+    """Dump the hub state stream (ciphertext only) for `audit check-state`; as the hub
+    (the auditor identity reads the log and nothing else, not even state ciphertext)."""
+
+    async def run() -> int:
+        nc = await connect(
+            config.nats_url(nats, data_dir),
+            name="audit-export-state",
+            creds=hub_setup(config.keys_dir(keys)).creds,
+        )
+        try:
+            return await export_state(nc.jetstream(), out)
+        finally:
+            await nc.close()
+
+    try:
+        count = asyncio.run(run())
+    except (SigbusError, ProtocolError, AuditError) as e:
+        raise _fail(e) from e
+    typer.echo(f"exported {count} state records to {out}")
 
 
 @audit_app.command("export")

@@ -14,35 +14,38 @@ import binascii
 import json
 import os
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
-from sigbus.agents.witnessing import witness_name
+from sigbus.agents.witnessing import saved_fork_evidence, witness_name
 from sigbus.audit.checkpoint import (
     PublicKey,
     load_public_key,
     note_body,
     parse_checkpoint_body,
-    public_key_bytes,
     verify_note,
 )
-from sigbus.audit.entry import EntryOutcome
+from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.audit.entry_line import check_entry_line
 from sigbus.audit.errors import AuditError, CheckpointError, ExportError
 from sigbus.audit.export_format import read_entry_lines
 from sigbus.audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
+from sigbus.audit.splitview import ForkVerdict, parse_fork_evidence, verify_fork_evidence
+from sigbus.audit.state_check import check_state_against_log, parse_state_dump
 from sigbus.audit.trust import TrustAnchors, TrustError, trust_from_directory
 from sigbus.audit.verify_report import VERIFIED, VerifyReport
 from sigbus.parallel_verify import verify_export_file
 from sigbus.policy.rules import default_rules
-from sigbus.protocol.directory import verify_directory
-from sigbus.protocol.errors import DirectoryError
+from sigbus.protocol.canonical import canonical_json
+from sigbus.protocol.directory import DirectoryState, TrustedDirectory
+from sigbus.protocol.errors import DirectoryError, DirectoryRefused
 from sigbus.protocol.ids import HUB
 from sigbus.transport.errors import ConfigError
-from sigbus.transport.files import read_file
+from sigbus.transport.files import read_file, write_private
 from sigbus.transport.profiles import load_profiles
 
 audit_app = typer.Typer(
@@ -55,6 +58,12 @@ prove_app = typer.Typer(
     help="Compute inclusion and consistency proofs from an export file.",
 )
 audit_app.add_typer(prove_app, name="prove")
+fork_app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    help="The evidence of a forked log that a witness saved.",
+    no_args_is_help=True,
+)
+audit_app.add_typer(fork_app, name="fork-evidence")
 
 
 def _load_public_key(value: str) -> PublicKey:
@@ -83,20 +92,59 @@ EXIT_USAGE = 2
 EXIT_SELF_CONSISTENT_ONLY = 3
 
 
-def _root_bytes(value: str) -> bytes:
-    """The pinned root key: base64 raw Ed25519 inline, or a file holding it (``root.pub``)."""
-    return public_key_bytes(_load_public_key(value))
+#: Why a directory is not trusted, in Swedish, by :attr:`DirectoryRefused.kind`.
+REFUSAL_SV = {
+    "root_threshold_not_met": "för få av rotnyckelinnehavarna har signerat",
+    "root_required_holder_missing": "en rotnyckelinnehavare som måste signera har inte gjort det",
+    "root_version_gap": "en version saknas i kedjan av rotfiler",
+    "root_rollback": "rotfilen är äldre än den senast betrodda",
+    "root_equivocation": "två olika rotfiler har samma version",
+    "root_expired": "rotfilen har gått ut",
+    "unendorsed_key_change": "en myndighets nycklar ändrades utan myndighetens egen signatur",
+    "directory_rollback": "katalogen är äldre än den senast betrodda",
+    "directory_equivocation": "två olika kataloger har samma serienummer",
+    "directory_expired": "katalogen har gått ut",
+}
 
 
-def load_trust(directory_file: Path, root: bytes, quorum: int | None) -> TrustAnchors:
-    """The trust anchors from a directory file verified against the pinned ``root`` key.
+def _root_raw(value: str) -> bytes:
+    """The pinned root: the path of the signed root file you pinned (``root.json``)."""
+    try:
+        return Path(value).read_bytes()
+    except OSError as e:
+        raise typer.BadParameter(f"cannot read the pinned root file: {e.strerror}") from e
 
-    Raises :class:`DirectoryError` if the directory is not signed by that root,
+
+def load_trust(
+    directory_file: Path,
+    root: bytes,
+    quorum: int | None,
+    *,
+    state: DirectoryState | None = None,
+    now: datetime | None = None,
+) -> TrustAnchors:
+    """The trust anchors from a directory file verified against the pinned signed ``root``
+    (``root.json``): a threshold of root key holders signed it, and, given the
+    ``state`` the officer kept from last time, no rollback and no unendorsed key change.
+
+    Raises :class:`DirectoryError` if the directory is not trusted,
     :class:`TrustError` if it cannot support the quorum.
     """
-    directory = verify_directory(read_file(directory_file), root)
+    trusted = TrustedDirectory(root, state)
+    directory = trusted.update(read_file(directory_file), now or datetime.now(UTC))
+    assert trusted.root is not None
     return trust_from_directory(
-        directory, root_public=root, witness_name=witness_name, quorum=quorum
+        directory,
+        root_public=canonical_json(trusted.root),
+        witness_name=witness_name,
+        quorum=quorum,
+    )
+
+
+def _refusal(e: DirectoryError) -> str:
+    sv = REFUSAL_SV.get(e.kind, "") if isinstance(e, DirectoryRefused) else ""
+    return f"the directory is not trusted: {e}" + (
+        f"\n  sv: katalogen är inte betrodd: {sv}" if sv else ""
     )
 
 
@@ -113,22 +161,31 @@ def _usage(message: str) -> typer.Exit:
     return typer.Exit(code=EXIT_USAGE)
 
 
-def _trust_or_exit(directory: Path | None, root: str | None, quorum: int | None) -> TrustAnchors:
+def _trust_or_exit(
+    directory: Path | None, root: str | None, quorum: int | None, state_file: Path | None = None
+) -> TrustAnchors:
     if directory is None or root is None:
         raise _usage(
             "nothing to verify against: pass --directory DIR_FILE (the signed directory) and "
-            "--root ROOT_PUB (the root public key you pinned), or --self-consistency-only"
+            "--root ROOT_JSON (the signed root you pinned), or --self-consistency-only"
         )
     try:
-        root_key = _root_bytes(root)
+        root_raw = _root_raw(root)
+        state = (
+            None
+            if state_file is None
+            else DirectoryState.model_validate_json(state_file.read_bytes())
+        )
     except typer.BadParameter as e:
         raise _usage(f"--root: {e}") from e
+    except (OSError, ValidationError) as e:
+        raise _usage(f"--directory-state: not a directory state file ({type(e).__name__})") from e
     try:
-        return load_trust(directory, root_key, quorum)
+        return load_trust(directory, root_raw, quorum, state=state)
     except (TrustError, ConfigError) as e:
         raise _usage(str(e)) from e
     except DirectoryError as e:
-        raise _fail(f"the directory is not trusted: {e}") from e
+        raise _fail(_refusal(e)) from e
 
 
 def _report_failure(error: AuditError, as_json: bool) -> typer.Exit:
@@ -151,7 +208,16 @@ def verify(
     ] = None,
     root: Annotated[
         str | None,
-        typer.Option(help="The root public key you pinned: base64 raw Ed25519, or its file."),
+        typer.Option(help="The signed root you pinned (root.json)."),
+    ] = None,
+    directory_state: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="The directory state you kept from the last verification "
+            "(directory-state.json): refuses a rollback or an unendorsed key change.",
+        ),
     ] = None,
     quorum: Annotated[
         int | None,
@@ -187,12 +253,12 @@ def verify(
     self-consistency only (--self-consistency-only: nothing proven).
     """
     if self_consistency_only:
-        given = (directory, root, quorum, save_checkpoint)
+        given = (directory, root, quorum, save_checkpoint, directory_state)
         if checkpoint or any(option is not None for option in given):
             raise _usage("--self-consistency-only takes no trusted inputs; drop them to use it")
         trust = None
     else:
-        trust = _trust_or_exit(directory, root, quorum)
+        trust = _trust_or_exit(directory, root, quorum, directory_state)
     try:
         earlier = [path.read_text() for path in checkpoint or []]
     except (OSError, UnicodeDecodeError) as e:
@@ -324,6 +390,58 @@ def _check_against_checkpoint(
             "(a different tree: fork or forgery)"
         )
     return f"; matches the checkpoint of size {checkpoint.size} signed by {name!r}"
+
+
+@audit_app.command("check-state")
+def check_state(
+    file: FileArg,
+    state: Annotated[
+        Path, typer.Option("--state", help="state dump from `sigbus audit export-state`")
+    ],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check the hub state against the log: a dropped, altered, reordered or injected
+    state record (a withdrawal made to vanish) exits 1 naming it. Verify the export
+    against the trusted inputs first (`audit verify`): this check trusts its entries."""
+    try:
+        _self_check(file)
+        with state.open("rb") as lines:
+            records = parse_state_dump(lines)
+    except OSError as e:
+        raise _usage(f"cannot read --state file: {type(e).__name__}") from e
+    except AuditError as e:
+        raise _fail(f"refusing to check state: {e}") from e
+    entries = [LogEntry.model_validate_json(line) for _, line in _query_entries(file)]
+    findings = check_state_against_log(entries, records, pending_ingress_from=None)
+    bound = sum(1 for e in entries if e.state_sha256 is not None)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "ok": not findings,
+                    "bound_entries": bound,
+                    "state_records": len(records),
+                    "findings": [
+                        {
+                            "fault": f.fault.value,
+                            "message_id": f.message_id,
+                            "log_index": f.log_index,
+                            "state_seq": f.state_seq,
+                        }
+                        for f in findings
+                    ],
+                }
+            )
+        )
+    else:
+        for f in findings:
+            typer.echo(f"MISMATCH {f.describe()} (message {f.message_id})")
+        typer.echo(
+            f"{'MISMATCH' if findings else 'MATCH'}: {len(records)} state records against "
+            f"{bound} hub record entries, {len(findings)} finding(s)"
+        )
+    if findings:
+        raise typer.Exit(code=1)
 
 
 @audit_app.command("verify-proof")
@@ -464,3 +582,141 @@ def _require_known(option: str, value: str | None, valid: set[Any]) -> None:
     if value is not None and value not in valid:
         listed = ", ".join(sorted(str(v) for v in valid))
         raise _usage(f"--{option} {value!r} is not a known value; valid: {listed}")
+
+
+@fork_app.command("export")
+def fork_evidence_export(
+    witness_state: Annotated[
+        Path,
+        typer.Option(
+            dir_okay=False,
+            help="The witness state file of the adapter (witness-<agency>.json); its "
+            "evidence files lie next to it.",
+        ),
+    ],
+    number: Annotated[
+        int | None,
+        typer.Option("--number", help="Which evidence (1 = first; default: the latest)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write it here (0600) instead of stdout.")
+    ] = None,
+) -> None:
+    """Export fork evidence a witness saved: both signed checkpoints and the proof attempt.
+
+    Hand the file to the other agencies, IVO or a court; they check it with
+    'sigbus audit verify-fork FILE --root ... --directory ...'.
+    """
+    saved = saved_fork_evidence(witness_state)
+    if not saved:
+        raise _usage(f"no fork evidence next to {witness_state} / inga forkbevis finns")
+    chosen = len(saved) if number is None else number
+    if not 1 <= chosen <= len(saved):
+        raise _usage(f"--number must be between 1 and {len(saved)}")
+    try:
+        text = saved[chosen - 1].read_text()
+        parse_fork_evidence(text)
+    except (OSError, UnicodeDecodeError) as e:
+        raise _fail(f"the evidence file cannot be read: {type(e).__name__}") from e
+    except AuditError as e:
+        raise _fail(f"the saved evidence is not valid: {e}") from e
+    if out is None:
+        typer.echo(text)
+        return
+    write_private(out, text.encode())
+    typer.echo(f"wrote {out} ({chosen} of {len(saved)}) / skrev {out}", err=True)
+
+
+#: ``sigbus audit verify-fork`` exit codes: 0 fork proven; 1 not a fork or invalid
+#: evidence; 2 bad options or untrusted inputs; 3 inconsistent by the proof given,
+#: which does not prove a fork offline (different sizes).
+EXIT_FORK_UNPROVEN = 3
+
+_FORK_TEXT = {
+    ForkVerdict.PROVEN: (
+        "fork proven: the log key signed two checkpoints of size {first} with different "
+        "roots; no append-only log has both",
+        "forken bevisad: loggnyckeln har signerat två kontrollpunkter av storlek {first} "
+        "med olika rothashar; ingen logg som bara växer kan ha båda",
+    ),
+    ForkVerdict.INCONSISTENT_PROOF: (
+        "not proven offline: the log key signed checkpoints of sizes {first} and {second} "
+        "and the consistency proof given does not link them; a missing or bad proof "
+        "alone proves no fork (ask the hub for one and check it with verify-proof)",
+        "inte bevisad offline: loggnyckeln har signerat kontrollpunkter av storlek {first} "
+        "och {second} och det bifogade konsistensbeviset binder inte ihop dem; ett "
+        "saknat eller felaktigt bevis bevisar ensamt ingen fork",
+    ),
+    ForkVerdict.NOT_A_FORK: (
+        "no fork: the two checkpoints (sizes {first} and {second}) are consistent",
+        "ingen fork: de två kontrollpunkterna (storlek {first} och {second}) är förenliga",
+    ),
+}
+
+
+@audit_app.command("verify-fork")
+def verify_fork(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Fork evidence.")],
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="The signed agency directory (directory.json)."
+        ),
+    ] = None,
+    root: Annotated[
+        str | None,
+        typer.Option(help="The signed root you pinned (root.json)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as one JSON object.")
+    ] = False,
+) -> None:
+    """Check fork evidence offline against the log keys of the signed directory.
+
+    Exit 0 fork proven (two checkpoints of one size, different roots, both
+    signed by the log key); 1 no fork, or a checkpoint not signed by the log
+    key; 2 bad options or no trusted inputs; 3 different sizes with a proof that
+    does not link them (inconsistent, but not provable offline).
+    """
+    trust = _trust_or_exit(directory, root, None)
+    try:
+        evidence = parse_fork_evidence(file.read_bytes())
+        check = verify_fork_evidence(evidence, trust)
+    except OSError as e:
+        raise _usage(f"cannot read {file}: {type(e).__name__}") from e
+    except AuditError as e:
+        if as_json:
+            typer.echo(json.dumps({"verdict": "invalid", "fork_proven": False, "error": str(e)}))
+            raise typer.Exit(code=EXIT_FAILED) from e
+        raise _fail(f"not valid fork evidence: {e}") from e
+    sizes = {"first": check.first.size, "second": check.second.size}
+    english, swedish = (text.format(**sizes) for text in _FORK_TEXT[check.verdict])
+    code = {
+        ForkVerdict.PROVEN: EXIT_VERIFIED,
+        ForkVerdict.INCONSISTENT_PROOF: EXIT_FORK_UNPROVEN,
+        ForkVerdict.NOT_A_FORK: EXIT_FAILED,
+    }[check.verdict]
+    if as_json:
+        document = {
+            "verdict": check.verdict.value,
+            "fork_proven": check.verdict is ForkVerdict.PROVEN,
+            "origin": evidence.origin,
+            "sizes": [check.first.size, check.second.size],
+            "log_key_id": check.log_key_id,
+            "root_key_id": trust.root_key_id,
+            "directory_serial": trust.directory_serial,
+            "detected_by": evidence.detected_by,
+            "detected_at": evidence.detected_at,
+        }
+        typer.echo(json.dumps(document))
+    else:
+        against = (
+            f"against log key {check.log_key_id} of directory serial {trust.directory_serial} "
+            f"(root {trust.root_key_id}) / mot loggnyckel {check.log_key_id} i katalog nr "
+            f"{trust.directory_serial} (rot {trust.root_key_id})"
+        )
+        if code == EXIT_VERIFIED:
+            typer.echo(f"{english}\n{swedish}\n{against}")
+        else:
+            typer.echo(f"FAIL / UNDERKÄND: {english}\n{swedish}\n{against}", err=True)
+    raise typer.Exit(code=code)

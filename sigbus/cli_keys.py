@@ -41,16 +41,23 @@ from sigbus.transport.keystore import (
     DEV_KEY_VALIDITY,
     DEV_KEYS_DIR,
     DIRECTORY_FILE,
-    ROOT_KEY_FILE,
-    ROOT_PUBLIC_FILE,
+    PENDING_DIRECTORY_FILE,
+    ROOT_FILE,
+    DirectoryPending,
+    RootSigners,
+    endorse_pending,
     generate_agency,
     generate_dev_keys,
     init_root,
     load_directory,
+    load_root_key,
     load_root_private,
     new_auditor,
     private_key_path,
+    publish_pending,
+    rotate_root,
     save_directory,
+    sign_pending,
 )
 from sigbus.transport.natsauth import AUDITOR, AUDITOR_SEED_FILE, CA_KEY, issue_dev_client_cert
 from sigbus.transport.natsserver import COMPOSE_CERT_DIR, render_config, server_settings
@@ -62,7 +69,7 @@ keys_app = typer.Typer(
 DirOpt = Annotated[
     Path,
     typer.Option(
-        "--directory-dir", help="holds directory.json, root.pub (and root.key.json to edit)"
+        "--directory-dir", help="holds directory.json, root.json (and root.<holder>.key.json)"
     ),
 ]
 PassEnvOpt = Annotated[
@@ -101,8 +108,32 @@ def _passphrase(env: str | None) -> str | None:
     return value
 
 
-def _save(directory_dir: Path, directory: Directory) -> None:
-    save_directory(directory_dir, directory, load_root_private(directory_dir))
+RootKeyOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--root-key",
+        help="a root key holder's key file (repeatable; default: every root.*.key.json here)",
+    ),
+]
+
+
+def _signers(directory_dir: Path, root_keys: list[Path] | None) -> RootSigners:
+    if root_keys:
+        return [load_root_key(p) for p in root_keys]
+    return list(load_root_private(directory_dir))
+
+
+def _save(directory_dir: Path, directory: Directory, root_keys: list[Path] | None = None) -> None:
+    try:
+        save_directory(directory_dir, directory, _signers(directory_dir, root_keys))
+    except DirectoryPending as e:
+        pending = directory_dir / PENDING_DIRECTORY_FILE
+        typer.echo(
+            f"directory serial {directory.serial} written to {pending} but not yet in "
+            f"force: {e}; add the missing signatures with `sigbus keys sign-directory` / "
+            "`sigbus keys endorse`, then `sigbus keys publish`"
+        )
+        return
     typer.echo(f"directory serial {directory.serial} signed and written to {directory_dir}")
 
 
@@ -186,7 +217,7 @@ def keys_init(
     """
     passphrase = _passphrase(passphrase_env)
     out.mkdir(parents=True, exist_ok=True)
-    existing = [n for n in (DIRECTORY_FILE, ROOT_KEY_FILE, f"{HUB}.key.json") if (out / n).exists()]
+    existing = [n for n in (DIRECTORY_FILE, ROOT_FILE, f"{HUB}.key.json") if (out / n).exists()]
     if existing:
         raise _fail(f"{out} already holds {', '.join(existing)}: refusing to replace a root")
     now = _now()
@@ -198,14 +229,15 @@ def keys_init(
         else encrypt_keyfile(keyfile, passphrase).model_dump_json(indent=2).encode()
     )
     write_private(private_key_path(out, HUB), data)
-    root = init_root(out)
+    root = init_root(out, now=now, holders=(HUB,), threshold=1)
     first = Directory(
         serial=1, issued_at=now, expires_at=now + DIRECTORY_VALIDITY, agencies=(generated.entry,)
     )
     save_directory(out, first, root)
     typer.echo(
-        f"new root key, hub identity and directory (serial 1) written to {out}; "
-        f"keep {ROOT_KEY_FILE} offline, hand {ROOT_PUBLIC_FILE} to every agency"
+        f"new root (version 1, held by the hub alone), hub identity and directory (serial 1) "
+        f"written to {out}; keep root.{HUB}.key.json offline, hand {ROOT_FILE} to every "
+        "agency, and share the root with the other holders (`sigbus keys rotate-root`)"
     )
 
 
@@ -276,6 +308,7 @@ def keys_add(
     public: Annotated[Path, typer.Option("--public", help="bundle from `sigbus keys public`")],
     not_before: Annotated[str, typer.Option("--not-before", help="ISO 8601 with offset")],
     not_after: Annotated[str, typer.Option("--not-after", help="ISO 8601 with offset")],
+    root_key: RootKeyOpt = None,
 ) -> None:
     """Hub: add a new agency's keys to the directory and re-sign it."""
     bundle = _load_bundle(public)
@@ -288,7 +321,7 @@ def keys_add(
             not_after=_parse_time(not_after, "--not-after"),
             now=_now(),
         )
-        _save(directory_dir, updated)
+        _save(directory_dir, updated, root_key)
     except (SigbusError, ProtocolError) as e:
         raise _fail(str(e)) from e
 
@@ -303,6 +336,7 @@ def keys_rotate(
         str | None,
         typer.Option("--retire-old-at", help="end the overlap: old keys expire then"),
     ] = None,
+    root_key: RootKeyOpt = None,
 ) -> None:
     """Hub: add an agency's new keys alongside its current ones (overlap)."""
     bundle = _load_bundle(public)
@@ -316,7 +350,7 @@ def keys_rotate(
             retire_old_at=_parse_time(retire_old_at, "--retire-old-at") if retire_old_at else None,
             now=_now(),
         )
-        _save(directory_dir, updated)
+        _save(directory_dir, updated, root_key)
     except (SigbusError, ProtocolError) as e:
         raise _fail(str(e)) from e
 
@@ -326,25 +360,26 @@ def keys_revoke(
     directory_dir: DirOpt,
     key_id: Annotated[str, typer.Option("--key-id")],
     at: Annotated[str, typer.Option("--at", help="revoked from this ISO 8601 time on")],
+    root_key: RootKeyOpt = None,
 ) -> None:
     """Hub: revoke a key from a given time on (signatures refused, nothing sealed to it)."""
     try:
         directory = load_directory(directory_dir)
         updated = revoke_key(directory, key_id, at=_parse_time(at, "--at"), now=_now())
-        _save(directory_dir, updated)
+        _save(directory_dir, updated, root_key)
     except (SigbusError, ProtocolError) as e:
         raise _fail(str(e)) from e
 
 
 @keys_app.command("renew")
-def keys_renew(directory_dir: DirOpt) -> None:
+def keys_renew(directory_dir: DirOpt, root_key: RootKeyOpt = None) -> None:
     """Hub: sign the directory again, unchanged, with the next serial and a fresh expiry.
 
     Every party refuses an expired directory, so a withheld revocation is noticed:
     renew well before `expires` (`sigbus keys show`), e.g. weekly from cron."""
     try:
         updated = renew_directory(load_directory(directory_dir), now=_now())
-        _save(directory_dir, updated)
+        _save(directory_dir, updated, root_key)
     except (SigbusError, ProtocolError) as e:
         raise _fail(str(e)) from e
     typer.echo(
@@ -384,3 +419,84 @@ def keys_show(
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+PendingArg = Annotated[
+    Path,
+    typer.Argument(help="the keys directory holding directory.pending.json", file_okay=False),
+]
+
+
+@keys_app.command("sign-directory")
+def keys_sign_directory(
+    directory_dir: PendingArg,
+    root_key: Annotated[Path, typer.Option("--root-key", help="your root key file")],
+) -> None:
+    """A root key holder: add your signature to the pending directory."""
+    try:
+        holder, key = load_root_key(root_key)
+        missing = sign_pending(directory_dir, holder, key)
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(str(e)) from e
+    typer.echo(f"signed by {holder}; {missing or 'ready: run `sigbus keys publish`'}")
+
+
+@keys_app.command("endorse")
+def keys_endorse(
+    directory_dir: PendingArg,
+    agency: AgencyOpt,
+    key: Annotated[Path, typer.Option("--key", help="the agency's private key file")],
+    passphrase_env: PassEnvOpt = None,
+) -> None:
+    """Agency IT: endorse your agency's new entry in the pending directory, with the
+    signing key of the directory now in force (the change is refused without it)."""
+    try:
+        keyfile = load_private_file(key, _passphrase(passphrase_env))
+        if keyfile.agency != agency:
+            raise _fail(f"{key.name} belongs to another agency")
+        missing = endorse_pending(directory_dir, keyfile)
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(str(e)) from e
+    typer.echo(f"endorsed by {agency}; {missing or 'ready: run `sigbus keys publish`'}")
+
+
+@keys_app.command("publish")
+def keys_publish(directory_dir: PendingArg) -> None:
+    """Hub: check the pending directory against the one in force (root threshold,
+    endorsements, serial, expiry) and install it; refused with the reason otherwise."""
+    try:
+        serial = publish_pending(directory_dir, now=_now())
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(str(e)) from e
+    typer.echo(f"directory serial {serial} published in {directory_dir / DIRECTORY_FILE}")
+
+
+@keys_app.command("rotate-root")
+def keys_rotate_root(
+    directory_dir: DirOpt,
+    old_key: Annotated[
+        list[Path], typer.Option("--old-key", help="a current root key file (repeatable)")
+    ],
+    holder: Annotated[
+        list[str], typer.Option("--holder", help="a holder of the new root (repeatable)")
+    ],
+    threshold: Annotated[int, typer.Option(help="distinct holders the new root needs")],
+    out: Annotated[Path, typer.Option("--out", help="where the new root key files go")],
+) -> None:
+    """The root key holders: a new root version (new keys for ``--holder``), signed by a
+    threshold of the current keys and of the new ones; re-signs the directory under it."""
+    try:
+        signed = rotate_root(
+            directory_dir,
+            [load_root_key(p) for p in old_key],
+            holders=tuple(_agency(h) for h in holder),
+            threshold=threshold,
+            out=out,
+            now=_now(),
+        )
+    except (SigbusError, ProtocolError, ValueError) as e:
+        raise _fail(str(e)) from e
+    typer.echo(
+        f"root version {signed.root.version} written to {directory_dir / ROOT_FILE}; "
+        f"new root key files in {out}: hand each to its holder"
+    )

@@ -32,6 +32,7 @@ from sigbus.protocol.contracts import (
 from sigbus.protocol.envelope import PROTOCOL_VERSION, Envelope
 from sigbus.protocol.notice import NoticeReply, NoticeRequest, SignedNotice
 from sigbus.protocol.proofs import (
+    CheckpointGossip,
     CheckpointReply,
     ConsistencyRequest,
     Cosignature,
@@ -133,6 +134,13 @@ WIRE_CONTRACTS = (
         "Cosignature (vittnessignatur)",
         "A witness agency's C2SP cosignature/v1 line over a checkpoint it verified, so "
         "that the hub cannot show different logs to different agencies.",
+    ),
+    Contract(
+        "checkpoint_gossip",
+        CheckpointGossip,
+        "Checkpoint gossip (vittnesutbyte)",
+        "A witness's current view: the signed checkpoint it last cosigned and its "
+        "cosignature line, for the other witnesses to compare with theirs (split view).",
     ),
 )
 
@@ -243,6 +251,14 @@ def channels() -> tuple[Channel, ...]:
             (_schema_message("cosignature", "Cosignature", "a cosignature/v1 line"),),
         ),
         Channel(
+            "gossip",
+            subjects.gossip_subject(AGENCY),
+            "Witness gossip, agency to agency (core NATS, not stored): each witness "
+            "publishes its view on its own subject and reads the other witnesses'. "
+            "A view inconsistent with yours is a fork alarm (log_fork_detected).",
+            (_schema_message("checkpoint_gossip", "Checkpoint gossip", "a witness's view"),),
+        ),
+        Channel(
             "log_entry",
             subjects.LOG_ENTRY_SUBJECT,
             f"The disclosure log itself (stream {subjects.LOG_STREAM}). Written by the hub "
@@ -270,6 +286,8 @@ def operations() -> tuple[Operation, ...]:
         *services,
         Operation("receive_checkpoint", "receive", "checkpoint", "Witness a checkpoint."),
         Operation("send_cosignature", "send", "cosignature", "Publish your cosignature."),
+        Operation("send_gossip", "send", "gossip", "Publish your view on your gossip subject."),
+        Operation("receive_gossip", "receive", "gossip", "Read the other witnesses' views."),
         Operation("read_log_entry", "receive", "log_entry", "Audit the disclosure log."),
     )
 
@@ -291,7 +309,9 @@ SECURITY: dict[str, Any] = {
             "(transport/natsauth.py). Your account sees only what the hub's account "
             "exports to it by name: your ingress subject, your hub services "
             "(sigbus.hub.<agency>.>), your cosignature subject, and the next-message and "
-            "ack subjects of your inbox and witness consumers. Replies reach only you "
+            "ack subjects of your inbox and witness consumers; you publish your own "
+            "gossip subject and read the other agencies' (sigbus.log.gossip.<agency>). "
+            "Replies reach only you "
             "(your own reply prefix _INBOX_<agency>). Anything else is refused by the server."
         ),
     },

@@ -36,7 +36,6 @@ from sigbus.cli_audit import load_trust
 from sigbus.export import export_log
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from sigbus.parallel_verify import verify_export_file
-from sigbus.protocol.canonical import b64decode
 from sigbus.protocol.codes import (
     ActionCode,
     AgendaItem,
@@ -63,7 +62,7 @@ from sigbus.protocol.subjects import LOG_STREAM
 from sigbus.transport.config import insecure_dev
 from sigbus.transport.keystore import (
     DIRECTORY_FILE,
-    ROOT_PUBLIC_FILE,
+    ROOT_FILE,
     join_dev_agency,
     load_directory,
 )
@@ -410,8 +409,8 @@ async def audit_story(story: Story, export_path: Path, keys_dir: Path) -> AuditO
     try:
         # The compliance officer's trusted form: the pinned root and the signed
         # directory, never the keys the export declares (docs/compliance.md).
-        root = (keys_dir / ROOT_PUBLIC_FILE).read_text().strip()
-        trust = load_trust(keys_dir / DIRECTORY_FILE, b64decode(root), quorum=None)
+        root = (keys_dir / ROOT_FILE).read_bytes()
+        trust = load_trust(keys_dir / DIRECTORY_FILE, root, quorum=None)
         report = verify_export_file(export_path, trust=trust)
         summary, ok = report.one_line(), report.verdict == VERIFIED
     except (AuditError, ProtocolError) as e:

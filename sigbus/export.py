@@ -16,7 +16,6 @@ from pathlib import Path
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from pydantic import ValidationError
 
 from sigbus.audit.checkpoint import (
     DEFAULT_ORIGIN,
@@ -26,13 +25,14 @@ from sigbus.audit.checkpoint import (
     parse_signed_note,
 )
 from sigbus.audit.export_format import CosignatureRecord, write_export
+from sigbus.audit.state_check import state_dump_lines
+from sigbus.broker.checkpointer import latest_cosignatures
 from sigbus.protocol.ids import AgencyId
-from sigbus.protocol.proofs import Cosignature
 from sigbus.protocol.subjects import (
     CHECKPOINT_STREAM,
     CHECKPOINT_SUBJECT,
     LOG_STREAM,
-    cosignature_subject,
+    STATE_STREAM,
 )
 from sigbus.transport.bus import read_by_sequence
 from sigbus.transport.errors import SigbusError
@@ -62,23 +62,15 @@ async def cosignatures_for(
     js: JetStreamContext, size: int, witnesses: Iterable[AgencyId]
 ) -> list[CosignatureRecord]:
     """Each witness's latest cosignature, if it is of the checkpoint of ``size``."""
-    records = []
-    for agency in witnesses:
-        try:
-            msg = await js.get_last_msg(CHECKPOINT_STREAM, cosignature_subject(agency))
-            assert msg.data is not None
-            cosig = Cosignature.model_validate_json(msg.data)
-        except (NotFoundError, ValidationError):
-            continue
-        if cosig.checkpoint_size == size:
-            records.append(
-                CosignatureRecord(
-                    witness=cosig.witness,
-                    line=cosig.line,
-                    public_key=load_public_key(cosig.public_key),
-                )
-            )
-    return records
+    return [
+        CosignatureRecord(
+            witness=cosig.witness,
+            line=cosig.line,
+            public_key=load_public_key(cosig.public_key),
+        )
+        for cosig in (await latest_cosignatures(js, witnesses)).values()
+        if cosig.checkpoint_size == size
+    ]
 
 
 async def export_log(
@@ -110,3 +102,29 @@ async def export_log(
         raise
     os.replace(tmp, out)
     return ExportSummary(path=out, entries=size, witnesses=tuple(c.witness for c in cosignatures))
+
+
+async def export_state(js: JetStreamContext, out: Path) -> int:
+    """Dump the hub state stream (ciphertext) for ``audit check-state``; the record count.
+
+    Read by sequence lookups; a deleted record is a gap, left out, for the check
+    to name.
+    """
+    info = await js.stream_info(STATE_STREAM)
+    last_seq = info.state.last_seq
+    records: list[tuple[int, str, bytes]] = []
+    for seq in range(1, last_seq + 1):
+        try:
+            msg = await js.get_msg(STATE_STREAM, seq)
+        except NotFoundError:
+            continue
+        records.append((seq, (msg.headers or {}).get("Nats-Msg-Id", ""), bytes(msg.data or b"")))
+    tmp = out.with_name(out.name + ".partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        for line in state_dump_lines(last_seq, records):
+            f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    return len(records)

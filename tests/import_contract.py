@@ -34,7 +34,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sigbus.policy", "sigbus.audit"),
     ("sigbus.protocol",),
 )
-PURE = ("sigbus.protocol", "sigbus.policy", "sigbus.audit")
+PURE = (
+    "sigbus.protocol",
+    "sigbus.policy",
+    "sigbus.audit",
+    # The console's shaping of rows, its log status and its strings (the views do the I/O).
+    "sigbus.console.shaping",
+    "sigbus.console.status",
+    "sigbus.console.i18n",
+)
 #: Modules that mean I/O, processes, the network or the clock's side effects.
 PURE_FORBIDDEN = (
     "nats",
@@ -50,7 +58,7 @@ PURE_FORBIDDEN = (
     "logging",
 )
 #: The product's top-level folders; installed they are ``sigbus.<name>``.
-SUBPACKAGES = ("protocol", "policy", "audit", "broker", "agents", "transport")
+SUBPACKAGES = ("protocol", "policy", "audit", "broker", "agents", "transport", "console")
 AGENCY_PARENT = "sigbus.agents"
 
 

@@ -66,6 +66,7 @@ from sigbus.protocol.notice import (
     sign_notice,
 )
 from sigbus.protocol.proofs import (
+    CheckpointGossip,
     CheckpointReply,
     ConsistencyRequest,
     Cosignature,
@@ -242,6 +243,11 @@ def wire_samples() -> dict[str, list[BaseModel]]:
         "cosignature": [
             Cosignature(witness="school", public_key=b"\x03" * 32, checkpoint_size=1, line="x")
         ],
+        "checkpoint_gossip": [
+            CheckpointGossip(
+                witness="sigbus/witness/school", signed_checkpoint="note\n", cosignature="x"
+            )
+        ],
     }
 
 
@@ -333,7 +339,8 @@ def test_every_subject_of_protocol_subjects_is_an_asyncapi_channel() -> None:
     addresses = {c["address"] for c in document["channels"].values()}
     functions = _subject_functions()
     assert set(functions) == {
-        "ingress_subject", "service_subject", "inbox_subject", "cosignature_subject"
+        "ingress_subject", "service_subject", "inbox_subject", "cosignature_subject",
+        "gossip_subject",
     }
     for name, function in functions.items():
         params = list(inspect.signature(function).parameters)

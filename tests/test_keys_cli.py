@@ -73,7 +73,10 @@ def test_round_trip_generate_public_add_show(hub_dir: Path, tmp_path: Path) -> N
     # directory, then add it back with newly generated keys, as a hub would.
     directory = load_directory(hub_dir)
     without_school = directory.model_copy(
-        update={"agencies": tuple(e for e in directory.agencies if e.agency != "school")}
+        update={
+            "serial": directory.serial + 1,
+            "agencies": tuple(e for e in directory.agencies if e.agency != "school"),
+        }
     )
     save_directory(hub_dir, without_school, load_root_private(hub_dir))
 
@@ -105,7 +108,7 @@ def test_round_trip_generate_public_add_show(hub_dir: Path, tmp_path: Path) -> N
     )
     assert code == 0, stderr
     updated = load_directory(hub_dir)  # verifies the root signature
-    assert updated.serial == directory.serial + 1
+    assert updated.serial == directory.serial + 2
     keyfile = load_private(out, "school")
     assert updated.signing_key("school", keyfile.signing_key_id, at=T0)
     assert updated.sealing_key("school", at=T0).key_id == keyfile.sealing_key_id
@@ -312,9 +315,7 @@ def test_encryption_binds_the_header(tmp_path: Path) -> None:
 def test_unencrypted_files_still_load_with_keystore(tmp_path: Path) -> None:
     code, _, _ = invoke("generate", "--agency", "social", "--out", str(tmp_path))
     assert code == 0
-    assert load_private(tmp_path, "social") == load_private_file(
-        tmp_path / "social.key.json"
-    )
+    assert load_private(tmp_path, "social") == load_private_file(tmp_path / "social.key.json")
 
 
 def test_generate_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -332,7 +333,9 @@ def test_dev_generate_writes_private_files_0600(tmp_path: Path) -> None:
     assert "never use them in production" in stdout
     for agency in (HUB, *DEV_AGENCIES):
         assert _mode(tmp_path / f"{agency}.key.json") == 0o600
-    assert _mode(tmp_path / "root.key.json") == 0o600
+    for holder in (HUB, "police", "social"):
+        assert _mode(tmp_path / f"root.{holder}.key.json") == 0o600
+    assert not (tmp_path / "root.pub").exists()
     assert {e.agency for e in load_directory(tmp_path).agencies} == {HUB, *DEV_AGENCIES}
 
 
@@ -362,8 +365,8 @@ def test_production_keys_from_zero_with_any_partner(tmp_path: Path) -> None:
     hub = tmp_path / "hub"
     code, stdout, stderr = invoke("init", "--out", str(hub))
     assert code == 0, stderr
-    assert "keep root.key.json offline" in stdout
-    for private in ("root.key.json", "hub.key.json"):
+    assert "keep root.hub.key.json offline" in stdout
+    for private in ("root.hub.key.json", "hub.key.json"):
         assert _mode(hub / private) == 0o600
     directory = load_directory(hub)
     assert directory.serial == 1

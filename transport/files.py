@@ -11,8 +11,10 @@ from sigbus.transport.errors import ConfigError
 
 def write_private(path: Path, data: bytes) -> None:
     """Create or replace ``path`` with mode 0600, atomically (no window in which another
-    user could read it, no half-written file after a crash)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    user could read it, no half-written file after a crash), and durably: the directory
+    is fsynced too, so the rename itself survives a crash (a release file dropped for
+    the case system must be on disk before the adapter acks it)."""
+    tmp = path.parent / f".{path.name}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
@@ -20,6 +22,11 @@ def write_private(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def read_private(path: Path) -> bytes:

@@ -13,24 +13,36 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
-from sigbus.protocol.canonical import b64decode, b64encode
 from sigbus.protocol.directory import (
     AgencyEntry,
     Directory,
     DirectoryKey,
     DirectoryState,
     KeyUse,
+    SignedDirectory,
     TrustedDirectory,
+    carry_endorsements,
+    directory_digest,
+    endorse,
     key_id_for,
+    parse_signed_directory,
+    parse_signed_root,
     sign_directory,
     verify_directory,
 )
-from sigbus.protocol.errors import DirectoryRefused, ProtocolError
+from sigbus.protocol.errors import DirectoryError, DirectoryRefused, ProtocolError
 from sigbus.protocol.ids import HUB, AgencyId
 from sigbus.protocol.keyfile import HubSecrets, PrivateKeyFile, RootKeyFile
+from sigbus.protocol.root import (
+    Root,
+    RootKey,
+    SignedRoot,
+    root_key_id_for,
+    sign_root,
+    verify_root_step,
+)
 from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId, generate_sealing_key
 from sigbus.protocol.signing import HybridPrivateKey
 from sigbus.transport.errors import ConfigError
@@ -52,15 +64,24 @@ DEV_KEYS_DIR = Path(__file__).resolve().parent.parent / "keys" / "dev"
 #: Present in every development keys directory (``keys dev-generate`` writes it).
 DEV_MARKER = "DEVELOPMENT-KEYS-NOT-FOR-PRODUCTION"
 DIRECTORY_FILE = "directory.json"
+#: A signed directory still waiting for root signatures or endorsements (``keys publish``).
+PENDING_DIRECTORY_FILE = "directory.pending.json"
 #: The serial and digest of the last directory this party trusted (written by the
 #: hub and by each adapter beside its keys): a restart cannot roll the directory back.
 DIRECTORY_STATE_FILE = "directory-state.json"
 #: Where that file goes when the keys directory is mounted read-only (a container).
 STATE_DIR_ENV = "SIGBUS_STATE_DIR"
 PASSPHRASE_ENV = "SIGBUS_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
-ROOT_PUBLIC_FILE = "root.pub"
-ROOT_KEY_FILE = "root.key.json"
+#: The signed root every party pins (``sigbus.protocol.root``).
+ROOT_FILE = "root.json"
+#: The single-key root of before issue #10: removed when a new root is made.
+LEGACY_ROOT_FILES = ("root.pub", "root.key.json")
 DEV_KEY_VALIDITY = timedelta(days=10 * 365)
+#: The development root: three holders, any two of them with the hub among them.
+DEV_ROOT_HOLDERS: tuple[AgencyId, ...] = (HUB, "police", "social")
+DEV_ROOT_THRESHOLD = 2
+#: Root key holders and their private keys, as they sign.
+RootSigners = list[tuple[AgencyId, HybridPrivateKey]]
 
 
 def private_key_path(keys_dir: Path, agency: AgencyId) -> Path:
@@ -171,7 +192,8 @@ def generate_dev_keys(
     (keys_dir / DEV_MARKER).write_text(
         "These keys are public (committed or freely regenerated): never protect real data.\n"
     )
-    root = init_root(keys_dir)
+    root = init_root(keys_dir, now=now)
+    (keys_dir / DIRECTORY_FILE).unlink(missing_ok=True)
     # A new root starts a new history: the serial trusted under the old one is void.
     (keys_dir / DIRECTORY_STATE_FILE).unlink(missing_ok=True)
     directory = Directory(
@@ -203,30 +225,224 @@ def auditor_seed(keys_dir: Path) -> str:
     return read_private(path).decode().strip()
 
 
-def init_root(keys_dir: Path) -> Ed25519PrivateKey:
-    """A new root key (``root.key.json``, 0600) and its public half (``root.pub``)."""
-    root = Ed25519PrivateKey.generate()
-    write_private(
-        keys_dir / ROOT_KEY_FILE,
-        RootKeyFile(root_private=root.private_bytes_raw()).model_dump_json(indent=2).encode(),
+def root_key_path(keys_dir: Path, holder: AgencyId) -> Path:
+    return keys_dir / f"root.{holder}.key.json"
+
+
+def init_root(
+    keys_dir: Path,
+    *,
+    now: datetime,
+    holders: tuple[AgencyId, ...] = DEV_ROOT_HOLDERS,
+    threshold: int = DEV_ROOT_THRESHOLD,
+    validity: timedelta = DEV_KEY_VALIDITY,
+) -> RootSigners:
+    """A new root (version 1): one hybrid key per holder (``root.<holder>.key.json``,
+    0600), the threshold, the hub required, signed by every holder (``root.json``)."""
+    signers = [(holder, HybridPrivateKey.generate()) for holder in holders]
+    root = Root(
+        version=1,
+        expires_at=now + validity,
+        keys=tuple(_root_key(holder, key) for holder, key in signers),
+        threshold=threshold,
+        required_holders=(HUB,),
     )
-    (keys_dir / ROOT_PUBLIC_FILE).write_text(b64encode(root.public_key().public_bytes_raw()) + "\n")
-    return root
+    for holder, key in signers:
+        save_root_key(root_key_path(keys_dir, holder), holder, key)
+    (keys_dir / ROOT_FILE).write_text(sign_root(root, signers).model_dump_json(indent=2) + "\n")
+    for legacy in LEGACY_ROOT_FILES:
+        (keys_dir / legacy).unlink(missing_ok=True)
+    return signers
 
 
-def save_directory(keys_dir: Path, directory: Directory, root: Ed25519PrivateKey) -> None:
-    signed = sign_directory(directory, root)
-    (keys_dir / DIRECTORY_FILE).write_text(signed.model_dump_json(indent=2) + "\n")
+def _root_key(holder: AgencyId, key: HybridPrivateKey) -> RootKey:
+    public = key.public_key().public_bytes_raw()
+    return RootKey(key_id=root_key_id_for(holder, public), holder=holder, public_key=public)
 
 
-def load_root_private(keys_dir: Path) -> Ed25519PrivateKey:
-    raw = read_private(keys_dir / ROOT_KEY_FILE)
+def save_root_key(path: Path, holder: AgencyId, key: HybridPrivateKey) -> None:
+    data = RootKeyFile(holder=holder, root_private=key.private_bytes_raw())
+    write_private(path, data.model_dump_json(indent=2).encode())
+
+
+def load_root_key(path: Path) -> tuple[AgencyId, HybridPrivateKey]:
+    """One holder's root key file."""
     try:
-        return Ed25519PrivateKey.from_private_bytes(
-            RootKeyFile.model_validate_json(raw).root_private
+        parsed = RootKeyFile.model_validate_json(read_private(path))
+        return parsed.holder, HybridPrivateKey.from_private_bytes(parsed.root_private)
+    except (ValidationError, ValueError) as e:
+        raise ConfigError(f"root key file {path.name} is malformed") from e
+
+
+def load_root_private(keys_dir: Path) -> RootSigners:
+    """Every root key file in ``keys_dir`` (a development directory holds them all; a
+    real hub holds only its own, and the other holders sign on their own machines)."""
+    paths = sorted(keys_dir.glob("root.*.key.json"))
+    if not paths:
+        raise ConfigError(f"no root key file (root.<holder>.key.json) in {keys_dir}")
+    return [load_root_key(p) for p in paths]
+
+
+def load_signed_root(keys_dir: Path) -> SignedRoot:
+    return parse_signed_root(read_file(keys_dir / ROOT_FILE))
+
+
+def _previous_signed(keys_dir: Path) -> SignedDirectory | None:
+    path = keys_dir / DIRECTORY_FILE
+    if not path.exists():
+        return None
+    try:
+        return parse_signed_directory(read_file(path))
+    except DirectoryError:
+        return None
+
+
+def _chain(previous: SignedDirectory | None, newest: SignedRoot) -> tuple[SignedRoot, ...]:
+    by_version = {r.root.version: r for r in (previous.roots if previous else ())}
+    by_version[newest.root.version] = newest
+    return tuple(by_version[v] for v in sorted(by_version) if v <= newest.root.version)
+
+
+class DirectoryPending(ConfigError):
+    """The signed directory still lacks root signatures or endorsements: it was written
+    to ``directory.pending.json``, not put in force."""
+
+
+def _missing(
+    keys_dir: Path, signed: SignedDirectory, now: datetime, *, signatures_only: bool = False
+) -> str | None:
+    """What keeps ``signed`` from being trusted after the directory in force, or ``None``;
+    ``signatures_only``: only missing root signatures or endorsements count (what
+    another holder or agency can still add)."""
+    current = keys_dir / DIRECTORY_FILE
+    state = None
+    if current.exists():
+        in_force = parse_signed_directory(read_file(current)).directory
+        state = DirectoryState(
+            serial=in_force.serial, digest=directory_digest(in_force), directory=in_force
         )
-    except ValidationError as e:
-        raise ConfigError("root key file is malformed") from e
+    trusted = TrustedDirectory(_pinned_root(keys_dir), state)
+    try:
+        trusted.update(signed.model_dump_json().encode(), now)
+    except DirectoryRefused as e:
+        if signatures_only and not e.kind.startswith(("root_", "unendorsed_")):
+            return None
+        return str(e)
+    return None
+
+
+def save_directory(
+    keys_dir: Path, directory: Directory, signers: RootSigners, *, now: datetime | None = None
+) -> SignedDirectory:
+    """Sign ``directory`` with ``signers`` and write it: root signatures already made over
+    the same content are kept, and so are endorsements of entries that did not change.
+    In a development keys directory every agency whose keys changed endorses with the
+    key file beside it (the dev keys stand in for every agency's IT).
+
+    Written as ``directory.json`` if it is trusted after the directory in force (root
+    threshold, endorsements); else as ``directory.pending.json`` and
+    :class:`DirectoryPending` says what is missing."""
+    previous = _previous_signed(keys_dir)
+    signed = carry_endorsements(
+        previous,
+        sign_directory(
+            directory, _chain(previous, load_signed_root(keys_dir)), signers, onto=previous
+        ),
+    )
+    if previous is not None and (keys_dir / DEV_MARKER).exists():
+        signed = _dev_endorse(keys_dir, previous.directory, signed)
+    missing = _missing(keys_dir, signed, now or datetime.now(UTC), signatures_only=True)
+    if missing is not None:
+        _write_signed(keys_dir / PENDING_DIRECTORY_FILE, signed)
+        raise DirectoryPending(missing)
+    _write_signed(keys_dir / DIRECTORY_FILE, signed)
+    (keys_dir / PENDING_DIRECTORY_FILE).unlink(missing_ok=True)
+    return signed
+
+
+def _write_signed(path: Path, signed: SignedDirectory) -> None:
+    path.write_text(signed.model_dump_json(indent=2) + "\n")
+
+
+def _pending(keys_dir: Path) -> SignedDirectory:
+    path = keys_dir / PENDING_DIRECTORY_FILE
+    if not path.exists():
+        raise ConfigError(f"no pending directory ({PENDING_DIRECTORY_FILE}) in {keys_dir}")
+    return parse_signed_directory(read_file(path))
+
+
+def sign_pending(keys_dir: Path, holder: AgencyId, key: HybridPrivateKey) -> str | None:
+    """Add a root key holder's signature to the pending directory; what is still missing."""
+    pending = _pending(keys_dir)
+    signed = sign_directory(pending.directory, pending.roots, [(holder, key)], onto=pending)
+    _write_signed(keys_dir / PENDING_DIRECTORY_FILE, signed)
+    return _missing(keys_dir, signed, datetime.now(UTC))
+
+
+def endorse_pending(keys_dir: Path, keyfile: PrivateKeyFile) -> str | None:
+    """Add an agency's endorsement (its signing key in force) to the pending directory."""
+    pending = _pending(keys_dir)
+    key = HybridPrivateKey.from_private_bytes(keyfile.signing_private)
+    signed = endorse(pending, keyfile.agency, keyfile.signing_key_id, key)
+    _write_signed(keys_dir / PENDING_DIRECTORY_FILE, signed)
+    return _missing(keys_dir, signed, datetime.now(UTC))
+
+
+def publish_pending(keys_dir: Path, *, now: datetime) -> int:
+    """Put the pending directory in force if it is trusted after the one in force."""
+    pending = _pending(keys_dir)
+    missing = _missing(keys_dir, pending, now)
+    if missing is not None:
+        raise ConfigError(f"not published: {missing}")
+    os.replace(keys_dir / PENDING_DIRECTORY_FILE, keys_dir / DIRECTORY_FILE)
+    return pending.directory.serial
+
+
+def rotate_root(
+    keys_dir: Path,
+    old_signers: RootSigners,
+    *,
+    holders: tuple[AgencyId, ...],
+    threshold: int,
+    out: Path,
+    now: datetime,
+    validity: timedelta = DEV_KEY_VALIDITY,
+) -> SignedRoot:
+    """Root version n + 1 with new keys for ``holders``, signed by ``old_signers`` (a
+    threshold of version n) and every new key; the directory is re-signed under it."""
+    current = load_signed_root(keys_dir)
+    directory = load_directory(keys_dir, now=now)
+    new_signers = [(holder, HybridPrivateKey.generate()) for holder in holders]
+    root = Root(
+        version=current.root.version + 1,
+        expires_at=now + validity,
+        keys=tuple(_root_key(h, k) for h, k in new_signers),
+        threshold=threshold,
+        required_holders=(HUB,) if HUB in holders else (),
+    )
+    signed = sign_root(root, [*old_signers, *new_signers])
+    verify_root_step(current.root, signed)  # refused here, before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    for holder, key in new_signers:
+        save_root_key(root_key_path(out, holder), holder, key)
+    (keys_dir / ROOT_FILE).write_text(signed.model_dump_json(indent=2) + "\n")
+    save_directory(keys_dir, directory, new_signers, now=now)
+    return signed
+
+
+def _dev_endorse(keys_dir: Path, previous: Directory, signed: SignedDirectory) -> SignedDirectory:
+    for entry in previous.agencies:
+        path = private_key_path(keys_dir, entry.agency)
+        if not path.exists():
+            continue
+        try:
+            keyfile = load_private_file(path, None)
+        except ConfigError:
+            continue  # an encrypted file: its agency endorses by hand (`keys endorse`)
+        if any(k.key_id == keyfile.signing_key_id for k in entry.keys):
+            key = HybridPrivateKey.from_private_bytes(keyfile.signing_private)
+            signed = endorse(signed, entry.agency, keyfile.signing_key_id, key)
+    return signed
 
 
 def load_private(keys_dir: Path, agency: AgencyId) -> PrivateKeyFile:
@@ -240,20 +456,17 @@ def load_private(keys_dir: Path, agency: AgencyId) -> PrivateKeyFile:
 
 
 def _pinned_root(keys_dir: Path) -> bytes:
-    root_text = read_file(keys_dir / ROOT_PUBLIC_FILE).decode().strip()
-    try:
-        root = b64decode(root_text)
-        Ed25519PublicKey.from_public_bytes(root)
-    except ValueError as e:
-        raise ConfigError("root.pub is not a base64 Ed25519 public key") from e
-    return root
+    return read_file(keys_dir / ROOT_FILE)
 
 
-def load_directory(keys_dir: Path) -> Directory:
-    """Load the directory and verify it against the pinned root public key (signature
-    only: what the hub operator edits, and what a new server configuration is made of).
-    A hub or adapter that *uses* it goes through :func:`load_trusted_directory`."""
-    return verify_directory(read_file(keys_dir / DIRECTORY_FILE), _pinned_root(keys_dir))
+def load_directory(keys_dir: Path, *, now: datetime | None = None) -> Directory:
+    """Load the directory and verify it against the pinned root (a threshold of root
+    signatures only: what the hub operator edits, and what a new server configuration
+    is made of). A hub or adapter that *uses* it goes through
+    :func:`load_trusted_directory`, which also checks the endorsements."""
+    return verify_directory(
+        read_file(keys_dir / DIRECTORY_FILE), _pinned_root(keys_dir), now or datetime.now(UTC)
+    )
 
 
 def _state_path(keys_dir: Path) -> Path:
@@ -298,7 +511,7 @@ def load_trusted_directory(keys_dir: Path, *, now: datetime) -> TrustedDirectory
     try:
         trusted.update(read_file(keys_dir / DIRECTORY_FILE), now)
     except DirectoryRefused as e:
-        log.error("security_event", kind=e.kind)
+        log.error("security_event", kind=e.kind, agencies=list(e.agencies))
         raise ConfigError(str(e)) from e
     assert trusted.state is not None
     _save_state(keys_dir, trusted.state, before)
@@ -317,8 +530,11 @@ class DirectoryWatcher:
     arrives (``broker/service.py``).
     """
 
-    def __init__(self, keys_dir: Path, trusted: TrustedDirectory) -> None:
+    def __init__(
+        self, keys_dir: Path, trusted: TrustedDirectory, *, agency: AgencyId | None = None
+    ) -> None:
         assert trusted.directory is not None, "a watcher starts from a trusted directory"
+        self._agency = agency  # whose own keys an unendorsed change must raise an alarm for
         self._keys_dir = keys_dir
         self._path = keys_dir / DIRECTORY_FILE
         self._stamp = self._stat()
@@ -345,12 +561,30 @@ class DirectoryWatcher:
         self._expired_reported = expired
         return self.current
 
+    def _candidate_serial(self) -> int | None:
+        try:
+            return parse_signed_directory(read_file(self._path)).directory.serial
+        except (ConfigError, ProtocolError):
+            return None
+
     def _take(self, now: datetime) -> None:
         before = self._trusted.state
         try:
             candidate = self._trusted.update(read_file(self._path), now)
         except DirectoryRefused as e:
-            log.error("security_event", kind=e.kind, current_serial=self.current.serial)
+            log.error(
+                "security_event",
+                kind=e.kind,
+                agencies=list(e.agencies),
+                current_serial=self.current.serial,
+            )
+            if e.kind == "unendorsed_key_change" and self._agency in e.agencies:
+                log.error(
+                    "directory_own_keys_changed_unendorsed",
+                    agency=self._agency,
+                    serial=self._candidate_serial(),
+                    current_serial=self.current.serial,
+                )
             return
         except (ConfigError, ProtocolError) as e:
             log.error("security_event", kind="directory_rejected", error=type(e).__name__)

@@ -14,6 +14,10 @@ agency directory*, and isolation is the bus's own, by NATS accounts:
   and ack subjects of the two consumers the hub created for it. Replies cross
   back only to the requester (the server maps them to ``_R_`` subjects), so no
   reply can be aimed at a stream;
+* witness gossip goes from agency to agency without the hub account: each
+  agency account exports its own gossip subject (``sigbus.log.gossip.<agency>``)
+  as a stream to the other agency accounts, which import it. An agency may
+  publish on its own gossip subject only and subscribe to the others';
 * ``$SYS`` has no user: nobody gets server internals.
 
 Within each account the user's permissions allow the same subjects again and
@@ -45,6 +49,7 @@ from sigbus.protocol.subjects import (
     INBOX_STREAM,
     LOG_STREAM,
     cosignature_subject,
+    gossip_subject,
     inbox_consumer,
     ingress_subject,
     witness_consumer,
@@ -121,9 +126,16 @@ def agency_exports(agency: AgencyId) -> list[Export]:
     ]
 
 
-def agency_permissions(agency: AgencyId) -> tuple[list[str], list[str]]:
-    """(publish allow, subscribe allow) for an agency's user in its own account."""
-    return [e.local for e in agency_exports(agency)], [f"{inbox_prefix(agency)}.>"]
+def agency_permissions(
+    agency: AgencyId, peers: Iterable[AgencyId] = ()
+) -> tuple[list[str], list[str]]:
+    """(publish allow, subscribe allow) for an agency's user in its own account.
+
+    ``peers``: the other agencies, whose witness gossip this one reads.
+    """
+    publish = [*(e.local for e in agency_exports(agency)), gossip_subject(agency)]
+    subscribe = [f"{inbox_prefix(agency)}.>", *(gossip_subject(p) for p in peers if p != agency)]
+    return publish, subscribe
 
 
 def hub_permissions() -> tuple[list[str], list[str]]:
@@ -194,9 +206,20 @@ def render_authorization(
         assert entry.nats_user is not None
         lim = limits.get(entry.agency, BusLimits())
         lines += [f'  "{entry.agency}": {{', "    users: ["]
-        lines += _user(entry.nats_user, entry.agency, agency_permissions(entry.agency),
+        peers = [e.agency for e in agencies if e.agency != entry.agency]
+        lines += _user(entry.nats_user, entry.agency, agency_permissions(entry.agency, peers),
                        responds=False)
-        lines += ["    ]", "    imports: ["]
+        lines += ["    ]"]
+        if peers:
+            lines.append(
+                f'    exports: [ {{ stream: "{gossip_subject(entry.agency)}", '
+                f"accounts: {_quoted(peers)} }} ]"
+            )
+        lines += ["    imports: ["]
+        for peer in peers:
+            lines.append(
+                f'      {{ stream: {{ account: "{peer}", subject: "{gossip_subject(peer)}" }} }},'
+            )
         for export in agency_exports(entry.agency):
             lines.append(
                 f'      {{ service: {{ account: "{HUB_ACCOUNT}", subject: "{export.subject}" }}, '

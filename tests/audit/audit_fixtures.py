@@ -26,6 +26,8 @@ from sigbus.protocol.directory import (
     sign_directory,
 )
 from sigbus.protocol.ids import HUB, MessageType
+from sigbus.protocol.root import Root, RootKey, SignedRoot, root_key_id_for, sign_root
+from sigbus.protocol.signing import HybridPrivateKey
 
 START = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 WITNESS_TIME = 1_795_000_000
@@ -38,7 +40,37 @@ def key_from_seed(seed: int) -> Ed25519PrivateKey:
 LOG_KEY = key_from_seed(1)
 POLICE_KEY = key_from_seed(2)
 SCHOOL_KEY = key_from_seed(3)
-ROOT_KEY = key_from_seed(7)
+def hybrid_from_seed(seed: int) -> HybridPrivateKey:
+    return HybridPrivateKey.from_private_bytes(bytes([seed]) * 64)
+
+
+#: The fixture root: hub, police and social hold a key each, any two with the hub.
+ROOT_SIGNERS: list[tuple[str, HybridPrivateKey]] = [
+    ("hub", hybrid_from_seed(7)),
+    ("police", hybrid_from_seed(8)),
+    ("social", hybrid_from_seed(9)),
+]
+ROOT_KEY = ROOT_SIGNERS[0][1]
+
+
+def fixture_root(signers: Sequence[tuple[str, HybridPrivateKey]] = ROOT_SIGNERS) -> Root:
+    return Root(
+        version=1,
+        expires_at=START + timedelta(days=3650),
+        keys=tuple(
+            RootKey(
+                key_id=root_key_id_for(holder, key.public_key().public_bytes_raw()),
+                holder=holder,
+                public_key=key.public_key().public_bytes_raw(),
+            )
+            for holder, key in signers
+        ),
+        threshold=2,
+        required_holders=("hub",),
+    )
+
+
+SIGNED_ROOT = sign_root(fixture_root(), ROOT_SIGNERS)
 POLICE_WITNESS = "sigbus/witness/police"
 SCHOOL_WITNESS = "sigbus/witness/school"
 WITNESS_KEYS = {"police": POLICE_KEY, "school": SCHOOL_KEY}
@@ -81,9 +113,12 @@ def fixture_trust(
 
 
 def signed_directory_json(
-    directory: Directory | None = None, root: Ed25519PrivateKey = ROOT_KEY
+    directory: Directory | None = None,
+    root: Sequence[tuple[str, HybridPrivateKey]] = ROOT_SIGNERS[:2],
+    roots: tuple[SignedRoot, ...] = (SIGNED_ROOT,),
 ) -> str:
-    signed = sign_directory(fixture_directory() if directory is None else directory, root)
+    """The directory signed by ``root`` (default: hub and police, the threshold)."""
+    signed = sign_directory(fixture_directory() if directory is None else directory, roots, root)
     return signed.model_dump_json(indent=2) + "\n"
 
 
@@ -174,9 +209,9 @@ ALL_WITNESSES = [(witness_name(agency), key) for agency, key in WITNESS_KEYS.ite
 
 def trust_args(folder: Path, directory: Directory | None = None) -> list[str]:
     """``--directory DIR --root ROOT`` for ``sigbus audit verify``, written into ``folder``."""
-    directory_file, root_file = folder / "directory.json", folder / "root.pub"
+    directory_file, root_file = folder / "directory.json", folder / "root.json"
     directory_file.write_text(signed_directory_json(directory))
-    root_file.write_text(b64encode(ROOT_KEY.public_key().public_bytes_raw()) + "\n")
+    root_file.write_text(SIGNED_ROOT.model_dump_json())
     return ["--directory", str(directory_file), "--root", str(root_file)]
 
 

@@ -11,6 +11,8 @@ from audit_fixtures import (
     ALL_WITNESSES,
     LOG_KEY,
     ROOT_KEY,
+    ROOT_SIGNERS,
+    hybrid_from_seed,
     key_from_seed,
     make_log,
     signed_checkpoint,
@@ -56,9 +58,34 @@ def test_verify_intact_file_prints_the_trusted_verdict(
     assert "  vittnen: 2 av 2 betrodda vittnen" in result.output
 
 
-def test_root_given_inline_works_like_the_root_file(export_file: Path, trusted: list[str]) -> None:
-    inline = [*trusted[:3], key_b64(ROOT_KEY)]
-    assert runner.invoke(audit_app, ["verify", str(export_file), *inline]).exit_code == 0
+def test_a_bare_root_public_key_is_no_longer_a_root(
+    export_file: Path, trusted: list[str], tmp_path: Path
+) -> None:
+    old_style = tmp_path / "root.pub"
+    old_style.write_text(key_b64(ROOT_KEY.ed25519) + "\n")
+    result = runner.invoke(audit_app, ["verify", str(export_file), *trusted[:3], str(old_style)])
+    assert result.exit_code == 1
+    assert "root.json) is malformed" in result.output
+    assert "VERIFIED" not in result.output
+
+
+def test_a_directory_signed_by_one_root_key_fails(export_file: Path, tmp_path: Path) -> None:
+    args = trust_args(tmp_path)
+    Path(args[1]).write_text(signed_directory_json(root=ROOT_SIGNERS[:1]))
+    result = runner.invoke(audit_app, ["verify", str(export_file), *args])
+    assert result.exit_code == 1
+    assert "FAIL / UNDERKÄND: the directory is not trusted" in result.output
+    assert "1 distinct root key holder(s) of root version 1; its threshold is 2" in result.output
+    assert "sv: katalogen är inte betrodd: för få av rotnyckelinnehavarna" in result.output
+    assert "VERIFIED" not in result.output
+
+
+def test_a_directory_without_the_hub_root_key_fails(export_file: Path, tmp_path: Path) -> None:
+    args = trust_args(tmp_path)
+    Path(args[1]).write_text(signed_directory_json(root=ROOT_SIGNERS[1:]))
+    result = runner.invoke(audit_app, ["verify", str(export_file), *args])
+    assert result.exit_code == 1
+    assert "required root key holder(s) hub" in result.output
 
 
 def test_without_trusted_inputs_the_command_refuses(export_file: Path, trusted: list[str]) -> None:
@@ -118,11 +145,12 @@ def test_quorum_option_and_its_range(tmp_path: Path, trusted: list[str]) -> None
 
 def test_a_directory_signed_by_another_root_fails(export_file: Path, tmp_path: Path) -> None:
     args = trust_args(tmp_path)
-    Path(args[1]).write_text(signed_directory_json(root=key_from_seed(70)))
+    rogue = [("hub", hybrid_from_seed(70)), ("police", hybrid_from_seed(71))]
+    Path(args[1]).write_text(signed_directory_json(root=rogue))
     result = runner.invoke(audit_app, ["verify", str(export_file), *args])
     assert result.exit_code == 1
     assert "directory is not trusted" in result.output
-    assert "untrusted root key" in result.output
+    assert "required root key holder(s) hub" in result.output
 
 
 def test_save_checkpoint_then_use_it_next_time(

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from sigbus.audit.entry import ConsentRef, EntryOutcome, LogEntry
 from sigbus.audit.entry_line import check_entry_line, diagnose_entry_line
+from sigbus.protocol.codes import ConsentAction, ConsenterRole
 from sigbus.protocol.ids import MessageType
 
 text = st.text(max_size=12)
@@ -56,6 +57,9 @@ entries = st.builds(
     outcome=st.sampled_from(EntryOutcome),
     reasons=st.lists(text, max_size=2).map(tuple),
     release_id=optional_text,
+    consent_action=st.none() | st.sampled_from(ConsentAction),
+    consenter_role=st.none() | st.sampled_from(ConsenterRole),
+    state_sha256=st.none() | st.text("0123456789abcdef", min_size=64, max_size=64),
 )
 
 
@@ -96,7 +100,9 @@ def test_accepted_mutations_are_exactly_canonical_entries(
 @pytest.mark.parametrize(
     ("old", "new"),
     [
-        (b'"version":2', b'"version":1'),  # the format before per-case subject refs
+        (b'"version":3', b'"version":2'),  # the format before state-bound hub records
+        (b'"state_sha256":null', b'"state_sha256":"00"'),
+        (b'"consent_action":null', b'"consent_action":"maybe"'),
         (b'"index":', b'"index": '),
         (b'"statutory":false', b'"statutory":0'),
         (b'"outcome":"release"', b'"outcome":"maybe"'),

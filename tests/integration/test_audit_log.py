@@ -14,12 +14,19 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
+from structlog.testing import capture_logs
 from typer.testing import CliRunner, Result
 
 from sigbus.agents import witnessing
 from sigbus.agents.runtime import Adapter, Delivered
 from sigbus.agents.setup import agency_setup
-from sigbus.agents.witnessing import LogProofError, WitnessRunner, log_public_key, prove_release
+from sigbus.agents.witnessing import (
+    LogProofError,
+    UnprovenRelease,
+    WitnessRunner,
+    log_public_key,
+    prove_release,
+)
 from sigbus.audit.checkpoint import (
     DEFAULT_ORIGIN,
     cosign,
@@ -37,7 +44,6 @@ from sigbus.broker.pipeline import EntryDraft
 from sigbus.broker.setup import hub_setup
 from sigbus.cli_audit import audit_app, load_trust
 from sigbus.export import export_log
-from sigbus.protocol.canonical import b64decode
 from sigbus.protocol.codes import ReferralKind, ReferralReason
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
@@ -99,7 +105,7 @@ async def test_witnesses_cosign_and_export_verifies_offline(
     summary = await export_log(world.broker.js, out, log_key, witnesses=list(world.adapters))
     assert summary.entries == world.broker.writer.size
     assert len(summary.witnesses) == 3
-    root = b64decode((keys_dir / "root.pub").read_text().strip())
+    root = (keys_dir / "root.json").read_bytes()
     trust = load_trust(keys_dir / "directory.json", root, quorum=None)
     report = verify_export(out.read_bytes().splitlines(keepends=True), trust=trust)
     assert (report.entries, report.verdict) == (summary.entries, "verified")
@@ -119,7 +125,7 @@ async def test_witnesses_cosign_and_export_verifies_offline(
 def verify_cli(export: Path, keys_dir: Path, *extra: str) -> Result:
     """``sigbus audit verify`` as a compliance officer runs it: pinned root, signed directory."""
     trusted = ["--directory", str(keys_dir / "directory.json"),
-               "--root", str(keys_dir / "root.pub")]  # fmt: skip
+               "--root", str(keys_dir / "root.json")]  # fmt: skip
     # audit_app, not the top-level app: its callback would reconfigure logging
     # (level warning) for every later test of the session.
     return CliRunner().invoke(audit_app, ["verify", str(export), *trusted, *extra])
@@ -192,24 +198,60 @@ async def test_a_log_the_hub_rewrites_fails_the_officers_verification(
     # A directory signed by another root (with an attacker's log key) is refused.
     rogue_dir = tmp_path / "rogue"
     rogue_dir.mkdir()
-    save_directory(rogue_dir, load_directory(keys_dir), init_root(rogue_dir))
+    save_directory(
+        rogue_dir, load_directory(keys_dir), init_root(rogue_dir, now=datetime.now(UTC))
+    )
     result = CliRunner().invoke(audit_app, ["verify", str(out), "--directory",
                                       str(rogue_dir / "directory.json"), "--root",
-                                      str(keys_dir / "root.pub")])  # fmt: skip
+                                      str(keys_dir / "root.json")])  # fmt: skip
     assert result.exit_code == 1
-    assert "directory is not trusted: directory is signed by an untrusted root key" in (
-        result.output
-    )
+    assert "directory is not trusted: two different roots carry version 1" in result.output
+    assert "sv: katalogen är inte betrodd: två olika rotfiler" in result.output
 
 
-async def _released_referral(world: World) -> Delivered:
-    """A LUL 6 § notification released to social services, and a checkpoint covering it."""
+async def _released_referral(world: World, witnesses: tuple[str, ...] = (P, S, SO)) -> Delivered:
+    """A LUL 6 § notification released to social services, and a checkpoint covering
+    it that ``witnesses`` cosigned (by default every party agency: the quorum)."""
     await world.adapters[P].send(
         MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6
     )
     await world.settle()
     await world.broker.checkpointer.publish()
+    for agency in witnesses:
+        await WitnessRunner(world.adapters[agency]).run_once(timeout=0.2)
     return world.inboxes[SO].received[-1]
+
+
+async def test_a_release_is_proven_only_against_a_quorum_cosigned_checkpoint(
+    world: World,
+) -> None:
+    """Split view: a checkpoint only the hub signed may be a view shown to this recipient
+    alone. Without the cosignatures of every party agency (the default quorum) in time,
+    the release stays unproven and the security event says so; with them it is proven."""
+    delivered = await _released_referral(world, witnesses=(P, SO))
+    social = world.adapters[SO]
+    with (
+        capture_logs() as logs,
+        pytest.raises(UnprovenRelease, match="2 of 3 distinct trusted witnesses"),
+    ):
+        await prove_release(social, delivered, wait_s=0.5)
+    unproven = [e for e in logs if e.get("kind") == "release_unproven"]
+    assert unproven == [
+        {
+            "event": "security_event",
+            "kind": "release_unproven",
+            "agency": SO,
+            "log_index": delivered.record.log_index,
+            "reason": "witness_quorum_not_reached",
+            "log_level": "error",
+        }
+    ]
+    two = await prove_release(social, delivered, quorum=2, wait_s=0.5)
+    assert two.witnesses == (P, SO)
+    await WitnessRunner(world.adapters[S]).run_once(timeout=0.2)
+    every = await prove_release(social, delivered, wait_s=2.0)
+    assert every.witnesses == (P, S, SO)
+    assert every.checkpoint.size > delivered.record.log_index
 
 
 async def test_a_recipients_proof_carries_the_leaf_hash_not_the_entry(world: World) -> None:

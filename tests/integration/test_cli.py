@@ -80,7 +80,7 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     export = Path(report["audit"]["export"])
     keys = export.parent / "keys"  # the demo's own root and signed directory
     trusted = run("audit", "verify", str(export), "--directory", str(keys / "directory.json"),
-                  "--root", str(keys / "root.pub"))  # fmt: skip
+                  "--root", str(keys / "root.json"))  # fmt: skip
     assert trusted.returncode == 0, trusted.stderr
     assert trusted.stdout.startswith("VERIFIED / VERIFIERAD")
     assert "quorum 4 of 4" in trusted.stdout
@@ -194,7 +194,7 @@ def test_compose_mounts_exist_and_give_each_service_its_tls_and_state() -> None:
     for block in with_keys:
         who = "hub" if block.startswith("broker:") else block.split(":", 1)[0]
         for needed in (f"{who}.key.json", f"{who}.tls.crt", f"{who}.tls.key", "ca.crt",
-                       "directory.json", "root.pub"):  # fmt: skip
+                       "directory.json", "root.json"):  # fmt: skip
             assert f"/keys/{needed}" in targets, (who, needed)
         assert "SIGBUS_STATE_DIR: /state" in block, who
         assert re.search(r"- \w+-state:/state", block), who

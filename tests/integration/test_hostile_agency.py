@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 
 import pytest
+import structlog
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
 from sigbus.agents.errors import PublishFailed
@@ -37,6 +39,7 @@ PROBES: dict[str, tuple[str, object]] = {
     "school inbox": (s.inbox_subject(S), {}),
     "forged checkpoint": (s.CHECKPOINT_SUBJECT, {}),
     "cosign as school": (s.cosignature_subject(S), {}),
+    "gossip as school": (s.gossip_subject(S), {}),
     "school's proof service": (s.service_subject(S, s.PROOF_INCLUSION), {"index": 0, "size": 1}),
     "school's notice service": (s.service_subject(S, s.NOTICE_REQUEST), {"message_id": "msg-x"}),
     "account info": (f"{API}.INFO", {}),
@@ -172,3 +175,32 @@ async def test_the_auditor_reads_the_log_and_nothing_else(
     finally:
         await nc.close()
     assert await _snapshot(world) == before
+
+
+async def test_police_cannot_gossip_as_school(world: World, keys_dir: Path) -> None:
+    """Witness gossip: social hears school on school's gossip subject, and never police
+    publishing there (only school's account may; the bus reports the violation)."""
+    heard: list[bytes] = []
+
+    async def on_gossip(msg: Msg) -> None:
+        heard.append(msg.data)
+
+    listening = await world.adapters[SO].nc.subscribe(s.gossip_subject(S), cb=on_gossip)
+    nc = await connect(world.broker.url, name="police-probe", creds=agency_setup(P, keys_dir).creds)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await nc.publish(s.gossip_subject(S), b'{"forged": true}')
+            await nc.flush()
+            await asyncio.sleep(0.3)
+    finally:
+        await nc.close()
+    assert heard == []
+    assert any(e.get("kind") == "permission_violation" for e in logs), logs
+    await world.adapters[S].nc.publish(s.gossip_subject(S), b'{"honest": true}')
+    await world.adapters[S].nc.flush()
+    for _ in range(20):
+        if heard:
+            break
+        await asyncio.sleep(0.05)
+    await listening.unsubscribe()
+    assert heard == [b'{"honest": true}']

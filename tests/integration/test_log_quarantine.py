@@ -31,7 +31,6 @@ from sigbus.cli import app
 from sigbus.cli_audit import load_trust
 from sigbus.export import export_log
 from sigbus.parallel_verify import verify_export_file
-from sigbus.protocol.canonical import b64decode
 from sigbus.protocol.codes import ReferralKind, ReferralReason
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
@@ -47,13 +46,13 @@ from tests.integration.conftest import LUL6, World
 
 def officer_trust(keys_dir: Path) -> TrustAnchors:
     """The pinned root and the signed directory; one witness (school) cosigns here."""
-    root = b64decode((keys_dir / "root.pub").read_text().strip())
+    root = (keys_dir / "root.json").read_bytes()
     return load_trust(keys_dir / "directory.json", root, quorum=1)
 
 
 def trusted(keys_dir: Path) -> list[str]:
     return ["--directory", str(keys_dir / "directory.json"),
-            "--root", str(keys_dir / "root.pub"), "--quorum", "1"]  # fmt: skip
+            "--root", str(keys_dir / "root.json"), "--quorum", "1"]  # fmt: skip
 
 P, S, SO = "police", "school", "social"
 #: Not JSON, not UTF-8, a newline in it: what a hub bug could leave behind.

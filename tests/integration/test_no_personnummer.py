@@ -31,7 +31,7 @@ SIGBUS = [sys.executable, "-m", "sigbus", "--log-level", "debug"]
 REPO = Path(__file__).resolve().parents[2]
 #: A compliance officer's trusted inputs: the signed directory and the pinned root.
 TRUSTED = ("--directory", str(DEV_KEYS_DIR / "directory.json"),
-           "--root", str(DEV_KEYS_DIR / "root.pub"))  # fmt: skip
+           "--root", str(DEV_KEYS_DIR / "root.json"))  # fmt: skip
 #: Entries the README story logs: 2 referrals, the case, 3 consents, 2 invitations,
 #: 2 commitments, 2 statuses, the refused and the recorded withdrawal, 2 denied statuses.
 LOG_LENGTH = 16

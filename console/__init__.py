@@ -1,0 +1,1 @@
+"""The web console (issue #14): server-rendered views of cases and the disclosure log."""

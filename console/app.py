@@ -1,0 +1,326 @@
+"""The console's Starlette app: login, role checks, CSRF, and the views.
+
+Roles (docs/console.md):
+
+- coordinator: the case list and case pages;
+- compliance: case pages, the log (filtered by anything) and its verification;
+- auditor: the log's verification and the unfiltered log (pseudonymous), never a
+  case page nor the log filtered to one case (personal data).
+
+Every view of personal data (a case page, the log filtered to a case) is written
+to the access log before it is shown.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import jinja2
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from sigbus.console.auth import (
+    SESSION_COOKIE,
+    Role,
+    Session,
+    Sessions,
+    Throttle,
+    UsersFile,
+    load_secret,
+)
+from sigbus.console.i18n import DEFAULT_LANG, LANGS, t
+from sigbus.console.shaping import (
+    FilterError,
+    consent_rows,
+    filter_entries,
+    known_bases,
+    parse_filter,
+    readable_basis,
+    rows,
+)
+from sigbus.console.source import AccessLog, Source
+from sigbus.policy.rules import Rules, default_rules
+
+log = structlog.get_logger("sigbus.console")
+
+LOGIN_CSRF_COOKIE = "sigbus_console_login"
+LANG_COOKIE = "sigbus_console_lang"
+RECENT_DECISIONS = 20
+MAX_FORM = 4096
+
+CASE_ROLES = frozenset({Role.COORDINATOR, Role.COMPLIANCE})
+LOG_ROLES = frozenset({Role.COMPLIANCE, Role.AUDITOR})
+CASE_LOG_ROLES = frozenset({Role.COMPLIANCE})
+
+#: Served from /console.css: the pages' Content-Security-Policy allows no inline style.
+STYLESHEET = (resources.files("sigbus.console") / "templates" / "console.css").read_text()
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("sigbus.console", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+@dataclass
+class Console:
+    users: UsersFile
+    sessions: Sessions
+    source: Source
+    access: AccessLog
+    rules: Rules
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    throttle: Throttle = field(default_factory=Throttle)
+
+
+def _lang(request: Request) -> str:
+    wanted = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE)
+    return wanted if wanted in LANGS else DEFAULT_LANG
+
+
+def _page(
+    request: Request,
+    template: str,
+    *,
+    session: Session | None,
+    status: int = 200,
+    **values: Any,
+) -> HTMLResponse:
+    lang = _lang(request)
+    other = "en" if lang == "sv" else "sv"
+    params = {k: v for k, v in request.query_params.items() if k != "lang"}
+    toggle = f"{request.url.path}?{urlencode({**params, 'lang': other})}"
+    html = _env.get_template(template).render(
+        t=lambda key: t(key, lang), lang=lang, toggle=toggle, session=session, **values
+    )
+    response = HTMLResponse(html, status_code=status)
+    response.headers["Content-Security-Policy"] = "default-src 'self'; form-action 'self'"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    if request.query_params.get("lang") in LANGS:
+        response.set_cookie(LANG_COOKIE, lang, httponly=True, samesite="strict")
+    return response
+
+
+def _set_session(console: Console, response: Response, session: Session) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        console.sessions.issue(session),
+        max_age=console.sessions.idle_s,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > MAX_FORM:
+        return {}
+    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[0] for k, v in parsed.items()}
+
+
+Handler = Callable[[Request, Console, Session], Awaitable[Response]]
+
+
+def _guarded(
+    console: Console, roles: frozenset[Role], handler: Handler
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        session = console.sessions.read(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            return RedirectResponse("/login", status_code=303)
+        if request.method == "POST":
+            form = await _form(request)
+            if not secrets.compare_digest(form.get("csrf", ""), session.csrf):
+                return _page(request, "error.html", session=session, status=403, message="csrf")
+        if session.role not in roles:
+            log.warning(
+                "console_refused", user=session.user, role=session.role.value, path=request.url.path
+            )
+            return _page(request, "error.html", session=session, status=403, message="forbidden")
+        response = await handler(request, console, session)
+        _set_session(console, response, session)  # sliding idle expiry
+        return response
+
+    return endpoint
+
+
+async def login_form(
+    request: Request, console: Console, error: bool = False, status: int | None = None
+) -> Response:
+    token = secrets.token_urlsafe(24)
+    response = _page(
+        request,
+        "login.html",
+        session=None,
+        csrf=token,
+        error=error,
+        status=status or (401 if error else 200),
+    )
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=900, httponly=True, samesite="strict")
+    return response
+
+
+def make_app(console: Console) -> Starlette:
+    async def login_get(request: Request) -> Response:
+        return await login_form(request, console)
+
+    async def login_post(request: Request) -> Response:
+        form = await _form(request)
+        expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+        if not expected or not secrets.compare_digest(form.get("csrf", ""), expected):
+            return _page(request, "error.html", session=None, status=403, message="csrf")
+        name, now = form.get("username", ""), console.clock().timestamp()
+        if console.throttle.blocked(name, now):
+            log.warning("console_login_throttled")
+            return await login_form(request, console, error=True, status=429)
+        user = console.users.load().get(name)
+        if user is None or not user.check(form.get("password", "")):
+            console.throttle.failed(name, now)
+            log.warning("console_login_failed")
+            return await login_form(request, console, error=True)
+        console.throttle.succeeded(name)
+        log.info("console_login", user=user.name, role=user.role.value)
+        response = RedirectResponse("/", status_code=303)
+        _set_session(console, response, console.sessions.new(user))
+        response.delete_cookie(LOGIN_CSRF_COOKIE)
+        return response
+
+    async def logout(request: Request, console: Console, session: Session) -> Response:
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    async def home(request: Request, console: Console, session: Session) -> Response:
+        target = "/cases" if session.role in CASE_ROLES else "/log"
+        return RedirectResponse(target, status_code=303)
+
+    async def cases(request: Request, console: Console, session: Session) -> Response:
+        snap = await console.source.snapshot()
+        listed = [
+            {"ref": c.case_ref, "parties": ", ".join(sorted(c.parties))}
+            for c in sorted(snap.cases.values(), key=lambda c: c.case_ref)
+        ]
+        return _page(request, "cases.html", session=session, cases=listed)
+
+    async def case(request: Request, console: Console, session: Session) -> Response:
+        ref = request.path_params["ref"]
+        snap = await console.source.snapshot()
+        record = snap.cases.get(ref)
+        if record is None:
+            return _page(request, "error.html", session=session, status=404, message="not_found")
+        console.access.record(
+            user=session.user,
+            role=session.role.value,
+            view="case",
+            case_ref=ref,
+            at=console.clock(),
+        )
+        lang = _lang(request)
+        decisions = [
+            e
+            for e in snap.entries
+            if e.get("case_ref") == ref and e["outcome"] in ("release", "deny")
+        ][-RECENT_DECISIONS:]
+        return _page(
+            request,
+            "case.html",
+            session=session,
+            ref=ref,
+            parties=sorted(record.parties),
+            consents=consent_rows(record.events, lang),
+            decisions=rows(list(reversed(decisions)), console.rules, lang),
+        )
+
+    async def log_view(request: Request, console: Console, session: Session) -> Response:
+        snap = await console.source.snapshot()
+        bases = known_bases(console.rules, snap.entries)
+        agencies = sorted(
+            {
+                *snap.agencies,
+                *(a for e in snap.entries for a in (e.get("sender"), e.get("recipient")) if a),
+            }
+        )
+        params = dict(request.query_params)
+        try:
+            f = parse_filter(params, agencies=agencies, bases=bases)
+        except FilterError as e:
+            return _page(
+                request,
+                "error.html",
+                session=session,
+                status=400,
+                message="bad_filter",
+                detail=e.field,
+            )
+        if f.case is not None:
+            if session.role not in CASE_LOG_ROLES:
+                return _page(
+                    request, "error.html", session=session, status=403, message="forbidden"
+                )
+            console.access.record(
+                user=session.user,
+                role=session.role.value,
+                view="log",
+                case_ref=f.case,
+                at=console.clock(),
+            )
+        lang = _lang(request)
+        matched = filter_entries(snap.entries, f)
+        return _page(
+            request,
+            "log.html",
+            session=session,
+            f=f,
+            agencies=agencies,
+            bases=sorted((b, readable_basis(b, console.rules, lang)) for b in bases),
+            outcomes=["release", "deny", "recorded", "retraction"],
+            rows=rows(matched, console.rules, lang),
+            total=len(snap.entries),
+            can_filter_case=session.role in CASE_LOG_ROLES,
+        )
+
+    async def stylesheet(request: Request) -> Response:
+        return Response(
+            STYLESHEET, media_type="text/css", headers={"Cache-Control": "max-age=3600"}
+        )
+
+    async def status(request: Request, console: Console, session: Session) -> Response:
+        snap = await console.source.snapshot()
+        return _page(request, "status.html", session=session, s=snap.status)
+
+    return Starlette(
+        routes=[
+            Route("/console.css", stylesheet, methods=["GET"]),
+            Route("/login", login_get, methods=["GET"]),
+            Route("/login", login_post, methods=["POST"]),
+            Route("/logout", _guarded(console, frozenset(Role), logout), methods=["POST"]),
+            Route("/", _guarded(console, frozenset(Role), home)),
+            Route("/cases", _guarded(console, CASE_ROLES, cases)),
+            Route("/cases/{ref}", _guarded(console, CASE_ROLES, case)),
+            Route("/log", _guarded(console, LOG_ROLES, log_view)),
+            Route("/status", _guarded(console, LOG_ROLES, status)),
+        ]
+    )
+
+
+def console_for(data_dir: Path, source: Source, rules: Rules | None = None) -> Console:
+    return Console(
+        users=UsersFile(data_dir / "console-users.json"),
+        sessions=Sessions(load_secret(data_dir / "console-secret")),
+        source=source,
+        access=AccessLog(data_dir / "console-access.jsonl"),
+        rules=rules or default_rules(),
+    )

@@ -1,0 +1,173 @@
+"""Every string the console shows, in Swedish (the default) and English: one dictionary."""
+
+from __future__ import annotations
+
+LANGS = ("sv", "en")
+DEFAULT_LANG = "sv"
+
+STRINGS: dict[str, dict[str, str]] = {
+    "app_title": {"sv": "sigbus-konsolen", "en": "sigbus console"},
+    "skip": {"sv": "Hoppa till innehållet", "en": "Skip to content"},
+    "login": {"sv": "Logga in", "en": "Log in"},
+    "logout": {"sv": "Logga ut", "en": "Log out"},
+    "username": {"sv": "Användarnamn", "en": "User name"},
+    "password": {"sv": "Lösenord", "en": "Password"},
+    "bad_login": {"sv": "Fel användarnamn eller lösenord.", "en": "Wrong user name or password."},
+    "cases": {"sv": "Ärenden", "en": "Cases"},
+    "case": {"sv": "Ärende", "en": "Case"},
+    "log": {"sv": "Utlämnandeloggen", "en": "Disclosure log"},
+    "status": {"sv": "Loggens verifiering", "en": "Log verification"},
+    "parties": {"sv": "Parter", "en": "Parties"},
+    "opened_at": {"sv": "Öppnat", "en": "Opened"},
+    "consents": {"sv": "Samtycken", "en": "Consents"},
+    "consenter": {"sv": "Samtyckande", "en": "Consenter"},
+    "action": {"sv": "Händelse", "en": "Event"},
+    "valid_until": {"sv": "Giltigt till", "en": "Valid until"},
+    "decisions": {"sv": "Senaste beslut", "en": "Recent decisions"},
+    "when": {"sv": "Tid", "en": "When"},
+    "type": {"sv": "Typ", "en": "Type"},
+    "sender": {"sv": "Avsändare", "en": "Sender"},
+    "recipient": {"sv": "Mottagare", "en": "Recipient"},
+    "basis": {"sv": "Rättslig grund", "en": "Legal basis"},
+    "outcome": {"sv": "Utfall", "en": "Outcome"},
+    "reason": {"sv": "Skäl", "en": "Reason"},
+    "review": {"sv": "Granska", "en": "Review"},
+    "statutory_flag": {
+        "sv": "Utlämnat med stöd av lag utan samtycke: granska",
+        "en": "Released under a statute without consent: review",
+    },
+    "agency": {"sv": "Myndighet", "en": "Agency"},
+    "since": {"sv": "Från (ÅÅÅÅ-MM-DD)", "en": "From (YYYY-MM-DD)"},
+    "until": {"sv": "Till (ÅÅÅÅ-MM-DD)", "en": "Until (YYYY-MM-DD)"},
+    "any": {"sv": "Alla", "en": "Any"},
+    "filter": {"sv": "Filtrera", "en": "Filter"},
+    "matched": {"sv": "poster matchade av", "en": "entries matched of"},
+    "none": {"sv": "Inga poster.", "en": "No entries."},
+    "checkpoint_size": {"sv": "Kontrollpunktens storlek", "en": "Checkpoint size"},
+    "root_ok": {"sv": "Loggen stämmer med kontrollpunkten", "en": "The log matches the checkpoint"},
+    "signature_ok": {"sv": "Hubbens signatur giltig", "en": "Hub signature valid"},
+    "cosignatures": {"sv": "Medsignaturer", "en": "Cosignatures"},
+    "quorum": {"sv": "Kvorum", "en": "Quorum"},
+    "quorum_met": {"sv": "Kvorum uppnått", "en": "Quorum met"},
+    "yes": {"sv": "Ja", "en": "Yes"},
+    "no": {"sv": "Nej", "en": "No"},
+    "no_checkpoint": {"sv": "Ingen kontrollpunkt ännu.", "en": "No checkpoint yet."},
+    "language": {"sv": "In English", "en": "På svenska"},
+    "signed_in_as": {"sv": "Inloggad som", "en": "Signed in as"},
+    "role_coordinator": {"sv": "samordnare", "en": "coordinator"},
+    "role_compliance": {"sv": "granskare", "en": "compliance officer"},
+    "role_auditor": {"sv": "revisor (läsbehörighet)", "en": "read-only auditor"},
+    "forbidden": {
+        "sv": "Din roll får inte se denna sida.",
+        "en": "Your role may not see this page.",
+    },
+    "not_found": {"sv": "Finns inte.", "en": "Not found."},
+    "bad_filter": {"sv": "Okänt filtervärde", "en": "Unknown filter value"},
+    "out_release": {"sv": "utlämnat", "en": "released"},
+    "out_deny": {"sv": "nekat", "en": "denied"},
+    "out_recorded": {"sv": "registrerat", "en": "recorded"},
+    "out_retraction": {"sv": "återkallat", "en": "retracted"},
+    "basis_consent": {"sv": "Samtycke", "en": "Consent"},
+    "given": {"sv": "lämnat", "en": "given"},
+    "amended": {"sv": "ändrat", "en": "amended"},
+    "withdrawn": {"sv": "återkallat", "en": "withdrawn"},
+    "expired": {"sv": "utgånget", "en": "expired"},
+    "young_person": {"sv": "den unge", "en": "the young person"},
+    "guardian": {"sv": "vårdnadshavare", "en": "guardian"},
+}
+
+#: Readable wording of every hub reason code (docs/reason-codes.md) and the policy's.
+REASONS: dict[str, dict[str, str]] = {
+    "not_json": {"sv": "inte JSON", "en": "not JSON"},
+    "malformed_envelope": {"sv": "felaktigt kuvert", "en": "malformed envelope"},
+    "unsupported_version": {"sv": "okänd version", "en": "unsupported version"},
+    "unknown_type": {"sv": "okänd meddelandetyp", "en": "unknown message type"},
+    "oversize": {"sv": "för stort", "en": "too large"},
+    "sender_mismatch": {"sv": "fel avsändare", "en": "sender mismatch"},
+    "unknown_sender_key": {"sv": "okänd avsändarnyckel", "en": "unknown sender key"},
+    "revoked_key": {"sv": "återkallad nyckel", "en": "revoked key"},
+    "key_not_valid": {"sv": "nyckeln är inte giltig", "en": "key not valid"},
+    "bad_signature": {"sv": "ogiltig signatur", "en": "bad signature"},
+    "seal_open_failed": {"sv": "kunde inte öppnas", "en": "seal does not open"},
+    "decrypt_failed": {"sv": "kunde inte dekrypteras", "en": "does not decrypt"},
+    "schema_invalid": {"sv": "innehållet följer inte schemat", "en": "body does not match schema"},
+    "personnummer_invalid": {"sv": "ogiltigt personnummer", "en": "invalid personnummer"},
+    "personnummer_in_free_text": {
+        "sv": "personnummer i fritext",
+        "en": "personnummer in free text",
+    },
+    "created_at_in_future": {"sv": "skapat i framtiden", "en": "created in the future"},
+    "created_at_too_old": {"sv": "för gammalt", "en": "too old"},
+    "replayed_message_id": {"sv": "upprepat meddelande", "en": "replayed message"},
+    "case_ref_required": {"sv": "ärendereferens saknas", "en": "case ref required"},
+    "unknown_case": {"sv": "okänt ärende", "en": "unknown case"},
+    "case_exists": {"sv": "ärendet finns redan", "en": "case already open"},
+    "recipient_not_party": {"sv": "mottagaren är inte part", "en": "recipient is not a party"},
+    "sender_not_allowed": {"sv": "avsändaren får inte skicka detta", "en": "sender not allowed"},
+    "assertion_not_allowed": {
+        "sv": "avsändaren får inte åberopa lagrummet",
+        "en": "statute may not be asserted",
+    },
+    "unknown_function": {"sv": "okänd funktion", "en": "unknown function"},
+    "no_recipients": {"sv": "inga mottagare", "en": "no recipients"},
+    "hub_record_has_recipients": {
+        "sv": "hubbpost med mottagare",
+        "en": "hub record names recipients",
+    },
+    "consent_conflict": {"sv": "samtycket stämmer inte", "en": "consent conflict"},
+    "internal_error": {"sv": "internt fel", "en": "internal error"},
+    "quarantined_record": {"sv": "post i karantän", "en": "quarantined record"},
+    "policy:no_basis": {"sv": "ingen rättslig grund", "en": "no legal basis"},
+    "policy:consent_missing": {"sv": "samtycke saknas", "en": "no consent"},
+    "policy:consent_withdrawn": {"sv": "samtycket återkallat", "en": "consent withdrawn"},
+    "policy:consent_expired": {"sv": "samtycket har gått ut", "en": "consent expired"},
+    "policy:consent_too_long": {
+        "sv": "samtyckets period är för lång",
+        "en": "consent period too long",
+    },
+    "policy:consent_conflict": {
+        "sv": "samtyckets händelser går inte ihop",
+        "en": "consent events inconsistent",
+    },
+    "policy:outside_period": {
+        "sv": "före samtyckets giltighet",
+        "en": "before the consent's period",
+    },
+    "policy:scope_discloser": {
+        "sv": "avsändaren omfattas inte av samtycket",
+        "en": "sender outside the consent's scope",
+    },
+    "policy:scope_recipient": {
+        "sv": "mottagaren omfattas inte av samtycket",
+        "en": "recipient outside the consent's scope",
+    },
+    "policy:scope_category": {
+        "sv": "kategorin omfattas inte av samtycket",
+        "en": "category outside the consent's scope",
+    },
+    "policy:scope_purpose": {
+        "sv": "syftet omfattas inte av samtycket",
+        "en": "purpose outside the consent's scope",
+    },
+    "policy:unknown_party": {"sv": "okänd part", "en": "unknown party"},
+    "policy:not_a_party": {"sv": "inte part i ärendet", "en": "not a party to the case"},
+    "policy:statute_precondition_not_met": {
+        "sv": "lagrummets förutsättningar är inte uppfyllda",
+        "en": "the statute's conditions are not met",
+    },
+    "policy:statute_recipient_not_allowed": {
+        "sv": "mottagaren får inte ta emot enligt lagrummet",
+        "en": "recipient not allowed by the statute",
+    },
+    "policy:sender_not_allowed": {
+        "sv": "avsändaren får inte åberopa lagrummet",
+        "en": "sender may not assert the statute",
+    },
+    "policy:subject_unknown": {"sv": "okänd person", "en": "subject unknown"},
+    "policy:evaluation_error": {"sv": "fel vid prövningen", "en": "evaluation error"},
+}
+
+
+def t(key: str, lang: str) -> str:
+    """The string ``key`` in ``lang`` (an unknown language falls back to Swedish)."""
+    return STRINGS[key].get(lang, STRINGS[key][DEFAULT_LANG])

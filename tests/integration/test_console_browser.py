@@ -1,0 +1,157 @@
+"""The web console in a real headless Chromium, against a live hub on a real nats-server.
+
+Log in, open the case list and a case page, filter the log, switch language; each
+screen is saved to ``test-artifacts/`` (gitignored). Skips only when Debian's
+``chromium`` or ``chromium-driver`` is missing (`.ci/run` installs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sigbus.cli_console import console_server
+from sigbus.console.auth import Role, UsersFile, new_user
+from sigbus.console.source import AccessLog
+from sigbus.protocol.ids import MessageType
+from tests.integration.conftest import LUL6, World
+from tests.integration.test_flow import referral
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+PASSWORD = "granskning-2026"
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="chromium not installed"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+async def test_console_end_to_end_in_chromium(
+    world: World, nats_url: str, keys_dir: Path, tmp_path: Path, browser: object
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    assert isinstance(browser, WebDriver)
+    case = await world.open_case_with_consents()
+    await world.adapters["police"].send(
+        MessageType.REFERRAL, referral(world), recipients=("social", "school"), assertion=LUL6
+    )
+    await world.settle()
+    await world.broker.checkpointer.publish()
+    size = world.broker.writer.size
+
+    UsersFile(tmp_path / "console-users.json").add(new_user("gry", Role.COMPLIANCE, PASSWORD))
+    port = _free_port()
+    server = console_server(nats_url, keys_dir, tmp_path, port=port)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert server.started
+    base = f"http://127.0.0.1:{port}"
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    def shot(name: str) -> None:
+        browser.save_screenshot(str(ARTIFACTS / f"console-{name}.png"))
+
+    def click(by: str, value: str) -> None:
+        """Click, then wait for the next page (no JavaScript: every click loads one)."""
+        old = browser.find_element(By.TAG_NAME, "html")
+        browser.find_element(by, value).click()
+        WebDriverWait(browser, 10).until(staleness_of(old))
+
+    try:
+        browser.get(f"{base}/cases")  # not signed in: the login page
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Logga in"
+        browser.find_element(By.ID, "username").send_keys("gry")
+        browser.find_element(By.ID, "password").send_keys("fel-losenord-1")
+        click(By.ID, "login-submit")
+        assert "Fel användarnamn" in browser.find_element(By.ID, "login-error").text
+        browser.find_element(By.ID, "username").send_keys("gry")
+        browser.find_element(By.ID, "password").send_keys(PASSWORD)
+        click(By.ID, "login-submit")
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Ärenden"
+        shot("cases")
+
+        click(By.LINK_TEXT, case)
+        assert browser.find_element(By.TAG_NAME, "h1").text == f"Ärende {case}"
+        consents = browser.find_element(By.ID, "consents").text
+        assert "den unge" in consents
+        assert "vårdnadshavare vh-1" in consents
+        assert "lämnat" in consents
+        assert world.youth not in browser.page_source  # never the personnummer
+        shot("case")
+
+        browser.get(f"{base}/log")
+        Select(browser.find_element(By.ID, "outcome")).select_by_value("release")
+        click(By.ID, "filter-submit")
+        entries = browser.find_element(By.ID, "entries").text
+        assert "LUL (1964:167) 6 §" in entries
+        assert "Utlämnat med stöd av lag utan samtycke" in entries  # flagged for review
+        assert browser.find_element(By.ID, "matched").text.startswith("1 poster matchade av")
+        shot("log-released")
+
+        browser.find_element(By.ID, "case").send_keys(case)
+        Select(browser.find_element(By.ID, "outcome")).select_by_value("")
+        click(By.ID, "filter-submit")
+        assert "case_opened" in browser.find_element(By.ID, "entries").text
+
+        click(By.ID, "lang-toggle")
+        assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Disclosure log"
+        assert "entries matched of" in browser.find_element(By.ID, "matched").text
+        shot("log-case-en")
+
+        browser.get(f"{base}/status")
+        assert browser.find_element(By.ID, "size").text == str(size)
+        assert "0 / 3" in browser.find_element(By.ID, "cosigned").text  # no witness ran
+        assert browser.find_element(By.ID, "quorum-met").text == "No"
+        shot("status-en")
+        # The stylesheet applies (the CSP allows no inline style): the skip link waits
+        # off screen until it has the keyboard focus.
+        skip = browser.find_element(By.CLASS_NAME, "skip")
+        assert skip.get_attribute("href").endswith("#main")
+        assert skip.location["x"] < 0
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    views = [
+        (r["view"], r["case_ref"], r["user"])
+        for r in AccessLog(tmp_path / "console-access.jsonl").read()
+    ]
+    assert views == [("case", case, "gry"), ("log", case, "gry"), ("log", case, "gry")]
+    assert world.youth not in (tmp_path / "console-access.jsonl").read_text()
