@@ -11,7 +11,13 @@ import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sigbus.agents.witnessing import witness_name
-from sigbus.audit.checkpoint import DEFAULT_ORIGIN, cosign, make_checkpoint_body, sign_note
+from sigbus.audit.checkpoint import (
+    DEFAULT_ORIGIN,
+    PrivateKey,
+    cosign,
+    make_checkpoint_body,
+    sign_note,
+)
 from sigbus.audit.entry import GENESIS_PREV_HASH, ConsentRef, EntryOutcome, LogEntry, leaf_hash
 from sigbus.audit.export_format import CosignatureRecord, write_export
 from sigbus.audit.merkle import MerkleTree
@@ -40,6 +46,8 @@ def key_from_seed(seed: int) -> Ed25519PrivateKey:
 LOG_KEY = key_from_seed(1)
 POLICE_KEY = key_from_seed(2)
 SCHOOL_KEY = key_from_seed(3)
+
+
 def hybrid_from_seed(seed: int) -> HybridPrivateKey:
     return HybridPrivateKey.from_private_bytes(bytes([seed]) * 64)
 
@@ -73,10 +81,10 @@ def fixture_root(signers: Sequence[tuple[str, HybridPrivateKey]] = ROOT_SIGNERS)
 SIGNED_ROOT = sign_root(fixture_root(), ROOT_SIGNERS)
 POLICE_WITNESS = "sigbus/witness/police"
 SCHOOL_WITNESS = "sigbus/witness/school"
-WITNESS_KEYS = {"police": POLICE_KEY, "school": SCHOOL_KEY}
+WITNESS_KEYS: dict[str, PrivateKey] = {"police": POLICE_KEY, "school": SCHOOL_KEY}
 
 
-def _directory_key(agency: str, use: KeyUse, key: Ed25519PrivateKey) -> DirectoryKey:
+def _directory_key(agency: str, use: KeyUse, key: PrivateKey) -> DirectoryKey:
     public = key.public_key().public_bytes_raw()
     return DirectoryKey(
         key_id=key_id_for(agency, use, public),
@@ -87,7 +95,7 @@ def _directory_key(agency: str, use: KeyUse, key: Ed25519PrivateKey) -> Director
     )
 
 
-def fixture_directory(witnesses: dict[str, Ed25519PrivateKey] | None = None) -> Directory:
+def fixture_directory(witnesses: dict[str, PrivateKey] | None = None) -> Directory:
     """The hub (log key :data:`LOG_KEY`) and each witness agency with its witness key."""
     chosen = WITNESS_KEYS if witnesses is None else witnesses
     hub = AgencyEntry(agency=HUB, keys=(_directory_key(HUB, KeyUse.LOG, LOG_KEY),))
@@ -101,7 +109,7 @@ def fixture_directory(witnesses: dict[str, Ed25519PrivateKey] | None = None) -> 
 
 
 def fixture_trust(
-    quorum: int | None = None, witnesses: dict[str, Ed25519PrivateKey] | None = None
+    quorum: int | None = None, witnesses: dict[str, PrivateKey] | None = None
 ) -> TrustAnchors:
     """Trust anchors from :func:`fixture_directory`, signed by :data:`ROOT_KEY`."""
     return trust_from_directory(

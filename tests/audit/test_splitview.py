@@ -11,14 +11,15 @@ from audit_fixtures import (
     SCHOOL_WITNESS,
     WITNESS_TIME,
     fixture_trust,
+    hybrid_from_seed,
     key_from_seed,
     make_entries,
     signed_checkpoint,
 )
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sigbus.audit.checkpoint import (
     DEFAULT_ORIGIN,
+    PrivateKey,
     add_signature_lines,
     cosign,
     make_checkpoint_body,
@@ -49,7 +50,7 @@ def forked_tree() -> MerkleTree:
     return MerkleTree(leaf_hash(line) for line in rechained(entries))
 
 
-def cosigned(note: str, *witnesses: tuple[str, Ed25519PrivateKey]) -> str:
+def cosigned(note: str, *witnesses: tuple[str, PrivateKey]) -> str:
     lines = [cosign(note_body(note), name, key, timestamp=WITNESS_TIME) for name, key in witnesses]
     return add_signature_lines(note, lines)
 
@@ -74,6 +75,24 @@ def test_self_made_and_repeated_cosignatures_do_not_count() -> None:
         note, (POLICE_WITNESS, POLICE_KEY), (POLICE_WITNESS, POLICE_KEY), (SCHOOL_WITNESS, impostor)
     )
     result = cosigned_by_quorum(forged, fixture_trust(), log_key_name=DEFAULT_ORIGIN)
+    assert result.witnesses == ("police",)
+    assert not result.reached
+
+
+def test_hybrid_witnesses_count_only_with_both_of_their_lines() -> None:
+    police, school = hybrid_from_seed(12), hybrid_from_seed(13)
+    trust = fixture_trust(witnesses={"police": police, "school": school})
+    note = signed_checkpoint(TREE)
+    both = cosigned(note, (POLICE_WITNESS, police), (SCHOOL_WITNESS, school))
+    assert cosigned_by_quorum(both, trust, log_key_name=DEFAULT_ORIGIN).reached
+    # The school's ML-DSA-65 line dropped: its Ed25519 line alone does not count.
+    stripped = "".join(
+        line
+        for line in both.splitlines(keepends=True)
+        if not line.startswith("\u2014 " + SCHOOL_WITNESS + "/mldsa65 ")
+    )
+    assert stripped != both
+    result = cosigned_by_quorum(stripped, trust, log_key_name=DEFAULT_ORIGIN)
     assert result.witnesses == ("police",)
     assert not result.reached
 
