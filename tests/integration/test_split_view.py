@@ -182,5 +182,9 @@ async def test_a_witness_restarted_from_its_state_gossips_its_view_again(
         await asyncio.sleep(0.05)
     await listening.unsubscribe()
     assert [g.signed_checkpoint for g in heard] == [note]
-    key = world.adapters[P].identity.signing_key.public_key()
+    # The witness key (never the signing key), hybrid: the gossip carries both lines.
+    witness_key = world.adapters[P].identity.witness_key
+    assert witness_key is not None
+    key = witness_key.public_key()
+    assert heard[0].cosignature.count("\n") == 2
     verify_cosignature(note_body(note), heard[0].cosignature, "sigbus/witness/police", key)
