@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from nats.errors import Error as NatsError
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 from typer.testing import CliRunner, Result
@@ -408,6 +409,25 @@ async def test_second_writer_is_fenced(world: World) -> None:
         await stale.append(draft)
 
 
+async def _streams_created(nats_url: str, keys_dir: Path, hub: subprocess.Popen[bytes]) -> None:
+    """Wait until the hub process has created its ingress stream (a loaded machine may
+    take several seconds to start it); fail if it dies or never does."""
+    nc = await connect(nats_url, name="test-wait", creds=hub_setup(keys_dir).creds)
+    try:
+        js = nc.jetstream()
+        for _ in range(300):
+            assert hub.poll() is None, "the hub process died while starting"
+            try:
+                await js.stream_info("SIGBUS_INGRESS")
+            except NatsError:
+                await asyncio.sleep(0.1)
+            else:
+                return
+        raise AssertionError("the hub process did not create its streams within 30 s")
+    finally:
+        await nc.close()
+
+
 async def test_crash_between_log_and_release_resolves_to_exactly_one_release(
     nats_url: str, keys_dir: Path
 ) -> None:
@@ -430,7 +450,7 @@ async def test_crash_between_log_and_release_resolves_to_exactly_one_release(
     police = await setup.connect(nats_url)
     first = subprocess.Popen(cmd, env=env)
     try:
-        await asyncio.sleep(1.5)  # streams created
+        await _streams_created(nats_url, keys_dir, first)
         world_youth = World(broker=None, adapters={}).youth  # type: ignore[arg-type]
         mid = await police.send(
             MessageType.REFERRAL,

@@ -14,6 +14,7 @@ from sigbus.protocol.root import (
     RootSignature,
     SignedRoot,
     root_key_id_for,
+    root_message,
     sign_root,
     walk_roots,
 )
@@ -174,3 +175,21 @@ def test_a_root_signature_is_domain_separated() -> None:
     )
     with pytest.raises(DirectoryRefused):
         walk_roots(wrong, [], NOW)
+
+
+def test_a_root_signature_valid_only_in_its_ed25519_half_counts_for_nothing() -> None:
+    """Harvest now, forge later: a forger of Ed25519 alone (the police key's classical
+    half, used honestly here) cannot make the police count towards the threshold."""
+    good = signed(make_root(), "hub")
+    police = key("police-a")
+    ed_half = police.ed25519.sign(root_message(good.root))
+    forged = SignedRoot(
+        root=good.root,
+        signatures=(
+            *good.signatures,
+            RootSignature(key_id=make_root().keys[1].key_id, signature=ed_half + b"\0" * 3309),
+        ),
+    )
+    with pytest.raises(DirectoryRefused) as e:
+        walk_roots(forged, [], NOW)
+    assert e.value.kind == "root_threshold_not_met"

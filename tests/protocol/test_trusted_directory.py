@@ -11,11 +11,13 @@ from sigbus.protocol.directory import (
     AgencyEntry,
     Directory,
     DirectoryKey,
+    Endorsement,
     KeyStatus,
     KeyUse,
     SignedDirectory,
     TrustedDirectory,
     endorse,
+    endorsement_message,
     key_id_for,
     sign_directory,
 )
@@ -197,6 +199,26 @@ def test_an_endorsement_by_the_new_key_or_another_agency_does_not_count() -> Non
         with pytest.raises(DirectoryRefused) as e:
             trusted.update(wrong.model_dump_json().encode(), NOW)
         assert e.value.kind == "unendorsed_key_change"
+
+
+def test_an_endorsement_valid_only_in_its_ed25519_half_does_not_count() -> None:
+    """Harvest now, forge later: the police key's classical half alone endorses nothing."""
+    trusted = TrustedDirectory(ROOT_PUB)
+    trusted.update(_raw(1, agencies=_entries()), NOW)
+    old_id = _entries()[0].keys[0].key_id
+    new = _signed(2, agencies=_entries((_signing("police", POLICE_NEW),)))
+    entry = new.directory.agencies[0]
+    ed_half = POLICE_OLD.ed25519.sign(endorsement_message("police", entry))
+    forged = new.model_copy(
+        update={
+            "endorsements": (
+                Endorsement(agency="police", key_id=old_id, signature=ed_half + b"\0" * 3309),
+            )
+        }
+    )
+    with pytest.raises(DirectoryRefused) as e:
+        trusted.update(forged.model_dump_json().encode(), NOW)
+    assert e.value.kind == "unendorsed_key_change"
 
 
 def test_a_revocation_needs_no_endorsement_but_undoing_it_does() -> None:
