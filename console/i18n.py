@@ -89,6 +89,10 @@ REASONS: dict[str, dict[str, str]] = {
     "key_not_valid": {"sv": "nyckeln är inte giltig", "en": "key not valid"},
     "bad_signature": {"sv": "ogiltig signatur", "en": "bad signature"},
     "seal_open_failed": {"sv": "kunde inte öppnas", "en": "seal does not open"},
+    "suite_not_allowed": {
+        "sv": "mottagarens nyckel är inte kvantsäker (klassisk svit)",
+        "en": "recipient key suite not allowed (classical only)",
+    },
     "decrypt_failed": {"sv": "kunde inte dekrypteras", "en": "does not decrypt"},
     "schema_invalid": {"sv": "innehållet följer inte schemat", "en": "body does not match schema"},
     "personnummer_invalid": {"sv": "ogiltigt personnummer", "en": "invalid personnummer"},
