@@ -44,12 +44,23 @@ from sigbus.broker.errors import LogFencedError, StateCorruptError
 from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.notices import NoticeService
 from sigbus.broker.pipeline import EntryDraft, HubContext, Plan, ReleaseDraft, evaluate
-from sigbus.broker.state import HubState
+from sigbus.broker.retraction import RetractionIndex, SentRelease, retraction_draft
+from sigbus.broker.state import ConsentRecordedChange, HubState
 from sigbus.broker.state_store import SealedChange, StateStore
 from sigbus.protocol.ids import HUB, AgencyId, agency_name
+from sigbus.protocol.messages import NARROWING
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.release import Release, ReleaseRecord, sign_record
-from sigbus.protocol.subjects import INBOX_STREAM, INGRESS_ALL, INGRESS_STREAM, inbox_subject
+from sigbus.protocol.subjects import (
+    INBOX_STREAM,
+    INGRESS_ALL,
+    INGRESS_STREAM,
+    URGENT_ALL,
+    inbox_consumer,
+    inbox_subject,
+    ingress_sender,
+    is_urgent,
+)
 from sigbus.transport.bus import connect, ensure_agency_consumers, ensure_streams
 from sigbus.transport.natsauth import NatsCredentials
 
@@ -58,6 +69,8 @@ log = structlog.get_logger("sigbus.broker")
 REPLAYED = ReasonCode.REPLAYED_MESSAGE_ID.value
 
 HUB_CONSUMER = "hub"
+#: The fast lane's consumer: withdrawals, decided ahead of the queue (issue 11).
+URGENT_CONSUMER = "hub-urgent"
 #: Ingress messages decided together: their log entries, releases and acks are
 #: pipelined, so a batch costs a few round trips instead of six per message.
 BATCH = 64
@@ -103,6 +116,14 @@ class Broker:
         self._writer: LogWriter | None = None
         self._store: StateStore | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._urgent_sub: JetStreamContext.PullSubscription | None = None
+        #: Fetched from the fast lane, waiting for the next round.
+        self._urgent: list[Msg] = []
+        self._urgent_arrived = asyncio.Event()
+        self._urgent_task: asyncio.Task[None] | None = None
+        #: Fetched, not decided yet: a withdrawal arrived first (kept in order).
+        self._carry: list[Msg] = []
+        self.retractions = RetractionIndex()
         self._stopping = asyncio.Event()
         self._latest_now = datetime.min.replace(tzinfo=UTC)
         self._served: frozenset[AgencyId] = frozenset()
@@ -144,11 +165,18 @@ class Broker:
             self._nc, self._writer, self.ctx.identity.signing_key, self.ctx.identity.signing_key_id
         )
         await self._notices.serve()
-        self._sub = await self._subscribe_ingress()
+        self._sub = await self._subscribe_ingress(HUB_CONSUMER, INGRESS_ALL)
+        self._urgent_sub = await self._subscribe_ingress(URGENT_CONSUMER, URGENT_ALL)
+        # What the fast lane holds now is decided before anything else: after a
+        # crash, a withdrawal that was decided first must be decided first again.
+        await self._fetch_urgent(timeout=0.2)
+        self._urgent_task = asyncio.create_task(self._watch_urgent())
         log.info("broker_started", log_size=self._writer.size, cases=len(self.state.cases))
 
-    async def _subscribe_ingress(self) -> JetStreamContext.PullSubscription:
-        """The hub's ingress consumer, made afresh when a previous hub left work unacked.
+    async def _subscribe_ingress(
+        self, name: str, subjects: str
+    ) -> JetStreamContext.PullSubscription:
+        """One of the hub's ingress consumers, made afresh when a previous hub left work unacked.
 
         A batch (at most :data:`BATCH` unacked) is decided in ingress order. After
         a crash the unacked messages would come back only after the ack wait; the
@@ -157,28 +185,48 @@ class Broker:
         log fences a second writer, so a hub that wrongly took over cannot append.
         """
         config = ConsumerConfig(
-            durable_name=HUB_CONSUMER,
-            filter_subject=INGRESS_ALL,
+            durable_name=name,
+            filter_subject=subjects,
             ack_policy=AckPolicy.EXPLICIT,
             max_ack_pending=BATCH,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self._ack_wait.total_seconds(),
         )
         try:
-            info = await self.js.consumer_info(INGRESS_STREAM, HUB_CONSUMER)
+            info = await self.js.consumer_info(INGRESS_STREAM, name)
         except NotFoundError:
             info = None
         if info is not None and (info.num_ack_pending > 0 or info.config.max_ack_pending != BATCH):
             log.warning(
                 "ingress_consumer_renewed",
+                consumer=name,
                 unacked=info.num_ack_pending,
                 ack_floor=info.ack_floor.stream_seq,
             )
-            await self.js.delete_consumer(INGRESS_STREAM, HUB_CONSUMER)
+            await self.js.delete_consumer(INGRESS_STREAM, name)
             info = None
         if info is None:
             await self.js.add_consumer(INGRESS_STREAM, config)
-        return await self.js.pull_subscribe_bind(HUB_CONSUMER, stream=INGRESS_STREAM)
+        return await self.js.pull_subscribe_bind(name, stream=INGRESS_STREAM)
+
+    async def _fetch_urgent(self, *, timeout: float) -> None:
+        assert self._urgent_sub is not None
+        try:
+            msgs = await self._urgent_sub.fetch(BATCH, timeout=timeout)
+        except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
+            return
+        self._urgent.extend(msgs)
+        self._urgent_arrived.set()
+
+    async def _watch_urgent(self) -> None:
+        """Long-poll the fast lane beside the main loop; a round in progress stops
+        deciding as soon as a withdrawal is here (:meth:`_handle`)."""
+        while not self._stopping.is_set():
+            try:
+                await self._fetch_urgent(timeout=1.0)
+            except NatsError as e:
+                log.warning("urgent_lane_fetch_failed", error=type(e).__name__)
+                await asyncio.sleep(0.5)
 
     async def _load_state_bound_to_log(self) -> HubState:
         """The hub state, refused unless it is the one the log committed to (issue 10).
@@ -212,12 +260,13 @@ class Broker:
         return self._store.state_of(records)
 
     async def _first_unacked_ingress(self) -> int | None:
-        try:
-            info = await self.js.consumer_info(INGRESS_STREAM, HUB_CONSUMER)
-        except NotFoundError:
-            return None  # first start: nothing was ever acknowledged
-        floor: int = info.ack_floor.stream_seq
-        return floor + 1
+        """The lowest ingress sequence either lane may still redeliver.
+
+        The ingress stream is a work queue: a message leaves it when the hub acks
+        it, so what is stored is exactly what is not acknowledged (on any lane,
+        delivered or not, also after a consumer was made anew)."""
+        info = await self.js.stream_info(INGRESS_STREAM)
+        return info.state.first_seq if info.state.messages else None
 
     async def _refresh_context(self) -> None:
         """Revocations, rotations and new agencies take effect without a restart; a
@@ -240,6 +289,10 @@ class Broker:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._urgent_task is not None:
+            self._urgent_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, NatsError):
+                await self._urgent_task
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(NatsError):
                 await self._nc.close()
@@ -252,22 +305,49 @@ class Broker:
         await self.stop()
 
     async def process_batch(self, *, timeout: float) -> int:
-        """Fetch what is waiting (up to :data:`BATCH`) and process it as one batch."""
+        """One round: the fast lane first, then up to :data:`BATCH` queued messages.
+
+        Returns how many messages were decided."""
         assert self._sub is not None
         await self.backlog.poll(self.js)
         if self._paused_for_expired_directory():
             await asyncio.sleep(min(timeout, 1.0))  # messages wait at the bus; none is lost
             await self._refresh_context()
             return 0
-        try:
-            msgs = await self._sub.fetch(BATCH, timeout=timeout)
-        except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
-            await self.checkpointer.publish()  # idle: make the latest entries witnessable
-            await self._refresh_context()
-            return 0
-        await self._process(sorted(msgs, key=lambda m: m.metadata.sequence.stream))
+        room = BATCH - len(self._carry)
+        fetched: list[Msg] = []
+        if room > 0:
+            waiting = bool(self._carry or self._urgent)
+            try:
+                fetched = await self._sub.fetch(room, timeout=0.001 if waiting else timeout)
+            except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
+                if not (waiting or self._urgent):  # a withdrawal may have come meanwhile
+                    await self.checkpointer.publish()  # idle: make the latest witnessable
+                    await self._refresh_context()
+                    return 0
+        urgent, self._urgent = self._urgent, []
+        self._urgent_arrived.clear()
+        queued, self._carry = [*self._carry, *fetched], []
+        decided = await self._process(self._round_order(urgent, queued))
         await self.checkpointer.maybe_publish()
-        return len(msgs)
+        return decided
+
+    def _round_order(self, urgent: Sequence[Msg], queued: Sequence[Msg]) -> list[Msg]:
+        """Redone work first, in log order; then the fast lane; then the queue.
+
+        A message the log already holds decisions for was decided before the
+        crash, ahead of everything not decided yet: deciding it again first gives
+        every later decision the state it saw the first time."""
+
+        def key(msg: Msg) -> tuple[int, int]:
+            seq = msg.metadata.sequence.stream
+            existing = self.writer.entries_for_ingress(seq)
+            if existing:
+                return (0, existing[0].index)
+            return (1 if is_urgent(msg.subject) else 2, seq)
+
+        unique = {m.metadata.sequence.stream: m for m in (*urgent, *queued)}
+        return sorted(unique.values(), key=key)
 
     def _paused_for_expired_directory(self) -> bool:
         """Fail closed on a frozen directory (issue 10): past its expiry nothing is decided,
@@ -289,9 +369,11 @@ class Broker:
             total += n
         return total
 
-    async def _process(self, msgs: Sequence[Msg]) -> None:
+    async def _process(self, msgs: Sequence[Msg]) -> int:
+        if not msgs:
+            return 0
         try:
-            await self._handle(msgs)
+            return await self._handle(msgs)
         except LogFencedError:
             log.critical("log_fenced", ingress_seq=msgs[0].metadata.sequence.stream)
             raise
@@ -308,6 +390,7 @@ class Broker:
                 with contextlib.suppress(NatsError):
                     await msg.nak(delay=1.0)
             await self._resync()
+            return 0
 
     async def _resync(self) -> None:
         """Rebuild the hub's view of the log and the state from the streams."""
@@ -315,16 +398,24 @@ class Broker:
         self._latest_now = max(self._latest_now, self.writer.last_decided_at)
         self.state = await self._load_state_bound_to_log()
 
-    async def _handle(self, msgs: Sequence[Msg]) -> None:
-        """Decide the batch in ingress order in memory, then log, store, release, ack.
+    async def _handle(self, msgs: Sequence[Msg]) -> int:
+        """Decide the round in order in memory, then log, store, release, ack.
 
         Every decision sees every earlier state change (applied in memory as it is
-        decided); nothing leaves the hub before the whole batch's entries are
-        durable (log before release), and nothing is acked before its releases are.
+        decided); nothing leaves the hub before the whole round's entries are
+        durable (log before release), and nothing is acked before its releases
+        are. A withdrawal arriving meanwhile stops the deciding: the rest waits
+        for the next round, behind it.
         """
         await self._refresh_context()
         seen: dict[str, int] = {}
-        items = [self._decide(msg, seen) for msg in msgs]
+        items: list[_Item] = []
+        for i, msg in enumerate(msgs):
+            if items and self._urgent_arrived.is_set() and not is_urgent(msg.subject):
+                self._carry = list(msgs[i:])
+                break
+            items.append(self._decide(msg, seen))
+        items = [await self._retract_for(item) for item in items]
         logged = await self._log_batch(items)
         if os.environ.get(CRASH_AFTER_LOG_ENV) == "1" and any(i.drafts for i in items):
             log.critical("fault_injected_crash_after_log", ingress_seq=items[0].seq)
@@ -336,16 +427,57 @@ class Broker:
                 # One by one, in log order: the state check requires the records
                 # in the order of their entries (hub records are rare).
                 await self._store.persist(item.sealed)
-        pending: list[asyncio.Future[PubAck] | None] = [
-            await self._release(draft, logged) for item in items for draft in item.plan.releases
+        releases = [
+            (logged[(d.entry.decision_id, d.recipient)], await self._release(d, logged))
+            for item in items
+            for d in item.plan.releases
         ]
-        pending += [await self._notify_sender(item) for item in items]
-        await _all_acked(pending)
+        notices = [await self._notify_sender(item) for item in items]
+        await _all_acked([*(f for _, f in releases), *notices])
+        for entry, future in releases:
+            self.retractions.released(entry, future.result().seq)
         for item in items[:-1]:
             await item.msg.ack()
         await items[-1].msg.ack_sync()  # after every earlier ack, on the same connection
         for item in items:
             self._count(item)
+        return len(items)
+
+    async def _retract_for(self, item: _Item) -> _Item:
+        """A withdrawal or expiry pulls back what was released under that consent and
+        still sits unfetched in an inbox, before the withdrawal is logged: nothing
+        reaches a recipient after it is recorded. Each retraction is logged after it."""
+        change = item.sealed.change if item.sealed is not None else None
+        if not isinstance(change, ConsentRecordedChange) or change.event.action not in NARROWING:
+            return item
+        retracted: list[EntryDraft] = []
+        for sent in self.retractions.under(change.event.consent_id):
+            if await self._pull_back(sent):
+                retracted.append(
+                    retraction_draft(sent.entry, item.seq, change.message_id, item.now)
+                )
+        self.retractions.forget(change.event.consent_id)
+        if not retracted:
+            return item
+        return dataclasses.replace(item, drafts=(*item.drafts, *retracted))
+
+    async def _pull_back(self, sent: SentRelease) -> bool:
+        """Delete one release from its inbox if its recipient has not fetched it.
+
+        Deleted first, then checked: if the recipient's consumer had already
+        delivered it, it reached the recipient before the withdrawal and is not a
+        retraction (it stays a release in the log)."""
+        recipient = sent.entry.recipient
+        assert recipient is not None
+        consumer = inbox_consumer(recipient)
+        if (await self.js.consumer_info(INBOX_STREAM, consumer)).delivered.stream_seq >= sent.seq:
+            return False
+        try:
+            await self.js.delete_msg(INBOX_STREAM, sent.seq)
+        except NotFoundError:
+            return False
+        delivered = (await self.js.consumer_info(INBOX_STREAM, consumer)).delivered.stream_seq
+        return bool(delivered < sent.seq)
 
     def _decide(self, msg: Msg, seen: dict[str, int]) -> _Item:
         """One message's plan, with its state change applied in memory at once.
@@ -358,7 +490,16 @@ class Broker:
         if existing and existing[0].message_id in self.state.applied:
             # Finished before a crash; the notice may not have been stored (de-duplicated
             # if it was), and only the ack was lost.
-            return _Item(msg, seq, Plan(existing[0].message_id, ()), None, existing, (), True)
+            return _Item(
+                msg,
+                seq,
+                Plan(existing[0].message_id, ()),
+                None,
+                existing,
+                (),
+                True,
+                existing[0].decided_at,
+            )
         # Resuming after a crash: decide again with the logged time. The state is
         # the one the first attempt saw: the batch is decided again in the same order.
         now = existing[0].decided_at if existing else self._monotonic_now()
@@ -375,6 +516,7 @@ class Broker:
             state=self.state,
             ctx=self.ctx,
             now=now,
+            urgent=is_urgent(msg.subject),
         )
         sealed, plan = self._seal_state_change(plan)
         if sealed is not None:
@@ -385,7 +527,7 @@ class Broker:
             # As the writer counts a first sighting: a replay's deny is not one.
             if d.outcome is not EntryOutcome.DENY or d.reason_codes()[:1] != (REPLAYED,):
                 seen.setdefault(d.message_id, seq)
-        return _Item(msg, seq, plan, sealed, existing, drafts, False)
+        return _Item(msg, seq, plan, sealed, existing, drafts, False, now)
 
     def _monotonic_now(self) -> datetime:
         """Never earlier than a time already decided: a clock stepping back must not
@@ -526,6 +668,8 @@ class _Item:
     drafts: tuple[EntryDraft, ...]
     #: Finished before a crash: only the notice and the ack are redone.
     finished: bool
+    #: The decision time (logged time when redone).
+    now: datetime
 
 
 async def _all_acked(pending: Sequence[asyncio.Future[PubAck] | None]) -> None:
@@ -540,10 +684,10 @@ def _agencies(ctx: HubContext) -> frozenset[AgencyId]:
 
 
 def _agency_of(subject: str) -> AgencyId | None:
-    parts = subject.split(".")
-    if len(parts) != 3:
+    sender = ingress_sender(subject)
+    if sender is None:
         return None
     try:
-        return agency_name(parts[2])
+        return agency_name(sender)
     except ValueError:
         return None

@@ -47,7 +47,7 @@ INGRESS_MAX_MSG_BYTES = 128 * 1024
 STREAMS: tuple[StreamConfig, ...] = (
     StreamConfig(
         name=s.INGRESS_STREAM,
-        subjects=[s.INGRESS_ALL],
+        subjects=[s.INGRESS_ALL, s.URGENT_ALL],
         storage=StorageType.FILE,
         # A message leaves the stream when the hub acks it (after log and release),
         # so what is stored is exactly what waits: the per-agency backlog.
