@@ -66,6 +66,20 @@ class RetractionIndex:
         seqs = sorted(self._by_consent.get(consent_id, ()))
         return [self._sent[s] for s in seqs if s in self._sent]
 
+    def recipients(self) -> set[str]:
+        return {s.entry.recipient for s in self._sent.values() if s.entry.recipient}
+
+    def fetched(self, recipient: str, delivered: int) -> int:
+        """Forget what ``recipient`` has fetched (inbox sequence <= ``delivered``):
+        it cannot be pulled back. Keeps the index at what still waits. Counts them."""
+        gone = [
+            s for s in self._sent.values() if s.entry.recipient == recipient and s.seq <= delivered
+        ]
+        for sent in gone:
+            del self._sent[sent.seq]
+            self._unlink(sent)
+        return len(gone)
+
     def forget(self, consent_id: str) -> None:
         """A consent withdrawn is withdrawn for good: nothing more to pull back under it."""
         for seq in self._by_consent.pop(consent_id, set()):

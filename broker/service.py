@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -61,7 +62,12 @@ from sigbus.protocol.subjects import (
     ingress_sender,
     is_urgent,
 )
-from sigbus.transport.bus import connect, ensure_agency_consumers, ensure_streams
+from sigbus.transport.bus import (
+    INGRESS_BACKLOG,
+    connect,
+    ensure_agency_consumers,
+    ensure_streams,
+)
 from sigbus.transport.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.broker")
@@ -74,6 +80,13 @@ URGENT_CONSUMER = "hub-urgent"
 #: Ingress messages decided together: their log entries, releases and acks are
 #: pipelined, so a batch costs a few round trips instead of six per message.
 BATCH = 64
+#: Deciding time per round (seconds): what is fetched beyond it waits for the next
+#: round, so a withdrawal waits at most about this long plus one round's I/O.
+ROUND_BUDGET_S = 0.03
+#: How often the retraction index forgets what recipients fetched (seconds).
+PRUNE_INTERVAL_S = 2.0
+#: How long a round waits for more messages once the first is in (seconds).
+_GATHER_S = 0.002
 #: How long a batch's pipelined publishes may take before it is retried.
 PUBLISH_TIMEOUT_S = 10.0
 #: Test hook for the crash-between-log-and-release proof (tests/integration).
@@ -96,6 +109,7 @@ class Broker:
         clock: Callable[[], datetime] = utc_now,
         ack_wait: timedelta = timedelta(seconds=30),
         replicas: int = 1,
+        ingress_backlog: int = INGRESS_BACKLOG,
         context_source: Callable[[HubContext], HubContext] | None = None,
     ) -> None:
         self.url = url
@@ -104,6 +118,8 @@ class Broker:
         self._log_key = log_key
         self._creds = creds
         self._replicas = replicas
+        self._ingress_backlog = ingress_backlog
+        self._held = False
         self._context_source = context_source
         self._checkpointer: Checkpointer | None = None
         self._notices: NoticeService | None = None
@@ -124,10 +140,11 @@ class Broker:
         #: Fetched, not decided yet: a withdrawal arrived first (kept in order).
         self._carry: list[Msg] = []
         self.retractions = RetractionIndex()
+        self._next_prune = 0.0
         self._stopping = asyncio.Event()
         self._latest_now = datetime.min.replace(tzinfo=UTC)
         self._served: frozenset[AgencyId] = frozenset()
-        self.backlog = BacklogWatch()
+        self.backlog = BacklogWatch(limit=ingress_backlog)
         self._paused = False
 
     @property
@@ -148,7 +165,9 @@ class Broker:
     async def start(self) -> None:
         self._nc = await connect(self.url, name="hub", creds=self._creds)
         self._js = self._nc.jetstream()
-        await ensure_streams(self._js, replicas=self._replicas)
+        await ensure_streams(
+            self._js, replicas=self._replicas, ingress_backlog=self._ingress_backlog
+        )
         await self._ensure_consumers()
         # The writer dates its own quarantine entries: with the broker's clock.
         self._writer = LogWriter(self._js, clock=self._clock)
@@ -212,7 +231,7 @@ class Broker:
     async def _fetch_urgent(self, *, timeout: float) -> None:
         assert self._urgent_sub is not None
         try:
-            msgs = await self._urgent_sub.fetch(BATCH, timeout=timeout)
+            msgs = await _fetch_available(self._urgent_sub, BATCH, timeout=timeout)
         except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
             return
         self._urgent.extend(msgs)
@@ -283,6 +302,13 @@ class Broker:
         await ensure_agency_consumers(self.js, agencies)
         self._served = agencies
 
+    def hold(self, held: bool) -> None:
+        """Stop deciding (messages wait at the bus, none is lost), or go on: maintenance,
+        and the bench's way of building a backlog."""
+        if held != self._held:
+            log.warning("hub_held" if held else "hub_released")
+        self._held = held
+
     def request_stop(self) -> None:
         """Ask :meth:`run` to finish the message in hand and return (signal handlers)."""
         self._stopping.set()
@@ -310,8 +336,8 @@ class Broker:
         Returns how many messages were decided."""
         assert self._sub is not None
         await self.backlog.poll(self.js)
-        if self._paused_for_expired_directory():
-            await asyncio.sleep(min(timeout, 1.0))  # messages wait at the bus; none is lost
+        if self._held or self._paused_for_expired_directory():
+            await asyncio.sleep(min(timeout, 0.05 if self._held else 1.0))  # they wait at the bus
             await self._refresh_context()
             return 0
         room = BATCH - len(self._carry)
@@ -319,7 +345,9 @@ class Broker:
         if room > 0:
             waiting = bool(self._carry or self._urgent)
             try:
-                fetched = await self._sub.fetch(room, timeout=0.001 if waiting else timeout)
+                fetched = await _fetch_available(
+                    self._sub, room, timeout=0.001 if waiting else timeout
+                )
             except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
                 if not (waiting or self._urgent):  # a withdrawal may have come meanwhile
                     await self.checkpointer.publish()  # idle: make the latest witnessable
@@ -330,7 +358,22 @@ class Broker:
         queued, self._carry = [*self._carry, *fetched], []
         decided = await self._process(self._round_order(urgent, queued))
         await self.checkpointer.maybe_publish()
+        await self._prune_retractions()
         return decided
+
+    async def _prune_retractions(self) -> None:
+        """Now and then, forget the releases their recipients have fetched."""
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_INTERVAL_S
+        for recipient in sorted(self.retractions.recipients()):
+            try:
+                info = await self.js.consumer_info(INBOX_STREAM, inbox_consumer(recipient))
+            except (NatsError, TimeoutError) as e:
+                log.warning("retraction_prune_failed", error=type(e).__name__)
+                return
+            self.retractions.fetched(recipient, info.delivered.stream_seq)
 
     def _round_order(self, urgent: Sequence[Msg], queued: Sequence[Msg]) -> list[Msg]:
         """Redone work first, in log order; then the fast lane; then the queue.
@@ -410,11 +453,21 @@ class Broker:
         await self._refresh_context()
         seen: dict[str, int] = {}
         items: list[_Item] = []
+        budget_ends = time.monotonic() + ROUND_BUDGET_S
         for i, msg in enumerate(msgs):
-            if items and self._urgent_arrived.is_set() and not is_urgent(msg.subject):
+            if (
+                items
+                and not is_urgent(msg.subject)
+                and (
+                    is_urgent(items[-1].msg.subject)  # a withdrawal's round is logged at once
+                    or self._urgent_arrived.is_set()
+                    or time.monotonic() > budget_ends
+                )
+            ):
                 self._carry = list(msgs[i:])
                 break
             items.append(self._decide(msg, seen))
+            await asyncio.sleep(0)  # the fast-lane watcher reads between decisions
         items = [await self._retract_for(item) for item in items]
         logged = await self._log_batch(items)
         if os.environ.get(CRASH_AFTER_LOG_ENV) == "1" and any(i.drafts for i in items):
@@ -450,34 +503,42 @@ class Broker:
         change = item.sealed.change if item.sealed is not None else None
         if not isinstance(change, ConsentRecordedChange) or change.event.action not in NARROWING:
             return item
-        retracted: list[EntryDraft] = []
-        for sent in self.retractions.under(change.event.consent_id):
-            if await self._pull_back(sent):
-                retracted.append(
-                    retraction_draft(sent.entry, item.seq, change.message_id, item.now)
-                )
+        sent = self.retractions.under(change.event.consent_id)
         self.retractions.forget(change.event.consent_id)
+        retracted: list[EntryDraft] = []
+        for recipient in sorted({s.entry.recipient for s in sent if s.entry.recipient}):
+            mine = [s for s in sent if s.entry.recipient == recipient]
+            for pulled in await self._pull_back(recipient, mine):
+                retracted.append(
+                    retraction_draft(pulled.entry, item.seq, change.message_id, item.now)
+                )
         if not retracted:
             return item
         return dataclasses.replace(item, drafts=(*item.drafts, *retracted))
 
-    async def _pull_back(self, sent: SentRelease) -> bool:
-        """Delete one release from its inbox if its recipient has not fetched it.
+    async def _pull_back(
+        self, recipient: AgencyId, sent: Sequence[SentRelease]
+    ) -> list[SentRelease]:
+        """Delete from one inbox the releases its recipient has not fetched.
 
-        Deleted first, then checked: if the recipient's consumer had already
-        delivered it, it reached the recipient before the withdrawal and is not a
-        retraction (it stays a release in the log)."""
-        recipient = sent.entry.recipient
-        assert recipient is not None
+        Deleted first, then checked: one the recipient's consumer had delivered by
+        then reached the recipient before the withdrawal, and is not a retraction
+        (it stays a release in the log). Two consumer lookups per recipient."""
         consumer = inbox_consumer(recipient)
-        if (await self.js.consumer_info(INBOX_STREAM, consumer)).delivered.stream_seq >= sent.seq:
-            return False
-        try:
-            await self.js.delete_msg(INBOX_STREAM, sent.seq)
-        except NotFoundError:
-            return False
         delivered = (await self.js.consumer_info(INBOX_STREAM, consumer)).delivered.stream_seq
-        return bool(delivered < sent.seq)
+        deleted: list[SentRelease] = []
+        for s in sent:
+            if s.seq <= delivered:
+                continue
+            try:
+                await self.js.delete_msg(INBOX_STREAM, s.seq)
+            except NotFoundError:
+                continue
+            deleted.append(s)
+        if not deleted:
+            return []
+        delivered = (await self.js.consumer_info(INBOX_STREAM, consumer)).delivered.stream_seq
+        return [s for s in deleted if s.seq > delivered]
 
     def _decide(self, msg: Msg, seen: dict[str, int]) -> _Item:
         """One message's plan, with its state change applied in memory at once.
@@ -670,6 +731,24 @@ class _Item:
     finished: bool
     #: The decision time (logged time when redone).
     now: datetime
+
+
+async def _fetch_available(
+    sub: JetStreamContext.PullSubscription, most: int, *, timeout: float
+) -> list[Msg]:
+    """Wait up to ``timeout`` for one message, then take what else is there now.
+
+    A pull for ``most`` at once would wait until ``most`` arrived or the request
+    expired: a trickle of messages (or one withdrawal) would wait the whole time.
+    Raises TimeoutError when nothing came."""
+    first = await sub.fetch(1, timeout=timeout)
+    if most <= len(first):
+        return first
+    try:
+        more = await sub.fetch(most - len(first), timeout=_GATHER_S)
+    except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
+        more = []
+    return [*first, *more]
 
 
 async def _all_acked(pending: Sequence[asyncio.Future[PubAck] | None]) -> None:
