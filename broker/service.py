@@ -139,6 +139,13 @@ class Broker:
         self._urgent_task: asyncio.Task[None] | None = None
         #: Fetched, not decided yet: a withdrawal arrived first (kept in order).
         self._carry: list[Msg] = []
+        #: Fast-lane withdrawals refused ahead of the queue (their consent or case may
+        #: be in it, not recorded yet): decided again in ingress order, then final.
+        self._deferred: list[Msg] = []
+        self._in_order: set[int] = set()
+        #: Highest regular-lane sequence fetched, and whether that lane ran dry.
+        self._regular_high = 0
+        self._regular_idle = False
         self.retractions = RetractionIndex()
         self._next_prune = 0.0
         self._stopping = asyncio.Event()
@@ -343,19 +350,25 @@ class Broker:
         room = BATCH - len(self._carry)
         fetched: list[Msg] = []
         if room > 0:
-            waiting = bool(self._carry or self._urgent)
+            waiting = bool(self._carry or self._urgent or self._deferred)
             try:
                 fetched = await _fetch_available(
                     self._sub, room, timeout=0.001 if waiting else timeout
                 )
             except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
+                self._regular_idle = not self._carry
                 if not (waiting or self._urgent):  # a withdrawal may have come meanwhile
                     await self.checkpointer.publish()  # idle: make the latest witnessable
                     await self._refresh_context()
                     return 0
+        if fetched:
+            self._regular_idle = False
+            self._regular_high = max(self._regular_high, *(_seq(m) for m in fetched))
         urgent, self._urgent = self._urgent, []
         self._urgent_arrived.clear()
-        queued, self._carry = [*self._carry, *fetched], []
+        ready = [m for m in self._deferred if self._regular_idle or self._regular_high > _seq(m)]
+        self._deferred = [m for m in self._deferred if m not in ready]
+        queued, self._carry = [*self._carry, *fetched, *ready], []
         decided = await self._process(self._round_order(urgent, queued))
         await self.checkpointer.maybe_publish()
         await self._prune_retractions()
@@ -387,7 +400,7 @@ class Broker:
             existing = self.writer.entries_for_ingress(seq)
             if existing:
                 return (0, existing[0].index)
-            return (1 if is_urgent(msg.subject) else 2, seq)
+            return (1 if is_urgent(msg.subject) and seq not in self._in_order else 2, seq)
 
         unique = {m.metadata.sequence.stream: m for m in (*urgent, *queued)}
         return sorted(unique.values(), key=key)
@@ -466,8 +479,17 @@ class Broker:
             ):
                 self._carry = list(msgs[i:])
                 break
-            items.append(self._decide(msg, seen))
+            item = self._decide(msg, seen)
+            if item is None:
+                self._deferred.append(msg)
+                self._in_order.add(_seq(msg))
+                log.info("withdrawal_deferred", ingress_seq=_seq(msg))
+            else:
+                self._in_order.discard(item.seq)
+                items.append(item)
             await asyncio.sleep(0)  # the fast-lane watcher reads between decisions
+        if not items:
+            return len(msgs) - len(self._carry)
         items = [await self._retract_for(item) for item in items]
         logged = await self._log_batch(items)
         if os.environ.get(CRASH_AFTER_LOG_ENV) == "1" and any(i.drafts for i in items):
@@ -540,7 +562,7 @@ class Broker:
         delivered = (await self.js.consumer_info(INBOX_STREAM, consumer)).delivered.stream_seq
         return [s for s in deleted if s.seq > delivered]
 
-    def _decide(self, msg: Msg, seen: dict[str, int]) -> _Item:
+    def _decide(self, msg: Msg, seen: dict[str, int]) -> _Item | None:
         """One message's plan, with its state change applied in memory at once.
 
         ``seen`` holds the first sighting of each message id decided earlier in
@@ -579,6 +601,11 @@ class Broker:
             now=now,
             urgent=is_urgent(msg.subject),
         )
+        deferrable = not existing and seq not in self._in_order
+        if plan.refused_withdrawal and is_urgent(msg.subject) and deferrable:
+            # Ahead of the queue its consent (or case) may not be recorded yet: it is
+            # decided again in its ingress order before it is refused for good.
+            return None
         sealed, plan = self._seal_state_change(plan)
         if sealed is not None:
             self.state.apply(sealed.change)
@@ -731,6 +758,10 @@ class _Item:
     finished: bool
     #: The decision time (logged time when redone).
     now: datetime
+
+
+def _seq(msg: Msg) -> int:
+    return int(msg.metadata.sequence.stream)
 
 
 async def _fetch_available(

@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+from structlog.testing import capture_logs
+
 from sigbus.agents.casesystem import MemoryCaseSystem
+from sigbus.agents.social.consent import consents_of_everyone
 from sigbus.audit.entry import EntryOutcome
 from sigbus.protocol.codes import ConsentAction, ConsenterRole, ReferralKind, ReferralReason
-from sigbus.protocol.ids import MessageType
-from sigbus.protocol.messages import ConsentEvent, Referral
+from sigbus.protocol.ids import MessageType, new_opaque_id
+from sigbus.protocol.messages import CaseOpened, ConsentEvent, Referral
 from sigbus.protocol.subjects import urgent_subject
-from tests.integration.conftest import LUL6, World
+from sigbus.transport.keystore import DEV_AGENCIES
+from tests.integration.conftest import CONSENT_CATEGORIES, LUL6, World
 from tests.integration.test_flow import status
 
 P, S, SO = "police", "school", "social"
@@ -126,3 +130,32 @@ async def test_only_a_withdrawal_may_take_the_fast_lane(world: World) -> None:
     assert {e.outcome for e in entries.values()} == {EntryOutcome.DENY}
     assert {e.reasons for e in entries.values()} == {("wrong_lane",)}
     assert mid not in world.received_ids(SO)
+
+
+async def test_a_withdrawal_of_a_consent_still_in_the_queue_waits_for_it(world: World) -> None:
+    """Ahead of the queue the consent it withdraws is not recorded yet: it is decided
+    again in its ingress order (after the consent), not refused."""
+    social = world.adapters[SO]
+    case = new_opaque_id("case", 12)
+    guardians = ("vh-1", "vh-2")
+    await social.send(
+        MessageType.CASE_OPENED,
+        CaseOpened(
+            personnummer=world.youth, guardians_with_custody=guardians, parties=DEV_AGENCIES
+        ),
+        case_ref=case,
+    )
+    events = consents_of_everyone(
+        guardians, parties=DEV_AGENCIES, categories=CONSENT_CATEGORIES, now=datetime.now(UTC)
+    )
+    given = [await social.send(MessageType.CONSENT_EVENT, e, case_ref=case) for e in events]
+    withdrawn = await social.send(MessageType.CONSENT_EVENT, withdrawal(), case_ref=case)
+    await until_the_hub_holds_the_withdrawal(world)
+    with capture_logs() as logs:
+        await world.settle()
+    assert [e["event"] for e in logs].count("withdrawal_deferred") == 1
+    entries = await world.log_entries()
+    (last_given,) = [e for e in entries if e.message_id == given[-1]]
+    (recorded,) = [e for e in entries if e.message_id == withdrawn]
+    assert (last_given.outcome, recorded.outcome) == (EntryOutcome.RECORDED,) * 2
+    assert last_given.index < recorded.index
