@@ -49,7 +49,7 @@ from sigbus.protocol.envelope import (
 from sigbus.protocol.errors import ProtocolError
 from sigbus.protocol.identity import AgencyIdentity
 from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
-from sigbus.protocol.messages import Body, StatutoryAssertion
+from sigbus.protocol.messages import Body, StatutoryAssertion, narrows_consent
 from sigbus.protocol.notice import (
     DecisionNotice,
     NoticeReply,
@@ -67,6 +67,7 @@ from sigbus.protocol.subjects import (
     inbox_consumer,
     ingress_subject,
     service_subject,
+    urgent_subject,
 )
 from sigbus.transport.bus import connect
 from sigbus.transport.natsauth import NatsCredentials
@@ -246,10 +247,16 @@ class Adapter:
             assertion=assertion,
         )
         queued = self.outbox.put(
-            message_id, ingress_subject(self.agency), digest, envelope.to_wire(), self._clock()
+            message_id, self._lane(body), digest, envelope.to_wire(), self._clock()
         )
         self.log.info("message_queued", message_id=message_id)
         return queued
+
+    def _lane(self, body: Body) -> str:
+        """A withdrawal takes the fast lane: decided ahead of what was queued before it."""
+        return (
+            urgent_subject(self.agency) if narrows_consent(body) else ingress_subject(self.agency)
+        )
 
     async def flush(self) -> int:
         """Publish every undelivered outbox message, oldest first; each is marked
@@ -294,7 +301,7 @@ class Adapter:
             assertion=assertion,
         )
         await self.publish_raw(
-            ingress_subject(self.agency),
+            self._lane(body),
             envelope.to_wire(),
             envelope.header.message_id,
         )

@@ -16,6 +16,7 @@ alarm and appends one hub entry naming it, and then goes on deciding.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 import structlog
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import APIError
 
 from sigbus.audit.entry import GENESIS_PREV_HASH, EntryOutcome, LogEntry, leaf_hash
@@ -46,6 +48,8 @@ log = structlog.get_logger("sigbus.broker.log")
 
 #: JetStream's error code for a failed Nats-Expected-Last-Sequence check.
 _WRONG_LAST_SEQUENCE = 10071
+#: How long a pipelined append may wait for its ack before the batch is retried.
+_APPEND_TIMEOUT_S = 10.0
 
 
 def _utc_now() -> datetime:
@@ -168,22 +172,67 @@ class LogWriter:
 
     async def append(self, draft: EntryDraft) -> LogEntry:
         """Append one entry durably; returns it with its index. Raises on fencing."""
-        # A draft is an entry without its position: the writer alone assigns that.
-        fields = {f.name: getattr(draft, f.name) for f in dataclasses.fields(draft)}
-        fields["reasons"] = draft.reason_codes()
-        entry = LogEntry(index=self.size, prev_leaf_hash=self._last_leaf_hash, **fields)
+        entry = self._entry_at(draft, self.size, self._last_leaf_hash)
         await self._publish(entry)
         return entry
 
-    async def _publish(self, entry: LogEntry) -> None:
-        data = entry.canonical_bytes()
-        headers = {
-            "Nats-Expected-Last-Sequence": str(self.size),
+    async def append_batch(self, drafts: Sequence[EntryDraft]) -> list[LogEntry]:
+        """Append many entries durably, pipelined: one round trip for the lot.
+
+        Entry i carries ``Nats-Expected-Last-Sequence: i`` and they are written to
+        the one connection in order, so JetStream stores them in order or refuses
+        from the first one another writer got ahead of (fenced as :meth:`append`).
+        The writer's view takes an entry only once its ack confirms its position;
+        after any failure the caller resyncs (:meth:`recover`) before deciding on.
+        """
+        entries: list[LogEntry] = []
+        size, prev = self.size, self._last_leaf_hash
+        pending: list[tuple[LogEntry, bytes, asyncio.Future[PubAck]]] = []
+        for draft in drafts:
+            entry = self._entry_at(draft, size, prev)
+            data = entry.canonical_bytes()
+            pending.append((entry, data, await self._publish_async(entry, data)))
+            size, prev = size + 1, leaf_hash(data).hex()
+        for entry, data, future in pending:
+            try:
+                ack = await asyncio.wait_for(future, timeout=_APPEND_TIMEOUT_S)
+            except APIError as e:
+                if e.err_code == _WRONG_LAST_SEQUENCE:
+                    raise LogFencedError("another writer appended to the disclosure log") from e
+                raise
+            self._check_position(entry, ack.seq)
+            self._remember(entry, leaf_hash(data))
+            entries.append(entry)
+        return entries
+
+    def _entry_at(self, draft: EntryDraft, index: int, prev_leaf_hash: str) -> LogEntry:
+        # A draft is an entry without its position: the writer alone assigns that.
+        fields = {f.name: getattr(draft, f.name) for f in dataclasses.fields(draft)}
+        fields["reasons"] = draft.reason_codes()
+        return LogEntry(index=index, prev_leaf_hash=prev_leaf_hash, **fields)
+
+    async def _publish_async(self, entry: LogEntry, data: bytes) -> asyncio.Future[PubAck]:
+        return await self._js.publish_async(
+            LOG_ENTRY_SUBJECT, data, stream=LOG_STREAM, headers=self._headers(entry)
+        )
+
+    @staticmethod
+    def _headers(entry: LogEntry) -> dict[str, str]:
+        return {
+            "Nats-Expected-Last-Sequence": str(entry.index),
             "Nats-Msg-Id": f"{entry.decision_id}:{entry.recipient or '-'}:{entry.index}",
         }
+
+    @staticmethod
+    def _check_position(entry: LogEntry, seq: int) -> None:
+        if seq != entry.index + 1:
+            raise LogFencedError(f"log append landed at sequence {seq}, expected {entry.index + 1}")
+
+    async def _publish(self, entry: LogEntry) -> None:
+        data = entry.canonical_bytes()
         try:
             ack = await self._js.publish(
-                LOG_ENTRY_SUBJECT, data, stream=LOG_STREAM, headers=headers
+                LOG_ENTRY_SUBJECT, data, stream=LOG_STREAM, headers=self._headers(entry)
             )
         except APIError as e:
             if e.err_code == _WRONG_LAST_SEQUENCE:
@@ -191,8 +240,5 @@ class LogWriter:
             raise
         except NatsError:
             raise
-        if ack.seq != entry.index + 1:
-            raise LogFencedError(
-                f"log append landed at sequence {ack.seq}, expected {entry.index + 1}"
-            )
+        self._check_position(entry, ack.seq)
         self._remember(entry, leaf_hash(data))

@@ -55,6 +55,7 @@ from sigbus.protocol.messages import (
     PlanCommitment,
     Referral,
     SentBy,
+    narrows_consent,
 )
 from sigbus.protocol.personnummer import birth_date
 from sigbus.protocol.profiles import AgencyProfile, Profiles
@@ -179,12 +180,15 @@ def evaluate(
     state: HubState,
     ctx: HubContext,
     now: datetime,
+    urgent: bool = False,
 ) -> Plan:
     """Decide what to do with one ingress message.
 
     ``first_seen(message_id)`` is the ingress sequence at which that id was
     first decided, if ever: a different one means a replay, also after
     JetStream's duplicate window has passed (the hub's own record, the log).
+    ``urgent``: it came by the fast lane, which only a narrowing of a consent
+    may take (:data:`NARROWING`); anything else there is denied ``wrong_lane``.
     """
     envelope: Envelope | None = None
     authentic = False
@@ -192,7 +196,7 @@ def evaluate(
         envelope = parse_envelope(raw)
         _authenticate(envelope, subject_agency, ctx, now)
         authentic = True
-        return _evaluate_envelope(envelope, ingress_seq, first_seen, state, ctx, now)
+        return _evaluate_envelope(envelope, ingress_seq, first_seen, state, ctx, now, urgent)
     except (ProtocolError, Rejection) as e:
         reason = HubReason(e.reason)
         refused_withdrawal = isinstance(e, WithdrawalRefused)
@@ -251,6 +255,7 @@ def _evaluate_envelope(
     state: HubState,
     ctx: HubContext,
     now: datetime,
+    urgent: bool,
 ) -> Plan:
     header = envelope.header
     first_seq = first_seen(header.message_id)
@@ -275,6 +280,9 @@ def _evaluate_envelope(
     plaintext = decrypt_body(envelope, data_key)
     # 3. Validate the body against the model the signed header names.
     body = parse_body(header.type, plaintext)
+    if urgent and not narrows_consent(body):
+        # Jumping the queue is for taking effect sooner, never for sharing sooner.
+        raise Rejection(ReasonCode.WRONG_LANE)
     try:
         return _decide_body(envelope, body, profile, ingress_seq, state, ctx, now, data_key)
     except Rejection as e:

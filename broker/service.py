@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -32,30 +33,63 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
 from nats.js.errors import NotFoundError
 
 from sigbus.audit.checkpoint import PrivateKey
-from sigbus.audit.entry import LogEntry
+from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.audit.state_check import check_state_against_log
 from sigbus.broker.backlog import BacklogWatch
 from sigbus.broker.checkpointer import Checkpointer
 from sigbus.broker.errors import LogFencedError, StateCorruptError
 from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.notices import NoticeService
-from sigbus.broker.pipeline import HubContext, Plan, ReleaseDraft, evaluate
-from sigbus.broker.state import HubState
+from sigbus.broker.pipeline import EntryDraft, HubContext, Plan, ReleaseDraft, evaluate
+from sigbus.broker.retraction import RetractionIndex, SentRelease, retraction_draft
+from sigbus.broker.state import ConsentRecordedChange, HubState
 from sigbus.broker.state_store import SealedChange, StateStore
 from sigbus.protocol.canonical import sha256_hex
 from sigbus.protocol.ids import HUB, AgencyId, agency_name
+from sigbus.protocol.messages import NARROWING
+from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.release import Release, ReleaseRecord, sign_record
-from sigbus.protocol.subjects import INBOX_STREAM, INGRESS_ALL, INGRESS_STREAM, inbox_subject
-from sigbus.transport.bus import connect, ensure_agency_consumers, ensure_streams
+from sigbus.protocol.subjects import (
+    INBOX_STREAM,
+    INGRESS_ALL,
+    INGRESS_STREAM,
+    URGENT_ALL,
+    inbox_consumer,
+    inbox_subject,
+    ingress_sender,
+    is_urgent,
+)
+from sigbus.transport.bus import (
+    INGRESS_BACKLOG,
+    connect,
+    ensure_agency_consumers,
+    ensure_streams,
+)
 from sigbus.transport.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.broker")
 
+REPLAYED = ReasonCode.REPLAYED_MESSAGE_ID.value
+
 HUB_CONSUMER = "hub"
+#: The fast lane's consumer: withdrawals, decided ahead of the queue (issue 11).
+URGENT_CONSUMER = "hub-urgent"
+#: Ingress messages decided together: their log entries, releases and acks are
+#: pipelined, so a batch costs a few round trips instead of six per message.
+BATCH = 64
+#: Deciding time per round (seconds): what is fetched beyond it waits for the next
+#: round, so a withdrawal waits at most about this long plus one round's I/O.
+ROUND_BUDGET_S = 0.03
+#: How often the retraction index forgets what recipients fetched (seconds).
+PRUNE_INTERVAL_S = 2.0
+#: How long a round waits for more messages once the first is in (seconds).
+_GATHER_S = 0.002
+#: How long a batch's pipelined publishes may take before it is retried.
+PUBLISH_TIMEOUT_S = 10.0
 #: Test hook for the crash-between-log-and-release proof (tests/integration).
 CRASH_AFTER_LOG_ENV = "SIGBUS_FAULT_CRASH_AFTER_LOG"
 
@@ -76,6 +110,7 @@ class Broker:
         clock: Callable[[], datetime] = utc_now,
         ack_wait: timedelta = timedelta(seconds=30),
         replicas: int = 1,
+        ingress_backlog: int = INGRESS_BACKLOG,
         context_source: Callable[[HubContext], HubContext] | None = None,
     ) -> None:
         self.url = url
@@ -84,6 +119,8 @@ class Broker:
         self._log_key = log_key
         self._creds = creds
         self._replicas = replicas
+        self._ingress_backlog = ingress_backlog
+        self._held = False
         self._context_source = context_source
         self._checkpointer: Checkpointer | None = None
         self._notices: NoticeService | None = None
@@ -96,10 +133,26 @@ class Broker:
         self._writer: LogWriter | None = None
         self._store: StateStore | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._urgent_sub: JetStreamContext.PullSubscription | None = None
+        #: Fetched from the fast lane, waiting for the next round.
+        self._urgent: list[Msg] = []
+        self._urgent_arrived = asyncio.Event()
+        self._urgent_task: asyncio.Task[None] | None = None
+        #: Fetched, not decided yet: a withdrawal arrived first (kept in order).
+        self._carry: list[Msg] = []
+        #: Fast-lane withdrawals refused ahead of the queue (their consent or case may
+        #: be in it, not recorded yet): decided again in ingress order, then final.
+        self._deferred: list[Msg] = []
+        self._in_order: set[int] = set()
+        #: Highest regular-lane sequence fetched, and whether that lane ran dry.
+        self._regular_high = 0
+        self._regular_idle = False
+        self.retractions = RetractionIndex()
+        self._next_prune = 0.0
         self._stopping = asyncio.Event()
         self._latest_now = datetime.min.replace(tzinfo=UTC)
         self._served: frozenset[AgencyId] = frozenset()
-        self.backlog = BacklogWatch()
+        self.backlog = BacklogWatch(limit=ingress_backlog)
         self._paused = False
 
     @property
@@ -120,7 +173,9 @@ class Broker:
     async def start(self) -> None:
         self._nc = await connect(self.url, name="hub", creds=self._creds)
         self._js = self._nc.jetstream()
-        await ensure_streams(self._js, replicas=self._replicas)
+        await ensure_streams(
+            self._js, replicas=self._replicas, ingress_backlog=self._ingress_backlog
+        )
         await self._ensure_consumers()
         # The writer dates its own quarantine entries: with the broker's clock.
         self._writer = LogWriter(self._js, clock=self._clock)
@@ -137,20 +192,68 @@ class Broker:
             self._nc, self._writer, self.ctx.identity.signing_key, self.ctx.identity.signing_key_id
         )
         await self._notices.serve()
-        # One in flight at a time: a withdrawal always takes effect before every
-        # later message, and a message that failed is retried before the next.
-        self._sub = await self._js.pull_subscribe(
-            INGRESS_ALL,
-            durable=HUB_CONSUMER,
-            stream=INGRESS_STREAM,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                max_ack_pending=1,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=self._ack_wait.total_seconds(),
-            ),
-        )
+        self._sub = await self._subscribe_ingress(HUB_CONSUMER, INGRESS_ALL)
+        self._urgent_sub = await self._subscribe_ingress(URGENT_CONSUMER, URGENT_ALL)
+        # What the fast lane holds now is decided before anything else: after a
+        # crash, a withdrawal that was decided first must be decided first again.
+        await self._fetch_urgent(timeout=0.2)
+        self._urgent_task = asyncio.create_task(self._watch_urgent())
         log.info("broker_started", log_size=self._writer.size, cases=len(self.state.cases))
+
+    async def _subscribe_ingress(
+        self, name: str, subjects: str
+    ) -> JetStreamContext.PullSubscription:
+        """One of the hub's ingress consumers, made afresh when a previous hub left work unacked.
+
+        A batch (at most :data:`BATCH` unacked) is decided in ingress order. After
+        a crash the unacked messages would come back only after the ack wait; the
+        consumer is made anew instead, so they are delivered at once, in order
+        (the stream is a work queue: what was acked is gone, the rest waits). The
+        log fences a second writer, so a hub that wrongly took over cannot append.
+        """
+        config = ConsumerConfig(
+            durable_name=name,
+            filter_subject=subjects,
+            ack_policy=AckPolicy.EXPLICIT,
+            max_ack_pending=BATCH,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self._ack_wait.total_seconds(),
+        )
+        try:
+            info = await self.js.consumer_info(INGRESS_STREAM, name)
+        except NotFoundError:
+            info = None
+        if info is not None and (info.num_ack_pending > 0 or info.config.max_ack_pending != BATCH):
+            log.warning(
+                "ingress_consumer_renewed",
+                consumer=name,
+                unacked=info.num_ack_pending,
+                ack_floor=info.ack_floor.stream_seq,
+            )
+            await self.js.delete_consumer(INGRESS_STREAM, name)
+            info = None
+        if info is None:
+            await self.js.add_consumer(INGRESS_STREAM, config)
+        return await self.js.pull_subscribe_bind(name, stream=INGRESS_STREAM)
+
+    async def _fetch_urgent(self, *, timeout: float) -> None:
+        assert self._urgent_sub is not None
+        try:
+            msgs = await _fetch_available(self._urgent_sub, BATCH, timeout=timeout)
+        except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
+            return
+        self._urgent.extend(msgs)
+        self._urgent_arrived.set()
+
+    async def _watch_urgent(self) -> None:
+        """Long-poll the fast lane beside the main loop; a round in progress stops
+        deciding as soon as a withdrawal is here (:meth:`_handle`)."""
+        while not self._stopping.is_set():
+            try:
+                await self._fetch_urgent(timeout=1.0)
+            except NatsError as e:
+                log.warning("urgent_lane_fetch_failed", error=type(e).__name__)
+                await asyncio.sleep(0.5)
 
     async def _load_state_bound_to_log(self) -> HubState:
         """The hub state, refused unless it is the one the log committed to (issue 10).
@@ -184,12 +287,13 @@ class Broker:
         return self._store.state_of(records)
 
     async def _first_unacked_ingress(self) -> int | None:
-        try:
-            info = await self.js.consumer_info(INGRESS_STREAM, HUB_CONSUMER)
-        except NotFoundError:
-            return None  # first start: nothing was ever acknowledged
-        floor: int = info.ack_floor.stream_seq
-        return floor + 1
+        """The lowest ingress sequence either lane may still redeliver.
+
+        The ingress stream is a work queue: a message leaves it when the hub acks
+        it, so what is stored is exactly what is not acknowledged (on any lane,
+        delivered or not, also after a consumer was made anew)."""
+        info = await self.js.stream_info(INGRESS_STREAM)
+        return info.state.first_seq if info.state.messages else None
 
     async def _refresh_context(self) -> None:
         """Revocations, rotations and new agencies take effect without a restart; a
@@ -206,12 +310,23 @@ class Broker:
         await ensure_agency_consumers(self.js, agencies)
         self._served = agencies
 
+    def hold(self, held: bool) -> None:
+        """Stop deciding (messages wait at the bus, none is lost), or go on: maintenance,
+        and the bench's way of building a backlog."""
+        if held != self._held:
+            log.warning("hub_held" if held else "hub_released")
+        self._held = held
+
     def request_stop(self) -> None:
         """Ask :meth:`run` to finish the message in hand and return (signal handlers)."""
         self._stopping.set()
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._urgent_task is not None:
+            self._urgent_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, NatsError):
+                await self._urgent_task
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(NatsError):
                 await self._nc.close()
@@ -224,23 +339,72 @@ class Broker:
         await self.stop()
 
     async def process_batch(self, *, timeout: float) -> int:
-        """Fetch and process what is waiting (one at a time); returns how many."""
+        """One round: the fast lane first, then up to :data:`BATCH` queued messages.
+
+        Returns how many messages were decided."""
         assert self._sub is not None
         await self.backlog.poll(self.js)
-        if self._paused_for_expired_directory():
-            await asyncio.sleep(min(timeout, 1.0))  # messages wait at the bus; none is lost
+        if self._held or self._paused_for_expired_directory():
+            await asyncio.sleep(min(timeout, 0.05 if self._held else 1.0))  # they wait at the bus
             await self._refresh_context()
             return 0
-        try:
-            msgs = await self._sub.fetch(1, timeout=timeout)
-        except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
-            await self.checkpointer.publish()  # idle: make the latest entries witnessable
-            await self._refresh_context()
-            return 0
-        for msg in msgs:
-            await self._process(msg)
+        room = BATCH - len(self._carry)
+        fetched: list[Msg] = []
+        if room > 0:
+            waiting = bool(self._carry or self._urgent or self._deferred)
+            try:
+                fetched = await _fetch_available(
+                    self._sub, room, timeout=0.001 if waiting else timeout
+                )
+            except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
+                self._regular_idle = not self._carry
+                if not (waiting or self._urgent):  # a withdrawal may have come meanwhile
+                    await self.checkpointer.publish()  # idle: make the latest witnessable
+                    await self._refresh_context()
+                    return 0
+        if fetched:
+            self._regular_idle = False
+            self._regular_high = max(self._regular_high, *(_seq(m) for m in fetched))
+        urgent, self._urgent = self._urgent, []
+        self._urgent_arrived.clear()
+        ready = [m for m in self._deferred if self._regular_idle or self._regular_high > _seq(m)]
+        self._deferred = [m for m in self._deferred if m not in ready]
+        queued, self._carry = [*self._carry, *fetched, *ready], []
+        decided = await self._process(self._round_order(urgent, queued))
         await self.checkpointer.maybe_publish()
-        return len(msgs)
+        await self._prune_retractions()
+        return decided
+
+    async def _prune_retractions(self) -> None:
+        """Now and then, forget the releases their recipients have fetched."""
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_INTERVAL_S
+        for recipient in sorted(self.retractions.recipients()):
+            try:
+                info = await self.js.consumer_info(INBOX_STREAM, inbox_consumer(recipient))
+            except (NatsError, TimeoutError) as e:
+                log.warning("retraction_prune_failed", error=type(e).__name__)
+                return
+            self.retractions.fetched(recipient, info.delivered.stream_seq)
+
+    def _round_order(self, urgent: Sequence[Msg], queued: Sequence[Msg]) -> list[Msg]:
+        """Redone work first, in log order; then the fast lane; then the queue.
+
+        A message the log already holds decisions for was decided before the
+        crash, ahead of everything not decided yet: deciding it again first gives
+        every later decision the state it saw the first time."""
+
+        def key(msg: Msg) -> tuple[int, int]:
+            seq = msg.metadata.sequence.stream
+            existing = self.writer.entries_for_ingress(seq)
+            if existing:
+                return (0, existing[0].index)
+            return (1 if is_urgent(msg.subject) and seq not in self._in_order else 2, seq)
+
+        unique = {m.metadata.sequence.stream: m for m in (*urgent, *queued)}
+        return sorted(unique.values(), key=key)
 
     def _paused_for_expired_directory(self) -> bool:
         """Fail closed on a frozen directory (issue 10): past its expiry nothing is decided,
@@ -262,56 +426,197 @@ class Broker:
             total += n
         return total
 
-    async def _process(self, msg: Msg) -> None:
-        seq = msg.metadata.sequence.stream
+    async def _process(self, msgs: Sequence[Msg]) -> int:
+        if not msgs:
+            return 0
         try:
-            await self._handle(msg, seq)
+            return await self._handle(msgs)
         except LogFencedError:
-            log.critical("log_fenced", ingress_seq=seq)
+            log.critical("log_fenced", ingress_seq=msgs[0].metadata.sequence.stream)
             raise
         except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
-            # Transport trouble: do not ack; resync the log view and let JetStream redeliver.
-            log.error("ingress_processing_retry", ingress_seq=seq, error=type(e).__name__)
-            with contextlib.suppress(NatsError):
-                await msg.nak(delay=1.0)
-            await self.writer.recover()
+            # Transport trouble: ack nothing more; resync the views of log and state
+            # (decisions of this batch may be in memory only) and let JetStream redeliver.
+            log.error(
+                "ingress_processing_retry",
+                ingress_seq=msgs[0].metadata.sequence.stream,
+                batch=len(msgs),
+                error=type(e).__name__,
+            )
+            for msg in msgs:
+                with contextlib.suppress(NatsError):
+                    await msg.nak(delay=1.0)
+            await self._resync()
+            return 0
 
-    async def _handle(self, msg: Msg, seq: int) -> None:
+    async def _resync(self) -> None:
+        """Rebuild the hub's view of the log and the state from the streams."""
+        await self.writer.recover()
+        self._latest_now = max(self._latest_now, self.writer.last_decided_at)
+        self.state = await self._load_state_bound_to_log()
+
+    async def _handle(self, msgs: Sequence[Msg]) -> int:
+        """Decide the round in order in memory, then log, store, release, ack.
+
+        Every decision sees every earlier state change (applied in memory as it is
+        decided); nothing leaves the hub before the whole round's entries are
+        durable (log before release), and nothing is acked before its releases
+        are. A withdrawal arriving meanwhile stops the deciding: the rest waits
+        for the next round, behind it.
+        """
+        await self._refresh_context()
+        seen: dict[str, int] = {}
+        items: list[_Item] = []
+        budget_ends = time.monotonic() + ROUND_BUDGET_S
+        for i, msg in enumerate(msgs):
+            if (
+                items
+                and not is_urgent(msg.subject)
+                and (
+                    is_urgent(items[-1].msg.subject)  # a withdrawal's round is logged at once
+                    or self._urgent_arrived.is_set()
+                    or time.monotonic() > budget_ends
+                )
+            ):
+                self._carry = list(msgs[i:])
+                break
+            item = self._decide(msg, seen)
+            if item is None:
+                self._deferred.append(msg)
+                self._in_order.add(_seq(msg))
+                log.info("withdrawal_deferred", ingress_seq=_seq(msg))
+            else:
+                self._in_order.discard(item.seq)
+                items.append(item)
+            await asyncio.sleep(0)  # the fast-lane watcher reads between decisions
+        if not items:
+            return len(msgs) - len(self._carry)
+        items = [await self._retract_for(item) for item in items]
+        logged = await self._log_batch(items)
+        if os.environ.get(CRASH_AFTER_LOG_ENV) == "1" and any(i.drafts for i in items):
+            log.critical("fault_injected_crash_after_log", ingress_seq=items[0].seq)
+            os._exit(70)
+        assert self._store is not None
+        for item in items:
+            if item.sealed is not None:
+                self._check_redone_state(item.sealed, item.existing)
+                # One by one, in log order: the state check requires the records
+                # in the order of their entries (hub records are rare).
+                await self._store.persist(item.sealed)
+        releases = [
+            (logged[(d.entry.decision_id, d.recipient)], await self._release(d, logged))
+            for item in items
+            for d in item.plan.releases
+        ]
+        notices = [await self._notify_sender(item) for item in items]
+        await _all_acked([*(f for _, f in releases), *notices])
+        for entry, future in releases:
+            self.retractions.released(entry, future.result().seq)
+        for item in items[:-1]:
+            await item.msg.ack()
+        await items[-1].msg.ack_sync()  # after every earlier ack, on the same connection
+        for item in items:
+            self._count(item)
+        return len(items)
+
+    async def _retract_for(self, item: _Item) -> _Item:
+        """A withdrawal or expiry pulls back what was released under that consent and
+        still sits unfetched in an inbox, before the withdrawal is logged: nothing
+        reaches a recipient after it is recorded. Each retraction is logged after it."""
+        change = item.sealed.change if item.sealed is not None else None
+        if not isinstance(change, ConsentRecordedChange) or change.event.action not in NARROWING:
+            return item
+        sent = self.retractions.under(change.event.consent_id)
+        self.retractions.forget(change.event.consent_id)
+        retracted: list[EntryDraft] = []
+        for recipient in sorted({s.entry.recipient for s in sent if s.entry.recipient}):
+            mine = [s for s in sent if s.entry.recipient == recipient]
+            for pulled in await self._pull_back(recipient, mine):
+                retracted.append(
+                    retraction_draft(pulled.entry, item.seq, change.message_id, item.now)
+                )
+        if not retracted:
+            return item
+        return dataclasses.replace(item, drafts=(*item.drafts, *retracted))
+
+    async def _pull_back(
+        self, recipient: AgencyId, sent: Sequence[SentRelease]
+    ) -> list[SentRelease]:
+        """Delete from one inbox the releases its recipient has not fetched.
+
+        Deleted first, then checked: one the recipient's consumer had delivered by
+        then reached the recipient before the withdrawal, and is not a retraction
+        (it stays a release in the log). Two consumer lookups per recipient."""
+        consumer = inbox_consumer(recipient)
+        delivered = (await self.js.consumer_info(INBOX_STREAM, consumer)).delivered.stream_seq
+        deleted: list[SentRelease] = []
+        for s in sent:
+            if s.seq <= delivered:
+                continue
+            try:
+                await self.js.delete_msg(INBOX_STREAM, s.seq)
+            except NotFoundError:
+                continue
+            deleted.append(s)
+        if not deleted:
+            return []
+        delivered = (await self.js.consumer_info(INBOX_STREAM, consumer)).delivered.stream_seq
+        return [s for s in deleted if s.seq > delivered]
+
+    def _decide(self, msg: Msg, seen: dict[str, int]) -> _Item | None:
+        """One message's plan, with its state change applied in memory at once.
+
+        ``seen`` holds the first sighting of each message id decided earlier in
+        this batch but not logged yet, so a replay inside one batch is a replay.
+        """
+        seq = msg.metadata.sequence.stream
         existing = tuple(self.writer.entries_for_ingress(seq))
         if existing and existing[0].message_id in self.state.applied:
             # Finished before a crash; the notice may not have been stored (de-duplicated
             # if it was), and only the ack was lost.
-            await self._store_notice(seq)
-            await msg.ack_sync()
-            return
+            return _Item(
+                msg,
+                seq,
+                Plan(existing[0].message_id, ()),
+                None,
+                existing,
+                (),
+                True,
+                existing[0].decided_at,
+            )
         # Resuming after a crash: decide again with the logged time. The state is
-        # the one the first attempt saw (nothing later was processed: one in flight).
+        # the one the first attempt saw: the batch is decided again in the same order.
         now = existing[0].decided_at if existing else self._monotonic_now()
-        await self._refresh_context()
+
+        def first_seen(message_id: str) -> int | None:
+            logged = self.writer.first_seen_seq(message_id)
+            return logged if logged is not None else seen.get(message_id)
+
         plan = evaluate(
             msg.data,
             subject_agency=_agency_of(msg.subject),
             ingress_seq=seq,
-            first_seen=self.writer.first_seen_seq,
+            first_seen=first_seen,
             state=self.state,
             ctx=self.ctx,
             now=now,
+            urgent=is_urgent(msg.subject),
         )
+        deferrable = not existing and seq not in self._in_order
+        if plan.refused_withdrawal and is_urgent(msg.subject) and deferrable:
+            # Ahead of the queue its consent (or case) may not be recorded yet: it is
+            # decided again in its ingress order before it is refused for good.
+            return None
         sealed, plan = self._seal_state_change(plan)
-        logged = await self._log_plan(plan, existing)
-        if os.environ.get(CRASH_AFTER_LOG_ENV) == "1" and not existing:
-            log.critical("fault_injected_crash_after_log", ingress_seq=seq)
-            os._exit(70)
         if sealed is not None:
-            self._check_redone_state(sealed, logged)
-            assert self._store is not None
-            await self._store.persist(sealed)
             self.state.apply(sealed.change)
-        for draft in plan.releases:
-            await self._release(draft, logged)
-        await self._notify_sender(plan, seq)
-        await msg.ack_sync()
-        self._count(plan, resumed=bool(existing))
+        done = {(e.decision_id, e.recipient) for e in existing}
+        drafts = tuple(d for d in plan.entries if (d.decision_id, d.recipient) not in done)
+        for d in drafts:
+            # As the writer counts a first sighting: a replay's deny is not one.
+            if d.outcome is not EntryOutcome.DENY or d.reason_codes()[:1] != (REPLAYED,):
+                seen.setdefault(d.message_id, seq)
+        return _Item(msg, seq, plan, sealed, existing, drafts, False, now)
 
     def _monotonic_now(self) -> datetime:
         """Never earlier than a time already decided: a clock stepping back must not
@@ -335,11 +640,9 @@ class Broker:
         return sealed, dataclasses.replace(plan, entries=entries)
 
     @staticmethod
-    def _check_redone_state(
-        sealed: SealedChange, logged: dict[tuple[str, AgencyId | None], LogEntry]
-    ) -> None:
+    def _check_redone_state(sealed: SealedChange, existing: Sequence[LogEntry]) -> None:
         """After a crash the state write is redone: it must be the record the log named."""
-        named = {e.state_sha256 for e in logged.values() if e.state_sha256 is not None}
+        named = {e.state_sha256 for e in existing if e.state_sha256 is not None}
         if named and named != {sealed.sha256}:
             log.critical("hub_state_redo_mismatch", message_id=sealed.change.message_id)
             raise StateCorruptError(
@@ -347,20 +650,20 @@ class Broker:
                 "recorded; the hub stops rather than store another"
             )
 
-    async def _log_plan(
-        self, plan: Plan, existing: Sequence[LogEntry]
+    async def _log_batch(
+        self, items: Sequence[_Item]
     ) -> dict[tuple[str, AgencyId | None], LogEntry]:
-        """Append the plan's entries that are not in the log yet; all entries by key."""
-        logged = {(e.decision_id, e.recipient): e for e in existing}
-        for draft in plan.entries:
-            key = (draft.decision_id, draft.recipient)
-            if key not in logged:
-                logged[key] = await self.writer.append(draft)
-        return logged
+        """Append the batch's new entries, pipelined and fenced; all entries by key."""
+        appended = await self.writer.append_batch([d for item in items for d in item.drafts])
+        return {
+            (e.decision_id, e.recipient): e
+            for e in (*(e for item in items for e in item.existing), *appended)
+        }
 
     async def _release(
         self, draft: ReleaseDraft, logged: dict[tuple[str, AgencyId | None], LogEntry]
-    ) -> None:
+    ) -> asyncio.Future[PubAck]:
+        """Publish one release (pipelined); the future resolves when the inbox stored it."""
         entry = logged[(draft.entry.decision_id, draft.recipient)]
         assert entry.release_id is not None
         assert entry.legal_basis is not None
@@ -388,15 +691,16 @@ class Broker:
             record=record,
             record_signature=sign_record(record, self.ctx.identity.signing_key),
         )
-        await self.js.publish(
+        return await self.js.publish_async(
             inbox_subject(draft.recipient),
             release.to_wire(),
             stream=INBOX_STREAM,
             headers={"Nats-Msg-Id": record.release_id},
         )
 
-    async def _notify_sender(self, plan: Plan, seq: int) -> None:
+    async def _notify_sender(self, item: _Item) -> asyncio.Future[PubAck] | None:
         """The sender's receipt, from the entries as logged (durable by now)."""
+        seq, plan = item.seq, item.plan
         entries = self.writer.entries_for_ingress(seq)
         if plan.refused_withdrawal:
             # Sharing under the consent goes on although the consenter withdrew it
@@ -409,25 +713,26 @@ class Broker:
                 reasons=",".join(r for e in entries for r in e.reasons),
                 log_index=entries[0].index if entries else None,
             )
-        await self._store_notice(seq)
+        return await self._store_notice(seq)
 
-    async def _store_notice(self, seq: int) -> None:
+    async def _store_notice(self, seq: int) -> asyncio.Future[PubAck] | None:
         """Into the sender's inbox, where it waits for an adapter that is offline."""
         assert self._notices is not None
         signed = self._notices.signed(self.writer.entries_for_ingress(seq))
         if signed is None:
-            return
-        await self.js.publish(
+            return None
+        return await self.js.publish_async(
             inbox_subject(signed.notice.sender),
             signed.to_wire(),
             stream=INBOX_STREAM,
             headers={"Nats-Msg-Id": signed.notice.notice_id},
         )
 
-    def _count(self, plan: Plan, *, resumed: bool) -> None:
+    def _count(self, item: _Item) -> None:
         """One event per decision (ids and codes only); the counts live in the log."""
         self.processed += 1
-        for e in plan.entries:
+        resumed = bool(item.existing)
+        for e in item.plan.entries:
             log.info(
                 "decision",
                 ingress_seq=e.ingress_seq,
@@ -441,15 +746,62 @@ class Broker:
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Item:
+    """One ingress message of a batch, decided, with what the log already holds of it."""
+
+    msg: Msg
+    seq: int
+    plan: Plan
+    sealed: SealedChange | None
+    #: Entries logged before a crash (a redelivered message).
+    existing: tuple[LogEntry, ...]
+    #: The plan's entries not in the log yet, in order.
+    drafts: tuple[EntryDraft, ...]
+    #: Finished before a crash: only the notice and the ack are redone.
+    finished: bool
+    #: The decision time (logged time when redone).
+    now: datetime
+
+
+def _seq(msg: Msg) -> int:
+    return int(msg.metadata.sequence.stream)
+
+
+async def _fetch_available(
+    sub: JetStreamContext.PullSubscription, most: int, *, timeout: float
+) -> list[Msg]:
+    """Wait up to ``timeout`` for one message, then take what else is there now.
+
+    A pull for ``most`` at once would wait until ``most`` arrived or the request
+    expired: a trickle of messages (or one withdrawal) would wait the whole time.
+    Raises TimeoutError when nothing came."""
+    first = await sub.fetch(1, timeout=timeout)
+    if most <= len(first):
+        return first
+    try:
+        more = await sub.fetch(most - len(first), timeout=_GATHER_S)
+    except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
+        more = []
+    return [*first, *more]
+
+
+async def _all_acked(pending: Sequence[asyncio.Future[PubAck] | None]) -> None:
+    """Wait for every pipelined publish; the first failure is raised (then redelivery)."""
+    futures = [f for f in pending if f is not None]
+    if futures:
+        await asyncio.wait_for(asyncio.gather(*futures), timeout=PUBLISH_TIMEOUT_S)
+
+
 def _agencies(ctx: HubContext) -> frozenset[AgencyId]:
     return frozenset(e.agency for e in ctx.directory.agencies if e.agency != HUB)
 
 
 def _agency_of(subject: str) -> AgencyId | None:
-    parts = subject.split(".")
-    if len(parts) != 3:
+    sender = ingress_sender(subject)
+    if sender is None:
         return None
     try:
-        return agency_name(parts[2])
+        return agency_name(sender)
     except ValueError:
         return None

@@ -17,6 +17,7 @@ from sigbus.protocol.errors import SigbusError
 from sigbus.protocol.ids import HUB
 from sigbus.protocol.profiles import Profiles
 from sigbus.protocol.signing import HybridPrivateKey
+from sigbus.transport.bus import INGRESS_BACKLOG
 from sigbus.transport.config import credentials, suite_policy
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.keystore import DirectoryWatcher, load_private, load_trusted_directory
@@ -45,7 +46,12 @@ class HubSetup:
         self._profiles_stamp = local_profiles_stamp(self.keys_dir)
 
     def broker(
-        self, url: str, *, ack_wait: timedelta = timedelta(seconds=30), replicas: int = 1
+        self,
+        url: str,
+        *,
+        ack_wait: timedelta = timedelta(seconds=30),
+        replicas: int = 1,
+        ingress_backlog: int = INGRESS_BACKLOG,
     ) -> Broker:
         return Broker(
             url,
@@ -55,6 +61,7 @@ class HubSetup:
             self.creds,
             ack_wait=ack_wait,
             replicas=replicas,
+            ingress_backlog=ingress_backlog,
             context_source=self.refresh,
         )
 

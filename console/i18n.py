@@ -120,6 +120,11 @@ REASONS: dict[str, dict[str, str]] = {
     },
     "consent_conflict": {"sv": "samtycket stämmer inte", "en": "consent conflict"},
     "internal_error": {"sv": "internt fel", "en": "internal error"},
+    "wrong_lane": {"sv": "fel kö (snabbfilen)", "en": "wrong lane (fast lane)"},
+    "retracted_after_withdrawal": {
+        "sv": "återkallat ur inkorgen efter återkallat samtycke",
+        "en": "retracted from the inbox after the consent was withdrawn",
+    },
     "quarantined_record": {"sv": "post i karantän", "en": "quarantined record"},
     "policy:no_basis": {"sv": "ingen rättslig grund", "en": "no legal basis"},
     "policy:consent_missing": {"sv": "samtycke saknas", "en": "no consent"},

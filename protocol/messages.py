@@ -198,6 +198,17 @@ class ConsentEvent(Body):
         return consenter_key(self.consenter_role, self.guardian_ref)
 
 
+#: The consent events that may take the fast lane (``sigbus.ingress.<agency>.urgent``,
+#: issue 11): each can only narrow what may be shared. An amendment can widen a
+#: scope as well as narrow it, so it waits its turn (a narrowing amendment is a
+#: withdrawal plus a new consent).
+NARROWING = frozenset({ConsentAction.WITHDRAWN, ConsentAction.EXPIRED})
+
+
+def narrows_consent(body: Body) -> bool:
+    return isinstance(body, ConsentEvent) and body.action in NARROWING
+
+
 class CaseInvitation(Body):
     """This young person is in SIG case C (the header's case ref); you are a party."""
 

@@ -42,9 +42,13 @@ class ReasonCode(StrEnum):
     ASSERTION_NOT_ALLOWED = "assertion_not_allowed"  # statute not in the sender's profile
     UNKNOWN_FUNCTION = "unknown_function"  # function or action not in the agency's profile
     INTERNAL_ERROR = "internal_error"
+    WRONG_LANE = "wrong_lane"  # on the fast lane, but not a consent withdrawal or amendment
     # Not a refusal: the reason of the hub's own entry that names a stored log
     # record found unsound at start-up (audit/quarantine.py).
     QUARANTINED_RECORD = "quarantined_record"
+    # Not a refusal: the reason of a ``retraction`` entry, a release pulled back
+    # from its recipient's inbox, unfetched, after its consent was withdrawn.
+    RETRACTED_AFTER_WITHDRAWAL = "retracted_after_withdrawal"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,9 @@ from sigbus.protocol.ids import AgencyId
 
 INGRESS_STREAM = "SIGBUS_INGRESS"
 INGRESS_ALL = "sigbus.ingress.*"
+#: The fast lane: consent withdrawals and amendments, decided ahead of the
+#: messages queued before them (issue 11). Same stream, so one ingress sequence.
+URGENT_ALL = "sigbus.ingress.*.urgent"
 
 INBOX_STREAM = "SIGBUS_INBOX"
 INBOX_ALL = "sigbus.inbox.>"
@@ -56,12 +59,23 @@ def ingress_subject(sender: AgencyId) -> str:
     return f"sigbus.ingress.{sender}"
 
 
+def urgent_subject(sender: AgencyId) -> str:
+    """The sender's fast lane (``sigbus.ingress.<agency>.urgent``)."""
+    return f"{ingress_subject(sender)}.urgent"
+
+
 def ingress_sender(subject: str) -> str | None:
-    """The agency whose ingress subject this is (``sigbus.ingress.<agency>``)."""
+    """The agency whose ingress subject (either lane) this is."""
     parts = subject.split(".")
+    if parts[3:] == ["urgent"]:
+        parts = parts[:3]
     if len(parts) != 3 or parts[:2] != ["sigbus", "ingress"]:
         return None
     return parts[2]
+
+
+def is_urgent(subject: str) -> bool:
+    return subject.endswith(".urgent") and ingress_sender(subject) is not None
 
 
 def service_subject(agency: AgencyId, service: str) -> str:

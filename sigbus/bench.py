@@ -29,6 +29,7 @@ from sigbus.bench_floor import crypto_floor_seconds
 from sigbus.bench_pipeline import pipeline_cpu_seconds
 from sigbus.bench_raw import raw_pipeline
 from sigbus.bench_signatures import signature_costs
+from sigbus.bench_withdrawal import withdrawal_latency
 from sigbus.bench_world import full_size_status, open_world, small_status
 from sigbus.broker.setup import hub_setup
 from sigbus.transport.natsserver import EmbeddedNats
@@ -46,6 +47,9 @@ class BenchSettings:
     duration_s: float = 2.0
     floor_iterations: int = 300
     profile: Path | None = None
+    #: Messages queued ahead of the withdrawals (0: not measured), and how many cases.
+    withdrawal_backlog: int = 10_000
+    withdrawal_cases: int = 20
 
 
 def progress(event: str, **values: object) -> None:
@@ -107,7 +111,24 @@ async def _measure(
     progress("raw", run=run, bytes=raw.payload_bytes, msg_s=round(raw.msg_per_s, 1))
     raw4k = await raw_pipeline(url, creds, settings.messages, RAW_4KIB)
     progress("raw", run=run, bytes=RAW_4KIB, msg_s=round(raw4k.msg_per_s, 1))
+    withdrawal: dict[str, Any] = {}
+    if settings.withdrawal_backlog > 0:
+        # The same server; a hub started afresh on its log (a restart) that admits the backlog.
+        wd = await withdrawal_latency(
+            settings.keys, url, backlog=settings.withdrawal_backlog, cases=settings.withdrawal_cases
+        )
+        progress(
+            "withdrawal",
+            run=run,
+            backlog=wd.backlog,
+            p50_ms=round(wd.p50_ms, 1),
+            p99_ms=round(wd.p99_ms, 1),
+            retracted=wd.retracted,
+            releases_after=wd.releases_after_withdrawal,
+        )
+        withdrawal = {f"withdrawal_{k}": v for k, v in asdict(wd).items()}
     return {
+        **withdrawal,
         "e2e_msg_per_s": full.msg_per_s,
         "e2e_small_msg_per_s": small.msg_per_s,
         "raw_msg_per_s": raw.msg_per_s,
@@ -209,6 +230,15 @@ def render_table(result: dict[str, Any]) -> str:
         f"{lat['refused']:8.0f}  {_bar(lat['p99_ms'], worst)}"
         for lat in result["latency"]
     ]
+    if "withdrawal_p99_ms" in result:
+        lines += [
+            "",
+            f"withdrawal behind {result['withdrawal_backlog']:,.0f} queued messages "
+            f"({result['withdrawal_withdrawals']:.0f} withdrawals): "
+            f"p50 {result['withdrawal_p50_ms']:.1f} ms, p99 {result['withdrawal_p99_ms']:.1f} ms; "
+            f"{result['withdrawal_retracted']:.0f} releases pulled back, "
+            f"{result['withdrawal_releases_after_withdrawal']:.0f} released after a withdrawal",
+        ]
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ from sigbus.protocol.envelope import Envelope
 from sigbus.protocol.ids import AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.messages import CaseOpened, CommitmentStatus
 from sigbus.protocol.release import ReleaseRecord
+from sigbus.transport.bus import INGRESS_BACKLOG
 from sigbus.transport.keystore import DEV_AGENCIES
 
 _T = TypeVar("_T")
@@ -63,8 +64,16 @@ def small_status() -> CommitmentStatus:
 class HubThread:
     """A hub (``broker/setup.py``) serving on its own event loop in its own thread."""
 
-    def __init__(self, keys: Path, url: str, *, profile: cProfile.Profile | None) -> None:
+    def __init__(
+        self,
+        keys: Path,
+        url: str,
+        *,
+        profile: cProfile.Profile | None,
+        ingress_backlog: int = INGRESS_BACKLOG,
+    ) -> None:
         self._keys, self._url, self._profile = keys, url, profile
+        self._ingress_backlog = ingress_backlog
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broker: Broker | None = None
         self._ready = threading.Event()
@@ -83,7 +92,9 @@ class HubThread:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         try:
-            self._broker = hub_setup(self._keys).broker(self._url)
+            self._broker = hub_setup(self._keys).broker(
+                self._url, ingress_backlog=self._ingress_backlog
+            )
             await self._broker.start()
         except BaseException as e:  # noqa: BLE001 - handed to the starting thread
             self._error = e

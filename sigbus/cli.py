@@ -227,6 +227,10 @@ def bench(
     ),
     duration: Annotated[float, typer.Option(min=0.1, help="seconds per offered load")] = 2.0,
     floor_iterations: Annotated[int, typer.Option(min=1)] = 300,
+    withdrawal_backlog: Annotated[
+        int, typer.Option(min=0, help="messages queued ahead of the withdrawals; 0: skip")
+    ] = 10_000,
+    withdrawal_cases: Annotated[int, typer.Option(min=1, help="withdrawals, one per case")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
     profile: Annotated[
         Path | None, typer.Option(help="cProfile the hub thread; pstats file to write")
@@ -248,6 +252,8 @@ def bench(
         duration_s=duration,
         floor_iterations=floor_iterations,
         profile=profile,
+        withdrawal_backlog=withdrawal_backlog,
+        withdrawal_cases=withdrawal_cases,
     )
     try:
         result = run_bench(settings)

@@ -209,6 +209,14 @@ def channels() -> tuple[Channel, ...]:
             (_schema_message("envelope", "Envelope", "a signed header and a sealed body"),),
         ),
         Channel(
+            "ingress_urgent",
+            subjects.urgent_subject(AGENCY),
+            "Your fast lane, same stream: a consent_event that withdraws a samtycke or "
+            "records its expiry goes here and is decided ahead of everything queued before "
+            "it. Anything else published here is denied with reason wrong_lane.",
+            (_schema_message("envelope", "Envelope", "a signed header and a sealed body"),),
+        ),
+        Channel(
             "inbox",
             subjects.inbox_subject(AGENCY),
             "Your inbox: releases to you and the decision notices for your own messages, "
@@ -282,6 +290,9 @@ def operations() -> tuple[Operation, ...]:
     )
     return (
         Operation("send_envelope", "send", "ingress", "Send a message to the hub."),
+        Operation(
+            "send_withdrawal", "send", "ingress_urgent", "Withdraw a consent, ahead of the queue."
+        ),
         Operation("receive_release", "receive", "inbox", "Receive what was released to you."),
         *services,
         Operation("receive_checkpoint", "receive", "checkpoint", "Witness a checkpoint."),

@@ -196,6 +196,11 @@ class Story:
             message_type, body, case_ref=case_ref, recipients=recipients, assertion=assertion
         )
         await self.broker.drain_ingress(idle_timeout=0.3)
+        # The recipients' adapters fetch at once, as a running adapter does: what
+        # waits unfetched when a consent is withdrawn is pulled back (retraction).
+        for agency in recipients:
+            while await self.adapters[agency].receive(self.inboxes[agency].deliver, timeout=0.2):
+                pass
         # The sender asks the hub for its decision, as every sending command does.
         notice = await adapter.await_notice(message_id, timeout=5.0)
         self.expectations.append(

@@ -340,7 +340,7 @@ def test_every_subject_of_protocol_subjects_is_an_asyncapi_channel() -> None:
     functions = _subject_functions()
     assert set(functions) == {
         "ingress_subject", "service_subject", "inbox_subject", "cosignature_subject",
-        "gossip_subject",
+        "gossip_subject", "urgent_subject",
     }
     for name, function in functions.items():
         params = list(inspect.signature(function).parameters)

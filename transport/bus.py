@@ -47,7 +47,7 @@ INGRESS_MAX_MSG_BYTES = 128 * 1024
 STREAMS: tuple[StreamConfig, ...] = (
     StreamConfig(
         name=s.INGRESS_STREAM,
-        subjects=[s.INGRESS_ALL],
+        subjects=[s.INGRESS_ALL, s.URGENT_ALL],
         storage=StorageType.FILE,
         # A message leaves the stream when the hub acks it (after log and release),
         # so what is stored is exactly what waits: the per-agency backlog.
@@ -163,14 +163,19 @@ async def connect(url: str, *, name: str, creds: NatsCredentials) -> Client:
     return nc
 
 
-async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
+async def ensure_streams(
+    js: JetStreamContext, *, replicas: int = 1, ingress_backlog: int = INGRESS_BACKLOG
+) -> None:
     """Create or update every stream. Idempotent; the hub calls it on start.
 
     ``replicas`` > 1 needs a JetStream cluster of at least that many servers; an
-    acknowledged append is then on disk on a majority of them.
+    acknowledged append is then on disk on a majority of them. ``ingress_backlog``:
+    messages that may wait per agency (and lane) before the bus refuses more.
     """
     for base in STREAMS:
         config = replace(base, num_replicas=replicas)
+        if config.name == s.INGRESS_STREAM:
+            config = replace(config, max_msgs_per_subject=ingress_backlog)
         assert config.name is not None
         try:
             await js.stream_info(config.name)

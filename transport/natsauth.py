@@ -52,6 +52,7 @@ from sigbus.protocol.subjects import (
     gossip_subject,
     inbox_consumer,
     ingress_subject,
+    urgent_subject,
     witness_consumer,
 )
 from sigbus.transport.errors import ConfigError
@@ -118,7 +119,12 @@ def _consumer_exports(stream: str, consumer: str) -> list[Export]:
 
 
 def agency_exports(agency: AgencyId) -> list[Export]:
-    own = [ingress_subject(agency), f"sigbus.hub.{agency}.>", cosignature_subject(agency)]
+    own = [
+        ingress_subject(agency),
+        urgent_subject(agency),
+        f"sigbus.hub.{agency}.>",
+        cosignature_subject(agency),
+    ]
     return [
         *(Export(s, s) for s in own),
         *_consumer_exports(INBOX_STREAM, inbox_consumer(agency)),
@@ -207,8 +213,9 @@ def render_authorization(
         lim = limits.get(entry.agency, BusLimits())
         lines += [f'  "{entry.agency}": {{', "    users: ["]
         peers = [e.agency for e in agencies if e.agency != entry.agency]
-        lines += _user(entry.nats_user, entry.agency, agency_permissions(entry.agency, peers),
-                       responds=False)
+        lines += _user(
+            entry.nats_user, entry.agency, agency_permissions(entry.agency, peers), responds=False
+        )
         lines += ["    ]"]
         if peers:
             lines.append(

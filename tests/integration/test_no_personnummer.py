@@ -33,8 +33,10 @@ REPO = Path(__file__).resolve().parents[2]
 TRUSTED = ("--directory", str(DEV_KEYS_DIR / "directory.json"),
            "--root", str(DEV_KEYS_DIR / "root.json"))  # fmt: skip
 #: Entries the README story logs: 2 referrals, the case, 3 consents, 2 invitations,
-#: 2 commitments, 2 statuses, the refused and the recorded withdrawal, 2 denied statuses.
-LOG_LENGTH = 16
+#: 2 commitments, 2 statuses, the refused and the recorded withdrawal, 2 denied statuses,
+#: and 3 retractions: what waited unfetched under the withdrawn consent (the school's
+#: invitation, the commitment and the status to social services; the police had fetched).
+LOG_LENGTH = 19
 
 
 def forms(personnummer: str) -> tuple[bytes, ...]:
