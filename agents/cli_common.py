@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from sigbus.agents.casesystem import CaseSystem, JsonlCaseSystem
 from sigbus.agents.notice_text import describe_notice
+from sigbus.agents.outbox import Outbox
 from sigbus.agents.runtime import Adapter, Delivered
 from sigbus.agents.setup import agency_setup
 from sigbus.agents.witnessing import WitnessRunner
@@ -39,7 +40,7 @@ from sigbus.protocol.codes import (
 )
 from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import SigbusError
-from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.ids import HUB, AgencyId, MessageIdStr, MessageType, new_opaque_id
 from sigbus.protocol.messages import (
     Body,
     CommitmentStatus,
@@ -103,6 +104,48 @@ TimeoutOpt = Annotated[
     typer.Option("--timeout", min=0.1, help="seconds to wait for the decision notice"),
 ]
 
+_MESSAGE_ID: TypeAdapter[str] = TypeAdapter(MessageIdStr)
+
+
+def check_message_id(value: str | None) -> str | None:
+    """A caller-chosen message id, or one line and exit 2 (before anything is read or sent)."""
+    if value is None:
+        return None
+    try:
+        return _MESSAGE_ID.validate_python(value)
+    except ValidationError as e:
+        typer.echo(
+            "error: --message-id takes msg- and 8-64 of A-Z a-z 0-9 _ -, with no run of six "
+            "digits (an id is opaque, never a personnummer)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_ERROR) from e
+
+
+MessageIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--message-id",
+        callback=check_message_id,
+        help="your own id for this message (msg-…), for an idempotent retry: the same id "
+        "and content is sent once and a retry prints the first outcome (default: a new id)",
+    ),
+]
+
+
+def derived_id(prefix: str, message_id: str | None, length: int) -> str:
+    """An id the command would otherwise draw at random (case, consent, commitment),
+    derived from ``--message-id`` if one is given, so a retry repeats the same content."""
+    if message_id is None:
+        return new_opaque_id(prefix, length)
+    return f"{prefix}-{message_id.removeprefix('msg-')}"
+
+
+def outbox_path(agency: AgencyId) -> Path:
+    """The agency's durable outbox and processed-release store, in the data directory
+    (``SIGBUS_DATA_DIR``); a sending command and ``serve`` share it."""
+    return config.data_dir(None) / f"outbox-{agency}.sqlite"
+
 
 def read_personnummer(value: str | None) -> str:
     """The personnummer from the option, else stdin (piped) or a hidden prompt on stderr."""
@@ -128,16 +171,26 @@ def assertion(statute: str | None, evidence_id: str | None) -> StatutoryAssertio
 
 
 def run_with_adapter(
-    agency: AgencyId, nats: str | None, keys: Path | None, action: Callable[[Adapter], Awaitable[T]]
+    agency: AgencyId,
+    nats: str | None,
+    keys: Path | None,
+    action: Callable[[Adapter], Awaitable[T]],
+    *,
+    outbox: bool = False,
 ) -> T:
-    """Connect as ``agency``, run ``action``, close; errors become a clear exit 2."""
+    """Connect as ``agency`` (with its durable outbox if ``outbox``), run ``action``,
+    close; errors become a clear exit 2."""
 
     async def main() -> T:
         setup = agency_setup(agency, config.keys_dir(keys))
         adapter = await setup.connect(config.nats_url(nats))
         try:
+            if outbox:
+                adapter.outbox = Outbox(outbox_path(agency))
             return await action(adapter)
         finally:
+            if adapter.outbox is not None:
+                adapter.outbox.close()
             await adapter.close()
 
     try:
@@ -163,19 +216,32 @@ def send(
     wait: bool = True,
     timeout: float = DEFAULT_WAIT_S,
     withdrawal: bool = False,
+    message_id: str | None = None,
 ) -> None:
-    """Send, then (unless ``wait`` is off) print the hub's decision and exit non-zero
-    on any deny (:data:`EXIT_DENIED`) or on no decision in time (:data:`EXIT_NO_DECISION`)."""
+    """Send through the agency's outbox, then (unless ``wait`` is off) print the hub's
+    decision and exit non-zero on any deny (:data:`EXIT_DENIED`) or on no decision in
+    time (:data:`EXIT_NO_DECISION`). A ``message_id`` sent before with the same content
+    is not sent again: the command prints the earlier outcome."""
 
     async def action(adapter: Adapter) -> tuple[str, DecisionNotice | None]:
-        message_id = await adapter.send(
-            message_type, body, case_ref=case_ref, recipients=tuple(to), assertion=asserted
+        assert adapter.outbox is not None
+        earlier = adapter.outbox.get(message_id) if message_id else None
+        sent_id = await adapter.send(
+            message_type,
+            body,
+            case_ref=case_ref,
+            recipients=tuple(to),
+            assertion=asserted,
+            message_id=message_id,
         )
-        typer.echo(f"sent {message_type.value} {message_id}")
-        notice = await adapter.await_notice(message_id, timeout=timeout) if wait else None
-        return message_id, notice
+        if earlier is not None:
+            typer.echo(f"already sent {message_type.value} {sent_id}: a retry, not sent again")
+        else:
+            typer.echo(f"sent {message_type.value} {sent_id}")
+        notice = await adapter.await_notice(sent_id, timeout=timeout) if wait else None
+        return sent_id, notice
 
-    message_id, notice = run_with_adapter(agency, nats, keys, action)
+    message_id, notice = run_with_adapter(agency, nats, keys, action, outbox=True)
     if not wait:
         typer.echo(
             f"not waiting for the hub's decision (--no-wait); `sigbus {agency} inbox` shows it"
@@ -346,6 +412,7 @@ def add_refer_command(app: typer.Typer, profile: AgencyProfile, lead: AgencyId) 
         keys: KeysOpt = None,
         wait: WaitOpt = True,
         timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        message_id: MessageIdOpt = None,
     ) -> None:
         """Refer a young person to social services (the statute the profile names for --kind)."""
         if kind not in profile.referrals:
@@ -369,6 +436,7 @@ def add_refer_command(app: typer.Typer, profile: AgencyProfile, lead: AgencyId) 
             asserted=asserted,
             wait=wait,
             timeout=timeout,
+            message_id=message_id,
         )
 
 
@@ -391,6 +459,7 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         commitment_id: Annotated[str | None, typer.Option()] = None,
         statute: StatuteOpt = None,
         evidence_id: EvidenceOpt = None,
+        message_id: MessageIdOpt = None,
     ) -> None:
         """Commit to a plan action in the individuell åtgärdsplan (individual action plan)."""
         if action not in profile.actions:
@@ -398,7 +467,7 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
                 f"this agency commits to: {', '.join(a.value for a in profile.actions)}"
             )
         body = PlanCommitment(
-            commitment_id=commitment_id or new_opaque_id("cm", 16),
+            commitment_id=commitment_id or derived_id("cm", message_id, 16),
             responsible_agency=agency,
             action=action,
             owner_function=owner,
@@ -416,6 +485,7 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             asserted=asserted,
             wait=wait,
             timeout=timeout,
+            message_id=message_id,
         )
 
     @app.command()
@@ -431,6 +501,7 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         timeout: TimeoutOpt = DEFAULT_WAIT_S,
         statute: StatuteOpt = None,
         evidence_id: EvidenceOpt = None,
+        message_id: MessageIdOpt = None,
     ) -> None:
         """Report the status of a commitment (done / in_progress / not_done + reason)."""
         body = CommitmentStatus(
@@ -448,4 +519,5 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             asserted=asserted,
             wait=wait,
             timeout=timeout,
+            message_id=message_id,
         )

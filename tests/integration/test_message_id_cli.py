@@ -1,0 +1,90 @@
+"""A caller-chosen ``--message-id`` makes a sending command an idempotent retry (issue #12).
+
+Each command runs as its own process against the session's nats-server while the
+test's hub decides, with its outbox in a fresh data directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import World
+from tests.integration.test_decision_notice_cli import cli
+
+P, SO = "police", "social"
+
+
+@pytest.fixture(autouse=True)
+def own_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    data = tmp_path / "data"
+    monkeypatch.setenv("SIGBUS_DATA_DIR", str(data))  # the subprocesses inherit it
+    return data
+
+
+def errors(err: str) -> list[str]:
+    """stderr without the development-keys notice every `--dev` start prints."""
+    return [x for x in err.strip().splitlines() if not x.startswith("sigbus: using the DEV")]
+
+
+def refer(reason: str, message_id: str) -> tuple[str, ...]:
+    return ("police", "refer", "--reason", reason, "--evidence-id", "dnr-retry",
+            "--message-id", message_id)  # fmt: skip
+
+
+async def test_a_retry_with_the_same_message_id_is_not_sent_twice(
+    world: World, keys_dir: Path, own_data_dir: Path
+) -> None:
+    mid = "msg-retry-police-aaaa"
+    first = await cli(world, keys_dir, *refer("weapon", mid), stdin=world.youth)
+    assert first.code == 0, first
+    assert f"sent referral {mid}" in first.out
+    outcome = [line for line in first.out.splitlines() if "social" in line]
+    assert outcome, first.out
+    assert (own_data_dir / "outbox-police.sqlite").exists()
+
+    again = await cli(world, keys_dir, *refer("weapon", mid), stdin=world.youth)
+    assert again.code == 0, again
+    assert f"already sent referral {mid}: a retry, not sent again" in again.out
+    assert [line for line in again.out.splitlines() if "social" in line] == outcome
+    await world.settle()
+    assert len([e for e in await world.log_entries() if e.message_id == mid]) == 1
+    assert world.received_ids(SO).count(mid) <= 1
+
+    other = await cli(world, keys_dir, *refer("suspected_offence", mid), stdin=world.youth)
+    assert other.code == 2, other
+    assert errors(other.err) == [
+        f"error: message id {mid} was already used for a different message; "
+        "a retry must repeat the same content, a new message needs a new id"
+    ]
+    assert world.youth[-4:] not in other.out + other.err
+    assert len([e for e in await world.log_entries() if e.message_id == mid]) == 1
+
+
+@pytest.mark.parametrize(
+    "bad", ["retry-1", "msg-short", "msg-20100315-9801", "msg-has space-in-it"]
+)
+async def test_a_malformed_message_id_exits_2_with_one_line(
+    world: World, keys_dir: Path, bad: str
+) -> None:
+    run = await cli(world, keys_dir, *refer("weapon", bad), stdin=world.youth, decide=False)
+    assert run.code == 2, run
+    lines = errors(run.err)
+    assert len(lines) == 1, run.err
+    assert lines[0].startswith("error: --message-id takes msg-")
+    assert bad not in run.err  # an id that may hold a personnummer is not echoed
+    assert "sent" not in run.out
+    assert await world.log_entries() == []
+
+
+async def test_every_sending_command_takes_a_message_id(world: World, keys_dir: Path) -> None:
+    commands = [
+        ("police", "refer"), ("school", "refer"), ("police", "commit"), ("police", "status"),
+        ("social", "case", "open"), ("social", "consent", "give"),
+        ("social", "consent", "withdraw"), ("social", "invite"), ("social", "meeting"),
+    ]  # fmt: skip
+    for command in commands:
+        run = await cli(world, keys_dir, *command, "--help", decide=False)
+        assert run.code == 0, (command, run)
+        assert "--message-id" in run.out, command
