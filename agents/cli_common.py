@@ -25,7 +25,12 @@ from typing import Annotated, TypeVar
 import typer
 from pydantic import TypeAdapter, ValidationError
 
-from sigbus.agents.casesystem import CaseSystem, JsonlCaseSystem
+from sigbus.agents.casesystem import (
+    CaseSystem,
+    DirectoryCaseSystem,
+    JsonlCaseSystem,
+    WebhookCaseSystem,
+)
 from sigbus.agents.notice_text import describe_notice
 from sigbus.agents.outbox import Outbox
 from sigbus.agents.runtime import Adapter, Delivered
@@ -286,7 +291,7 @@ def load_case_system(spec: str, out: Path | None) -> CaseSystem:
     """
     module_name, _, class_name = spec.partition(":")
     if not module_name or not class_name:
-        raise typer.BadParameter("--case-system takes module:Class")
+        raise typer.BadParameter("--sink takes module:Class")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as e:
@@ -351,13 +356,24 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
     def serve(
         out: Annotated[
             Path | None,
-            typer.Option(help="0600 JSONL file standing in for the case system"),
+            typer.Option(
+                help="directory drop: one 0600 JSON file per release, named by its release id"
+            ),
         ] = None,
-        case_system: Annotated[
+        webhook: Annotated[
             str | None,
             typer.Option(
+                help="POST each release as JSON to this https:// URL (http:// on loopback "
+                "only), retried with backoff, idempotent by the Idempotency-Key header"
+            ),
+        ] = None,
+        sink_class: Annotated[
+            str | None,
+            typer.Option(
+                "--sink",
                 "--case-system",
-                help="your CaseSystem implementation as module:Class (built with --out if given)",
+                help="your CaseSystem implementation as module:Class (built with --out if "
+                "given; docs/operations.md, Sinks)",
             ),
         ] = None,
         nats: NatsOpt = None,
@@ -370,22 +386,36 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
             ),
         ] = None,
     ) -> None:
-        """Run the adapter: receive into the case system and witness the hub's log.
-        Decision notices are logged as ``decision_notice`` events, never delivered."""
-        if case_system is None and out is None:
-            raise typer.BadParameter("give --out FILE or --case-system module:Class")
-        sink = load_case_system(case_system, out) if case_system else JsonlCaseSystem(out)  # type: ignore[arg-type]
+        """Run the adapter: deliver the outbox, receive into the case system (exactly
+        once, through the processed-release store) and witness the hub's log. Rides out
+        NATS outages and waits for the hub. Decision notices are logged as
+        ``decision_notice`` events, never delivered."""
+        if sum(x is not None for x in (webhook, sink_class)) > 1 or (
+            webhook is not None and out is not None
+        ):
+            raise typer.BadParameter("give one of --out DIR, --webhook URL, --sink module:Class")
+        sink: CaseSystem
+        if sink_class is not None:
+            sink = load_case_system(sink_class, out)
+        elif webhook is not None:
+            try:
+                sink = WebhookCaseSystem(webhook)
+            except SigbusError as e:
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(EXIT_ERROR) from e
+        elif out is not None:
+            sink = DirectoryCaseSystem(out)
+        else:
+            raise typer.BadParameter("give --out DIR, --webhook URL or --sink module:Class")
         default_state = (out.parent if out else config.data_dir(None)) / f"witness-{agency}.json"
         state = witness_state or default_state
         state.parent.mkdir(parents=True, exist_ok=True)
 
         async def action(adapter: Adapter) -> None:
             witness = WitnessRunner(adapter, state_path=state)
-            while True:
-                await adapter.receive(sink.deliver, timeout=5.0)
-                await witness.run_once(timeout=0.2)
+            await adapter.serve(sink.deliver, also=lambda: witness.run_once(timeout=0.2))
 
-        run_with_adapter(agency, nats, keys, action)
+        run_with_adapter(agency, nats, keys, action, outbox=True)
 
 
 def add_refer_command(app: typer.Typer, profile: AgencyProfile, lead: AgencyId) -> None:
