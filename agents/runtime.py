@@ -434,7 +434,7 @@ class Adapter:
             await asyncio.sleep(timeout)
             return 0
         if self._waiting_for_streams:
-            self.log.info("streams_ready")
+            self.log.warning("streams_ready")  # closes the waiting_for_streams above
             self._waiting_for_streams = False
         handled = 0
         for msg in msgs:
@@ -461,6 +461,14 @@ class Adapter:
                 await self.receive(handler, timeout=receive_timeout)
                 if also is not None:
                     await also()
+            except (ServiceUnavailableError, NotFoundError):
+                # A stream or consumer the hub makes is missing (a publish or the witness
+                # found no responder): the hub is not up yet.
+                if not self._waiting_for_streams:
+                    self.log.warning("waiting_for_streams")
+                    self._waiting_for_streams = True
+                await asyncio.sleep(backoff.next())
+                continue
             except (NatsError, TimeoutError, asyncio.TimeoutError, PublishFailed, OutboxError) as e:  # noqa: UP041
                 delay = backoff.next()
                 self.log.warning("serve_retry", error=type(e).__name__, retry_in_s=delay)

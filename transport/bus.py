@@ -157,7 +157,8 @@ async def connect(url: str, *, name: str, creds: NatsCredentials) -> Client:
         await report(e)
 
     async def reconnected() -> None:
-        clog.info("nats_reconnected")
+        # As loud as the disconnect: who saw the incident open sees it close.
+        clog.warning("nats_reconnected")
 
     tls = creds.tls_context()
     if tls is None and not creds.insecure_dev:
