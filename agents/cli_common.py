@@ -22,6 +22,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import structlog
 import typer
 from pydantic import TypeAdapter, ValidationError
 
@@ -56,9 +57,12 @@ from sigbus.protocol.messages import (
 from sigbus.protocol.notice import DecisionNotice
 from sigbus.protocol.profiles import AgencyProfile, Profiles
 from sigbus.transport import config
+from sigbus.transport.bus import Backoff
+from sigbus.transport.errors import NatsUnreachable
 from sigbus.transport.keystore import load_directory
 
 T = TypeVar("T")
+log = structlog.get_logger("sigbus.adapter")
 
 NatsOpt = Annotated[str | None, typer.Option("--nats", help="NATS URL (default: `sigbus up`'s)")]
 KeysOpt = Annotated[Path | None, typer.Option("--keys", help="keys directory (default keys/dev)")]
@@ -182,13 +186,26 @@ def run_with_adapter(
     action: Callable[[Adapter], Awaitable[T]],
     *,
     outbox: bool = False,
+    wait_for_nats: bool = False,
 ) -> T:
-    """Connect as ``agency`` (with its durable outbox if ``outbox``), run ``action``,
-    close; errors become a clear exit 2."""
+    """Connect as ``agency`` (with its durable outbox if ``outbox``; retrying an
+    unreachable NATS with bounded backoff, forever, if ``wait_for_nats``), run
+    ``action``, close; errors become a clear exit 2."""
 
     async def main() -> T:
         setup = agency_setup(agency, config.keys_dir(keys))
-        adapter = await setup.connect(config.nats_url(nats))
+        url = config.nats_url(nats)
+        backoff = Backoff()
+        while True:
+            try:
+                adapter = await setup.connect(url)
+                break
+            except NatsUnreachable:
+                if not wait_for_nats:
+                    raise
+                delay = backoff.next()
+                log.warning("nats_unreachable", agency=agency, retry_in_s=delay)
+                await asyncio.sleep(delay)
         try:
             if outbox:
                 adapter.outbox = Outbox(outbox_path(agency))
@@ -415,7 +432,7 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
             witness = WitnessRunner(adapter, state_path=state)
             await adapter.serve(sink.deliver, also=lambda: witness.run_once(timeout=0.2))
 
-        run_with_adapter(agency, nats, keys, action, outbox=True)
+        run_with_adapter(agency, nats, keys, action, outbox=True, wait_for_nats=True)
 
 
 def add_refer_command(app: typer.Typer, profile: AgencyProfile, lead: AgencyId) -> None:

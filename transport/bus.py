@@ -25,7 +25,7 @@ from nats.js.errors import NotFoundError
 
 from sigbus.protocol import subjects as s
 from sigbus.protocol.ids import AgencyId
-from sigbus.transport.errors import TransportError
+from sigbus.transport.errors import NatsUnreachable, TransportError
 from sigbus.transport.natsauth import NatsCredentials, inbox_prefix
 
 log = structlog.get_logger("sigbus.bus")
@@ -185,7 +185,7 @@ async def connect(url: str, *, name: str, creds: NatsCredentials) -> Client:
     except (NatsError, OSError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
         with contextlib.suppress(NatsError):
             await nc.close()
-        raise TransportError(f"cannot connect to NATS as {name}") from e
+        raise NatsUnreachable(f"cannot connect to NATS as {name}") from e
     return nc
 
 

@@ -4,7 +4,7 @@ A real nats-server of the test's own is stopped and started again on the same po
 and store under a running hub and two running `sigbus <agency> serve` processes.
 Messages queued before, during and after the outage each reach the case system
 exactly once, and every process logged ``nats_disconnected`` and ``nats_reconnected``.
-An adapter started before the hub waits for the streams instead of crashing.
+An adapter started before nats-server and the hub waits for both instead of crashing.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from sigbus.protocol.codes import ReferralKind, ReferralReason
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
 from sigbus.protocol.subjects import LOG_STREAM
+from sigbus.transport.bus import CONNECT_DEADLINE_S
 from sigbus.transport.natsserver import EmbeddedNats
 from tests.integration.conftest import LUL6
 from tests.integration.test_serve import serve, stop
@@ -103,7 +104,8 @@ async def test_adapters_and_hub_ride_out_a_nats_restart(
     env = {**os.environ, "SIGBUS_DATA_DIR": str(data)}
     logs = {a: tmp_path / f"serve-{a}.log" for a in (P, SO)}
     drop = tmp_path / "social-drop"
-    # Started before the hub: they wait for the streams.
+    # Started before nats-server and the hub: they wait for both.
+    port = own_nats.stop_for_restart()
     procs = {
         P: await serve(P, url, keys_dir, env, "--out", str(tmp_path / "police-drop")),
         SO: await serve(SO, url, keys_dir, env, "--out", str(drop)),
@@ -111,8 +113,11 @@ async def test_adapters_and_hub_ride_out_a_nats_restart(
     readers = [
         asyncio.ensure_future(_copy(procs[a].stderr, logs[a])) for a in (P, SO)  # type: ignore[arg-type]
     ]
+    await asyncio.sleep(CONNECT_DEADLINE_S + 2)  # past one connect attempt's deadline
+    assert all(p.returncode is None for p in procs.values()), "an adapter died without NATS"
+    own_nats.start_again(port)
     await asyncio.sleep(3)
-    assert all(p.returncode is None for p in procs.values()), "an adapter crashed without a hub"
+    assert all(p.returncode is None for p in procs.values()), "an adapter died without a hub"
     broker = hub_setup(keys_dir).broker(url)
     police = await agency_setup(P, keys_dir).connect(url)
     police.outbox = Outbox(data / f"outbox-{P}.sqlite")
@@ -161,7 +166,9 @@ async def test_adapters_and_hub_ride_out_a_nats_restart(
         await broker.stop()
     for agency in (P, SO):
         text = logs[agency].read_text()
+        assert "nats_unreachable" in text, (agency, text[-2000:])
         assert text.count("waiting_for_streams") == 1, (agency, text[-2000:])
+        assert "streams_ready" in text, (agency, text[-2000:])
         assert "nats_disconnected" in text, (agency, text[-2000:])
         assert "nats_reconnected" in text, (agency, text[-2000:])
         assert "Traceback" not in text, (agency, text[-2000:])
