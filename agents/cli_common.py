@@ -32,6 +32,7 @@ from sigbus.agents.casesystem import (
     JsonlCaseSystem,
     WebhookCaseSystem,
 )
+from sigbus.agents.errors import PublishFailed
 from sigbus.agents.notice_text import describe_notice
 from sigbus.agents.outbox import Outbox
 from sigbus.agents.runtime import Adapter, Delivered
@@ -98,7 +99,7 @@ EvidenceOpt = Annotated[
 EXIT_ALL_TAKEN = 0  # released to every recipient / hub record confirmed (or --no-wait)
 EXIT_DENIED = 1  # denied to at least one recipient / hub record refused
 EXIT_ERROR = 2  # bad input, or no connection: nothing was sent
-EXIT_NO_DECISION = 3  # sent, but no decision notice within --timeout
+EXIT_NO_DECISION = 3  # sent (or kept in the outbox), but no decision notice within --timeout
 DEFAULT_WAIT_S = 5.0
 
 WaitOpt = Annotated[
@@ -245,18 +246,30 @@ def send(
     time (:data:`EXIT_NO_DECISION`). A ``message_id`` sent before with the same content
     is not sent again: the command prints the earlier outcome."""
 
+    chosen_id = message_id or new_opaque_id("msg")
+
     async def action(adapter: Adapter) -> tuple[str, DecisionNotice | None]:
         assert adapter.outbox is not None
-        earlier = adapter.outbox.get(message_id) if message_id else None
-        sent_id = await adapter.send(
-            message_type,
-            body,
-            case_ref=case_ref,
-            recipients=tuple(to),
-            assertion=asserted,
-            message_id=message_id,
-        )
-        if earlier is not None:
+        earlier = adapter.outbox.get(chosen_id)
+        try:
+            sent_id = await adapter.send(
+                message_type,
+                body,
+                case_ref=case_ref,
+                recipients=tuple(to),
+                assertion=asserted,
+                message_id=chosen_id,
+            )
+        except PublishFailed as e:
+            # On disk in the outbox: a retry under a new id would send it twice.
+            typer.echo(
+                f"error: {e}. It is kept in the outbox as {chosen_id}: `sigbus {agency} "
+                f"serve` delivers it when the bus takes it, or retry with --message-id "
+                f"{chosen_id}, never under a new id",
+                err=True,
+            )
+            raise typer.Exit(EXIT_NO_DECISION) from e
+        if earlier is not None and earlier.delivered:
             typer.echo(f"already sent {message_type.value} {sent_id}: a retry, not sent again")
         else:
             typer.echo(f"sent {message_type.value} {sent_id}")

@@ -6,12 +6,16 @@ test's hub decides, with its outbox in a fresh data directory.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from tests.integration.conftest import World
-from tests.integration.test_decision_notice_cli import cli
+from tests.integration.test_decision_notice_cli import REPO, SIGBUS, cli
 
 P, SO = "police", "social"
 
@@ -88,3 +92,32 @@ async def test_every_sending_command_takes_a_message_id(world: World, keys_dir: 
         run = await cli(world, keys_dir, *command, "--help", decide=False)
         assert run.code == 0, (command, run)
         assert "--message-id" in run.out, command
+
+
+async def test_a_send_the_bus_does_not_take_is_kept_and_a_retry_delivers_it_once(
+    nats_url: str,
+    keys_dir: Path,
+    make_world: Callable[[Path], Awaitable[World]],
+) -> None:
+    """No hub yet (no streams): the command says the message is kept under its id and
+    exits 3; the retry with that id, once the hub is up, sends it, and only once."""
+    mid = "msg-kept-in-outbox"
+    youth = fictitious_personnummer(birth_date_for_age(datetime.now(UTC).date(), 16), 982)
+    proc = await asyncio.create_subprocess_exec(
+        *SIGBUS, *refer("weapon", mid), "--no-wait", "--nats", nats_url, "--keys",
+        str(keys_dir), cwd=REPO, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate(youth.encode())
+    assert proc.returncode == 3, (out, err)
+    [line] = [x for x in errors(err.decode()) if not x.startswith("{")]  # events aside
+    assert f"kept in the outbox as {mid}" in line
+    assert f"retry with --message-id {mid}, never under a new id" in line
+    world = await make_world(keys_dir)
+    world.youth = youth
+    again = await cli(world, keys_dir, *refer("weapon", mid), stdin=youth)
+    assert again.code == 0, again
+    assert f"sent referral {mid}" in again.out
+    await world.settle()
+    assert len([e for e in await world.log_entries() if e.message_id == mid]) == 1
+    assert world.received_ids(SO) == [mid]
