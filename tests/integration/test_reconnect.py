@@ -113,7 +113,11 @@ async def test_adapters_and_hub_ride_out_a_nats_restart(
     readers = [
         asyncio.ensure_future(_copy(procs[a].stderr, logs[a])) for a in (P, SO)  # type: ignore[arg-type]
     ]
-    await asyncio.sleep(CONNECT_DEADLINE_S + 2)  # past one connect attempt's deadline
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CONNECT_DEADLINE_S + 20
+    while not all("nats_unreachable" in _text(logs[a]) for a in (P, SO)):
+        assert loop.time() < deadline, "serve did not report an unreachable NATS"
+        await asyncio.sleep(0.2)  # past one connect attempt's deadline: it retries
     assert all(p.returncode is None for p in procs.values()), "an adapter died without NATS"
     own_nats.start_again(port)
     await asyncio.sleep(3)
@@ -138,10 +142,15 @@ async def test_adapters_and_hub_ride_out_a_nats_restart(
             assert hub is not None
             assert not hub.done(), "the hub's loop died"
             own_nats.start_again(port)
-            sent += [queue(police, "after-1")]
+            restarted = asyncio.get_running_loop().time()
             await wait_for_drop(drop, sent, 90)
-            sent += [queue(police, "after-2")]
+            recovery_s = asyncio.get_running_loop().time() - restarted
+            sent += [queue(police, "after-1"), queue(police, "after-2")]
             await wait_for_drop(drop, sent, 60)
+        print(f"recovery_s={recovery_s:.1f}")  # restart to the outage's messages dropped
+        # Bounded: nats-py's 1 s reconnect wait, the serve loop's backoff cap (8 s) and
+        # one publish timeout (5 s), not an ack wait or a stall.
+        assert recovery_s < 20
         assert all(p.returncode is None for p in procs.values())
         # Exactly once: one decision each in the hub's log, one file each in the drop.
         counts: dict[str, int] = {}
@@ -172,6 +181,10 @@ async def test_adapters_and_hub_ride_out_a_nats_restart(
         assert "nats_disconnected" in text, (agency, text[-2000:])
         assert "nats_reconnected" in text, (agency, text[-2000:])
         assert "Traceback" not in text, (agency, text[-2000:])
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 async def _copy(stream: asyncio.StreamReader, path: Path) -> None:
