@@ -1,25 +1,70 @@
-"""Where an adapter hands verified messages: the agency's own case system.
+"""Where an adapter hands verified messages: the agency's own case system (a sink).
 
-Agency IT implements :class:`CaseSystem` against their case-management system.
-Two implementations ship: :class:`MemoryCaseSystem` (the demo, tests) and
-:class:`JsonlCaseSystem`, a local file, mode 0600, inside the agency's own
-environment — the only place outside ciphertext where a body may live.
+Agency IT implements :class:`CaseSystem` against their case-management system, or
+uses a shipped sink (`sigbus <agency> serve`, docs/operations.md "Sinks"):
+
+- :class:`DirectoryCaseSystem` (``--out DIR``): one 0600 JSON file per release;
+- :class:`WebhookCaseSystem` (``--webhook URL``): an HTTP POST per release, retried;
+- your own class (``--sink module:Class``), loaded by import path;
+- :class:`JsonlCaseSystem` (``inbox --out FILE``) and :class:`MemoryCaseSystem` (tests).
+
+These are inside the agency's own environment: the only place outside ciphertext
+where a body may live.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
 import os
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
+import structlog
+
+from sigbus.agents.errors import CaseSystemError
 from sigbus.agents.runtime import Delivered
 from sigbus.transport.files import write_private
 
+log = structlog.get_logger("sigbus.adapter")
+
 
 class CaseSystem(Protocol):
+    """A sink: what the adapter hands each verified, opened release to.
+
+    The contract (exactly once, issue 12):
+
+    - ``deliver`` returns only when the release is durably taken (on disk, committed,
+      a 2xx answer): the adapter records the release id in its processed store and
+      acks only after that, so a redelivery after the ack is never handed on.
+    - It raises to refuse: nothing is acked, the release comes again later (a
+      ``handler_failed`` event, redelivered after a delay).
+    - It is idempotent by ``delivered.record.release_id``: a SIGKILL between the
+      hand-off and the processed-store record hands the same release once more, and
+      the case system must then keep one (the shipped sinks do: one file per release
+      id, a webhook ``Idempotency-Key`` header).
+    - The class is built with ``--out`` (a path) if that is given, else with no
+      argument.
+    """
+
     async def deliver(self, delivered: Delivered) -> None: ...
+
+
+def release_document(delivered: Delivered) -> bytes:
+    """The opened release as one JSON object: header, hub release record and body."""
+    return json.dumps(
+        {
+            "header": delivered.header.model_dump(mode="json"),
+            "release": delivered.record.model_dump(mode="json"),
+            "body": delivered.body.model_dump(mode="json"),
+        },
+        sort_keys=True,
+    ).encode()
 
 
 @dataclass
@@ -35,20 +80,10 @@ class JsonlCaseSystem:
     path: Path
 
     async def deliver(self, delivered: Delivered) -> None:
-        line = (
-            json.dumps(
-                {
-                    "header": delivered.header.model_dump(mode="json"),
-                    "release": delivered.record.model_dump(mode="json"),
-                    "body": delivered.body.model_dump(mode="json"),
-                },
-                sort_keys=True,
-            )
-            + "\n"
-        )
+        line = release_document(delivered) + b"\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            os.write(fd, line.encode())
+            os.write(fd, line)
             os.fsync(fd)  # the adapter acks only after this returns
         finally:
             os.close(fd)
@@ -73,12 +108,90 @@ class DirectoryCaseSystem:
         final = self.path / f"{release_id}.json"
         if final.exists():
             return
-        data = json.dumps(
-            {
-                "header": delivered.header.model_dump(mode="json"),
-                "release": delivered.record.model_dump(mode="json"),
-                "body": delivered.body.model_dump(mode="json"),
+        write_private(final, release_document(delivered))  # whole or absent, durable first
+
+
+#: Headers a webhook receiver de-duplicates on: the release id, the same on every retry.
+RELEASE_ID_HEADER = "Sigbus-Release-Id"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class WebhookCaseSystem:
+    """An HTTP webhook: each release POSTed as JSON (:func:`release_document`).
+
+    A 2xx answer is the hand-off. Anything else (a refused connection, a timeout, a
+    5xx or 4xx) is retried ``attempts`` times with exponential backoff from
+    ``backoff_s``, then the release is refused (:class:`CaseSystemError`) and comes
+    again later. Every attempt carries the release id in ``Sigbus-Release-Id`` and
+    ``Idempotency-Key``: the receiver keeps one per id. A body is personal data, so
+    plain ``http://`` is refused except to a loopback address (a receiver on the
+    same host); anywhere else it takes ``https://`` (certificates verified).
+    """
+
+    url: str
+    attempts: int = 5
+    backoff_s: float = 0.5
+    timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CaseSystemError("the webhook takes an http(s):// URL")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            raise CaseSystemError(
+                "refusing a plain http:// webhook off this host (bodies hold personal "
+                "data): use https://"
+            )
+
+    def _post(self, data: bytes, release_id: str) -> int:
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+            self.url,
+            data=data,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                RELEASE_ID_HEADER: release_id,
+                IDEMPOTENCY_HEADER: release_id,
             },
-            sort_keys=True,
-        ).encode()
-        write_private(final, data)  # whole or absent, durable before the ack
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:  # noqa: S310
+                return int(answer.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+    async def deliver(self, delivered: Delivered) -> None:
+        release_id = delivered.record.release_id
+        data = release_document(delivered)
+        for attempt in range(1, self.attempts + 1):
+            status: int | None
+            try:
+                status = await asyncio.to_thread(self._post, data, release_id)
+            except (OSError, TimeoutError) as e:  # URLError is an OSError
+                status, error = None, type(e).__name__
+            else:
+                if 200 <= status < 300:
+                    return
+                error = "http_status"
+            log.warning(
+                "webhook_retry",
+                release_id=release_id,
+                attempt=attempt,
+                status=status,
+                error=error,
+            )
+            if attempt < self.attempts:
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+        raise CaseSystemError(
+            f"the webhook did not take release {release_id} after {self.attempts} tries"
+        )

@@ -22,11 +22,19 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import structlog
 import typer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from sigbus.agents.casesystem import CaseSystem, JsonlCaseSystem
+from sigbus.agents.casesystem import (
+    CaseSystem,
+    DirectoryCaseSystem,
+    JsonlCaseSystem,
+    WebhookCaseSystem,
+)
+from sigbus.agents.errors import PublishFailed
 from sigbus.agents.notice_text import describe_notice
+from sigbus.agents.outbox import Outbox
 from sigbus.agents.runtime import Adapter, Delivered
 from sigbus.agents.setup import agency_setup
 from sigbus.agents.witnessing import WitnessRunner
@@ -39,7 +47,7 @@ from sigbus.protocol.codes import (
 )
 from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import SigbusError
-from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
+from sigbus.protocol.ids import HUB, AgencyId, MessageIdStr, MessageType, new_opaque_id
 from sigbus.protocol.messages import (
     Body,
     CommitmentStatus,
@@ -50,9 +58,12 @@ from sigbus.protocol.messages import (
 from sigbus.protocol.notice import DecisionNotice
 from sigbus.protocol.profiles import AgencyProfile, Profiles
 from sigbus.transport import config
+from sigbus.transport.bus import Backoff
+from sigbus.transport.errors import NatsUnreachable
 from sigbus.transport.keystore import load_directory
 
 T = TypeVar("T")
+log = structlog.get_logger("sigbus.adapter")
 
 NatsOpt = Annotated[str | None, typer.Option("--nats", help="NATS URL (default: `sigbus up`'s)")]
 KeysOpt = Annotated[Path | None, typer.Option("--keys", help="keys directory (default keys/dev)")]
@@ -88,7 +99,7 @@ EvidenceOpt = Annotated[
 EXIT_ALL_TAKEN = 0  # released to every recipient / hub record confirmed (or --no-wait)
 EXIT_DENIED = 1  # denied to at least one recipient / hub record refused
 EXIT_ERROR = 2  # bad input, or no connection: nothing was sent
-EXIT_NO_DECISION = 3  # sent, but no decision notice within --timeout
+EXIT_NO_DECISION = 3  # sent (or kept in the outbox), but no decision notice within --timeout
 DEFAULT_WAIT_S = 5.0
 
 WaitOpt = Annotated[
@@ -102,6 +113,48 @@ TimeoutOpt = Annotated[
     float,
     typer.Option("--timeout", min=0.1, help="seconds to wait for the decision notice"),
 ]
+
+_MESSAGE_ID: TypeAdapter[str] = TypeAdapter(MessageIdStr)
+
+
+def check_message_id(value: str | None) -> str | None:
+    """A caller-chosen message id, or one line and exit 2 (before anything is read or sent)."""
+    if value is None:
+        return None
+    try:
+        return _MESSAGE_ID.validate_python(value)
+    except ValidationError as e:
+        typer.echo(
+            "error: --message-id takes msg- and 8-64 of A-Z a-z 0-9 _ -, with no run of six "
+            "digits (an id is opaque, never a personnummer)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_ERROR) from e
+
+
+MessageIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--message-id",
+        callback=check_message_id,
+        help="your own id for this message (msg-…), for an idempotent retry: the same id "
+        "and content is sent once and a retry prints the first outcome (default: a new id)",
+    ),
+]
+
+
+def derived_id(prefix: str, message_id: str | None, length: int) -> str:
+    """An id the command would otherwise draw at random (case, consent, commitment),
+    derived from ``--message-id`` if one is given, so a retry repeats the same content."""
+    if message_id is None:
+        return new_opaque_id(prefix, length)
+    return f"{prefix}-{message_id.removeprefix('msg-')}"
+
+
+def outbox_path(agency: AgencyId) -> Path:
+    """The agency's durable outbox and processed-release store, in the data directory
+    (``SIGBUS_DATA_DIR``); a sending command and ``serve`` share it."""
+    return config.data_dir(None) / f"outbox-{agency}.sqlite"
 
 
 def read_personnummer(value: str | None) -> str:
@@ -128,16 +181,39 @@ def assertion(statute: str | None, evidence_id: str | None) -> StatutoryAssertio
 
 
 def run_with_adapter(
-    agency: AgencyId, nats: str | None, keys: Path | None, action: Callable[[Adapter], Awaitable[T]]
+    agency: AgencyId,
+    nats: str | None,
+    keys: Path | None,
+    action: Callable[[Adapter], Awaitable[T]],
+    *,
+    outbox: bool = False,
+    wait_for_nats: bool = False,
 ) -> T:
-    """Connect as ``agency``, run ``action``, close; errors become a clear exit 2."""
+    """Connect as ``agency`` (with its durable outbox if ``outbox``; retrying an
+    unreachable NATS with bounded backoff, forever, if ``wait_for_nats``), run
+    ``action``, close; errors become a clear exit 2."""
 
     async def main() -> T:
         setup = agency_setup(agency, config.keys_dir(keys))
-        adapter = await setup.connect(config.nats_url(nats))
+        url = config.nats_url(nats)
+        backoff = Backoff()
+        while True:
+            try:
+                adapter = await setup.connect(url)
+                break
+            except NatsUnreachable:
+                if not wait_for_nats:
+                    raise
+                delay = backoff.next()
+                log.warning("nats_unreachable", agency=agency, retry_in_s=delay)
+                await asyncio.sleep(delay)
         try:
+            if outbox:
+                adapter.outbox = Outbox(outbox_path(agency))
             return await action(adapter)
         finally:
+            if adapter.outbox is not None:
+                adapter.outbox.close()
             await adapter.close()
 
     try:
@@ -163,19 +239,44 @@ def send(
     wait: bool = True,
     timeout: float = DEFAULT_WAIT_S,
     withdrawal: bool = False,
+    message_id: str | None = None,
 ) -> None:
-    """Send, then (unless ``wait`` is off) print the hub's decision and exit non-zero
-    on any deny (:data:`EXIT_DENIED`) or on no decision in time (:data:`EXIT_NO_DECISION`)."""
+    """Send through the agency's outbox, then (unless ``wait`` is off) print the hub's
+    decision and exit non-zero on any deny (:data:`EXIT_DENIED`) or on no decision in
+    time (:data:`EXIT_NO_DECISION`). A ``message_id`` sent before with the same content
+    is not sent again: the command prints the earlier outcome."""
+
+    chosen_id = message_id or new_opaque_id("msg")
 
     async def action(adapter: Adapter) -> tuple[str, DecisionNotice | None]:
-        message_id = await adapter.send(
-            message_type, body, case_ref=case_ref, recipients=tuple(to), assertion=asserted
-        )
-        typer.echo(f"sent {message_type.value} {message_id}")
-        notice = await adapter.await_notice(message_id, timeout=timeout) if wait else None
-        return message_id, notice
+        assert adapter.outbox is not None
+        earlier = adapter.outbox.get(chosen_id)
+        try:
+            sent_id = await adapter.send(
+                message_type,
+                body,
+                case_ref=case_ref,
+                recipients=tuple(to),
+                assertion=asserted,
+                message_id=chosen_id,
+            )
+        except PublishFailed as e:
+            # On disk in the outbox: a retry under a new id would send it twice.
+            typer.echo(
+                f"error: {e}. It is kept in the outbox as {chosen_id}: `sigbus {agency} "
+                f"serve` delivers it when the bus takes it, or retry with --message-id "
+                f"{chosen_id}, never under a new id",
+                err=True,
+            )
+            raise typer.Exit(EXIT_NO_DECISION) from e
+        if earlier is not None and earlier.delivered:
+            typer.echo(f"already sent {message_type.value} {sent_id}: a retry, not sent again")
+        else:
+            typer.echo(f"sent {message_type.value} {sent_id}")
+        notice = await adapter.await_notice(sent_id, timeout=timeout) if wait else None
+        return sent_id, notice
 
-    message_id, notice = run_with_adapter(agency, nats, keys, action)
+    message_id, notice = run_with_adapter(agency, nats, keys, action, outbox=True)
     if not wait:
         typer.echo(
             f"not waiting for the hub's decision (--no-wait); `sigbus {agency} inbox` shows it"
@@ -220,7 +321,7 @@ def load_case_system(spec: str, out: Path | None) -> CaseSystem:
     """
     module_name, _, class_name = spec.partition(":")
     if not module_name or not class_name:
-        raise typer.BadParameter("--case-system takes module:Class")
+        raise typer.BadParameter("--sink takes module:Class")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as e:
@@ -285,13 +386,24 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
     def serve(
         out: Annotated[
             Path | None,
-            typer.Option(help="0600 JSONL file standing in for the case system"),
+            typer.Option(
+                help="directory drop: one 0600 JSON file per release, named by its release id"
+            ),
         ] = None,
-        case_system: Annotated[
+        webhook: Annotated[
             str | None,
             typer.Option(
+                help="POST each release as JSON to this https:// URL (http:// on loopback "
+                "only), retried with backoff, idempotent by the Idempotency-Key header"
+            ),
+        ] = None,
+        sink_class: Annotated[
+            str | None,
+            typer.Option(
+                "--sink",
                 "--case-system",
-                help="your CaseSystem implementation as module:Class (built with --out if given)",
+                help="your CaseSystem implementation as module:Class (built with --out if "
+                "given; docs/operations.md, Sinks)",
             ),
         ] = None,
         nats: NatsOpt = None,
@@ -304,22 +416,36 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
             ),
         ] = None,
     ) -> None:
-        """Run the adapter: receive into the case system and witness the hub's log.
-        Decision notices are logged as ``decision_notice`` events, never delivered."""
-        if case_system is None and out is None:
-            raise typer.BadParameter("give --out FILE or --case-system module:Class")
-        sink = load_case_system(case_system, out) if case_system else JsonlCaseSystem(out)  # type: ignore[arg-type]
+        """Run the adapter: deliver the outbox, receive into the case system (exactly
+        once, through the processed-release store) and witness the hub's log. Rides out
+        NATS outages and waits for the hub. Decision notices are logged as
+        ``decision_notice`` events, never delivered."""
+        if sum(x is not None for x in (webhook, sink_class)) > 1 or (
+            webhook is not None and out is not None
+        ):
+            raise typer.BadParameter("give one of --out DIR, --webhook URL, --sink module:Class")
+        sink: CaseSystem
+        if sink_class is not None:
+            sink = load_case_system(sink_class, out)
+        elif webhook is not None:
+            try:
+                sink = WebhookCaseSystem(webhook)
+            except SigbusError as e:
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(EXIT_ERROR) from e
+        elif out is not None:
+            sink = DirectoryCaseSystem(out)
+        else:
+            raise typer.BadParameter("give --out DIR, --webhook URL or --sink module:Class")
         default_state = (out.parent if out else config.data_dir(None)) / f"witness-{agency}.json"
         state = witness_state or default_state
         state.parent.mkdir(parents=True, exist_ok=True)
 
         async def action(adapter: Adapter) -> None:
             witness = WitnessRunner(adapter, state_path=state)
-            while True:
-                await adapter.receive(sink.deliver, timeout=5.0)
-                await witness.run_once(timeout=0.2)
+            await adapter.serve(sink.deliver, also=lambda: witness.run_once(timeout=0.2))
 
-        run_with_adapter(agency, nats, keys, action)
+        run_with_adapter(agency, nats, keys, action, outbox=True, wait_for_nats=True)
 
 
 def add_refer_command(app: typer.Typer, profile: AgencyProfile, lead: AgencyId) -> None:
@@ -346,6 +472,7 @@ def add_refer_command(app: typer.Typer, profile: AgencyProfile, lead: AgencyId) 
         keys: KeysOpt = None,
         wait: WaitOpt = True,
         timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        message_id: MessageIdOpt = None,
     ) -> None:
         """Refer a young person to social services (the statute the profile names for --kind)."""
         if kind not in profile.referrals:
@@ -369,6 +496,7 @@ def add_refer_command(app: typer.Typer, profile: AgencyProfile, lead: AgencyId) 
             asserted=asserted,
             wait=wait,
             timeout=timeout,
+            message_id=message_id,
         )
 
 
@@ -391,6 +519,7 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         commitment_id: Annotated[str | None, typer.Option()] = None,
         statute: StatuteOpt = None,
         evidence_id: EvidenceOpt = None,
+        message_id: MessageIdOpt = None,
     ) -> None:
         """Commit to a plan action in the individuell åtgärdsplan (individual action plan)."""
         if action not in profile.actions:
@@ -398,7 +527,7 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
                 f"this agency commits to: {', '.join(a.value for a in profile.actions)}"
             )
         body = PlanCommitment(
-            commitment_id=commitment_id or new_opaque_id("cm", 16),
+            commitment_id=commitment_id or derived_id("cm", message_id, 16),
             responsible_agency=agency,
             action=action,
             owner_function=owner,
@@ -416,6 +545,7 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             asserted=asserted,
             wait=wait,
             timeout=timeout,
+            message_id=message_id,
         )
 
     @app.command()
@@ -431,6 +561,7 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         timeout: TimeoutOpt = DEFAULT_WAIT_S,
         statute: StatuteOpt = None,
         evidence_id: EvidenceOpt = None,
+        message_id: MessageIdOpt = None,
     ) -> None:
         """Report the status of a commitment (done / in_progress / not_done + reason)."""
         body = CommitmentStatus(
@@ -448,4 +579,5 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             asserted=asserted,
             wait=wait,
             timeout=timeout,
+            message_id=message_id,
         )

@@ -19,3 +19,7 @@ class ReleaseRejected(AdapterError):
 
 class NoticeRejected(AdapterError):
     """A decision notice failed verification: a security event, never believed."""
+
+
+class CaseSystemError(AdapterError):
+    """The case system (a sink) did not take a release: it stays unacked, redelivered later."""

@@ -32,11 +32,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, ServiceUnavailableError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 from pydantic import ValidationError
 
 from sigbus.agents.errors import NoticeRejected, PublishFailed, ReleaseRejected
-from sigbus.agents.outbox import Outbox, OutboxItem, content_digest
+from sigbus.agents.outbox import Outbox, OutboxError, OutboxItem, content_digest
 from sigbus.protocol.directory import Directory
 from sigbus.protocol.envelope import (
     Envelope,
@@ -69,7 +69,7 @@ from sigbus.protocol.subjects import (
     service_subject,
     urgent_subject,
 )
-from sigbus.transport.bus import connect
+from sigbus.transport.bus import Backoff, connect
 from sigbus.transport.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.adapter")
@@ -128,6 +128,8 @@ class Adapter:
         self.log = log.bind(agency=self.agency)
         #: The durable outbox and processed-release store; None: sends go straight out.
         self.outbox: Outbox | None = None
+        #: Set while the hub's streams or our consumer are missing (logged once).
+        self._waiting_for_streams = False
 
     @classmethod
     async def connect(
@@ -445,16 +447,57 @@ class Adapter:
             msgs = await sub.fetch(max_messages, timeout=timeout)
         except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
             return 0
-        except ServiceUnavailableError:
-            # The hub makes each agency's consumer when it first sees the agency in
-            # the directory; until then there is nothing to fetch, and nothing lost.
-            self.log.warning("inbox_not_provisioned_yet")
+        except (ServiceUnavailableError, NotFoundError):
+            # The hub makes the streams and each agency's consumer when it starts and
+            # when it first sees the agency in the directory; until then there is
+            # nothing to fetch, and nothing lost: wait, logged once.
+            if not self._waiting_for_streams:
+                self.log.warning("waiting_for_streams")
+                self._waiting_for_streams = True
             await asyncio.sleep(timeout)
             return 0
+        if self._waiting_for_streams:
+            self.log.warning("streams_ready")  # closes the waiting_for_streams above
+            self._waiting_for_streams = False
         handled = 0
         for msg in msgs:
             handled += await self._deliver(msg, handler, on_notice)
         return handled
+
+    async def serve(
+        self,
+        handler: Handler,
+        *,
+        also: Callable[[], Awaitable[object]] | None = None,
+        stop: asyncio.Event | None = None,
+        receive_timeout: float = 2.0,
+    ) -> None:
+        """The adapter's loop until ``stop``: deliver what waits in the outbox, hand
+        what is released to ``handler``, then run ``also`` (the witness). A transport
+        fault (NATS down, restarting, the hub not up yet, a full backlog, a busy
+        outbox) is logged and retried with bounded exponential backoff, forever;
+        anything else (a fork, a security refusal) ends the loop loudly."""
+        backoff = Backoff()
+        while stop is None or not stop.is_set():
+            try:
+                await self.flush()
+                await self.receive(handler, timeout=receive_timeout)
+                if also is not None:
+                    await also()
+            except (ServiceUnavailableError, NotFoundError):
+                # A stream or consumer the hub makes is missing (a publish or the witness
+                # found no responder): the hub is not up yet.
+                if not self._waiting_for_streams:
+                    self.log.warning("waiting_for_streams")
+                    self._waiting_for_streams = True
+                await asyncio.sleep(backoff.next())
+                continue
+            except (NatsError, TimeoutError, asyncio.TimeoutError, PublishFailed, OutboxError) as e:  # noqa: UP041
+                delay = backoff.next()
+                self.log.warning("serve_retry", error=type(e).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
 
     async def _deliver(self, msg: Msg, handler: Handler, on_notice: NoticeHandler | None) -> int:
         try:

@@ -25,13 +25,37 @@ from nats.js.errors import NotFoundError
 
 from sigbus.protocol import subjects as s
 from sigbus.protocol.ids import AgencyId
-from sigbus.transport.errors import TransportError
+from sigbus.transport.errors import NatsUnreachable, TransportError
 from sigbus.transport.natsauth import NatsCredentials, inbox_prefix
 
 log = structlog.get_logger("sigbus.bus")
 
 DAY_S = 86_400.0
 CONNECT_DEADLINE_S = 10.0
+#: Reconnect pacing: nats-py waits this long between tries of one server, forever
+#: (max_reconnect_attempts=-1); a process rides out an outage of any length.
+RECONNECT_WAIT_S = 1
+#: Bounded exponential backoff for a loop that retries after a transport error.
+BACKOFF_FIRST_S = 0.25
+BACKOFF_CAP_S = 8.0
+
+
+class Backoff:
+    """Exponential backoff from :data:`BACKOFF_FIRST_S`, doubling up to ``cap``; reset
+    after a success."""
+
+    def __init__(self, first: float = BACKOFF_FIRST_S, cap: float = BACKOFF_CAP_S) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
 #: How many of one agency's messages may wait undecided in the ingress stream.
 #: One more is refused at the bus (JetStream's per-subject limit, discard new), so
 #: a flooding agency holds at most this many messages ahead of anyone else's:
@@ -133,7 +157,8 @@ async def connect(url: str, *, name: str, creds: NatsCredentials) -> Client:
         await report(e)
 
     async def reconnected() -> None:
-        clog.info("nats_reconnected")
+        # As loud as the disconnect: who saw the incident open sees it close.
+        clog.warning("nats_reconnected")
 
     tls = creds.tls_context()
     if tls is None and not creds.insecure_dev:
@@ -151,6 +176,7 @@ async def connect(url: str, *, name: str, creds: NatsCredentials) -> Client:
                 disconnected_cb=disconnected,
                 reconnected_cb=reconnected,
                 max_reconnect_attempts=-1,  # the default (60) gives up; a hub must not
+                reconnect_time_wait=RECONNECT_WAIT_S,
                 connect_timeout=5,
                 allow_reconnect=True,
             ),
@@ -159,7 +185,7 @@ async def connect(url: str, *, name: str, creds: NatsCredentials) -> Client:
     except (NatsError, OSError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
         with contextlib.suppress(NatsError):
             await nc.close()
-        raise TransportError(f"cannot connect to NATS as {name}") from e
+        raise NatsUnreachable(f"cannot connect to NATS as {name}") from e
     return nc
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sigbus.protocol.errors import SigbusError
 
-__all__ = ["ConfigError", "ServerError", "SigbusError", "TransportError"]
+__all__ = ["ConfigError", "NatsUnreachable", "ServerError", "SigbusError", "TransportError"]
 
 
 
@@ -19,3 +19,8 @@ class ServerError(SigbusError):
 
 class TransportError(SigbusError):
     """Publishing to or consuming from NATS failed after retries."""
+
+
+class NatsUnreachable(TransportError):
+    """No NATS connection within the deadline (down, restarting, or refusing us):
+    a long-running adapter retries it, a one-shot command exits."""

@@ -226,6 +226,16 @@ class EmbeddedNats:
         self._start(port)
         log.info("nats_server_restarted_for_new_account", pid=self.pid)
 
+    def stop_for_restart(self) -> int:
+        """Stop as in an outage; :meth:`start_again` on the returned port and the same
+        store is what clients see of a nats-server restart (JetStream keeps its streams)."""
+        port = int(self.url.rsplit(":", 1)[1])
+        self.stop()
+        return port
+
+    def start_again(self, port: int) -> str:
+        return self._start(port)
+
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None

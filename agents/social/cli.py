@@ -15,6 +15,7 @@ from sigbus.agents.cli_common import (
     CaseOpt,
     EvidenceOpt,
     KeysOpt,
+    MessageIdOpt,
     NatsOpt,
     PnrOpt,
     StatuteOpt,
@@ -22,13 +23,14 @@ from sigbus.agents.cli_common import (
     ToOpt,
     WaitOpt,
     assertion,
+    derived_id,
     directory_agencies,
     read_personnummer,
     send,
 )
 from sigbus.agents.social.consent import consent_given, consent_withdrawn
 from sigbus.protocol.codes import AgendaItem, ConsenterRole, PlaceCode
-from sigbus.protocol.ids import MessageType, new_opaque_id
+from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import CaseInvitation, CaseOpened, ConsentEvent, MeetingNotice
 from sigbus.protocol.profiles import AgencyProfile
 
@@ -84,6 +86,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         wait: bool,
         timeout: float,
         withdrawal: bool = False,
+        message_id: str | None = None,
     ) -> None:
         send(
             agency,
@@ -96,6 +99,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             wait=wait,
             timeout=timeout,
             withdrawal=withdrawal,
+            message_id=message_id,
         )
 
     @case_app.command("open")
@@ -111,9 +115,10 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         keys: KeysOpt = None,
         wait: WaitOpt = True,
         timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        message_id: MessageIdOpt = None,
     ) -> None:
         """Open a SIG case at the hub. Prints the case ref to use from now on."""
-        case_ref = case or new_opaque_id("case", 12)
+        case_ref = case or derived_id("case", message_id, 12)
         body = CaseOpened(
             personnummer=read_personnummer(personnummer),
             guardians_with_custody=tuple(guardian),
@@ -129,6 +134,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             to=[],
             wait=wait,
             timeout=timeout,
+            message_id=message_id,
         )
         typer.echo(f"case {case_ref}")
 
@@ -151,10 +157,11 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         keys: KeysOpt = None,
         wait: WaitOpt = True,
         timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        message_id: MessageIdOpt = None,
     ) -> None:
         """Record a written, scoped samtycke given by the young person or a guardian."""
         role = _role(young_person, guardian)
-        cid = consent_id or new_opaque_id("consent", 16)
+        cid = consent_id or derived_id("consent", message_id, 16)
         listed = None if discloser and recipient else directory_agencies(keys)
         body = consent_given(
             cid,
@@ -169,7 +176,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             evidence_sha256=hashlib.sha256(evidence.read_bytes()).hexdigest(),
             recorded_by=recorded_by,
         )
-        record_consent(body, case, nats, keys, wait=wait, timeout=timeout)
+        record_consent(body, case, nats, keys, wait=wait, timeout=timeout, message_id=message_id)
         typer.echo(f"consent {cid}")
 
     @consent_app.command("withdraw")
@@ -183,6 +190,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         keys: KeysOpt = None,
         wait: WaitOpt = True,
         timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        message_id: MessageIdOpt = None,
     ) -> None:
         """Record that the consenter withdrew samtycke. Sharing stops at once; if the hub
         refuses the withdrawal (exit 1), it is NOT applied and sharing continues."""
@@ -193,7 +201,16 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             acted_at=datetime.now(UTC),
             recorded_by=recorded_by,
         )
-        record_consent(body, case, nats, keys, wait=wait, timeout=timeout, withdrawal=True)
+        record_consent(
+            body,
+            case,
+            nats,
+            keys,
+            wait=wait,
+            timeout=timeout,
+            withdrawal=True,
+            message_id=message_id,
+        )
 
     @app.command()
     def invite(
@@ -210,6 +227,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         timeout: TimeoutOpt = DEFAULT_WAIT_S,
         statute: StatuteOpt = None,
         evidence_id: EvidenceOpt = None,
+        message_id: MessageIdOpt = None,
     ) -> None:
         """Invite parties to the case (released only with consent, or a statute you assert)."""
         body = CaseInvitation(
@@ -229,6 +247,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             asserted=asserted,
             wait=wait,
             timeout=timeout,
+            message_id=message_id,
         )
 
     @app.command()
@@ -244,6 +263,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         timeout: TimeoutOpt = DEFAULT_WAIT_S,
         statute: StatuteOpt = None,
         evidence_id: EvidenceOpt = None,
+        message_id: MessageIdOpt = None,
     ) -> None:
         """Call an individual meeting (agenda as codes)."""
         body = MeetingNotice(
@@ -261,4 +281,5 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             asserted=asserted,
             wait=wait,
             timeout=timeout,
+            message_id=message_id,
         )

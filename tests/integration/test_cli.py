@@ -218,7 +218,7 @@ class Recorder:
 """
 
 
-@pytest.mark.parametrize("own_class", [False, True], ids=["jsonl", "case-system-class"])
+@pytest.mark.parametrize("own_class", [False, True], ids=["directory-drop", "sink-class"])
 def test_serve_delivers_into_the_case_system_and_witnesses_the_log(
     tmp_path: Path, own_class: bool
 ) -> None:
@@ -226,9 +226,9 @@ def test_serve_delivers_into_the_case_system_and_witnesses_the_log(
     up, url = start_up(data)
     serve = None
     try:
-        out = tmp_path / "social-casesystem.jsonl"
+        out = tmp_path / ("social-casesystem.jsonl" if own_class else "social-drop")
         (tmp_path / "agencycs.py").write_text(OWN_CASE_SYSTEM)
-        chosen = ["--case-system", "agencycs:Recorder"] if own_class else []
+        chosen = ["--sink", "agencycs:Recorder"] if own_class else []
         serve = subprocess.Popen(
             [*SIGBUS, "social", "serve", "--nats", url, "--out", str(out), *chosen],
             cwd=REPO,
@@ -249,14 +249,18 @@ def test_serve_delivers_into_the_case_system_and_witnesses_the_log(
         )
         assert refer.returncode == 0, refer.stderr
         witness = tmp_path / "witness-social.json"
-        wait_for(lambda: out.exists() and witness.exists(), 30)
-        assert out.exists(), "nothing delivered to the case system"
-        delivered = json.loads(out.read_text().splitlines()[0])
+        dropped = (lambda: out.exists()) if own_class else (lambda: any(out.glob("*.json")))
+        wait_for(lambda: dropped() and witness.exists(), 30)
+        assert dropped(), "nothing delivered to the case system"
         if own_class:
+            delivered = json.loads(out.read_text().splitlines()[0])
             assert delivered["kind"] == "lul_6_notification"
         else:
+            [file] = out.glob("*.json")
+            delivered = json.loads(file.read_text())
             assert delivered["body"]["personnummer"] == "20100315-9801"  # inside the agency
-            assert oct(out.stat().st_mode & 0o777) == "0o600"
+            assert file.name == f"{delivered['release']['release_id']}.json"
+            assert oct(file.stat().st_mode & 0o777) == "0o600"
         assert witness.exists(), "the adapter did not cosign a checkpoint"
         assert "sigbus/dev/disclosure-log" in witness.read_text()
     finally:

@@ -134,7 +134,7 @@ def witnesses_cosign(session: Session, case_systems: Path, size: int) -> None:
     running = []
     for agency in WITNESSES:
         log = (session.outputs / f"serve-{agency}.stderr").open("wb")
-        command = [*SIGBUS, agency, "serve", "--out", str(case_systems / f"{agency}.jsonl")]
+        command = [*SIGBUS, agency, "serve", "--out", str(case_systems / f"{agency}-received")]
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log, env=session.env())
         running.append((process, log))
     try:
