@@ -29,6 +29,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from sigbus.audit.errors import AuditError
+from sigbus.audit.extract import build_extract
 from sigbus.console.auth import (
     SESSION_COOKIE,
     Role,
@@ -37,6 +39,14 @@ from sigbus.console.auth import (
     Throttle,
     UsersFile,
     load_secret,
+)
+from sigbus.console.extract import (
+    ExtractCache,
+    Kept,
+    about_person,
+    checkpoint_summary,
+    extract_pdf,
+    extract_rows,
 )
 from sigbus.console.i18n import DEFAULT_LANG, LANGS, t
 from sigbus.console.shaping import (
@@ -50,6 +60,7 @@ from sigbus.console.shaping import (
 )
 from sigbus.console.source import AccessLog, Source
 from sigbus.policy.rules import Rules, default_rules
+from sigbus.protocol.personnummer import PersonnummerError
 
 log = structlog.get_logger("sigbus.console")
 
@@ -61,6 +72,7 @@ MAX_FORM = 4096
 CASE_ROLES = frozenset({Role.COORDINATOR, Role.COMPLIANCE})
 LOG_ROLES = frozenset({Role.COMPLIANCE, Role.AUDITOR})
 CASE_LOG_ROLES = frozenset({Role.COMPLIANCE})
+EXTRACT_ROLES = frozenset({Role.COMPLIANCE})
 
 #: Served from /console.css: the pages' Content-Security-Policy allows no inline style.
 STYLESHEET = (resources.files("sigbus.console") / "templates" / "console.css").read_text()
@@ -81,6 +93,9 @@ class Console:
     rules: Rules
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     throttle: Throttle = field(default_factory=Throttle)
+    #: The hub's pseudonym key, to find a person's entries for an extract (None: no extracts).
+    pseudonym_key: bytes | None = None
+    extracts: ExtractCache = field(default_factory=ExtractCache)
 
 
 def _lang(request: Request) -> str:
@@ -301,6 +316,94 @@ def make_app(console: Console) -> Starlette:
         snap = await console.source.snapshot()
         return _page(request, "status.html", session=session, s=snap.status)
 
+    async def extract_form(request: Request, console: Console, session: Session) -> Response:
+        return _page(request, "extract_form.html", session=session, error=None)
+
+    async def extract_post(request: Request, console: Console, session: Session) -> Response:
+        form = await _form(request)
+        if console.pseudonym_key is None:
+            return _page(
+                request, "extract_form.html", session=session, status=503, error="extract_failed"
+            )
+        try:
+            is_about = about_person(form.get("personnummer", "").strip(), console.pseudonym_key)
+        except PersonnummerError:
+            log.info("console_extract_refused", user=session.user, reason="bad_personnummer")
+            return _page(
+                request, "extract_form.html", session=session, status=400, error="bad_personnummer"
+            )
+        snap = await console.source.snapshot()
+        if snap.note is None or snap.log_key is None:
+            return _page(
+                request, "extract_form.html", session=session, status=503, error="extract_failed"
+            )
+        try:
+            extract = build_extract(
+                snap.note, snap.leaves, snap.cosignatures, log_key=snap.log_key, is_about=is_about
+            )
+        except AuditError as e:
+            log.error("console_extract_failed", user=session.user, error=str(e))
+            return _page(
+                request, "extract_form.html", session=session, status=503, error="extract_failed"
+            )
+        scopes = tuple(sorted({x.entry.case_ref or x.entry.message_id for x in extract.lines}))
+        token = console.extracts.put(Kept(session.user, extract, console.clock(), scopes))
+        log.info("console_extract", user=session.user, lines=len(extract.lines), size=extract.size)
+        return RedirectResponse(f"/extract/{token}", status_code=303)
+
+    def _kept(request: Request, console: Console, session: Session, view: str) -> Kept | None:
+        kept = console.extracts.get(request.path_params["token"], session.user, console.clock())
+        if kept is not None:
+            console.access.record(
+                user=session.user,
+                role=session.role.value,
+                view=view,
+                case_ref=",".join(kept.case_refs) or "-",
+                at=console.clock(),
+            )
+        return kept
+
+    async def extract_view(request: Request, console: Console, session: Session) -> Response:
+        kept = _kept(request, console, session, "extract")
+        if kept is None:
+            return _page(
+                request, "error.html", session=session, status=404, message="expired_extract"
+            )
+        size, root = checkpoint_summary(kept.extract)
+        return _page(
+            request,
+            "extract.html",
+            session=session,
+            token=request.path_params["token"],
+            rows=extract_rows(kept.extract, console.rules, _lang(request)),
+            size=size,
+            root=root,
+            origin=kept.extract.origin,
+            checkpoint=kept.extract.checkpoint,
+            produced_at=kept.produced_at.strftime("%Y-%m-%d %H:%M %Z"),
+        )
+
+    async def extract_download(request: Request, console: Console, session: Session) -> Response:
+        kind = request.path_params["kind"]
+        if kind not in ("pdf", "json"):
+            return _page(request, "error.html", session=session, status=404, message="not_found")
+        kept = _kept(request, console, session, f"extract_{kind}")
+        if kept is None:
+            return _page(
+                request, "error.html", session=session, status=404, message="expired_extract"
+            )
+        headers = {
+            "Cache-Control": "no-store",
+            "Content-Disposition": f'attachment; filename="registerutdrag.{kind}"',
+        }
+        if kind == "pdf":
+            body = extract_pdf(kept.extract, console.rules, _lang(request), kept.produced_at)
+            return Response(body, media_type="application/pdf", headers=headers)
+        return Response(kept.extract.to_json(), media_type="application/json", headers=headers)
+
+    async def extract_help(request: Request, console: Console, session: Session) -> Response:
+        return _page(request, "extract_help.html", session=session)
+
     return Starlette(
         routes=[
             Route("/console.css", stylesheet, methods=["GET"]),
@@ -312,12 +415,20 @@ def make_app(console: Console) -> Starlette:
             Route("/cases/{ref}", _guarded(console, CASE_ROLES, case)),
             Route("/log", _guarded(console, LOG_ROLES, log_view)),
             Route("/status", _guarded(console, LOG_ROLES, status)),
+            Route("/extract", _guarded(console, EXTRACT_ROLES, extract_form), methods=["GET"]),
+            Route("/extract", _guarded(console, EXTRACT_ROLES, extract_post), methods=["POST"]),
+            Route("/extract-help", _guarded(console, frozenset(Role), extract_help)),
+            Route("/extract/{token}", _guarded(console, EXTRACT_ROLES, extract_view)),
+            Route("/extract/{token}/{kind}", _guarded(console, EXTRACT_ROLES, extract_download)),
         ]
     )
 
 
-def console_for(data_dir: Path, source: Source, rules: Rules | None = None) -> Console:
+def console_for(
+    data_dir: Path, source: Source, rules: Rules | None = None, pseudonym_key: bytes | None = None
+) -> Console:
     return Console(
+        pseudonym_key=pseudonym_key,
         users=UsersFile(data_dir / "console-users.json"),
         sessions=Sessions(load_secret(data_dir / "console-secret")),
         source=source,

@@ -74,6 +74,43 @@ STRINGS: dict[str, dict[str, str]] = {
     "expired": {"sv": "utgånget", "en": "expired"},
     "young_person": {"sv": "den unge", "en": "the young person"},
     "guardian": {"sv": "vårdnadshavare", "en": "guardian"},
+    "unknown": {"sv": "okänd", "en": "unknown"},
+    "extract": {"sv": "Registerutdrag", "en": "Disclosure extract"},
+    "extract_intro": {
+        "sv": "Utdrag enligt artikel 15 i dataskyddsförordningen: varje utlämnande och varje "
+        "nekat utlämnande om en person, med bevis på att posten finns i den signerade loggen.",
+        "en": "Extract under article 15 of the GDPR: every disclosure and every refused "
+        "disclosure about one person, each with proof that it is in the signed log.",
+    },
+    "personnummer": {
+        "sv": "Personnummer (ÅÅÅÅMMDD-NNNN)",
+        "en": "Personal identity number (YYYYMMDD-NNNN)",
+    },
+    "make_extract": {"sv": "Ta fram utdrag", "en": "Produce extract"},
+    "bad_personnummer": {"sv": "Ogiltigt personnummer", "en": "Invalid personal identity number"},
+    "extract_failed": {
+        "sv": "Loggen stämmer inte med sin kontrollpunkt: inget utdrag",
+        "en": "The log does not match its checkpoint: no extract",
+    },
+    "lines": {"sv": "rader", "en": "lines"},
+    "category": {"sv": "Kategori", "en": "Category"},
+    "consent_by": {"sv": "Samtycke lämnat av", "en": "Consent given by"},
+    "log_index": {"sv": "Loggindex", "en": "Log index"},
+    "leaf_hash": {"sv": "Lövhash", "en": "Leaf hash"},
+    "proof": {"sv": "Inklusionsbevis", "en": "Inclusion proof"},
+    "verified_against": {"sv": "Verifierat mot kontrollpunkt", "en": "Verified against checkpoint"},
+    "download_pdf": {"sv": "Ladda ner som PDF", "en": "Download as PDF"},
+    "download_json": {
+        "sv": "Ladda ner som JSON (för verifiering)",
+        "en": "Download as JSON (to verify)",
+    },
+    "how_to_verify": {"sv": "Så verifierar du utdraget", "en": "How to verify the extract"},
+    "generated_at": {"sv": "Framtaget", "en": "Produced"},
+    "nodes": {"sv": "noder", "en": "nodes"},
+    "expired_extract": {
+        "sv": "Utdraget finns inte längre: ta fram det igen.",
+        "en": "The extract is no longer kept: produce it again.",
+    },
 }
 
 #: Readable wording of every hub reason code (docs/reason-codes.md) and the policy's.

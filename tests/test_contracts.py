@@ -116,9 +116,7 @@ def body_samples() -> dict[MessageType, list[BaseModel]]:
                 acted_at=NOW - timedelta(minutes=1),
                 evidence_sha256=sha256_hex(b"signed consent form"),
             ),
-            consent_withdrawn(
-                "consent-guardianone", ConsenterRole.GUARDIAN, "vh-1", acted_at=NOW
-            ),
+            consent_withdrawn("consent-guardianone", ConsenterRole.GUARDIAN, "vh-1", acted_at=NOW),
         ],
         MessageType.CASE_INVITATION: [
             CaseInvitation(
@@ -211,8 +209,12 @@ def wire_samples() -> dict[str, list[BaseModel]]:
             decided_at=NOW,
             items=(
                 NoticeItem(recipient="social", outcome=NoticeOutcome.RELEASED, log_index=0),
-                NoticeItem(recipient="school", outcome=NoticeOutcome.DENIED,
-                           reasons=("statute_recipient_not_allowed:lul_6",), log_index=1),
+                NoticeItem(
+                    recipient="school",
+                    outcome=NoticeOutcome.DENIED,
+                    reasons=("statute_recipient_not_allowed:lul_6",),
+                    log_index=1,
+                ),
             ),
             hub_key_id="hub-sig-0123456789abcdef",
         ),
@@ -279,8 +281,10 @@ def test_stale_names_a_changed_and_an_extra_file(tmp_path: Path) -> None:
     assert stale(tmp_path) == []
     (tmp_path / SCHEMA_DIR / "referral.schema.json").write_text("{}", encoding="utf-8")
     (tmp_path / SCHEMA_DIR / "retired.schema.json").write_text("{}", encoding="utf-8")
-    assert stale(tmp_path) == [f"{SCHEMA_DIR}/referral.schema.json",
-                               f"{SCHEMA_DIR}/retired.schema.json"]
+    assert stale(tmp_path) == [
+        f"{SCHEMA_DIR}/referral.schema.json",
+        f"{SCHEMA_DIR}/retired.schema.json",
+    ]
 
 
 def test_every_message_type_has_a_schema_and_a_sample(
@@ -332,7 +336,10 @@ def test_every_subject_of_protocol_subjects_is_an_asyncapi_channel() -> None:
     addresses = {c["address"] for c in document["channels"].values()}
     functions = _subject_functions()
     assert set(functions) == {
-        "ingress_subject", "service_subject", "inbox_subject", "cosignature_subject",
+        "ingress_subject",
+        "service_subject",
+        "inbox_subject",
+        "cosignature_subject",
         "gossip_subject",
     }
     for name, function in functions.items():
@@ -432,7 +439,11 @@ def _ajv(schema_list: list[dict[str, Any]], cases: list[tuple[str, Any]]) -> lis
     result = subprocess.run(
         ["node", "-e", AJV_SCRIPT],
         input=json.dumps({"schemas": schema_list, "cases": cases}),
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     verdicts: list[str] = json.loads(result.stdout)
@@ -482,8 +493,13 @@ def test_asyncapi_document_validates_against_the_asyncapi_3_schema() -> None:
     broken["operations"]["send_envelope"]["action"] = "publish"  # AsyncAPI 2 wording
     env = {**os.environ, "NODE_PATH": str(NODE_MODULES)}
     result = subprocess.run(
-        ["node", "-e", ASYNCAPI_SCRIPT], input=json.dumps([document, broken]),
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        ["node", "-e", ASYNCAPI_SCRIPT],
+        input=json.dumps([document, broken]),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     good, bad = json.loads(result.stdout)

@@ -40,6 +40,8 @@ def key_from_seed(seed: int) -> Ed25519PrivateKey:
 LOG_KEY = key_from_seed(1)
 POLICE_KEY = key_from_seed(2)
 SCHOOL_KEY = key_from_seed(3)
+
+
 def hybrid_from_seed(seed: int) -> HybridPrivateKey:
     return HybridPrivateKey.from_private_bytes(bytes([seed]) * 64)
 

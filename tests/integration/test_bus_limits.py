@@ -40,12 +40,10 @@ def _police_profile(extra: str) -> bytes:
 def test_limits_come_from_the_profile_and_are_rendered_per_account() -> None:
     limited = parse_profile(_police_profile(POLICE_LIMITS), file_stem=P)
     assert (limited.limits.max_payload, limited.limits.max_connections) == (8192, 2)
-    text = "\n".join(
-        render_authorization(load_directory(DEV_KEYS_DIR), limits={P: limited.limits})
-    )
-    police = text[text.index(f'"{P}": {{'):]
+    text = "\n".join(render_authorization(load_directory(DEV_KEYS_DIR), limits={P: limited.limits}))
+    police = text[text.index(f'"{P}": {{') :]
     assert "max_payload: 8192, max_connections: 2, max_subscriptions: 64" in police
-    school = text[text.index('"school": {'):]
+    school = text[text.index('"school": {') :]
     assert "max_payload: 131072, max_connections: 8" in school  # the defaults
 
 
