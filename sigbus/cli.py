@@ -17,6 +17,7 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
+import sigbus.cli_extract  # noqa: F401  (registers audit extract, verify-extract)
 from sigbus.agents.cli_common import agency_app
 from sigbus.agents.social.cli import add_lead_commands
 from sigbus.audit.errors import AuditError
