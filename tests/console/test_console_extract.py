@@ -3,6 +3,7 @@ JSON that verify, and the personnummer never stored or logged."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from extract_fixtures import (
 from sigbus.audit.extract import verify_extract
 from sigbus.console.app import Console, make_app
 from sigbus.console.auth import Role, Sessions, UsersFile, new_user
+from sigbus.console.findings import FindingsLog
 from sigbus.console.source import AccessLog, Snapshot
 from sigbus.console.status import LogStatus
 from sigbus.policy.rules import default_rules
@@ -40,7 +42,7 @@ class LogSource:
     async def snapshot(self) -> Snapshot:
         data, note, cosigs = signed_log()
         return Snapshot(
-            entries=[],
+            entries=[json.loads(b) for b in data],
             cases={},
             status=LogStatus(len(data), True, True, ("police", "school"), ("police", "school"), 2),
             agencies=("hub", "police", "school", "social"),
@@ -53,10 +55,15 @@ class LogSource:
 
 @pytest.fixture
 def console(tmp_path: Path) -> Console:
+    return make_console(tmp_path)
+
+
+def make_console(tmp_path: Path) -> Console:
     users = UsersFile(tmp_path / "users.json")
     for name, role in (("sam", Role.COORDINATOR), ("gry", Role.COMPLIANCE), ("rev", Role.AUDITOR)):
         users.add(new_user(name, role, PASSWORD))
     return Console(
+        findings=FindingsLog(tmp_path / "findings.jsonl"),
         users=users,
         sessions=Sessions(b"k" * 32),
         source=LogSource(),
