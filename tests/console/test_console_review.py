@@ -46,9 +46,11 @@ def test_the_review_shows_a_reproducible_sample_and_flags_the_statutory_releases
     page = client.get("/review", params=PERIOD)
     assert page.status_code == 200
     assert _indexes(page.text, "sample") == [2, 4, 5, 6, 7, 8]  # every decision: fewer than 10
-    assert _indexes(client.get("/review", params={**PERIOD, "size": "3"}).text, "sample") == (
-        _indexes(client.get("/review", params={**PERIOD, "size": "3"}).text, "sample")
-    )
+    three = [_indexes(client.get("/review", params={**PERIOD, "size": "3"}).text, "sample")]
+    three.append(_indexes(client.get("/review", params={**PERIOD, "size": "3"}).text, "sample"))
+    assert three[0] == three[1]  # the same seed and period: the same sample
+    assert len(three[0]) == 3
+    assert set(three[0]) <= {2, 4, 5, 6, 7, 8}
     statutory = re.findall(
         r"<tr><td>utlämnat med stöd av lag utan samtycke</td><td>police</td><td>(\d+)</td>",
         page.text,
@@ -69,10 +71,7 @@ def test_a_recorded_finding_is_chained_logged_and_shown(console: Console) -> Non
     assert [(r["entry_index"], r["verdict"], r["user"], r["sampled"]) for r in records] == [
         (6, "follow_up", "gry", True)
     ]
-    assert (
-        records[0]["rules"] == ["off_hours", "statutory_release"]
-        or "statutory_release" in (records[0]["rules"])
-    )
+    assert records[0]["rules"] == ["statutory_release"]
     assert check_findings(records) in page.text  # the chain head, to copy into the report
     assert [e["event"] for e in events if e["event"].startswith("console_finding")] == [
         "console_finding"
