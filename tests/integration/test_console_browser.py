@@ -62,6 +62,7 @@ async def test_console_end_to_end_in_chromium(
     world: World, nats_url: str, keys_dir: Path, tmp_path: Path, browser: object
 ) -> None:
     from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.expected_conditions import staleness_of
@@ -184,6 +185,7 @@ async def test_console_end_to_end_in_chromium(
         assert "följs upp" in findings
         assert "fråga polisen om underlaget" in findings
         assert len(browser.find_element(By.ID, "chain-head").text) == 64
+        ActionChains(browser).scroll_to_element(browser.find_element(By.ID, "chain-head")).perform()
         shot("review")
 
         # The disclosure extract for the young person, and its PDF downloaded.
