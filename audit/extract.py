@@ -39,7 +39,7 @@ from sigbus.audit.entry import EntryOutcome, LogEntry, leaf_hash
 from sigbus.audit.errors import AuditError
 from sigbus.audit.merkle import MerkleTree, verify_inclusion
 from sigbus.audit.trust import TrustAnchors
-from sigbus.audit.verify import _quorum_cosignatures, _require_quorum, verify_checkpoint
+from sigbus.audit.verify import quorum_cosigned, verify_checkpoint
 
 EXTRACT_FORMAT = "sigbus-extract/v1"
 #: What an extract lists: the decisions to disclose, released or denied.
@@ -203,8 +203,7 @@ def verify_extract(data: bytes, trust: TrustAnchors) -> VerifiedExtract:
         checkpoint, _ = verify_checkpoint(
             note, origin, [(k.key_id, k.public_key) for k in trust.log_keys]
         )
-        checks, facts = _quorum_cosignatures(checkpoint.body(), cosigs, trust)
-        _require_quorum(checks, facts, checkpoint.size)
+        checks = quorum_cosigned(checkpoint.body(), cosigs, trust)
     except AuditError as e:
         raise ExtractError(str(e)) from e
     if document.get("size") != checkpoint.size:

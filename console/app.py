@@ -332,7 +332,11 @@ def make_app(console: Console) -> Starlette:
         form = await _form(request)
         if console.pseudonym_key is None:
             return _page(
-                request, "extract_form.html", session=session, status=503, error="extract_failed"
+                request,
+                "extract_form.html",
+                session=session,
+                status=503,
+                error="extract_unavailable",
             )
         try:
             is_about = about_person(form.get("personnummer", "").strip(), console.pseudonym_key)
@@ -344,7 +348,11 @@ def make_app(console: Console) -> Starlette:
         snap = await console.source.snapshot()
         if snap.note is None or snap.log_key is None:
             return _page(
-                request, "extract_form.html", session=session, status=503, error="extract_failed"
+                request,
+                "extract_form.html",
+                session=session,
+                status=503,
+                error="extract_unavailable",
             )
         try:
             extract = build_extract(

@@ -92,6 +92,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "sv": "Loggen stämmer inte med sin kontrollpunkt: inget utdrag",
         "en": "The log does not match its checkpoint: no extract",
     },
+    "extract_unavailable": {
+        "sv": "Inget utdrag: loggen har ingen signerad kontrollpunkt ännu",
+        "en": "No extract: the log has no signed checkpoint yet",
+    },
     "lines": {"sv": "rader", "en": "lines"},
     "category": {"sv": "Kategori", "en": "Category"},
     "consent_by": {"sv": "Samtycke lämnat av", "en": "Consent given by"},

@@ -170,3 +170,36 @@ def test_the_extract_help_page_is_in_both_languages(console: Console) -> None:
     assert "verify-extract" in client.get("/extract-help").text
     assert "Så verifierar du" in client.get("/extract-help").text
     assert "How to verify" in client.get("/extract-help?lang=en").text
+
+
+class TamperedSource(LogSource):
+    """The hub's records differ from what its checkpoint signed (a line rewritten)."""
+
+    async def snapshot(self) -> Snapshot:
+        snap = await super().snapshot()
+        leaves = list(snap.leaves)
+        leaves[6] = leaves[6].replace(b'"recipient":"social"', b'"recipient":"school"')
+        return Snapshot(**{**snap.__dict__, "leaves": tuple(leaves)})
+
+
+def test_no_extract_when_the_log_is_not_its_checkpoints_tree(console: Console) -> None:
+    console.source = TamperedSource()
+    client = _client(console, "gry")
+    with capture_logs() as events:
+        response = _extract(client, PERSON_A)
+    assert response.status_code == 503
+    assert "Loggen stämmer inte med sin kontrollpunkt" in response.text
+    assert [e["event"] for e in events if e["log_level"] == "error"] == ["console_extract_failed"]
+    assert console.access.read() == []  # nothing shown, nothing viewed
+
+
+def test_no_extract_before_the_first_checkpoint(console: Console) -> None:
+    class Empty(LogSource):
+        async def snapshot(self) -> Snapshot:
+            snap = await super().snapshot()
+            return Snapshot(**{**snap.__dict__, "note": None})
+
+    console.source = Empty()
+    response = _extract(_client(console, "gry"), PERSON_A)
+    assert response.status_code == 503
+    assert "ingen signerad kontrollpunkt" in response.text
