@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 import structlog
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -414,7 +415,10 @@ def make_app(console: Console) -> Starlette:
             "Content-Disposition": f'attachment; filename="registerutdrag.{kind}"',
         }
         if kind == "pdf":
-            body = extract_pdf(kept.extract, console.rules, _lang(request), kept.produced_at)
+            # fpdf2 lays out ~100 lines a second: off the event loop, so other pages go on.
+            body = await run_in_threadpool(
+                extract_pdf, kept.extract, console.rules, _lang(request), kept.produced_at
+            )
             return Response(body, media_type="application/pdf", headers=headers)
         return Response(kept.extract.to_json(), media_type="application/json", headers=headers)
 
