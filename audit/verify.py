@@ -53,6 +53,7 @@ from sigbus.audit.checkpoint import (
     Checkpoint,
     PublicKey,
     note_body,
+    parse_checkpoint_body,
     public_key_bytes,
     verify_cosignature,
     verify_note,
@@ -535,6 +536,16 @@ def _require_quorum(checks: Sequence[CosignatureCheck], facts: TrustFacts, size:
         f"(counted: {', '.join(c.agency or c.witness for c in checks) or 'none'}; "
         f"never cosigned: {', '.join(facts.missing) or 'none'}; not counted: {not_counted})"
     )
+
+
+def quorum_cosigned(
+    body: str, records: Sequence[object], trust: TrustAnchors
+) -> tuple[CosignatureCheck, ...]:
+    """The distinct trusted witnesses' cosignatures of ``body`` (trailer-shaped records);
+    raises :class:`ExportError` when fewer than the quorum count (also for an extract)."""
+    checks, facts = _quorum_cosignatures(body, records, trust)
+    _require_quorum(checks, facts, parse_checkpoint_body(body).size)
+    return checks
 
 
 def verify_export(

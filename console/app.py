@@ -14,21 +14,26 @@ to the access log before it is shown.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
+from zoneinfo import ZoneInfo
 
 import jinja2
 import structlog
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from sigbus.audit.errors import AuditError
+from sigbus.audit.extract import build_extract
+from sigbus.audit.review import FindingsError, Period, Verdict, anomalies, sample
 from sigbus.console.auth import (
     SESSION_COOKIE,
     Role,
@@ -38,6 +43,15 @@ from sigbus.console.auth import (
     UsersFile,
     load_secret,
 )
+from sigbus.console.extract import (
+    ExtractCache,
+    Kept,
+    about_person,
+    checkpoint_summary,
+    extract_pdf,
+    extract_rows,
+)
+from sigbus.console.findings import MAX_NOTE, FindingsLog
 from sigbus.console.i18n import DEFAULT_LANG, LANGS, t
 from sigbus.console.shaping import (
     FilterError,
@@ -50,6 +64,7 @@ from sigbus.console.shaping import (
 )
 from sigbus.console.source import AccessLog, Source
 from sigbus.policy.rules import Rules, default_rules
+from sigbus.protocol.personnummer import PersonnummerError, contains_personnummer_pattern
 
 log = structlog.get_logger("sigbus.console")
 
@@ -61,6 +76,12 @@ MAX_FORM = 4096
 CASE_ROLES = frozenset({Role.COORDINATOR, Role.COMPLIANCE})
 LOG_ROLES = frozenset({Role.COMPLIANCE, Role.AUDITOR})
 CASE_LOG_ROLES = frozenset({Role.COMPLIANCE})
+EXTRACT_ROLES = frozenset({Role.COMPLIANCE})
+REVIEW_ROLES = frozenset({Role.COMPLIANCE})
+#: Office hours, weekends and the review's default period are Swedish local time.
+REVIEW_TZ = ZoneInfo("Europe/Stockholm")
+DEFAULT_SAMPLE = 10
+MAX_SAMPLE = 200
 
 #: Served from /console.css: the pages' Content-Security-Policy allows no inline style.
 STYLESHEET = (resources.files("sigbus.console") / "templates" / "console.css").read_text()
@@ -81,6 +102,10 @@ class Console:
     rules: Rules
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     throttle: Throttle = field(default_factory=Throttle)
+    #: The hub's pseudonym key, to find a person's entries for an extract (None: no extracts).
+    pseudonym_key: bytes | None = None
+    extracts: ExtractCache = field(default_factory=ExtractCache)
+    findings: FindingsLog | None = None
 
 
 def _lang(request: Request) -> str:
@@ -301,6 +326,256 @@ def make_app(console: Console) -> Starlette:
         snap = await console.source.snapshot()
         return _page(request, "status.html", session=session, s=snap.status)
 
+    async def extract_form(request: Request, console: Console, session: Session) -> Response:
+        return _page(request, "extract_form.html", session=session, error=None)
+
+    async def extract_post(request: Request, console: Console, session: Session) -> Response:
+        form = await _form(request)
+        if console.pseudonym_key is None:
+            return _page(
+                request,
+                "extract_form.html",
+                session=session,
+                status=503,
+                error="extract_unavailable",
+            )
+        try:
+            is_about = about_person(form.get("personnummer", "").strip(), console.pseudonym_key)
+        except PersonnummerError:
+            log.info("console_extract_refused", user=session.user, reason="bad_personnummer")
+            return _page(
+                request, "extract_form.html", session=session, status=400, error="bad_personnummer"
+            )
+        snap = await console.source.snapshot()
+        if snap.note is None or snap.log_key is None:
+            return _page(
+                request,
+                "extract_form.html",
+                session=session,
+                status=503,
+                error="extract_unavailable",
+            )
+        try:
+            extract = build_extract(
+                snap.note, snap.leaves, snap.cosignatures, log_key=snap.log_key, is_about=is_about
+            )
+        except AuditError as e:
+            log.error("console_extract_failed", user=session.user, error=str(e))
+            return _page(
+                request, "extract_form.html", session=session, status=503, error="extract_failed"
+            )
+        scopes = tuple(sorted({x.entry.case_ref or x.entry.message_id for x in extract.lines}))
+        token = console.extracts.put(Kept(session.user, extract, console.clock(), scopes))
+        log.info("console_extract", user=session.user, lines=len(extract.lines), size=extract.size)
+        return RedirectResponse(f"/extract/{token}", status_code=303)
+
+    def _kept(request: Request, console: Console, session: Session, view: str) -> Kept | None:
+        kept = console.extracts.get(request.path_params["token"], session.user, console.clock())
+        if kept is not None:
+            console.access.record(
+                user=session.user,
+                role=session.role.value,
+                view=view,
+                case_ref=",".join(kept.case_refs) or "-",
+                at=console.clock(),
+            )
+        return kept
+
+    async def extract_view(request: Request, console: Console, session: Session) -> Response:
+        kept = _kept(request, console, session, "extract")
+        if kept is None:
+            return _page(
+                request, "error.html", session=session, status=404, message="expired_extract"
+            )
+        size, root = checkpoint_summary(kept.extract)
+        return _page(
+            request,
+            "extract.html",
+            session=session,
+            token=request.path_params["token"],
+            rows=extract_rows(kept.extract, console.rules, _lang(request)),
+            size=size,
+            root=root,
+            origin=kept.extract.origin,
+            checkpoint=kept.extract.checkpoint,
+            produced_at=kept.produced_at.strftime("%Y-%m-%d %H:%M %Z"),
+        )
+
+    async def extract_download(request: Request, console: Console, session: Session) -> Response:
+        kind = request.path_params["kind"]
+        if kind not in ("pdf", "json"):
+            return _page(request, "error.html", session=session, status=404, message="not_found")
+        kept = _kept(request, console, session, f"extract_{kind}")
+        if kept is None:
+            return _page(
+                request, "error.html", session=session, status=404, message="expired_extract"
+            )
+        headers = {
+            "Cache-Control": "no-store",
+            "Content-Disposition": f'attachment; filename="registerutdrag.{kind}"',
+        }
+        if kind == "pdf":
+            # fpdf2 lays out ~100 lines a second: off the event loop, so other pages go on.
+            body = await run_in_threadpool(
+                extract_pdf, kept.extract, console.rules, _lang(request), kept.produced_at
+            )
+            return Response(body, media_type="application/pdf", headers=headers)
+        return Response(kept.extract.to_json(), media_type="application/json", headers=headers)
+
+    def _review_params(console: Console, values: Mapping[str, str]) -> tuple[Period, int, str]:
+        """The period (default: the last seven days), sample size and seed; raises
+        :class:`FilterError` naming a bad field."""
+        today = console.clock().astimezone(REVIEW_TZ).date()
+        days: dict[str, date] = {}
+        for key, default in (("since", today - timedelta(days=6)), ("until", today)):
+            raw = (values.get(key) or "").strip()
+            try:
+                days[key] = date.fromisoformat(raw) if raw else default
+            except ValueError as e:
+                raise FilterError(key) from e
+        raw_size = (values.get("size") or "").strip()
+        if raw_size and not (raw_size.isdigit() and 1 <= int(raw_size) <= MAX_SAMPLE):
+            raise FilterError("size")
+        seed = (values.get("seed") or "").strip() or f"{days['since']}/{days['until']}"
+        if len(seed) > 100:
+            raise FilterError("seed")
+        return Period(days["since"], days["until"]), int(raw_size or DEFAULT_SAMPLE), seed
+
+    async def review(request: Request, console: Console, session: Session) -> Response:
+        try:
+            period, size, seed = _review_params(console, dict(request.query_params))
+        except FilterError as e:
+            return _page(
+                request,
+                "error.html",
+                session=session,
+                status=400,
+                message="bad_filter",
+                detail=e.field,
+            )
+        return await _review_page(request, console, session, period, size, seed)
+
+    async def _review_page(
+        request: Request,
+        console: Console,
+        session: Session,
+        period: Period,
+        size: int,
+        seed: str,
+        status: int = 200,
+        error: str | None = None,
+    ) -> Response:
+        snap = await console.source.snapshot()
+        by_index = {int(e["index"]): e for e in snap.entries}
+        chosen = sample(snap.entries, period, size, seed)
+        parties = {ref: c.parties for ref, c in snap.cases.items()}
+        found = anomalies(snap.entries, period, parties, REVIEW_TZ)
+        console.access.record(
+            user=session.user,
+            role=session.role.value,
+            view="review",
+            case_ref="-",
+            at=console.clock(),
+        )
+        lang = _lang(request)
+        findings = console.findings.read() if console.findings else []
+        try:
+            head = console.findings.head() if console.findings else None
+        except FindingsError:
+            head, error = None, "chain_broken"
+        return _page(
+            request,
+            "review.html",
+            session=session,
+            status=status,
+            error=error,
+            since=period.since.isoformat(),
+            until=period.until.isoformat(),
+            size=size,
+            seed=seed,
+            sample_rows=rows([by_index[i] for i in chosen], console.rules, lang),
+            anomaly_rows=[
+                (t("rule_" + a.rule.value, lang), a.agency, r)
+                for a in found
+                for r in rows([by_index[a.index]], console.rules, lang)
+            ],
+            findings=list(reversed(findings)),
+            head=head,
+            verdicts=[v.value for v in Verdict],
+            max_note=MAX_NOTE,
+        )
+
+    async def record_finding(request: Request, console: Console, session: Session) -> Response:
+        form = await _form(request)
+        try:
+            period, size, seed = _review_params(console, form)
+        except FilterError as e:
+            return _page(
+                request,
+                "error.html",
+                session=session,
+                status=400,
+                message="bad_filter",
+                detail=e.field,
+            )
+        snap = await console.source.snapshot()
+        known = {int(e["index"]) for e in snap.entries}
+        raw_index, note = form.get("index", "").strip(), form.get("note", "").strip()
+        verdict = form.get("verdict", "")
+        if (
+            console.findings is None
+            or not raw_index.isdigit()
+            or int(raw_index) not in known
+            or verdict not in {v.value for v in Verdict}
+            or len(note) > MAX_NOTE
+            or contains_personnummer_pattern(note)
+        ):
+            log.info("console_finding_refused", user=session.user)
+            return await _review_page(
+                request, console, session, period, size, seed, status=400, error="bad_finding"
+            )
+        index = int(raw_index)
+        rules_hit = sorted(
+            a.rule.value
+            for a in anomalies(
+                snap.entries, period, {r: c.parties for r, c in snap.cases.items()}, REVIEW_TZ
+            )
+            if a.index == index
+        )
+        try:
+            record = console.findings.append(
+                {
+                    "at": console.clock().isoformat(),
+                    "user": session.user,
+                    "role": session.role.value,
+                    "entry_index": index,
+                    "verdict": verdict,
+                    "note": note,
+                    "period": f"{period.since}/{period.until}",
+                    "seed": seed,
+                    "sampled": index in sample(snap.entries, period, size, seed),
+                    "rules": rules_hit,
+                }
+            )
+        except FindingsError:
+            return await _review_page(
+                request, console, session, period, size, seed, status=409, error="chain_broken"
+            )
+        log.info(
+            "console_finding",
+            user=session.user,
+            entry_index=index,
+            verdict=verdict,
+            seq=record["seq"],
+        )
+        query = urlencode(
+            {"since": period.since, "until": period.until, "size": size, "seed": seed}
+        )
+        return RedirectResponse(f"/review?{query}", status_code=303)
+
+    async def extract_help(request: Request, console: Console, session: Session) -> Response:
+        return _page(request, "extract_help.html", session=session)
+
     return Starlette(
         routes=[
             Route("/console.css", stylesheet, methods=["GET"]),
@@ -312,12 +587,27 @@ def make_app(console: Console) -> Starlette:
             Route("/cases/{ref}", _guarded(console, CASE_ROLES, case)),
             Route("/log", _guarded(console, LOG_ROLES, log_view)),
             Route("/status", _guarded(console, LOG_ROLES, status)),
+            Route("/extract", _guarded(console, EXTRACT_ROLES, extract_form), methods=["GET"]),
+            Route("/extract", _guarded(console, EXTRACT_ROLES, extract_post), methods=["POST"]),
+            Route("/review", _guarded(console, REVIEW_ROLES, review), methods=["GET"]),
+            Route(
+                "/review/findings",
+                _guarded(console, REVIEW_ROLES, record_finding),
+                methods=["POST"],
+            ),
+            Route("/extract-help", _guarded(console, frozenset(Role), extract_help)),
+            Route("/extract/{token}", _guarded(console, EXTRACT_ROLES, extract_view)),
+            Route("/extract/{token}/{kind}", _guarded(console, EXTRACT_ROLES, extract_download)),
         ]
     )
 
 
-def console_for(data_dir: Path, source: Source, rules: Rules | None = None) -> Console:
+def console_for(
+    data_dir: Path, source: Source, rules: Rules | None = None, pseudonym_key: bytes | None = None
+) -> Console:
     return Console(
+        pseudonym_key=pseudonym_key,
+        findings=FindingsLog(data_dir / "console-findings.jsonl"),
         users=UsersFile(data_dir / "console-users.json"),
         sessions=Sessions(load_secret(data_dir / "console-secret")),
         source=source,

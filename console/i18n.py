@@ -74,6 +74,90 @@ STRINGS: dict[str, dict[str, str]] = {
     "expired": {"sv": "utgånget", "en": "expired"},
     "young_person": {"sv": "den unge", "en": "the young person"},
     "guardian": {"sv": "vårdnadshavare", "en": "guardian"},
+    "unknown": {"sv": "okänd", "en": "unknown"},
+    "extract": {"sv": "Registerutdrag", "en": "Disclosure extract"},
+    "extract_intro": {
+        "sv": "Utdrag enligt artikel 15 i dataskyddsförordningen: varje utlämnande och varje "
+        "nekat utlämnande om en person, med bevis på att posten finns i den signerade loggen.",
+        "en": "Extract under article 15 of the GDPR: every disclosure and every refused "
+        "disclosure about one person, each with proof that it is in the signed log.",
+    },
+    "personnummer": {
+        "sv": "Personnummer (ÅÅÅÅMMDD-NNNN)",
+        "en": "Personal identity number (YYYYMMDD-NNNN)",
+    },
+    "make_extract": {"sv": "Ta fram utdrag", "en": "Produce extract"},
+    "bad_personnummer": {"sv": "Ogiltigt personnummer", "en": "Invalid personal identity number"},
+    "extract_failed": {
+        "sv": "Loggen stämmer inte med sin kontrollpunkt: inget utdrag",
+        "en": "The log does not match its checkpoint: no extract",
+    },
+    "extract_unavailable": {
+        "sv": "Inget utdrag: loggen har ingen signerad kontrollpunkt ännu",
+        "en": "No extract: the log has no signed checkpoint yet",
+    },
+    "lines": {"sv": "rader", "en": "lines"},
+    "category": {"sv": "Kategori", "en": "Category"},
+    "consent_by": {"sv": "Samtycke lämnat av", "en": "Consent given by"},
+    "log_index": {"sv": "Loggindex", "en": "Log index"},
+    "leaf_hash": {"sv": "Lövhash", "en": "Leaf hash"},
+    "proof": {"sv": "Inklusionsbevis", "en": "Inclusion proof"},
+    "verified_against": {"sv": "Verifierat mot kontrollpunkt", "en": "Verified against checkpoint"},
+    "download_pdf": {"sv": "Ladda ner som PDF", "en": "Download as PDF"},
+    "download_json": {
+        "sv": "Ladda ner som JSON (för verifiering)",
+        "en": "Download as JSON (to verify)",
+    },
+    "how_to_verify": {"sv": "Så verifierar du utdraget", "en": "How to verify the extract"},
+    "generated_at": {"sv": "Framtaget", "en": "Produced"},
+    "nodes": {"sv": "noder", "en": "nodes"},
+    "loggkontroll": {"sv": "Loggkontroll", "en": "Log review"},
+    "review_intro": {
+        "sv": "Ett slumpmässigt men reproducerbart urval av periodens beslut, och de beslut "
+        "som reglerna flaggar. Granska och registrera ett fynd per post.",
+        "en": "A random but reproducible sample of the period's decisions, and the decisions "
+        "the rules flag. Review them and record a finding per entry.",
+    },
+    "sample": {"sv": "Urval", "en": "Sample"},
+    "sample_size": {"sv": "Urvalets storlek", "en": "Sample size"},
+    "seed": {"sv": "Frö (för att upprepa urvalet)", "en": "Seed (to repeat the sample)"},
+    "show": {"sv": "Visa", "en": "Show"},
+    "anomalies": {"sv": "Avvikelser", "en": "Anomalies"},
+    "rule": {"sv": "Regel", "en": "Rule"},
+    "rule_statutory_release": {
+        "sv": "utlämnat med stöd av lag utan samtycke",
+        "en": "released under a statute without consent",
+    },
+    "rule_outside_plan_parties": {
+        "sv": "mottagaren är inte part i ärendet",
+        "en": "recipient is not a party of the case",
+    },
+    "rule_burst": {"sv": "många beslut på kort tid", "en": "many decisions in a short time"},
+    "rule_off_hours": {"sv": "utanför kontorstid", "en": "outside office hours"},
+    "rule_many_denies": {
+        "sv": "många nekanden från samma myndighet",
+        "en": "many denies from one agency",
+    },
+    "findings": {"sv": "Registrerade fynd", "en": "Recorded findings"},
+    "record_finding": {"sv": "Registrera fynd", "en": "Record finding"},
+    "entry_index": {"sv": "Postens index", "en": "Entry index"},
+    "verdict": {"sv": "Bedömning", "en": "Verdict"},
+    "verdict_ok": {"sv": "i sin ordning", "en": "in order"},
+    "verdict_follow_up": {"sv": "följs upp", "en": "to follow up"},
+    "verdict_violation": {"sv": "otillåtet", "en": "violation"},
+    "note": {"sv": "Anteckning (inga personuppgifter)", "en": "Note (no personal data)"},
+    "reviewer": {"sv": "Granskare", "en": "Reviewer"},
+    "chain_head": {
+        "sv": "Kedjans senaste hash (anteckna i rapporten)",
+        "en": "Chain head (note it in the report)",
+    },
+    "chain_broken": {"sv": "Fyndkedjan är bruten", "en": "The findings chain is broken"},
+    "bad_finding": {"sv": "Fyndet kunde inte registreras", "en": "The finding was not recorded"},
+    "period": {"sv": "Period", "en": "Period"},
+    "expired_extract": {
+        "sv": "Utdraget finns inte längre: ta fram det igen.",
+        "en": "The extract is no longer kept: produce it again.",
+    },
 }
 
 #: Readable wording of every hub reason code (docs/reason-codes.md) and the policy's.

@@ -7,6 +7,7 @@ The same reads as ``sigbus audit export`` (``export.latest_checkpoint``,
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from dataclasses import dataclass, field
@@ -36,6 +37,12 @@ class Snapshot:
     cases: dict[str, CaseRecord]
     status: LogStatus
     agencies: tuple[str, ...] = field(default=())
+    #: What an extract is built from: the signed checkpoint, the records up to it, the
+    #: witnesses' cosignatures (as in an export trailer) and the log key.
+    note: str | None = None
+    leaves: tuple[bytes, ...] = ()
+    cosignatures: tuple[dict[str, str], ...] = ()
+    log_key: Ed25519PublicKey | None = None
 
 
 class Source(Protocol):
@@ -49,6 +56,10 @@ class NatsSource:
         self._url = nats_url
         self._keys = keys
         self._hub = hub_setup(keys)
+
+    @property
+    def pseudonym_key(self) -> bytes:
+        return self._hub.ctx.pseudonym_key
 
     async def snapshot(self) -> Snapshot:
         directory = load_directory(self._keys)
@@ -89,6 +100,17 @@ class NatsSource:
             cases=dict(state.cases),
             status=status,
             agencies=tuple(sorted({e.agency for e in directory.agencies})),
+            note=note,
+            leaves=tuple(leaves),
+            cosignatures=tuple(
+                {
+                    "line": c.line,
+                    "public_key": base64.b64encode(c.public_key).decode(),
+                    "witness": c.witness,
+                }
+                for c in cosigs
+            ),
+            log_key=log_key,
         )
 
 

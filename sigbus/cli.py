@@ -16,6 +16,7 @@ import structlog
 import typer
 from pydantic import ValidationError
 
+import sigbus.cli_extract  # noqa: F401  (registers audit extract, verify-extract)
 from sigbus.agents.cli_common import agency_app
 from sigbus.agents.social.cli import add_lead_commands
 from sigbus.audit.checkpoint import load_public_key

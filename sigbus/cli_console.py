@@ -45,7 +45,8 @@ class _QuietServer(uvicorn.Server):
 def console_server(
     nats_url: str, keys: Path, data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
 ) -> uvicorn.Server:
-    app = make_app(console_for(data, NatsSource(nats_url, keys)))
+    source = NatsSource(nats_url, keys)
+    app = make_app(console_for(data, source, pseudonym_key=source.pseudonym_key))
     cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     return _QuietServer(cfg)
 

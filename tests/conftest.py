@@ -40,8 +40,9 @@ def keys_dir() -> Path:
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
     """A real nats-server on a free loopback port, JetStream on, fsync always."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), server_name="sigbus-test",
-                          keys_dir=DEV_KEYS_DIR)
+    server = EmbeddedNats(
+        tmp_path_factory.mktemp("nats"), server_name="sigbus-test", keys_dir=DEV_KEYS_DIR
+    )
     server.start()
     try:
         yield server
@@ -52,8 +53,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 @pytest.fixture
 async def nats_url(nats_server: EmbeddedNats) -> str:
     """The server's URL, with every sigbus stream deleted first (a clean bus per test)."""
-    nc = await connect(nats_server.url, name="test-cleanup",
-                       creds=hub_setup(DEV_KEYS_DIR).creds)
+    nc = await connect(nats_server.url, name="test-cleanup", creds=hub_setup(DEV_KEYS_DIR).creds)
     js = nc.jetstream()
     for stream in ALL_STREAMS:
         with contextlib.suppress(NotFoundError):

@@ -178,9 +178,7 @@ def _agency(name: str, agencies: frozenset[str]) -> str | None:
 
 
 def agency_packages(root: Path) -> frozenset[str]:
-    return frozenset(
-        d.name for d in (root / "agents").iterdir() if (d / "__init__.py").is_file()
-    )
+    return frozenset(d.name for d in (root / "agents").iterdir() if (d / "__init__.py").is_file())
 
 
 def check(root: Path = ROOT) -> list[Violation]:

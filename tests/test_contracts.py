@@ -116,9 +116,7 @@ def body_samples() -> dict[MessageType, list[BaseModel]]:
                 acted_at=NOW - timedelta(minutes=1),
                 evidence_sha256=sha256_hex(b"signed consent form"),
             ),
-            consent_withdrawn(
-                "consent-guardianone", ConsenterRole.GUARDIAN, "vh-1", acted_at=NOW
-            ),
+            consent_withdrawn("consent-guardianone", ConsenterRole.GUARDIAN, "vh-1", acted_at=NOW),
         ],
         MessageType.CASE_INVITATION: [
             CaseInvitation(
@@ -212,8 +210,12 @@ def wire_samples() -> dict[str, list[BaseModel]]:
             decided_at=NOW,
             items=(
                 NoticeItem(recipient="social", outcome=NoticeOutcome.RELEASED, log_index=0),
-                NoticeItem(recipient="school", outcome=NoticeOutcome.DENIED,
-                           reasons=("statute_recipient_not_allowed:lul_6",), log_index=1),
+                NoticeItem(
+                    recipient="school",
+                    outcome=NoticeOutcome.DENIED,
+                    reasons=("statute_recipient_not_allowed:lul_6",),
+                    log_index=1,
+                ),
             ),
             hub_key_id="hub-sig-0123456789abcdef",
         ),
@@ -286,8 +288,10 @@ def test_stale_names_a_changed_and_an_extra_file(tmp_path: Path) -> None:
     assert stale(tmp_path) == []
     (tmp_path / SCHEMA_DIR / "referral.schema.json").write_text("{}", encoding="utf-8")
     (tmp_path / SCHEMA_DIR / "retired.schema.json").write_text("{}", encoding="utf-8")
-    assert stale(tmp_path) == [f"{SCHEMA_DIR}/referral.schema.json",
-                               f"{SCHEMA_DIR}/retired.schema.json"]
+    assert stale(tmp_path) == [
+        f"{SCHEMA_DIR}/referral.schema.json",
+        f"{SCHEMA_DIR}/retired.schema.json",
+    ]
 
 
 def test_every_message_type_has_a_schema_and_a_sample(
@@ -439,7 +443,11 @@ def _ajv(schema_list: list[dict[str, Any]], cases: list[tuple[str, Any]]) -> lis
     result = subprocess.run(
         ["node", "-e", AJV_SCRIPT],
         input=json.dumps({"schemas": schema_list, "cases": cases}),
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     verdicts: list[str] = json.loads(result.stdout)
@@ -489,8 +497,13 @@ def test_asyncapi_document_validates_against_the_asyncapi_3_schema() -> None:
     broken["operations"]["send_envelope"]["action"] = "publish"  # AsyncAPI 2 wording
     env = {**os.environ, "NODE_PATH": str(NODE_MODULES)}
     result = subprocess.run(
-        ["node", "-e", ASYNCAPI_SCRIPT], input=json.dumps([document, broken]),
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        ["node", "-e", ASYNCAPI_SCRIPT],
+        input=json.dumps([document, broken]),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     good, bad = json.loads(result.stdout)

@@ -199,9 +199,7 @@ async def test_a_log_the_hub_rewrites_fails_the_officers_verification(
     # A directory signed by another root (with an attacker's log key) is refused.
     rogue_dir = tmp_path / "rogue"
     rogue_dir.mkdir()
-    save_directory(
-        rogue_dir, load_directory(keys_dir), init_root(rogue_dir, now=datetime.now(UTC))
-    )
+    save_directory(rogue_dir, load_directory(keys_dir), init_root(rogue_dir, now=datetime.now(UTC)))
     result = CliRunner().invoke(audit_app, ["verify", str(out), "--directory",
                                       str(rogue_dir / "directory.json"), "--root",
                                       str(keys_dir / "root.json")])  # fmt: skip

@@ -75,9 +75,7 @@ async def test_school_cannot_publish_as_police(world: World, keys_dir: Path) -> 
     nc = await connect(world.broker.url, name="school-probe", creds=agency_setup(S, keys_dir).creds)
     try:
         with pytest.raises((NatsError, asyncio.TimeoutError)):
-            await nc.jetstream().publish(
-                ingress_subject(P), b"{}", timeout=1.0
-            )
+            await nc.jetstream().publish(ingress_subject(P), b"{}", timeout=1.0)
     finally:
         await nc.close()
     hub_js = world.broker.js

@@ -1,6 +1,7 @@
 """The web console in a real headless Chromium, against a live hub on a real nats-server.
 
-Log in, open the case list and a case page, filter the log, switch language; each
+Log in, open the case list and a case page, filter the log, switch language, record a
+log-review finding, make the extract for the young person and download its PDF; each
 screen is saved to ``test-artifacts/`` (gitignored). Skips only when Debian's
 ``chromium`` or ``chromium-driver`` is missing (`.ci/run` installs them).
 """
@@ -8,6 +9,7 @@ screen is saved to ``test-artifacts/`` (gitignored). Skips only when Debian's
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
@@ -59,6 +61,8 @@ def browser() -> Iterator[object]:
 async def test_console_end_to_end_in_chromium(
     world: World, nats_url: str, keys_dir: Path, tmp_path: Path, browser: object
 ) -> None:
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.expected_conditions import staleness_of
@@ -66,16 +70,31 @@ async def test_console_end_to_end_in_chromium(
 
     assert isinstance(browser, WebDriver)
     case = await world.open_case_with_consents()
-    await world.adapters["police"].send(
+    referral_id = await world.adapters["police"].send(
         MessageType.REFERRAL, referral(world), recipients=("social", "school"), assertion=LUL6
     )
     await world.settle()
     await world.broker.checkpointer.publish()
     size = world.broker.writer.size
+    logged = await world.log_entries()
+    about_youth = [
+        e.index
+        for e in logged
+        if e.outcome.value in ("release", "deny")
+        and (e.case_ref == case or e.message_id == referral_id)
+    ]
+    statutory = [e.index for e in logged if e.statutory and e.outcome.value == "release"]
+    assert about_youth
+    assert statutory
 
     UsersFile(tmp_path / "console-users.json").add(new_user("gry", Role.COMPLIANCE, PASSWORD))
     port = _free_port()
     server = console_server(nats_url, keys_dir, tmp_path, port=port)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd(
+        "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -92,7 +111,11 @@ async def test_console_end_to_end_in_chromium(
         """Click, then wait for the next page (no JavaScript: every click loads one)."""
         old = browser.find_element(By.TAG_NAME, "html")
         browser.find_element(by, value).click()
-        WebDriverWait(browser, 10).until(staleness_of(old))
+        # Chromium may answer a query on the page being left with an inspector error
+        # ("Node ... does not belong to the document"): keep waiting for the new one.
+        WebDriverWait(browser, 10, ignored_exceptions=(WebDriverException,)).until(
+            staleness_of(old)
+        )
 
     try:
         browser.get(f"{base}/cases")  # not signed in: the login page
@@ -146,6 +169,44 @@ async def test_console_end_to_end_in_chromium(
         skip = browser.find_element(By.CLASS_NAME, "skip")
         assert skip.get_attribute("href").endswith("#main")
         assert skip.location["x"] < 0
+
+        # Log review: the week's sample and anomalies; a finding on the statutory release.
+        browser.get(f"{base}/review?lang=sv")
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Loggkontroll"
+        assert int(browser.find_element(By.ID, "sample-count").text) >= len(about_youth)
+        anomalies = browser.find_element(By.ID, "anomalies").text
+        assert "utlämnat med stöd av lag utan samtycke" in anomalies
+        browser.find_element(By.ID, "finding-index").send_keys(str(statutory[0]))
+        Select(browser.find_element(By.ID, "finding-verdict")).select_by_value("follow_up")
+        browser.find_element(By.ID, "finding-note").send_keys("fråga polisen om underlaget")
+        click(By.ID, "finding-submit")
+        assert browser.find_element(By.ID, "findings-count").text == "1"
+        findings = browser.find_element(By.ID, "findings").text
+        assert "följs upp" in findings
+        assert "fråga polisen om underlaget" in findings
+        assert len(browser.find_element(By.ID, "chain-head").text) == 64
+        ActionChains(browser).scroll_to_element(browser.find_element(By.ID, "chain-head")).perform()
+        shot("review")
+
+        # The disclosure extract for the young person, and its PDF downloaded.
+        browser.get(f"{base}/extract")
+        browser.find_element(By.ID, "personnummer").send_keys(world.youth)
+        click(By.ID, "extract-submit")
+        assert browser.find_element(By.ID, "extract-lines").text == str(len(about_youth))
+        listed = browser.find_element(By.ID, "extract-rows").text
+        assert "LUL (1964:167) 6 §" in listed
+        assert world.youth not in browser.page_source
+        shot("extract")
+        browser.find_element(By.ID, "extract-pdf").click()
+        pdf_file = downloads / "registerutdrag.pdf"
+        deadline = time.monotonic() + 15
+        while not pdf_file.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        pdf = pdf_file.read_bytes()
+        assert pdf.startswith(b"%PDF-")
+        assert f"lines={len(about_youth)}".encode() in pdf
+        assert len(re.findall(rb"\(#\d+ ", pdf)) == len(about_youth)
+        (ARTIFACTS / "console-extract.pdf").write_bytes(pdf)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -153,5 +214,16 @@ async def test_console_end_to_end_in_chromium(
         (r["view"], r["case_ref"], r["user"])
         for r in AccessLog(tmp_path / "console-access.jsonl").read()
     ]
-    assert views == [("case", case, "gry"), ("log", case, "gry"), ("log", case, "gry")]
+    scopes = ",".join(
+        sorted({e.case_ref or e.message_id for e in logged if e.index in about_youth})
+    )
+    assert views == [
+        ("case", case, "gry"),
+        ("log", case, "gry"),
+        ("log", case, "gry"),
+        ("review", "-", "gry"),
+        ("review", "-", "gry"),
+        ("extract", scopes, "gry"),
+        ("extract_pdf", scopes, "gry"),
+    ]
     assert world.youth not in (tmp_path / "console-access.jsonl").read_text()

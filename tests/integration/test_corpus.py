@@ -297,9 +297,7 @@ async def send_good(world: World) -> str:
         created_at=datetime.now(UTC),
     )
     mid: str = envelope["header"]["message_id"]
-    await world.adapters[S].publish_raw(
-        ingress_subject(S), json.dumps(envelope).encode(), mid
-    )
+    await world.adapters[S].publish_raw(ingress_subject(S), json.dumps(envelope).encode(), mid)
     return mid
 
 

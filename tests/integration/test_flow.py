@@ -172,9 +172,7 @@ async def test_replayed_message_id_is_denied_even_outside_the_duplicate_window(
 
 async def test_hub_keeps_serving_after_garbage(world: World) -> None:
     police = world.adapters[P]
-    await police.publish_raw(
-        ingress_subject(P), b"\x00garbage", "msg-garbageinput"
-    )
+    await police.publish_raw(ingress_subject(P), b"\x00garbage", "msg-garbageinput")
     mid = await police.send(MessageType.REFERRAL, referral(world), recipients=(SO,), assertion=LUL6)
     await world.settle()
     entries = await world.log_entries()

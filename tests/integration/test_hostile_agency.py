@@ -29,8 +29,14 @@ from tests.integration.test_bus_security import _meeting
 
 P, S, SO = "police", "school", "social"
 API, HUB_API = "$JS.API", s.HUB_JS_PREFIX
-CONSUMER = {"stream_name": s.INBOX_STREAM, "config": {"durable_name": "evil",
-            "ack_policy": "explicit", "filter_subject": s.inbox_subject(S)}}
+CONSUMER = {
+    "stream_name": s.INBOX_STREAM,
+    "config": {
+        "durable_name": "evil",
+        "ack_policy": "explicit",
+        "filter_subject": s.inbox_subject(S),
+    },
+}
 
 PROBES: dict[str, tuple[str, object]] = {
     "school ingress": (s.ingress_subject(S), {}),
@@ -56,13 +62,16 @@ PROBES: dict[str, tuple[str, object]] = {
     "consumer create short": (f"{API}.CONSUMER.CREATE.{s.INBOX_STREAM}", CONSUMER),
     "consumer create via hub": (f"{HUB_API}.CONSUMER.CREATE.{s.INBOX_STREAM}.evil", CONSUMER),
     "own consumer update": (
-        f"{HUB_API}.CONSUMER.CREATE.{s.INBOX_STREAM}.{s.inbox_consumer(P)}", CONSUMER
+        f"{HUB_API}.CONSUMER.CREATE.{s.INBOX_STREAM}.{s.inbox_consumer(P)}",
+        CONSUMER,
     ),
     "school consumer delete": (
-        f"{HUB_API}.CONSUMER.DELETE.{s.INBOX_STREAM}.{s.inbox_consumer(S)}", {}
+        f"{HUB_API}.CONSUMER.DELETE.{s.INBOX_STREAM}.{s.inbox_consumer(S)}",
+        {},
     ),
     "own consumer delete": (
-        f"{HUB_API}.CONSUMER.DELETE.{s.INBOX_STREAM}.{s.inbox_consumer(P)}", {}
+        f"{HUB_API}.CONSUMER.DELETE.{s.INBOX_STREAM}.{s.inbox_consumer(P)}",
+        {},
     ),
     "consumer list": (f"{HUB_API}.CONSUMER.LIST.{s.INBOX_STREAM}", {}),
     "school next": (f"{HUB_API}.CONSUMER.MSG.NEXT.{s.INBOX_STREAM}.{s.inbox_consumer(S)}", 1),

@@ -60,13 +60,19 @@ async def _attack(url: str) -> int:
                     s.service_subject(P, s.PROOF_CONSISTENCY), b'{"old": 1, "new": 2}', reply=reply
                 )
         # 3. Police's own consumer pointed at the school's inbox.
-        spec = {"stream_name": s.INBOX_STREAM, "config": {
-            "durable_name": s.inbox_consumer(P), "ack_policy": "explicit",
-            "filter_subject": s.inbox_subject("school")}}
+        spec = {
+            "stream_name": s.INBOX_STREAM,
+            "config": {
+                "durable_name": s.inbox_consumer(P),
+                "ack_policy": "explicit",
+                "filter_subject": s.inbox_subject("school"),
+            },
+        }
         with contextlib.suppress(NatsError, asyncio.TimeoutError):
             answer = await police.request(
                 f"{s.HUB_JS_PREFIX}.CONSUMER.CREATE.{s.INBOX_STREAM}.{s.inbox_consumer(P)}",
-                json.dumps(spec).encode(), timeout=1.0,
+                json.dumps(spec).encode(),
+                timeout=1.0,
             )
             raise AssertionError(f"consumer change answered: {answer.data!r}")
         await police.flush()
@@ -76,8 +82,9 @@ async def _attack(url: str) -> int:
         accepted = 0
         for i in range(FLOOD):
             with contextlib.suppress(NatsError):
-                await js.publish(s.ingress_subject(P), forged,
-                                 headers={"Nats-Msg-Id": f"flood-{i}"}, timeout=2.0)
+                await js.publish(
+                    s.ingress_subject(P), forged, headers={"Nats-Msg-Id": f"flood-{i}"}, timeout=2.0
+                )
                 accepted += 1
         return accepted
     finally:

@@ -104,8 +104,12 @@ async def test_a_recipient_refuses_a_sender_key_revoked_before_the_release(
         release = parse_release(raw)
         assert release.envelope.header.created_at < release.record.released_at
         directory = load_directory(keys_copy)
-        revoked = revoke_key(directory, police.identity.signing_key_id,
-                             at=release.record.released_at, now=datetime.now(UTC))
+        revoked = revoke_key(
+            directory,
+            police.identity.signing_key_id,
+            at=release.record.released_at,
+            now=datetime.now(UTC),
+        )
         save_directory(keys_copy, revoked, load_root_private(keys_copy))
         social = await agency_setup(SO, keys_copy).connect(nats_url)
         try:

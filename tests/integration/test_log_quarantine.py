@@ -54,6 +54,7 @@ def trusted(keys_dir: Path) -> list[str]:
     return ["--directory", str(keys_dir / "directory.json"),
             "--root", str(keys_dir / "root.json"), "--quorum", "1"]  # fmt: skip
 
+
 P, S, SO = "police", "school", "social"
 #: Not JSON, not UTF-8, a newline in it: what a hub bug could leave behind.
 GARBAGE = b"\xff\xfe{not an entry\n\x00tail"

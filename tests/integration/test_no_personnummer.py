@@ -93,10 +93,17 @@ class Session:
         """`sigbus up` on this session's data directory, its output kept beside the
         commands'; stopped with `sigbus down` (a clean exit asserted), killed if the
         body failed."""
-        with (self.outputs / "up.stdout").open("wb") as out, \
-                (self.outputs / "up.stderr").open("wb") as err:
-            up = subprocess.Popen([*SIGBUS, "up", "--data-dir", str(self.data)], cwd=REPO,
-                                  stdout=out, stderr=err, env=self.env())
+        with (
+            (self.outputs / "up.stdout").open("wb") as out,
+            (self.outputs / "up.stderr").open("wb") as err,
+        ):
+            up = subprocess.Popen(
+                [*SIGBUS, "up", "--data-dir", str(self.data)],
+                cwd=REPO,
+                stdout=out,
+                stderr=err,
+                env=self.env(),
+            )
             try:
                 wait_for_up(self.data, up)
                 yield up

@@ -14,8 +14,13 @@ from tests.integration.test_no_personnummer import REPO, SIGBUS, Session
 
 def _up(session: Session, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as err:
-        up = subprocess.Popen([*SIGBUS, "up", "--data-dir", str(session.data)], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=err, env=session.env())
+        up = subprocess.Popen(
+            [*SIGBUS, "up", "--data-dir", str(session.data)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=session.env(),
+        )
     deadline = time.monotonic() + 30
     state = session.data / "sigbus-up.json"
     while time.monotonic() < deadline and up.poll() is None:  # its own state, not a stale one

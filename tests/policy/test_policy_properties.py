@@ -305,9 +305,7 @@ def requests(draw: st.DrawFn) -> DecisionRequest:
         message_id="msg-propmessage",
         discloser=draw(st.sampled_from(ALL)),
         recipients=tuple(
-            draw(
-                st.lists(st.sampled_from([*ALL, HUB]), min_size=1, max_size=4, unique=True)
-            )
+            draw(st.lists(st.sampled_from([*ALL, HUB]), min_size=1, max_size=4, unique=True))
         ),
         category=draw(st.sampled_from([*CATS, REFERRAL])),
         case=case,

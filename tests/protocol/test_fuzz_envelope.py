@@ -105,9 +105,7 @@ def run_protocol(raw: bytes) -> None:
     envelope = parse_envelope(raw)
     header = envelope.header
     verify_sender(envelope, ctx.directory.signing_key(header.sender, header.sender_key_id, at=NOW))
-    plaintext = open_body(
-        envelope, recipient=HUB, suite_private=ctx.identity.sealing_private
-    )
+    plaintext = open_body(envelope, recipient=HUB, suite_private=ctx.identity.sealing_private)
     parse_body(header.type, plaintext)
 
 

@@ -1,0 +1,215 @@
+"""The disclosure extract for one person (GDPR art. 15, registerutdrag). Pure, no I/O.
+
+:func:`build_extract` takes the signed checkpoint, the log's records up to it
+and a predicate naming the person's entries (the hub computes it from the
+person's pseudonyms, ``broker.pseudonym``); it lists every release and every
+deny about the person with the entry itself, its RFC 9162 inclusion proof and
+the checkpoint (with the witnesses' cosignatures) it was verified against.
+
+:func:`verify_extract` checks an extract offline against trusted keys only:
+the checkpoint's signature under a log key of the directory, the witness
+quorum, and for every line that its entry is canonical, that its leaf hash is
+the entry's and that its proof leads from that leaf to the checkpoint's root.
+The readable fields of a line must be exactly the entry's (a line cannot say
+more than what the log signed).
+
+Format ``sigbus-extract/v1`` (RFC 8785 JSON): ``format``, ``origin``,
+``checkpoint`` (the signed note), ``cosignatures`` (as in an export trailer),
+``size``, ``lines``: each ``{"entry", "leaf_hash" (hex), "proof" (base64
+nodes), "consenters"}``. ``consenters`` are the roles of the consent events the
+release relied on, taken from the hub records (``consent_event`` entries) of
+the same case in the log, so they are proven too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
+
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN
+from sigbus.audit.entry import EntryOutcome, LogEntry, leaf_hash
+from sigbus.audit.errors import AuditError
+from sigbus.audit.merkle import MerkleTree, verify_inclusion
+from sigbus.audit.trust import TrustAnchors
+from sigbus.audit.verify import quorum_cosigned, verify_checkpoint
+
+EXTRACT_FORMAT = "sigbus-extract/v1"
+#: What an extract lists: the decisions to disclose, released or denied.
+LISTED = frozenset({EntryOutcome.RELEASE, EntryOutcome.DENY})
+
+
+class ExtractError(AuditError):
+    """An extract cannot be built (the log does not match its checkpoint) or does not verify."""
+
+
+@dataclass(frozen=True)
+class ExtractLine:
+    entry: LogEntry
+    leaf_hash: bytes
+    proof: tuple[bytes, ...]
+    #: Consenter roles of the consent events relied on (``young_person``, ``guardian``).
+    consenters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Extract:
+    origin: str
+    checkpoint: str
+    size: int
+    cosignatures: tuple[Mapping[str, str], ...]
+    lines: tuple[ExtractLine, ...]
+
+    def to_json(self) -> bytes:
+        document: dict[str, Any] = {
+            "format": EXTRACT_FORMAT,
+            "origin": self.origin,
+            "checkpoint": self.checkpoint,
+            "size": self.size,
+            "cosignatures": [dict(c) for c in self.cosignatures],
+            "lines": [
+                {
+                    "entry": line.entry.model_dump(mode="json"),
+                    "leaf_hash": line.leaf_hash.hex(),
+                    "proof": [base64.b64encode(p).decode() for p in line.proof],
+                    "consenters": list(line.consenters),
+                }
+                for line in self.lines
+            ],
+        }
+        encoded: bytes = rfc8785.dumps(document)
+        return encoded
+
+
+def _entry(leaf: bytes) -> LogEntry | None:
+    """The entry a record holds, or None for a quarantined (non-canonical) record."""
+    try:
+        entry = LogEntry.model_validate_json(leaf)
+    except ValidationError:
+        return None
+    return entry if entry.canonical_bytes() == leaf else None
+
+
+def _consenters(entries: Sequence[LogEntry]) -> dict[tuple[str | None, str, int], str]:
+    """(case, consent id, revision) -> the consenter role the hub record says."""
+    roles: dict[tuple[str | None, str, int], str] = {}
+    for e in entries:
+        if e.outcome is EntryOutcome.RECORDED and e.consenter_role is not None:
+            for ref in e.consent_refs:
+                roles[(e.case_ref, ref.consent_id, ref.revision)] = e.consenter_role.value
+    return roles
+
+
+def build_extract(
+    note: str,
+    leaves: Sequence[bytes],
+    cosignatures: Sequence[Mapping[str, str]],
+    *,
+    log_key: Ed25519PublicKey,
+    is_about: Callable[[LogEntry], bool],
+    origin: str = DEFAULT_ORIGIN,
+) -> Extract:
+    """Every release and deny ``is_about`` the person, each with its inclusion proof in the
+    tree of ``note``. Raises :class:`ExtractError` if the note is not the log key's or the
+    leaves are not the tree it signed (fail closed: no extract rather than an unproven one)."""
+    try:
+        checkpoint, _ = verify_checkpoint(note, origin, [(None, log_key)])
+    except AuditError as e:
+        raise ExtractError(f"the checkpoint is not the log key's: {e}") from e
+    if len(leaves) < checkpoint.size:
+        raise ExtractError(
+            f"the log holds {len(leaves)} records, fewer than its checkpoint ({checkpoint.size})"
+        )
+    signed = leaves[: checkpoint.size]
+    tree = MerkleTree(leaf_hash(b) for b in signed)
+    if tree.root() != checkpoint.root:
+        raise ExtractError("the log's records are not the tree its checkpoint signed")
+    entries = [(i, _entry(b)) for i, b in enumerate(signed)]
+    parsed = [e for _, e in entries if e is not None]
+    roles = _consenters(parsed)
+    lines: list[ExtractLine] = []
+    for i, entry in entries:
+        if entry is None or entry.outcome not in LISTED or not is_about(entry):
+            continue
+        consenters = tuple(
+            roles.get((entry.case_ref, r.consent_id, r.revision), "unknown")
+            for r in entry.consent_refs
+        )
+        proof = tuple(tree.inclusion_proof(i))
+        lines.append(ExtractLine(entry, tree.leaf_hash(i), proof, consenters))
+    return Extract(origin, note, checkpoint.size, tuple(cosignatures), tuple(lines))
+
+
+@dataclass(frozen=True)
+class VerifiedExtract:
+    size: int
+    lines: int
+    cosigned_by: tuple[str, ...]
+
+
+def _decode(data: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExtractError("the extract is not JSON") from e
+    if not isinstance(document, dict) or document.get("format") != EXTRACT_FORMAT:
+        raise ExtractError(f"not a {EXTRACT_FORMAT} file")
+    return document
+
+
+def _line(position: int, raw: Any, size: int, root: bytes) -> None:
+    if not isinstance(raw, dict) or set(raw) != {"entry", "leaf_hash", "proof", "consenters"}:
+        raise ExtractError(f"line {position} is malformed")
+    try:
+        leaf = rfc8785.dumps(raw["entry"])
+        entry = LogEntry.model_validate_json(leaf)
+        claimed = bytes.fromhex(raw["leaf_hash"])
+        proof = [base64.b64decode(p, validate=True) for p in raw["proof"]]
+    except (
+        rfc8785.CanonicalizationError,
+        ValidationError,
+        ValueError,
+        TypeError,
+        binascii.Error,
+    ) as e:
+        raise ExtractError(f"line {position} is malformed") from e
+    if entry.canonical_bytes() != leaf:
+        raise ExtractError(f"line {position}: the entry is not in its canonical form")
+    if leaf_hash(leaf) != claimed:
+        raise ExtractError(f"line {position}: the leaf hash is not the entry's")
+    try:
+        verify_inclusion(claimed, entry.index, size, proof, root)
+    except AuditError as e:
+        raise ExtractError(f"line {position} (log index {entry.index}): {e}") from e
+
+
+def verify_extract(data: bytes, trust: TrustAnchors) -> VerifiedExtract:
+    """Check an extract against the trust anchors only; raises :class:`ExtractError`."""
+    document = _decode(data)
+    origin, note = document.get("origin"), document.get("checkpoint")
+    lines, cosigs = document.get("lines"), document.get("cosignatures")
+    if not (isinstance(origin, str) and isinstance(note, str)):
+        raise ExtractError("the extract names no checkpoint")
+    if not (isinstance(lines, list) and isinstance(cosigs, list)):
+        raise ExtractError("the extract's lines or cosignatures are malformed")
+    try:
+        checkpoint, _ = verify_checkpoint(
+            note, origin, [(k.key_id, k.public_key) for k in trust.log_keys]
+        )
+        checks = quorum_cosigned(checkpoint.body(), cosigs, trust)
+    except AuditError as e:
+        raise ExtractError(str(e)) from e
+    if document.get("size") != checkpoint.size:
+        raise ExtractError("the extract's size is not its checkpoint's")
+    for position, raw in enumerate(lines):
+        _line(position, raw, checkpoint.size, checkpoint.root)
+    return VerifiedExtract(
+        checkpoint.size, len(lines), tuple(c.agency or c.witness for c in checks)
+    )

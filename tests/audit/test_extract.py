@@ -1,0 +1,121 @@
+"""The disclosure extract (GDPR art. 15): exactly the person's lines, each proven."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from audit_fixtures import LOG_KEY, POLICE_KEY, fixture_trust, key_from_seed
+from extract_fixtures import LINES_A, LINES_B, PERSON_A, PERSON_B, PSEUDONYM_KEY, signed_log
+
+from sigbus.audit.entry import LogEntry
+from sigbus.audit.extract import Extract, ExtractError, build_extract, verify_extract
+from sigbus.console.extract import about_person
+from sigbus.protocol.personnummer import PersonnummerError
+
+
+def _extract(personnummer: str, quorum_cosigs: bool = True) -> Extract:
+    data, note, cosigs = signed_log()
+    return build_extract(
+        note,
+        data,
+        cosigs if quorum_cosigs else [],
+        log_key=LOG_KEY.public_key(),
+        is_about=about_person(personnummer, PSEUDONYM_KEY),
+    )
+
+
+def test_the_extract_lists_exactly_the_persons_releases_and_denies_across_cases() -> None:
+    a, b = _extract(PERSON_A), _extract(PERSON_B)
+    assert [line.entry.index for line in a.lines] == LINES_A  # case-a, case-c and a referral
+    assert [line.entry.index for line in b.lines] == LINES_B
+    assert {line.entry.outcome.value for line in a.lines} == {"release", "deny"}
+    # The consenter comes from the log's own hub record of the consent event.
+    assert next(line.consenters for line in a.lines) == ("guardian",)
+
+
+def test_the_same_personnummer_in_the_10_or_12_digit_separatorless_form_finds_the_same() -> None:
+    assert [x.entry.index for x in _extract(PERSON_A.replace("-", "")).lines] == LINES_A
+
+
+def test_a_malformed_personnummer_is_refused_without_echoing_it() -> None:
+    with pytest.raises(PersonnummerError) as raised:
+        about_person("20100315-9802", PSEUDONYM_KEY)  # wrong check digit
+    assert "9802" not in str(raised.value)
+
+
+def test_every_line_verifies_offline_against_the_trusted_directory_only() -> None:
+    report = verify_extract(_extract(PERSON_A).to_json(), fixture_trust())
+    assert report.lines == len(LINES_A)
+    assert set(report.cosigned_by) == {"police", "school"}
+
+
+def _tampered(edit: Callable[[dict[str, object]], None]) -> bytes:
+    document = json.loads(_extract(PERSON_A).to_json())
+    edit(document)
+    return json.dumps(document).encode()
+
+
+def _set_recipient(d: dict[str, object]) -> None:
+    d["lines"][0]["entry"]["recipient"] = "police"  # type: ignore[index]
+
+
+def _drop_proof_node(d: dict[str, object]) -> None:
+    d["lines"][0]["proof"] = d["lines"][0]["proof"][1:]  # type: ignore[index]
+
+
+def _other_leaf(d: dict[str, object]) -> None:
+    lines = d["lines"]  # type: ignore[assignment]
+    lines[0]["leaf_hash"] = lines[1]["leaf_hash"]  # type: ignore[index]
+
+
+def _no_cosignatures(d: dict[str, object]) -> None:
+    d["cosignatures"] = []
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (_set_recipient, "leaf hash is not the entry's"),
+        (_drop_proof_node, "inclusion proof"),
+        (_other_leaf, "leaf hash is not the entry's"),
+        (_no_cosignatures, "witness quorum not met"),
+    ],
+)
+def test_a_tampered_extract_fails_naming_why(
+    edit: Callable[[dict[str, object]], None], says: str
+) -> None:
+    with pytest.raises(ExtractError, match=says):
+        verify_extract(_tampered(edit), fixture_trust())
+
+
+def test_an_extract_under_another_log_key_is_refused() -> None:
+    data, note, cosigs = signed_log()
+    with pytest.raises(ExtractError):
+        build_extract(note, data, cosigs, log_key=POLICE_KEY.public_key(), is_about=lambda e: True)
+
+
+def test_a_log_that_is_not_its_checkpoints_tree_gives_no_extract() -> None:
+    data, note, cosigs = signed_log()
+    forged = LogEntry.model_validate_json(data[4]).model_copy(update={"recipient": "police"})
+    data[4] = forged.canonical_bytes()
+    with pytest.raises(ExtractError, match="not the tree"):
+        build_extract(note, data, cosigs, log_key=LOG_KEY.public_key(), is_about=lambda e: True)
+
+
+def test_an_extract_signed_by_an_untrusted_log_key_fails_verification() -> None:
+    from audit_fixtures import ALL_WITNESSES, cosignature_records
+
+    from sigbus.audit.checkpoint import DEFAULT_ORIGIN, note_body, sign_note
+
+    extract = _extract(PERSON_A)
+    rogue = sign_note(note_body(extract.checkpoint), DEFAULT_ORIGIN, key_from_seed(77))
+    cosigs = [
+        {"line": c.line, "public_key": "", "witness": c.witness}
+        for c in cosignature_records(rogue, ALL_WITNESSES)
+    ]
+    document = json.loads(extract.to_json())
+    document["checkpoint"], document["cosignatures"] = rogue, cosigs
+    with pytest.raises(ExtractError, match="not validly signed"):
+        verify_extract(json.dumps(document).encode(), fixture_trust())
