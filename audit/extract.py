@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from sigbus.audit.checkpoint import DEFAULT_ORIGIN
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, PublicKey
 from sigbus.audit.entry import EntryOutcome, LogEntry, leaf_hash
 from sigbus.audit.errors import AuditError
 from sigbus.audit.merkle import MerkleTree, verify_inclusion
@@ -112,7 +111,7 @@ def build_extract(
     leaves: Sequence[bytes],
     cosignatures: Sequence[Mapping[str, str]],
     *,
-    log_key: Ed25519PublicKey,
+    log_key: PublicKey,
     is_about: Callable[[LogEntry], bool],
     origin: str = DEFAULT_ORIGIN,
 ) -> Extract:

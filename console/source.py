@@ -17,7 +17,12 @@ from typing import Any, Protocol
 
 from nats.js.errors import NotFoundError
 
-from sigbus.audit.checkpoint import load_public_key, parse_checkpoint_body, parse_signed_note
+from sigbus.audit.checkpoint import (
+    PublicKey,
+    load_public_key,
+    parse_checkpoint_body,
+    parse_signed_note,
+)
 from sigbus.broker.setup import hub_setup
 from sigbus.broker.state import CaseRecord
 from sigbus.broker.state_store import StateStore
@@ -42,7 +47,7 @@ class Snapshot:
     note: str | None = None
     leaves: tuple[bytes, ...] = ()
     cosignatures: tuple[dict[str, str], ...] = ()
-    log_key: Ed25519PublicKey | None = None
+    log_key: PublicKey | None = None
 
 
 class Source(Protocol):
