@@ -27,9 +27,23 @@ from sigbus.agents.cli_common import (
     send,
 )
 from sigbus.agents.social.consent import consent_given, consent_withdrawn
-from sigbus.protocol.codes import AgendaItem, ConsenterRole, PlaceCode
+from sigbus.protocol.codes import (
+    AgendaItem,
+    AssessmentInstrument,
+    ClosureReason,
+    ConsenterRole,
+    PlaceCode,
+)
 from sigbus.protocol.ids import MessageType, new_opaque_id
-from sigbus.protocol.messages import CaseInvitation, CaseOpened, ConsentEvent, MeetingNotice
+from sigbus.protocol.messages import (
+    AssessmentRef,
+    CaseClosed,
+    CaseInvitation,
+    CaseOpened,
+    CaseSelected,
+    ConsentEvent,
+    MeetingNotice,
+)
 from sigbus.protocol.profiles import AgencyProfile
 
 PartiesOpt = Annotated[
@@ -131,6 +145,62 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             timeout=timeout,
         )
         typer.echo(f"case {case_ref}")
+
+    @case_app.command("select")
+    def select_case(
+        case: CaseOpt,
+        instrument: Annotated[
+            AssessmentInstrument | None,
+            typer.Option(help="the structured assessment the decision rests on"),
+        ] = None,
+        assessment_id: Annotated[
+            str | None,
+            typer.Option(
+                "--assessment-id",
+                help="your case system's opaque id of that assessment (e.g. as-k12); "
+                "never its content",
+            ),
+        ] = None,
+        decided_by: Annotated[str, typer.Option(help=f"one of: {functions}")] = (
+            profile.default_function()
+        ),
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
+    ) -> None:
+        """Record the selection decision: the young person enters the SIG."""
+        if (instrument is None) != (assessment_id is None):
+            raise typer.BadParameter("--instrument and --assessment-id go together")
+        assessment = (
+            AssessmentRef(instrument=instrument, assessment_id=assessment_id)
+            if instrument is not None and assessment_id is not None
+            else None
+        )
+        body = CaseSelected(assessment=assessment, decided_by=decided_by)
+        send(
+            agency, nats, keys, MessageType.CASE_SELECTED, body,
+            case_ref=case, to=[], wait=wait, timeout=timeout,
+        )  # fmt: skip
+
+    @case_app.command("close")
+    def close_case(
+        case: CaseOpt,
+        reason: Annotated[ClosureReason, typer.Option(help="why the case ends")],
+        closed_by: Annotated[str, typer.Option(help=f"one of: {functions}")] = (
+            profile.default_function()
+        ),
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
+    ) -> None:
+        """Close the case. From then on the hub denies every message about it (case_closed)."""
+        body = CaseClosed(reason=reason, closed_by=closed_by)
+        send(
+            agency, nats, keys, MessageType.CASE_CLOSED, body,
+            case_ref=case, to=[], wait=wait, timeout=timeout,
+        )  # fmt: skip
 
     @consent_app.command("give")
     def consent_give(
