@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from sigbus.agents.cli_common import agency_app
 from sigbus.agents.social.cli import add_lead_commands
+from sigbus.agents.social.register import CaseRegister
 from sigbus.audit.errors import AuditError
 from sigbus.bench import BenchSettings, print_result, run_bench
 from sigbus.broker.setup import hub_setup
@@ -313,9 +314,10 @@ def add_agency_groups(profiles: Profiles) -> None:
     """``sigbus <agency> …`` for every agency profile; the lead's group adds its commands."""
     for name in profiles:
         profile = profiles[name]
-        group = agency_app(profile, profiles)
+        register = CaseRegister() if profile.lead else None
+        group = agency_app(profile, profiles, register)
         if profile.lead:
-            add_lead_commands(group, profile)
+            add_lead_commands(group, profile, register)
         app.add_typer(group, name=name)
 
 
