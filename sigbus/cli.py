@@ -41,6 +41,7 @@ from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import ProfileError, ProtocolError, SigbusError
 from sigbus.protocol.ids import HUB
 from sigbus.protocol.profiles import Profiles
+from sigbus.report import add_report_command
 from sigbus.transport import config
 from sigbus.transport.bus import connect
 from sigbus.transport.errors import ConfigError
@@ -318,6 +319,7 @@ def add_agency_groups(profiles: Profiles) -> None:
         group = agency_app(profile, profiles, register)
         if profile.lead:
             add_lead_commands(group, profile, register)
+            add_report_command(group)
         app.add_typer(group, name=name)
 
 
