@@ -18,9 +18,9 @@ import getpass
 import importlib
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, Protocol, TypeVar
 
 import structlog
 import typer
@@ -157,6 +157,59 @@ def outbox_path(agency: AgencyId) -> Path:
     return config.data_dir(None) / f"outbox-{agency}.sqlite"
 
 
+class Journal(Protocol):
+    """Where a command keeps what it sent and received (the lead's case register)."""
+
+    def sent(
+        self,
+        message_type: MessageType,
+        body: Body,
+        *,
+        case_ref: str | None,
+        message_id: str,
+        sent_at: datetime,
+        notice: DecisionNotice | None,
+    ) -> None: ...
+
+    def received(self, delivered: Delivered) -> None: ...
+
+    def noticed(self, notice: DecisionNotice) -> None: ...
+
+
+def fail(message: str) -> NoReturn:
+    """An ordinary mistake: one line on stderr, exit 2, no traceback."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+def parse_day(text: str, option: str) -> date:
+    """``YYYY-MM-DD`` or a one-line error naming the option (never ``15/12/2026``)."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {text!r} is not a date: write YYYY-MM-DD, e.g. 2026-12-15")
+
+
+def parse_instant(text: str, option: str) -> datetime:
+    """An ISO 8601 date-time with its zone, or a one-line error naming the option."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {text!r} is not a date-time: write e.g. 2026-12-15T14:00+01:00")
+    if value.tzinfo is None:
+        fail(f"{option} {text!r} has no time zone: add one, e.g. 2026-12-15T14:00+01:00")
+    return value
+
+
+def build(factory: Callable[[], T]) -> T:
+    """A message body from the options, or a one-line error naming the field at fault
+    (never the value: it may be a personnummer)."""
+    try:
+        return factory()
+    except ValidationError as e:
+        fail(f"invalid input at {describe_invalid(e)}")
+
+
 def read_personnummer(value: str | None) -> str:
     """The personnummer from the option, else stdin (piped) or a hidden prompt on stderr."""
     if value:
@@ -240,6 +293,7 @@ def send(
     timeout: float = DEFAULT_WAIT_S,
     withdrawal: bool = False,
     message_id: str | None = None,
+    journal: Journal | None = None,
 ) -> None:
     """Send through the agency's outbox, then (unless ``wait`` is off) print the hub's
     decision and exit non-zero on any deny (:data:`EXIT_DENIED`) or on no decision in
@@ -276,7 +330,16 @@ def send(
         notice = await adapter.await_notice(sent_id, timeout=timeout) if wait else None
         return sent_id, notice
 
+    sent_at = datetime.now().astimezone()
     message_id, notice = run_with_adapter(agency, nats, keys, action, outbox=True)
+    if journal is not None:
+        try:
+            journal.sent(
+                message_type, body, case_ref=case_ref, message_id=message_id,
+                sent_at=sent_at, notice=notice,
+            )  # fmt: skip
+        except SigbusError as e:
+            fail(f"sent as {message_id}, but {e}")
     if not wait:
         typer.echo(
             f"not waiting for the hub's decision (--no-wait); `sigbus {agency} inbox` shows it"
@@ -332,22 +395,25 @@ def load_case_system(spec: str, out: Path | None) -> CaseSystem:
     return system  # type: ignore[no-any-return]
 
 
-def agency_app(profile: AgencyProfile, profiles: Profiles) -> typer.Typer:
-    """The command group of one agency, from its profile."""
+def agency_app(
+    profile: AgencyProfile, profiles: Profiles, journal: Journal | None = None
+) -> typer.Typer:
+    """The command group of one agency, from its profile; ``journal`` keeps what its
+    commands send and receive (the lead's case register)."""
     app = typer.Typer(
         pretty_exceptions_show_locals=False,
         help=f"{profile.display_name.sv} ({profile.display_name.en}).",
         no_args_is_help=True,
     )
-    add_common_commands(app, profile.name)
+    add_common_commands(app, profile.name, journal)
     if MessageType.REFERRAL in profile.sends:
         add_refer_command(app, profile, profiles.lead)
     if MessageType.PLAN_COMMITMENT in profile.sends:
-        add_plan_commands(app, profile)
+        add_plan_commands(app, profile, journal)
     return app
 
 
-def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
+def add_common_commands(app: typer.Typer, agency: AgencyId, journal: Journal | None = None) -> None:
     @app.command()
     def inbox(
         nats: NatsOpt = None,
@@ -368,10 +434,14 @@ def add_common_commands(app: typer.Typer, agency: AgencyId) -> None:
                 nonlocal received
                 if sink is not None:
                     await sink.deliver(d)
+                if journal is not None:
+                    journal.received(d)
                 typer.echo(describe(d))
                 received += 1
 
             async def show(notice: DecisionNotice) -> None:
+                if journal is not None:
+                    journal.noticed(notice)
                 for line in describe_notice(notice):
                     typer.echo(line)
 
@@ -481,7 +551,7 @@ def add_refer_command(app: typer.Typer, profile: AgencyProfile, lead: AgencyId) 
             kind=kind,
             personnummer=read_personnummer(personnummer),
             reasons=tuple(reason),
-            observed_on=date.fromisoformat(observed) if observed else date.today(),
+            observed_on=parse_day(observed, "--observed") if observed else date.today(),
             contact_function=contact,
         )
         asserted = StatutoryAssertion(basis=profile.referrals[kind], evidence_id=evidence_id)
@@ -500,7 +570,9 @@ def add_refer_command(app: typer.Typer, profile: AgencyProfile, lead: AgencyId) 
         )
 
 
-def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
+def add_plan_commands(
+    app: typer.Typer, profile: AgencyProfile, journal: Journal | None = None
+) -> None:
     agency = profile.name
 
     @app.command()
@@ -526,12 +598,15 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             raise typer.BadParameter(
                 f"this agency commits to: {', '.join(a.value for a in profile.actions)}"
             )
-        body = PlanCommitment(
-            commitment_id=commitment_id or derived_id("cm", message_id, 16),
-            responsible_agency=agency,
-            action=action,
-            owner_function=owner,
-            due_on=date.fromisoformat(due),
+        due_on = parse_day(due, "--due")
+        body = build(
+            lambda: PlanCommitment(
+                commitment_id=commitment_id or derived_id("cm", message_id, 16),
+                responsible_agency=agency,
+                action=action,
+                owner_function=owner,
+                due_on=due_on,
+            )
         )
         asserted = assertion(statute, evidence_id)
         send(
@@ -546,6 +621,7 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             wait=wait,
             timeout=timeout,
             message_id=message_id,
+            journal=journal,
         )
 
     @app.command()
@@ -564,8 +640,13 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         message_id: MessageIdOpt = None,
     ) -> None:
         """Report the status of a commitment (done / in_progress / not_done + reason)."""
-        body = CommitmentStatus(
-            commitment_id=commitment_id, status=state, not_done_reason=reason, as_of=date.today()
+        body = build(
+            lambda: CommitmentStatus(
+                commitment_id=commitment_id,
+                status=state,
+                not_done_reason=reason,
+                as_of=date.today(),
+            )
         )
         asserted = assertion(statute, evidence_id)
         send(
@@ -580,4 +661,5 @@ def add_plan_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             wait=wait,
             timeout=timeout,
             message_id=message_id,
+            journal=journal,
         )

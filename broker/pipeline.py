@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sigbus.audit.entry import EntryOutcome
 from sigbus.broker.errors import Rejection, WithdrawalRefused
 from sigbus.broker.pseudonym import subject_id_for, subject_ref_for
-from sigbus.broker.state import CaseOpenedChange, ConsentRecordedChange, HubState
+from sigbus.broker.state import AnyChange, ConsentRecordedChange, HubState
 from sigbus.policy import (
     Decision,
     DecisionRequest,
@@ -48,8 +48,10 @@ from sigbus.protocol.messages import (
     HUB_RECORD_TYPES,
     MESSAGE_TYPES,
     Body,
+    CaseClosed,
     CaseInvitation,
     CaseOpened,
+    CaseSelected,
     ConsentEvent,
     ConsentRef,
     PlanCommitment,
@@ -152,7 +154,7 @@ class Plan:
     message_id: str
     entries: tuple[EntryDraft, ...]
     releases: tuple[ReleaseDraft, ...] = ()
-    state_change: CaseOpenedChange | ConsentRecordedChange | None = None
+    state_change: AnyChange | None = None
     #: A consent withdrawal was refused: consent, and sharing under it, go on.
     refused_withdrawal: bool = False
 
@@ -327,7 +329,7 @@ def _hub_record(
         raise Rejection(ReasonCode.HUB_RECORD_HAS_RECIPIENTS)
     if header.case_ref is None:
         raise Rejection(ReasonCode.CASE_REF_REQUIRED)
-    change: CaseOpenedChange | ConsentRecordedChange
+    change: AnyChange
     if isinstance(body, CaseOpened):
         assert subject_id is not None
         change = state.plan_case_opened(
@@ -342,6 +344,24 @@ def _hub_record(
     elif isinstance(body, ConsentEvent):
         change = state.plan_consent(
             message_id=header.message_id, case_ref=header.case_ref, body=body, now=now
+        )
+        subject_id = state.case(header.case_ref).subject_id
+    elif isinstance(body, CaseSelected):
+        change = state.plan_selected(
+            message_id=header.message_id,
+            case_ref=header.case_ref,
+            assessment=body.assessment,
+            decided_by=body.decided_by,
+            now=now,
+        )
+        subject_id = state.case(header.case_ref).subject_id
+    elif isinstance(body, CaseClosed):
+        change = state.plan_closed(
+            message_id=header.message_id,
+            case_ref=header.case_ref,
+            reason=body.reason,
+            closed_by=body.closed_by,
+            now=now,
         )
         subject_id = state.case(header.case_ref).subject_id
     else:  # pragma: no cover - HUB_RECORD_TYPES and the models agree
@@ -397,7 +417,8 @@ def _disclosure(
         if header.assertion is None or header.assertion.basis != profile.referrals[body.kind]:
             raise Rejection(ReasonCode.ASSERTION_NOT_ALLOWED, "referral asserts another basis")
     else:
-        case = state.case(header.case_ref)
+        # A closed case shares nothing, whatever the basis (consent or statute).
+        case = state.live_case(header.case_ref)
         if isinstance(body, CaseInvitation) and subject_id != case.subject_id:
             raise Rejection(ReasonCode.SCHEMA_INVALID, "invitation names another subject")
         subject_id = case.subject_id
@@ -539,6 +560,10 @@ def _check_functions(
         own = body.recorded_by
     elif isinstance(body, CaseInvitation):
         own = body.coordinator
+    elif isinstance(body, CaseSelected):
+        own = body.decided_by
+    elif isinstance(body, CaseClosed):
+        own = body.closed_by
     elif isinstance(body, PlanCommitment):
         responsible = profiles.get(body.responsible_agency)
         if responsible is None or body.owner_function not in responsible.functions:

@@ -17,9 +17,9 @@ from pydantic import AwareDatetime, Field
 
 from sigbus.broker.errors import Rejection
 from sigbus.policy import CaseState, ConsentRecordEvent, SubjectFacts
-from sigbus.protocol.codes import ConsentAction, ConsenterRole
+from sigbus.protocol.codes import AssessmentInstrument, ClosureReason, ConsentAction, ConsenterRole
 from sigbus.protocol.ids import AgencyId
-from sigbus.protocol.messages import ConsentEvent, StrictModel
+from sigbus.protocol.messages import AssessmentRef, ConsentEvent, StrictModel
 from sigbus.protocol.reasons import ReasonCode
 
 
@@ -41,7 +41,32 @@ class ConsentRecordedChange(StrictModel):
     event: ConsentRecordEvent
 
 
-StateChange = Annotated[CaseOpenedChange | ConsentRecordedChange, Field(discriminator="kind")]
+class CaseSelectedChange(StrictModel):
+    """The selection decision: the young person enters the SIG (life cycle, issue 13)."""
+
+    kind: Literal["case_selected"] = "case_selected"
+    message_id: str
+    case_ref: str
+    instrument: AssessmentInstrument | None
+    assessment_id: str | None
+    decided_by: str
+    selected_at: AwareDatetime
+
+
+class CaseClosedChange(StrictModel):
+    """The case is closed: from here on the hub denies every message about it."""
+
+    kind: Literal["case_closed"] = "case_closed"
+    message_id: str
+    case_ref: str
+    reason: ClosureReason
+    closed_by: str
+    closed_at: AwareDatetime
+
+
+#: Every kind of hub-state change; each is a hub record in the log (``state_sha256``).
+AnyChange = CaseOpenedChange | ConsentRecordedChange | CaseSelectedChange | CaseClosedChange
+StateChange = Annotated[AnyChange, Field(discriminator="kind")]
 
 
 class StateRecord(StrictModel):
@@ -55,6 +80,9 @@ class CaseRecord:
     facts: SubjectFacts
     parties: frozenset[AgencyId]
     events: list[ConsentRecordEvent] = field(default_factory=list)
+    opened_at: datetime | None = None
+    selection: CaseSelectedChange | None = None
+    closure: CaseClosedChange | None = None
     _policy_state: CaseState | None = None
 
     def policy_state(self) -> CaseState:
@@ -90,6 +118,13 @@ class HubState:
             raise Rejection(ReasonCode.UNKNOWN_CASE)
         return record
 
+    def live_case(self, case_ref: str | None) -> CaseRecord:
+        """The case, unless it is closed: closing a case stops all sharing about it."""
+        record = self.case(case_ref)
+        if record.closure is not None:
+            raise Rejection(ReasonCode.CASE_CLOSED)
+        return record
+
     # -- planning (raises Rejection; changes nothing) ----------------------
 
     def plan_case_opened(
@@ -115,10 +150,52 @@ class HubState:
             opened_at=now,
         )
 
+    def plan_selected(
+        self,
+        *,
+        message_id: str,
+        case_ref: str,
+        assessment: AssessmentRef | None,
+        decided_by: str,
+        now: datetime,
+    ) -> CaseSelectedChange:
+        case = self.live_case(case_ref)
+        if case.selection is not None:
+            raise Rejection(ReasonCode.CASE_ALREADY_SELECTED)
+        return CaseSelectedChange(
+            message_id=message_id,
+            case_ref=case_ref,
+            instrument=assessment.instrument if assessment else None,
+            assessment_id=assessment.assessment_id if assessment else None,
+            decided_by=decided_by,
+            selected_at=now,
+        )
+
+    def plan_closed(
+        self,
+        *,
+        message_id: str,
+        case_ref: str,
+        reason: ClosureReason,
+        closed_by: str,
+        now: datetime,
+    ) -> CaseClosedChange:
+        self.live_case(case_ref)  # closing twice is refused: case_closed
+        return CaseClosedChange(
+            message_id=message_id,
+            case_ref=case_ref,
+            reason=reason,
+            closed_by=closed_by,
+            closed_at=now,
+        )
+
     def plan_consent(
         self, *, message_id: str, case_ref: str, body: ConsentEvent, now: datetime
     ) -> ConsentRecordedChange:
-        case = self.case(case_ref)
+        # A closed case takes no new or amended consent; a withdrawal or an expiry is
+        # still recorded (it only narrows, and refusing it would raise a false alarm).
+        ends = body.action in (ConsentAction.WITHDRAWN, ConsentAction.EXPIRED)
+        case = self.case(case_ref) if ends else self.live_case(case_ref)
         history = [e for e in case.events if e.consent_id == body.consent_id]
         if body.action is ConsentAction.GIVEN and history:
             raise Rejection(ReasonCode.CONSENT_CONFLICT, "consent id already given")
@@ -151,10 +228,14 @@ class HubState:
 
     # -- applying (idempotent per message id) ------------------------------
 
-    def apply(self, change: CaseOpenedChange | ConsentRecordedChange) -> None:
+    def apply(self, change: AnyChange) -> None:
         if change.message_id in self.applied:
             return
-        if isinstance(change, CaseOpenedChange):
+        if isinstance(change, CaseSelectedChange):
+            self.cases[change.case_ref].selection = change
+        elif isinstance(change, CaseClosedChange):
+            self.cases[change.case_ref].closure = change
+        elif isinstance(change, CaseOpenedChange):
             self.cases[change.case_ref] = CaseRecord(
                 case_ref=change.case_ref,
                 subject_id=change.subject_id,
@@ -163,6 +244,7 @@ class HubState:
                     guardians_with_custody=frozenset(change.guardians_with_custody),
                 ),
                 parties=frozenset(change.parties),
+                opened_at=change.opened_at,
             )
         else:
             self.cases[change.case_ref].append(change.event)

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from sigbus.audit.state_check import StateRecordRef
 from sigbus.broker.errors import StateCorruptError
-from sigbus.broker.state import CaseOpenedChange, ConsentRecordedChange, HubState, StateRecord
+from sigbus.broker.state import AnyChange, HubState, StateRecord
 from sigbus.protocol.subjects import STATE_STREAM, STATE_SUBJECT
 from sigbus.transport.bus import read_stream
 
@@ -43,14 +43,14 @@ def _siv(key: bytes) -> AESSIV:
     return AESSIV(derived)
 
 
-def seal_change(change: CaseOpenedChange | ConsentRecordedChange, key: bytes) -> bytes:
+def seal_change(change: AnyChange, key: bytes) -> bytes:
     plaintext = StateRecord(change=change).model_dump_json().encode()
     return _siv(key).encrypt(plaintext, [_AAD + change.message_id.encode()])
 
 
 def open_change(
     data: bytes, message_id: str, key: bytes
-) -> CaseOpenedChange | ConsentRecordedChange:
+) -> AnyChange:
     try:
         plaintext = _siv(key).decrypt(data, [_AAD + message_id.encode()])
         return StateRecord.model_validate_json(plaintext).change
@@ -62,7 +62,7 @@ def open_change(
 class SealedChange:
     """A state change sealed once: the log names ``sha256`` before the bytes are stored."""
 
-    change: CaseOpenedChange | ConsentRecordedChange
+    change: AnyChange
     data: bytes
 
     @property
@@ -75,7 +75,7 @@ class StateStore:
         self._js = js
         self._key = key
 
-    def seal(self, change: CaseOpenedChange | ConsentRecordedChange) -> SealedChange:
+    def seal(self, change: AnyChange) -> SealedChange:
         return SealedChange(change, seal_change(change, self._key))
 
     async def persist(self, sealed: SealedChange) -> None:

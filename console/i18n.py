@@ -190,6 +190,8 @@ REASONS: dict[str, dict[str, str]] = {
     "case_ref_required": {"sv": "ärendereferens saknas", "en": "case ref required"},
     "unknown_case": {"sv": "okänt ärende", "en": "unknown case"},
     "case_exists": {"sv": "ärendet finns redan", "en": "case already open"},
+    "case_closed": {"sv": "ärendet är avslutat", "en": "case closed"},
+    "case_already_selected": {"sv": "beslut om SIG finns redan", "en": "case already selected"},
     "recipient_not_party": {"sv": "mottagaren är inte part", "en": "recipient is not a party"},
     "sender_not_allowed": {"sv": "avsändaren får inte skicka detta", "en": "sender not allowed"},
     "assertion_not_allowed": {

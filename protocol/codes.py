@@ -92,3 +92,27 @@ class AgendaItem(StrEnum):
     LEISURE = "leisure"
     SAFETY = "safety"
     CLOSING = "closing"
+
+
+class AssessmentInstrument(StrEnum):
+    """Structured assessment instruments a SIG selection may rest on (a reference only:
+    the assessment itself stays in the social services' case system)."""
+
+    #: Structured Assessment of Violence Risk in Youth.
+    SAVRY = "savry"
+    #: ESTER (evidensbaserad strukturerad bedömning av risk- och skyddsfaktorer).
+    ESTER = "ester"
+    #: Barns behov i centrum (Socialstyrelsen).
+    BBIC = "bbic"
+
+
+class ClosureReason(StrEnum):
+    """Why a SIG case ended (avslut); the steering group's statistics count these."""
+
+    PLAN_COMPLETED = "plan_completed"  # the plan's goals are met
+    NOT_SELECTED = "not_selected"  # the selection decided against a SIG
+    YOUNG_PERSON_DECLINED = "young_person_declined"
+    CONSENT_ENDED = "consent_ended"  # consent withdrawn or expired, not renewed
+    MOVED_AWAY = "moved_away"  # moved out of the municipality
+    OTHER_INTERVENTION = "other_intervention"  # e.g. placement (SiS, LVU) or prison
+    AGE_LIMIT = "age_limit"  # beyond the SIG's age range

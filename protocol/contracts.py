@@ -193,6 +193,19 @@ MESSAGE_DESCRIPTIONS: Mapping[MessageType, tuple[str, str]] = {
         "a guardian, as recorded by social services. A hub record: never released; the "
         "hub releases other messages only within a consent's scope or under a statute.",
     ),
+    MessageType.CASE_SELECTED: (
+        "SIG selection decision (beslut om SIG)",
+        "Social services decided that the young person of the case enters the SIG, "
+        "optionally naming the structured assessment the decision rests on: an instrument "
+        "code (SAVRY, ESTER, BBIC) and the case system's own opaque id for it, never its "
+        "content. A hub record: never released to anyone.",
+    ),
+    MessageType.CASE_CLOSED: (
+        "SIG case closed (avslut)",
+        "Social services closed the SIG case, with a coded reason. From then on the hub "
+        "denies every message about the case (reason case_closed), statutory ones too. "
+        "A hub record: never released to anyone.",
+    ),
     MessageType.CASE_INVITATION: (
         "Case invitation (inbjudan till SIG)",
         "Social services invite an agency into the SIG case the header's case_ref names: "

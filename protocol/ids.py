@@ -21,6 +21,8 @@ class MessageType(StrEnum):
 
     REFERRAL = "referral"
     CASE_OPENED = "case_opened"
+    CASE_SELECTED = "case_selected"
+    CASE_CLOSED = "case_closed"
     CONSENT_EVENT = "consent_event"
     CASE_INVITATION = "case_invitation"
     PLAN_COMMITMENT = "plan_commitment"

@@ -22,6 +22,8 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from sigbus.protocol.codes import (
     ActionCode,
     AgendaItem,
+    AssessmentInstrument,
+    ClosureReason,
     ConsentAction,
     ConsenterRole,
     ConsentPurpose,
@@ -123,6 +125,28 @@ class CaseOpened(Body):
         tuple[GuardianRefStr, ...], Field(max_length=4), AfterValidator(_unique)
     ]
     parties: PartyList
+
+
+class AssessmentRef(StrictModel):
+    """Which structured assessment a selection rests on: the instrument and the case
+    system's own opaque id for it. Never its content, scores or answers."""
+
+    instrument: AssessmentInstrument
+    assessment_id: EvidenceIdStr
+
+
+class CaseSelected(Body):
+    """Social services decided that the young person of this case enters the SIG."""
+
+    assessment: AssessmentRef | None = None
+    decided_by: FunctionCode
+
+
+class CaseClosed(Body):
+    """Social services closed the SIG case (avslut): from now on nothing about it is shared."""
+
+    reason: ClosureReason
+    closed_by: FunctionCode
 
 
 class ConsentScope(StrictModel):
@@ -281,6 +305,8 @@ MESSAGE_TYPES: Mapping[MessageType, MessageTypeSpec] = MappingProxyType(
         MessageType.REFERRAL: MessageTypeSpec(Referral, SentBy.ANY, case_bound=False),
         MessageType.CASE_OPENED: MessageTypeSpec(CaseOpened, SentBy.LEAD, hub_record=True),
         MessageType.CONSENT_EVENT: MessageTypeSpec(ConsentEvent, SentBy.LEAD, hub_record=True),
+        MessageType.CASE_SELECTED: MessageTypeSpec(CaseSelected, SentBy.LEAD, hub_record=True),
+        MessageType.CASE_CLOSED: MessageTypeSpec(CaseClosed, SentBy.LEAD, hub_record=True),
         MessageType.CASE_INVITATION: MessageTypeSpec(CaseInvitation, SentBy.LEAD),
         MessageType.PLAN_COMMITMENT: MessageTypeSpec(PlanCommitment, SentBy.PARTY),
         MessageType.COMMITMENT_STATUS: MessageTypeSpec(CommitmentStatus, SentBy.PARTY),

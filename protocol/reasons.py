@@ -34,6 +34,8 @@ class ReasonCode(StrEnum):
     CASE_REF_REQUIRED = "case_ref_required"
     UNKNOWN_CASE = "unknown_case"
     CASE_EXISTS = "case_exists"
+    CASE_CLOSED = "case_closed"  # the case was closed: nothing about it is shared or recorded
+    CASE_ALREADY_SELECTED = "case_already_selected"
     RECIPIENT_NOT_PARTY = "recipient_not_party"
     SENDER_NOT_ALLOWED = "sender_not_allowed"  # this sender may not send this type
     NO_RECIPIENTS = "no_recipients"

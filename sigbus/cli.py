@@ -19,6 +19,7 @@ from pydantic import ValidationError
 import sigbus.cli_extract  # noqa: F401  (registers audit extract, verify-extract)
 from sigbus.agents.cli_common import agency_app
 from sigbus.agents.social.cli import add_lead_commands
+from sigbus.agents.social.register import CaseRegister
 from sigbus.audit.checkpoint import load_public_key
 from sigbus.audit.errors import AuditError
 from sigbus.bench import BenchSettings, print_result, run_bench
@@ -41,6 +42,7 @@ from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import ProfileError, ProtocolError, SigbusError
 from sigbus.protocol.ids import HUB
 from sigbus.protocol.profiles import Profiles
+from sigbus.report import add_report_command
 from sigbus.transport import config
 from sigbus.transport.bus import connect
 from sigbus.transport.errors import ConfigError
@@ -320,9 +322,11 @@ def add_agency_groups(profiles: Profiles) -> None:
     """``sigbus <agency> …`` for every agency profile; the lead's group adds its commands."""
     for name in profiles:
         profile = profiles[name]
-        group = agency_app(profile, profiles)
+        register = CaseRegister() if profile.lead else None
+        group = agency_app(profile, profiles, register)
         if profile.lead:
-            add_lead_commands(group, profile)
+            add_lead_commands(group, profile, register)
+            add_report_command(group)
         app.add_typer(group, name=name)
 
 

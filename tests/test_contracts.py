@@ -30,6 +30,8 @@ from sigbus.protocol.canonical import sha256_hex
 from sigbus.protocol.codes import (
     ActionCode,
     AgendaItem,
+    AssessmentInstrument,
+    ClosureReason,
     ConsenterRole,
     NotDoneReason,
     PlaceCode,
@@ -48,8 +50,11 @@ from sigbus.protocol.envelope import Envelope
 from sigbus.protocol.ids import HUB, MessageType
 from sigbus.protocol.messages import (
     MESSAGE_TYPES,
+    AssessmentRef,
+    CaseClosed,
     CaseInvitation,
     CaseOpened,
+    CaseSelected,
     CommitmentStatus,
     MeetingNotice,
     PlanCommitment,
@@ -102,6 +107,18 @@ def body_samples() -> dict[MessageType, list[BaseModel]]:
         ],
         MessageType.CASE_OPENED: [
             CaseOpened(personnummer=YOUTH, guardians_with_custody=("vh-1", "vh-2"), parties=parties)
+        ],
+        MessageType.CASE_SELECTED: [
+            CaseSelected(
+                assessment=AssessmentRef(
+                    instrument=AssessmentInstrument.SAVRY, assessment_id="as-savry-k12"
+                ),
+                decided_by="social_sig_coordinator",
+            ),
+            CaseSelected(decided_by="social_case_worker"),
+        ],
+        MessageType.CASE_CLOSED: [
+            CaseClosed(reason=ClosureReason.PLAN_COMPLETED, closed_by="social_sig_coordinator")
         ],
         MessageType.CONSENT_EVENT: [
             consent_given(

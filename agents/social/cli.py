@@ -4,7 +4,9 @@
 # the profile in closures, and typer must see those annotations evaluated.
 
 import hashlib
+import json
 from datetime import UTC, datetime
+from datetime import date as date_type
 from pathlib import Path
 from typing import Annotated
 
@@ -23,15 +25,35 @@ from sigbus.agents.cli_common import (
     ToOpt,
     WaitOpt,
     assertion,
+    build,
     derived_id,
     directory_agencies,
+    fail,
+    parse_instant,
     read_personnummer,
     send,
 )
 from sigbus.agents.social.consent import consent_given, consent_withdrawn
-from sigbus.protocol.codes import AgendaItem, ConsenterRole, PlaceCode
+from sigbus.agents.social.register import CaseRegister, CaseView, case_views
+from sigbus.policy import default_rules
+from sigbus.protocol.codes import (
+    AgendaItem,
+    AssessmentInstrument,
+    ClosureReason,
+    ConsenterRole,
+    PlaceCode,
+)
+from sigbus.protocol.errors import SigbusError
 from sigbus.protocol.ids import MessageType
-from sigbus.protocol.messages import CaseInvitation, CaseOpened, ConsentEvent, MeetingNotice
+from sigbus.protocol.messages import (
+    AssessmentRef,
+    CaseClosed,
+    CaseInvitation,
+    CaseOpened,
+    CaseSelected,
+    ConsentEvent,
+    MeetingNotice,
+)
 from sigbus.protocol.profiles import AgencyProfile
 
 PartiesOpt = Annotated[
@@ -50,8 +72,16 @@ GuardianOpt = Annotated[
 RECORDED_BY = "social_case_worker"
 
 
-def _when(text: str | None) -> datetime:
-    return datetime.fromisoformat(text) if text else datetime.now(UTC)
+def _when(text: str | None, option: str) -> datetime:
+    return parse_instant(text, option) if text else datetime.now(UTC)
+
+
+def _evidence_digest(path: Path) -> str:
+    """SHA-256 of the signed consent form; a missing or unreadable file is one line."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        fail(f"--evidence {str(path)!r} cannot be read ({e.strerror or type(e).__name__})")
 
 
 def _role(young_person: bool, guardian: str | None) -> ConsenterRole:
@@ -60,9 +90,13 @@ def _role(young_person: bool, guardian: str | None) -> ConsenterRole:
     return ConsenterRole.YOUNG_PERSON if young_person else ConsenterRole.GUARDIAN
 
 
-def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
-    """Attach the lead agency's commands to its group (``profile`` is the lead's)."""
+def add_lead_commands(
+    app: typer.Typer, profile: AgencyProfile, register: CaseRegister | None = None
+) -> None:
+    """Attach the lead agency's commands to its group (``profile`` is the lead's); what
+    they send, and the hub's decisions, go into ``register`` (the case register)."""
     agency = profile.name
+    journal = register if register is not None else CaseRegister()
     case_app = typer.Typer(
         pretty_exceptions_show_locals=False, help="SIG cases.", no_args_is_help=True
     )
@@ -100,6 +134,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             timeout=timeout,
             withdrawal=withdrawal,
             message_id=message_id,
+            journal=journal,
         )
 
     @case_app.command("open")
@@ -119,10 +154,12 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
     ) -> None:
         """Open a SIG case at the hub. Prints the case ref to use from now on."""
         case_ref = case or derived_id("case", message_id, 12)
-        body = CaseOpened(
-            personnummer=read_personnummer(personnummer),
-            guardians_with_custody=tuple(guardian),
-            parties=tuple(party or directory_agencies(keys)),
+        pnr = read_personnummer(personnummer)
+        parties = tuple(party or directory_agencies(keys))
+        body = build(
+            lambda: CaseOpened(
+                personnummer=pnr, guardians_with_custody=tuple(guardian), parties=parties
+            )
         )
         send(
             agency,
@@ -135,8 +172,73 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             wait=wait,
             timeout=timeout,
             message_id=message_id,
+            journal=journal,
         )
         typer.echo(f"case {case_ref}")
+
+    @case_app.command("select")
+    def select_case(
+        case: CaseOpt,
+        instrument: Annotated[
+            AssessmentInstrument | None,
+            typer.Option(help="the structured assessment the decision rests on"),
+        ] = None,
+        assessment_id: Annotated[
+            str | None,
+            typer.Option(
+                "--assessment-id",
+                help="your case system's opaque id of that assessment (e.g. as-k12); "
+                "never its content",
+            ),
+        ] = None,
+        decided_by: Annotated[str, typer.Option(help=f"one of: {functions}")] = (
+            profile.default_function()
+        ),
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        message_id: MessageIdOpt = None,
+    ) -> None:
+        """Record the selection decision: the young person enters the SIG."""
+        if (instrument is None) != (assessment_id is None):
+            raise typer.BadParameter("--instrument and --assessment-id go together")
+        body = build(
+            lambda: CaseSelected(
+                assessment=(
+                    AssessmentRef(instrument=instrument, assessment_id=assessment_id)
+                    if instrument is not None and assessment_id is not None
+                    else None
+                ),
+                decided_by=decided_by,
+            )
+        )
+        send(
+            agency, nats, keys, MessageType.CASE_SELECTED, body,
+            case_ref=case, to=[], wait=wait, timeout=timeout, journal=journal,
+            message_id=message_id,
+        )  # fmt: skip
+
+    @case_app.command("close")
+    def close_case(
+        case: CaseOpt,
+        reason: Annotated[ClosureReason, typer.Option(help="why the case ends")],
+        closed_by: Annotated[str, typer.Option(help=f"one of: {functions}")] = (
+            profile.default_function()
+        ),
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        message_id: MessageIdOpt = None,
+    ) -> None:
+        """Close the case. From then on the hub denies every message about it (case_closed)."""
+        body = build(lambda: CaseClosed(reason=reason, closed_by=closed_by))
+        send(
+            agency, nats, keys, MessageType.CASE_CLOSED, body,
+            case_ref=case, to=[], wait=wait, timeout=timeout, journal=journal,
+            message_id=message_id,
+        )  # fmt: skip
 
     @consent_app.command("give")
     def consent_give(
@@ -162,19 +264,23 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         """Record a written, scoped samtycke given by the young person or a guardian."""
         role = _role(young_person, guardian)
         cid = consent_id or derived_id("consent", message_id, 16)
+        start, end = _when(valid_from, "--from"), parse_instant(until, "--until")
+        digest = _evidence_digest(evidence)
         listed = None if discloser and recipient else directory_agencies(keys)
-        body = consent_given(
-            cid,
-            role,
-            guardian,
-            disclosers=tuple(discloser or listed or ()),
-            recipients=tuple(recipient or listed or ()),
-            categories=tuple(category),
-            valid_from=_when(valid_from),
-            valid_until=datetime.fromisoformat(until),
-            acted_at=datetime.now(UTC),
-            evidence_sha256=hashlib.sha256(evidence.read_bytes()).hexdigest(),
-            recorded_by=recorded_by,
+        body = build(
+            lambda: consent_given(
+                cid,
+                role,
+                guardian,
+                disclosers=tuple(discloser or listed or ()),
+                recipients=tuple(recipient or listed or ()),
+                categories=tuple(category),
+                valid_from=start,
+                valid_until=end,
+                acted_at=datetime.now(UTC),
+                evidence_sha256=digest,
+                recorded_by=recorded_by,
+            )
         )
         record_consent(body, case, nats, keys, wait=wait, timeout=timeout, message_id=message_id)
         typer.echo(f"consent {cid}")
@@ -194,12 +300,11 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
     ) -> None:
         """Record that the consenter withdrew samtycke. Sharing stops at once; if the hub
         refuses the withdrawal (exit 1), it is NOT applied and sharing continues."""
-        body = consent_withdrawn(
-            consent_id,
-            _role(young_person, guardian),
-            guardian,
-            acted_at=datetime.now(UTC),
-            recorded_by=recorded_by,
+        role = _role(young_person, guardian)
+        body = build(
+            lambda: consent_withdrawn(
+                consent_id, role, guardian, acted_at=datetime.now(UTC), recorded_by=recorded_by
+            )
         )
         record_consent(
             body,
@@ -230,10 +335,10 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         message_id: MessageIdOpt = None,
     ) -> None:
         """Invite parties to the case (released only with consent, or a statute you assert)."""
-        body = CaseInvitation(
-            personnummer=read_personnummer(personnummer),
-            parties=tuple(party or directory_agencies(keys)),
-            coordinator=coordinator,
+        pnr = read_personnummer(personnummer)
+        parties = tuple(party or directory_agencies(keys))
+        body = build(
+            lambda: CaseInvitation(personnummer=pnr, parties=parties, coordinator=coordinator)
         )
         asserted = assertion(statute, evidence_id)
         send(
@@ -248,6 +353,7 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             wait=wait,
             timeout=timeout,
             message_id=message_id,
+            journal=journal,
         )
 
     @app.command()
@@ -266,8 +372,9 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
         message_id: MessageIdOpt = None,
     ) -> None:
         """Call an individual meeting (agenda as codes)."""
-        body = MeetingNotice(
-            meeting_at=datetime.fromisoformat(at), place=place, agenda=tuple(agenda)
+        meeting_at = parse_instant(at, "--at")
+        body = build(
+            lambda: MeetingNotice(meeting_at=meeting_at, place=place, agenda=tuple(agenda))
         )
         asserted = assertion(statute, evidence_id)
         send(
@@ -282,4 +389,105 @@ def add_lead_commands(app: typer.Typer, profile: AgencyProfile) -> None:
             wait=wait,
             timeout=timeout,
             message_id=message_id,
+            journal=journal,
         )
+
+    JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+    def views() -> dict[str, CaseView]:
+        try:
+            return case_views(journal.lines(), default_rules(), now=datetime.now(UTC))
+        except SigbusError as e:
+            fail(str(e))
+
+    @app.command("cases")
+    def list_cases(as_json: JsonOpt = False) -> None:
+        """List the cases in this adapter's case register, one line each."""
+        today = datetime.now(UTC).date()
+        known = views()
+        if as_json:
+            typer.echo(json.dumps([v.to_json(today) for v in known.values()], indent=2))
+            return
+        if not known:
+            typer.echo(f"no cases in the case register ({journal.path})")
+        for view in known.values():
+            typer.echo(case_line(view, today))
+
+    @case_app.command("show")
+    def show_case(
+        case: Annotated[str, typer.Argument(help="case ref, e.g. case-abcd")],
+        as_json: JsonOpt = False,
+    ) -> None:
+        """The whole picture of one case: parties, consent per consenter, status, plan,
+        next meeting, recent decisions (from this adapter's case register)."""
+        today = datetime.now(UTC).date()
+        view = views().get(case)
+        if view is None:
+            fail(
+                f"unknown case {case!r}: the case register ({journal.path}) has no case "
+                "opened and confirmed under that ref; `sigbus social cases` lists them"
+            )
+        if as_json:
+            typer.echo(json.dumps(view.to_json(today), indent=2))
+            return
+        for line in case_screen(view, today):
+            typer.echo(line)
+
+
+def _day(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+
+
+def case_line(view: CaseView, today: date_type) -> str:
+    given = sum(1 for c in view.consenters if c.state.value == "given")
+    overdue = len(view.overdue(today))
+    meeting = _day(view.next_meeting.at) if view.next_meeting else "-"
+    return (
+        f"{view.case_ref}  {view.status.value:<18} consent {given}/{len(view.consenters)}  "
+        f"overdue {overdue}  next meeting {meeting}"
+    )
+
+
+def case_screen(view: CaseView, today: date_type) -> list[str]:
+    """One screen: ids, codes, dates and agencies only (no personnummer, no birth date)."""
+    who = (
+        "minor: the young person and every vårdnadshavare must consent"
+        if view.minor
+        else ("adult: the young person's own consent")
+    )
+    lines = [f"case {view.case_ref}: {view.status.value}", f"  young person: {who}"]
+    lines.append(f"  parties: {', '.join(view.parties)}")
+    if view.selected_at:
+        ref = f" on {view.assessment[0]} {view.assessment[1]}" if view.assessment else ""
+        lines.append(f"  selected {_day(view.selected_at)}{ref}")
+    if view.closed_at:
+        lines.append(f"  closed {_day(view.closed_at)}: {view.closure_reason}")
+    lines.append("consent:")
+    for c in view.consenters:
+        until = f" until {_day(c.valid_until)}" if c.valid_until else ""
+        cid = f" {c.consent_id}" if c.consent_id else ""
+        lines.append(f"  {c.consenter:<18} {c.state.value}{cid}{until}")
+    lines.append("plan:" if view.commitments else "plan: no commitments known")
+    for cm in view.commitments:
+        flag = "  OVERDUE" if cm.overdue(today) else ""
+        state = cm.status.value if cm.status else "no status yet"
+        lines.append(
+            f"  {cm.commitment_id} {cm.agency} {cm.action} ({cm.owner}) due "
+            f"{cm.due_on.isoformat()}: {state}{flag}"
+        )
+    meeting = view.next_meeting
+    lines.append(
+        f"next meeting: {_day(meeting.at)} at {meeting.place}: {', '.join(meeting.agenda)}"
+        if meeting
+        else "next meeting: none called"
+    )
+    lines.append("recent decisions:" if view.decisions else "recent decisions: none")
+    for d in reversed(view.decisions):
+        why = f": {', '.join(d.reasons)}" if d.reasons else ""
+        logs = ", ".join(str(i) for i in d.log_indexes)
+        lines.append(
+            f"  {_day(d.at)} {d.message_type.value} {d.message_id} {d.summary}{why} (log {logs})"
+        )
+    for message_id in view.undecided:
+        lines.append(f"  {message_id}: no decision yet (`sigbus social inbox` fetches it)")
+    return lines

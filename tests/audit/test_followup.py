@@ -1,0 +1,123 @@
+"""Steering-group statistics: periods, counts, and no count below k ever shown (issue 13)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sigbus.audit.followup import (
+    CaseFacts,
+    ConsentFacts,
+    Measure,
+    PeriodError,
+    count_measures,
+    followup,
+    parse_period,
+)
+from sigbus.protocol.codes import ClosureReason, ConsentAction
+
+Q3 = parse_period("2026-Q3")
+IN_Q3 = datetime(2026, 8, 1, 12, tzinfo=UTC)
+BEFORE = datetime(2026, 5, 1, 12, tzinfo=UTC)
+
+
+def test_periods_are_stockholm_quarters_months_and_years() -> None:
+    assert (Q3.first_day.isoformat(), Q3.end_day.isoformat()) == ("2026-07-01", "2026-10-01")
+    assert parse_period("2026-12").end_day.isoformat() == "2027-01-01"
+    assert parse_period("2026").end_day.isoformat() == "2027-01-01"
+    # 00:30 Stockholm on 1 July is still 30 June in UTC: it counts in Q3.
+    assert Q3.holds(datetime(2026, 6, 30, 22, 30, tzinfo=UTC))
+    assert not Q3.holds(datetime(2026, 9, 30, 22, 30, tzinfo=UTC))
+    for bad in ("2026-Q5", "Q3-2026", "2026-13", "15/12/2026", ""):
+        with pytest.raises(PeriodError):
+            parse_period(bad)
+
+
+def counts(cases: list[CaseFacts], k: int) -> dict[str, int | None]:
+    return {r.measure: r.count for r in followup(cases, Q3, k=k).rows}
+
+
+def test_what_is_counted() -> None:
+    given = ConsentFacts(((ConsentAction.GIVEN, IN_Q3),), valid_until=IN_Q3 + timedelta(days=200))
+    withdrawn = ConsentFacts(
+        ((ConsentAction.GIVEN, BEFORE), (ConsentAction.WITHDRAWN, IN_Q3)),
+        valid_until=IN_Q3 + timedelta(days=1),  # ends in Q3, but was withdrawn first
+    )
+    lapsed = ConsentFacts(((ConsentAction.GIVEN, BEFORE),), valid_until=IN_Q3)
+    cases = [
+        CaseFacts(opened_at=IN_Q3, consents=(given,)),
+        CaseFacts(opened_at=BEFORE, consents=(withdrawn, lapsed)),
+        CaseFacts(opened_at=BEFORE, closed_at=IN_Q3, closure_reason=ClosureReason.MOVED_AWAY),
+        CaseFacts(opened_at=BEFORE, closed_at=BEFORE, closure_reason=ClosureReason.AGE_LIMIT),
+    ]
+    got = count_measures(cases, Q3)
+    assert got[Measure.CASES_STARTED] == 1
+    assert got[Measure.CASES_ACTIVE] == 3  # the one closed before Q3 is not
+    assert got[Measure.CASES_CLOSED] == 1
+    assert got["cases_closed:moved_away"] == 1
+    assert got["cases_closed:age_limit"] == 0
+    assert (got[Measure.CONSENTS_GIVEN], got[Measure.CONSENTS_WITHDRAWN]) == (1, 1)
+    assert got[Measure.CONSENTS_EXPIRED] == 1
+
+
+def test_a_single_suppressed_reason_cannot_be_recomputed_from_the_total() -> None:
+    cases = (
+        [
+            CaseFacts(
+                opened_at=BEFORE, closed_at=IN_Q3, closure_reason=ClosureReason.PLAN_COMPLETED
+            )
+            for _ in range(6)
+        ]
+        + [
+            CaseFacts(opened_at=BEFORE, closed_at=IN_Q3, closure_reason=ClosureReason.MOVED_AWAY)
+            for _ in range(5)
+        ]
+        + [CaseFacts(opened_at=BEFORE, closed_at=IN_Q3, closure_reason=ClosureReason.AGE_LIMIT)]
+    )
+    got = counts(cases, k=5)
+    assert got[Measure.CASES_CLOSED] == 12
+    assert got["cases_closed:age_limit"] is None
+    # 12 - 6 - 5 would give the 1 away: the smallest shown reason is hidden too.
+    assert got["cases_closed:moved_away"] is None
+    assert got["cases_closed:plan_completed"] == 6
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_no_count_below_k_is_ever_shown(seed: int) -> None:
+    rng = random.Random(seed)
+    k = rng.randint(2, 7)
+    days = lambda: timedelta(days=rng.randint(-200, 200))  # noqa: E731
+    cases = []
+    for _ in range(rng.randint(0, 40)):
+        closed = rng.random() < 0.5
+        consents = tuple(
+            ConsentFacts(
+                tuple(
+                    (rng.choice(list(ConsentAction)), IN_Q3 + days())
+                    for _ in range(rng.randint(1, 3))
+                ),
+                valid_until=IN_Q3 + days(),
+            )
+            for _ in range(rng.randint(0, 3))
+        )
+        cases.append(
+            CaseFacts(
+                opened_at=IN_Q3 + days(),
+                closed_at=IN_Q3 + days() if closed else None,
+                closure_reason=rng.choice(list(ClosureReason)) if closed else None,
+                consents=consents,
+            )
+        )
+    report = followup(cases, Q3, k=k)
+    for row in report.rows:
+        assert row.count is None or row.count >= k, row
+        text = row.shown(k)
+        assert text == f"<{k}" or int(text) >= k
+    reasons = [r.count for r in report.rows if r.measure.startswith("cases_closed:")]
+    total = next(r.count for r in report.rows if r.measure == "cases_closed")
+    if total is not None:
+        # What the hidden reasons add up to (the total minus the shown ones) is 0 or >= k.
+        hidden = total - sum(c for c in reasons if c is not None)
+        assert hidden == 0 or hidden >= k

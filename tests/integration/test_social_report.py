@@ -1,0 +1,84 @@
+"""`sigbus social report`: the steering group's figures from the live hub state (issue 13).
+
+Counts below k never show, in the table, the JSON or the CSV; the report names no case.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sigbus.agents.social.consent import consent_withdrawn
+from sigbus.protocol.codes import ClosureReason, ConsenterRole
+from sigbus.protocol.ids import MessageType
+from sigbus.protocol.messages import CaseClosed
+from tests.integration.conftest import World
+from tests.integration.test_decision_notice_cli import cli
+
+SO = "social"
+
+
+def this_quarter() -> str:
+    now = datetime.now(UTC)
+    return f"{now.year}-Q{(now.month - 1) // 3 + 1}"
+
+
+async def test_the_report_counts_and_never_shows_a_count_below_k(
+    world: World, keys_dir: Path, tmp_path: Path
+) -> None:
+    cases = [await world.open_case_with_consents() for _ in range(3)]
+    for case in cases[:2]:
+        await world.adapters[SO].send(
+            MessageType.CASE_CLOSED,
+            CaseClosed(reason=ClosureReason.PLAN_COMPLETED, closed_by="social_case_worker"),
+            case_ref=case,
+        )
+    await world.adapters[SO].send(
+        MessageType.CONSENT_EVENT,
+        consent_withdrawn(
+            "consent-guardianvh1", ConsenterRole.GUARDIAN, "vh-1", acted_at=datetime.now(UTC)
+        ),
+        case_ref=cases[2],
+    )
+    await world.settle()
+
+    out_csv = tmp_path / "report.csv"
+    run = await cli(
+        world, keys_dir, "social", "report", "--period", this_quarter(), "--k", "2",
+        "--csv", str(out_csv),
+    )  # fmt: skip
+    assert run.code == 0, run
+    table = {
+        line.rsplit(None, 1)[0].strip(): line.rsplit(None, 1)[1]
+        for line in run.out.splitlines()[1:]
+    }
+    assert table["ärenden startade / cases started"] == "3"
+    assert table["ärenden aktiva / cases active"] == "3"
+    assert table["ärenden avslutade / cases closed"] == "2"
+    assert table["varav / of which plan_completed"] == "2"
+    assert table["varav / of which moved_away"] == "<2"
+    assert table["samtycken lämnade / consents given"] == "9"
+    assert table["samtycken återkallade / consents withdrawn"] == "<2"  # exactly one: hidden
+    with out_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["measure"]: r["count"] for r in rows}["consents_given"] == "9"
+    for row in rows:
+        assert row["count"] == "<2" or int(row["count"]) >= 2, row
+    assert out_csv.stat().st_mode & 0o777 == 0o600
+
+    default = await cli(world, keys_dir, "social", "report", "--period", this_quarter(), "--json")
+    assert default.code == 0, default
+    shown = json.loads(default.out)["counts"]
+    assert shown["consents_given"] == "9"
+    assert all(v == "<5" or int(v) >= 5 for v in shown.values()), shown
+    assert shown["cases_started"] == "<5"
+    for case in cases:
+        assert case not in run.out + default.out + out_csv.read_text()
+
+    bad = await cli(world, keys_dir, "social", "report", "--period", "15/12/2026")
+    assert bad.code == 2, bad
+    assert bad.err.strip().splitlines() == [
+        "error: period '15/12/2026' is not YYYY, YYYY-Qn or YYYY-MM (e.g. 2026-Q3)"
+    ]
