@@ -162,7 +162,7 @@ class Broker:
         records = await self._store.read()
         pending_from = await self._first_unacked_ingress()
         findings = check_state_against_log(
-            self.writer.entries(), [ref for ref, _ in records], pending_ingress_from=pending_from
+            self.writer.state_bound, [ref for ref, _ in records], pending_ingress_from=pending_from
         )
         if findings:
             for finding in findings[:10]:
@@ -269,11 +269,12 @@ class Broker:
             log.critical("log_fenced", ingress_seq=seq)
             raise
         except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
-            # Transport trouble: do not ack; resync the log view and let JetStream redeliver.
+            # Transport trouble: do not ack; re-read the log's tail (an append may have
+            # landed although its ack was lost) and let JetStream redeliver.
             log.error("ingress_processing_retry", ingress_seq=seq, error=type(e).__name__)
             with contextlib.suppress(NatsError):
                 await msg.nak(delay=1.0)
-            await self.writer.recover()
+            await self.writer.resume()
 
     async def _handle(self, msg: Msg, seq: int) -> None:
         existing = tuple(self.writer.entries_for_ingress(seq))

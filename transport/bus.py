@@ -230,9 +230,14 @@ async def read_by_sequence(
 
 
 async def read_stream(
-    js: JetStreamContext, stream: str, subject: str, *, up_to_seq: int | None = None
+    js: JetStreamContext,
+    stream: str,
+    subject: str,
+    *,
+    up_to_seq: int | None = None,
+    from_seq: int = 1,
 ) -> AsyncIterator[Msg]:
-    """Every stored message of ``subject`` in ``stream``, in order, read in batches.
+    """Every stored message of ``subject`` in ``stream`` from ``from_seq`` on, in order.
 
     An ephemeral pull consumer with no acks: reading leaves no trace and takes
     one round trip per batch instead of one per message.
@@ -242,13 +247,17 @@ async def read_stream(
     except NotFoundError:
         return
     last = info.state.last_seq if up_to_seq is None else min(up_to_seq, info.state.last_seq)
-    if info.state.messages == 0 or last == 0:
+    if info.state.messages == 0 or last == 0 or from_seq > last:
         return
+    from_start = from_seq <= 1
     sub = await js.pull_subscribe(
         subject,
         stream=stream,
         config=ConsumerConfig(
-            ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.ALL if from_start else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=None if from_start else from_seq,
+            inactive_threshold=60.0,
         ),
     )
     try:
