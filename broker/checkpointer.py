@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -128,6 +128,7 @@ class Checkpointer:
         *,
         origin: str = DEFAULT_ORIGIN,
         witnesses: Callable[[], Iterable[AgencyId]] = tuple,
+        after_publish: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -140,6 +141,8 @@ class Checkpointer:
         self._subs: list[Subscription] = []
         self._witnesses = witnesses
         self._notes: dict[int, str] = {}
+        #: Called after each checkpoint published (the hub's snapshots, tied to it).
+        self._after_publish = after_publish
 
     def sign(self) -> str:
         tree = self._writer.tree
@@ -160,6 +163,8 @@ class Checkpointer:
         for old in sorted(self._notes)[:-_NOTES_KEPT]:
             del self._notes[old]
         log.info("checkpoint_published", size=size)
+        if self._after_publish is not None:
+            await self._after_publish()
         return note
 
     async def maybe_publish(self) -> None:

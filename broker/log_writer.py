@@ -160,10 +160,13 @@ class LogWriter:
     async def resume(self) -> None:
         """After a transport error: read only what landed after the last durable size."""
         before = self.size
-        await self._read_tail(self.size, named=set(self.quarantined.items()))
+        await self._read_tail(self.size, named=set(self.quarantined.items()), announce=False)
         log.info("log_resumed", size=self.size, read=self.size - before)
 
-    async def _read_tail(self, start: int, *, named: set[tuple[int, Fault]]) -> None:
+    async def _read_tail(
+        self, start: int, *, named: set[tuple[int, Fault]], announce: bool = True
+    ) -> None:
+        """Read the log from index ``start``; ``announce`` the quarantines known already."""
         prefix = self.tree.size
         known = set(self.quarantined)
         seen_to = start
@@ -201,7 +204,7 @@ class LogWriter:
             )
         for index, fault in self.quarantined.items():
             if (index, fault) in named:
-                if index not in known:
+                if announce or index not in known:
                     log.warning(
                         "log_record_quarantined_earlier", seq=index + 1, reason=fault.value
                     )

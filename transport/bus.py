@@ -41,6 +41,9 @@ INGRESS_BACKLOG = 64
 #: max_payload is the same bound, enforced before the stream sees it).
 INGRESS_MAX_MSG_BYTES = 128 * 1024
 
+#: Versions of each snapshot subject kept (broker/snapshot.py).
+SNAPSHOT_KEEP = 3
+
 #: The streams and their settings. File storage everywhere; the server fsyncs
 #: every write (sync_interval: always). The log and the hub state refuse
 #: deletes and purges: history is append-only.
@@ -93,6 +96,16 @@ STREAMS: tuple[StreamConfig, ...] = (
         duplicate_window=DAY_S,
         deny_delete=True,
         deny_purge=True,
+    ),
+    StreamConfig(
+        name=s.SNAPSHOT_STREAM,
+        subjects=[s.SNAPSHOT_ALL],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        # The latest three of each piece and manifest: a snapshot cut short by a
+        # crash leaves the one before it whole (broker/snapshot.py).
+        max_msgs_per_subject=SNAPSHOT_KEEP,
+        discard=DiscardPolicy.OLD,
     ),
 )
 
