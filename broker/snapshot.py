@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from sigbus.audit.errors import AuditError
@@ -56,7 +57,6 @@ from sigbus.audit.state_check import StateRecordRef
 from sigbus.broker.errors import SnapshotRejectedError
 from sigbus.broker.log_writer import LogWriter
 from sigbus.protocol.subjects import SNAPSHOT_MANIFEST_SUBJECT, SNAPSHOT_STREAM
-from sigbus.transport.bus import read_stream
 
 log = structlog.get_logger("sigbus.broker.snapshot")
 
@@ -276,11 +276,25 @@ class SnapshotStore:
         return manifest
 
     async def candidates(self) -> list[tuple[int, bytes]]:
-        """Every stored manifest (stream sequence, bytes), newest first."""
-        found = [
-            (msg.metadata.sequence.stream, bytes(msg.data))
-            async for msg in read_stream(self._js, SNAPSHOT_STREAM, SNAPSHOT_MANIFEST_SUBJECT)
-        ]
+        """Every stored manifest (stream sequence, bytes), newest first.
+
+        By "next message on the subject from sequence n" lookups: a few (the stream
+        keeps ``SNAPSHOT_KEEP`` of them), and unlike a filtered consumer they do not
+        wait for the stream's last message to be a manifest (after a crash it is not).
+        """
+        found: list[tuple[int, bytes]] = []
+        seq = 1
+        while True:
+            try:
+                msg = await self._js.get_msg(
+                    SNAPSHOT_STREAM, seq, subject=SNAPSHOT_MANIFEST_SUBJECT, next=True
+                )
+            except NotFoundError:
+                break
+            if msg.seq is None:
+                break
+            found.append((msg.seq, bytes(msg.data or b"")))
+            seq = msg.seq + 1
         return sorted(found, reverse=True)
 
     async def load(self, raw: bytes) -> Restored:
