@@ -249,6 +249,8 @@ class MerkleTree:
     def from_levels(cls, levels: Sequence[bytes | bytearray]) -> MerkleTree:
         """A tree from the packed levels of another (:meth:`packed_levels`), not re-hashed.
 
+        A ``bytearray`` level is taken over, not copied (the caller gives it up).
+
         Only the shape is checked (level k holds ``size >> k`` nodes); whether the
         hashes are the log's is for the caller to establish (a snapshot's signature
         over them, its root against a signed checkpoint, its last leaves against the
@@ -264,7 +266,7 @@ class MerkleTree:
             if len(nodes) != (size >> level) * HASH_SIZE:
                 raise ProofError(f"tree level {level} has the wrong number of nodes")
         tree = cls()
-        tree._levels = [bytearray(nodes) for nodes in levels]
+        tree._levels = [n if isinstance(n, bytearray) else bytearray(n) for n in levels]
         tree._size = size
         return tree
 

@@ -310,9 +310,9 @@ class SnapshotStore:
         if manifest.format != FORMAT or manifest.origin != self._origin:
             raise SnapshotRejectedError("snapshot is of another format or log")
         try:
-            levels = [b"".join(await self._fetch(refs)) for refs in manifest.tree]
-            tree = MerkleTree.from_levels(levels)
-            sealed = b"".join(await self._fetch(manifest.state))
+            levels = [await self._fetch(refs) for refs in manifest.tree]
+            tree = MerkleTree.from_levels(levels)  # takes the bytearrays: no copy
+            sealed = bytes(await self._fetch(manifest.state))
             blob = self._seal.decrypt(
                 base64.b64decode(manifest.state_nonce, validate=True),
                 sealed,
@@ -330,8 +330,9 @@ class SnapshotStore:
         records = unpack_records(blob)
         return Restored(manifest, tree, records, manifest.state_seq)
 
-    async def _fetch(self, refs: Sequence[PieceRef]) -> list[bytes]:
-        out: list[bytes] = []
+    async def _fetch(self, refs: Sequence[PieceRef]) -> bytearray:
+        """The pieces back to back, each checked against its digest."""
+        out = bytearray()
         for at in range(0, len(refs), _WINDOW):
             batch = refs[at : at + _WINDOW]
             try:
@@ -344,5 +345,5 @@ class SnapshotStore:
                 data = bytes(msg.data or b"")
                 if hashlib.sha256(data).hexdigest() != ref.sha256:
                     raise SnapshotRejectedError(f"snapshot piece {ref.seq} was altered")
-                out.append(data)
+                out += data
         return out
