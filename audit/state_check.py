@@ -124,7 +124,9 @@ def check_state_tail(
     """
     before = set(earlier)
     findings = check_state_against_log(
-        entries, records, pending_ingress_from=pending_ingress_from
+        entries,
+        [r for r in records if r.message_id not in before],
+        pending_ingress_from=pending_ingress_from,
     )
     findings += [
         StateFinding(StateFault.INJECTED, r.message_id, None, r.seq)
