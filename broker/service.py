@@ -298,7 +298,9 @@ class Broker:
 
     async def _maybe_snapshot(self, *, force: bool = False) -> None:
         """Every ``snapshot_every`` entries (or ``force``, if the log grew): a snapshot."""
-        if self._snapshots is None or self._writer is None or self._store is None:
+        if not self.started_from or self._snapshots is None or self._writer is None:
+            return  # never of a hub whose start failed (its state was refused)
+        if self._store is None:
             return
         grown = self._writer.size - self._snapshots.last_size
         if grown <= 0 or (grown < self._snapshot_every and not force):
