@@ -226,48 +226,90 @@ def root_from_leaf_hashes(leaf_hashes: Iterable[bytes]) -> bytes:
 
 
 class MerkleTree:
-    """Append-only RFC 9162 tree that can serve proofs for any size up to its own."""
+    """Append-only RFC 9162 tree that can serve proofs for any size up to its own.
+
+    Every level is one ``bytearray`` of 32-byte node hashes, not a list of
+    ``bytes`` objects: 1,000,000 leaves take about 64 MB (leaves and all the
+    nodes above them), a third of what a list of objects would.
+    """
 
     def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
-        # _levels[k][j] = MTH of the perfect subtree of leaves [j*2**k, (j+1)*2**k),
-        # which is subtree_levels(leaves, 0); built level by level in bulk.
+        # _levels[k][32*j : 32*(j+1)] = MTH of the perfect subtree of leaves
+        # [j*2**k, (j+1)*2**k), which is subtree_levels(leaves, 0); built in bulk.
         leaves = list(leaf_hashes)
         wrong = next((leaf for leaf in leaves if len(leaf) != HASH_SIZE), None)
         if wrong is not None:
             _require_hash(wrong, "leaf hash")
-        self._levels: list[list[bytes]] = subtree_levels(leaves, 0)
+        self._levels: list[bytearray] = [
+            bytearray(b"".join(level)) for level in subtree_levels(leaves, 0)
+        ]
+        self._size = len(leaves)
+
+    @classmethod
+    def from_levels(cls, levels: Sequence[bytes | bytearray]) -> MerkleTree:
+        """A tree from the packed levels of another (:meth:`packed_levels`), not re-hashed.
+
+        A ``bytearray`` level is taken over, not copied (the caller gives it up).
+
+        Only the shape is checked (level k holds ``size >> k`` nodes); whether the
+        hashes are the log's is for the caller to establish (a snapshot's signature
+        over them, its root against a signed checkpoint, its last leaves against the
+        stored entries).
+        """
+        if not levels or len(levels[0]) % HASH_SIZE:
+            raise ProofError("packed tree levels are malformed")
+        size = len(levels[0]) // HASH_SIZE
+        expected = max(1, size.bit_length())
+        if len(levels) != expected:
+            raise ProofError(f"a tree of {size} leaves has {expected} levels, not {len(levels)}")
+        for level, nodes in enumerate(levels):
+            if len(nodes) != (size >> level) * HASH_SIZE:
+                raise ProofError(f"tree level {level} has the wrong number of nodes")
+        tree = cls()
+        tree._levels = [n if isinstance(n, bytearray) else bytearray(n) for n in levels]
+        tree._size = size
+        return tree
+
+    def packed_levels(self) -> list[bytearray]:
+        """Every level as it is stored (append-only: a prefix never changes). Do not modify."""
+        return self._levels
+
+    def _node(self, level: int, position: int) -> bytes:
+        start = position * HASH_SIZE
+        return bytes(self._levels[level][start : start + HASH_SIZE])
 
     @property
     def size(self) -> int:
-        return len(self._levels[0])
+        return self._size
 
     def append(self, leaf_hash: bytes) -> int:
         """Add one leaf hash (see :func:`hash_leaf`); returns its index."""
         _require_hash(leaf_hash, "leaf hash")
         levels = self._levels
-        index = len(levels[0])
-        levels[0].append(leaf_hash)
+        index = self._size
+        levels[0] += leaf_hash
+        self._size += 1
         node, position, level = leaf_hash, index, 0
         while position & 1:  # a right child completes its parent
-            node = hash_children(levels[level][position - 1], node)
+            node = hash_children(self._node(level, position - 1), node)
             level += 1
             position >>= 1
             if level == len(levels):
-                levels.append([])
-            levels[level].append(node)
+                levels.append(bytearray())
+            levels[level] += node
         return index
 
     def leaf_hash(self, index: int) -> bytes:
         if not 0 <= index < self.size:
             raise ProofError(f"leaf index {index} outside tree of size {self.size}")
-        return self._levels[0][index]
+        return self._node(0, index)
 
     def _subtree_root(self, start: int, end: int) -> bytes:
         """MTH(D[start:end]) for a range produced by RFC 9162's recursive split."""
         width = end - start
         level = width.bit_length() - 1
         if width == 1 << level and start % width == 0:
-            return self._levels[level][start >> level]
+            return self._node(level, start >> level)
         split = start + _largest_power_of_two_below(width)
         return hash_children(self._subtree_root(start, split), self._subtree_root(split, end))
 

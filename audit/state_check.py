@@ -108,6 +108,34 @@ def check_state_against_log(
     return sorted(findings, key=lambda f: (f.state_seq or 0, f.log_index or 0))
 
 
+def check_state_tail(
+    entries: Iterable[LogEntry],
+    records: Sequence[StateRecordRef],
+    *,
+    earlier: Iterable[str],
+    pending_ingress_from: int | None,
+) -> list[StateFinding]:
+    """:func:`check_state_against_log` from a snapshot on (issue 11).
+
+    ``entries`` are the hub records the snapshot held as logged but not stored
+    yet, then every hub record logged after it; ``records`` the state records
+    stored after it; ``earlier`` the message ids of the records the snapshot
+    holds. A later record for one of those is a second record: injected.
+    """
+    before = set(earlier)
+    findings = check_state_against_log(
+        entries,
+        [r for r in records if r.message_id not in before],
+        pending_ingress_from=pending_ingress_from,
+    )
+    findings += [
+        StateFinding(StateFault.INJECTED, r.message_id, None, r.seq)
+        for r in records
+        if r.message_id in before
+    ]
+    return sorted(findings, key=lambda f: (f.state_seq or 0, f.log_index or 0))
+
+
 #: First line of a state dump (``sigbus audit export-state``); one JSON record a line after.
 STATE_DUMP_FORMAT = "sigbus-state-dump/v1"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 from nats.aio.client import Client
@@ -129,6 +129,7 @@ class Checkpointer:
         *,
         origin: str = DEFAULT_ORIGIN,
         witnesses: Callable[[], Iterable[AgencyId]] = tuple,
+        after_publish: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -141,6 +142,8 @@ class Checkpointer:
         self._subs: list[Subscription] = []
         self._witnesses = witnesses
         self._notes: dict[int, str] = {}
+        #: Called after each checkpoint published (the hub's snapshots, tied to it).
+        self._after_publish = after_publish
 
     def sign(self) -> str:
         tree = self._writer.tree
@@ -161,6 +164,8 @@ class Checkpointer:
         for old in sorted(self._notes)[:-_NOTES_KEPT]:
             del self._notes[old]
         log.info("checkpoint_published", size=size)
+        if self._after_publish is not None:
+            await self._after_publish()
         return note
 
     async def maybe_publish(self) -> None:

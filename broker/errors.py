@@ -18,6 +18,10 @@ class StateCorruptError(BrokerError):
     """A hub state record could not be decrypted or parsed."""
 
 
+class SnapshotRejectedError(BrokerError):
+    """A hub snapshot did not verify (signature, digests, or against the log): not used."""
+
+
 class Rejection(BrokerError):
     """A message is refused; ``reason`` goes into the disclosure log."""
 

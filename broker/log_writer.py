@@ -12,15 +12,25 @@ refusing to start on it would stop the hub for good. It is quarantined
 instead (:mod:`audit.quarantine`): it keeps its index and its raw bytes stay
 its leaf, its content is never used, the hub raises a ``security_event``
 alarm and appends one hub entry naming it, and then goes on deciding.
+
+Memory is bounded by the duplicate window, not by history: the writer keeps
+the tree (packed, 64 bytes a leaf) and, of the entries, only those the hub
+still uses: every entry decided within ``window`` of the latest decision (a
+message id first seen there can still come back with a ``created_at`` young
+enough to pass the age check, so it must still be denied as a replay; an
+older one is denied as too old), and at least the last ``keep_last`` entries
+(the ingress messages not acknowledged yet are among them). Start-up reads
+the log from a snapshot's window start (:mod:`broker.snapshot`), and a
+transport error re-reads only the entries after the last durable size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections import defaultdict
+from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from nats.errors import Error as NatsError
@@ -36,7 +46,7 @@ from sigbus.audit.quarantine import (
     named_quarantine,
     quarantine_entry,
 )
-from sigbus.broker.errors import LogFencedError
+from sigbus.broker.errors import LogFencedError, SnapshotRejectedError
 from sigbus.broker.pipeline import EntryDraft
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.subjects import LOG_ENTRY_SUBJECT, LOG_STREAM
@@ -52,75 +62,156 @@ _WRONG_LAST_SEQUENCE = 10071
 _APPEND_TIMEOUT_S = 10.0
 
 
+#: The duplicate window: the envelope's maximum age and future skew (HubConfig defaults).
+DEFAULT_WINDOW = timedelta(days=7, minutes=5)
+#: Entries always kept, whatever their age: more than the hub ever has unacknowledged.
+DEFAULT_KEEP_LAST = 4096
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 class LogWriter:
-    def __init__(self, js: JetStreamContext, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        window: timedelta = DEFAULT_WINDOW,
+        keep_last: int = DEFAULT_KEEP_LAST,
+    ) -> None:
         self._js = js
         self._clock = clock
+        self._window = window
+        self._keep_last = keep_last
+        self.tree = MerkleTree()
+        self._reset()
+
+    def _reset(self) -> None:
         self.tree = MerkleTree()
         self._last_leaf_hash = GENESIS_PREV_HASH
-        self._by_ingress: dict[int, list[LogEntry]] = defaultdict(list)
+        self._by_ingress: dict[int, list[LogEntry]] = {}
         self._first_seq_of_message: dict[str, int] = {}
-        self._entries: list[LogEntry] = []
+        #: (decided_at, message_id) of every id in _first_seq_of_message, in log order.
+        self._seen: deque[tuple[datetime, str]] = deque()
+        self._recent: deque[LogEntry] = deque()
         self.last_decided_at = datetime.min.replace(tzinfo=UTC)
         #: index -> fault of every quarantined record in the log.
         self.quarantined: dict[int, Fault] = {}
-        #: The hub records that commit to a state record, in log order (start-up check).
+        #: The hub records read by the last recovery that commit to a state record,
+        #: in log order (the start-up state check); not kept while running.
         self.state_bound: list[LogEntry] = []
+        self._recovering = False
 
     @property
     def size(self) -> int:
         return self.tree.size
 
+    @property
+    def window_start(self) -> int:
+        """Index of the oldest entry kept (a snapshot's restart reads the log from here)."""
+        return self._recent[0].index if self._recent else self.size
+
     def entries_for_ingress(self, ingress_seq: int) -> Sequence[LogEntry]:
         return self._by_ingress.get(ingress_seq, ())
 
     def entries(self) -> Sequence[LogEntry]:
-        """Every sound entry in log order (quarantined records are not entries)."""
-        return self._entries
+        """The sound entries kept (the duplicate window), in log order."""
+        return tuple(self._recent)
 
     def first_seen_seq(self, message_id: str) -> int | None:
         return self._first_seq_of_message.get(message_id)
 
     async def recover(self) -> None:
-        """Rebuild tree and indexes from the stream, quarantining unsound records.
+        """Rebuild tree and indexes from the whole stream, quarantining unsound records.
 
         Every record found unsound that no quarantine entry names yet gets one
         now (appended after the last record), so the log states it before the
         hub decides anything on top of it.
         """
-        self.tree = MerkleTree()
-        self._last_leaf_hash = GENESIS_PREV_HASH
-        self._by_ingress.clear()
-        self._first_seq_of_message.clear()
-        self._entries.clear()
-        self.last_decided_at = datetime.min.replace(tzinfo=UTC)
-        self.quarantined.clear()
-        named: set[tuple[int, Fault]] = set()
-        async for msg in read_stream(self._js, LOG_STREAM, LOG_ENTRY_SUBJECT):
-            data = msg.data
-            index = msg.metadata.sequence.stream - 1
-            fault = classify(data, index, self._last_leaf_hash)
-            if fault is None:
-                entry = LogEntry.model_validate_json(data)  # canonical, hence valid
-                self._remember(entry, leaf_hash(data))
-                quarantine = named_quarantine(
-                    outcome=entry.outcome,
-                    sender=entry.sender,
-                    recipient=entry.recipient,
-                    reasons=entry.reasons,
-                )
-                # Only a later entry can name a record (as the verifier requires).
-                if quarantine is not None and quarantine[0] < index:
-                    named.add(quarantine)
-            else:
-                self._quarantine(data, index, fault)
+        self._reset()
+        await self._read_tail(0, named=set())
+
+    async def restore(
+        self,
+        tree: MerkleTree,
+        *,
+        window_start: int,
+        quarantined: dict[int, Fault],
+        last_decided_at: datetime,
+    ) -> None:
+        """Start from a verified snapshot's tree: read only the log from ``window_start``.
+
+        Entries before the snapshot's size re-index the window and must hash to
+        the snapshot's leaves (at least the last one is read, which ties the
+        snapshot to this log); later ones extend the tree as in :meth:`recover`.
+        Raises :class:`SnapshotRejectedError` if a leaf differs or the log is
+        shorter than the snapshot (rolled forward).
+        """
+        if tree.size == 0 or not 0 <= window_start < tree.size:
+            raise SnapshotRejectedError("snapshot window does not lie inside its tree")
+        self._reset()
+        self.tree = tree
+        self.quarantined = dict(quarantined)
+        self.last_decided_at = last_decided_at
+        self._last_leaf_hash = tree.leaf_hash(tree.size - 1).hex()
+        # The faults the snapshot knew were named (it was taken after recovery).
+        named = set(quarantined.items())
+        await self._read_tail(window_start, named=named)
+        self._prune()
+
+    async def resume(self) -> None:
+        """After a transport error: read only what landed after the last durable size."""
+        before = self.size
+        await self._read_tail(self.size, named=set(self.quarantined.items()), announce=False)
+        log.info("log_resumed", size=self.size, read=self.size - before)
+
+    async def _read_tail(
+        self, start: int, *, named: set[tuple[int, Fault]], announce: bool = True
+    ) -> None:
+        """Read the log from index ``start``; ``announce`` the quarantines known already."""
+        prefix = self.tree.size
+        known = set(self.quarantined)
+        seen_to = start
+        self._recovering = True
+        try:
+            async for msg in read_stream(
+                self._js, LOG_STREAM, LOG_ENTRY_SUBJECT, from_seq=start + 1
+            ):
+                data = msg.data
+                index = msg.metadata.sequence.stream - 1
+                seen_to = index + 1
+                if index < prefix:
+                    self._reindex(data, index)
+                    continue
+                fault = classify(data, index, self._last_leaf_hash)
+                if fault is None:
+                    entry = LogEntry.model_validate_json(data)  # canonical, hence valid
+                    self._remember(entry, leaf_hash(data))
+                    quarantine = named_quarantine(
+                        outcome=entry.outcome,
+                        sender=entry.sender,
+                        recipient=entry.recipient,
+                        reasons=entry.reasons,
+                    )
+                    # Only a later entry can name a record (as the verifier requires).
+                    if quarantine is not None and quarantine[0] < index:
+                        named.add(quarantine)
+                else:
+                    self._quarantine(data, index, fault)
+        finally:
+            self._recovering = False
+        if seen_to < prefix:
+            raise SnapshotRejectedError(
+                f"the log ends at {seen_to} entries, before the snapshot's {prefix}"
+            )
         for index, fault in self.quarantined.items():
             if (index, fault) in named:
-                log.warning("log_record_quarantined_earlier", seq=index + 1, reason=fault.value)
+                if announce or index not in known:
+                    log.warning(
+                        "log_record_quarantined_earlier", seq=index + 1, reason=fault.value
+                    )
             else:
                 # The alarm names the position and the fault, never the bytes:
                 # a stray record could hold anything, personal data included.
@@ -132,7 +223,20 @@ class LogWriter:
                     reason=fault.value,
                 )
                 await self._publish(self._quarantine_entry(index, fault))
-        log.info("log_recovered", size=self.size, quarantined=len(self.quarantined))
+        log.info(
+            "log_recovered", size=self.size, read_from=start, quarantined=len(self.quarantined)
+        )
+
+    def _reindex(self, data: bytes, index: int) -> None:
+        """An entry the snapshot's tree already holds: check its leaf, index it again."""
+        if leaf_hash(data) != self.tree.leaf_hash(index):
+            raise SnapshotRejectedError(f"log entry {index} is not the snapshot's leaf")
+        if index in self.quarantined:
+            if self.quarantined[index] is not Fault.NOT_AN_ENTRY:
+                self._see(LogEntry.model_validate_json(data))
+            return
+        entry = LogEntry.model_validate_json(data)
+        self._index(entry)
 
     def _quarantine(self, data: bytes, index: int, fault: Fault) -> None:
         """Keep the record's place in the tree (its raw bytes are the leaf), use nothing else."""
@@ -145,8 +249,13 @@ class LogWriter:
             # message with that id is then denied as a replay (fails closed). Its
             # claimed decisions are not reused, so its ingress message, if not
             # acknowledged, is decided and logged afresh.
-            entry = LogEntry.model_validate_json(data)
-            self._first_seq_of_message.setdefault(entry.message_id, entry.ingress_seq)
+            self._see(LogEntry.model_validate_json(data))
+
+    def _see(self, entry: LogEntry) -> None:
+        """Record the first sighting of the entry's message id (the replay check)."""
+        if entry.message_id not in self._first_seq_of_message:
+            self._first_seq_of_message[entry.message_id] = entry.ingress_seq
+            self._seen.append((entry.decided_at, entry.message_id))
 
     def _quarantine_entry(self, index: int, fault: Fault) -> LogEntry:
         return quarantine_entry(
@@ -162,13 +271,32 @@ class LogWriter:
         self.last_decided_at = max(self.last_decided_at, entry.decided_at)
         self.tree.append(hashed)
         self._last_leaf_hash = hashed.hex()
-        self._by_ingress[entry.ingress_seq].append(entry)
-        if entry.state_sha256 is not None:
+        if entry.state_sha256 is not None and self._recovering:
             self.state_bound.append(entry)
-        self._entries.append(entry)
+        self._index(entry)
+        self._prune()
+
+    def _index(self, entry: LogEntry) -> None:
+        self._by_ingress.setdefault(entry.ingress_seq, []).append(entry)
+        self._recent.append(entry)
         # A replay's deny must not become the message id's first sighting.
         if entry.outcome is not EntryOutcome.DENY or entry.reasons[:1] != (REPLAYED,):
-            self._first_seq_of_message.setdefault(entry.message_id, entry.ingress_seq)
+            self._see(entry)
+
+    def _prune(self) -> None:
+        """Forget what has left the duplicate window (keeping the last ``keep_last``)."""
+        horizon = self.last_decided_at - self._window
+        recent, seen = self._recent, self._seen
+        while len(recent) > self._keep_last and recent[0].decided_at < horizon:
+            old = recent.popleft()
+            same = self._by_ingress.get(old.ingress_seq)
+            if same is not None:
+                same.pop(0)  # the oldest of its ingress message's entries
+                if not same:
+                    del self._by_ingress[old.ingress_seq]
+        while len(seen) > self._keep_last and seen[0][0] < horizon:
+            _, message_id = seen.popleft()
+            self._first_seq_of_message.pop(message_id, None)
 
     async def append(self, draft: EntryDraft) -> LogEntry:
         """Append one entry durably; returns it with its index. Raises on fencing."""

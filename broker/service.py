@@ -36,16 +36,18 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
 from nats.js.errors import NotFoundError
 
-from sigbus.audit.checkpoint import PrivateKey
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, PrivateKey, verify_note
 from sigbus.audit.entry import EntryOutcome, LogEntry
-from sigbus.audit.state_check import check_state_against_log
+from sigbus.audit.errors import AuditError
+from sigbus.audit.state_check import StateRecordRef, check_state_against_log, check_state_tail
 from sigbus.broker.backlog import BacklogWatch
 from sigbus.broker.checkpointer import Checkpointer
-from sigbus.broker.errors import LogFencedError, StateCorruptError
+from sigbus.broker.errors import LogFencedError, SnapshotRejectedError, StateCorruptError
 from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.notices import NoticeService
 from sigbus.broker.pipeline import EntryDraft, HubContext, Plan, ReleaseDraft, evaluate
 from sigbus.broker.retraction import RetractionIndex, SentRelease, retraction_draft
+from sigbus.broker.snapshot import Restored, SnapshotStore
 from sigbus.broker.state import ConsentRecordedChange, HubState
 from sigbus.broker.state_store import SealedChange, StateStore
 from sigbus.protocol.canonical import sha256_hex
@@ -54,9 +56,12 @@ from sigbus.protocol.messages import NARROWING
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.release import Release, ReleaseRecord, sign_record
 from sigbus.protocol.subjects import (
+    CHECKPOINT_STREAM,
+    CHECKPOINT_SUBJECT,
     INBOX_STREAM,
     INGRESS_ALL,
     INGRESS_STREAM,
+    STATE_STREAM,
     URGENT_ALL,
     inbox_consumer,
     inbox_subject,
@@ -69,6 +74,7 @@ from sigbus.transport.bus import (
     ensure_agency_consumers,
     ensure_streams,
 )
+from sigbus.transport.errors import TransportError
 from sigbus.transport.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.broker")
@@ -92,6 +98,8 @@ _GATHER_S = 0.002
 PUBLISH_TIMEOUT_S = 10.0
 #: Test hook for the crash-between-log-and-release proof (tests/integration).
 CRASH_AFTER_LOG_ENV = "SIGBUS_FAULT_CRASH_AFTER_LOG"
+#: A snapshot every this many log entries (and on a clean stop).
+SNAPSHOT_EVERY = 10_000
 
 
 def utc_now() -> datetime:
@@ -112,6 +120,7 @@ class Broker:
         replicas: int = 1,
         ingress_backlog: int = INGRESS_BACKLOG,
         context_source: Callable[[HubContext], HubContext] | None = None,
+        snapshot_every: int = SNAPSHOT_EVERY,
     ) -> None:
         self.url = url
         self.ctx = ctx
@@ -154,6 +163,10 @@ class Broker:
         self._served: frozenset[AgencyId] = frozenset()
         self.backlog = BacklogWatch(limit=ingress_backlog)
         self._paused = False
+        self._snapshot_every = snapshot_every
+        self._snapshots: SnapshotStore | None = None
+        #: How the last start found its state: "snapshot" or "replay".
+        self.started_from = ""
 
     @property
     def writer(self) -> LogWriter:
@@ -177,17 +190,35 @@ class Broker:
             self._js, replicas=self._replicas, ingress_backlog=self._ingress_backlog
         )
         await self._ensure_consumers()
-        # The writer dates its own quarantine entries: with the broker's clock.
-        self._writer = LogWriter(self._js, clock=self._clock)
-        await self._writer.recover()
-        self._latest_now = self._writer.last_decided_at
+        # The writer dates its own quarantine entries: with the broker's clock. It
+        # keeps the entries of the duplicate window (an older message is too old).
+        config = self.ctx.config
+        self._writer = LogWriter(
+            self._js, clock=self._clock, window=config.max_age + config.max_future_skew
+        )
         self._store = StateStore(self._js, self._state_key)
-        self.state = await self._load_state_bound_to_log()
+        self._snapshots = SnapshotStore(self._js, self._log_key, self._state_key, DEFAULT_ORIGIN)
+        restored = await self._restore_from_snapshot()
+        if restored is None:
+            await self._writer.recover()
+            self.state = await self._load_state_bound_to_log()
+            self.started_from = "replay"
+        else:
+            self.state = restored
+            self.started_from = "snapshot"
+        self._latest_now = self._writer.last_decided_at
         self._checkpointer = Checkpointer(
-            self._nc, self._js, self._writer, self._log_key, witnesses=lambda: _agencies(self.ctx)
+            self._nc,
+            self._js,
+            self._writer,
+            self._log_key,
+            witnesses=lambda: _agencies(self.ctx),
+            after_publish=self._maybe_snapshot,
         )
         await self._checkpointer.serve()
         await self._checkpointer.publish()
+        if restored is None:
+            await self._maybe_snapshot(force=True)  # the next start reads only the tail
         self._notices = NoticeService(
             self._nc, self._writer, self.ctx.identity.signing_key, self.ctx.identity.signing_key_id
         )
@@ -198,7 +229,129 @@ class Broker:
         # crash, a withdrawal that was decided first must be decided first again.
         await self._fetch_urgent(timeout=0.2)
         self._urgent_task = asyncio.create_task(self._watch_urgent())
-        log.info("broker_started", log_size=self._writer.size, cases=len(self.state.cases))
+        log.info(
+            "broker_started",
+            log_size=self._writer.size,
+            cases=len(self.state.cases),
+            started_from=self.started_from,
+        )
+
+    async def _restore_from_snapshot(self) -> HubState | None:
+        """The newest snapshot that verifies, then the log and state tails after it.
+
+        Fail closed: a snapshot that does not verify raises an alarm and is not
+        used (the one before it is tried, then the full replay)."""
+        assert self._snapshots is not None
+        try:
+            candidates = await self._snapshots.candidates()
+        except (NatsError, TransportError) as e:
+            log.error("snapshot_unreadable", error=type(e).__name__)
+            return None
+        for seq, raw in candidates:
+            try:
+                restored = await self._snapshots.load(raw)
+                manifest = restored.manifest
+                await self.writer.restore(
+                    restored.tree,
+                    window_start=manifest.window_start,
+                    quarantined=dict(manifest.quarantined),
+                    last_decided_at=manifest.last_decided_at,
+                )
+                await self._check_latest_checkpoint()
+                state = await self._state_after_snapshot(restored)
+            except (SnapshotRejectedError, StateCorruptError, TransportError) as e:
+                log.critical(
+                    "security_event", kind="snapshot_rejected", snapshot_seq=seq, reason=str(e)
+                )
+                continue
+            log.info(
+                "snapshot_used", snapshot_seq=seq, size=manifest.size, log_size=self.writer.size
+            )
+            return state
+        return None
+
+    async def _check_latest_checkpoint(self) -> None:
+        """The latest checkpoint the hub signed must be a checkpoint of this tree."""
+        try:
+            stored = await self.js.get_last_msg(CHECKPOINT_STREAM, CHECKPOINT_SUBJECT)
+        except NotFoundError:
+            return  # nothing signed yet: the log's leaves tie the snapshot
+        except NatsError as e:
+            raise SnapshotRejectedError("the latest checkpoint cannot be read") from e
+        try:
+            note = (stored.data or b"").decode()
+            checkpoint = verify_note(note, DEFAULT_ORIGIN, self._log_key.public_key())
+        except (AuditError, UnicodeDecodeError) as e:
+            raise SnapshotRejectedError("the latest checkpoint does not verify") from e
+        tree = self.writer.tree
+        if checkpoint.size > tree.size or tree.root(checkpoint.size) != checkpoint.root:
+            raise SnapshotRejectedError(
+                f"the tree from the snapshot is not the one of checkpoint {checkpoint.size}"
+            )
+
+    async def _state_after_snapshot(self, restored: Restored) -> HubState:
+        """The snapshot's state records and those stored after, checked against the log."""
+        assert self._store is not None
+        await self._check_state_stream(restored)
+        tail = await self._store.read(from_seq=restored.stream_seq + 1)
+        window = {e.index: e for e in self.writer.entries()}
+        pending = []
+        for bound in restored.manifest.pending_bound:
+            entry = window.get(bound.index)
+            if entry is None or entry.message_id != bound.message_id:
+                raise SnapshotRejectedError("a hub record the snapshot names is not in the log")
+            pending.append(entry)
+        findings = check_state_tail(
+            [*pending, *self.writer.state_bound],
+            [ref for ref, _ in tail],
+            earlier=(ref.message_id for ref, _ in restored.records),
+            pending_ingress_from=await self._first_unacked_ingress(),
+        )
+        if findings:
+            # The full replay that follows names every finding (and refuses to start).
+            raise SnapshotRejectedError(
+                f"the state after the snapshot does not match the log ({findings[0].describe()})"
+            )
+        records = [*restored.records, *tail]
+        state = self._store.state_of(records)
+        self._store.records = records
+        return state
+
+    async def _check_state_stream(self, restored: Restored) -> None:
+        """The state stream is the one the snapshot was taken of: nothing removed (a
+        stream deleted and written again renumbers it), its last record in place.
+
+        The hub decides on the snapshot's records, which its signature covers; an
+        edit in the middle of the stream that keeps every sequence is for the full
+        check (``sigbus audit check-state``, or a start with no snapshot)."""
+        try:
+            info = await self.js.stream_info(STATE_STREAM)
+            last = restored.records[-1][0] if restored.records else None
+            stored = await self.js.get_msg(STATE_STREAM, last.seq) if last else None
+        except NatsError as e:
+            raise SnapshotRejectedError("the state stream lacks the snapshot's records") from e
+        state = info.state
+        complete = state.messages == state.last_seq and state.first_seq <= 1
+        if not complete or state.last_seq < restored.stream_seq:
+            raise SnapshotRejectedError("the state stream is not the one of the snapshot")
+        if last is not None and stored is not None:
+            message_id = (stored.headers or {}).get("Nats-Msg-Id", "")
+            if StateRecordRef.of(last.seq, message_id, stored.data or b"") != last:
+                raise SnapshotRejectedError("the state stream is not the one of the snapshot")
+
+    async def _maybe_snapshot(self, *, force: bool = False) -> None:
+        """Every ``snapshot_every`` entries (or ``force``, if the log grew): a snapshot."""
+        if not self.started_from or self._snapshots is None or self._writer is None:
+            return  # never of a hub whose start failed (its state was refused)
+        if self._store is None:
+            return
+        grown = self._writer.size - self._snapshots.last_size
+        if grown <= 0 or (grown < self._snapshot_every and not force):
+            return
+        try:
+            await self._snapshots.write(self._writer, self._store.records)
+        except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
+            log.error("snapshot_failed", size=self._writer.size, error=type(e).__name__)
 
     async def _subscribe_ingress(
         self, name: str, subjects: str
@@ -266,7 +419,7 @@ class Broker:
         records = await self._store.read()
         pending_from = await self._first_unacked_ingress()
         findings = check_state_against_log(
-            self.writer.entries(), [ref for ref, _ in records], pending_ingress_from=pending_from
+            self.writer.state_bound, [ref for ref, _ in records], pending_ingress_from=pending_from
         )
         if findings:
             for finding in findings[:10]:
@@ -284,7 +437,9 @@ class Broker:
                 "on it: see docs/operations.md, 'The hub refuses to start: state not "
                 "bound to the log'"
             )
-        return self._store.state_of(records)
+        state = self._store.state_of(records)
+        self._store.records = records
+        return state
 
     async def _first_unacked_ingress(self) -> int | None:
         """The lowest ingress sequence either lane may still redeliver.
@@ -328,6 +483,7 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError, NatsError):
                 await self._urgent_task
         if self._nc is not None and not self._nc.is_closed:
+            await self._maybe_snapshot(force=True)  # a clean stop: the next start is quick
             with contextlib.suppress(NatsError):
                 await self._nc.close()
         log.info("broker_stopped", processed=self.processed)
@@ -450,10 +606,12 @@ class Broker:
             return 0
 
     async def _resync(self) -> None:
-        """Rebuild the hub's view of the log and the state from the streams."""
-        await self.writer.recover()
+        """After a transport error: the log's tail and the stored state, never a full replay."""
+        await self.writer.resume()  # the log's tail: an append may have landed, its ack lost
         self._latest_now = max(self._latest_now, self.writer.last_decided_at)
-        self.state = await self._load_state_bound_to_log()
+        assert self._store is not None
+        # The round's decisions were applied in memory only: back to the stored state.
+        self.state = self._store.state_of(self._store.records)
 
     async def _handle(self, msgs: Sequence[Msg]) -> int:
         """Decide the round in order in memory, then log, store, release, ack.

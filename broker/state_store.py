@@ -71,25 +71,35 @@ class SealedChange:
 
 
 class StateStore:
+    """The state stream, and every record stored on it (bounded by live state, not
+    by the log: one record per case opened and per consent event)."""
+
     def __init__(self, js: JetStreamContext, key: bytes) -> None:
         self._js = js
         self._key = key
+        #: Every stored record with its digest, in stream order (what a snapshot holds).
+        self.records: list[tuple[StateRecordRef, bytes]] = []
 
     def seal(self, change: AnyChange) -> SealedChange:
         return SealedChange(change, seal_change(change, self._key))
 
     async def persist(self, sealed: SealedChange) -> None:
-        await self._js.publish(
+        ack = await self._js.publish(
             STATE_SUBJECT,
             sealed.data,
             stream=STATE_STREAM,
             headers={"Nats-Msg-Id": sealed.change.message_id},
         )
+        last = self.records[-1][0].seq if self.records else 0
+        if ack.seq > last:  # not a duplicate of a record already known
+            ref = StateRecordRef.of(ack.seq, sealed.change.message_id, sealed.data)
+            self.records.append((ref, sealed.data))
 
-    async def read(self) -> list[tuple[StateRecordRef, bytes]]:
-        """Every stored record with its digest, unopened (checked against the log first)."""
+    async def read(self, *, from_seq: int = 1) -> list[tuple[StateRecordRef, bytes]]:
+        """The stored records from ``from_seq`` on with their digests, unopened (checked
+        against the log first)."""
         records: list[tuple[StateRecordRef, bytes]] = []
-        async for msg in read_stream(self._js, STATE_STREAM, STATE_SUBJECT):
+        async for msg in read_stream(self._js, STATE_STREAM, STATE_SUBJECT, from_seq=from_seq):
             message_id = (msg.headers or {}).get("Nats-Msg-Id", "")
             records.append(
                 (StateRecordRef.of(msg.metadata.sequence.stream, message_id, msg.data), msg.data)

@@ -51,7 +51,19 @@ HUB_SERVICES_ALL = "sigbus.hub.*.>"
 #: The JetStream API prefix under which an agency reaches the hub account's consumers.
 HUB_JS_PREFIX = "$JS.hub.API"
 
-ALL_STREAMS = (INGRESS_STREAM, INBOX_STREAM, LOG_STREAM, CHECKPOINT_STREAM, STATE_STREAM)
+#: Hub snapshots (broker/snapshot.py): hub-only, signed, the state part sealed.
+SNAPSHOT_STREAM = "SIGBUS_SNAPSHOT"
+SNAPSHOT_ALL = "sigbus.snapshot.>"
+SNAPSHOT_MANIFEST_SUBJECT = "sigbus.snapshot.manifest"
+
+ALL_STREAMS = (
+    INGRESS_STREAM,
+    INBOX_STREAM,
+    LOG_STREAM,
+    CHECKPOINT_STREAM,
+    STATE_STREAM,
+    SNAPSHOT_STREAM,
+)
 
 
 def ingress_subject(sender: AgencyId) -> str:

@@ -29,6 +29,7 @@ from sigbus.bench_floor import crypto_floor_seconds
 from sigbus.bench_pipeline import pipeline_cpu_seconds
 from sigbus.bench_raw import raw_pipeline
 from sigbus.bench_signatures import signature_costs
+from sigbus.bench_startup import startup_bench
 from sigbus.bench_withdrawal import withdrawal_latency
 from sigbus.bench_world import full_size_status, open_world, small_status
 from sigbus.broker.setup import hub_setup
@@ -50,6 +51,10 @@ class BenchSettings:
     #: Messages queued ahead of the withdrawals (0: not measured), and how many cases.
     withdrawal_backlog: int = 10_000
     withdrawal_cases: int = 20
+    #: Log sizes for the start-up figures (sigbus.bench_startup); empty: none.
+    startup_sizes: tuple[int, ...] = ()
+    #: Only the start-up figures (no throughput or latency runs).
+    startup_only: bool = False
 
 
 def progress(event: str, **values: object) -> None:
@@ -176,6 +181,8 @@ def summarise(settings: BenchSettings, runs: list[dict[str, Any]]) -> dict[str, 
 
 
 def run_bench(settings: BenchSettings) -> dict[str, Any]:
+    if settings.startup_only:
+        return {"startup": startup_bench(settings.keys, settings.startup_sizes)}
     profile = cProfile.Profile() if settings.profile is not None else None
     runs = []
     for run in range(1, settings.runs + 1):
@@ -184,7 +191,24 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         profile.dump_stats(str(settings.profile))
         stats = pstats.Stats(profile, stream=sys.stderr)
         stats.sort_stats("tottime").print_stats(25)
-    return summarise(settings, runs)
+    out = summarise(settings, runs)
+    if settings.startup_sizes:
+        out["startup"] = startup_bench(settings.keys, settings.startup_sizes)
+    return out
+
+
+def render_startup(startup: list[dict[str, Any]]) -> list[str]:
+    """The start-up rows (issue 11: at most 5 s and 300 MB at 1,000,000 entries)."""
+    lines = [
+        "",
+        f"{'log entries':>12} {'cases':>7} {'start s':>8} {'peak RSS MB':>12} {'from':>9}",
+    ]
+    lines += [
+        f"{s['entries']:12,} {s['cases']:7,} {s['seconds']:8.2f} {s['peak_rss_mb']:12.0f} "
+        f"{s['started_from']:>9}"
+        for s in startup
+    ]
+    return lines
 
 
 def _bar(value: float, top: float, width: int = 30) -> str:
@@ -252,4 +276,12 @@ def _sig_line(label: str, result: dict[str, Any], what: str) -> str:
 
 
 def print_result(result: dict[str, Any], *, as_json: bool, echo: Callable[[str], None]) -> None:
-    echo(json.dumps(result, sort_keys=True) if as_json else render_table(result))
+    if as_json:
+        echo(json.dumps(result, sort_keys=True))
+    elif "runs" not in result:  # --startup-only
+        echo("\n".join(["sigbus bench: hub start-up", *render_startup(result["startup"])]))
+    else:
+        table = render_table(result)
+        if "startup" in result:
+            table += "\n" + "\n".join(render_startup(result["startup"]))
+        echo(table)

@@ -238,12 +238,24 @@ def bench(
     profile: Annotated[
         Path | None, typer.Option(help="cProfile the hub thread; pstats file to write")
     ] = None,
+    startup_sizes: Annotated[
+        str, typer.Option(help="log sizes for hub start-up time and RSS, e.g. 10000,1000000")
+    ] = "",
+    startup_only: Annotated[
+        bool, typer.Option(help="only the start-up figures (needs --startup-sizes)")
+    ] = False,
 ) -> None:
     """Measure the hub end to end beside a raw JetStream pipeline and the crypto floor."""
     try:
         rates = tuple(float(x) for x in loads.split(",") if x.strip())
     except ValueError as e:
         raise _fail(ValueError("--loads must be numbers separated by commas")) from e
+    try:
+        sizes = tuple(int(x) for x in startup_sizes.split(",") if x.strip())
+    except ValueError as e:
+        raise _fail(ValueError("--startup-sizes must be whole numbers separated by commas")) from e
+    if (startup_only and not sizes) or any(n < 1 for n in sizes):
+        raise _fail(ValueError("--startup-sizes needs positive entry counts"))
     if not rates or min(rates) <= 0:
         raise _fail(ValueError("--loads needs at least one positive rate"))
     configure_logging(level="error")  # refused publishes at overload are counted, not logged
@@ -257,6 +269,8 @@ def bench(
         profile=profile,
         withdrawal_backlog=withdrawal_backlog,
         withdrawal_cases=withdrawal_cases,
+        startup_sizes=sizes,
+        startup_only=startup_only,
     )
     try:
         result = run_bench(settings)

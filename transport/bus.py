@@ -65,6 +65,9 @@ INGRESS_BACKLOG = 64
 #: max_payload is the same bound, enforced before the stream sees it).
 INGRESS_MAX_MSG_BYTES = 128 * 1024
 
+#: Versions of each snapshot subject kept (broker/snapshot.py).
+SNAPSHOT_KEEP = 3
+
 #: The streams and their settings. File storage everywhere; the server fsyncs
 #: every write (sync_interval: always). The log and the hub state refuse
 #: deletes and purges: history is append-only.
@@ -117,6 +120,16 @@ STREAMS: tuple[StreamConfig, ...] = (
         duplicate_window=DAY_S,
         deny_delete=True,
         deny_purge=True,
+    ),
+    StreamConfig(
+        name=s.SNAPSHOT_STREAM,
+        subjects=[s.SNAPSHOT_ALL],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        # The latest three of each piece and manifest: a snapshot cut short by a
+        # crash leaves the one before it whole (broker/snapshot.py).
+        max_msgs_per_subject=SNAPSHOT_KEEP,
+        discard=DiscardPolicy.OLD,
     ),
 )
 
@@ -261,9 +274,14 @@ async def read_by_sequence(
 
 
 async def read_stream(
-    js: JetStreamContext, stream: str, subject: str, *, up_to_seq: int | None = None
+    js: JetStreamContext,
+    stream: str,
+    subject: str,
+    *,
+    up_to_seq: int | None = None,
+    from_seq: int = 1,
 ) -> AsyncIterator[Msg]:
-    """Every stored message of ``subject`` in ``stream``, in order, read in batches.
+    """Every stored message of ``subject`` in ``stream`` from ``from_seq`` on, in order.
 
     An ephemeral pull consumer with no acks: reading leaves no trace and takes
     one round trip per batch instead of one per message.
@@ -273,13 +291,17 @@ async def read_stream(
     except NotFoundError:
         return
     last = info.state.last_seq if up_to_seq is None else min(up_to_seq, info.state.last_seq)
-    if info.state.messages == 0 or last == 0:
+    if info.state.messages == 0 or last == 0 or from_seq > last:
         return
+    from_start = from_seq <= 1
     sub = await js.pull_subscribe(
         subject,
         stream=stream,
         config=ConsumerConfig(
-            ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.ALL if from_start else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=None if from_start else from_seq,
+            inactive_threshold=60.0,
         ),
     )
     try:

@@ -50,6 +50,8 @@ class ServerSettings:
     #: Identities and mutual TLS (sigbus.natsauth); empty only with --insecure-dev.
     security: tuple[str, ...] = field(default=())
     extra: tuple[str, ...] = field(default=())
+    #: False only for a throwaway server that fills a bench's log fast (sigbus bench).
+    sync_always: bool = True
 
 
 def render_config(settings: ServerSettings) -> str:
@@ -61,8 +63,12 @@ def render_config(settings: ServerSettings) -> str:
         f"max_payload: {MAX_PAYLOAD}",
         "jetstream {",
         f'  store_dir: "{settings.store_dir}"',
-        "  # fsync before every acknowledgement: acknowledged means on disk",
-        "  sync_interval: always",
+        *(
+            ("  # fsync before every acknowledgement: acknowledged means on disk",
+             "  sync_interval: always")
+            if settings.sync_always
+            else ("  # NOT durable: a bench filling its log (never a deployment)",)
+        ),
         "}",
     ]
     if settings.ports_file_dir:
@@ -131,9 +137,11 @@ class EmbeddedNats:
     """Context manager around one nats-server process bound to loopback."""
 
     def __init__(self, data_dir: Path, *, server_name: str = "sigbus-embedded",
-                 keys_dir: Path | None) -> None:
+                 keys_dir: Path | None, sync_always: bool = True) -> None:
         """``keys_dir``: the verified directory's users and its TLS material secure the
-        server; ``None`` runs it open on loopback (``--insecure-dev`` only)."""
+        server; ``None`` runs it open on loopback (``--insecure-dev`` only).
+        ``sync_always=False`` only to fill a bench's log fast (not durable)."""
+        self.sync_always = sync_always
         self.data_dir = data_dir.resolve()
         self.keys_dir = keys_dir.resolve() if keys_dir else None
         self.server_name = server_name
@@ -147,6 +155,7 @@ class EmbeddedNats:
             server_name=self.server_name,
             ports_file_dir=str(self.data_dir / "run"),
             security=security_lines(self.keys_dir) if self.keys_dir else (),
+            sync_always=self.sync_always,
         )
 
     def start(self) -> str:

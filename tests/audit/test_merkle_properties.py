@@ -176,8 +176,22 @@ def test_subtree_levels_from_zero_are_the_tree_s_levels(count: int) -> None:
     tree = MerkleTree()
     for leaf in leaves:
         tree.append(leaf)
-    assert levels == tree._levels
+    assert [bytearray(b"".join(level)) for level in levels] == tree._levels
     assert MerkleTree(leaves)._levels == tree._levels
+
+
+@given(count=st.integers(min_value=0, max_value=70))
+def test_tree_from_packed_levels_is_the_same_tree(count: int) -> None:
+    tree = MerkleTree(leaves_of(count))
+    copy = MerkleTree.from_levels([bytes(level) for level in tree.packed_levels()])
+    assert copy.size == count
+    assert copy.root() == tree.root()
+    copy.append(hash_leaf(b"next"))
+    tree.append(hash_leaf(b"next"))
+    assert copy.root() == tree.root()
+    if count > 1:
+        with pytest.raises(ProofError):
+            MerkleTree.from_levels([bytes(level) for level in tree.packed_levels()][:-1])
 
 
 @settings(max_examples=200, deadline=None)

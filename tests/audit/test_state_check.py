@@ -12,6 +12,7 @@ from sigbus.audit.state_check import (
     StateFault,
     StateRecordRef,
     check_state_against_log,
+    check_state_tail,
     parse_state_dump,
     state_dump_lines,
 )
@@ -113,3 +114,20 @@ def test_a_state_dump_round_trips_and_a_malformed_one_is_refused() -> None:
     for bad in ([], [b'{"format":"other"}\n'], [lines[0], b'{"seq":1}\n'], [lines[0], b"\xff\n"]):
         with pytest.raises(ExportError):
             parse_state_dump(bad)
+
+
+def test_the_tail_after_a_snapshot_is_checked_like_the_whole() -> None:
+    """A snapshot holds records 1-2 (msg-0, msg-1); the tail is the withdrawal."""
+    earlier = ("msg-0", "msg-1")
+    tail = ENTRIES[2:]
+    ok = check_state_tail(tail, RECORDS[2:], earlier=earlier, pending_ingress_from=ACKED_ALL)
+    assert ok == []
+    # The withdrawal's record dropped after the snapshot: found in the tail.
+    dropped = check_state_tail(tail, [], earlier=earlier, pending_ingress_from=ACKED_ALL)
+    assert [(f.fault.value, f.message_id) for f in dropped] == [("dropped", "msg-3")]
+    # A second record for a message the snapshot already holds: injected.
+    again = StateRecordRef.of(4, "msg-1", b"sealed-given")
+    injected = check_state_tail(
+        tail, [*RECORDS[2:], again], earlier=earlier, pending_ingress_from=ACKED_ALL
+    )
+    assert [(f.fault.value, f.message_id) for f in injected] == [("injected", "msg-1")]

@@ -87,3 +87,25 @@ def test_bench_refuses_bad_loads() -> None:
     assert done.returncode == 2
     last_line = done.stderr.strip().splitlines()[-1]
     assert last_line == "error: --loads must be numbers separated by commas"
+
+
+def test_bench_startup_figures() -> None:
+    """Start-up from a snapshot at two log sizes: every figure present and positive."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sigbus", "--dev", "bench", "--json", "--startup-only",
+         "--startup-sizes", "600,300"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    startup = json.loads(done.stdout)["startup"]
+    assert [s["entries"] for s in startup] == [300, 600]
+    for s in startup:
+        assert s["started_from"] == "snapshot"
+        assert s["log_size"] == s["entries"]
+        assert s["cases"] == 300
+        assert s["seconds"] > 0
+        assert s["peak_rss_mb"] > 0
