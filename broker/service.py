@@ -36,18 +36,18 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
 from nats.js.errors import NotFoundError
 
-from sigbus.audit.checkpoint import DEFAULT_ORIGIN, PrivateKey, verify_note
+from sigbus.audit.checkpoint import DEFAULT_ORIGIN, PrivateKey
 from sigbus.audit.entry import EntryOutcome, LogEntry
-from sigbus.audit.errors import AuditError
-from sigbus.audit.state_check import StateRecordRef, check_state_against_log, check_state_tail
+from sigbus.audit.state_check import check_state_against_log
 from sigbus.broker.backlog import BacklogWatch
 from sigbus.broker.checkpointer import Checkpointer
-from sigbus.broker.errors import LogFencedError, SnapshotRejectedError, StateCorruptError
+from sigbus.broker.errors import LogFencedError, StateCorruptError
 from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.notices import NoticeService
 from sigbus.broker.pipeline import EntryDraft, HubContext, Plan, ReleaseDraft, evaluate
+from sigbus.broker.restore import SnapshotRestore
 from sigbus.broker.retraction import RetractionIndex, SentRelease, retraction_draft
-from sigbus.broker.snapshot import Restored, SnapshotStore
+from sigbus.broker.snapshot import SnapshotStore
 from sigbus.broker.state import ConsentRecordedChange, HubState
 from sigbus.broker.state_store import SealedChange, StateStore
 from sigbus.protocol.canonical import sha256_hex
@@ -56,12 +56,9 @@ from sigbus.protocol.messages import NARROWING
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.release import Release, ReleaseRecord, sign_record
 from sigbus.protocol.subjects import (
-    CHECKPOINT_STREAM,
-    CHECKPOINT_SUBJECT,
     INBOX_STREAM,
     INGRESS_ALL,
     INGRESS_STREAM,
-    STATE_STREAM,
     URGENT_ALL,
     inbox_consumer,
     inbox_subject,
@@ -74,7 +71,6 @@ from sigbus.transport.bus import (
     ensure_agency_consumers,
     ensure_streams,
 )
-from sigbus.transport.errors import TransportError
 from sigbus.transport.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.broker")
@@ -198,7 +194,14 @@ class Broker:
         )
         self._store = StateStore(self._js, self._state_key)
         self._snapshots = SnapshotStore(self._js, self._log_key, self._state_key, DEFAULT_ORIGIN)
-        restored = await self._restore_from_snapshot()
+        restored = await SnapshotRestore(
+            self._js,
+            self._snapshots,
+            self._writer,
+            self._store,
+            self._log_key.public_key(),
+            self._first_unacked_ingress,
+        ).run()
         if restored is None:
             await self._writer.recover()
             self.state = await self._load_state_bound_to_log()
@@ -235,109 +238,6 @@ class Broker:
             cases=len(self.state.cases),
             started_from=self.started_from,
         )
-
-    async def _restore_from_snapshot(self) -> HubState | None:
-        """The newest snapshot that verifies, then the log and state tails after it.
-
-        Fail closed: a snapshot that does not verify raises an alarm and is not
-        used (the one before it is tried, then the full replay)."""
-        assert self._snapshots is not None
-        try:
-            candidates = await self._snapshots.candidates()
-        except (NatsError, TransportError) as e:
-            log.error("snapshot_unreadable", error=type(e).__name__)
-            return None
-        for seq, raw in candidates:
-            try:
-                restored = await self._snapshots.load(raw)
-                manifest = restored.manifest
-                await self.writer.restore(
-                    restored.tree,
-                    window_start=manifest.window_start,
-                    quarantined=dict(manifest.quarantined),
-                    last_decided_at=manifest.last_decided_at,
-                )
-                await self._check_latest_checkpoint()
-                state = await self._state_after_snapshot(restored)
-            except (SnapshotRejectedError, StateCorruptError, TransportError) as e:
-                log.critical(
-                    "security_event", kind="snapshot_rejected", snapshot_seq=seq, reason=str(e)
-                )
-                continue
-            log.info(
-                "snapshot_used", snapshot_seq=seq, size=manifest.size, log_size=self.writer.size
-            )
-            return state
-        return None
-
-    async def _check_latest_checkpoint(self) -> None:
-        """The latest checkpoint the hub signed must be a checkpoint of this tree."""
-        try:
-            stored = await self.js.get_last_msg(CHECKPOINT_STREAM, CHECKPOINT_SUBJECT)
-        except NotFoundError:
-            return  # nothing signed yet: the log's leaves tie the snapshot
-        except NatsError as e:
-            raise SnapshotRejectedError("the latest checkpoint cannot be read") from e
-        try:
-            note = (stored.data or b"").decode()
-            checkpoint = verify_note(note, DEFAULT_ORIGIN, self._log_key.public_key())
-        except (AuditError, UnicodeDecodeError) as e:
-            raise SnapshotRejectedError("the latest checkpoint does not verify") from e
-        tree = self.writer.tree
-        if checkpoint.size > tree.size or tree.root(checkpoint.size) != checkpoint.root:
-            raise SnapshotRejectedError(
-                f"the tree from the snapshot is not the one of checkpoint {checkpoint.size}"
-            )
-
-    async def _state_after_snapshot(self, restored: Restored) -> HubState:
-        """The snapshot's state records and those stored after, checked against the log."""
-        assert self._store is not None
-        await self._check_state_stream(restored)
-        tail = await self._store.read(from_seq=restored.stream_seq + 1)
-        window = {e.index: e for e in self.writer.entries()}
-        pending = []
-        for bound in restored.manifest.pending_bound:
-            entry = window.get(bound.index)
-            if entry is None or entry.message_id != bound.message_id:
-                raise SnapshotRejectedError("a hub record the snapshot names is not in the log")
-            pending.append(entry)
-        findings = check_state_tail(
-            [*pending, *self.writer.state_bound],
-            [ref for ref, _ in tail],
-            earlier=(ref.message_id for ref, _ in restored.records),
-            pending_ingress_from=await self._first_unacked_ingress(),
-        )
-        if findings:
-            # The full replay that follows names every finding (and refuses to start).
-            raise SnapshotRejectedError(
-                f"the state after the snapshot does not match the log ({findings[0].describe()})"
-            )
-        records = [*restored.records, *tail]
-        state = self._store.state_of(records)
-        self._store.records = records
-        return state
-
-    async def _check_state_stream(self, restored: Restored) -> None:
-        """The state stream is the one the snapshot was taken of: nothing removed (a
-        stream deleted and written again renumbers it), its last record in place.
-
-        The hub decides on the snapshot's records, which its signature covers; an
-        edit in the middle of the stream that keeps every sequence is for the full
-        check (``sigbus audit check-state``, or a start with no snapshot)."""
-        try:
-            info = await self.js.stream_info(STATE_STREAM)
-            last = restored.records[-1][0] if restored.records else None
-            stored = await self.js.get_msg(STATE_STREAM, last.seq) if last else None
-        except NatsError as e:
-            raise SnapshotRejectedError("the state stream lacks the snapshot's records") from e
-        state = info.state
-        complete = state.messages == state.last_seq and state.first_seq <= 1
-        if not complete or state.last_seq < restored.stream_seq:
-            raise SnapshotRejectedError("the state stream is not the one of the snapshot")
-        if last is not None and stored is not None:
-            message_id = (stored.headers or {}).get("Nats-Msg-Id", "")
-            if StateRecordRef.of(last.seq, message_id, stored.data or b"") != last:
-                raise SnapshotRejectedError("the state stream is not the one of the snapshot")
 
     async def _maybe_snapshot(self, *, force: bool = False) -> None:
         """Every ``snapshot_every`` entries (or ``force``, if the log grew): a snapshot."""
