@@ -26,6 +26,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -53,8 +54,10 @@ from sigbus.broker.state_store import SealedChange, StateStore
 from sigbus.protocol.canonical import sha256_hex
 from sigbus.protocol.ids import HUB, AgencyId, agency_name
 from sigbus.protocol.messages import NARROWING
+from sigbus.protocol.notice import SignedNotice
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.protocol.release import Release, ReleaseRecord, sign_record
+from sigbus.protocol.signing import HybridPrivateKey
 from sigbus.protocol.subjects import (
     INBOX_STREAM,
     INGRESS_ALL,
@@ -153,6 +156,9 @@ class Broker:
         self._regular_high = 0
         self._regular_idle = False
         self.retractions = RetractionIndex()
+        self._signers = ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 2, thread_name_prefix="sigbus-sign"
+        )
         self._next_prune = 0.0
         self._stopping = asyncio.Event()
         self._latest_now = datetime.min.replace(tzinfo=UTC)
@@ -378,6 +384,7 @@ class Broker:
 
     async def stop(self) -> None:
         self._stopping.set()
+        self._signers.shutdown(wait=False, cancel_futures=True)
         if self._urgent_task is not None:
             self._urgent_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, NatsError):
@@ -561,12 +568,27 @@ class Broker:
                 # One by one, in log order: the state check requires the records
                 # in the order of their entries (hub records are rare).
                 await self._store.persist(item.sealed)
+        drafts = [d for item in items for d in item.plan.releases]
+        records = [self._release_record(d, logged) for d in drafts]
+        # The hybrid signatures (about 1 ms each) are made on worker threads, which
+        # cryptography lets run beside each other; order and I/O stay on this loop.
+        loop = asyncio.get_running_loop()
+        key = self.ctx.identity.signing_key
+        wires = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._signers, _release_wire, d, r, key)
+                for d, r in zip(drafts, records, strict=True)
+            ),
+            *(loop.run_in_executor(self._signers, self._signed_notice, item.seq) for item in items),
+        )
         releases = [
-            (logged[(d.entry.decision_id, d.recipient)], await self._release(d, logged))
-            for item in items
-            for d in item.plan.releases
+            (logged[(d.entry.decision_id, d.recipient)], await self._publish_release(r, wire))
+            for d, r, wire in zip(drafts, records, wires, strict=False)
         ]
-        notices = [await self._notify_sender(item) for item in items]
+        notices = [
+            await self._notify_sender(item, signed)
+            for item, signed in zip(items, wires[len(drafts) :], strict=True)
+        ]
         await _all_acked([*(f for _, f in releases), *notices])
         for entry, future in releases:
             self.retractions.released(entry, future.result().seq)
@@ -718,14 +740,14 @@ class Broker:
             for e in (*(e for item in items for e in item.existing), *appended)
         }
 
-    async def _release(
+    def _release_record(
         self, draft: ReleaseDraft, logged: dict[tuple[str, AgencyId | None], LogEntry]
-    ) -> asyncio.Future[PubAck]:
-        """Publish one release (pipelined); the future resolves when the inbox stored it."""
+    ) -> ReleaseRecord:
+        """The record of one release, from its entry as logged (durable by now)."""
         entry = logged[(draft.entry.decision_id, draft.recipient)]
         assert entry.release_id is not None
         assert entry.legal_basis is not None
-        record = ReleaseRecord(
+        return ReleaseRecord(
             release_id=entry.release_id,
             decision_id=entry.decision_id,
             message_id=entry.message_id,
@@ -742,21 +764,26 @@ class Broker:
             released_at=entry.decided_at,
             hub_key_id=self.ctx.identity.signing_key_id,
         )
-        release = Release(
-            envelope=draft.envelope,
-            sealed_key=draft.sealed_key,
-            sealed_key_id=draft.recipient_key_id,
-            record=record,
-            record_signature=sign_record(record, self.ctx.identity.signing_key),
-        )
+
+    async def _publish_release(
+        self, record: ReleaseRecord, wire: bytes | SignedNotice | None
+    ) -> asyncio.Future[PubAck]:
+        """Publish one release (pipelined); the future resolves when the inbox stored it."""
+        assert isinstance(wire, bytes)
         return await self.js.publish_async(
-            inbox_subject(draft.recipient),
-            release.to_wire(),
+            inbox_subject(record.recipient),
+            wire,
             stream=INBOX_STREAM,
             headers={"Nats-Msg-Id": record.release_id},
         )
 
-    async def _notify_sender(self, item: _Item) -> asyncio.Future[PubAck] | None:
+    def _signed_notice(self, seq: int) -> SignedNotice | None:
+        assert self._notices is not None
+        return self._notices.signed(self.writer.entries_for_ingress(seq))
+
+    async def _notify_sender(
+        self, item: _Item, signed: bytes | SignedNotice | None
+    ) -> asyncio.Future[PubAck] | None:
         """The sender's receipt, from the entries as logged (durable by now)."""
         seq, plan = item.seq, item.plan
         entries = self.writer.entries_for_ingress(seq)
@@ -771,12 +798,11 @@ class Broker:
                 reasons=",".join(r for e in entries for r in e.reasons),
                 log_index=entries[0].index if entries else None,
             )
-        return await self._store_notice(seq)
+        assert not isinstance(signed, bytes)
+        return await self._store_notice(signed)
 
-    async def _store_notice(self, seq: int) -> asyncio.Future[PubAck] | None:
+    async def _store_notice(self, signed: SignedNotice | None) -> asyncio.Future[PubAck] | None:
         """Into the sender's inbox, where it waits for an adapter that is offline."""
-        assert self._notices is not None
-        signed = self._notices.signed(self.writer.entries_for_ingress(seq))
         if signed is None:
             return None
         return await self.js.publish_async(
@@ -842,6 +868,18 @@ async def _fetch_available(
     except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
         more = []
     return [*first, *more]
+
+
+def _release_wire(draft: ReleaseDraft, record: ReleaseRecord, key: HybridPrivateKey) -> bytes:
+    """The signed release on the wire (runs on a worker thread: pure)."""
+    release = Release(
+        envelope=draft.envelope,
+        sealed_key=draft.sealed_key,
+        sealed_key_id=draft.recipient_key_id,
+        record=record,
+        record_signature=sign_record(record, key),
+    )
+    return release.to_wire()
 
 
 async def _all_acked(pending: Sequence[asyncio.Future[PubAck] | None]) -> None:
