@@ -126,7 +126,8 @@ def demo(
         summary = report.as_json()
         typer.echo(
             f"\nlog length {summary['log_length']}; releases {summary['releases_by_type']};"
-            f" denies {summary['denies_by_type']}; recorded {summary['recorded']}"
+            f" denies {summary['denies_by_type']}; recorded {summary['recorded']};"
+            f" retractions {summary['retractions']}"
         )
         typer.echo("ALL EXPECTATIONS HELD" if report.ok else "SOME EXPECTATIONS FAILED")
     raise typer.Exit(0 if report.ok else 1)

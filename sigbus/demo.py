@@ -36,9 +36,12 @@ from sigbus.cli_audit import load_trust
 from sigbus.export import export_log
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from sigbus.parallel_verify import verify_export_file
+from sigbus.policy.lifecycle import ConsentState, case_status, consent_collection
 from sigbus.protocol.codes import (
     ActionCode,
     AgendaItem,
+    AssessmentInstrument,
+    ClosureReason,
     ConsenterRole,
     PlaceCode,
     ReferralKind,
@@ -48,8 +51,11 @@ from sigbus.protocol.codes import (
 from sigbus.protocol.errors import ProtocolError
 from sigbus.protocol.ids import HUB, AgencyId, MessageType, agency_name, new_opaque_id
 from sigbus.protocol.messages import (
+    AssessmentRef,
+    CaseClosed,
     CaseInvitation,
     CaseOpened,
+    CaseSelected,
     CommitmentStatus,
     ConsentEvent,
     MeetingNotice,
@@ -87,6 +93,9 @@ def load_cast() -> Cast:
 
 CAST = load_cast()
 
+#: The consent states shown with the end of their validity period.
+_DATED = (ConsentState.GIVEN, ConsentState.NOT_YET_VALID, ConsentState.EXPIRED)
+
 CONSENT_CATEGORIES = (
     MessageType.CASE_INVITATION,
     MessageType.PLAN_COMMITMENT,
@@ -98,12 +107,20 @@ CONSENT_CATEGORIES = (
 @dataclass
 class Expectation:
     step: str
-    message_id: str
+    #: The message the step sent (None: a step that only reads the hub's case state).
+    message_id: str | None
     expected: dict[AgencyId, EntryOutcome]
     #: The hub's signed decision notice the sender got back (None: none in time).
     notice: DecisionNotice | None = None
     #: Print the notice as the sender's command would (the steps the story is about).
     show_notice: bool = False
+    #: Recipients whose release a later withdrawal pulls back: logged, never received.
+    pulled_back: tuple[AgencyId, ...] = ()
+    #: A reason code every entry of the message must carry (e.g. ``case_closed``).
+    reason: str | None = None
+    #: The hub's case life cycle as it must stand after the step, and as it stood.
+    state_expected: dict[str, str] = field(default_factory=dict)
+    state_observed: dict[str, str] = field(default_factory=dict)
     held: bool = False
     observed: dict[str, str] = field(default_factory=dict)
 
@@ -145,6 +162,7 @@ class DemoReport:
             "releases_by_type": dict(sorted(releases.items())),
             "denies_by_type": dict(sorted(denies.items())),
             "recorded": sum(1 for e in self.entries if e.outcome is EntryOutcome.RECORDED),
+            "retractions": sum(1 for e in self.entries if e.outcome is EntryOutcome.RETRACTION),
             "received_by_agency": {a: len(ids) for a, ids in self.received.items()},
             "audit": {
                 "cosigned_by": self.audit.cosigned_by,
@@ -159,6 +177,11 @@ class DemoReport:
                     "held": x.held,
                     "observed": x.observed,
                     "notice": x.notice.model_dump(mode="json") if x.notice else None,
+                    "case_state": (
+                        {"expected": x.state_expected, "observed": x.state_observed}
+                        if x.state_expected
+                        else None
+                    ),
                 }
                 for x in self.expectations
             ],
@@ -189,8 +212,20 @@ class Story:
         case_ref: str | None = None,
         assertion: StatutoryAssertion | None = None,
         show_notice: bool = False,
+        fetch: bool = True,
+        pulled_back: tuple[AgencyId, ...] = (),
+        reason: str | None = None,
+        state: dict[str, str] | None = None,
+        to: tuple[AgencyId, ...] | None = None,
     ) -> str:
-        recipients = tuple(a for a in expected if a != HUB)
+        """Send, let the hub decide, fetch at the recipients (unless ``fetch`` is off:
+        their adapters are offline), and note what must hold."""
+        # A retraction is the hub's, logged on the withdrawal: not a recipient of it.
+        # ``to``: addressed to these, though the hub decides once for all (``expected``
+        # then names the hub only, e.g. a case that is closed).
+        recipients = to or tuple(
+            a for a, o in expected.items() if a != HUB and o is not EntryOutcome.RETRACTION
+        )
         adapter = self.adapters[sender]
         message_id = await adapter.send(
             message_type, body, case_ref=case_ref, recipients=recipients, assertion=assertion
@@ -198,15 +233,61 @@ class Story:
         await self.broker.drain_ingress(idle_timeout=0.3)
         # The recipients' adapters fetch at once, as a running adapter does: what
         # waits unfetched when a consent is withdrawn is pulled back (retraction).
-        for agency in recipients:
+        for agency in recipients if fetch else ():
             while await self.adapters[agency].receive(self.inboxes[agency].deliver, timeout=0.2):
                 pass
         # The sender asks the hub for its decision, as every sending command does.
         notice = await adapter.await_notice(message_id, timeout=5.0)
-        self.expectations.append(
-            Expectation(step, message_id, expected, notice=notice, show_notice=show_notice)
+        x = Expectation(
+            step,
+            message_id,
+            expected,
+            notice=notice,
+            show_notice=show_notice,
+            pulled_back=pulled_back,
+            reason=reason,
         )
+        if state is not None:
+            x.state_expected, x.state_observed = state, self.case_state()
+        self.expectations.append(x)
         return message_id
+
+    def case_state(self) -> dict[str, str]:
+        """The case's life cycle as the hub holds it (policy/lifecycle.py derives it):
+        the status, the selection, the closure, and per required consenter its state."""
+        record = self.broker.state.cases[self.case_ref]
+        now = datetime.now(UTC)
+        consenters = consent_collection(record.policy_state(), self.broker.ctx.rules, now=now)
+        status = case_status(
+            selected=record.selection is not None,
+            closed=record.closure is not None,
+            consenters=consenters,
+        )
+        out = {"status": status.value}
+        if record.selection is not None:
+            out["selection"] = (
+                " ".join(
+                    str(v)
+                    for v in (record.selection.instrument, record.selection.assessment_id)
+                    if v
+                )
+                or "no assessment named"
+            )
+        if record.closure is not None:
+            out["closure"] = record.closure.reason.value
+        for c in consenters:
+            end = c.valid_until if c.state in _DATED else None
+            until = f" until {end.date().isoformat()}" if end is not None else ""
+            out[c.consenter] = f"{c.state.value}{until}"
+        missing = [c.consenter for c in consenters if c.state is not ConsentState.GIVEN]
+        out["missing"] = ", ".join(missing) if missing else "none"
+        return out
+
+    def check_state(self, step: str, expected: dict[str, str]) -> None:
+        """A step that sends nothing: the hub's case state must read ``expected``."""
+        self.expectations.append(
+            Expectation(step, None, {}, state_expected=expected, state_observed=self.case_state())
+        )
 
     def consent(self, consent_id: str, role: ConsenterRole, guardian: str | None) -> ConsentEvent:
         return consent_given(
@@ -258,6 +339,27 @@ class Story:
             {HUB: REC},
             case_ref=case,
         )
+        everyone = ("young_person", "guardian:vh-1", "guardian:vh-2")
+        await self.send(
+            "2b. Selection decision: the young person enters the SIG, on a SAVRY assessment "
+            "(its id only); consent collection starts, nobody has consented yet",
+            SO,
+            MessageType.CASE_SELECTED,
+            CaseSelected(
+                assessment=AssessmentRef(
+                    instrument=AssessmentInstrument.SAVRY, assessment_id="as-savry-k12"
+                ),
+                decided_by="social_sig_coordinator",
+            ),
+            {HUB: REC},
+            case_ref=case,
+            state={
+                "status": "consent_collection",
+                "selection": "savry as-savry-k12",
+                **dict.fromkeys(everyone, "missing"),
+                "missing": ", ".join(everyone),
+            },
+        )
         consents = (
             ("consent-youngperson", ConsenterRole.YOUNG_PERSON, None),
             ("consent-guardianone", ConsenterRole.GUARDIAN, "vh-1"),
@@ -272,6 +374,16 @@ class Story:
                 {HUB: REC},
                 case_ref=case,
             )
+        until = (self.now + timedelta(days=180)).date().isoformat()
+        self.check_state(
+            "3b. Consent collection complete: the young person and both guardians, "
+            f"each until {until}; nobody missing -> active",
+            {
+                "status": "active",
+                **dict.fromkeys(everyone, f"given until {until}"),
+                "missing": "none",
+            },
+        )
         await self.send(
             f"4. Invitations to police, school and {J} ({CAST.joining_role})",
             SO,
@@ -346,6 +458,21 @@ class Story:
             {SO: R, P: R},
             case_ref=case,
         )
+        await self.send(
+            "8b. Social services move the meeting; the police adapter is offline and has "
+            "not fetched it yet",
+            SO,
+            MessageType.MEETING_NOTICE,
+            MeetingNotice(
+                meeting_at=self.now + timedelta(days=8),
+                place=PlaceCode.SOCIAL_SERVICES_OFFICE,
+                agenda=(AgendaItem.PLAN_REVIEW, AgendaItem.NEW_ACTIONS),
+            ),
+            {P: R},
+            case_ref=case,
+            fetch=False,
+            pulled_back=(P,),
+        )
         mistyped = consent_withdrawn(
             "consent-guardiantwo", ConsenterRole.YOUNG_PERSON, None, acted_at=datetime.now(UTC)
         )
@@ -363,13 +490,19 @@ class Story:
             "consent-guardiantwo", ConsenterRole.GUARDIAN, "vh-2", acted_at=datetime.now(UTC)
         )
         await self.send(
-            "9b. Guardian vh-2 withdraws consent, recorded right: confirmed",
+            "9b. Guardian vh-2 withdraws consent, recorded right: confirmed; the moved "
+            "meeting (8b) the police had not fetched is pulled back -> paused",
             SO,
             MessageType.CONSENT_EVENT,
             withdrawal,
-            {HUB: REC},
+            {HUB: REC, P: EntryOutcome.RETRACTION},
             case_ref=case,
             show_notice=True,
+            state={
+                "status": "paused",
+                "guardian:vh-2": "withdrawn",
+                "missing": "guardian:vh-2",
+            },
         )
         await self.send(
             "10. School reports status: done -> denied, nothing released",
@@ -381,6 +514,32 @@ class Story:
             {SO: D, P: D, J: D},
             case_ref=case,
             show_notice=True,
+        )
+        await self.send(
+            "11. Social services close the case: plan completed",
+            SO,
+            MessageType.CASE_CLOSED,
+            CaseClosed(reason=ClosureReason.PLAN_COMPLETED, closed_by="social_sig_coordinator"),
+            {HUB: REC},
+            case_ref=case,
+            show_notice=True,
+            state={"status": "closed", "closure": "plan_completed"},
+        )
+        await self.send(
+            "12. After the closure nothing about the case is shared: a meeting notice "
+            "-> denied, case_closed",
+            SO,
+            MessageType.MEETING_NOTICE,
+            MeetingNotice(
+                meeting_at=self.now + timedelta(days=30),
+                place=PlaceCode.SOCIAL_SERVICES_OFFICE,
+                agenda=(AgendaItem.PLAN_REVIEW,),
+            ),
+            {HUB: D},
+            case_ref=case,
+            show_notice=True,
+            reason="case_closed",
+            to=(P, S, J),
         )
         for agency, adapter in self.adapters.items():
             while await adapter.receive(self.inboxes[agency].deliver, timeout=0.5):
@@ -445,24 +604,42 @@ def check(story: Story, entries: list[LogEntry], audit: AuditOutcome) -> DemoRep
     }
     lines: list[str] = []
     for x in story.expectations:
+        state_ok = all(x.state_observed.get(k) == v for k, v in x.state_expected.items())
+        if x.message_id is None:  # a step that only reads the hub's case state
+            x.held = state_ok
+            lines.append(f"{'ok ' if x.held else 'FAIL'} {x.step}")
+            lines += [f"       case {k:<14} {v}" for k, v in x.state_observed.items()]
+            continue
         logged = by_message.get(x.message_id, [])
         observed = {(e.recipient if e.recipient else "hub"): e.outcome.value for e in logged}
         x.observed = observed
+        # Received by exactly the agencies it was released to, less those it was pulled back from.
         delivered_ok = all(
-            (x.message_id in received.get(r, [])) == (o is EntryOutcome.RELEASE)
-            for r, o in x.expected.items()
-            if r != HUB
+            (x.message_id in ids)
+            == (x.expected.get(a) is EntryOutcome.RELEASE and a not in x.pulled_back)
+            for a, ids in received.items()
         )
-        # The sender's notice names the very entries the log holds, index for index.
+        # The sender's notice names the very entries the log holds, index for index
+        # (a retraction is the hub's own entry on a withdrawal: not in its notice).
+        decided = [e for e in logged if e.outcome is not EntryOutcome.RETRACTION]
         noticed = x.notice is not None and sorted(i.log_index for i in x.notice.items) == sorted(
-            e.index for e in logged
+            e.index for e in decided
         )
+        reasoned = x.reason is None or all(x.reason in e.reasons for e in logged)
         x.held = (
-            observed == {r: o.value for r, o in x.expected.items()} and delivered_ok and noticed
+            observed == {r: o.value for r, o in x.expected.items()}
+            and delivered_ok
+            and noticed
+            and reasoned
+            and state_ok
         )
         lines.append(f"{'ok ' if x.held else 'FAIL'} {x.step}")
         for e in logged:
             why = e.legal_basis or ",".join(e.reasons) or "-"
+            if e.outcome is EntryOutcome.RETRACTION:
+                why = f"{','.join(e.reasons)} (release {e.release_id}, never fetched)"
+            elif e.recipient in x.pulled_back:
+                why += " (not fetched)"
             extra = " [statutory]" if e.statutory else ""
             consents = ",".join(f"{c.consent_id}@r{c.revision}" for c in e.consent_refs)
             released = consents and e.outcome is EntryOutcome.RELEASE
@@ -476,13 +653,15 @@ def check(story: Story, entries: list[LogEntry], audit: AuditOutcome) -> DemoRep
             head, *items = describe_notice(x.notice)
             lines.append(f"       notice to {x.notice.sender}: {head}")
             lines += [f"       {item}" for item in items]
+        if x.state_expected:
+            lines += [f"       case {k:<14} {v}" for k, v in x.state_observed.items()]
     lines.append(
-        f"{'ok ' if audit.ok else 'FAIL'} 11. Every agency witnessed the log: "
+        f"{'ok ' if audit.ok else 'FAIL'} 13. Every agency witnessed the log: "
         f"{', '.join(audit.cosigned_by)}; {audit.inclusion_proved} deliveries proved "
         "included in the signed log"
     )
     lines.append(
-        f"{'ok ' if audit.ok else 'FAIL'} 12. Log exported to {audit.export_path} "
+        f"{'ok ' if audit.ok else 'FAIL'} 14. Log exported to {audit.export_path} "
         f"and verified offline: {audit.export_summary}"
     )
     ok = all(x.held for x in story.expectations) and audit.ok

@@ -67,12 +67,29 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     assert report["ok"] is True
     assert report["releases_by_type"]["referral"] == 1
     assert report["denies_by_type"]["commitment_status"] == 3
-    assert report["log_length"] == 27
+    assert report["log_length"] == 32
+    assert report["recorded"] == 7  # opened, selected, three consents, withdrawal, closed
     # The refused withdrawal and the denied status each came back to their sender.
     steps = {x["step"].split(".")[0]: x for x in report["expectations"]}
+    assert all(x["held"] for x in report["expectations"])
     assert steps["9"]["notice"]["items"][0]["outcome"] == "refused"
     assert steps["9b"]["notice"]["items"][0]["outcome"] == "confirmed"
     assert {i["outcome"] for i in steps["10"]["notice"]["items"]} == {"denied"}
+    # The life cycle (issue 13): selected on a SAVRY assessment, consent collected from
+    # all three, paused by the withdrawal, closed; then everything is denied case_closed.
+    assert steps["2b"]["case_state"]["observed"]["selection"] == "savry as-savry-k12"
+    assert steps["2b"]["case_state"]["observed"]["status"] == "consent_collection"
+    collected = steps["3b"]["case_state"]["observed"]
+    assert (collected["status"], collected["missing"]) == ("active", "none")
+    assert collected["guardian:vh-2"].startswith("given until ")
+    assert steps["3b"]["notice"] is None  # a step that reads the hub's state, sends nothing
+    # The meeting the police had not fetched is pulled back by the withdrawal, and logged.
+    assert steps["8b"]["observed"] == {"police": "release"}
+    assert steps["9b"]["observed"] == {"hub": "recorded", "police": "retraction"}
+    assert steps["9b"]["case_state"]["observed"]["status"] == "paused"
+    assert report["retractions"] == 1
+    assert steps["11"]["case_state"]["observed"]["closure"] == "plan_completed"
+    assert steps["12"]["notice"]["items"][0]["reasons"] == ["case_closed"]
     assert report["audit"]["ok"] is True
     # SiS joined by configuration only: it received releases under consent, and witnessed.
     assert report["received_by_agency"]["sis"] == 3
