@@ -595,6 +595,35 @@ async def audit_story(story: Story, export_path: Path, keys_dir: Path) -> AuditO
     )
 
 
+def judge(x: Expectation, logged: list[LogEntry], received: dict[AgencyId, list[str]]) -> bool:
+    """Whether one step held, from the log's entries of its message and what each agency
+    received. Fills ``x.observed`` (recipient -> outcome as logged)."""
+    state_ok = all(x.state_observed.get(k) == v for k, v in x.state_expected.items())
+    if x.message_id is None:  # a step that only reads the hub's case state
+        return bool(x.state_expected) and state_ok
+    x.observed = {(e.recipient if e.recipient else "hub"): e.outcome.value for e in logged}
+    # Received by exactly the agencies it was released to, less those it was pulled back from.
+    delivered_ok = all(
+        (x.message_id in ids)
+        == (x.expected.get(a) is EntryOutcome.RELEASE and a not in x.pulled_back)
+        for a, ids in received.items()
+    )
+    # The sender's notice names the very entries the log holds, index for index
+    # (a retraction is the hub's own entry on a withdrawal: not in its notice).
+    decided = [e for e in logged if e.outcome is not EntryOutcome.RETRACTION]
+    noticed = x.notice is not None and sorted(i.log_index for i in x.notice.items) == sorted(
+        e.index for e in decided
+    )
+    reasoned = x.reason is None or all(x.reason in e.reasons for e in logged)
+    return (
+        x.observed == {r: o.value for r, o in x.expected.items()}
+        and delivered_ok
+        and noticed
+        and reasoned
+        and state_ok
+    )
+
+
 def check(story: Story, entries: list[LogEntry], audit: AuditOutcome) -> DemoReport:
     by_message: dict[str, list[LogEntry]] = {}
     for e in entries:
@@ -604,35 +633,12 @@ def check(story: Story, entries: list[LogEntry], audit: AuditOutcome) -> DemoRep
     }
     lines: list[str] = []
     for x in story.expectations:
-        state_ok = all(x.state_observed.get(k) == v for k, v in x.state_expected.items())
+        x.held = judge(x, by_message.get(x.message_id or "", []), received)
         if x.message_id is None:  # a step that only reads the hub's case state
-            x.held = state_ok
             lines.append(f"{'ok ' if x.held else 'FAIL'} {x.step}")
             lines += [f"       case {k:<14} {v}" for k, v in x.state_observed.items()]
             continue
         logged = by_message.get(x.message_id, [])
-        observed = {(e.recipient if e.recipient else "hub"): e.outcome.value for e in logged}
-        x.observed = observed
-        # Received by exactly the agencies it was released to, less those it was pulled back from.
-        delivered_ok = all(
-            (x.message_id in ids)
-            == (x.expected.get(a) is EntryOutcome.RELEASE and a not in x.pulled_back)
-            for a, ids in received.items()
-        )
-        # The sender's notice names the very entries the log holds, index for index
-        # (a retraction is the hub's own entry on a withdrawal: not in its notice).
-        decided = [e for e in logged if e.outcome is not EntryOutcome.RETRACTION]
-        noticed = x.notice is not None and sorted(i.log_index for i in x.notice.items) == sorted(
-            e.index for e in decided
-        )
-        reasoned = x.reason is None or all(x.reason in e.reasons for e in logged)
-        x.held = (
-            observed == {r: o.value for r, o in x.expected.items()}
-            and delivered_ok
-            and noticed
-            and reasoned
-            and state_ok
-        )
         lines.append(f"{'ok ' if x.held else 'FAIL'} {x.step}")
         for e in logged:
             why = e.legal_basis or ",".join(e.reasons) or "-"
