@@ -2,8 +2,10 @@
 
 Each party is its own adapter with its own connection and keys; the hub is a
 real broker on the same JetStream. Every step states what must happen, and the
-demo reads the evidence back (the disclosure log and each agency's received
-messages) to check it. Exit code 0 only when every expectation held.
+demo reads the evidence back (the disclosure log, each agency's received
+messages, and for the case life cycle the hub's case state as
+``policy/lifecycle.py`` derives it) to check it. Exit code 0 only when every
+expectation held.
 """
 
 from __future__ import annotations
@@ -255,7 +257,9 @@ class Story:
     def case_state(self) -> dict[str, str]:
         """The case's life cycle as the hub holds it (policy/lifecycle.py derives it):
         the status, the selection, the closure, and per required consenter its state."""
-        record = self.broker.state.cases[self.case_ref]
+        record = self.broker.state.cases.get(self.case_ref)
+        if record is None:  # the hub never recorded the opening: every state step fails
+            return {"status": "unknown_case"}
         now = datetime.now(UTC)
         consenters = consent_collection(record.policy_state(), self.broker.ctx.rules, now=now)
         status = case_status(
