@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -693,3 +695,24 @@ def test_a_root_signed_only_by_its_new_keys_is_refused_by_a_party_pinning_the_ol
     )
     with pytest.raises(ConfigError, match="root version 2"):
         load_trusted_directory(host, now=datetime.now(UTC))
+
+
+def test_the_installed_command_refuses_in_one_line_without_a_traceback(dev_copy: Path) -> None:
+    """The same refusal through the real entry point (`sigbus keys ...` as a process)."""
+    school = load_private(dev_copy, "school")
+    sigbus = [sys.executable, "-c", "from sigbus.cli import entrypoint; entrypoint()", "keys"]
+    revoke = subprocess.run(
+        [*sigbus, "revoke", "--directory-dir", str(dev_copy), "--key-id", school.sealing_key_id,
+         "--at", "2030-01-01T00:00:00+00:00", *_root_keys(dev_copy, HUB)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert revoke.returncode == 0, revoke.stderr
+    serial = load_directory(dev_copy).serial + 1
+    published = subprocess.run(
+        [*sigbus, "publish", str(dev_copy)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert published.returncode == 2
+    assert published.stderr == (
+        f"error: not published: directory serial {serial} carries valid signatures of 1 "
+        "distinct root key holder(s) of root version 1; its threshold is 2\n"
+    )
