@@ -41,7 +41,7 @@ def agency_setup(agency: AgencyId, keys: Path) -> AgencySetup:
     keyfile = load_private(keys, agency)
     return AgencySetup(
         identity=keyfile.identity(),
-        trusted=load_trusted_directory(keys, now=datetime.now(UTC)),
+        trusted=load_trusted_directory(keys, now=datetime.now(UTC), agency=agency),
         creds=credentials(agency, keys, keyfile),
         keys_dir=keys,
     )

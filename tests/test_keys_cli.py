@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,11 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from sigbus.cli_keys import keys_app
-from sigbus.protocol.directory import KeyUse
+from sigbus.protocol.directory import KeyUse, sign_directory
 from sigbus.protocol.errors import KeyLookupError
 from sigbus.protocol.ids import HUB
 from sigbus.protocol.reasons import ReasonCode
+from sigbus.protocol.root import Root, RootKey, root_key_id_for, sign_root
 from sigbus.protocol.sealing import SuiteId
+from sigbus.protocol.signing import HybridPrivateKey
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.keyring import (
     KeyringError,
@@ -30,11 +34,14 @@ from sigbus.transport.keyring import (
 )
 from sigbus.transport.keystore import (
     DEV_AGENCIES,
+    DEV_KEYS_DIR,
     generate_agency,
     generate_dev_keys,
     load_directory,
     load_private,
     load_root_private,
+    load_signed_root,
+    load_trusted_directory,
     save_directory,
 )
 
@@ -445,3 +452,267 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
         load_private(keys, P)
     (keys / "police.key.json").chmod(0o600)
     assert load_private(keys, P).agency == P
+
+
+# --- The key ceremony (issue #10): sign-directory, endorse, publish, rotate-root, on a
+# copy of keys/dev (root: hub, police, social; threshold 2, the hub required).
+
+
+@pytest.fixture
+def dev_copy(tmp_path: Path) -> Path:
+    """A copy of the committed keys/dev (never keys/dev itself), without trusted state."""
+    keys = Path(shutil.copytree(DEV_KEYS_DIR, tmp_path / "dev"))
+    (keys / "directory-state.json").unlink(missing_ok=True)
+    return keys
+
+
+def ceremony(*args: str) -> tuple[int, str, str]:
+    """Run a `sigbus keys` command; a Python exception (a traceback) fails the test."""
+    result = runner.invoke(keys_app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def assert_one_line_error(code: int, stderr: str, *words: str) -> None:
+    assert code == 2
+    assert stderr.startswith("error: "), stderr
+    assert stderr.count("\n") == 1, stderr
+    assert "Traceback" not in stderr
+    for word in words:
+        assert word in stderr, stderr
+
+
+def _root_key_file(keys: Path, holder: str) -> str:
+    return str(keys / f"root.{holder}.key.json")
+
+
+def _root_keys(keys: Path, *holders: str) -> list[str]:
+    return [arg for h in holders for arg in ("--root-key", _root_key_file(keys, h))]
+
+
+def test_publish_refuses_a_directory_below_the_root_threshold_then_takes_it_at_it(
+    dev_copy: Path,
+) -> None:
+    before = load_directory(dev_copy)
+    school = load_private(dev_copy, "school")
+    code, stdout, _ = ceremony(
+        "revoke", "--directory-dir", str(dev_copy), "--key-id", school.sealing_key_id,
+        "--at", "2030-01-01T00:00:00+00:00", "--root-key", _root_key_file(dev_copy, HUB),
+    )  # fmt: skip
+    assert code == 0, stdout
+    assert "not yet in force" in stdout, stdout
+    assert (dev_copy / "directory.pending.json").exists()
+    assert load_directory(dev_copy).serial == before.serial  # nothing in force changed
+
+    code, _, stderr = ceremony("publish", str(dev_copy))
+    assert_one_line_error(code, stderr, "not published", "1 distinct root key holder")
+    assert load_directory(dev_copy).serial == before.serial
+
+    code, stdout, _ = ceremony(
+        "sign-directory", str(dev_copy), "--root-key", _root_key_file(dev_copy, "police")
+    )
+    assert code == 0, stdout
+    assert "signed by police; ready" in stdout, stdout
+    code, stdout, stderr = ceremony("publish", str(dev_copy))
+    assert code == 0, stderr
+    assert f"directory serial {before.serial + 1} published" in stdout
+    after = load_directory(dev_copy)
+    assert after.serial == before.serial + 1
+    assert not (dev_copy / "directory.pending.json").exists()
+    revoked = next(k for e in after.agencies for k in e.keys if k.key_id == school.sealing_key_id)
+    assert revoked.revoked_at == datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def test_a_threshold_without_the_hub_is_not_published(dev_copy: Path) -> None:
+    school = load_private(dev_copy, "school")
+    code, stdout, _ = ceremony(
+        "revoke", "--directory-dir", str(dev_copy), "--key-id", school.sealing_key_id,
+        "--at", "2030-01-01T00:00:00+00:00",
+        "--root-key", _root_key_file(dev_copy, "police"),
+        "--root-key", _root_key_file(dev_copy, "social"),
+    )  # fmt: skip
+    assert code == 0
+    assert "not yet in force" in stdout
+    code, _, stderr = ceremony("publish", str(dev_copy))
+    assert_one_line_error(code, stderr, "not published", "required root key holder(s) hub")
+
+
+def test_publish_without_a_pending_directory_says_so(dev_copy: Path) -> None:
+    code, _, stderr = ceremony("publish", str(dev_copy))
+    assert_one_line_error(code, stderr, "no pending directory")
+
+
+def _school_moved_to_its_own_host(dev_copy: Path, tmp_path: Path) -> Path:
+    """School's key file lives on school's adapter host, not beside the root keys, so
+    nothing endorses for school unless school does (`keys endorse`)."""
+    host = tmp_path / "school-host"
+    host.mkdir()
+    shutil.move(dev_copy / "school.key.json", host / "school.key.json")
+    return host / "school.key.json"
+
+
+def test_a_key_change_needs_the_agency_endorsement_to_be_published(
+    dev_copy: Path, tmp_path: Path
+) -> None:
+    current_key = _school_moved_to_its_own_host(dev_copy, tmp_path)
+    new_keys = tmp_path / "school-2028"
+    assert ceremony("generate", "--agency", "school", "--out", str(new_keys))[0] == 0
+    code, bundle, _ = ceremony("public", "--key", str(new_keys / "school.key.json"))
+    assert code == 0
+    (tmp_path / "school-2028.pub.json").write_text(bundle)
+    before = load_directory(dev_copy)
+
+    code, stdout, _ = ceremony(
+        "rotate", "--directory-dir", str(dev_copy),
+        "--public", str(tmp_path / "school-2028.pub.json"),
+        "--not-before", "2026-01-01T00:00:00+00:00", "--not-after", "2030-01-01T00:00:00+00:00",
+        *_root_keys(dev_copy, HUB, "police"),
+    )  # fmt: skip
+    assert code == 0, stdout
+    assert "not yet in force" in stdout, stdout
+    assert "school" in stdout, stdout
+
+    # The root threshold alone (hub and police) cannot change school's keys.
+    code, _, stderr = ceremony("publish", str(dev_copy))
+    assert_one_line_error(code, stderr, "not published", "school without that agency's endorsement")
+    assert load_directory(dev_copy).serial == before.serial
+
+    # Neither another agency's key file nor school's new key endorses for school.
+    code, _, stderr = ceremony(
+        "endorse", str(dev_copy), "--agency", "school", "--key", str(dev_copy / "police.key.json")
+    )
+    assert_one_line_error(code, stderr, "belongs to another agency")
+    code, stdout, _ = ceremony(
+        "endorse", str(dev_copy), "--agency", "school", "--key", str(new_keys / "school.key.json")
+    )
+    assert code == 0, stdout
+    assert "endorsement" in stdout, stdout  # still missing: says what
+    code, _, stderr = ceremony("publish", str(dev_copy))
+    assert_one_line_error(code, stderr, "without that agency's endorsement")
+
+    # School's signing key in force endorses: now it is published.
+    code, stdout, _ = ceremony(
+        "endorse", str(dev_copy), "--agency", "school", "--key", str(current_key)
+    )
+    assert code == 0, stdout
+    assert "endorsed by school; ready" in stdout, stdout
+    code, stdout, stderr = ceremony("publish", str(dev_copy))
+    assert code == 0, stderr
+    after = load_directory(dev_copy)
+    assert after.serial == before.serial + 1
+    new = load_private(new_keys, "school")
+    assert after.sealing_key("school", at=T0).key_id == new.sealing_key_id
+
+
+def test_rotate_root_with_the_old_threshold_is_accepted_by_a_party_pinning_the_old_root(
+    dev_copy: Path, tmp_path: Path
+) -> None:
+    agency_host = tmp_path / "police-host"  # pins root version 1, as every agency does
+    agency_host.mkdir()
+    shutil.copy(dev_copy / "root.json", agency_host / "root.json")
+    new_root = tmp_path / "root-v2"
+    code, stdout, stderr = ceremony(
+        "rotate-root", "--directory-dir", str(dev_copy),
+        "--old-key", _root_key_file(dev_copy, HUB), "--old-key", _root_key_file(dev_copy, "police"),
+        "--holder", HUB, "--holder", "police", "--holder", "social", "--threshold", "2",
+        "--out", str(new_root),
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "root version 2 written" in stdout
+    assert sorted(p.name for p in new_root.iterdir()) == [
+        "root.hub.key.json", "root.police.key.json", "root.social.key.json"
+    ]  # fmt: skip
+
+    shutil.copy(dev_copy / "directory.json", agency_host / "directory.json")
+    code, stdout, stderr = ceremony("show", "--directory-dir", str(agency_host))
+    assert code == 0, stderr
+    assert "signature verified" in stdout
+    trusted = load_trusted_directory(agency_host, now=datetime.now(UTC))
+    assert trusted.root is not None
+    assert trusted.root.version == 2
+
+    # The old root keys no longer sign a directory on their own.
+    school = load_private(dev_copy, "school")
+    code, stdout, _ = ceremony(
+        "revoke", "--directory-dir", str(dev_copy), "--key-id", school.sealing_key_id,
+        "--at", "2030-01-01T00:00:00+00:00",
+        *_root_keys(dev_copy, HUB, "police"),
+    )  # fmt: skip
+    assert code == 0
+    assert "not yet in force" in stdout
+    code, _, stderr = ceremony("publish", str(dev_copy))
+    assert_one_line_error(code, stderr, "no valid signature of the required root key holder(s) hub")
+
+
+def test_rotate_root_below_the_old_threshold_is_refused_and_writes_nothing(
+    dev_copy: Path, tmp_path: Path
+) -> None:
+    root_before = (dev_copy / "root.json").read_bytes()
+    code, _, stderr = ceremony(
+        "rotate-root", "--directory-dir", str(dev_copy), "--old-key", _root_key_file(dev_copy, HUB),
+        "--holder", HUB, "--holder", "police", "--threshold", "2", "--out", str(tmp_path / "v2"),
+    )  # fmt: skip
+    assert_one_line_error(code, stderr, "root version 2", "threshold is 2")
+    assert (dev_copy / "root.json").read_bytes() == root_before
+    assert not (tmp_path / "v2").exists()
+
+
+def test_a_root_signed_only_by_its_new_keys_is_refused_by_a_party_pinning_the_old_one(
+    dev_copy: Path, tmp_path: Path
+) -> None:
+    """Whoever holds no old root key makes a version 2 of their own and signs the
+    directory with it: a party pinning version 1 refuses it, in one line."""
+    pinned = load_signed_root(dev_copy)
+    new_signers = [(h, HybridPrivateKey.generate()) for h in (HUB, "police", "social")]
+    forged = sign_root(
+        Root(
+            version=2,
+            expires_at=datetime.now(UTC) + timedelta(days=365),
+            keys=tuple(
+                RootKey(
+                    key_id=root_key_id_for(h, k.public_key().public_bytes_raw()),
+                    holder=h,
+                    public_key=k.public_key().public_bytes_raw(),
+                )
+                for h, k in new_signers
+            ),
+            threshold=2,
+            required_holders=(HUB,),
+        ),
+        new_signers,
+    )
+    directory = load_directory(dev_copy)
+    signed = sign_directory(
+        directory.model_copy(update={"serial": directory.serial + 1}), (pinned, forged), new_signers
+    )
+    host = tmp_path / "police-host"
+    host.mkdir()
+    shutil.copy(dev_copy / "root.json", host / "root.json")
+    (host / "directory.json").write_text(signed.model_dump_json())
+    code, _, stderr = ceremony("show", "--directory-dir", str(host))
+    assert_one_line_error(
+        code, stderr, "root version 2 carries no valid signature", "root key holder(s) hub"
+    )
+    with pytest.raises(ConfigError, match="root version 2"):
+        load_trusted_directory(host, now=datetime.now(UTC))
+
+
+def test_the_installed_command_refuses_in_one_line_without_a_traceback(dev_copy: Path) -> None:
+    """The same refusal through the real entry point (`sigbus keys ...` as a process)."""
+    school = load_private(dev_copy, "school")
+    sigbus = [sys.executable, "-c", "from sigbus.cli import entrypoint; entrypoint()", "keys"]
+    revoke = subprocess.run(
+        [*sigbus, "revoke", "--directory-dir", str(dev_copy), "--key-id", school.sealing_key_id,
+         "--at", "2030-01-01T00:00:00+00:00", *_root_keys(dev_copy, HUB)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert revoke.returncode == 0, revoke.stderr
+    serial = load_directory(dev_copy).serial + 1
+    published = subprocess.run(
+        [*sigbus, "publish", str(dev_copy)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert published.returncode == 2
+    assert published.stderr == (
+        f"error: not published: directory serial {serial} carries valid signatures of 1 "
+        "distinct root key holder(s) of root version 1; its threshold is 2\n"
+    )

@@ -502,16 +502,47 @@ def _save_state(keys_dir: Path, state: DirectoryState, before: DirectoryState | 
         ) from e
 
 
-def load_trusted_directory(keys_dir: Path, *, now: datetime) -> TrustedDirectory:
+def _alarm_own_keys(
+    e: DirectoryRefused, agency: AgencyId | None, serial: int | None, current: int | None
+) -> None:
+    """The alarm of an adapter whose own agency's keys a directory changed without its
+    endorsement: a hub or root key holders acting alone (the directory is refused)."""
+    if e.kind == "unendorsed_key_change" and agency is not None and agency in e.agencies:
+        log.error(
+            "security_event",
+            kind="directory_own_keys_changed_unendorsed",
+            agency=agency,
+            serial=serial,
+            current_serial=current,
+        )
+
+
+def _serial_of(path: Path) -> int | None:
+    try:
+        return parse_signed_directory(read_file(path)).directory.serial
+    except (ConfigError, ProtocolError):
+        return None
+
+
+def load_trusted_directory(
+    keys_dir: Path, *, now: datetime, agency: AgencyId | None = None
+) -> TrustedDirectory:
     """The directory a hub or adapter may use now: verified against the pinned root,
     not older than (nor, at the same serial, different from) the last one this party
-    trusted, and not expired. The accepted serial is recorded before it is used."""
+    trusted, and not expired. The accepted serial is recorded before it is used.
+    ``agency``: the adapter's own, whose unendorsed key change raises its own alarm."""
     before = _read_state(keys_dir)
     trusted = TrustedDirectory(_pinned_root(keys_dir), before)
     try:
         trusted.update(read_file(keys_dir / DIRECTORY_FILE), now)
     except DirectoryRefused as e:
         log.error("security_event", kind=e.kind, agencies=list(e.agencies))
+        _alarm_own_keys(
+            e,
+            agency,
+            _serial_of(keys_dir / DIRECTORY_FILE),
+            before.serial if before is not None else None,
+        )
         raise ConfigError(str(e)) from e
     assert trusted.state is not None
     _save_state(keys_dir, trusted.state, before)
@@ -561,12 +592,6 @@ class DirectoryWatcher:
         self._expired_reported = expired
         return self.current
 
-    def _candidate_serial(self) -> int | None:
-        try:
-            return parse_signed_directory(read_file(self._path)).directory.serial
-        except (ConfigError, ProtocolError):
-            return None
-
     def _take(self, now: datetime) -> None:
         before = self._trusted.state
         try:
@@ -578,13 +603,7 @@ class DirectoryWatcher:
                 agencies=list(e.agencies),
                 current_serial=self.current.serial,
             )
-            if e.kind == "unendorsed_key_change" and self._agency in e.agencies:
-                log.error(
-                    "directory_own_keys_changed_unendorsed",
-                    agency=self._agency,
-                    serial=self._candidate_serial(),
-                    current_serial=self.current.serial,
-                )
+            _alarm_own_keys(e, self._agency, _serial_of(self._path), self.current.serial)
             return
         except (ConfigError, ProtocolError) as e:
             log.error("security_event", kind="directory_rejected", error=type(e).__name__)
