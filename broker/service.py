@@ -86,6 +86,8 @@ URGENT_CONSUMER = "hub-urgent"
 #: Ingress messages decided together: their log entries, releases and acks are
 #: pipelined, so a batch costs a few round trips instead of six per message.
 BATCH = 64
+#: Messages evaluated side by side on the worker threads, then kept in order.
+SPECULATE = 4
 #: Deciding time per round (seconds): what is fetched beyond it waits for the next
 #: round, so a withdrawal waits at most about this long plus one round's I/O.
 ROUND_BUDGET_S = 0.03
@@ -160,6 +162,8 @@ class Broker:
             max_workers=os.cpu_count() or 2, thread_name_prefix="sigbus-sign"
         )
         self._next_prune = 0.0
+        #: State changes applied so far: a plan made beside others checks it is still valid.
+        self._state_changes = 0
         self._stopping = asyncio.Event()
         self._latest_now = datetime.min.replace(tzinfo=UTC)
         self._served: frozenset[AgencyId] = frozenset()
@@ -533,7 +537,8 @@ class Broker:
         seen: dict[str, int] = {}
         items: list[_Item] = []
         budget_ends = time.monotonic() + ROUND_BUDGET_S
-        for i, msg in enumerate(msgs):
+        for start in range(0, len(msgs), SPECULATE):
+            msg = msgs[start]
             if (
                 items
                 and not is_urgent(msg.subject)
@@ -543,17 +548,27 @@ class Broker:
                     or time.monotonic() > budget_ends
                 )
             ):
-                self._carry = list(msgs[i:])
+                self._carry = list(msgs[start:])
                 break
-            item = self._decide(msg, seen)
-            if item is None:
-                self._deferred.append(msg)
-                self._in_order.add(_seq(msg))
-                log.info("withdrawal_deferred", ingress_seq=_seq(msg))
-            else:
-                self._in_order.discard(item.seq)
-                items.append(item)
-            await asyncio.sleep(0)  # the fast-lane watcher reads between decisions
+            chunk = msgs[start : start + SPECULATE]
+            changes = self._state_changes
+            nows = [self._decision_time(m) for m in chunk]
+            plans = await self._speculate(chunk, nows)
+            for msg, now, plan in zip(chunk, nows, plans, strict=True):
+                # A plan made beside the others holds unless an earlier decision of
+                # this chunk changed the state or decided the same message id.
+                valid = plan is not None and (
+                    self._state_changes == changes and plan.message_id not in seen
+                )
+                item = self._decide(msg, seen, now, plan if valid else None)
+                if item is None:
+                    self._deferred.append(msg)
+                    self._in_order.add(_seq(msg))
+                    log.info("withdrawal_deferred", ingress_seq=_seq(msg))
+                else:
+                    self._in_order.discard(item.seq)
+                    items.append(item)
+            await asyncio.sleep(0)  # the fast-lane watcher reads between chunks
         if not items:
             return len(msgs) - len(self._carry)
         items = [await self._retract_for(item) for item in items]
@@ -643,7 +658,45 @@ class Broker:
         delivered = (await self.js.consumer_info(INBOX_STREAM, consumer)).delivered.stream_seq
         return [s for s in deleted if s.seq > delivered]
 
-    def _decide(self, msg: Msg, seen: dict[str, int]) -> _Item | None:
+    def _decision_time(self, msg: Msg) -> datetime:
+        """The logged time of a message decided before a crash, else now (monotonic)."""
+        existing = self.writer.entries_for_ingress(_seq(msg))
+        return existing[0].decided_at if existing else self._monotonic_now()
+
+    async def _speculate(self, chunk: Sequence[Msg], nows: Sequence[datetime]) -> list[Plan | None]:
+        """Evaluate a few messages side by side on the worker threads, each on the
+        state as it is now (the verify, open and re-seal run beside each other).
+
+        :func:`evaluate` is pure and nothing changes the state while they run;
+        :meth:`_decide` keeps a plan only if no earlier one changed the state."""
+        if len(chunk) == 1:
+            return [None]  # nothing to run beside: decided on the loop
+        loop = asyncio.get_running_loop()
+        state, ctx, first_seen = self.state, self.ctx, self.writer.first_seen_seq
+
+        def one(msg: Msg, now: datetime) -> Plan:
+            return evaluate(
+                msg.data,
+                subject_agency=_agency_of(msg.subject),
+                ingress_seq=_seq(msg),
+                first_seen=first_seen,
+                state=state,
+                ctx=ctx,
+                now=now,
+                urgent=is_urgent(msg.subject),
+            )
+
+        plans = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._signers, one, m, n)
+                for m, n in zip(chunk, nows, strict=True)
+            )
+        )
+        return list(plans)
+
+    def _decide(
+        self, msg: Msg, seen: dict[str, int], now: datetime, plan: Plan | None
+    ) -> _Item | None:
         """One message's plan, with its state change applied in memory at once.
 
         ``seen`` holds the first sighting of each message id decided earlier in
@@ -664,24 +717,24 @@ class Broker:
                 True,
                 existing[0].decided_at,
             )
-        # Resuming after a crash: decide again with the logged time. The state is
-        # the one the first attempt saw: the batch is decided again in the same order.
-        now = existing[0].decided_at if existing else self._monotonic_now()
+        # Resuming after a crash: decided again with the logged time (``now``). The
+        # state is the one the first attempt saw: the round is redone in log order.
 
         def first_seen(message_id: str) -> int | None:
             logged = self.writer.first_seen_seq(message_id)
             return logged if logged is not None else seen.get(message_id)
 
-        plan = evaluate(
-            msg.data,
-            subject_agency=_agency_of(msg.subject),
-            ingress_seq=seq,
-            first_seen=first_seen,
-            state=self.state,
-            ctx=self.ctx,
-            now=now,
-            urgent=is_urgent(msg.subject),
-        )
+        if plan is None:
+            plan = evaluate(
+                msg.data,
+                subject_agency=_agency_of(msg.subject),
+                ingress_seq=seq,
+                first_seen=first_seen,
+                state=self.state,
+                ctx=self.ctx,
+                now=now,
+                urgent=is_urgent(msg.subject),
+            )
         deferrable = not existing and seq not in self._in_order
         if plan.refused_withdrawal and is_urgent(msg.subject) and deferrable:
             # Ahead of the queue its consent (or case) may not be recorded yet: it is
@@ -690,6 +743,7 @@ class Broker:
         sealed, plan = self._seal_state_change(plan)
         if sealed is not None:
             self.state.apply(sealed.change)
+            self._state_changes += 1
         done = {(e.decision_id, e.recipient) for e in existing}
         drafts = tuple(d for d in plan.entries if (d.decision_id, d.recipient) not in done)
         for d in drafts:
