@@ -172,7 +172,8 @@ def summarise(settings: BenchSettings, runs: list[dict[str, Any]]) -> dict[str, 
     out["duration_s"] = settings.duration_s
     out["recipients"] = 2
     out["hub_cpu_method"] = (
-        "time.thread_time() of the hub thread (own event loop) over the full-size run; "
+        "process CPU less the adapters' thread (the hub's thread and its worker threads) "
+        "over the full-size run; "
         "pipeline: thread_time of evaluate + 2 sign_record on an idle hub"
     )
     out["loadavg_1m"] = os.getloadavg()[0]

@@ -121,12 +121,15 @@ class HubThread:
         return future.result(timeout=30)
 
     def cpu_seconds(self) -> float:
-        """CPU seconds the hub thread has used so far (user + system)."""
+        """CPU seconds the hub has used so far (user + system): its own thread and its
+        worker threads, i.e. the whole process less the calling (adapters') thread.
+        Call it from the adapters' thread only."""
 
         async def sample() -> float:
             return time.thread_time()
 
-        return self.call(sample())
+        self.call(sample())  # the hub's loop is responsive: a consistent point
+        return time.process_time() - time.thread_time()
 
     def stop(self) -> None:
         if self._loop is not None and self._broker is not None:
