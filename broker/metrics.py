@@ -7,10 +7,10 @@ directory) and the message type (:class:`MessageType`). No id, case ref, subject
 or personnummer is ever a label value (``tests/integration/test_metrics.py``).
 
 The counters are counted as the hub acks (``Broker._count``); the gauges are read
-at scrape time from what the hub already holds: the log's size, the directory's
-expiry, the ingress backlog per agency (``BacklogWatch``'s last look) and the
-witnesses' latest cosigned checkpoint (read from the checkpoint stream every
-:data:`WITNESS_POLL_S`).
+at scrape time from what the hub already holds: the log's size, the expiry of the
+directory and of each agency's keys, the ingress backlog per agency
+(``BacklogWatch``'s last look) and the witnesses' latest cosigned checkpoint (read
+from the checkpoint stream every :data:`WITNESS_POLL_S`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from sigbus.broker.checkpointer import latest_cosignatures
 from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.pipeline import EntryDraft, HubContext, LogReason
 from sigbus.policy.model import DenyCode, DenyReason
+from sigbus.protocol.directory import AgencyEntry
 from sigbus.protocol.ids import HUB, AgencyId, MessageType
 from sigbus.protocol.reasons import ReasonCode
 from sigbus.transport.metrics import DEFAULT_HOST, NONE, OTHER, label, serve_metrics
@@ -73,6 +74,19 @@ class HubSource(Protocol):
 
     @property
     def backlog(self) -> BacklogWatch: ...
+
+
+def key_expiry(entry: AgencyEntry, now: datetime) -> float:
+    """Seconds until the first of the agency's key uses has no unrevoked key left
+    (a successor already in the directory counts); 0 if one has none now."""
+    last: dict[str, datetime] = {}
+    for key in entry.keys:
+        if not key.revoked_by(now):
+            last[key.use] = max(last.get(key.use, key.not_after), key.not_after)
+    uses = {key.use for key in entry.keys}
+    if not uses or uses - last.keys():
+        return 0.0
+    return max(0.0, min((t - now).total_seconds() for t in last.values()))
 
 
 def agencies_of(ctx: HubContext) -> list[AgencyId]:
@@ -128,6 +142,16 @@ class HubMetrics:
             "Seconds until the signed directory expires (the hub pauses then)",
             expires,
         )
+        keys = GaugeMetricFamily(
+            "sigbus_hub_agency_key_expiry_seconds",
+            "Seconds until an agency has no unrevoked key for one of its uses (sign, seal)",
+            labels=["agency"],
+        )
+        now = self._clock()
+        for entry in sorted(ctx.directory.agencies, key=lambda e: e.agency):
+            if entry.agency != HUB:
+                keys.add_metric([entry.agency], key_expiry(entry, now))
+        yield keys
         cosigned = self.cosigned_size
         if cosigned is not None:
             yield GaugeMetricFamily(

@@ -112,6 +112,13 @@ async def test_hub_scrape_counts_decisions_and_carries_no_personal_data(world: W
             if name == "sigbus_hub_ingress_queue_depth"
         }
         assert set(depth) == set(agencies_of(world.broker.ctx))
+        keys = {
+            dict(labels)["agency"]: v
+            for (name, labels), v in got.items()
+            if name == "sigbus_hub_agency_key_expiry_seconds"
+        }
+        assert set(keys) == set(agencies_of(world.broker.ctx))
+        assert min(keys.values()) > 0  # the dev keys are valid
         assert "sigbus_hub_witness_lag_entries" not in metric_names(text)  # not known yet
 
         # Every label value from its closed set.
