@@ -12,9 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sigbus.agents.outbox import Outbox
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.notice import DecisionNotice, NoticeOutcome
-from sigbus.transport.metrics import label
+from sigbus.transport.metrics import MESSAGE_TYPES, label
 
-MESSAGE_TYPES = frozenset(t.value for t in MessageType)
 NOTICE_OUTCOMES = frozenset(o.value for o in NoticeOutcome)
 
 

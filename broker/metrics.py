@@ -34,9 +34,16 @@ from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.pipeline import EntryDraft, HubContext, LogReason
 from sigbus.policy.model import DenyCode, DenyReason
 from sigbus.protocol.directory import AgencyEntry
-from sigbus.protocol.ids import HUB, AgencyId, MessageType
+from sigbus.protocol.ids import HUB, AgencyId
 from sigbus.protocol.reasons import ReasonCode
-from sigbus.transport.metrics import DEFAULT_HOST, NONE, OTHER, label, serve_metrics
+from sigbus.transport.metrics import (
+    DEFAULT_HOST,
+    MESSAGE_TYPES,
+    NONE,
+    OTHER,
+    label,
+    serve_metrics,
+)
 
 log = structlog.get_logger("sigbus.broker.metrics")
 
@@ -44,12 +51,11 @@ log = structlog.get_logger("sigbus.broker.metrics")
 WITNESS_POLL_S = 5.0
 
 OUTCOMES = frozenset(o.value for o in EntryOutcome)
-MESSAGE_TYPES = frozenset(t.value for t in MessageType)
 #: Every reason label value: the hub's own codes, and the policy's with ``policy:``.
 REASONS = frozenset(
     {c.value for c in ReasonCode} | {f"policy:{c.value}" for c in DenyCode} | {NONE, OTHER}
 )
-#: Seconds from a round's start to its ack: a round is sub-second when idle.
+#: Seconds from a decision to its round's ack: sub-second when the hub keeps up.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -107,7 +113,7 @@ class HubMetrics:
         )
         self._latency = Histogram(
             "sigbus_hub_decision_latency_seconds",
-            "Seconds from the decision (its round's start) to the ingress ack, per message",
+            "Seconds from a message's decision to the ack of its round",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )

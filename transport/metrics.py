@@ -12,12 +12,14 @@ a time series even by mistake.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Set
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
+
+from sigbus.protocol.ids import MessageType
 
 log = structlog.get_logger("sigbus.metrics")
 
@@ -26,13 +28,15 @@ DEFAULT_HOST = "127.0.0.1"
 OTHER = "other"
 #: The label value where a decision has no reason (a release) or no message type.
 NONE = "none"
+#: The message-type label's values (the hub's and the adapters').
+MESSAGE_TYPES = frozenset(t.value for t in MessageType)
 
 
-def label(value: str | None, allowed: Iterable[str]) -> str:
+def label(value: str | None, allowed: Set[str]) -> str:
     """``value`` if it is one of ``allowed``, ``none`` if absent, else ``other``."""
     if value is None:
         return NONE
-    return value if value in set(allowed) else OTHER
+    return value if value in allowed else OTHER
 
 
 @dataclass

@@ -21,11 +21,10 @@ import httpx
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sigbus.agents.metrics import MESSAGE_TYPES as ADAPTER_TYPES
 from sigbus.agents.metrics import NOTICE_OUTCOMES
-from sigbus.broker.metrics import MESSAGE_TYPES, OUTCOMES, REASONS, agencies_of, serve_hub_metrics
+from sigbus.broker.metrics import OUTCOMES, REASONS, agencies_of, serve_hub_metrics
 from sigbus.protocol.ids import MessageType
-from sigbus.transport.metrics import NONE, OTHER, serve_metrics
+from sigbus.transport.metrics import MESSAGE_TYPES, NONE, OTHER, serve_metrics
 from tests.integration.conftest import LUL6, World
 from tests.integration.test_flow import referral
 
@@ -177,7 +176,7 @@ async def test_adapter_scrape_counts_releases_and_notices(world: World) -> None:
     assert mid not in text
     for (_, labels), _ in notice.items():
         for k, v in labels:
-            assert v in {"message_type": ADAPTER_TYPES, "outcome": NOTICE_OUTCOMES}[k]
+            assert v in {"message_type": MESSAGE_TYPES, "outcome": NOTICE_OUTCOMES}[k]
 
 
 def _exposition(registry: CollectorRegistry) -> str:
