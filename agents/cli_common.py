@@ -61,7 +61,7 @@ from sigbus.transport import config
 from sigbus.transport.bus import Backoff
 from sigbus.transport.errors import NatsUnreachable
 from sigbus.transport.keystore import load_directory
-from sigbus.transport.metrics import serve_metrics
+from sigbus.transport.metrics import DEFAULT_HOST, serve_metrics
 
 T = TypeVar("T")
 log = structlog.get_logger("sigbus.adapter")
@@ -490,6 +490,9 @@ def add_common_commands(app: typer.Typer, agency: AgencyId, journal: Journal | N
             int | None,
             typer.Option(help="serve Prometheus metrics on this port (127.0.0.1); off if unset"),
         ] = None,
+        metrics_host: Annotated[
+            str, typer.Option(help="the metrics' address (0.0.0.0 inside a container)")
+        ] = DEFAULT_HOST,
     ) -> None:
         """Run the adapter: deliver the outbox, receive into the case system (exactly
         once, through the processed-release store) and witness the hub's log. Rides out
@@ -521,7 +524,7 @@ def add_common_commands(app: typer.Typer, agency: AgencyId, journal: Journal | N
             metrics = (
                 None
                 if metrics_port is None
-                else serve_metrics(adapter.metrics.registry, metrics_port)
+                else serve_metrics(adapter.metrics.registry, metrics_port, metrics_host)
             )
 
             async def also() -> None:

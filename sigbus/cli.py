@@ -49,6 +49,7 @@ from sigbus.transport.bus import connect
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.keystore import DirectoryWatcher, load_directory, load_trusted_directory
 from sigbus.transport.logging import configure_logging
+from sigbus.transport.metrics import DEFAULT_HOST as METRICS_HOST
 from sigbus.transport.natsserver import EmbeddedNats, pid_alive
 from sigbus.transport.profiles import load_profiles, local_profiles_stamp
 from sigbus.transport.runlock import RunLock, running_pid
@@ -329,7 +330,7 @@ def broker_run(
     metrics_port: MetricsPortOpt = None,
     metrics_host: Annotated[
         str, typer.Option(help="the metrics' address (0.0.0.0 inside a container)")
-    ] = "127.0.0.1",
+    ] = METRICS_HOST,
 ) -> None:
     """Run the hub against an existing NATS server (the docker-compose deployment)."""
     try:
