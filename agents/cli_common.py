@@ -61,6 +61,7 @@ from sigbus.transport import config
 from sigbus.transport.bus import Backoff
 from sigbus.transport.errors import NatsUnreachable
 from sigbus.transport.keystore import load_directory
+from sigbus.transport.metrics import DEFAULT_HOST, serve_metrics
 
 T = TypeVar("T")
 log = structlog.get_logger("sigbus.adapter")
@@ -485,6 +486,13 @@ def add_common_commands(app: typer.Typer, agency: AgencyId, journal: Journal | N
                 "(default: witness-<agency>.json next to --out, else in the data dir)"
             ),
         ] = None,
+        metrics_port: Annotated[
+            int | None,
+            typer.Option(help="serve Prometheus metrics on this port (127.0.0.1); off if unset"),
+        ] = None,
+        metrics_host: Annotated[
+            str, typer.Option(help="the metrics' address (0.0.0.0 inside a container)")
+        ] = DEFAULT_HOST,
     ) -> None:
         """Run the adapter: deliver the outbox, receive into the case system (exactly
         once, through the processed-release store) and witness the hub's log. Rides out
@@ -513,7 +521,21 @@ def add_common_commands(app: typer.Typer, agency: AgencyId, journal: Journal | N
 
         async def action(adapter: Adapter) -> None:
             witness = WitnessRunner(adapter, state_path=state)
-            await adapter.serve(sink.deliver, also=lambda: witness.run_once(timeout=0.2))
+            metrics = (
+                None
+                if metrics_port is None
+                else serve_metrics(adapter.metrics.registry, metrics_port, metrics_host)
+            )
+
+            async def also() -> None:
+                adapter.metrics.outbox(adapter.outbox)  # on this thread: the outbox is SQLite
+                await witness.run_once(timeout=0.2)
+
+            try:
+                await adapter.serve(sink.deliver, also=also)
+            finally:
+                if metrics is not None:
+                    metrics.close()
 
         run_with_adapter(agency, nats, keys, action, outbox=True, wait_for_nats=True)
 

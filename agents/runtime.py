@@ -36,6 +36,7 @@ from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 from pydantic import ValidationError
 
 from sigbus.agents.errors import NoticeRejected, PublishFailed, ReleaseRejected
+from sigbus.agents.metrics import AdapterMetrics
 from sigbus.agents.outbox import Outbox, OutboxError, OutboxItem, content_digest
 from sigbus.protocol.directory import Directory
 from sigbus.protocol.envelope import (
@@ -130,6 +131,8 @@ class Adapter:
         self.outbox: Outbox | None = None
         #: Set while the hub's streams or our consumer are missing (logged once).
         self._waiting_for_streams = False
+        #: Counted as items are dealt with; served by ``serve --metrics-port``.
+        self.metrics = AdapterMetrics()
 
     @classmethod
     async def connect(
@@ -526,11 +529,13 @@ class Adapter:
             self.log.error(
                 "handler_failed", message_id=delivered.header.message_id, error=type(e).__name__
             )
+            self.metrics.handler_failed(delivered.header.type)
             await msg.nak(delay=2.0)
             return 0
         if self.outbox is not None:
             self.outbox.mark_processed(release_id, delivered.header.message_id, self._clock())
         await msg.ack_sync()
+        self.metrics.received(delivered.header.type)
         self.log.info(
             "message_received",
             message_id=delivered.header.message_id,
@@ -557,9 +562,11 @@ class Adapter:
                 self.log.error(
                     "handler_failed", message_id=notice.message_id, error=type(e).__name__
                 )
+                self.metrics.handler_failed(notice.message_type)
                 await msg.nak(delay=2.0)
                 return 0
         await msg.ack_sync()
+        self.metrics.noticed(notice)
         return 1
 
     async def _reject(self, msg: Msg, kind: str, reason: str) -> int:
@@ -568,6 +575,7 @@ class Adapter:
             "security_event", kind=kind, reason=reason, inbox_seq=msg.metadata.sequence.stream
         )
         await msg.term()
+        self.metrics.rejected()
         return 0
 
 

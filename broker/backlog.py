@@ -47,8 +47,13 @@ class BacklogWatch:
         self._interval_s = interval_s
         self._next = 0.0
         self.full: dict[str, int] = {}
+        #: How many wait per agency at the last look (the metrics' queue depth).
+        self.waiting: dict[str, int] = {}
 
     def observe(self, waiting: Mapping[str, int]) -> None:
+        self.waiting = {
+            agency: n for subject, n in waiting.items() if (agency := ingress_sender(subject))
+        }
         full = full_backlogs(waiting, self._limit)
         for agency in sorted(full.keys() - self.full.keys()):
             log.warning(

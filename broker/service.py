@@ -44,6 +44,7 @@ from sigbus.broker.backlog import BacklogWatch
 from sigbus.broker.checkpointer import Checkpointer
 from sigbus.broker.errors import LogFencedError, StateCorruptError
 from sigbus.broker.log_writer import LogWriter
+from sigbus.broker.metrics import HubMetrics
 from sigbus.broker.notices import NoticeService
 from sigbus.broker.pipeline import EntryDraft, HubContext, Plan, ReleaseDraft, evaluate
 from sigbus.broker.restore import SnapshotRestore
@@ -168,6 +169,7 @@ class Broker:
         self._latest_now = datetime.min.replace(tzinfo=UTC)
         self._served: frozenset[AgencyId] = frozenset()
         self.backlog = BacklogWatch(limit=ingress_backlog)
+        self.metrics = HubMetrics(clock)
         self._paused = False
         self._snapshot_every = snapshot_every
         self._snapshots: SnapshotStore | None = None
@@ -869,6 +871,7 @@ class Broker:
     def _count(self, item: _Item) -> None:
         """One event per decision (ids and codes only); the counts live in the log."""
         self.processed += 1
+        self.metrics.decided(item.plan.entries)
         resumed = bool(item.existing)
         for e in item.plan.entries:
             log.info(

@@ -33,6 +33,7 @@ from sigbus.cli_console import (
     console_url,
 )
 from sigbus.cli_keys import keys_app
+from sigbus.cli_metrics import hub_metrics_task, stop_metrics
 from sigbus.cli_policy import policy_app
 from sigbus.contracts_cli import contracts_command
 from sigbus.demo import run_demo
@@ -48,6 +49,7 @@ from sigbus.transport.bus import connect
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.keystore import DirectoryWatcher, load_directory, load_trusted_directory
 from sigbus.transport.logging import configure_logging
+from sigbus.transport.metrics import DEFAULT_HOST as METRICS_HOST
 from sigbus.transport.natsserver import EmbeddedNats, pid_alive
 from sigbus.transport.profiles import load_profiles, local_profiles_stamp
 from sigbus.transport.runlock import RunLock, running_pid
@@ -133,6 +135,14 @@ def demo(
     raise typer.Exit(0 if report.ok else 1)
 
 
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port", help="serve Prometheus metrics on this port (127.0.0.1); off if unset"
+    ),
+]
+
+
 @app.command()
 def up(
     data_dir: DataOpt = None,
@@ -141,6 +151,7 @@ def up(
         int, typer.Option("--console-port", help="the web console's port on 127.0.0.1")
     ] = DEFAULT_PORT,
     no_console: Annotated[bool, typer.Option("--no-console", help="do not serve it")] = False,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Run an embedded nats-server, the hub broker and the web console until Ctrl-C or
     `sigbus down`."""
@@ -181,6 +192,7 @@ def up(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, broker.request_stop)
         reloader = asyncio.create_task(reload_users(server))
+        metrics = hub_metrics_task(broker, metrics_port)
         web = None
         if web_socket is not None:
             web = console_server(server.url, keys_path, base, port=console_port)
@@ -189,6 +201,7 @@ def up(
             await broker.run()
         finally:
             reloader.cancel()
+            await stop_metrics(metrics)
             if web is not None:
                 web.should_exit = True
                 await web_task
@@ -315,6 +328,10 @@ def broker_run(
     ack_wait: Annotated[
         float, typer.Option(help="seconds before an unacknowledged ingress message is redelivered")
     ] = 30.0,
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="the metrics' address (0.0.0.0 inside a container)")
+    ] = METRICS_HOST,
 ) -> None:
     """Run the hub against an existing NATS server (the docker-compose deployment)."""
     try:
@@ -328,7 +345,11 @@ def broker_run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, broker.request_stop)
-        await broker.run()
+        metrics = hub_metrics_task(broker, metrics_port, metrics_host)
+        try:
+            await broker.run()
+        finally:
+            await stop_metrics(metrics)
 
     asyncio.run(serve())
 
