@@ -189,8 +189,8 @@ _SERVICE_MESSAGES = {
 
 AGENCY = "{agency}"
 #: Subjects no other system reads or writes, so not in the AsyncAPI document: the hub's
-#: own state, encrypted under the hub state key.
-HUB_PRIVATE_SUBJECTS = (subjects.STATE_SUBJECT,)
+#: own state and its snapshots, encrypted under the hub state key (exported to no agency).
+HUB_PRIVATE_SUBJECTS = (subjects.STATE_SUBJECT, subjects.SNAPSHOT_MANIFEST_SUBJECT)
 
 
 def _service_key(service: str) -> str:
