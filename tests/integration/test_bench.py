@@ -54,6 +54,10 @@ def test_bench_json_shape_and_positive_figures() -> None:
             "0.3",
             "--floor-iterations",
             "5",
+            "--withdrawal-backlog",
+            "40",
+            "--withdrawal-cases",
+            "2",
         ],
         capture_output=True,
         text=True,
@@ -72,6 +76,10 @@ def test_bench_json_shape_and_positive_figures() -> None:
         assert 0 < lat["p50_ms"] <= lat["p99_ms"]
     assert result["runs"] == 1
     assert len(result["per_run"]) == 1
+    # The fast lane behind a (tiny) backlog: both withdrawals held, nothing released after.
+    assert result["withdrawal_withdrawals"] == 2
+    assert result["withdrawal_p50_ms"] > 0
+    assert result["withdrawal_releases_after_withdrawal"] == 0
     assert "bench: e2e_full" in done.stderr  # progress goes to stderr, figures to stdout
 
 
