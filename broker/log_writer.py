@@ -321,13 +321,19 @@ class LogWriter:
             data = entry.canonical_bytes()
             pending.append((entry, data, await self._publish_async(entry, data)))
             size, prev = size + 1, leaf_hash(data).hex()
-        for entry, data, future in pending:
-            try:
-                ack = await asyncio.wait_for(future, timeout=_APPEND_TIMEOUT_S)
-            except APIError as e:
-                if e.err_code == _WRONG_LAST_SEQUENCE:
-                    raise LogFencedError("another writer appended to the disclosure log") from e
-                raise
+        if not pending:
+            return entries
+        # One wait for the lot; the acks are then taken in order, so the view takes
+        # exactly the prefix that is durable before the first failure is raised.
+        acks = await asyncio.wait_for(
+            asyncio.gather(*(f for _, _, f in pending), return_exceptions=True),
+            timeout=_APPEND_TIMEOUT_S,
+        )
+        for (entry, data, _), ack in zip(pending, acks, strict=True):
+            if isinstance(ack, APIError) and ack.err_code == _WRONG_LAST_SEQUENCE:
+                raise LogFencedError("another writer appended to the disclosure log") from ack
+            if isinstance(ack, BaseException):
+                raise ack
             self._check_position(entry, ack.seq)
             self._remember(entry, leaf_hash(data))
             entries.append(entry)
