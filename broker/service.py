@@ -591,20 +591,24 @@ class Broker:
         # cryptography lets run beside each other; order and I/O stay on this loop.
         loop = asyncio.get_running_loop()
         key = self.ctx.identity.signing_key
-        wires = await asyncio.gather(
-            *(
-                loop.run_in_executor(self._signers, _release_wire, d, r, key)
-                for d, r in zip(drafts, records, strict=True)
+        wires, signed_notices = await asyncio.gather(
+            asyncio.gather(
+                *(
+                    loop.run_in_executor(self._signers, _release_wire, d, r, key)
+                    for d, r in zip(drafts, records, strict=True)
+                )
             ),
-            *(loop.run_in_executor(self._signers, self._signed_notice, item.seq) for item in items),
+            asyncio.gather(
+                *(loop.run_in_executor(self._signers, self._signed_notice, i.seq) for i in items)
+            ),
         )
         releases = [
             (logged[(d.entry.decision_id, d.recipient)], await self._publish_release(r, wire))
-            for d, r, wire in zip(drafts, records, wires, strict=False)
+            for d, r, wire in zip(drafts, records, wires, strict=True)
         ]
         notices = [
             await self._notify_sender(item, signed)
-            for item, signed in zip(items, wires[len(drafts) :], strict=True)
+            for item, signed in zip(items, signed_notices, strict=True)
         ]
         await _all_acked([*(f for _, f in releases), *notices])
         for entry, future in releases:
@@ -716,7 +720,6 @@ class Broker:
                 None,
                 existing,
                 (),
-                True,
                 existing[0].decided_at,
             )
         # Resuming after a crash: decided again with the logged time (``now``). The
@@ -752,7 +755,7 @@ class Broker:
             # As the writer counts a first sighting: a replay's deny is not one.
             if d.outcome is not EntryOutcome.DENY or d.reason_codes()[:1] != (REPLAYED,):
                 seen.setdefault(d.message_id, seq)
-        return _Item(msg, seq, plan, sealed, existing, drafts, False, now)
+        return _Item(msg, seq, plan, sealed, existing, drafts, now)
 
     def _monotonic_now(self) -> datetime:
         """Never earlier than a time already decided: a clock stepping back must not
@@ -821,11 +824,8 @@ class Broker:
             hub_key_id=self.ctx.identity.signing_key_id,
         )
 
-    async def _publish_release(
-        self, record: ReleaseRecord, wire: bytes | SignedNotice | None
-    ) -> asyncio.Future[PubAck]:
+    async def _publish_release(self, record: ReleaseRecord, wire: bytes) -> asyncio.Future[PubAck]:
         """Publish one release (pipelined); the future resolves when the inbox stored it."""
-        assert isinstance(wire, bytes)
         return await self.js.publish_async(
             inbox_subject(record.recipient),
             wire,
@@ -838,7 +838,7 @@ class Broker:
         return self._notices.signed(self.writer.entries_for_ingress(seq))
 
     async def _notify_sender(
-        self, item: _Item, signed: bytes | SignedNotice | None
+        self, item: _Item, signed: SignedNotice | None
     ) -> asyncio.Future[PubAck] | None:
         """The sender's receipt, from the entries as logged (durable by now)."""
         seq, plan = item.seq, item.plan
@@ -854,7 +854,6 @@ class Broker:
                 reasons=",".join(r for e in entries for r in e.reasons),
                 log_index=entries[0].index if entries else None,
             )
-        assert not isinstance(signed, bytes)
         return await self._store_notice(signed)
 
     async def _store_notice(self, signed: SignedNotice | None) -> asyncio.Future[PubAck] | None:
@@ -899,8 +898,6 @@ class _Item:
     existing: tuple[LogEntry, ...]
     #: The plan's entries not in the log yet, in order.
     drafts: tuple[EntryDraft, ...]
-    #: Finished before a crash: only the notice and the ack are redone.
-    finished: bool
     #: The decision time (logged time when redone).
     now: datetime
 
