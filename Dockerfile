@@ -6,6 +6,7 @@ COPY protocol protocol
 COPY policy policy
 COPY audit audit
 COPY broker broker
+COPY console console
 COPY agents agents
 COPY transport transport
 COPY profiles profiles

@@ -59,7 +59,7 @@ log = structlog.get_logger("sigbus.broker.log")
 #: JetStream's error code for a failed Nats-Expected-Last-Sequence check.
 _WRONG_LAST_SEQUENCE = 10071
 #: How long a pipelined append may wait for its ack before the batch is retried.
-_APPEND_TIMEOUT_S = 10.0
+_APPEND_TIMEOUT_S = 5.0
 
 
 #: The duplicate window: the envelope's maximum age and future skew (HubConfig defaults).

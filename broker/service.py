@@ -35,7 +35,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, PrivateKey
 from sigbus.audit.entry import EntryOutcome, LogEntry
@@ -71,6 +71,7 @@ from sigbus.protocol.subjects import (
 )
 from sigbus.transport.bus import (
     INGRESS_BACKLOG,
+    Backoff,
     connect,
     ensure_agency_consumers,
     ensure_streams,
@@ -166,6 +167,7 @@ class Broker:
         #: State changes applied so far: a plan made beside others checks it is still valid.
         self._state_changes = 0
         self._stopping = asyncio.Event()
+        self._resync_pending = False
         self._latest_now = datetime.min.replace(tzinfo=UTC)
         self._served: frozenset[AgencyId] = frozenset()
         self.backlog = BacklogWatch(limit=ingress_backlog)
@@ -194,9 +196,19 @@ class Broker:
     async def start(self) -> None:
         self._nc = await connect(self.url, name="hub", creds=self._creds)
         self._js = self._nc.jetstream()
-        await ensure_streams(
-            self._js, replicas=self._replicas, ingress_backlog=self._ingress_backlog
-        )
+        backoff = Backoff()
+        while True:
+            try:
+                await ensure_streams(
+                    self._js, replicas=self._replicas, ingress_backlog=self._ingress_backlog
+                )
+                break
+            except (ServiceUnavailableError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
+                # A cluster still electing its JetStream leader answers nothing yet;
+                # anything else (too few servers for the replicas) is refused at once.
+                delay = backoff.next()
+                log.warning("waiting_for_jetstream", error=type(e).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
         await self._ensure_consumers()
         # The writer dates its own quarantine entries: with the broker's clock. It
         # keeps the entries of the duplicate window (an older message is too old).
@@ -402,9 +414,23 @@ class Broker:
         log.info("broker_stopped", processed=self.processed)
 
     async def run(self) -> None:
-        """Serve until :meth:`request_stop`, then close the connection cleanly."""
+        """Serve until :meth:`request_stop`, then close the connection cleanly.
+
+        Transport trouble (a node's death, a stream's leader election, an outage)
+        never ends the hub: the round is given up (nothing of it was acked, so
+        JetStream delivers it again), and the next one starts from the log's tail
+        and the stored state, with bounded backoff until the bus answers again."""
+        backoff = Backoff()
         while not self._stopping.is_set():
-            await self.process_batch(timeout=1.0)
+            try:
+                await self.process_batch(timeout=1.0)
+            except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
+                self._resync_pending = True
+                delay = backoff.next()
+                log.warning("hub_round_failed", error=type(e).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+            else:
+                backoff.reset()
         await self.stop()
 
     async def process_batch(self, *, timeout: float) -> int:
@@ -412,6 +438,9 @@ class Broker:
 
         Returns how many messages were decided."""
         assert self._sub is not None
+        if self._resync_pending:  # a round failed after deciding in memory: start over
+            await self._resync()
+            self._resync_pending = False
         await self.backlog.poll(self.js)
         if self._held or self._paused_for_expired_directory():
             await asyncio.sleep(min(timeout, 0.05 if self._held else 1.0))  # they wait at the bus

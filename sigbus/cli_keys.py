@@ -60,7 +60,12 @@ from sigbus.transport.keystore import (
     sign_pending,
 )
 from sigbus.transport.natsauth import AUDITOR, AUDITOR_SEED_FILE, CA_KEY, issue_dev_client_cert
-from sigbus.transport.natsserver import COMPOSE_CERT_DIR, render_config, server_settings
+from sigbus.transport.natsserver import (
+    COMPOSE_CERT_DIR,
+    render_compose_configs,
+    render_config,
+    server_settings,
+)
 
 keys_app = typer.Typer(
     pretty_exceptions_show_locals=False, help="Keys and the agency directory.", no_args_is_help=True
@@ -248,6 +253,14 @@ def keys_nats_config(
         str, typer.Option(help="where the server finds ca.crt, nats-server.crt and .key")
     ] = COMPOSE_CERT_DIR,
     out: Annotated[Path | None, typer.Option("--out", help="write here (default stdout)")] = None,
+    compose_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--compose-dir",
+            help="write docker-compose's three cluster nodes' configurations here "
+            "(nats-1.conf … nats-3.conf) instead",
+        ),
+    ] = None,
 ) -> None:
     """Render the nats-server configuration from the signed directory (users, TLS).
 
@@ -255,7 +268,15 @@ def keys_nats_config(
     server (`nats-server --signal reload`, or SIGHUP): nobody else restarts.
     """
     try:
+        if compose_dir is not None:
+            compose_dir.mkdir(parents=True, exist_ok=True)
+            for path, node_text in render_compose_configs(directory_dir).items():
+                (compose_dir / path.name).write_text(node_text)
+                typer.echo(f"nats-server configuration written to {compose_dir / path.name}")
+            return
         text = render_config(server_settings(directory_dir, cert_dir=cert_dir))
+    except OSError as e:
+        raise _fail(f"cannot write the configuration: {e.strerror}: {e.filename}") from e
     except (SigbusError, ProtocolError) as e:
         raise _fail(str(e)) from e
     if out is None:

@@ -154,7 +154,10 @@ def make_error_callback(component: str) -> Callable[[Exception], Awaitable[None]
 
 
 async def connect(url: str, *, name: str, creds: NatsCredentials) -> Client:
-    """Connect as ``creds``' identity: nkey + mutual TLS, or plaintext only if insecure_dev."""
+    """Connect as ``creds``' identity: nkey + mutual TLS, or plaintext only if insecure_dev.
+
+    ``url`` may name several servers of one cluster, comma-separated: the client tries
+    them in turn, at the start and on every reconnect."""
     clog = log.bind(component=name)
     nc = Client()
 
@@ -180,7 +183,7 @@ async def connect(url: str, *, name: str, creds: NatsCredentials) -> Client:
         # Bounded: with reconnects on, a refused identity would otherwise retry forever.
         await asyncio.wait_for(
             nc.connect(
-                servers=[url],
+                servers=[u.strip() for u in url.split(",") if u.strip()],
                 name=name,
                 error_cb=on_error,
                 tls=tls,

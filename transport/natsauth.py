@@ -63,7 +63,13 @@ CA_KEY = "ca.key"
 SERVER_CERT = "nats-server.crt"
 SERVER_KEY = "nats-server.key"
 #: Names the server certificate is valid for: loopback and the compose service.
-SERVER_NAMES = ("localhost", "nats")
+#: Routes between the nodes of a cluster: the same CA, a certificate each node shows
+#: both as a server and as a client (mutual TLS on every route).
+ROUTE_CERT = "nats-route.crt"
+ROUTE_KEY = "nats-route.key"
+#: The server names the development certificates cover: one server (``nats``) or the
+#: three nodes of docker-compose's cluster, and loopback for the tests.
+SERVER_NAMES = ("localhost", "nats", "nats-1", "nats-2", "nats-3")
 SERVER_IPS = ("127.0.0.1",)
 #: The NATS account that holds the streams.
 HUB_ACCOUNT = "SIGBUS_HUB"
@@ -242,17 +248,20 @@ def render_authorization(
     return [*lines, "}"]
 
 
-def render_tls(cert_dir: str) -> list[str]:
-    """Mutual TLS: a client without a certificate from our CA is refused."""
-    return [
+def render_tls(cert_dir: str, *, indent: str = "", route: bool = False) -> list[str]:
+    """Mutual TLS: a client (or, with ``route``, a cluster node) without a certificate
+    from our CA is refused."""
+    cert, key = (ROUTE_CERT, ROUTE_KEY) if route else (SERVER_CERT, SERVER_KEY)
+    lines = [
         "tls {",
-        f'  cert_file: "{cert_dir}/{SERVER_CERT}"',
-        f'  key_file: "{cert_dir}/{SERVER_KEY}"',
+        f'  cert_file: "{cert_dir}/{cert}"',
+        f'  key_file: "{cert_dir}/{key}"',
         f'  ca_file: "{cert_dir}/{CA_CERT}"',
         "  verify: true",
         "  timeout: 2",
         "}",
     ]
+    return [indent + line for line in lines]
 
 
 # -- client side --------------------------------------------------------------
@@ -322,7 +331,7 @@ def _name(common_name: str) -> x509.Name:
 
 def _issue(
     common_name: str,
-    usage: x509.ObjectIdentifier,
+    usages: list[x509.ObjectIdentifier],
     san: list[x509.GeneralName] | None,
     ca_key: ec.EllipticCurvePrivateKey,
     ca_name: x509.Name,
@@ -340,7 +349,7 @@ def _issue(
         .not_valid_before(now)
         .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
     if san:
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
@@ -348,17 +357,22 @@ def _issue(
     return cert.public_bytes(serialization.Encoding.PEM), key
 
 
-def issue_dev_client_cert(
-    keys_dir: Path, agency: AgencyId, *, now: datetime, validity: timedelta
-) -> None:
-    """A client certificate for one more agency from the development CA in ``keys_dir``."""
+def _dev_ca(keys_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca = x509.load_pem_x509_certificate(read_file(keys_dir / CA_CERT))
     ca_key = serialization.load_pem_private_key(read_file(keys_dir / CA_KEY), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ConfigError("the development CA key is not an EC key")
+    return ca, ca_key
+
+
+def issue_dev_client_cert(
+    keys_dir: Path, agency: AgencyId, *, now: datetime, validity: timedelta
+) -> None:
+    """A client certificate for one more agency from the development CA in ``keys_dir``."""
+    ca, ca_key = _dev_ca(keys_dir)
     pem, key = _issue(
         f"sigbus {agency}",
-        ExtendedKeyUsageOID.CLIENT_AUTH,
+        [ExtendedKeyUsageOID.CLIENT_AUTH],
         None,
         ca_key,
         ca.subject,
@@ -367,6 +381,26 @@ def issue_dev_client_cert(
     )
     (keys_dir / client_cert(agency)).write_bytes(pem)
     _write_key(keys_dir / client_key(agency), key)
+
+
+def issue_dev_server_certs(keys_dir: Path, *, now: datetime, validity: timedelta) -> None:
+    """The server certificate clients check, and the route certificate cluster nodes
+    show each other (server and client use: each route is mutual TLS), from the
+    development CA in ``keys_dir``."""
+    ca, ca_key = _dev_ca(keys_dir)
+    san: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES]
+    san += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IPS]
+    for (cert_file, key_file), common_name, usages in (
+        ((SERVER_CERT, SERVER_KEY), "sigbus nats-server", [ExtendedKeyUsageOID.SERVER_AUTH]),
+        (
+            (ROUTE_CERT, ROUTE_KEY),
+            "sigbus nats-route",
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        ),
+    ):
+        pem, key = _issue(common_name, usages, san, ca_key, ca.subject, now=now, validity=validity)
+        (keys_dir / cert_file).write_bytes(pem)
+        _write_key(keys_dir / key_file, key)
 
 
 def generate_dev_pki(
@@ -392,18 +426,6 @@ def generate_dev_pki(
     )
     (keys_dir / CA_CERT).write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     _write_key(keys_dir / CA_KEY, ca_key)
-    san: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES]
-    san += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IPS]
-    pem, key = _issue(
-        "sigbus nats-server",
-        ExtendedKeyUsageOID.SERVER_AUTH,
-        san,
-        ca_key,
-        ca_name,
-        now=now,
-        validity=validity,
-    )
-    (keys_dir / SERVER_CERT).write_bytes(pem)
-    _write_key(keys_dir / SERVER_KEY, key)
+    issue_dev_server_certs(keys_dir, now=now, validity=validity)
     for agency in identities:
         issue_dev_client_cert(keys_dir, agency, now=now, validity=validity)

@@ -15,10 +15,11 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from shutil import which
 from types import TracebackType
@@ -41,6 +42,19 @@ MAX_PAYLOAD = 256 * 1024
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """One node's place in a JetStream cluster: where it listens for routes, the other
+    nodes' routes, and the directory of its route certificate (mutual TLS on every
+    route; ``None`` only for an insecure development cluster)."""
+
+    port: int
+    routes: tuple[str, ...]  # host:port of each other node
+    host: str = "127.0.0.1"
+    name: str = "sigbus"
+    cert_dir: str | None = None
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     store_dir: str
     host: str = "127.0.0.1"
@@ -52,6 +66,7 @@ class ServerSettings:
     extra: tuple[str, ...] = field(default=())
     #: False only for a throwaway server that fills a bench's log fast (sigbus bench).
     sync_always: bool = True
+    cluster: ClusterSettings | None = None
 
 
 def render_config(settings: ServerSettings) -> str:
@@ -73,9 +88,27 @@ def render_config(settings: ServerSettings) -> str:
     ]
     if settings.ports_file_dir:
         lines.append(f'ports_file_dir: "{settings.ports_file_dir}"')
+    if settings.cluster is not None:
+        lines.extend(_render_cluster(settings.cluster))
     lines.extend(settings.security)
     lines.extend(settings.extra)
     return "\n".join(lines) + "\n"
+
+
+def _render_cluster(cluster: ClusterSettings) -> list[str]:
+    """The cluster block: a replicated stream's acknowledged write is on a majority
+    of these nodes, each fsynced (``sync_interval: always`` above)."""
+    lines = [
+        "cluster {",
+        f'  name: "{cluster.name}"',
+        f'  listen: "{cluster.host}:{cluster.port}"',
+        "  routes: [",
+        *(f'    "nats-route://{route}"' for route in cluster.routes),
+        "  ]",
+    ]
+    if cluster.cert_dir is not None:
+        lines.extend(render_tls(cluster.cert_dir, indent="  ", route=True))
+    return [*lines, "}"]
 
 
 def server_settings(keys_dir: Path, *, cert_dir: str) -> ServerSettings:
@@ -91,15 +124,48 @@ def server_settings(keys_dir: Path, *, cert_dir: str) -> ServerSettings:
     )
 
 
-def compose_settings(keys_dir: Path) -> ServerSettings:
-    """The docker-compose deployment (deploy/nats/nats-server.conf)."""
-    return server_settings(keys_dir, cert_dir=COMPOSE_CERT_DIR)
-
-
+#: docker-compose's cluster: three nodes, so a stream of three replicas keeps
+#: taking writes with any one node down (a majority of two).
+COMPOSE_NODES = 3
+COMPOSE_ROUTE_PORT = 6222
+COMPOSE_MONITOR_PORT = 8222
 COMPOSE_CERT_DIR = "/etc/nats/certs"
-COMPOSE_CONFIG_PATH = (
-    Path(__file__).resolve().parent.parent / "deploy" / "nats" / "nats-server.conf"
-)
+COMPOSE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "deploy" / "nats"
+
+
+def compose_node(node: int) -> str:
+    """The compose service (and host) name of cluster node ``node`` (1-based)."""
+    return f"nats-{node}"
+
+
+def compose_settings(keys_dir: Path, node: int) -> ServerSettings:
+    """Node ``node`` of the docker-compose cluster (deploy/nats/nats-N.conf)."""
+    others = tuple(
+        f"{compose_node(n)}:{COMPOSE_ROUTE_PORT}"
+        for n in range(1, COMPOSE_NODES + 1)
+        if n != node
+    )
+    return replace(
+        server_settings(keys_dir, cert_dir=COMPOSE_CERT_DIR),
+        server_name=f"sigbus-{compose_node(node)}",
+        # The container's health check asks /healthz; monitoring stays on its loopback.
+        extra=(f'http: "127.0.0.1:{COMPOSE_MONITOR_PORT}"',),
+        cluster=ClusterSettings(
+            port=COMPOSE_ROUTE_PORT,
+            routes=others,
+            host="0.0.0.0",  # noqa: S104 - inside the container; the compose network only
+            cert_dir=COMPOSE_CERT_DIR,
+        ),
+    )
+
+
+def render_compose_configs(keys_dir: Path) -> dict[Path, str]:
+    """Every node's configuration of the docker-compose cluster, by the file it goes to
+    (``sigbus keys nats-config --compose-dir deploy/nats`` writes them)."""
+    return {
+        COMPOSE_CONFIG_DIR / f"{compose_node(n)}.conf": render_config(compose_settings(keys_dir, n))
+        for n in range(1, COMPOSE_NODES + 1)
+    }
 
 
 def security_lines(keys_dir: Path, cert_dir: str | None = None) -> tuple[str, ...]:
@@ -137,11 +203,14 @@ class EmbeddedNats:
     """Context manager around one nats-server process bound to loopback."""
 
     def __init__(self, data_dir: Path, *, server_name: str = "sigbus-embedded",
-                 keys_dir: Path | None, sync_always: bool = True) -> None:
+                 keys_dir: Path | None, sync_always: bool = True,
+                 cluster: ClusterSettings | None = None) -> None:
         """``keys_dir``: the verified directory's users and its TLS material secure the
         server; ``None`` runs it open on loopback (``--insecure-dev`` only).
-        ``sync_always=False`` only to fill a bench's log fast (not durable)."""
+        ``sync_always=False`` only to fill a bench's log fast (not durable).
+        ``cluster``: this server is one node of a cluster (:class:`EmbeddedCluster`)."""
         self.sync_always = sync_always
+        self.cluster = cluster
         self.data_dir = data_dir.resolve()
         self.keys_dir = keys_dir.resolve() if keys_dir else None
         self.server_name = server_name
@@ -156,6 +225,7 @@ class EmbeddedNats:
             ports_file_dir=str(self.data_dir / "run"),
             security=security_lines(self.keys_dir) if self.keys_dir else (),
             sync_always=self.sync_always,
+            cluster=self.cluster,
         )
 
     def start(self) -> str:
@@ -245,6 +315,17 @@ class EmbeddedNats:
     def start_again(self, port: int) -> str:
         return self._start(port)
 
+    def kill(self) -> int:
+        """SIGKILL, as a crash or a power cut would end it (no flush, no goodbye to
+        the cluster); :meth:`start_again` on the returned port brings it back."""
+        port = int(self.url.rsplit(":", 1)[1])
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            log.info("nats_server_killed", pid=proc.pid)
+        return port
+
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
@@ -272,6 +353,62 @@ class EmbeddedNats:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class EmbeddedCluster:
+    """Nodes of one JetStream cluster on loopback, routed with mutual TLS, each with
+    its own store: what docker-compose deploys, rendered by the same code."""
+
+    def __init__(self, data_dir: Path, *, keys_dir: Path | None, size: int = 3) -> None:
+        route_ports = _free_loopback_ports(size)
+        self.nodes = [
+            EmbeddedNats(
+                data_dir / f"node-{i}",
+                server_name=f"sigbus-node-{i}",
+                keys_dir=keys_dir,
+                cluster=ClusterSettings(
+                    port=route_ports[i],
+                    routes=tuple(f"127.0.0.1:{p}" for j, p in enumerate(route_ports) if j != i),
+                    cert_dir=str(keys_dir.resolve()) if keys_dir else None,
+                ),
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Every node's URL, comma-separated (:func:`sigbus.transport.bus.connect`)."""
+        return ",".join(node.url for node in self.nodes)
+
+    def node(self, server_name: str) -> EmbeddedNats:
+        for node in self.nodes:
+            if node.server_name == server_name:
+                return node
+        raise ServerError(f"no node {server_name} in this cluster")
+
+    def start(self) -> str:
+        for node in self.nodes:
+            node.start()
+        return self.url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _free_loopback_ports(count: int) -> list[int]:
+    """Ports free on loopback now, all held open until every one is chosen (so no two
+    are the same); a route port must be known before any node starts."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def _accounts(config: str) -> set[str]:

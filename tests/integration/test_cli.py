@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -14,13 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sigbus.transport.keystore import DEV_KEYS_DIR
-from sigbus.transport.natsserver import (
-    COMPOSE_CONFIG_PATH,
-    compose_settings,
-    pid_alive,
-    render_config,
-)
+from sigbus.transport.natsserver import pid_alive
 
 SIGBUS = [sys.executable, "-m", "sigbus"]
 REPO = Path(__file__).resolve().parents[2]
@@ -183,38 +176,6 @@ def test_killed_parent_takes_the_embedded_server_with_it(tmp_path: Path) -> None
     os.kill(up.pid, signal.SIGKILL)
     up.wait()
     assert wait_for(lambda: not pid_alive(server_pid), 10)
-
-
-def test_compose_runs_the_configuration_the_tests_run() -> None:
-    assert COMPOSE_CONFIG_PATH.read_text() == render_config(compose_settings(DEV_KEYS_DIR))
-    compose = (REPO / "docker-compose.yml").read_text()
-    assert "./deploy/nats/nats-server.conf:/etc/nats/nats-server.conf" in compose
-    for service in ("nats:", "broker:", "police:", "school:", "social:"):
-        assert f"\n  {service}" in compose
-    assert "sync_interval: always" in COMPOSE_CONFIG_PATH.read_text()
-
-
-def test_compose_mounts_exist_and_give_each_service_its_tls_and_state() -> None:
-    """Without a Docker engine here, the file is checked for what made it fail to start:
-    a mounted path that does not exist, TLS files the server or a client needs and does
-    not get, a plaintext URL, and no writable place for the directory state."""
-    compose = (REPO / "docker-compose.yml").read_text()
-    mounts = re.findall(r"^\s+- \./(\S+?):(\S+?)(?::ro)?$", compose, flags=re.M)
-    assert all((REPO / host).exists() for host, _ in mounts), mounts
-    targets = {target for _, target in mounts}
-    conf = COMPOSE_CONFIG_PATH.read_text()
-    assert set(re.findall(r'"(/etc/nats/certs/[^"]+)"', conf)) <= targets
-    assert "nats://" not in compose  # every client speaks mutual TLS
-    services = re.split(r"\n  (?=\w+:\n)", compose.split("\nvolumes:\n")[0])
-    with_keys = [block for block in services if "--keys" in block]
-    assert len(with_keys) == 4  # the broker and the three agencies
-    for block in with_keys:
-        who = "hub" if block.startswith("broker:") else block.split(":", 1)[0]
-        for needed in (f"{who}.key.json", f"{who}.tls.crt", f"{who}.tls.key", "ca.crt",
-                       "directory.json", "root.json"):  # fmt: skip
-            assert f"/keys/{needed}" in targets, (who, needed)
-        assert "SIGBUS_STATE_DIR: /state" in block, who
-        assert re.search(r"- \w+-state:/state", block), who
 
 
 OWN_CASE_SYSTEM = """
