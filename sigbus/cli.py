@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +45,7 @@ from sigbus.protocol.errors import ProfileError, ProtocolError, SigbusError
 from sigbus.protocol.ids import HUB
 from sigbus.protocol.profiles import Profiles
 from sigbus.report import add_report_command
+from sigbus.soak import FAULTS, SoakSettings, account_ok, render, run_soak
 from sigbus.transport import config
 from sigbus.transport.bus import connect
 from sigbus.transport.errors import ConfigError
@@ -293,6 +295,45 @@ def bench(
     except TimeoutError as e:  # a hub that stopped serving: the figures would be wrong
         raise _fail(TimeoutError("bench: not every message was handed off in time")) from e
     print_result(result, as_json=as_json, echo=typer.echo)
+
+
+@app.command()
+def soak(
+    minutes: Annotated[float, typer.Option(min=0.05, help="how long the load and faults run")] = 10,
+    faults: Annotated[
+        str, typer.Option(help="what to SIGKILL, comma-separated: hub, adapter, nats")
+    ] = "hub,adapter,nats",
+    kill_every: Annotated[float, typer.Option(min=1, help="mean seconds between kills")] = 9.0,
+    seed: Annotated[int | None, typer.Option(help="seed of the fault schedule")] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="cluster, logs and stores go here (default: a temp dir)")
+    ] = None,
+    keys: KeysOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the account as one JSON object")] = False,
+) -> None:
+    """Run load with random SIGKILLs of hubs, adapters and NATS nodes, then account for
+    every message id and verify the log. Exit 1 if anything was lost or duplicated."""
+    chosen = tuple(f.strip() for f in faults.split(",") if f.strip())
+    unknown = sorted(set(chosen) - set(FAULTS))
+    if unknown:
+        raise _fail(ValueError(f"--faults: unknown {', '.join(unknown)} (use {', '.join(FAULTS)})"))
+    configure_logging(level="error")
+    with tempfile.TemporaryDirectory(prefix="sigbus-soak-") as tmp:
+        settings = SoakSettings(
+            keys=config.keys_dir(keys),
+            work=work_dir or Path(tmp),
+            minutes=minutes,
+            faults=chosen,
+            kill_every_s=kill_every,
+            seed=seed,
+        )
+        try:
+            account = run_soak(settings)
+        except (SigbusError, ProtocolError) as e:
+            raise _fail(e) from e
+    typer.echo(json.dumps(account, indent=2) if as_json else render(account))
+    if not account_ok(account):
+        raise typer.Exit(1)
 
 
 @app.command()
