@@ -180,11 +180,7 @@ async def test_the_standby_takes_over_when_the_active_hub_is_killed(
         takeover_s = time.monotonic() - killed_at
         await load
         entries = await _logged(js, LOAD, hubs[standby])
-        releases = Counter[str]()
-        async for msg in read_stream(js, INBOX_STREAM, INBOX_ALL):
-            item = parse_inbox_item(msg.data)
-            if isinstance(item, Release):
-                releases[item.record.message_id] += 1
+        releases = await _released_once_each(js, LOAD, hubs[standby])
     finally:
         if police is not None:
             await police.close()
@@ -202,6 +198,23 @@ async def test_the_standby_takes_over_when_the_active_hub_is_killed(
     assert Counter(e.message_id for e in entries) == dict.fromkeys(sent, 1)
     assert releases == dict.fromkeys(sent, 1)
     assert takeover_s <= 10.0
+
+
+async def _released_once_each(
+    js: JetStreamContext, count: int, proc: subprocess.Popen[bytes]
+) -> Counter[str]:
+    """Releases per message id, once ``count`` of them are in the inboxes (log first)."""
+    deadline = time.monotonic() + 30
+    while True:
+        releases = Counter[str]()
+        async for msg in read_stream(js, INBOX_STREAM, INBOX_ALL):
+            item = parse_inbox_item(msg.data)
+            if isinstance(item, Release):
+                releases[item.record.message_id] += 1
+        if releases.total() >= count or time.monotonic() > deadline:
+            return releases
+        assert proc.poll() is None, "the active hub died"
+        await asyncio.sleep(0.1)
 
 
 async def _holder(
