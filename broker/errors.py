@@ -14,6 +14,10 @@ class LogFencedError(BrokerError):
     """Another writer appended to the disclosure log: this broker must stop."""
 
 
+class LeaseLostError(BrokerError):
+    """The hub lease lapsed or was taken (transport/lease.py): this hub must not append."""
+
+
 class StateCorruptError(BrokerError):
     """A hub state record could not be decrypted or parsed."""
 

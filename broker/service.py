@@ -42,7 +42,7 @@ from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.audit.state_check import check_state_against_log
 from sigbus.broker.backlog import BacklogWatch
 from sigbus.broker.checkpointer import Checkpointer
-from sigbus.broker.errors import LogFencedError, StateCorruptError
+from sigbus.broker.errors import LeaseLostError, LogFencedError, StateCorruptError
 from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.metrics import HubMetrics
 from sigbus.broker.notices import NoticeService
@@ -76,6 +76,8 @@ from sigbus.transport.bus import (
     ensure_agency_consumers,
     ensure_streams,
 )
+from sigbus.transport.errors import TransportError
+from sigbus.transport.lease import HubLease
 from sigbus.transport.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.broker")
@@ -167,7 +169,6 @@ class Broker:
         #: State changes applied so far: a plan made beside others checks it is still valid.
         self._state_changes = 0
         self._stopping = asyncio.Event()
-        self._resync_pending = False
         self._latest_now = datetime.min.replace(tzinfo=UTC)
         self._served: frozenset[AgencyId] = frozenset()
         self.backlog = BacklogWatch(limit=ingress_backlog)
@@ -177,6 +178,12 @@ class Broker:
         self._snapshots: SnapshotStore | None = None
         #: How the last start found its state: "snapshot" or "replay".
         self.started_from = ""
+        #: The hub lease (issue 12), asked before every append round; None: no standby.
+        self.lease: HubLease | None = None
+        #: The cause of the last transport or resource fault, until a round succeeds.
+        self._fault: str | None = None
+        #: Log and state views to re-read before deciding on (a resync failed).
+        self._stale = False
 
     @property
     def writer(self) -> LogWriter:
@@ -267,6 +274,8 @@ class Broker:
         """Every ``snapshot_every`` entries (or ``force``, if the log grew): a snapshot."""
         if not self.started_from or self._snapshots is None or self._writer is None:
             return  # never of a hub whose start failed (its state was refused)
+        if self.lease is not None and not self.lease.still_held():
+            return  # another hub may be writing by now
         if self._store is None:
             return
         grown = self._writer.size - self._snapshots.last_size
@@ -425,7 +434,7 @@ class Broker:
             try:
                 await self.process_batch(timeout=1.0)
             except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
-                self._resync_pending = True
+                self._stale = True  # the round may have decided in memory: start over
                 delay = backoff.next()
                 log.warning("hub_round_failed", error=type(e).__name__, retry_in_s=delay)
                 await asyncio.sleep(delay)
@@ -438,9 +447,9 @@ class Broker:
 
         Returns how many messages were decided."""
         assert self._sub is not None
-        if self._resync_pending:  # a round failed after deciding in memory: start over
-            await self._resync()
-            self._resync_pending = False
+        if self._stale and not await self._resynced():
+            await asyncio.sleep(min(timeout, 1.0))  # fail closed: nothing is decided
+            return 0
         await self.backlog.poll(self.js)
         if self._held or self._paused_for_expired_directory():
             await asyncio.sleep(min(timeout, 0.05 if self._held else 1.0))  # they wait at the bus
@@ -528,24 +537,47 @@ class Broker:
         if not msgs:
             return 0
         try:
-            return await self._handle(msgs)
-        except LogFencedError:
-            log.critical("log_fenced", ingress_seq=msgs[0].metadata.sequence.stream)
+            decided = await self._handle(msgs)
+        except (LogFencedError, LeaseLostError) as e:
+            event = "log_fenced" if isinstance(e, LogFencedError) else "hub_lease_lapsed"
+            log.critical(event, ingress_seq=msgs[0].metadata.sequence.stream)
+            for msg in msgs:  # for the hub that holds the lease now
+                with contextlib.suppress(NatsError):
+                    await msg.nak()
             raise
         except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
-            # Transport trouble: ack nothing more; resync the views of log and state
+            # Transport trouble or a resource fault (a full stream or disk): ack nothing
+            # more, say the server's own words, resync the views of log and state
             # (decisions of this batch may be in memory only) and let JetStream redeliver.
+            self._fault = str(e)[:300] or type(e).__name__
             log.error(
                 "ingress_processing_retry",
                 ingress_seq=msgs[0].metadata.sequence.stream,
                 batch=len(msgs),
                 error=type(e).__name__,
+                cause=self._fault,
             )
             for msg in msgs:
                 with contextlib.suppress(NatsError):
                     await msg.nak(delay=1.0)
-            await self._resync()
+            self._stale = True
+            await self._resynced()
             return 0
+        if self._fault is not None and decided:
+            log.warning("hub_fault_cleared", cause=self._fault)
+            self._fault = None
+        return decided
+
+    async def _resynced(self) -> bool:
+        """Re-read log tail and state after a fault; False (fail closed, no crash) while
+        the server cannot even be read."""
+        try:
+            await self._resync()
+        except (NatsError, TransportError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
+            log.error("hub_fault_persists", error=type(e).__name__, cause=str(e)[:300])
+            return False
+        self._stale = False
+        return True
 
     async def _resync(self) -> None:
         """After a transport error: the log's tail and the stored state, never a full replay."""
@@ -603,6 +635,8 @@ class Broker:
         if not items:
             return len(msgs) - len(self._carry)
         items = [await self._retract_for(item) for item in items]
+        if self.lease is not None and not self.lease.still_held():
+            raise LeaseLostError("the hub lease lapsed: another hub may decide now")
         logged = await self._log_batch(items)
         if os.environ.get(CRASH_AFTER_LOG_ENV) == "1" and any(i.drafts for i in items):
             log.critical("fault_injected_crash_after_log", ingress_seq=items[0].seq)

@@ -56,6 +56,11 @@ SNAPSHOT_STREAM = "SIGBUS_SNAPSHOT"
 SNAPSHOT_ALL = "sigbus.snapshot.>"
 SNAPSHOT_MANIFEST_SUBJECT = "sigbus.snapshot.manifest"
 
+#: The hub lease (issue 12): a JetStream KV bucket; the active hub holds its one key.
+LEASE_BUCKET = "SIGBUS_HUB_LEASE"
+LEASE_STREAM = f"KV_{LEASE_BUCKET}"
+LEASE_KEY = "active"
+
 ALL_STREAMS = (
     INGRESS_STREAM,
     INBOX_STREAM,
@@ -63,6 +68,7 @@ ALL_STREAMS = (
     CHECKPOINT_STREAM,
     STATE_STREAM,
     SNAPSHOT_STREAM,
+    LEASE_STREAM,
 )
 
 

@@ -24,6 +24,8 @@ from sigbus.agents.social.register import CaseRegister
 from sigbus.audit.checkpoint import load_public_key
 from sigbus.audit.errors import AuditError
 from sigbus.bench import BenchSettings, print_result, run_bench
+from sigbus.broker.failover import serve_with_lease
+from sigbus.broker.service import Broker
 from sigbus.broker.setup import hub_setup
 from sigbus.cli_audit import audit_app
 from sigbus.cli_console import (
@@ -381,16 +383,27 @@ def broker_run(
         raise _fail(e) from e
 
     async def serve() -> None:
-        broker = hub.broker(nats, ack_wait=timedelta(seconds=ack_wait), replicas=replicas)
-        await broker.start()
+        # Any number of these may run: the lease holder decides, the rest stand by
+        # (broker/failover.py, docs/operations.md "Two hubs").
+        stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, broker.request_stop)
-        metrics = hub_metrics_task(broker, metrics_port, metrics_host)
+            loop.add_signal_handler(sig, stopping.set)
+        metrics: list[asyncio.Task[None] | None] = []
+
+        def make() -> Broker:
+            return hub.broker(nats, ack_wait=timedelta(seconds=ack_wait), replicas=replicas)
+
+        def active(broker: Broker) -> None:
+            metrics.append(hub_metrics_task(broker, metrics_port, metrics_host))
+
         try:
-            await broker.run()
+            await serve_with_lease(
+                nats, hub.creds, make, stopping, replicas=replicas, on_active=active
+            )
         finally:
-            await stop_metrics(metrics)
+            for task in metrics:
+                await stop_metrics(task)
 
     asyncio.run(serve())
 

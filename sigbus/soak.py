@@ -1,11 +1,11 @@
 """`sigbus soak`: a bounded soak with faults, and an exact account at the end (issue #12).
 
 A three-node JetStream cluster on loopback (the configuration docker-compose's nodes
-are rendered from), the hub and the three adapters as their own processes
-(`sigbus broker run --replicas 3`, `sigbus <agency> serve`), and steady load:
+are rendered from), two hubs behind the lease and the three adapters as their own
+processes (`sigbus broker run --replicas 3`, `sigbus <agency> serve`), and steady load:
 referrals and commitment updates queued into the police and school adapters'
 durable outboxes, which their `serve` processes deliver. Meanwhile random SIGKILLs
-of the hub, of an adapter, or of one NATS node, each brought back after a short
+of a hub, of an adapter, or of one NATS node, each brought back after a short
 while on its own store.
 
 At the end every message id is accounted for, from the log the hub wrote and
@@ -56,6 +56,7 @@ FAULTS = ("hub", "adapter", "nats")
 #: case's consent), and social services (the case and its consents first).
 SENDERS: tuple[AgencyId, ...] = ("police", "school", "social")
 GUARDIANS = ("vh-1", "vh-2")
+HUBS = ("hub-a", "hub-b")
 AGENCIES: tuple[AgencyId, ...] = ("police", "school", "social")
 #: The police's own reference for a LUL 6 § notification (fictitious).
 LUL6 = StatutoryAssertion(basis="lul_6", evidence_id="dnr-polis-soak")
@@ -147,13 +148,15 @@ class Soak:
 
     def _procs(self, url: str) -> dict[str, Proc]:
         keys = str(self.s.keys)
+        # Two hubs behind the lease: a kill of the active one is a takeover.
         procs = {
-            "hub": Proc(
-                "hub",
+            hub: Proc(
+                hub,
                 _sigbus("broker", "run", "--nats", url, "--keys", keys, "--replicas", "3"),
                 self.env,
-                self.s.work / "hub.log",
+                self.s.work / f"{hub}.log",
             )
+            for hub in HUBS
         }
         for agency in AGENCIES:
             procs[agency] = Proc(
@@ -270,7 +273,7 @@ class Soak:
             await asyncio.sleep(down)
             node.start_again(port)
         else:
-            name = "hub" if kind == "hub" else self.rng.choice(AGENCIES)
+            name = self.rng.choice(HUBS if kind == "hub" else AGENCIES)
             proc = self.procs[name]
             proc.kill()
             await asyncio.sleep(down)

@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 NODES = [compose_node(n) for n in range(1, COMPOSE_NODES + 1)]
+#: Two hubs behind the lease (broker/failover.py): one decides, one stands by.
+HUBS = ["broker-1", "broker-2"]
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, str]:
@@ -76,17 +78,17 @@ def test_every_node_configuration_parses(node: str, tmp_path: Path) -> None:
 
 def test_every_mounted_path_exists_and_each_service_gets_its_tls_and_state() -> None:
     agencies = {e.agency for e in load_directory(DEV_KEYS_DIR).agencies if e.agency != HUB}
-    assert {"broker", *agencies, *NODES} <= set(SERVICES)
+    assert {*HUBS, *agencies, *NODES} <= set(SERVICES)
     for name, service in SERVICES.items():
         mounts = _mounts(service)
         missing = [host for host in mounts.values() if not (REPO / host).exists()]
         assert not missing, (name, missing)
-        assert "healthcheck" in service or name in NODES, name
+        # A standby hub serves no metrics: the hubs are the lease's to judge.
+        assert "healthcheck" in service or name in HUBS, name
         if name in NODES:
             assert service["image"].startswith("nats:2.15"), name
-            assert "healthcheck" in service, name
             continue
-        who = "hub" if name == "broker" else name
+        who = "hub" if name in HUBS else name
         for needed in (f"{who}.key.json", f"{who}.tls.crt", f"{who}.tls.key", "ca.crt",
                        "directory.json", "root.json"):  # fmt: skip
             assert f"/keys/{needed}" in mounts, (name, needed)
@@ -96,10 +98,11 @@ def test_every_mounted_path_exists_and_each_service_gets_its_tls_and_state() -> 
         urls = re.search(r"--nats (\S+)", command)
         assert urls is not None, name
         assert urls.group(1) == ",".join(f"tls://{n}:4222" for n in NODES), name  # never nats://
-        # Started only once what it needs answers its health check.
-        needs = NODES if name == "broker" else ["broker"]
-        assert service["depends_on"] == {n: {"condition": "service_healthy"} for n in needs}, name
-    assert "--replicas 3" in " ".join(SERVICES["broker"]["command"])
+        # Started only once every node answers its health check (an adapter then
+        # waits for the hub's streams by itself).
+        assert service["depends_on"] == {n: {"condition": "service_healthy"} for n in NODES}, name
+    for hub in HUBS:
+        assert "--replicas 3" in " ".join(SERVICES[hub]["command"])
 
 
 def test_only_the_first_node_is_published_and_on_loopback() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import replace
 
@@ -21,11 +22,12 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from sigbus.protocol import subjects as s
 from sigbus.protocol.ids import AgencyId
 from sigbus.transport.errors import NatsUnreachable, TransportError
+from sigbus.transport.lease import ensure_lease_bucket
 from sigbus.transport.natsauth import NatsCredentials, inbox_prefix
 
 log = structlog.get_logger("sigbus.bus")
@@ -56,6 +58,8 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = self.first
+
+
 #: How many of one agency's messages may wait undecided in the ingress stream.
 #: One more is refused at the bus (JetStream's per-subject limit, discard new), so
 #: a flooding agency holds at most this many messages ahead of anyone else's:
@@ -132,6 +136,34 @@ STREAMS: tuple[StreamConfig, ...] = (
         discard=DiscardPolicy.OLD,
     ),
 )
+
+
+_nats_async_reply = JetStreamContext._handle_async_reply
+
+
+async def _async_reply_with_errors(self: JetStreamContext, msg: Msg) -> None:
+    """A refused pipelined publish fails its future with the server's error.
+
+    nats-py (2.16) raises that error inside its reply callback (``APIError.from_error``
+    raises), so the future never resolves: the caller waits out its timeout and sees a
+    ``TimeoutError``, and the cause ("maximum bytes exceeded", "insufficient
+    resources", a wrong expected last sequence) reaches only ``error_cb`` (issue 12).
+    """
+    token = msg.subject[len(self._nc._inbox_prefix) + 22 + 2 :]
+    future = self._publish_async_futures.get(token)
+    if future is not None and not future.done() and msg.data:
+        with contextlib.suppress(ValueError):
+            resp = json.loads(msg.data)
+            if isinstance(resp, dict) and isinstance(resp.get("error"), dict):
+                try:
+                    APIError.from_error(resp["error"])
+                except APIError as e:
+                    future.set_exception(e)
+                    return
+    await _nats_async_reply(self, msg)
+
+
+JetStreamContext._handle_async_reply = _async_reply_with_errors  # type: ignore[method-assign]
 
 
 def make_error_callback(component: str) -> Callable[[Exception], Awaitable[None]]:
@@ -225,6 +257,7 @@ async def ensure_streams(
         except NotFoundError:
             await js.add_stream(config)
         log.debug("stream_ready", stream=config.name)
+    await ensure_lease_bucket(js, replicas=replicas)
 
 
 async def ensure_agency_consumers(js: JetStreamContext, agencies: Iterable[AgencyId]) -> None:

@@ -47,6 +47,7 @@ from sigbus.protocol.subjects import (
     HUB_JS_PREFIX,
     HUB_SERVICES_ALL,
     INBOX_STREAM,
+    LEASE_BUCKET,
     LOG_STREAM,
     cosignature_subject,
     gossip_subject,
@@ -151,7 +152,8 @@ def agency_permissions(
 
 
 def hub_permissions() -> tuple[list[str], list[str]]:
-    publish = ["sigbus.>", f"{JS_API}.>", "$JS.ACK.>"]
+    # $KV.<lease bucket>.>: the hub lease (transport/lease.py); no agency may touch it.
+    publish = ["sigbus.>", f"{JS_API}.>", "$JS.ACK.>", f"$KV.{LEASE_BUCKET}.>"]
     return publish, [HUB_SERVICES_ALL, f"{inbox_prefix(HUB)}.>"]
 
 
