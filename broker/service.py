@@ -35,7 +35,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, PrivateKey
 from sigbus.audit.entry import EntryOutcome, LogEntry
@@ -85,6 +85,9 @@ log = structlog.get_logger("sigbus.broker")
 REPLAYED = ReasonCode.REPLAYED_MESSAGE_ID.value
 
 HUB_CONSUMER = "hub"
+#: JetStream's "no suitable peers for placement"; how long a forming cluster may say it.
+_NO_PLACEMENT = 10005
+PLACEMENT_WAIT_S = 60.0
 #: The fast lane's consumer: withdrawals, decided ahead of the queue (issue 11).
 URGENT_CONSUMER = "hub-urgent"
 #: Ingress messages decided together: their log entries, releases and acks are
@@ -204,6 +207,7 @@ class Broker:
         self._nc = await connect(self.url, name="hub", creds=self._creds)
         self._js = self._nc.jetstream()
         backoff = Backoff()
+        placement_deadline = time.monotonic() + PLACEMENT_WAIT_S
         while True:
             try:
                 await ensure_streams(
@@ -211,10 +215,17 @@ class Broker:
                 )
                 break
             except (ServiceUnavailableError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
-                # A cluster still electing its JetStream leader answers nothing yet;
-                # anything else (too few servers for the replicas) is refused at once.
+                # A cluster still electing its JetStream leader answers nothing yet.
                 delay = backoff.next()
                 log.warning("waiting_for_jetstream", error=type(e).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+            except APIError as e:
+                # A forming cluster knows too few of its peers for a while; past that,
+                # too few servers for the replicas is a configuration error: refused.
+                if e.err_code != _NO_PLACEMENT or time.monotonic() > placement_deadline:
+                    raise
+                delay = backoff.next()
+                log.warning("waiting_for_jetstream", error="no_suitable_peers", retry_in_s=delay)
                 await asyncio.sleep(delay)
         await self._ensure_consumers()
         # The writer dates its own quarantine entries: with the broker's clock. It

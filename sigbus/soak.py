@@ -251,13 +251,15 @@ class Soak:
 
     async def _faults(self, deadline: float) -> None:
         last = time.monotonic()
+        bag: list[str] = []
         while (now := time.monotonic()) < deadline:
             wait = self.rng.uniform(0.5, 1.5) * self.s.kill_every_s
             await asyncio.sleep(min(wait, max(0.0, deadline - now)))
             if time.monotonic() >= deadline or not self.s.faults:
                 break
-            kind = self.rng.choice(self.s.faults)
-            await self._kill(kind)
+            if not bag:  # every kind of fault once per round, in a random order
+                bag = self.rng.sample(self.s.faults, len(self.s.faults))
+            await self._kill(bag.pop())
             if time.monotonic() - last > 30:
                 last = time.monotonic()
                 progress(
