@@ -14,9 +14,6 @@ from typing import Protocol, TypeVar
 from sigbus.policy.rules import Rules
 from sigbus.protocol.ids import MessageType
 
-#: The reason code of a shredding (log entry kind ``shredded``).
-RETENTION_EXPIRED = "retention_expired"
-
 
 class Held(Protocol):
     """Anything kept about one message: its category and when the hub decided it."""

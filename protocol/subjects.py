@@ -56,6 +56,13 @@ SNAPSHOT_STREAM = "SIGBUS_SNAPSHOT"
 SNAPSHOT_ALL = "sigbus.snapshot.>"
 SNAPSHOT_MANIFEST_SUBJECT = "sigbus.snapshot.manifest"
 
+#: The hub's retention vault (broker/vault.py): hub-only. ``copy.<h>`` keeps a released
+#: message's ciphertext; ``key.<h>`` its data key, sealed under the hub state key, erased
+#: when the message's retention period ends (crypto-shredding).
+VAULT_STREAM = "SIGBUS_VAULT"
+VAULT_ALL = "sigbus.vault.>"
+VAULT_KEYS = "sigbus.vault.key.>"
+
 ALL_STREAMS = (
     INGRESS_STREAM,
     INBOX_STREAM,
@@ -63,6 +70,7 @@ ALL_STREAMS = (
     CHECKPOINT_STREAM,
     STATE_STREAM,
     SNAPSHOT_STREAM,
+    VAULT_STREAM,
 )
 
 
