@@ -96,6 +96,8 @@ SPECULATE = 4
 ROUND_BUDGET_S = 0.03
 #: How often the retraction index forgets what recipients fetched (seconds).
 PRUNE_INTERVAL_S = 2.0
+#: How often an idle hub runs its retention pass (seconds; issue 13).
+RETENTION_INTERVAL_S = 3600.0
 #: How long a round waits for more messages once the first is in (seconds).
 _GATHER_S = 0.002
 #: How long a batch's pipelined publishes may take before it is retried.
@@ -165,6 +167,7 @@ class Broker:
             max_workers=os.cpu_count() or 2, thread_name_prefix="sigbus-sign"
         )
         self._next_prune = 0.0
+        self._next_retention = 0.0
         #: State changes applied so far: a plan made beside others checks it is still valid.
         self._state_changes = 0
         self._stopping = asyncio.Event()
@@ -434,6 +437,7 @@ class Broker:
                 if not (waiting or self._urgent):  # a withdrawal may have come meanwhile
                     await self.checkpointer.publish()  # idle: make the latest witnessable
                     await self._refresh_context()
+                    await self._maybe_retention()
                     return 0
         if fetched:
             self._regular_idle = False
@@ -636,6 +640,16 @@ class Broker:
                 continue
             entry = logged[(first.entry.decision_id, first.recipient)]
             await self.vault.keep(first.envelope, item.plan.data_key, entry)
+
+    async def _maybe_retention(self) -> None:
+        """When idle, at most every :data:`RETENTION_INTERVAL_S`: the retention pass."""
+        if time.monotonic() < self._next_retention:
+            return
+        self._next_retention = time.monotonic() + RETENTION_INTERVAL_S
+        try:
+            await self.retention_pass()
+        except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
+            log.error("retention_pass_failed", error=type(e).__name__)  # tried again later
 
     async def retention_pass(self, now: datetime | None = None) -> list[LogEntry]:
         """Shred the data keys whose retention period ended at ``now`` (issue 13).
