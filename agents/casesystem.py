@@ -21,6 +21,7 @@ import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -29,6 +30,9 @@ import structlog
 
 from sigbus.agents.errors import CaseSystemError
 from sigbus.agents.runtime import Delivered
+from sigbus.policy.retention import expires_at
+from sigbus.policy.rules import Rules
+from sigbus.protocol.ids import MessageType
 from sigbus.transport.files import write_private
 
 log = structlog.get_logger("sigbus.adapter")
@@ -67,6 +71,20 @@ def release_document(delivered: Delivered) -> bytes:
     ).encode()
 
 
+def document_expired(document: bytes, rules: Rules, now: datetime) -> bool:
+    """A stored release document (:func:`release_document`) whose retention period ended
+    at ``now``: its category's period from the hub's decision (``released_at``). A
+    document that cannot be read is kept (and reported), never silently dropped."""
+    try:
+        doc = json.loads(document)
+        category = MessageType(doc["header"]["type"])
+        released_at = datetime.fromisoformat(doc["release"]["released_at"])
+    except (ValueError, KeyError, TypeError):
+        log.warning("retention_unreadable_document")
+        return False
+    return expires_at(rules, category, released_at) <= now
+
+
 @dataclass
 class MemoryCaseSystem:
     received: list[Delivered] = field(default_factory=list)
@@ -87,6 +105,16 @@ class JsonlCaseSystem:
             os.fsync(fd)  # the adapter acks only after this returns
         finally:
             os.close(fd)
+
+    def expire(self, rules: Rules, now: datetime) -> int:
+        """Rewrite the file without the releases whose period ended (whole or absent)."""
+        if not self.path.exists():
+            return 0
+        lines = self.path.read_bytes().splitlines(keepends=True)
+        kept = [line for line in lines if not document_expired(line, rules, now)]
+        if len(kept) != len(lines):
+            write_private(self.path, b"".join(kept))
+        return len(lines) - len(kept)
 
 
 @dataclass
@@ -109,6 +137,15 @@ class DirectoryCaseSystem:
         if final.exists():
             return
         write_private(final, release_document(delivered))  # whole or absent, durable first
+
+    def expire(self, rules: Rules, now: datetime) -> int:
+        """Delete the files of the releases whose period ended."""
+        gone = 0
+        for path in sorted(self.path.glob("*.json")):
+            if document_expired(path.read_bytes(), rules, now):
+                path.unlink()
+                gone += 1
+        return gone
 
 
 #: Headers a webhook receiver de-duplicates on: the release id, the same on every retry.

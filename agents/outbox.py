@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS processed (
     handed_at TEXT NOT NULL
 );
 """
+#: Added for retention (issue 13): the category of a handed-on release. A row made
+#: before it has none and is kept for the default period.
+_PROCESSED_CATEGORY = "ALTER TABLE processed ADD COLUMN category TEXT"
 
 
 class OutboxError(AdapterError):
@@ -102,6 +105,9 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(processed)")}
+            if "category" not in columns:
+                self._db.execute(_PROCESSED_CATEGORY)
         except (OSError, sqlite3.Error) as e:
             raise OutboxError(f"cannot open the outbox {path}: {e}") from e
 
@@ -174,17 +180,82 @@ class Outbox:
         ).fetchone()
         return row is not None
 
-    def mark_processed(self, release_id: str, message_id: str, now: datetime) -> None:
+    def mark_processed(
+        self,
+        release_id: str,
+        message_id: str,
+        now: datetime,
+        category: MessageType | None = None,
+    ) -> None:
         self._write(
-            "INSERT OR IGNORE INTO processed (release_id, message_id, handed_at) VALUES (?, ?, ?)",
-            (release_id, message_id, now.isoformat()),
+            "INSERT OR IGNORE INTO processed (release_id, message_id, handed_at, category) "
+            "VALUES (?, ?, ?, ?)",
+            (release_id, message_id, now.isoformat(), category.value if category else None),
         )
+
+    # -- retention (issue 13) ------------------------------------------------
+
+    def kept(self) -> list[Kept]:
+        """What this file keeps about each message: its category and since when."""
+        out: list[Kept] = []
+        for message_id, envelope, queued_at in self._db.execute(
+            "SELECT message_id, envelope, queued_at FROM outbox WHERE delivered_at IS NOT NULL"
+        ):
+            category = _envelope_type(bytes(envelope))
+            out.append(Kept("outbox", message_id, category, datetime.fromisoformat(queued_at)))
+        for release_id, category, handed_at in self._db.execute(
+            "SELECT release_id, category, handed_at FROM processed"
+        ):
+            kind = MessageType(category) if category else None
+            out.append(Kept("processed", release_id, kind, datetime.fromisoformat(handed_at)))
+        return out
+
+    def forget(self, items: list[Kept]) -> int:
+        """Delete these rows (their period ended), then reclaim the freed pages."""
+        for item in items:
+            table, key = (
+                ("outbox", "message_id")
+                if item.table == "outbox"
+                else (
+                    "processed",
+                    "release_id",
+                )
+            )
+            self._write(f"DELETE FROM {table} WHERE {key} = ?", (item.key,))  # noqa: S608
+        if items:
+            self._write("PRAGMA wal_checkpoint(TRUNCATE)", ())
+            self._write("VACUUM", ())
+        return len(items)
 
     def _write(self, sql: str, args: tuple[object, ...]) -> None:
         try:
             self._db.execute(sql, args)
         except sqlite3.Error as e:
             raise OutboxError(f"cannot write the outbox {self.path}: {e}") from e
+
+
+@dataclass(frozen=True)
+class Kept:
+    """One outbox or processed row, for the retention schedule (ids and codes only).
+
+    ``category`` None: unknown (a row from before retention), kept for the default."""
+
+    table: str
+    key: str
+    kind: MessageType | None
+    decided_at: datetime
+
+    @property
+    def category(self) -> MessageType:
+        # Hub-record types have no period of their own: they fall to the default.
+        return self.kind if self.kind is not None else MessageType.CASE_OPENED
+
+
+def _envelope_type(envelope: bytes) -> MessageType | None:
+    try:
+        return MessageType(json.loads(envelope)["header"]["type"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _item(row: tuple[str, str, str, bytes, str | None, int | None]) -> OutboxItem:

@@ -238,7 +238,11 @@ class Adapter:
         message_id = message_id or new_opaque_id("msg")
         digest = content_digest(
             self._outbox_key(),
-            message_type, body, case_ref=case_ref, recipients=recipients, assertion=assertion
+            message_type,
+            body,
+            case_ref=case_ref,
+            recipients=recipients,
+            assertion=assertion,
         )
         existing = self.outbox.check(message_id, digest)
         if existing is not None:
@@ -533,7 +537,9 @@ class Adapter:
             await msg.nak(delay=2.0)
             return 0
         if self.outbox is not None:
-            self.outbox.mark_processed(release_id, delivered.header.message_id, self._clock())
+            self.outbox.mark_processed(
+                release_id, delivered.header.message_id, self._clock(), delivered.header.type
+            )
         await msg.ack_sync()
         self.metrics.received(delivered.header.type)
         self.log.info(

@@ -34,6 +34,9 @@ class EntryOutcome(StrEnum):
     DENY = "deny"  # not released; ``reasons`` say why
     RECORDED = "recorded"  # hub record (case opened, consent event) accepted
     RETRACTION = "retraction"
+    #: The hub destroyed its data key for the message when its retention period
+    #: ended (reason ``retention_expired``): its ciphertext stays, its content is gone.
+    SHREDDED = "shredded"
 
 
 class LogEntry(BaseModel):

@@ -157,6 +157,9 @@ class Plan:
     state_change: AnyChange | None = None
     #: A consent withdrawal was refused: consent, and sharing under it, go on.
     refused_withdrawal: bool = False
+    #: The message's own data key, for the hub's retention vault (broker.vault):
+    #: kept only while the message's retention period runs, then shredded.
+    data_key: bytes | None = None
 
     @property
     def denied(self) -> bool:
@@ -484,7 +487,12 @@ def _disclosure(
                     entry=entry,
                 )
             )
-    return Plan(message_id=header.message_id, entries=tuple(entries), releases=tuple(releases))
+    return Plan(
+        message_id=header.message_id,
+        entries=tuple(entries),
+        releases=tuple(releases),
+        data_key=data_key if releases else None,
+    )
 
 
 def _entry_for(

@@ -52,6 +52,8 @@ from sigbus.broker.retraction import RetractionIndex, SentRelease, retraction_dr
 from sigbus.broker.snapshot import SnapshotStore
 from sigbus.broker.state import ConsentRecordedChange, HubState
 from sigbus.broker.state_store import SealedChange, StateStore
+from sigbus.broker.vault import Vault, shredded_draft
+from sigbus.policy.retention import due
 from sigbus.protocol.canonical import sha256_hex
 from sigbus.protocol.ids import HUB, AgencyId, agency_name
 from sigbus.protocol.messages import NARROWING
@@ -100,6 +102,8 @@ SPECULATE = 4
 ROUND_BUDGET_S = 0.03
 #: How often the retraction index forgets what recipients fetched (seconds).
 PRUNE_INTERVAL_S = 2.0
+#: How often an idle hub runs its retention pass (seconds; issue 13).
+RETENTION_INTERVAL_S = 3600.0
 #: How long a round waits for more messages once the first is in (seconds).
 _GATHER_S = 0.002
 #: How long a batch's pipelined publishes may take before it is retried.
@@ -169,6 +173,7 @@ class Broker:
             max_workers=os.cpu_count() or 2, thread_name_prefix="sigbus-sign"
         )
         self._next_prune = 0.0
+        self._next_retention = 0.0
         #: State changes applied so far: a plan made beside others checks it is still valid.
         self._state_changes = 0
         self._stopping = asyncio.Event()
@@ -179,6 +184,7 @@ class Broker:
         self._paused = False
         self._snapshot_every = snapshot_every
         self._snapshots: SnapshotStore | None = None
+        self.vault: Vault | None = None
         #: How the last start found its state: "snapshot" or "replay".
         self.started_from = ""
         #: The hub lease (issue 12), asked before every append round; None: no standby.
@@ -235,6 +241,7 @@ class Broker:
             self._js, clock=self._clock, window=config.max_age + config.max_future_skew
         )
         self._store = StateStore(self._js, self._state_key)
+        self.vault = Vault(self._js, self._state_key)
         self._snapshots = SnapshotStore(self._js, self._log_key, self._state_key, DEFAULT_ORIGIN)
         restored = await SnapshotRestore(
             self._js,
@@ -479,6 +486,7 @@ class Broker:
                 if not (waiting or self._urgent):  # a withdrawal may have come meanwhile
                     await self.checkpointer.publish()  # idle: make the latest witnessable
                     await self._refresh_context()
+                    await self._maybe_retention()
                     return 0
         if fetched:
             self._regular_idle = False
@@ -659,6 +667,7 @@ class Broker:
                 # One by one, in log order: the state check requires the records
                 # in the order of their entries (hub records are rare).
                 await self._store.persist(item.sealed)
+        await self._keep_in_vault(items, logged)
         drafts = [d for item in items for d in item.plan.releases]
         records = [self._release_record(d, logged) for d in drafts]
         # The hybrid signatures (about 1 ms each) are made on worker threads, which
@@ -693,6 +702,48 @@ class Broker:
         for item in items:
             self._count(item)
         return len(items)
+
+    async def _keep_in_vault(
+        self, items: Sequence[_Item], logged: dict[tuple[str, AgencyId | None], LogEntry]
+    ) -> None:
+        """What the hub released, kept until its retention period ends (broker/vault.py)."""
+        assert self.vault is not None
+        for item in items:
+            first = item.plan.releases[0] if item.plan.releases else None
+            if first is None or item.plan.data_key is None:
+                continue
+            entry = logged[(first.entry.decision_id, first.recipient)]
+            await self.vault.keep(first.envelope, item.plan.data_key, entry)
+
+    async def _maybe_retention(self) -> None:
+        """When idle, at most every :data:`RETENTION_INTERVAL_S`: the retention pass."""
+        if time.monotonic() < self._next_retention:
+            return
+        self._next_retention = time.monotonic() + RETENTION_INTERVAL_S
+        try:
+            await self.retention_pass()
+        except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
+            log.error("retention_pass_failed", error=type(e).__name__)  # tried again later
+
+    async def retention_pass(self, now: datetime | None = None) -> list[LogEntry]:
+        """Shred the data keys whose retention period ended at ``now`` (issue 13).
+
+        Each shredding is logged first (fenced, as every entry), then the key is
+        erased: a crash between the two leaves a logged shredding whose key the
+        next pass erases (the entry is not written twice)."""
+        assert self.vault is not None
+        at = now if now is not None else self._monotonic_now()
+        entries = self.writer.entries()
+        logged = {e.decision_id for e in entries if e.outcome is EntryOutcome.SHREDDED}
+        done: list[LogEntry] = []
+        for held in due(self.ctx.rules, await self.vault.held(), at):
+            draft = shredded_draft(held, at)
+            if draft.decision_id not in logged:
+                done.append(await self.writer.append(draft))
+            await self.vault.shred(held)
+        if done:
+            log.info("retention_pass", shredded=len(done), log_size=self.writer.size)
+        return done
 
     async def _retract_for(self, item: _Item) -> _Item:
         """A withdrawal or expiry pulls back what was released under that consent and

@@ -311,7 +311,7 @@ def make_app(console: Console) -> Starlette:
             f=f,
             agencies=agencies,
             bases=sorted((b, readable_basis(b, console.rules, lang)) for b in bases),
-            outcomes=["release", "deny", "recorded", "retraction"],
+            outcomes=["release", "deny", "recorded", "retraction", "shredded"],
             rows=rows(matched, console.rules, lang),
             total=len(snap.entries),
             can_filter_case=session.role in CASE_LOG_ROLES,

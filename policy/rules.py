@@ -99,6 +99,27 @@ class StatuteRule(_RulesModel):
         return memo(self, "evidence_re", (pattern,), lambda: re.compile(pattern))
 
 
+class RetentionSettings(_RulesModel):
+    """How long the hub (and every adapter) keeps a message's content, per category.
+
+    ``default_days`` holds for every category not listed in ``days``; both are
+    required, so a rules file without a period fails to load (fail closed). Hub
+    records (case_opened, consent_event) are the hub's decision state, kept as long
+    as the case: they are never listed here."""
+
+    default_days: Annotated[int, Field(ge=1, le=3660)]
+    days: dict[MessageType, Annotated[int, Field(ge=1, le=3660)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _no_hub_records(self) -> Self:
+        if set(HUB_RECORD_TYPES) & set(self.days):
+            raise ValueError("retention: hub records are hub state, not given a period")
+        return self
+
+    def period_days(self, category: MessageType) -> int:
+        return self.days.get(category, self.default_days)
+
+
 class Rules(_RulesModel):
     """A parsed rules file. ``sha256`` is computed by :func:`load_rules`, never read."""
 
@@ -106,6 +127,7 @@ class Rules(_RulesModel):
     municipality: MunicipalitySettings
     consent: ConsentRule
     statute: Annotated[tuple[StatuteRule, ...], Field(min_length=0)] = ()
+    retention: RetentionSettings
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
     @model_validator(mode="after")

@@ -51,6 +51,13 @@ class ReasonCode(StrEnum):
     # Not a refusal: the reason of a ``retraction`` entry, a release pulled back
     # from its recipient's inbox, unfetched, after its consent was withdrawn.
     RETRACTED_AFTER_WITHDRAWAL = "retracted_after_withdrawal"
+    # Not a refusal: the reason of a ``shredded`` entry, the hub's data key for a
+    # message destroyed when its retention period ended (broker/vault.py).
+    RETENTION_EXPIRED = "retention_expired"
+    # The hub asked to open a message whose data key it shredded: the content is gone.
+    CONTENT_SHREDDED = "content_shredded"
+    # The hub asked to open a message it never kept (not released, or unknown).
+    NOT_RETAINED = "not_retained"
 
 
 @dataclass(frozen=True, slots=True)

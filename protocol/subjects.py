@@ -61,6 +61,13 @@ LEASE_BUCKET = "SIGBUS_HUB_LEASE"
 LEASE_STREAM = f"KV_{LEASE_BUCKET}"
 LEASE_KEY = "active"
 
+#: The hub's retention vault (broker/vault.py): hub-only. ``copy.<h>`` keeps a released
+#: message's ciphertext; ``key.<h>`` its data key, sealed under the hub state key, erased
+#: when the message's retention period ends (crypto-shredding).
+VAULT_STREAM = "SIGBUS_VAULT"
+VAULT_ALL = "sigbus.vault.>"
+VAULT_KEYS = "sigbus.vault.key.>"
+
 ALL_STREAMS = (
     INGRESS_STREAM,
     INBOX_STREAM,
@@ -69,6 +76,7 @@ ALL_STREAMS = (
     STATE_STREAM,
     SNAPSHOT_STREAM,
     LEASE_STREAM,
+    VAULT_STREAM,
 )
 
 

@@ -135,6 +135,16 @@ STREAMS: tuple[StreamConfig, ...] = (
         max_msgs_per_subject=SNAPSHOT_KEEP,
         discard=DiscardPolicy.OLD,
     ),
+    StreamConfig(
+        name=s.VAULT_STREAM,
+        subjects=[s.VAULT_ALL],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        # One copy and one key per message (a redo after a crash writes the same
+        # bytes); a key is deleted (and erased by the server) when it is shredded.
+        max_msgs_per_subject=1,
+        discard=DiscardPolicy.OLD,
+    ),
 )
 
 

@@ -64,6 +64,13 @@ def _edit(old: bytes, new: bytes) -> bytes:
         (_edit(b"max_consent_days = 365", b"max_consent_days = 0"), "max_consent_days"),
         (_edit(b"max_consent_days = 365", b"max_consent_days = 365\nsurprise = 1"), "surprise"),
         (_edit(b'evidence_id_pattern = "^ra-', b'evidence_id_pattern = "(^ra-'), "not a regex"),
+        # Retention fails closed: no period, a bad period, an unknown or hub category.
+        (SHIPPED.split(b"\n[retention]")[0], "retention: Field required"),
+        (_edit(b"default_days = 730", b"default_days = 0"), "default_days"),
+        (_edit(b"default_days = 730", b""), "default_days: Field required"),
+        (_edit(b"referral = 180", b'referral = "soon"'), "retention.days.referral"),
+        (_edit(b"referral = 180", b"referal = 180"), "retention.days"),
+        (_edit(b"referral = 180", b"consent_event = 30"), "hub records are hub state"),
     ],
 )
 def test_bad_rules_rejected(data: bytes, message: str) -> None:
@@ -71,3 +78,20 @@ def test_bad_rules_rejected(data: bytes, message: str) -> None:
         load_rules(data)
     if "sha256" not in message:
         assert info.value.__cause__ is not None  # raise ... from e
+
+
+def test_retention_schedule_is_the_category_period_from_the_decision() -> None:
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from sigbus.policy.retention import due, expires_at
+
+    rules = default_rules()
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    assert expires_at(rules, MessageType.REFERRAL, t0) == t0 + timedelta(days=180)
+    assert expires_at(rules, MessageType.PLAN_COMMITMENT, t0) == t0 + timedelta(days=730)
+    ref = SimpleNamespace(category=MessageType.REFERRAL, decided_at=t0)
+    plan = SimpleNamespace(category=MessageType.PLAN_COMMITMENT, decided_at=t0)
+    assert due(rules, [ref, plan], t0 + timedelta(days=180) - timedelta(seconds=1)) == []
+    assert due(rules, [ref, plan], t0 + timedelta(days=180)) == [ref]
+    assert due(rules, [ref, plan], t0 + timedelta(days=731)) == [ref, plan]
