@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from sigbus.protocol.codes import ActionCode
 from sigbus.protocol.directory import carry_endorsements, parse_signed_directory, sign_directory
 from sigbus.protocol.ids import HUB, AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.messages import PlanCommitment
@@ -53,7 +54,7 @@ def police_plan() -> PlanCommitment:
     return plan().model_copy(
         update={
             "responsible_agency": P,
-            "action": "police_contact_person",
+            "action": ActionCode.POLICE_CONTACT_PERSON,
             "owner_function": "police_youth_unit",
         }
     )
