@@ -14,6 +14,7 @@ from pathlib import Path
 
 from audit_fixtures import (
     ALL_WITNESSES,
+    LOG_KEY,
     SIGNED_ROOT,
     fixture_directory,
     key_from_seed,
@@ -21,8 +22,11 @@ from audit_fixtures import (
     signed_directory_json,
     trust_args,
 )
+from test_dirlog import BOTH, cosigned, logged
 from typer.testing import CliRunner
 
+from sigbus.audit.checkpoint import sign_note
+from sigbus.audit.dirlog import DIRECTORY_LOG_ORIGIN
 from sigbus.cli_audit import audit_app
 from sigbus.protocol.directory import Directory, DirectoryState, TrustedDirectory
 
@@ -94,4 +98,36 @@ def test_a_key_change_without_the_agencys_endorsement_is_refused_offline(tmp_pat
     assert code == 1, output
     assert "school without that agency's endorsement" in output
     assert "en myndighets nycklar ändrades utan myndighetens egen signatur" in output
+    assert "VERIFIED" not in output
+
+
+def test_the_offline_verifier_refuses_a_directory_not_in_the_cosigned_directory_log(
+    tmp_path: Path,
+) -> None:
+    """``--directory-log``: the directory must be in a directory-log checkpoint that the
+    agencies' witness quorum cosigned; one the hub logged for itself alone is refused."""
+    directory = fixture_directory()
+    export = tmp_path / "log.jsonl"
+    export.write_bytes(b"".join(make_log(4, ALL_WITNESSES).export_lines()))
+    log = logged(directory)
+    proof_file = tmp_path / "directory-log.json"
+
+    def run(note: str) -> tuple[int, str]:
+        proof_file.write_text(log.proof(note).model_dump_json())
+        args = ["verify", str(export), *trust_args(tmp_path), "--directory-log", str(proof_file)]
+        result = runner.invoke(audit_app, args)
+        return result.exit_code, result.output
+
+    code, output = run(cosigned(log, *BOTH))
+    assert code == 0, output
+    assert (
+        "serial 1 is entry 0 of the directory-log checkpoint of size 1, cosigned by police, school"
+        in output
+    )
+    code, output = run(sign_note(log.checkpoint_body(), DIRECTORY_LOG_ORIGIN, LOG_KEY))
+    assert code == 1, output
+    assert (
+        "not in the cosigned directory log: directory log: witness quorum not met: 0 of the 2"
+        in output
+    )
     assert "VERIFIED" not in output
