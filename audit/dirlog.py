@@ -83,12 +83,23 @@ class DirectoryLogProof(BaseModel):
     index: Annotated[int, Field(ge=0)]
     inclusion_proof: tuple[str, ...]  # base64 nodes, RFC 9162 §2.1.3
     checkpoint: str  # the signed note, with the witnesses' cosignature lines
+    #: the previous tree size, and the proof that the checkpoint extends it (RFC 9162
+    #: §2.1.4), for the witnesses that cosigned that size
+    previous_size: Annotated[int, Field(ge=0)] = 0
+    consistency_proof: tuple[str, ...] = ()
 
     def proof_nodes(self) -> tuple[bytes, ...]:
-        try:
-            return tuple(base64.b64decode(n, validate=True) for n in self.inclusion_proof)
-        except (binascii.Error, ValueError) as e:
-            raise DirectoryNotLogged("directory log: a proof node is not base64") from e
+        return _nodes(self.inclusion_proof)
+
+    def consistency_nodes(self) -> tuple[bytes, ...]:
+        return _nodes(self.consistency_proof)
+
+
+def _nodes(encoded: tuple[str, ...]) -> tuple[bytes, ...]:
+    try:
+        return tuple(base64.b64decode(n, validate=True) for n in encoded)
+    except (binascii.Error, ValueError) as e:
+        raise DirectoryNotLogged("directory log: a proof node is not base64") from e
 
 
 def parse_directory_log_proof(text: str | bytes) -> DirectoryLogProof:

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from sigbus.agents.witnessing import saved_fork_evidence, witness_name
+from sigbus.agents.witnessing import saved_fork_evidence
 from sigbus.audit.checkpoint import (
     PublicKey,
     load_public_key,
@@ -37,7 +37,7 @@ from sigbus.audit.export_format import read_entry_lines
 from sigbus.audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
 from sigbus.audit.splitview import ForkVerdict, parse_fork_evidence, verify_fork_evidence
 from sigbus.audit.state_check import check_state_against_log, parse_state_dump
-from sigbus.audit.trust import TrustAnchors, TrustError, trust_from_directory
+from sigbus.audit.trust import TrustAnchors, TrustError, trust_from_directory, witness_name
 from sigbus.audit.verify_report import VERIFIED, VerifyReport
 from sigbus.parallel_verify import verify_export_file
 from sigbus.policy.rules import default_rules
