@@ -24,7 +24,7 @@ from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import ProtocolError
 from sigbus.protocol.ids import HUB, agency_name
 from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId
-from sigbus.transport.dirlog_files import DIRECTORY_LOG_FILE, log_published
+from sigbus.transport.dirlog_files import DIRECTORY_LOG_FILE
 from sigbus.transport.errors import SigbusError
 from sigbus.transport.files import write_private
 from sigbus.transport.keyring import (
@@ -53,6 +53,7 @@ from sigbus.transport.keystore import (
     load_directory,
     load_root_key,
     load_root_private,
+    log_in_force,
     new_auditor,
     private_key_path,
     publish_pending,
@@ -128,7 +129,7 @@ def _log(directory_dir: Path) -> None:
     """The directory just put in force, appended to the directory log (issue #10)."""
     if not private_key_path(directory_dir, HUB).exists():
         return  # not the hub's keys directory: the hub logs it where it publishes
-    proof = log_published(directory_dir, load_directory(directory_dir), now=_now())
+    proof = log_in_force(directory_dir, now=_now())
     typer.echo(
         f"directory serial {proof.leaf.serial} is entry {proof.index} of the directory log "
         f"({directory_dir / DIRECTORY_LOG_FILE})"

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from sigbus.audit.dirlog import DirectoryLeaf, check_directory_logged, parse_directory_log_proof
@@ -22,9 +23,19 @@ from sigbus.transport.dirlog_files import (
     DIRECTORY_LOG_LEAVES_FILE,
     LEAVES,
     cosign_directory_log,
-    log_published,
 )
-from sigbus.transport.keystore import DEV_KEYS_DIR, load_directory, load_private
+from sigbus.transport.keystore import (
+    DEV_KEYS_DIR,
+    DIRECTORY_FILE,
+    DirectoryWatcher,
+    load_directory,
+    load_private,
+    load_root_private,
+    load_trusted_directory,
+    log_in_force,
+    save_directory,
+)
+from tests.test_directory_watch import _touch_later
 
 runner = CliRunner()
 
@@ -69,16 +80,35 @@ def test_a_witness_refuses_a_rewritten_directory_log(dev_copy: Path) -> None:
     forged = [DirectoryLeaf(serial=honest[0].serial, digest="0" * 64), honest[1]]
     leaves_file.write_bytes(LEAVES.dump_json(forged))
     with pytest.raises(ForkDetected, match="two checkpoints of size 2 with different roots"):
-        log_published(dev_copy, directory, now=datetime.now(UTC))
+        log_in_force(dev_copy, now=datetime.now(UTC))
     # ... or drops its first entry: a shrunk log is refused as well.
     leaves_file.write_bytes(LEAVES.dump_json(honest[1:]))
     police = load_private(dev_copy, "police")
     assert police.witness_private is not None
     key = HybridPrivateKey.from_private_bytes(police.witness_private)
     with pytest.raises(AuditError, match="below the cosigned size 2"):
-        log_published(dev_copy, directory, now=datetime.now(UTC))
+        log_in_force(dev_copy, now=datetime.now(UTC))
     with pytest.raises(AuditError, match="below the cosigned size 2"):
         cosign_directory_log(dev_copy, "police", key, directory, now=datetime.now(UTC))
     # No agency cosigned the rewritten log.
     proof = parse_directory_log_proof((dev_copy / DIRECTORY_LOG_FILE).read_bytes())
     assert "sigbus/witness/" not in proof.checkpoint
+
+
+def test_an_adapter_that_cosigned_the_log_refuses_a_directory_not_in_it(dev_copy: Path) -> None:
+    renew(dev_copy)
+    trusted = load_trusted_directory(dev_copy, now=datetime.now(UTC), agency="police")
+    watcher = DirectoryWatcher(dev_copy, trusted, agency="police")
+    in_force = watcher.current.serial
+    # Root-signed (threshold) but put in place without the hub logging it.
+    unlogged = watcher.current.model_copy(update={"serial": in_force + 1})
+    save_directory(dev_copy, unlogged, load_root_private(dev_copy))
+    _touch_later(dev_copy / DIRECTORY_FILE, 1)
+    with capture_logs() as events:
+        assert watcher.refresh().serial == in_force
+    refused = [e for e in events if e["event"] == "security_event"]
+    assert [(e["kind"], e["serial"]) for e in refused] == [("directory_not_logged", in_force + 1)]
+    assert "not for this directory" in refused[0]["reason"]
+    renew(dev_copy)  # logged and cosigned: now taken
+    _touch_later(dev_copy / DIRECTORY_FILE, 2)
+    assert watcher.refresh().serial == in_force + 2

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -34,18 +35,18 @@ from sigbus.audit.dirlog import (
     DirectoryLog,
     DirectoryLogProof,
     DirectoryWitness,
+    check_directory_logged,
     parse_directory_log_proof,
 )
 from sigbus.audit.errors import AuditError
-from sigbus.audit.trust import witness_name
+from sigbus.audit.trust import trust_from_directory, witness_name
 from sigbus.audit.witness import WitnessState
-from sigbus.protocol.directory import Directory, KeyUse
+from sigbus.protocol.directory import Directory, KeyUse, parse_signed_directory
+from sigbus.protocol.errors import ProtocolError
 from sigbus.protocol.ids import HUB, AgencyId
 from sigbus.protocol.signing import HybridPrivateKey
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.files import read_file
-from sigbus.transport.keyring import load_private_file
-from sigbus.transport.keystore import DEV_MARKER, private_key_path
 
 log = structlog.get_logger(__name__)
 
@@ -71,29 +72,31 @@ def hub_log_public_key(directory: Directory) -> PublicKey:
     return load_public_key(keys[0].public_key)
 
 
-def log_published(keys_dir: Path, directory: Directory, *, now: datetime) -> DirectoryLogProof:
+def log_published(
+    keys_dir: Path,
+    directory: Directory,
+    log_key: HybridPrivateKey,
+    *,
+    witnesses: Sequence[tuple[AgencyId, HybridPrivateKey]] = (),
+    now: datetime,
+) -> DirectoryLogProof:
     """Hub: append ``directory`` (just put in force) to the directory log, sign a checkpoint
-    with the hub's log key and write ``directory-log.json``. In a development keys
-    directory every agency with a key file here cosigns at once (as ``keys endorse``)."""
+    with the hub's ``log_key`` and write ``directory-log.json``; then each of
+    ``witnesses`` (a development keys directory's agencies) cosigns it."""
     leaves_path = keys_dir / DIRECTORY_LOG_LEAVES_FILE
     try:
         leaves = LEAVES.validate_json(read_file(leaves_path)) if leaves_path.exists() else []
-        hub = load_private_file(private_key_path(keys_dir, HUB), None)
     except ValidationError as e:
         raise ConfigError(f"{DIRECTORY_LOG_LEAVES_FILE} is not a list of leaves") from e
-    if hub.hub is None:
-        raise ConfigError("the hub's key file holds no log key")
     directory_log = DirectoryLog(leaves)
     try:
         directory_log.append(DirectoryLeaf.of(directory))
     except AuditError as e:
         raise ConfigError(str(e)) from e
-    key = HybridPrivateKey.from_private_bytes(hub.hub.log_signing_private)
-    note = sign_note(directory_log.checkpoint_body(), DIRECTORY_LOG_ORIGIN, key)
+    note = sign_note(directory_log.checkpoint_body(), DIRECTORY_LOG_ORIGIN, log_key)
     _write(leaves_path, LEAVES.dump_json(directory_log.leaves).decode())
-    proof = directory_log.proof(note)
     previous = directory_log.tree.size - 1
-    proof = proof.model_copy(
+    proof = directory_log.proof(note).model_copy(
         update={
             "previous_size": previous,
             "consistency_proof": tuple(
@@ -104,18 +107,8 @@ def log_published(keys_dir: Path, directory: Directory, *, now: datetime) -> Dir
     )
     _write(keys_dir / DIRECTORY_LOG_FILE, proof.model_dump_json(indent=2) + "\n")
     log.info("directory_logged", serial=directory.serial, size=directory_log.tree.size)
-    if (keys_dir / DEV_MARKER).exists():
-        for entry in directory.agencies:
-            path = private_key_path(keys_dir, entry.agency)
-            if entry.agency == HUB or not path.exists():
-                continue
-            try:
-                keyfile = load_private_file(path, None)
-            except ConfigError:
-                continue  # an encrypted file: its agency cosigns by hand
-            if keyfile.witness_private is not None:
-                witness = HybridPrivateKey.from_private_bytes(keyfile.witness_private)
-                proof = cosign_directory_log(keys_dir, entry.agency, witness, directory, now=now)
+    for agency, witness_key in witnesses:
+        proof = cosign_directory_log(keys_dir, agency, witness_key, directory, now=now)
     return proof
 
 
@@ -155,3 +148,23 @@ def cosign_directory_log(
     _write(state_path, witness.witness.to_json())
     log.info("directory_log_cosigned", agency=agency, serial=proof.leaf.serial)
     return cosigned
+
+
+def unlogged_reason(keys_dir: Path, agency: AgencyId, raw: bytes) -> str | None:
+    """Why the signed directory ``raw`` is not in the cosigned directory log, or None.
+
+    Required once this agency has cosigned a directory log here (its witness state
+    exists): from then on a directory without a proof of inclusion in a checkpoint
+    carrying the witness quorum is refused, so deleting ``directory-log.json`` does not
+    turn the check off. The root signatures are checked after this, by
+    :class:`~sigbus.protocol.directory.TrustedDirectory`."""
+    if not witness_state_path(keys_dir, agency).exists():
+        return None
+    try:
+        directory = parse_signed_directory(raw).directory
+        proof = parse_directory_log_proof(read_file(keys_dir / DIRECTORY_LOG_FILE))
+        trust = trust_from_directory(directory, root_public=b"", witness_name=witness_name)
+        check_directory_logged(directory, proof, trust)
+    except (AuditError, ConfigError, ProtocolError) as e:
+        return str(e)
+    return None
