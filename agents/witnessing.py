@@ -49,7 +49,7 @@ from sigbus.audit.splitview import (
     cosigned_by_quorum,
     proof_sizes,
 )
-from sigbus.audit.trust import TrustAnchors, trust_from_directory
+from sigbus.audit.trust import TrustAnchors, trust_from_directory, witness_name
 from sigbus.audit.witness import Witness
 from sigbus.protocol.directory import KeyUse
 from sigbus.protocol.ids import HUB, AgencyId
@@ -82,10 +82,6 @@ REQUEST_TIMEOUT_S = 5.0
 
 class LogProofError(AdapterError):
     """The hub could not prove something about its log, or the proof failed."""
-
-
-def witness_name(agency: AgencyId) -> str:
-    return f"sigbus/witness/{agency}"
 
 
 async def _request(adapter: Adapter, service: str, body: BaseModel | None) -> bytes:

@@ -67,6 +67,11 @@ class TrustAnchors:
     quorum: int
 
 
+def witness_name(agency: AgencyId) -> str:
+    """An agency's C2SP witness (key) name, for both logs it witnesses."""
+    return f"sigbus/witness/{agency}"
+
+
 def root_key_id(root_public: bytes) -> str:
     """A short, stable name for the pinned root key: ``root-`` + SHA-256(key)[:16] hex."""
     return "root-" + hashlib.sha256(root_public).hexdigest()[:16]

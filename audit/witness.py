@@ -92,6 +92,10 @@ class Witness:
         """The signed note last cosigned (what this witness gossips)."""
         return self._last_note
 
+    def verified(self, signed_checkpoint: str) -> Checkpoint:
+        """``signed_checkpoint`` checked as :meth:`observe` checks it, cosigning nothing."""
+        return self._verified(signed_checkpoint)
+
     def _verified(self, signed_checkpoint: str) -> Checkpoint:
         checkpoint = verify_note(signed_checkpoint, self.log_key_name, self._log_public_key)
         if checkpoint.origin != self.origin:

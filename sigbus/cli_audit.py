@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from sigbus.agents.witnessing import saved_fork_evidence, witness_name
+from sigbus.agents.witnessing import saved_fork_evidence
 from sigbus.audit.checkpoint import (
     PublicKey,
     load_public_key,
@@ -29,6 +29,7 @@ from sigbus.audit.checkpoint import (
     parse_checkpoint_body,
     verify_note,
 )
+from sigbus.audit.dirlog import check_directory_logged, parse_directory_log_proof
 from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.audit.entry_line import check_entry_line
 from sigbus.audit.errors import AuditError, CheckpointError, ExportError
@@ -36,12 +37,12 @@ from sigbus.audit.export_format import read_entry_lines
 from sigbus.audit.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
 from sigbus.audit.splitview import ForkVerdict, parse_fork_evidence, verify_fork_evidence
 from sigbus.audit.state_check import check_state_against_log, parse_state_dump
-from sigbus.audit.trust import TrustAnchors, TrustError, trust_from_directory
+from sigbus.audit.trust import TrustAnchors, TrustError, trust_from_directory, witness_name
 from sigbus.audit.verify_report import VERIFIED, VerifyReport
 from sigbus.parallel_verify import verify_export_file
 from sigbus.policy.rules import default_rules
 from sigbus.protocol.canonical import canonical_json
-from sigbus.protocol.directory import DirectoryState, TrustedDirectory
+from sigbus.protocol.directory import DirectoryState, TrustedDirectory, parse_signed_directory
 from sigbus.protocol.errors import DirectoryError, DirectoryRefused
 from sigbus.protocol.ids import HUB
 from sigbus.transport.errors import ConfigError
@@ -188,6 +189,31 @@ def _trust_or_exit(
         raise _fail(_refusal(e)) from e
 
 
+def _logged_or_exit(directory_file: Path, proof_file: Path, trust: TrustAnchors) -> str:
+    """The directory (already trusted against the root) must be in the directory log:
+    included in a directory-log checkpoint its witness quorum cosigned (issue #10)."""
+    try:
+        directory = parse_signed_directory(read_file(directory_file)).directory
+        proof = parse_directory_log_proof(read_file(proof_file))
+        result = check_directory_logged(directory, proof, trust)
+    except ConfigError as e:
+        raise _usage(f"--directory-log: {e}") from e
+    except AuditError as e:
+        raise _fail(
+            f"the directory is not in the cosigned directory log: {e}"
+            "\n  sv: katalogen finns inte i den kontrasignerade kataloglogg som myndigheterna "
+            "bevittnat"
+        ) from e
+    cosigners = ", ".join(result.witnesses)
+    return (
+        f"directory log: serial {directory.serial} is entry {proof.index} of the directory-log "
+        f"checkpoint of size {result.checkpoint.size}, cosigned by {cosigners}\n"
+        f"  sv: kataloglogg: serienummer {directory.serial} är post {proof.index} i "
+        f"kataloglogg-kontrollpunkten med {result.checkpoint.size} poster, kontrasignerad av "
+        f"{cosigners}"
+    )
+
+
 def _report_failure(error: AuditError, as_json: bool) -> typer.Exit:
     if as_json:
         index = error.entry_index if isinstance(error, ExportError) else None
@@ -217,6 +243,15 @@ def verify(
             dir_okay=False,
             help="The directory state you kept from the last verification "
             "(directory-state.json): refuses a rollback or an unendorsed key change.",
+        ),
+    ] = None,
+    directory_log: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="The directory-log proof beside the directory (directory-log.json): "
+            "refuses a directory the agencies' witness quorum did not cosign.",
         ),
     ] = None,
     quorum: Annotated[
@@ -253,12 +288,17 @@ def verify(
     self-consistency only (--self-consistency-only: nothing proven).
     """
     if self_consistency_only:
-        given = (directory, root, quorum, save_checkpoint, directory_state)
+        given = (directory, root, quorum, save_checkpoint, directory_state, directory_log)
         if checkpoint or any(option is not None for option in given):
             raise _usage("--self-consistency-only takes no trusted inputs; drop them to use it")
         trust = None
     else:
         trust = _trust_or_exit(directory, root, quorum, directory_state)
+    logged = (
+        None
+        if directory_log is None or directory is None or trust is None
+        else _logged_or_exit(directory, directory_log, trust)
+    )
     try:
         earlier = [path.read_text() for path in checkpoint or []]
     except (OSError, UnicodeDecodeError) as e:
@@ -269,6 +309,8 @@ def verify(
         raise _report_failure(e, as_json) from e
     if save_checkpoint is not None:
         _save(save_checkpoint, report.cosigned_checkpoint())
+    if logged is not None and not as_json:
+        typer.echo(logged)
     typer.echo(json.dumps(report.to_json()) if as_json else report.summary())
     if report.verdict != VERIFIED:
         raise typer.Exit(code=EXIT_SELF_CONSISTENT_ONLY)

@@ -24,6 +24,7 @@ from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import ProtocolError
 from sigbus.protocol.ids import HUB, agency_name
 from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId
+from sigbus.transport.dirlog_files import DIRECTORY_LOG_FILE
 from sigbus.transport.errors import SigbusError
 from sigbus.transport.files import write_private
 from sigbus.transport.keyring import (
@@ -52,6 +53,7 @@ from sigbus.transport.keystore import (
     load_directory,
     load_root_key,
     load_root_private,
+    log_in_force,
     new_auditor,
     private_key_path,
     publish_pending,
@@ -128,9 +130,21 @@ def _signers(directory_dir: Path, root_keys: list[Path] | None) -> RootSigners:
     return list(load_root_private(directory_dir))
 
 
+def _log(directory_dir: Path) -> None:
+    """The directory just put in force, appended to the directory log (issue #10)."""
+    if not private_key_path(directory_dir, HUB).exists():
+        return  # not the hub's keys directory: the hub logs it where it publishes
+    proof = log_in_force(directory_dir, now=_now())
+    typer.echo(
+        f"directory serial {proof.leaf.serial} is entry {proof.index} of the directory log "
+        f"({directory_dir / DIRECTORY_LOG_FILE})"
+    )
+
+
 def _save(directory_dir: Path, directory: Directory, root_keys: list[Path] | None = None) -> None:
     try:
         save_directory(directory_dir, directory, _signers(directory_dir, root_keys))
+        _log(directory_dir)
     except DirectoryPending as e:
         pending = directory_dir / PENDING_DIRECTORY_FILE
         typer.echo(
@@ -487,6 +501,7 @@ def keys_publish(directory_dir: PendingArg) -> None:
     endorsements, serial, expiry) and install it; refused with the reason otherwise."""
     try:
         serial = publish_pending(directory_dir, now=_now())
+        _log(directory_dir)
     except (SigbusError, ProtocolError) as e:
         raise _fail(str(e)) from e
     typer.echo(f"directory serial {serial} published in {directory_dir / DIRECTORY_FILE}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 from pydantic import ValidationError
 
+from sigbus.audit.dirlog import DirectoryLogProof
 from sigbus.protocol.directory import (
     AgencyEntry,
     Directory,
@@ -45,6 +46,7 @@ from sigbus.protocol.root import (
 )
 from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId, generate_sealing_key
 from sigbus.protocol.signing import HybridPrivateKey
+from sigbus.transport.dirlog_files import log_published, unlogged_reason
 from sigbus.transport.errors import ConfigError
 from sigbus.transport.files import read_file, read_private, write_private
 from sigbus.transport.keyring import add_agency, load_private_file, public_bundle
@@ -445,6 +447,45 @@ def _dev_endorse(keys_dir: Path, previous: Directory, signed: SignedDirectory) -
     return signed
 
 
+def dev_witness_keys(
+    keys_dir: Path, directory: Directory
+) -> list[tuple[AgencyId, HybridPrivateKey]]:
+    """In a development keys directory, every party agency's witness key found here (the
+    dev keys stand in for every agency's IT, as for endorsements); elsewhere none."""
+    if not (keys_dir / DEV_MARKER).exists():
+        return []
+    found: list[tuple[AgencyId, HybridPrivateKey]] = []
+    for entry in directory.agencies:
+        path = private_key_path(keys_dir, entry.agency)
+        if entry.agency == HUB or not path.exists():
+            continue
+        try:
+            keyfile = load_private_file(path, None)
+        except ConfigError:
+            continue  # an encrypted file: its agency cosigns by hand
+        if keyfile.witness_private is not None:
+            found.append(
+                (entry.agency, HybridPrivateKey.from_private_bytes(keyfile.witness_private))
+            )
+    return found
+
+
+def log_in_force(keys_dir: Path, *, now: datetime) -> DirectoryLogProof:
+    """Hub: the directory in force appended to the directory log, signed with the hub's
+    log key (``transport/dirlog_files.py``)."""
+    hub = load_private(keys_dir, HUB)
+    if hub.hub is None:
+        raise ConfigError("the hub's key file holds no log key")
+    directory = load_directory(keys_dir, now=now)
+    return log_published(
+        keys_dir,
+        directory,
+        HybridPrivateKey.from_private_bytes(hub.hub.log_signing_private),
+        witnesses=dev_witness_keys(keys_dir, directory),
+        now=now,
+    )
+
+
 def load_private(keys_dir: Path, agency: AgencyId) -> PrivateKeyFile:
     """An agency's private keys; an encrypted file takes its passphrase from
     ``SIGBUS_KEY_PASSPHRASE`` (set by the service manager, never on a command line)."""
@@ -595,7 +636,23 @@ class DirectoryWatcher:
     def _take(self, now: datetime) -> None:
         before = self._trusted.state
         try:
-            candidate = self._trusted.update(read_file(self._path), now)
+            raw = read_file(self._path)
+        except ConfigError as e:
+            log.error("security_event", kind="directory_rejected", error=type(e).__name__)
+            return
+        if self._agency is not None:
+            reason = unlogged_reason(self._keys_dir, self._agency, raw)
+            if reason is not None:
+                log.error(
+                    "security_event",
+                    kind="directory_not_logged",
+                    serial=_serial_of(self._path),
+                    current_serial=self.current.serial,
+                    reason=reason,
+                )
+                return
+        try:
+            candidate = self._trusted.update(raw, now)
         except DirectoryRefused as e:
             log.error(
                 "security_event",
