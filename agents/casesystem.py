@@ -15,6 +15,7 @@ where a body may live.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -95,9 +96,27 @@ class MemoryCaseSystem:
 
 @dataclass
 class JsonlCaseSystem:
+    """One JSON line per release, appended and fsynced; idempotent by release id like
+    every sink: the ids already in the file are skipped, so a SIGKILL between the
+    append and the processed-release store leaves one line, not two (the soak found
+    that window: `sigbus soak`)."""
+
     path: Path
+    _written: set[str] | None = field(default=None, init=False, repr=False)
+
+    def _ids(self) -> set[str]:
+        if self._written is None:
+            self._written = set()
+            if self.path.exists():
+                for line in self.path.read_bytes().splitlines():
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        self._written.add(json.loads(line)["release"]["release_id"])
+        return self._written
 
     async def deliver(self, delivered: Delivered) -> None:
+        release_id = delivered.record.release_id
+        if release_id in self._ids():
+            return
         line = release_document(delivered) + b"\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -105,6 +124,7 @@ class JsonlCaseSystem:
             os.fsync(fd)  # the adapter acks only after this returns
         finally:
             os.close(fd)
+        self._ids().add(release_id)
 
     def expire(self, rules: Rules, now: datetime) -> int:
         """Rewrite the file without the releases whose period ended (whole or absent)."""
@@ -114,6 +134,7 @@ class JsonlCaseSystem:
         kept = [line for line in lines if not document_expired(line, rules, now)]
         if len(kept) != len(lines):
             write_private(self.path, b"".join(kept))
+            self._written = None  # read again: an expired release is no longer here
         return len(lines) - len(kept)
 
 

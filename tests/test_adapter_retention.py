@@ -67,3 +67,35 @@ def test_outbox_processed_and_sinks_follow_the_schedule(tmp_path: Path) -> None:
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("outbox.sqlite*"))
     assert b"msg-ref" not in raw
     assert b"rel-ref" not in raw
+
+
+class _Part:
+    def __init__(self, **fields: object) -> None:
+        self.fields = fields
+        self.release_id = str(fields.get("release_id", ""))
+
+    def model_dump(self, mode: str) -> dict[str, object]:
+        return dict(self.fields)
+
+
+class _Delivered:
+    """What the sink reads of a delivery: header, record (with its release id), body."""
+
+    def __init__(self, release_id: str) -> None:
+        self.header = _Part(type="referral", message_id=f"msg-{release_id}")
+        self.record = _Part(released_at=T0.isoformat(), release_id=release_id)
+        self.body = _Part(kind="referral")
+
+
+async def test_the_jsonl_sink_hands_a_release_on_once_across_a_restart(tmp_path: Path) -> None:
+    """A SIGKILL after the append and before the processed store: the redelivery finds
+    the release already in the file (the window `sigbus soak` found)."""
+    path = tmp_path / "releases.jsonl"
+    first = JsonlCaseSystem(path)
+    await first.deliver(_Delivered("rel-a"))  # type: ignore[arg-type]
+    await first.deliver(_Delivered("rel-a"))  # type: ignore[arg-type]
+    again = JsonlCaseSystem(path)  # the restarted adapter's sink
+    await again.deliver(_Delivered("rel-a"))  # type: ignore[arg-type]
+    await again.deliver(_Delivered("rel-b"))  # type: ignore[arg-type]
+    ids = [json.loads(line)["release"]["release_id"] for line in path.read_text().splitlines()]
+    assert ids == ["rel-a", "rel-b"]
