@@ -56,6 +56,13 @@ SNAPSHOT_STREAM = "SIGBUS_SNAPSHOT"
 SNAPSHOT_ALL = "sigbus.snapshot.>"
 SNAPSHOT_MANIFEST_SUBJECT = "sigbus.snapshot.manifest"
 
+#: The console's access log and the reviewers' findings (console/records.py): hub-only,
+#: one subject each, every record hash-chained and signed by the hub.
+ACCESS_STREAM = "SIGBUS_ACCESS"
+ACCESS_SUBJECT = "sigbus.console.access"
+FINDINGS_STREAM = "SIGBUS_FINDINGS"
+FINDINGS_SUBJECT = "sigbus.console.finding"
+
 ALL_STREAMS = (
     INGRESS_STREAM,
     INBOX_STREAM,
@@ -63,6 +70,8 @@ ALL_STREAMS = (
     CHECKPOINT_STREAM,
     STATE_STREAM,
     SNAPSHOT_STREAM,
+    ACCESS_STREAM,
+    FINDINGS_STREAM,
 )
 
 

@@ -46,7 +46,7 @@ def console_server(
     nats_url: str, keys: Path, data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
 ) -> uvicorn.Server:
     source = NatsSource(nats_url, keys)
-    app = make_app(console_for(data, source, pseudonym_key=source.pseudonym_key))
+    app = make_app(console_for(data, source))
     cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     return _QuietServer(cfg)
 
