@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -237,3 +238,12 @@ async def test_console_end_to_end_in_chromium(
     ]
     assert world.youth not in repr(held)
     assert not (tmp_path / "console-access.jsonl").exists()  # nothing on the console's disk
+    verify = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "sigbus", "console", "verify"),
+        *("--nats", nats_url, "--keys", str(keys_dir)),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await verify.communicate()
+    assert verify.returncode == 0, out
+    assert f"access: {len(held)} records, head {held[-1]['hash']}".encode() in out
+    assert b"findings: 1 records" in out
