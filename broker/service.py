@@ -75,6 +75,7 @@ from sigbus.transport.bus import (
     ensure_agency_consumers,
     ensure_streams,
 )
+from sigbus.transport.metrics import tls_certs
 from sigbus.transport.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.broker")
@@ -170,6 +171,7 @@ class Broker:
         self._served: frozenset[AgencyId] = frozenset()
         self.backlog = BacklogWatch(limit=ingress_backlog)
         self.metrics = HubMetrics(clock)
+        self.metrics.certs = tls_certs(creds, server=True)
         self._paused = False
         self._snapshot_every = snapshot_every
         self._snapshots: SnapshotStore | None = None
