@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from sigbus.audit.errors import AuditError
-from sigbus.audit.extract import build_extract
+from sigbus.audit.extract import LogSigner, build_extract
 from sigbus.audit.review import Period, Verdict, anomalies, sample
 from sigbus.audit.signed_chain import ChainError
 from sigbus.console.auth import (
@@ -108,6 +108,8 @@ class Console:
     pseudonym_key: bytes | None = None
     extracts: ExtractCache = field(default_factory=ExtractCache)
     findings: FindingsLog | None = None
+    #: The hub's log key, to sign an extract's completeness statement (None: no extracts).
+    log_signer: LogSigner | None = None
 
 
 def _lang(request: Request) -> str:
@@ -338,7 +340,7 @@ def make_app(console: Console) -> Starlette:
 
     async def extract_post(request: Request, console: Console, session: Session) -> Response:
         form = await _form(request)
-        if console.pseudonym_key is None:
+        if console.pseudonym_key is None or console.log_signer is None:
             return _page(
                 request,
                 "extract_form.html",
@@ -364,7 +366,12 @@ def make_app(console: Console) -> Starlette:
             )
         try:
             extract = build_extract(
-                snap.note, snap.leaves, snap.cosignatures, log_key=snap.log_key, is_about=is_about
+                snap.note,
+                snap.leaves,
+                snap.cosignatures,
+                log_key=snap.log_key,
+                is_about=is_about,
+                signer=console.log_signer,
             )
         except AuditError as e:
             log.error("console_extract_failed", user=session.user, error=str(e))
@@ -642,6 +649,7 @@ def console_for(data_dir: Path, source: NatsSource, rules: Rules | None = None) 
     and findings in the hub's streams, signed with the hub's signing key."""
     return Console(
         pseudonym_key=source.pseudonym_key,
+        log_signer=source.log_signer,
         findings=source.findings_log(),
         users=UsersFile(data_dir / "console-users.json"),
         sessions=Sessions(load_secret(data_dir / "console-secret")),

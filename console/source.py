@@ -73,6 +73,11 @@ class NatsSource:
     def pseudonym_key(self) -> bytes:
         return self._hub.ctx.pseudonym_key
 
+    @property
+    def log_signer(self) -> HybridPrivateKey:
+        """The hub's log key: it signs an extract's completeness statement."""
+        return self._hub.log_key
+
     def access_log(self) -> AccessLog:
         return AccessLog(*self._chain(ACCESS_STREAM, ACCESS_SUBJECT))
 

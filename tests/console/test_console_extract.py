@@ -82,6 +82,7 @@ def make_console(tmp_path: Path) -> Console:
         rules=default_rules(),
         clock=lambda: NOW,
         pseudonym_key=PSEUDONYM_KEY,
+        log_signer=LOG_KEY,
     )
 
 
