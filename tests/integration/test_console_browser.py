@@ -9,6 +9,7 @@ screen is saved to ``test-artifacts/`` (gitignored). Skips only when Debian's
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import sys
@@ -18,7 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+import sigbus.cli_extract  # noqa: F401  (registers verify-extract on audit_app)
+from sigbus.cli_audit import audit_app
 from sigbus.cli_console import console_server
 from sigbus.console.auth import Role, UsersFile, new_user
 from sigbus.console.source import NatsSource
@@ -208,6 +212,19 @@ async def test_console_end_to_end_in_chromium(
         assert f"lines={len(about_youth)}".encode() in pdf
         assert len(re.findall(rb"\(#\d+ ", pdf)) == len(about_youth)
         (ARTIFACTS / "console-extract.pdf").write_bytes(pdf)
+        # Its JSON: complete and proven, but no witness ran, so never a verdict of "verified".
+        browser.find_element(By.ID, "extract-json").click()
+        json_file = downloads / "registerutdrag.json"
+        deadline = time.monotonic() + 15
+        while not json_file.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        trusted = ["--directory", str(keys_dir / "directory.json")]
+        trusted += ["--root", str(keys_dir / "root.json")]
+        verified = CliRunner().invoke(audit_app, ["verify-extract", str(json_file), *trusted])
+        assert verified.exit_code == 1, verified.output
+        assert "witness quorum not met" in verified.output
+        document = json.loads(json_file.read_bytes())
+        assert document["completeness"]["statement"]["indexes"] == about_youth
         # The access log, held and signed by the hub, listed for the compliance officer.
         browser.find_element(By.LINK_TEXT, "Åtkomstloggen").click()
         shown = browser.find_element(By.ID, "access").text
@@ -234,6 +251,7 @@ async def test_console_end_to_end_in_chromium(
         ("review", "-", "gry"),
         ("extract", scopes, "gry"),
         ("extract_pdf", scopes, "gry"),
+        ("extract_json", scopes, "gry"),
         ("access_log", "-", "gry"),
     ]
     assert world.youth not in repr(held)
