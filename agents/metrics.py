@@ -7,12 +7,18 @@ serve --metrics-port`` serves them (``sigbus/cli_metrics.py``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from sigbus.agents.outbox import Outbox
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.notice import DecisionNotice, NoticeOutcome
-from sigbus.transport.metrics import MESSAGE_TYPES, label
+from sigbus.transport.metrics import MESSAGE_TYPES, cert_expiry_gauge, label
 
 NOTICE_OUTCOMES = frozenset(o.value for o in NoticeOutcome)
 
@@ -53,6 +59,9 @@ class AdapterMetrics:
             self._failures.labels(message_type=kind)
         for outcome in sorted(NOTICE_OUTCOMES):
             self._notices.labels(outcome=outcome)
+        #: The adapter's TLS client certificate (``transport.metrics.tls_certs``).
+        self.certs: dict[str, Path] = {}
+        self.registry.register(_CertGauge(self))
 
     def received(self, message_type: MessageType) -> None:
         self._releases.labels(message_type=label(message_type, MESSAGE_TYPES)).inc()
@@ -70,3 +79,13 @@ class AdapterMetrics:
     def outbox(self, outbox: Outbox | None) -> None:
         """Read on the adapter's own thread (the outbox is SQLite, not shared)."""
         self._pending.set(0 if outbox is None else len(outbox.pending()))
+
+
+class _CertGauge(Collector):
+    def __init__(self, metrics: AdapterMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return cert_expiry_gauge(
+            "sigbus_adapter_tls_cert_expiry_seconds", self._metrics.certs, datetime.now(UTC)
+        )

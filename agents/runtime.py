@@ -71,6 +71,7 @@ from sigbus.protocol.subjects import (
     urgent_subject,
 )
 from sigbus.transport.bus import Backoff, connect
+from sigbus.transport.metrics import tls_certs
 from sigbus.transport.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.adapter")
@@ -146,7 +147,7 @@ class Adapter:
         suite_policy: SuitePolicy = STRICT_SUITES,
     ) -> Adapter:
         nc = await connect(url, name=f"adapter-{identity.agency}", creds=creds)
-        return cls(
+        adapter = cls(
             identity,
             directory,
             nc,
@@ -154,6 +155,8 @@ class Adapter:
             js_prefix=creds.js_prefix,
             suite_policy=suite_policy,
         )
+        adapter.metrics.certs = tls_certs(creds)
+        return adapter
 
     @property
     def nc(self) -> Client:

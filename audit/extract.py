@@ -16,9 +16,19 @@ more than what the log signed).
 Format ``sigbus-extract/v1`` (RFC 8785 JSON): ``format``, ``origin``,
 ``checkpoint`` (the signed note), ``cosignatures`` (as in an export trailer),
 ``size``, ``lines``: each ``{"entry", "leaf_hash" (hex), "proof" (base64
-nodes), "consenters"}``. ``consenters`` are the roles of the consent events the
-release relied on, taken from the hub records (``consent_event`` entries) of
-the same case in the log, so they are proven too.
+nodes), "consenters"}``, and ``completeness``. ``consenters`` are the roles of
+the consent events the release relied on, taken from the hub records
+(``consent_event`` entries) of the same case in the log, so they are proven too.
+
+Completeness: ``completeness`` is ``{"statement", "sig"}``, the hub's statement
+``{"domain", "origin", "size", "root", "indexes"}`` (every log index, in
+``[0, size)`` of the cosigned checkpoint, of a release or deny about the person)
+signed with the hub's log key over ``<domain>\n`` + its RFC 8785 form.
+:func:`verify_extract` requires the lines to be exactly those indexes and the
+statement's size and root to be the checkpoint's: a line dropped (or added)
+after the hub made the extract fails, and the hub cannot later deny which
+entries it said were all of them (an auditor holding the pseudonym key who finds
+another entry about the person holds the hub's signed statement to the contrary).
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from sigbus.audit.checkpoint import DEFAULT_ORIGIN, PublicKey
@@ -39,10 +51,13 @@ from sigbus.audit.errors import AuditError
 from sigbus.audit.merkle import MerkleTree, verify_inclusion
 from sigbus.audit.trust import TrustAnchors
 from sigbus.audit.verify import quorum_cosigned, verify_checkpoint
+from sigbus.protocol.signing import HybridPrivateKey
 
 EXTRACT_FORMAT = "sigbus-extract/v1"
 #: What an extract lists: the decisions to disclose, released or denied.
 LISTED = frozenset({EntryOutcome.RELEASE, EntryOutcome.DENY})
+COMPLETENESS_DOMAIN = "sigbus/v1/extract-completeness"
+LogSigner = Ed25519PrivateKey | HybridPrivateKey
 
 
 class ExtractError(AuditError):
@@ -65,6 +80,8 @@ class Extract:
     size: int
     cosignatures: tuple[Mapping[str, str], ...]
     lines: tuple[ExtractLine, ...]
+    #: The hub's signed statement of which log indexes are all the person's.
+    completeness: Mapping[str, Any]
 
     def to_json(self) -> bytes:
         document: dict[str, Any] = {
@@ -82,6 +99,7 @@ class Extract:
                 }
                 for line in self.lines
             ],
+            "completeness": dict(self.completeness),
         }
         encoded: bytes = rfc8785.dumps(document)
         return encoded
@@ -106,6 +124,26 @@ def _consenters(entries: Sequence[LogEntry]) -> dict[tuple[str | None, str, int]
     return roles
 
 
+def _statement_bytes(statement: Mapping[str, Any]) -> bytes:
+    encoded: bytes = rfc8785.dumps(dict(statement))
+    return f"{COMPLETENESS_DOMAIN}\n".encode() + encoded
+
+
+def completeness(
+    origin: str, size: int, root: bytes, indexes: Sequence[int], signer: LogSigner
+) -> dict[str, Any]:
+    """The hub's signed statement that ``indexes`` are all the person's listed entries."""
+    statement = {
+        "domain": COMPLETENESS_DOMAIN,
+        "origin": origin,
+        "size": size,
+        "root": base64.b64encode(root).decode(),
+        "indexes": list(indexes),
+    }
+    sig = signer.sign(_statement_bytes(statement))
+    return {"statement": statement, "sig": base64.b64encode(sig).decode()}
+
+
 def build_extract(
     note: str,
     leaves: Sequence[bytes],
@@ -113,6 +151,7 @@ def build_extract(
     *,
     log_key: PublicKey,
     is_about: Callable[[LogEntry], bool],
+    signer: LogSigner,
     origin: str = DEFAULT_ORIGIN,
 ) -> Extract:
     """Every release and deny ``is_about`` the person, each with its inclusion proof in the
@@ -143,7 +182,11 @@ def build_extract(
         )
         proof = tuple(tree.inclusion_proof(i))
         lines.append(ExtractLine(entry, tree.leaf_hash(i), proof, consenters))
-    return Extract(origin, note, checkpoint.size, tuple(cosignatures), tuple(lines))
+    if signer.public_key() != log_key:
+        raise ExtractError("the extract's signer is not the log key that signed the checkpoint")
+    indexes = [line.entry.index for line in lines]
+    statement = completeness(origin, checkpoint.size, checkpoint.root, indexes, signer)
+    return Extract(origin, note, checkpoint.size, tuple(cosignatures), tuple(lines), statement)
 
 
 @dataclass(frozen=True)
@@ -209,6 +252,53 @@ def verify_extract(data: bytes, trust: TrustAnchors) -> VerifiedExtract:
         raise ExtractError("the extract's size is not its checkpoint's")
     for position, raw in enumerate(lines):
         _line(position, raw, checkpoint.size, checkpoint.root)
+    _complete(document, lines, origin, checkpoint.size, checkpoint.root, trust)
     return VerifiedExtract(
         checkpoint.size, len(lines), tuple(c.agency or c.witness for c in checks)
     )
+
+
+def _complete(
+    document: Mapping[str, Any],
+    lines: Sequence[Any],
+    origin: str,
+    size: int,
+    root: bytes,
+    trust: TrustAnchors,
+) -> None:
+    """The lines are exactly the ones the hub's signed statement lists, for this checkpoint."""
+    raw = document.get("completeness")
+    if not isinstance(raw, dict) or set(raw) != {"statement", "sig"}:
+        raise ExtractError("the extract carries no completeness statement")
+    statement = raw["statement"]
+    try:
+        signature = base64.b64decode(str(raw["sig"]), validate=True)
+        message = _statement_bytes(statement)
+    except (binascii.Error, ValueError, TypeError, rfc8785.CanonicalizationError) as e:
+        raise ExtractError("the completeness statement is malformed") from e
+    signed = False
+    for key in trust.log_keys:
+        try:
+            key.public_key.verify(signature, message)
+        except InvalidSignature:
+            continue
+        signed = True
+    if not signed:
+        raise ExtractError("the completeness statement is not signed by a log key")
+    expected = {
+        "domain": COMPLETENESS_DOMAIN,
+        "origin": origin,
+        "size": size,
+        "root": base64.b64encode(root).decode(),
+    }
+    if not isinstance(statement, dict) or {k: statement.get(k) for k in expected} != expected:
+        raise ExtractError("the completeness statement is not for this checkpoint")
+    listed = statement.get("indexes")
+    shown = [line["entry"]["index"] for line in lines]
+    if listed != shown:
+        missing = sorted(set(listed or []) - set(shown))
+        extra = sorted(set(shown) - set(listed or []))
+        raise ExtractError(
+            "the extract is not complete: the hub listed log indexes "
+            f"{missing or '-'} that it lacks, and it holds {extra or '-'} the hub did not list"
+        )

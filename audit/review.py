@@ -13,11 +13,10 @@ holds them. Only decisions (releases and denies) are sampled or flagged.
   one sender within ``burst_window``); off-hours decisions (weekends, or outside
   ``work_start``-``work_end`` local time); many denies (at least ``deny_threshold``
   denies of one sender's messages in the period).
-- Findings (:func:`chain_finding`, :func:`check_findings`): each record carries
-  ``prev``, the hash of the record before (``"0" * 64`` first), and ``hash`` =
-  SHA-256(RFC 8785 of the record without ``hash``). An edited, dropped or reordered
-  record breaks the chain at that record; a dropped *tail* is found only against a
-  head noted elsewhere (the page shows the head to copy into the review report).
+- Findings are records of a chain signed by the hub (``audit.signed_chain``, domain
+  ``FINDING_DOMAIN``): an edited, dropped, reordered or forged finding breaks the
+  chain at that record; a dropped *tail* is found only against a head noted
+  elsewhere (the page shows the head to copy into the review report).
 """
 
 from __future__ import annotations
@@ -31,12 +30,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 
-import rfc8785
-
-from sigbus.audit.errors import AuditError
-
 Entry = Mapping[str, Any]
-GENESIS = "0" * 64
 DECISIONS = ("release", "deny")
 
 
@@ -149,39 +143,3 @@ def _bursts(listed: Sequence[Entry], rules: ReviewRules) -> list[Anomaly]:
                 marked.update(i for _, i in times[start : end + 1])
         flagged += [Anomaly(i, Rule.BURST, sender) for i in sorted(marked)]
     return flagged
-
-
-class FindingsError(AuditError):
-    """The findings chain is broken at ``position`` (0-based), or a finding is refused."""
-
-    def __init__(self, message: str, position: int | None = None) -> None:
-        super().__init__(message)
-        self.position = position
-
-
-def _digest(record: Mapping[str, Any]) -> str:
-    body = {k: v for k, v in record.items() if k != "hash"}
-    return hashlib.sha256(rfc8785.dumps(body)).hexdigest()
-
-
-def chain_finding(previous: Mapping[str, Any] | None, finding: Mapping[str, Any]) -> dict[str, Any]:
-    """``finding`` (JSON values) as the next record of the chain after ``previous``."""
-    record = {
-        **finding,
-        "seq": 0 if previous is None else int(previous["seq"]) + 1,
-        "prev": GENESIS if previous is None else previous["hash"],
-    }
-    record["hash"] = _digest(record)
-    return record
-
-
-def check_findings(records: Sequence[Mapping[str, Any]]) -> str:
-    """The chain's head hash; raises :class:`FindingsError` at the first broken record."""
-    prev = GENESIS
-    for position, record in enumerate(records):
-        if record.get("seq") != position or record.get("prev") != prev:
-            raise FindingsError(f"finding {position} does not follow the one before", position)
-        if record.get("hash") != _digest(record):
-            raise FindingsError(f"finding {position} was altered", position)
-        prev = record["hash"]
-    return prev

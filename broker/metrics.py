@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -41,6 +42,7 @@ from sigbus.transport.metrics import (
     MESSAGE_TYPES,
     NONE,
     OTHER,
+    cert_expiry_gauge,
     label,
     serve_metrics,
 )
@@ -118,6 +120,8 @@ class HubMetrics:
             registry=self.registry,
         )
         self.source: HubSource | None = None
+        #: The TLS certificates the hub presents (``transport.metrics.tls_certs``).
+        self.certs: dict[str, Path] = {}
         #: The largest checkpoint size any witness cosigned, when known.
         self.cosigned_size: int | None = None
         self.registry.register(_HubGauges(self))
@@ -174,6 +178,7 @@ class HubMetrics:
         for agency in agencies_of(ctx):
             depth.add_metric([agency], waiting.get(agency, 0))
         yield depth
+        yield from cert_expiry_gauge("sigbus_hub_tls_cert_expiry_seconds", self.certs, now)
 
     async def watch_witnesses(self, source: HubSource) -> None:
         """Reads the witnesses' latest cosignatures until cancelled."""

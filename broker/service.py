@@ -80,6 +80,7 @@ from sigbus.transport.bus import (
 )
 from sigbus.transport.errors import TransportError
 from sigbus.transport.lease import HubLease
+from sigbus.transport.metrics import tls_certs
 from sigbus.transport.natsauth import NatsCredentials
 
 log = structlog.get_logger("sigbus.broker")
@@ -181,6 +182,7 @@ class Broker:
         self._served: frozenset[AgencyId] = frozenset()
         self.backlog = BacklogWatch(limit=ingress_backlog)
         self.metrics = HubMetrics(clock)
+        self.metrics.certs = tls_certs(creds, server=True)
         self._paused = False
         self._snapshot_every = snapshot_every
         self._snapshots: SnapshotStore | None = None

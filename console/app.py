@@ -32,8 +32,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from sigbus.audit.errors import AuditError
-from sigbus.audit.extract import build_extract
-from sigbus.audit.review import FindingsError, Period, Verdict, anomalies, sample
+from sigbus.audit.extract import LogSigner, build_extract
+from sigbus.audit.review import Period, Verdict, anomalies, sample
+from sigbus.audit.signed_chain import ChainError
 from sigbus.console.auth import (
     SESSION_COOKIE,
     Role,
@@ -51,8 +52,8 @@ from sigbus.console.extract import (
     extract_pdf,
     extract_rows,
 )
-from sigbus.console.findings import MAX_NOTE, FindingsLog
 from sigbus.console.i18n import DEFAULT_LANG, LANGS, t
+from sigbus.console.records import MAX_NOTE, AccessLog, FindingsLog, RecordsError
 from sigbus.console.shaping import (
     FilterError,
     consent_rows,
@@ -62,7 +63,7 @@ from sigbus.console.shaping import (
     readable_basis,
     rows,
 )
-from sigbus.console.source import AccessLog, Source
+from sigbus.console.source import NatsSource, Source
 from sigbus.policy.rules import Rules, default_rules
 from sigbus.protocol.personnummer import PersonnummerError, contains_personnummer_pattern
 
@@ -78,6 +79,7 @@ LOG_ROLES = frozenset({Role.COMPLIANCE, Role.AUDITOR})
 CASE_LOG_ROLES = frozenset({Role.COMPLIANCE})
 EXTRACT_ROLES = frozenset({Role.COMPLIANCE})
 REVIEW_ROLES = frozenset({Role.COMPLIANCE})
+ACCESS_ROLES = frozenset({Role.COMPLIANCE})
 #: Office hours, weekends and the review's default period are Swedish local time.
 REVIEW_TZ = ZoneInfo("Europe/Stockholm")
 DEFAULT_SAMPLE = 10
@@ -106,6 +108,8 @@ class Console:
     pseudonym_key: bytes | None = None
     extracts: ExtractCache = field(default_factory=ExtractCache)
     findings: FindingsLog | None = None
+    #: The hub's log key, to sign an extract's completeness statement (None: no extracts).
+    log_signer: LogSigner | None = None
 
 
 def _lang(request: Request) -> str:
@@ -175,7 +179,12 @@ def _guarded(
                 "console_refused", user=session.user, role=session.role.value, path=request.url.path
             )
             return _page(request, "error.html", session=session, status=403, message="forbidden")
-        response = await handler(request, console, session)
+        try:
+            response = await handler(request, console, session)
+        except RecordsError as e:
+            # The view is not shown unless its access record is on the hub (fail closed).
+            log.error("console_record_failed", user=session.user, error=str(e))
+            return _page(request, "error.html", session=session, status=503, message="records")
         _set_session(console, response, session)  # sliding idle expiry
         return response
 
@@ -246,7 +255,7 @@ def make_app(console: Console) -> Starlette:
         record = snap.cases.get(ref)
         if record is None:
             return _page(request, "error.html", session=session, status=404, message="not_found")
-        console.access.record(
+        await console.access.record(
             user=session.user,
             role=session.role.value,
             view="case",
@@ -295,7 +304,7 @@ def make_app(console: Console) -> Starlette:
                 return _page(
                     request, "error.html", session=session, status=403, message="forbidden"
                 )
-            console.access.record(
+            await console.access.record(
                 user=session.user,
                 role=session.role.value,
                 view="log",
@@ -331,7 +340,7 @@ def make_app(console: Console) -> Starlette:
 
     async def extract_post(request: Request, console: Console, session: Session) -> Response:
         form = await _form(request)
-        if console.pseudonym_key is None:
+        if console.pseudonym_key is None or console.log_signer is None:
             return _page(
                 request,
                 "extract_form.html",
@@ -357,7 +366,12 @@ def make_app(console: Console) -> Starlette:
             )
         try:
             extract = build_extract(
-                snap.note, snap.leaves, snap.cosignatures, log_key=snap.log_key, is_about=is_about
+                snap.note,
+                snap.leaves,
+                snap.cosignatures,
+                log_key=snap.log_key,
+                is_about=is_about,
+                signer=console.log_signer,
             )
         except AuditError as e:
             log.error("console_extract_failed", user=session.user, error=str(e))
@@ -369,10 +383,12 @@ def make_app(console: Console) -> Starlette:
         log.info("console_extract", user=session.user, lines=len(extract.lines), size=extract.size)
         return RedirectResponse(f"/extract/{token}", status_code=303)
 
-    def _kept(request: Request, console: Console, session: Session, view: str) -> Kept | None:
+    async def _kept(
+        request: Request, console: Console, session: Session, view: str
+    ) -> Kept | None:
         kept = console.extracts.get(request.path_params["token"], session.user, console.clock())
         if kept is not None:
-            console.access.record(
+            await console.access.record(
                 user=session.user,
                 role=session.role.value,
                 view=view,
@@ -382,7 +398,7 @@ def make_app(console: Console) -> Starlette:
         return kept
 
     async def extract_view(request: Request, console: Console, session: Session) -> Response:
-        kept = _kept(request, console, session, "extract")
+        kept = await _kept(request, console, session, "extract")
         if kept is None:
             return _page(
                 request, "error.html", session=session, status=404, message="expired_extract"
@@ -405,7 +421,7 @@ def make_app(console: Console) -> Starlette:
         kind = request.path_params["kind"]
         if kind not in ("pdf", "json"):
             return _page(request, "error.html", session=session, status=404, message="not_found")
-        kept = _kept(request, console, session, f"extract_{kind}")
+        kept = await _kept(request, console, session, f"extract_{kind}")
         if kept is None:
             return _page(
                 request, "error.html", session=session, status=404, message="expired_extract"
@@ -470,7 +486,7 @@ def make_app(console: Console) -> Starlette:
         chosen = sample(snap.entries, period, size, seed)
         parties = {ref: c.parties for ref, c in snap.cases.items()}
         found = anomalies(snap.entries, period, parties, REVIEW_TZ)
-        console.access.record(
+        await console.access.record(
             user=session.user,
             role=session.role.value,
             view="review",
@@ -478,10 +494,10 @@ def make_app(console: Console) -> Starlette:
             at=console.clock(),
         )
         lang = _lang(request)
-        findings = console.findings.read() if console.findings else []
+        findings = await console.findings.read() if console.findings else []
         try:
-            head = console.findings.head() if console.findings else None
-        except FindingsError:
+            head = await console.findings.head() if console.findings else None
+        except ChainError:
             head, error = None, "chain_broken"
         return _page(
             request,
@@ -543,7 +559,7 @@ def make_app(console: Console) -> Starlette:
             if a.index == index
         )
         try:
-            record = console.findings.append(
+            record = await console.findings.append(
                 {
                     "at": console.clock().isoformat(),
                     "user": session.user,
@@ -557,7 +573,7 @@ def make_app(console: Console) -> Starlette:
                     "rules": rules_hit,
                 }
             )
-        except FindingsError:
+        except (ChainError, RecordsError):
             return await _review_page(
                 request, console, session, period, size, seed, status=409, error="chain_broken"
             )
@@ -572,6 +588,31 @@ def make_app(console: Console) -> Starlette:
             {"since": period.since, "until": period.until, "size": size, "seed": seed}
         )
         return RedirectResponse(f"/review?{query}", status_code=303)
+
+    async def access_view(request: Request, console: Console, session: Session) -> Response:
+        # Itself a view of who looked at which case: recorded like the others.
+        await console.access.record(
+            user=session.user,
+            role=session.role.value,
+            view="access_log",
+            case_ref="-",
+            at=console.clock(),
+        )
+        records = await console.access.read()
+        error, head = None, None
+        try:
+            head = await console.access.head()
+        except ChainError as e:
+            log.error("console_access_chain_broken", position=e.position)
+            error = "access_broken"
+        return _page(
+            request,
+            "access.html",
+            session=session,
+            records=list(reversed(records)),
+            head=head,
+            error=error,
+        )
 
     async def extract_help(request: Request, console: Console, session: Session) -> Response:
         return _page(request, "extract_help.html", session=session)
@@ -595,6 +636,7 @@ def make_app(console: Console) -> Starlette:
                 _guarded(console, REVIEW_ROLES, record_finding),
                 methods=["POST"],
             ),
+            Route("/access", _guarded(console, ACCESS_ROLES, access_view)),
             Route("/extract-help", _guarded(console, frozenset(Role), extract_help)),
             Route("/extract/{token}", _guarded(console, EXTRACT_ROLES, extract_view)),
             Route("/extract/{token}/{kind}", _guarded(console, EXTRACT_ROLES, extract_download)),
@@ -602,15 +644,16 @@ def make_app(console: Console) -> Starlette:
     )
 
 
-def console_for(
-    data_dir: Path, source: Source, rules: Rules | None = None, pseudonym_key: bytes | None = None
-) -> Console:
+def console_for(data_dir: Path, source: NatsSource, rules: Rules | None = None) -> Console:
+    """The served console: its users and session secret in ``data_dir``, its access log
+    and findings in the hub's streams, signed with the hub's signing key."""
     return Console(
-        pseudonym_key=pseudonym_key,
-        findings=FindingsLog(data_dir / "console-findings.jsonl"),
+        pseudonym_key=source.pseudonym_key,
+        log_signer=source.log_signer,
+        findings=source.findings_log(),
         users=UsersFile(data_dir / "console-users.json"),
         sessions=Sessions(load_secret(data_dir / "console-secret")),
         source=source,
-        access=AccessLog(data_dir / "console-access.jsonl"),
+        access=source.access_log(),
         rules=rules or default_rules(),
     )

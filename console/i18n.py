@@ -152,6 +152,22 @@ STRINGS: dict[str, dict[str, str]] = {
         "sv": "Kedjans senaste hash (anteckna i rapporten)",
         "en": "Chain head (note it in the report)",
     },
+    "access_log": {"sv": "Åtkomstloggen", "en": "Access log"},
+    "access_intro": {
+        "sv": "Varje visning av personuppgifter i konsolen: vem, vilken roll, vad och när.",
+        "en": "Every view of personal data in the console: who, which role, what, when.",
+    },
+    "signed_by_hub": {"sv": "signerad av hubben", "en": "signed by the hub"},
+    "access_broken": {
+        "sv": "Åtkomstloggens kedja är bruten eller inte hubbens",
+        "en": "The access log's chain is broken or not the hub's",
+    },
+    "records": {
+        "sv": "Visningen kunde inte loggas hos hubben och visas därför inte.",
+        "en": "The view could not be logged at the hub, so it is not shown.",
+    },
+    "view": {"sv": "Vy", "en": "View"},
+    "role": {"sv": "Roll", "en": "Role"},
     "chain_broken": {"sv": "Fyndkedjan är bruten", "en": "The findings chain is broken"},
     "bad_finding": {"sv": "Fyndet kunde inte registreras", "en": "The finding was not recorded"},
     "period": {"sv": "Period", "en": "Period"},

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,12 +25,20 @@ from sigbus.audit.checkpoint import (
 from sigbus.broker.setup import hub_setup
 from sigbus.broker.state import CaseRecord
 from sigbus.broker.state_store import StateStore
+from sigbus.console.records import AccessLog, FindingsLog, StreamStore, hub_signing_keys
 from sigbus.console.status import LogStatus, log_status
 from sigbus.export import ExportFailed, cosignatures_for, latest_checkpoint
 from sigbus.protocol.directory import KeyUse
 from sigbus.protocol.ids import HUB
 from sigbus.protocol.proofs import Cosignature
-from sigbus.protocol.subjects import LOG_STREAM
+from sigbus.protocol.signing import HybridPrivateKey, HybridPublicKey
+from sigbus.protocol.subjects import (
+    ACCESS_STREAM,
+    ACCESS_SUBJECT,
+    FINDINGS_STREAM,
+    FINDINGS_SUBJECT,
+    LOG_STREAM,
+)
 from sigbus.transport.bus import connect, read_by_sequence
 from sigbus.transport.keystore import load_directory
 
@@ -65,6 +72,29 @@ class NatsSource:
     @property
     def pseudonym_key(self) -> bytes:
         return self._hub.ctx.pseudonym_key
+
+    @property
+    def log_signer(self) -> HybridPrivateKey:
+        """The hub's log key: it signs an extract's completeness statement."""
+        return self._hub.log_key
+
+    def access_log(self) -> AccessLog:
+        return AccessLog(*self._chain(ACCESS_STREAM, ACCESS_SUBJECT))
+
+    def findings_log(self) -> FindingsLog:
+        return FindingsLog(*self._chain(FINDINGS_STREAM, FINDINGS_SUBJECT))
+
+    def _chain(
+        self, stream: str, subject: str
+    ) -> tuple[StreamStore, HybridPrivateKey, str, dict[str, HybridPublicKey]]:
+        identity = self._hub.ctx.identity
+        keys = hub_signing_keys(self._hub.ctx.directory)
+        return (
+            StreamStore(self._url, self._hub.creds, stream, subject),
+            identity.signing_key,
+            identity.signing_key_id,
+            keys,
+        )
 
     async def snapshot(self) -> Snapshot:
         directory = load_directory(self._keys)
@@ -117,28 +147,3 @@ class NatsSource:
             ),
             log_key=log_key,
         )
-
-
-class AccessLog:
-    """Who looked at which case, when: one JSON line per view of personal data, 0600,
-    fsynced. Only the user name, role, view and the opaque case ref are written."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def record(self, *, user: str, role: str, view: str, case_ref: str, at: datetime) -> None:
-        line = json.dumps(
-            {"at": at.isoformat(), "user": user, "role": role, "view": view, "case_ref": case_ref}
-        )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, (line + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(x) for x in self.path.read_text().splitlines() if x]

@@ -68,6 +68,13 @@ VAULT_STREAM = "SIGBUS_VAULT"
 VAULT_ALL = "sigbus.vault.>"
 VAULT_KEYS = "sigbus.vault.key.>"
 
+#: The console's access log and the reviewers' findings (console/records.py): hub-only,
+#: one subject each, every record hash-chained and signed by the hub.
+ACCESS_STREAM = "SIGBUS_ACCESS"
+ACCESS_SUBJECT = "sigbus.console.access"
+FINDINGS_STREAM = "SIGBUS_FINDINGS"
+FINDINGS_SUBJECT = "sigbus.console.finding"
+
 ALL_STREAMS = (
     INGRESS_STREAM,
     INBOX_STREAM,
@@ -77,6 +84,8 @@ ALL_STREAMS = (
     SNAPSHOT_STREAM,
     LEASE_STREAM,
     VAULT_STREAM,
+    ACCESS_STREAM,
+    FINDINGS_STREAM,
 )
 
 

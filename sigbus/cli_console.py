@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from sigbus.audit.signed_chain import ChainError, check_chain
 from sigbus.console.app import console_for, make_app
 from sigbus.console.auth import ConsoleError, Role, UsersFile, new_user
 from sigbus.console.source import NatsSource
@@ -46,7 +47,7 @@ def console_server(
     nats_url: str, keys: Path, data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
 ) -> uvicorn.Server:
     source = NatsSource(nats_url, keys)
-    app = make_app(console_for(data, source, pseudonym_key=source.pseudonym_key))
+    app = make_app(console_for(data, source))
     cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     return _QuietServer(cfg)
 
@@ -111,3 +112,32 @@ def add_user(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
     typer.echo(f"console user {name} ({role.value}) saved in {path}")
+
+
+@console_app.command("verify")
+def verify(
+    nats: Annotated[str | None, typer.Option("--nats")] = None,
+    data_dir: DataOpt = None,
+    keys: KeysOpt = None,
+) -> None:
+    """Check the access log and the findings held by the hub: every record chained and
+    signed by a hub signing key of the directory. Prints each chain's length and head."""
+    source = NatsSource(config.nats_url(nats, data_dir), config.keys_dir(keys))
+
+    async def run() -> list[tuple[str, int, str]]:
+        out = []
+        for name, chain in (("access", source.access_log()), ("findings", source.findings_log())):
+            records = await chain.read()
+            out.append((name, len(records), check_chain(records, chain.keys, domain=chain.domain)))
+        return out
+
+    try:
+        heads = asyncio.run(run())
+    except ChainError as e:
+        typer.echo(f"FAIL / UNDERKÄND: {e}", err=True)
+        raise typer.Exit(1) from e
+    except (SigbusError, ProtocolError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    for name, count, head in heads:
+        typer.echo(f"VERIFIED / GODKÄND: {name}: {count} records, head {head}")

@@ -75,7 +75,12 @@ def audit_extract(
         if snap.note is None or snap.log_key is None:
             raise ExtractError("the log has no signed checkpoint yet")
         return build_extract(
-            snap.note, snap.leaves, snap.cosignatures, log_key=snap.log_key, is_about=is_about
+            snap.note,
+            snap.leaves,
+            snap.cosignatures,
+            log_key=snap.log_key,
+            is_about=is_about,
+            signer=source.log_signer,
         )
 
     try:

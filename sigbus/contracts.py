@@ -189,8 +189,14 @@ _SERVICE_MESSAGES = {
 
 AGENCY = "{agency}"
 #: Subjects no other system reads or writes, so not in the AsyncAPI document: the hub's
-#: own state and its snapshots, encrypted under the hub state key (exported to no agency).
-HUB_PRIVATE_SUBJECTS = (subjects.STATE_SUBJECT, subjects.SNAPSHOT_MANIFEST_SUBJECT)
+#: own state and its snapshots, encrypted under the hub state key (exported to no agency),
+#: and the console's access log and findings (hub-signed chains, console/records.py).
+HUB_PRIVATE_SUBJECTS = (
+    subjects.STATE_SUBJECT,
+    subjects.SNAPSHOT_MANIFEST_SUBJECT,
+    subjects.ACCESS_SUBJECT,
+    subjects.FINDINGS_SUBJECT,
+)
 
 
 def _service_key(service: str) -> str:

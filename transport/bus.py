@@ -145,6 +145,20 @@ STREAMS: tuple[StreamConfig, ...] = (
         max_msgs_per_subject=1,
         discard=DiscardPolicy.OLD,
     ),
+    *(
+        StreamConfig(
+            name=name,
+            subjects=[subject],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            deny_delete=True,
+            deny_purge=True,
+        )
+        for name, subject in (
+            (s.ACCESS_STREAM, s.ACCESS_SUBJECT),
+            (s.FINDINGS_STREAM, s.FINDINGS_SUBJECT),
+        )
+    ),
 )
 
 

@@ -23,6 +23,7 @@ def _extract(personnummer: str, quorum_cosigs: bool = True) -> Extract:
         cosigs if quorum_cosigs else [],
         log_key=LOG_KEY.public_key(),
         is_about=about_person(personnummer, PSEUDONYM_KEY),
+        signer=LOG_KEY,
     )
 
 
@@ -74,6 +75,20 @@ def _no_cosignatures(d: dict[str, object]) -> None:
     d["cosignatures"] = []
 
 
+def _drop_line(d: dict[str, object]) -> None:
+    d["lines"] = d["lines"][:1] + d["lines"][2:]  # type: ignore[index]
+
+
+def _unlist_too(d: dict[str, object]) -> None:
+    _drop_line(d)  # and rewrite the statement to match: its signature no longer holds
+    statement = d["completeness"]["statement"]  # type: ignore[index]
+    statement["indexes"] = [line["entry"]["index"] for line in d["lines"]]  # type: ignore[attr-defined]
+
+
+def _no_statement(d: dict[str, object]) -> None:
+    del d["completeness"]
+
+
 @pytest.mark.parametrize(
     ("edit", "says"),
     [
@@ -81,6 +96,9 @@ def _no_cosignatures(d: dict[str, object]) -> None:
         (_drop_proof_node, "inclusion proof"),
         (_other_leaf, "leaf hash is not the entry's"),
         (_no_cosignatures, "witness quorum not met"),
+        (_drop_line, r"not complete: the hub listed log indexes \[\d+\] that it lacks"),
+        (_unlist_too, "not signed by a log key"),
+        (_no_statement, "no completeness statement"),
     ],
 )
 def test_a_tampered_extract_fails_naming_why(
@@ -93,7 +111,14 @@ def test_a_tampered_extract_fails_naming_why(
 def test_an_extract_under_another_log_key_is_refused() -> None:
     data, note, cosigs = signed_log()
     with pytest.raises(ExtractError):
-        build_extract(note, data, cosigs, log_key=POLICE_KEY.public_key(), is_about=lambda e: True)
+        build_extract(
+            note,
+            data,
+            cosigs,
+            log_key=POLICE_KEY.public_key(),
+            is_about=lambda e: True,
+            signer=POLICE_KEY,
+        )
 
 
 def test_a_log_that_is_not_its_checkpoints_tree_gives_no_extract() -> None:
@@ -101,7 +126,14 @@ def test_a_log_that_is_not_its_checkpoints_tree_gives_no_extract() -> None:
     forged = LogEntry.model_validate_json(data[4]).model_copy(update={"recipient": "police"})
     data[4] = forged.canonical_bytes()
     with pytest.raises(ExtractError, match="not the tree"):
-        build_extract(note, data, cosigs, log_key=LOG_KEY.public_key(), is_about=lambda e: True)
+        build_extract(
+            note,
+            data,
+            cosigs,
+            log_key=LOG_KEY.public_key(),
+            is_about=lambda e: True,
+            signer=LOG_KEY,
+        )
 
 
 def test_an_extract_signed_by_an_untrusted_log_key_fails_verification() -> None:

@@ -9,15 +9,20 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from sigbus.audit.review import (
-    FindingsError,
     Period,
     ReviewRules,
     Rule,
     anomalies,
-    chain_finding,
-    check_findings,
     sample,
 )
+from sigbus.audit.signed_chain import (
+    ACCESS_DOMAIN,
+    FINDING_DOMAIN,
+    ChainError,
+    check_chain,
+    seal,
+)
+from sigbus.protocol.signing import HybridPrivateKey
 
 TZ = ZoneInfo("Europe/Stockholm")
 MONDAY = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 10:00 in Stockholm
@@ -92,19 +97,50 @@ def test_many_denies_from_one_agency_are_flagged() -> None:
     assert {i for i, r in found if r is Rule.MANY_DENIES} == {0, 1, 2, 3, 4}
 
 
-def test_the_findings_chain_names_the_first_altered_dropped_or_reordered_record() -> None:
+HUB_KEY = HybridPrivateKey.generate()
+KEYS = {"hub-sign-1": HUB_KEY.public_key()}
+
+
+def _chain(count: int, signer: HybridPrivateKey = HUB_KEY) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
-    for i in range(4):
-        records.append(chain_finding(records[-1] if records else None, {"entry_index": i}))
-    head = check_findings(records)
+    for i in range(count):
+        previous = records[-1] if records else None
+        records.append(
+            seal(
+                previous,
+                {"entry_index": i},
+                signer=signer,
+                key_id="hub-sign-1",
+                domain=FINDING_DOMAIN,
+            )
+        )
+    return records
+
+
+def test_the_signed_chain_names_the_first_altered_dropped_reordered_or_forged_record() -> None:
+    records = _chain(4)
+    head = check_chain(records, KEYS, domain=FINDING_DOMAIN)
     assert head == records[-1]["hash"]
     altered = [dict(r) for r in records]
     altered[1]["entry_index"] = 99
+    # Rewritten consistently (hash and all later links) by someone without the hub's key.
+    forged = records[:2] + _chain(4, HybridPrivateKey.generate())[2:]
+    forged[2] = seal(
+        records[1],
+        {"entry_index": 2},
+        signer=HybridPrivateKey.generate(),
+        key_id="hub-sign-1",
+        domain=FINDING_DOMAIN,
+    )
     for broken, position in (
         (altered, 1),
         (records[:1] + records[2:], 1),
         ([records[0], records[2], records[1], records[3]], 1),
+        (forged, 2),
     ):
-        with pytest.raises(FindingsError) as raised:
-            check_findings(broken)
+        with pytest.raises(ChainError) as raised:
+            check_chain(broken, KEYS, domain=FINDING_DOMAIN)
         assert raised.value.position == position
+    with pytest.raises(ChainError) as raised:  # a finding never passes as an access record
+        check_chain(records, KEYS, domain=ACCESS_DOMAIN)
+    assert raised.value.position == 0

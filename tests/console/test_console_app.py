@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -16,8 +17,9 @@ from sigbus.broker.state import CaseOpenedChange, ConsentRecordedChange, HubStat
 from sigbus.console.app import Console, make_app
 from sigbus.console.auth import SESSION_COOKIE, Role, Sessions, UsersFile, new_user
 from sigbus.console.i18n import LANGS, REASONS, STRINGS
+from sigbus.console.records import AccessLog, FileStore, RecordsError, SignedLog
 from sigbus.console.shaping import FilterError, parse_filter, readable_reason
-from sigbus.console.source import AccessLog, Snapshot
+from sigbus.console.source import Snapshot
 from sigbus.console.status import LogStatus
 from sigbus.policy.model import ConsentRecordEvent, DenyCode
 from sigbus.policy.rules import default_rules
@@ -25,6 +27,7 @@ from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import ConsentScope
 from sigbus.protocol.reasons import ReasonCode
+from sigbus.protocol.signing import HybridPrivateKey
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery"
@@ -119,6 +122,13 @@ class StaticSource:
         )
 
 
+SIGNER = HybridPrivateKey.generate()
+
+
+def records(chain: SignedLog) -> list[dict[str, Any]]:
+    return asyncio.run(chain.read())
+
+
 @pytest.fixture
 def console(tmp_path: Path) -> Console:
     users = UsersFile(tmp_path / "users.json")
@@ -128,7 +138,7 @@ def console(tmp_path: Path) -> Console:
         users=users,
         sessions=Sessions(b"k" * 32),
         source=StaticSource(),
-        access=AccessLog(tmp_path / "access.jsonl"),
+        access=AccessLog(FileStore(tmp_path / "access.jsonl"), SIGNER, "hub-sign-test"),
         rules=default_rules(),
         clock=lambda: NOW,
     )
@@ -168,7 +178,8 @@ def test_login_then_case_list_and_case_page(console: Console) -> None:
     assert "subj-x" not in page.text
     assert "2010-05-01" not in page.text
     # The view of personal data was logged: who, role, what, when; only the case ref.
-    assert console.access.read() == [
+    shown = records(console.access)
+    assert [{k: r[k] for k in ("at", "user", "role", "view", "case_ref")} for r in shown] == [
         {
             "at": NOW.isoformat(),
             "user": "sam",
@@ -177,6 +188,8 @@ def test_login_then_case_list_and_case_page(console: Console) -> None:
             "case_ref": CASE,
         }
     ]
+    assert shown[0]["key_id"] == "hub-sign-test"
+    assert shown[0]["sig"]
 
 
 def test_wrong_password_and_unknown_user_are_refused(console: Console) -> None:
@@ -237,7 +250,7 @@ def test_roles_are_checked_on_every_route(console: Console) -> None:
     assert client.get(f"/log?case={CASE}").status_code == 403
     assert client.get("/log").status_code == 200
     assert client.get("/status").status_code == 200
-    assert console.access.read() == []  # nothing shown, nothing logged
+    assert records(console.access) == []  # nothing shown, nothing logged
 
 
 def test_log_filters_readable_wording_and_statutory_flag(console: Console) -> None:
@@ -251,7 +264,7 @@ def test_log_filters_readable_wording_and_statutory_flag(console: Console) -> No
     denied = client.get(f"/log?case={CASE}&outcome=deny")
     assert "1 poster matchade av 4" in denied.text
     assert "samtycket återkallat" in denied.text
-    assert console.access.read()[-1]["view"] == "log"
+    assert records(console.access)[-1]["view"] == "log"
     english = client.get("/log?agency=police&lang=en")
     assert "2 entries matched of 4" in english.text
     assert '<html lang="en">' in english.text
@@ -279,3 +292,32 @@ def test_every_string_in_both_languages() -> None:
     assert {f"policy:{c.value}" for c in DenyCode} <= set(REASONS)
     assert {f"out_{o.value}" for o in EntryOutcome} <= set(STRINGS)
     assert readable_reason("policy:consent_expired", "en") == "consent expired"
+
+
+class _DownStore(FileStore):
+    async def append(self, record: Any, after: int) -> None:
+        raise RecordsError("SIGBUS_ACCESS unreachable (NoServersError)")
+
+
+def test_the_access_log_is_listed_signed_and_a_view_it_cannot_log_is_refused(
+    console: Console, tmp_path: Path
+) -> None:
+    client = TestClient(make_app(console))
+    login(client, "gry")
+    client.get(f"/cases/{CASE}")
+    page = client.get("/access")
+    assert page.status_code == 200
+    assert f"<td>case</td><td>{CASE}</td>" in page.text
+    assert "<td>access_log</td>" in page.text
+    assert 'id="access-head"' in page.text  # the chain verifies under the hub's key
+    path = tmp_path / "access.jsonl"
+    path.write_text(path.read_text().replace('"view": "case"', '"view": "log"'))
+    assert "Åtkomstloggens kedja är bruten" in client.get("/access").text
+    sam = TestClient(make_app(console))
+    login(sam, "sam")
+    assert sam.get("/access").status_code == 403
+    console.access = AccessLog(_DownStore(tmp_path / "down.jsonl"), SIGNER, "hub-sign-test")
+    refused = sam.get(f"/cases/{CASE}")
+    assert refused.status_code == 503  # not shown unless its view is on record at the hub
+    assert "subj-x" not in refused.text
+    assert "Parter" not in refused.text

@@ -3,6 +3,7 @@ JSON that verify, and the personnummer never stored or logged."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sys
@@ -29,10 +30,11 @@ from extract_fixtures import (
 from sigbus.audit.extract import verify_extract
 from sigbus.console.app import Console, make_app
 from sigbus.console.auth import Role, Sessions, UsersFile, new_user
-from sigbus.console.findings import FindingsLog
-from sigbus.console.source import AccessLog, Snapshot
+from sigbus.console.records import AccessLog, FileStore, FindingsLog, SignedLog
+from sigbus.console.source import Snapshot
 from sigbus.console.status import LogStatus
 from sigbus.policy.rules import default_rules
+from sigbus.protocol.signing import HybridPrivateKey
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery"
@@ -58,19 +60,29 @@ def console(tmp_path: Path) -> Console:
     return make_console(tmp_path)
 
 
+#: Signs the console's records in the unit tests (the served console uses the hub's key).
+SIGNER = HybridPrivateKey.generate()
+
+
+def records(chain: SignedLog | None) -> list[dict[str, Any]]:
+    assert chain is not None
+    return asyncio.run(chain.read())
+
+
 def make_console(tmp_path: Path) -> Console:
     users = UsersFile(tmp_path / "users.json")
     for name, role in (("sam", Role.COORDINATOR), ("gry", Role.COMPLIANCE), ("rev", Role.AUDITOR)):
         users.add(new_user(name, role, PASSWORD))
     return Console(
-        findings=FindingsLog(tmp_path / "findings.jsonl"),
+        findings=FindingsLog(FileStore(tmp_path / "findings.jsonl"), SIGNER, "hub-sign-test"),
         users=users,
         sessions=Sessions(b"k" * 32),
         source=LogSource(),
-        access=AccessLog(tmp_path / "access.jsonl"),
+        access=AccessLog(FileStore(tmp_path / "access.jsonl"), SIGNER, "hub-sign-test"),
         rules=default_rules(),
         clock=lambda: NOW,
         pseudonym_key=PSEUDONYM_KEY,
+        log_signer=LOG_KEY,
     )
 
 
@@ -131,9 +143,9 @@ def test_the_extract_lists_exactly_the_persons_lines_and_its_downloads_verify(
     ]
     for secret in (PERSON_A, PERSON_A.replace("-", ""), SID_A):
         assert all(secret not in text for text in everything), secret
-    views = [(v["user"], v["view"]) for v in console.access.read()]
+    views = [(v["user"], v["view"]) for v in records(console.access)]
     assert views == [("gry", "extract"), ("gry", "extract_pdf"), ("gry", "extract_json")]
-    assert console.access.read()[0]["case_ref"] == "case-a,case-c,msg-0006"
+    assert records(console.access)[0]["case_ref"] == "case-a,case-c,msg-0006"
 
 
 def test_another_person_gets_only_their_own_lines(console: Console) -> None:
@@ -150,7 +162,7 @@ def test_a_bad_personnummer_is_refused_and_not_echoed(console: Console) -> None:
     assert "Ogiltigt personnummer" in response.text
     assert "9802" not in response.text
     assert "9802" not in repr(events)
-    assert console.access.read() == []
+    assert records(console.access) == []
 
 
 def test_only_the_compliance_officer_may_make_or_fetch_an_extract(console: Console) -> None:
@@ -190,7 +202,7 @@ def test_no_extract_when_the_log_is_not_its_checkpoints_tree(console: Console) -
     assert response.status_code == 503
     assert "Loggen stämmer inte med sin kontrollpunkt" in response.text
     assert [e["event"] for e in events if e["log_level"] == "error"] == ["console_extract_failed"]
-    assert console.access.read() == []  # nothing shown, nothing viewed
+    assert records(console.access) == []  # nothing shown, nothing viewed
 
 
 def test_no_extract_before_the_first_checkpoint(console: Console) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 from structlog.testing import capture_logs
-from test_console_extract import PERSON_A, _client, _csrf, make_console
+from test_console_extract import PERSON_A, SIGNER, _client, _csrf, make_console, records
 
-from sigbus.audit.review import check_findings
+from sigbus.audit.signed_chain import FINDING_DOMAIN, check_chain
 from sigbus.console.app import Console
 
 
@@ -56,7 +56,7 @@ def test_the_review_shows_a_reproducible_sample_and_flags_the_statutory_releases
         page.text,
     )
     assert statutory == ["6", "8"]
-    assert console.access.read()[0]["view"] == "review"
+    assert records(console.access)[0]["view"] == "review"
 
 
 def test_a_recorded_finding_is_chained_logged_and_shown(console: Console) -> None:
@@ -67,18 +67,21 @@ def test_a_recorded_finding_is_chained_logged_and_shown(console: Console) -> Non
     page = client.get(response.headers["location"])  # type: ignore[attr-defined]
     assert "fråga polisen" in page.text
     assert console.findings is not None
-    records = console.findings.read()
-    assert [(r["entry_index"], r["verdict"], r["user"], r["sampled"]) for r in records] == [
+    found = records(console.findings)
+    assert [(r["entry_index"], r["verdict"], r["user"], r["sampled"]) for r in found] == [
         (6, "follow_up", "gry", True)
     ]
-    assert records[0]["rules"] == ["statutory_release"]
-    assert check_findings(records) in page.text  # the chain head, to copy into the report
+    assert found[0]["rules"] == ["statutory_release"]
+    assert (
+        check_chain(found, {"hub-sign-test": SIGNER.public_key()}, domain=FINDING_DOMAIN)
+        in page.text
+    )  # the chain head, to copy into the report
     assert [e["event"] for e in events if e["event"].startswith("console_finding")] == [
         "console_finding"
     ]
     second = _record(client, index="2", verdict="ok", note="")
     assert second.status_code == 303  # type: ignore[attr-defined]
-    assert [r["seq"] for r in console.findings.read()] == [0, 1]
+    assert [r["seq"] for r in records(console.findings)] == [0, 1]
 
 
 def test_a_finding_with_a_personnummer_or_an_unknown_entry_or_verdict_is_refused(
@@ -94,18 +97,20 @@ def test_a_finding_with_a_personnummer_or_an_unknown_entry_or_verdict_is_refused
         response = _record(client, **fields)
         assert response.status_code == 400, fields  # type: ignore[attr-defined]
     assert console.findings is not None
-    assert console.findings.read() == []
+    assert records(console.findings) == []
 
 
-def test_a_tampered_findings_file_is_reported_and_never_extended(console: Console) -> None:
+def test_a_tampered_findings_file_is_reported_and_never_extended(
+    console: Console, tmp_path: Path
+) -> None:
     client = _client(console, "gry")
     _record(client, index="6", verdict="ok", note="a")
     assert console.findings is not None
-    path = console.findings.path
+    path = tmp_path / "findings.jsonl"
     path.write_text(path.read_text().replace('"verdict": "ok"', '"verdict": "violation"'))
     assert "Fyndkedjan är bruten" in client.get("/review", params=PERIOD).text
     assert _record(client, index="2", verdict="ok", note="").status_code == 409  # type: ignore[attr-defined]
-    assert len(console.findings.read()) == 1
+    assert len(records(console.findings)) == 1
 
 
 def test_only_the_compliance_officer_reviews(console: Console) -> None:

@@ -9,18 +9,23 @@ screen is saved to ``test-artifacts/`` (gitignored). Skips only when Debian's
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+import sigbus.cli_extract  # noqa: F401  (registers verify-extract on audit_app)
+from sigbus.cli_audit import audit_app
 from sigbus.cli_console import console_server
 from sigbus.console.auth import Role, UsersFile, new_user
-from sigbus.console.source import AccessLog
+from sigbus.console.source import NatsSource
 from sigbus.protocol.ids import MessageType
 from tests.integration.conftest import LUL6, World
 from tests.integration.test_flow import referral
@@ -207,13 +212,34 @@ async def test_console_end_to_end_in_chromium(
         assert f"lines={len(about_youth)}".encode() in pdf
         assert len(re.findall(rb"\(#\d+ ", pdf)) == len(about_youth)
         (ARTIFACTS / "console-extract.pdf").write_bytes(pdf)
+        # Its JSON: complete and proven, but no witness ran, so never a verdict of "verified".
+        browser.find_element(By.ID, "extract-json").click()
+        json_file = downloads / "registerutdrag.json"
+        deadline = time.monotonic() + 15
+        while not json_file.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        trusted = ["--directory", str(keys_dir / "directory.json")]
+        trusted += ["--root", str(keys_dir / "root.json")]
+        verified = CliRunner().invoke(audit_app, ["verify-extract", str(json_file), *trusted])
+        assert verified.exit_code == 1, verified.output
+        assert "witness quorum not met" in verified.output
+        document = json.loads(json_file.read_bytes())
+        assert document["completeness"]["statement"]["indexes"] == about_youth
+        # The access log, held and signed by the hub, listed for the compliance officer.
+        browser.find_element(By.LINK_TEXT, "Åtkomstloggen").click()
+        shown = browser.find_element(By.ID, "access").text
+        assert "extract_pdf" in shown
+        assert case in shown
+        assert browser.find_element(By.ID, "access-head").text
+        assert world.youth not in browser.page_source
+        shot("access")
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-    views = [
-        (r["view"], r["case_ref"], r["user"])
-        for r in AccessLog(tmp_path / "console-access.jsonl").read()
-    ]
+    access = NatsSource(nats_url, keys_dir).access_log()
+    held = await access.read()
+    await access.head()  # the chain verifies under the hub's signing key in the directory
+    views = [(r["view"], r["case_ref"], r["user"]) for r in held]
     scopes = ",".join(
         sorted({e.case_ref or e.message_id for e in logged if e.index in about_youth})
     )
@@ -225,5 +251,17 @@ async def test_console_end_to_end_in_chromium(
         ("review", "-", "gry"),
         ("extract", scopes, "gry"),
         ("extract_pdf", scopes, "gry"),
+        ("extract_json", scopes, "gry"),
+        ("access_log", "-", "gry"),
     ]
-    assert world.youth not in (tmp_path / "console-access.jsonl").read_text()
+    assert world.youth not in repr(held)
+    assert not (tmp_path / "console-access.jsonl").exists()  # nothing on the console's disk
+    verify = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "sigbus", "console", "verify"),
+        *("--nats", nats_url, "--keys", str(keys_dir)),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await verify.communicate()
+    assert verify.returncode == 0, out
+    assert f"access: {len(held)} records, head {held[-1]['hash']}".encode() in out
+    assert b"findings: 1 records" in out

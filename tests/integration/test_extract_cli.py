@@ -91,6 +91,16 @@ async def test_the_extract_for_one_person_lists_exactly_theirs_and_verifies(
     assert refused.exit_code == 1
     assert "leaf hash is not the entry's" in refused.output
 
+    document = json.loads(out.read_bytes())
+    dropped = document["lines"].pop()  # a line left out: the hub's statement lists it
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps(document))
+    incomplete = runner.invoke(audit_app, ["verify-extract", str(short), *trusted])
+    assert incomplete.exit_code == 1
+    assert f"not complete: the hub listed log indexes [{dropped['entry']['index']}]" in (
+        incomplete.output
+    )
+
     untrusted = runner.invoke(audit_app, ["verify-extract", str(out)])
     assert untrusted.exit_code == 2  # nothing trusted given: never a verdict
 

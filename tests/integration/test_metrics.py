@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import yaml
+from cryptography import x509
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -30,6 +32,7 @@ from tests.integration.test_flow import referral
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "sigbus-dashboard.json"
+ALERTS = REPO / "deploy" / "prometheus" / "sigbus-alerts.yml"
 P, S, SO = "police", "school", "social"
 
 
@@ -119,6 +122,17 @@ async def test_hub_scrape_counts_decisions_and_carries_no_personal_data(world: W
         assert set(keys) == set(agencies_of(world.broker.ctx))
         assert min(keys.values()) > 0  # the dev keys are valid
         assert "sigbus_hub_witness_lag_entries" not in metric_names(text)  # not known yet
+        # The certificates the hub presents: its client one and the nats-server's.
+        certs = {
+            dict(labels)["cert"]: v
+            for (name, labels), v in got.items()
+            if name == "sigbus_hub_tls_cert_expiry_seconds"
+        }
+        assert set(certs) == {"client", "server"}
+        keys_dir = world.broker.metrics.certs["client"].parent
+        pem = (keys_dir / "hub.tls.crt").read_bytes()
+        until = x509.load_pem_x509_certificate(pem).not_valid_after_utc - datetime.now(UTC)
+        assert abs(certs["client"] - until.total_seconds()) < 60
 
         # Every label value from its closed set.
         allowed = {
@@ -126,6 +140,7 @@ async def test_hub_scrape_counts_decisions_and_carries_no_personal_data(world: W
             "reason": REASONS,
             "message_type": MESSAGE_TYPES | {NONE, OTHER},
             "agency": set(agencies_of(world.broker.ctx)),
+            "cert": {"client", "server"},
             "le": None,  # the histogram's bucket bounds
         }
         for (name, labels), _ in got.items():
@@ -174,9 +189,11 @@ async def test_adapter_scrape_counts_releases_and_notices(world: World) -> None:
     assert notice[("sigbus_adapter_notice_items_total", (("outcome", "denied"),))] == 1.0
     assert notice[("sigbus_adapter_outbox_pending", ())] == 0.0
     assert mid not in text
+    assert notice[("sigbus_adapter_tls_cert_expiry_seconds", (("cert", "client"),))] > 0
+    allowed = {"message_type": MESSAGE_TYPES, "outcome": NOTICE_OUTCOMES, "cert": {"client"}}
     for (_, labels), _ in notice.items():
         for k, v in labels:
-            assert v in {"message_type": MESSAGE_TYPES, "outcome": NOTICE_OUTCOMES}[k]
+            assert v in allowed[k]
 
 
 def _exposition(registry: CollectorRegistry) -> str:
@@ -193,8 +210,14 @@ def test_a_taken_port_costs_the_metrics_only(world: World) -> None:
 async def test_dashboard_uses_only_exposed_metrics(world: World) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    assert {"SigbusTlsCertificateExpiresSoon", "SigbusDirectoryExpiresSoon"} <= {
+        r["alert"] for r in rules
+    }
+    exprs += [str(r["expr"]) for r in rules]
     used = {m for e in exprs for m in re.findall(r"\bsigbus_[a-z_]+", e)}
     assert used, "the dashboard queries no sigbus metric"
+    assert "sigbus_adapter_tls_cert_expiry_seconds" in used
     await world.adapters[P].send(
         MessageType.REFERRAL, referral(world), recipients=(SO, S), assertion=LUL6
     )
