@@ -24,7 +24,8 @@ from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import ProtocolError
 from sigbus.protocol.ids import HUB, agency_name
 from sigbus.protocol.sealing import DEFAULT_SUITE, SuiteId
-from sigbus.transport.dirlog_files import DIRECTORY_LOG_FILE
+from sigbus.protocol.signing import HybridPrivateKey
+from sigbus.transport.dirlog_files import DIRECTORY_LOG_FILE, cosign_directory_log
 from sigbus.transport.errors import SigbusError
 from sigbus.transport.files import write_private
 from sigbus.transport.keyring import (
@@ -493,6 +494,39 @@ def keys_endorse(
     except (SigbusError, ProtocolError) as e:
         raise _fail(str(e)) from e
     typer.echo(f"endorsed by {agency}; {missing or 'ready: run `sigbus keys publish`'}")
+
+
+@keys_app.command("cosign-directory-log")
+def keys_cosign_directory_log(
+    directory_dir: DirOpt,
+    agency: AgencyOpt,
+    key: Annotated[Path, typer.Option("--key", help="the agency's private key file")],
+    passphrase_env: PassEnvOpt = None,
+) -> None:
+    """Agency IT: cosign the directory log's newest checkpoint (directory-log.json, as
+    the hub published it with directory.json) with your agency's witness key.
+
+    Only after checking that the directory is the one you trust (signed by the root
+    threshold you pinned, your own keys unchanged or endorsed by you) and that the log
+    only grew since you last cosigned (your directory-log-witness.<agency>.json). A
+    rewritten log is refused and nothing is cosigned. Pass the file on to the next
+    agency, then back to the hub."""
+    now = _now()
+    try:
+        keyfile = load_private_file(key, _passphrase(passphrase_env))
+        if keyfile.agency != agency:
+            raise _fail(f"{key.name} belongs to another agency")
+        if keyfile.witness_private is None:
+            raise _fail(f"{key.name} holds no witness key")
+        witness_key = HybridPrivateKey.from_private_bytes(keyfile.witness_private)
+        trusted = load_directory(directory_dir, now=now)
+        proof = cosign_directory_log(directory_dir, agency, witness_key, trusted, now=now)
+    except (SigbusError, ProtocolError) as e:
+        raise _fail(str(e)) from e
+    typer.echo(
+        f"directory log cosigned by {agency}: serial {proof.leaf.serial}, "
+        f"entry {proof.index} ({directory_dir / DIRECTORY_LOG_FILE})"
+    )
 
 
 @keys_app.command("publish")

@@ -112,3 +112,45 @@ def test_an_adapter_that_cosigned_the_log_refuses_a_directory_not_in_it(dev_copy
     renew(dev_copy)  # logged and cosigned: now taken
     _touch_later(dev_copy / DIRECTORY_FILE, 2)
     assert watcher.refresh().serial == in_force + 2
+
+
+def test_an_agency_cosigns_by_hand_with_keys_cosign_directory_log(dev_copy: Path) -> None:
+    """Production: the file travels from the hub to each agency and back; an agency
+    whose key is not in the hub's keys directory cosigns with the CLI."""
+    renew(dev_copy)
+    state = dev_copy / "directory-log-witness.school.json"
+    cosigned_once = state.read_bytes()
+    renew(dev_copy)
+    # As the hub published it, before the school cosigned: no school line, and the
+    # school's witness state still at the first entry.
+    log_file = dev_copy / DIRECTORY_LOG_FILE
+    proof = parse_directory_log_proof(log_file.read_bytes())
+    school = witness_name("school")
+    unsigned = "\n".join(
+        line for line in proof.checkpoint.split("\n") if not line.startswith(f"— {school} ")
+    )
+    assert unsigned != proof.checkpoint
+    log_file.write_text(proof.model_copy(update={"checkpoint": unsigned}).model_dump_json())
+    state.write_bytes(cosigned_once)
+    directory = load_directory(dev_copy)
+    trust = trust_from_directory(directory, root_public=b"", witness_name=witness_name)
+    with pytest.raises(AuditError, match="quorum"):
+        check_directory_logged(directory, parse_directory_log_proof(log_file.read_bytes()), trust)
+    key = str(dev_copy / "school.key.json")
+    wrong = runner.invoke(
+        keys_app,
+        ["cosign-directory-log", "--directory-dir", str(dev_copy), "--agency", "police",
+         "--key", key],
+    )  # fmt: skip
+    assert wrong.exit_code != 0 and "belongs to another agency" in wrong.output
+    done = runner.invoke(
+        keys_app,
+        ["cosign-directory-log", "--directory-dir", str(dev_copy), "--agency", "school",
+         "--key", key],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "cosigned by school" in done.output
+    result = check_directory_logged(
+        directory, parse_directory_log_proof(log_file.read_bytes()), trust
+    )
+    assert result.witnesses == ("police", "school", "social")
