@@ -142,7 +142,8 @@ def test_an_agency_cosigns_by_hand_with_keys_cosign_directory_log(dev_copy: Path
         ["cosign-directory-log", "--directory-dir", str(dev_copy), "--agency", "police",
          "--key", key],
     )  # fmt: skip
-    assert wrong.exit_code != 0 and "belongs to another agency" in wrong.output
+    assert wrong.exit_code != 0
+    assert "belongs to another agency" in wrong.output
     done = runner.invoke(
         keys_app,
         ["cosign-directory-log", "--directory-dir", str(dev_copy), "--agency", "school",
