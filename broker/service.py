@@ -105,8 +105,9 @@ ROUND_BUDGET_S = 0.03
 PRUNE_INTERVAL_S = 2.0
 #: How often an idle hub runs its retention pass (seconds; issue 13).
 RETENTION_INTERVAL_S = 3600.0
-#: How long a round waits for more messages once the first is in (seconds).
-_GATHER_S = 0.002
+#: How long a round waits for the messages the first one said are queued behind it
+#: (seconds): they are in the stream, so this bounds one round trip on a loaded machine.
+_GATHER_S = 0.05
 #: How long a batch's pipelined publishes may take before it is retried.
 PUBLISH_TIMEOUT_S = 10.0
 #: Test hook for the crash-between-log-and-release proof (tests/integration).
@@ -1042,10 +1043,14 @@ async def _fetch_available(
     expired: a trickle of messages (or one withdrawal) would wait the whole time.
     Raises TimeoutError when nothing came."""
     first = await sub.fetch(1, timeout=timeout)
-    if most <= len(first):
+    # The first message says how many wait behind it for this consumer: none, and the
+    # round is this one (a trickle pays no second round trip); some, and they are
+    # taken at once, as many as there are.
+    pending = first[-1].metadata.num_pending if first else 0
+    if most <= len(first) or not pending:
         return first
     try:
-        more = await sub.fetch(most - len(first), timeout=_GATHER_S)
+        more = await sub.fetch(min(most - len(first), pending), timeout=_GATHER_S)
     except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises both
         more = []
     return [*first, *more]
