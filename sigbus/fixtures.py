@@ -1,4 +1,4 @@
-"""Fictitious personnummer for the demo and tests.
+"""Fictitious personnummer for the demo, the soak and tests, and the one referral they send.
 
 Serial numbers 980-999 are used so that the numbers are recognisably made up;
 the check digit is computed (Luhn, as Skatteverket SKV 704 prescribes) so they
@@ -8,6 +8,9 @@ pass validation like real ones.
 from __future__ import annotations
 
 from datetime import date
+
+from sigbus.protocol.codes import ReferralKind, ReferralReason
+from sigbus.protocol.messages import Referral
 
 
 def luhn_check_digit(nine_digits: str) -> int:
@@ -33,3 +36,15 @@ def birth_date_for_age(today: date, years: int) -> date:
     except ValueError:
         born = today.replace(year=today.year - years, day=28)
     return date.fromordinal(born.toordinal() - 40)  # well inside the year of age
+
+
+def lul6_referral(personnummer: str, observed_on: date) -> Referral:
+    """The police's LUL 6 § notification to social services (a weapon, from the youth
+    unit): the statutory referral the soak, the cluster and the crash tests send."""
+    return Referral(
+        kind=ReferralKind.LUL_6_NOTIFICATION,
+        personnummer=personnummer,
+        reasons=(ReferralReason.WEAPON,),
+        observed_on=observed_on,
+        contact_function="police_youth_unit",
+    )

@@ -37,13 +37,12 @@ from sigbus.agents.setup import agency_setup
 from sigbus.agents.social.consent import consents_of_everyone
 from sigbus.audit.entry import LogEntry
 from sigbus.broker.setup import hub_setup
-from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
-from sigbus.protocol.codes import ReferralKind, ReferralReason, StatusCode
+from sigbus.fixtures import birth_date_for_age, fictitious_personnummer, lul6_referral
+from sigbus.protocol.codes import StatusCode
 from sigbus.protocol.ids import AgencyId, MessageType, new_opaque_id
 from sigbus.protocol.messages import (
     CaseOpened,
     CommitmentStatus,
-    Referral,
     StatutoryAssertion,
 )
 from sigbus.protocol.subjects import LOG_STREAM
@@ -200,14 +199,6 @@ class Soak:
                     await adapter.close()
             self.cluster.stop()
 
-    def _referral(self) -> Referral:
-        return Referral(
-            kind=ReferralKind.LUL_6_NOTIFICATION,
-            personnummer=self.youth,
-            reasons=(ReferralReason.WEAPON,),
-            observed_on=datetime.now(UTC).date(),
-            contact_function="police_youth_unit",
-        )
 
     def _open_case(self) -> None:
         """A case with everyone's consent, queued by social services like all else."""
@@ -234,7 +225,10 @@ class Soak:
         police, school = self.senders["police"], self.senders["school"]
         while not stop.is_set():
             referral = police.queue(
-                MessageType.REFERRAL, self._referral(), recipients=("social",), assertion=LUL6
+                MessageType.REFERRAL,
+                lul6_referral(self.youth, datetime.now(UTC).date()),
+                recipients=("social",),
+                assertion=LUL6,
             )
             status = school.queue(
                 MessageType.COMMITMENT_STATUS,

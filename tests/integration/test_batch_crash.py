@@ -16,9 +16,8 @@ from sigbus.agents.setup import agency_setup
 from sigbus.audit.entry import EntryOutcome
 from sigbus.broker.service import CRASH_AFTER_LOG_ENV
 from sigbus.broker.setup import hub_setup
-from sigbus.protocol.codes import ReferralKind, ReferralReason
+from sigbus.fixtures import lul6_referral
 from sigbus.protocol.ids import MessageType
-from sigbus.protocol.messages import Referral
 from sigbus.protocol.subjects import INBOX_ALL, inbox_subject
 from sigbus.transport.bus import connect
 from tests.integration.conftest import LUL6, World
@@ -39,13 +38,7 @@ async def test_a_crash_with_a_batch_in_flight_resumes_at_once_and_releases_once(
     sent = [
         await police.send(
             MessageType.REFERRAL,
-            Referral(
-                kind=ReferralKind.LUL_6_NOTIFICATION,
-                personnummer=youth,
-                reasons=(ReferralReason.WEAPON,),
-                observed_on=datetime.now(UTC).date(),
-                contact_function="police_youth_unit",
-            ),
+            lul6_referral(youth, datetime.now(UTC).date()),
             recipients=(SO,),
             assertion=LUL6,
         )

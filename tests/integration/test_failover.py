@@ -24,9 +24,8 @@ from sigbus.agents.setup import agency_setup
 from sigbus.audit.entry import LogEntry
 from sigbus.broker.errors import LogFencedError
 from sigbus.broker.setup import hub_setup
-from sigbus.protocol.codes import ReferralKind, ReferralReason
+from sigbus.fixtures import lul6_referral
 from sigbus.protocol.ids import MessageType
-from sigbus.protocol.messages import Referral
 from sigbus.protocol.notice import parse_inbox_item
 from sigbus.protocol.release import Release
 from sigbus.protocol.subjects import (
@@ -47,13 +46,7 @@ LOAD = 30
 async def _refer(police: Adapter, youth: str) -> str:
     return await police.send(
         MessageType.REFERRAL,
-        Referral(
-            kind=ReferralKind.LUL_6_NOTIFICATION,
-            personnummer=youth,
-            reasons=(ReferralReason.WEAPON,),
-            observed_on=datetime.now(UTC).date(),
-            contact_function="police_youth_unit",
-        ),
+        lul6_referral(youth, datetime.now(UTC).date()),
         recipients=(SO,),
         assertion=LUL6,
     )

@@ -27,8 +27,7 @@ from sigbus.agents.setup import agency_setup
 from sigbus.audit.entry import LogEntry
 from sigbus.broker.service import Broker
 from sigbus.broker.setup import hub_setup
-from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
-from sigbus.protocol.codes import ReferralKind, ReferralReason
+from sigbus.fixtures import birth_date_for_age, fictitious_personnummer, lul6_referral
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import Referral
 from sigbus.protocol.subjects import LOG_STREAM
@@ -61,13 +60,7 @@ async def hub_loop(broker: Broker, stopped: asyncio.Event) -> None:
 
 
 def referral() -> Referral:
-    return Referral(
-        kind=ReferralKind.LUL_6_NOTIFICATION,
-        personnummer=YOUTH,
-        reasons=(ReferralReason.WEAPON,),
-        observed_on=datetime.now(UTC).date(),
-        contact_function="police_youth_unit",
-    )
+    return lul6_referral(YOUTH, datetime.now(UTC).date())
 
 
 def queue(police: Adapter, name: str) -> str:
