@@ -19,7 +19,7 @@ from nats.errors import Error as NatsError
 
 from sigbus.broker.errors import LeaseLostError, LogFencedError
 from sigbus.broker.service import Broker
-from sigbus.transport.bus import connect
+from sigbus.transport.bus import Backoff, connect
 from sigbus.transport.lease import HubLease, ensure_lease_bucket, holder_name
 from sigbus.transport.natsauth import NatsCredentials
 
@@ -37,13 +37,28 @@ async def serve_with_lease(
 ) -> None:
     """Stand by for the lease, decide while it is held, until ``stopping`` is set."""
     nc = await connect(url, name="hub-lease", creds=creds)
+    backoff = Backoff()
     try:
-        kv = await ensure_lease_bucket(nc.jetstream(), replicas=replicas)
-        lease = HubLease(kv, holder_name())
+        lease: HubLease | None = None
         while not stopping.is_set():
-            if not await lease.acquire(stopping):
-                return
-            await _active_term(lease, make_broker(), stopping, on_active)
+            # Transport trouble (a node's death, a leader election) while standing by,
+            # taking the lease or starting a term never ends the process: it stands
+            # by again, with bounded backoff (the soak found hubs that died here).
+            try:
+                if lease is None:
+                    kv = await ensure_lease_bucket(nc.jetstream(), replicas=replicas)
+                    lease = HubLease(kv, holder_name())
+                if not await lease.acquire(stopping):
+                    return
+                await _active_term(lease, make_broker(), stopping, on_active)
+                backoff.reset()
+            except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
+                delay = backoff.next()
+                log.warning("hub_term_failed", error=type(e).__name__, retry_in_s=delay)
+                if lease is not None:
+                    with contextlib.suppress(NatsError, TimeoutError, asyncio.TimeoutError):
+                        await lease.release()
+                await asyncio.sleep(delay)
     finally:
         with contextlib.suppress(NatsError):
             await nc.close()
@@ -69,6 +84,11 @@ async def _active_term(
         keeper.cancel()
         await lease.release()  # first: the stop below then writes no snapshot
         await broker.stop()
+    except (NatsError, TimeoutError, asyncio.TimeoutError):  # noqa: UP041
+        keeper.cancel()
+        with contextlib.suppress(Exception):  # its connection, whatever state it is in
+            await broker.stop()
+        raise  # serve_with_lease stands by again
     finally:
         forward.cancel()
         keeper.cancel()
