@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nats.errors import Error as NatsError
+
 from sigbus.agents.outbox import Outbox
 from sigbus.agents.runtime import Adapter
 from sigbus.agents.setup import agency_setup
@@ -47,6 +49,7 @@ from sigbus.protocol.messages import (
 )
 from sigbus.protocol.subjects import LOG_STREAM
 from sigbus.transport.bus import connect, read_by_sequence
+from sigbus.transport.errors import TransportError
 from sigbus.transport.natsserver import EmbeddedCluster, EmbeddedNats
 
 FAULTS = ("hub", "adapter", "nats")
@@ -64,6 +67,7 @@ RATE = 10.0
 #: How long a killed process or node stays down.
 DOWN_S = (0.5, 2.5)
 SETTLE_TIMEOUT_S = 240.0
+LOG_READ_TRIES = 15
 
 
 def progress(event: str, **values: object) -> None:
@@ -310,6 +314,21 @@ class Soak:
         return [m for m in self.account.queued if m not in decided or m in unhanded]
 
     async def _log(self, url: str) -> list[LogEntry]:
+        """The whole log; a node that was just restarted may still be electing a
+        leader, so transport faults are retried for a while, then named."""
+        last: Exception | None = None
+        for _ in range(LOG_READ_TRIES):
+            try:
+                return await self._read_log(url)
+            except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
+                last = e
+                await asyncio.sleep(2.0)
+        raise TransportError(
+            f"the log could not be read for the account after {LOG_READ_TRIES} tries: "
+            f"{type(last).__name__}"
+        ) from last
+
+    async def _read_log(self, url: str) -> list[LogEntry]:
         nc = await connect(url, name="soak-account", creds=hub_setup(self.s.keys).creds)
         try:
             info = await nc.jetstream().stream_info(LOG_STREAM)
