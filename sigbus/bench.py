@@ -33,6 +33,7 @@ from sigbus.bench_startup import startup_bench
 from sigbus.bench_withdrawal import withdrawal_latency
 from sigbus.bench_world import full_size_status, open_world, small_status
 from sigbus.broker.setup import hub_setup
+from sigbus.svgchart import Bar, Series, bar_chart, line_chart, stack
 from sigbus.transport.natsserver import EmbeddedNats
 
 RAW_4KIB = 4096
@@ -216,14 +217,61 @@ def _bar(value: float, top: float, width: int = 30) -> str:
     return "#" * max(1, round(width * value / top)) if top > 0 else ""
 
 
-def render_table(result: dict[str, Any]) -> str:
-    rows: list[tuple[str, float, str]] = [
+def throughput_rows(result: dict[str, Any]) -> list[tuple[str, float, str]]:
+    """The throughput figures beside their baselines, for the table and the chart."""
+    return [
         ("raw JetStream 1 hop, same size", result["raw_msg_per_s"], "msg/s"),
         ("raw JetStream 1 hop, 4 KiB", result["raw_4kib_msg_per_s"], "msg/s"),
         ("crypto floor, per core", result["crypto_floor_msg_per_s_per_core"], "msg/s"),
         ("sigbus end to end, full size", result["e2e_msg_per_s"], "msg/s"),
         ("sigbus end to end, small body", result["e2e_small_msg_per_s"], "msg/s"),
     ]
+
+
+def render_chart(result: dict[str, Any]) -> str:
+    """The figures as one SVG: throughput beside its baselines, latency against the
+    offered load, and start-up time against the log's size when measured."""
+    panels = []
+    if "runs" in result:
+        panels.append(
+            bar_chart(
+                f"Throughput, median of {result['runs']} runs "
+                f"(end to end / raw = {result['e2e_vs_raw_ratio']:.3f}x)",
+                [Bar(label, value, unit) for label, value, unit in throughput_rows(result)],
+            )
+        )
+        latency = result["latency"]
+        panels.append(
+            line_chart(
+                "Latency at a fixed offered load",
+                [
+                    Series(name, [(lat["offered_per_s"], lat[key]) for lat in latency])
+                    for name, key in (("p50", "p50_ms"), ("p99", "p99_ms"))
+                ],
+                x_label="offered msg/s",
+                y_label="ms",
+            )
+        )
+    if result.get("startup"):
+        panels.append(
+            line_chart(
+                "Hub start-up",
+                [
+                    Series("seconds", [(s["entries"], s["seconds"]) for s in result["startup"]]),
+                    Series(
+                        "peak RSS / 100 MB",
+                        [(s["entries"], s["peak_rss_mb"] / 100) for s in result["startup"]],
+                    ),
+                ],
+                x_label="log entries",
+                y_label="s",
+            )
+        )
+    return stack(f"sigbus bench (load average {result.get('loadavg_1m', 0.0):.2f})", panels)
+
+
+def render_table(result: dict[str, Any]) -> str:
+    rows = throughput_rows(result)
     top = max(v for _, v, _ in rows)
     lines = [
         f"sigbus bench: median of {result['runs']} runs, {result['messages']} messages each, "

@@ -23,7 +23,7 @@ from sigbus.agents.social.cli import add_lead_commands
 from sigbus.agents.social.register import CaseRegister
 from sigbus.audit.checkpoint import load_public_key
 from sigbus.audit.errors import AuditError
-from sigbus.bench import BenchSettings, print_result, run_bench
+from sigbus.bench import BenchSettings, print_result, render_chart, run_bench
 from sigbus.broker.failover import serve_with_lease
 from sigbus.broker.service import Broker
 from sigbus.broker.setup import hub_setup
@@ -262,6 +262,9 @@ def bench(
     startup_only: Annotated[
         bool, typer.Option(help="only the start-up figures (needs --startup-sizes)")
     ] = False,
+    chart: Annotated[
+        Path | None, typer.Option(help="also draw the figures as an SVG chart to this file")
+    ] = None,
 ) -> None:
     """Measure the hub end to end beside a raw JetStream pipeline and the crypto floor."""
     try:
@@ -297,6 +300,12 @@ def bench(
     except TimeoutError as e:  # a hub that stopped serving: the figures would be wrong
         raise _fail(TimeoutError("bench: not every message was handed off in time")) from e
     print_result(result, as_json=as_json, echo=typer.echo)
+    if chart is not None:
+        try:
+            chart.write_text(render_chart(result), encoding="utf-8")
+        except OSError as e:
+            raise _fail(OSError(f"--chart: cannot write {chart}: {e.strerror}")) from e
+        typer.echo(f"bench: chart written to {chart}", err=True)
 
 
 @app.command()

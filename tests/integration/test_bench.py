@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,8 @@ SCALARS = (
 )
 
 
-def test_bench_json_shape_and_positive_figures() -> None:
+def test_bench_json_shape_and_positive_figures(tmp_path: Path) -> None:
+    chart = tmp_path / "bench.svg"
     done = subprocess.run(
         [
             sys.executable,
@@ -58,6 +60,8 @@ def test_bench_json_shape_and_positive_figures() -> None:
             "40",
             "--withdrawal-cases",
             "2",
+            "--chart",
+            str(chart),
         ],
         capture_output=True,
         text=True,
@@ -81,6 +85,12 @@ def test_bench_json_shape_and_positive_figures() -> None:
     assert result["withdrawal_p50_ms"] > 0
     assert result["withdrawal_releases_after_withdrawal"] == 0
     assert "bench: e2e_full" in done.stderr  # progress goes to stderr, figures to stdout
+    # The chart draws the same figures (text in the SVG, so they can be read back).
+    svg = ElementTree.parse(chart).getroot()
+    texts = [t.text or "" for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert f"{result['e2e_msg_per_s']:,.1f} msg/s" in texts
+    assert f"{result['raw_msg_per_s']:,.1f} msg/s" in texts
+    assert any(f"{result['e2e_vs_raw_ratio']:.3f}x" in t for t in texts)
 
 
 def test_bench_refuses_bad_loads() -> None:
