@@ -84,7 +84,7 @@ def line_chart(
     xs = [x for s in series for x, _ in s.points]
     ys = [y for s in series for _, y in s.points]
     x_top, y_top = max(xs, default=1.0) or 1.0, max(ys, default=1.0) or 1.0
-    left, right = _PAD + 60, WIDTH - _PAD - 140
+    left, right = _PAD + 60, WIDTH - _PAD - 190
     plot_top, plot_bottom = _PAD + 34.0, height - 40
 
     def at(x: float, y: float) -> tuple[float, float]:
@@ -115,13 +115,16 @@ def line_chart(
         for (px, py), (_, y) in zip(points, sorted(s.points), strict=True):
             out += [
                 f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="{colour}"/>',
-                _text(px + 5, py - 6, f"{y:,.0f}", size=11),
+                # The first series' values under its points, the others' above,
+                # so two close lines do not print over each other.
+                _text(px + 5, py + 15 if i == 0 else py - 6, f"{y:,.0f}", size=11),
             ]
+        legend_x = right + 24
         legend_y = plot_top + 18 * i
         out += [
-            f'<rect x="{right + 16}" y="{legend_y - 9:.1f}" width="12" height="12" '
+            f'<rect x="{legend_x}" y="{legend_y - 9:.1f}" width="12" height="12" '
             f'fill="{colour}"/>',
-            _text(right + 34, legend_y + 2, s.name, size=12),
+            _text(legend_x + 18, legend_y + 2, s.name, size=12),
         ]
     return "\n".join(out), height
 
