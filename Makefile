@@ -33,7 +33,7 @@ lint: $(STAMP)
 # development keys and fictitious data: docs/performance.md; Cedar for the policy
 # engine; SHA-256 and raw JetStream publishes for the log).
 bench: $(STAMP)
-	$(BIN)/sigbus --dev bench --startup-sizes 10000,100000,1000000
+	$(BIN)/sigbus --dev bench --startup-sizes 10000,100000,1000000 --chart bench.svg
 	$(BIN)/python bench/policy_bench.py
 	$(BIN)/python bench/audit_bench.py
 

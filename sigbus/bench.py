@@ -11,7 +11,6 @@ within one run first (same server, same minute), then its median reported.
 from __future__ import annotations
 
 import asyncio
-import cProfile
 import json
 import os
 import pstats
@@ -64,9 +63,7 @@ def progress(event: str, **values: object) -> None:
     print(f"bench: {event} {detail}".rstrip(), file=sys.stderr, flush=True)
 
 
-async def one_run(
-    settings: BenchSettings, run: int, profile: cProfile.Profile | None
-) -> dict[str, Any]:
+async def one_run(settings: BenchSettings, run: int, profile: Path | None) -> dict[str, Any]:
     floor = crypto_floor_seconds(settings.floor_iterations)
     progress("crypto_floor", run=run, per_core_msg_s=round(1 / floor))
     signatures = signature_costs(settings.floor_iterations).as_figures()
@@ -86,7 +83,7 @@ async def one_run(
 
 
 async def _measure(
-    settings: BenchSettings, run: int, url: str, floor: float, profile: cProfile.Profile | None
+    settings: BenchSettings, run: int, url: str, floor: float, profile: Path | None
 ) -> dict[str, Any]:
     world = await open_world(settings.keys, url, profile=profile)
     try:
@@ -95,9 +92,6 @@ async def _measure(
         progress("e2e_full", run=run, msg_s=round(full.msg_per_s, 1))
         small = await throughput(world, small_status, settings.messages)
         progress("e2e_small", run=run, msg_s=round(small.msg_per_s, 1))
-        # The hub is idle now (every message handed off): its pure part, on this thread.
-        pipeline = pipeline_cpu_seconds(world, settings.floor_iterations)
-        progress("hub_pipeline", run=run, cpu_ms=round(pipeline * 1e3, 2))
         latencies: list[Latency] = []
         for rate in settings.loads:
             lat = await measure_latency(world, full_size_status, rate, settings.duration_s)
@@ -110,6 +104,11 @@ async def _measure(
                 refused=lat.refused,
             )
             latencies.append(lat)
+        # The hub's pure part, on this thread, on a hub started afresh on the same log
+        # once the serving one has stopped (it writes its profile as it stops).
+        world.hub.stop()
+        pipeline = await pipeline_cpu_seconds(world, settings.keys, url, settings.floor_iterations)
+        progress("hub_pipeline", run=run, cpu_ms=round(pipeline * 1e3, 2))
     finally:
         await world.close()
     creds = hub_setup(settings.keys).creds
@@ -173,7 +172,7 @@ def summarise(settings: BenchSettings, runs: list[dict[str, Any]]) -> dict[str, 
     out["duration_s"] = settings.duration_s
     out["recipients"] = 2
     out["hub_cpu_method"] = (
-        "process CPU less the adapters' thread (the hub's thread and its worker threads) "
+        "the hub process's user + system CPU (its loop thread and its worker threads) "
         "over the full-size run; "
         "pipeline: thread_time of evaluate + 2 sign_record on an idle hub"
     )
@@ -185,14 +184,15 @@ def summarise(settings: BenchSettings, runs: list[dict[str, Any]]) -> dict[str, 
 def run_bench(settings: BenchSettings) -> dict[str, Any]:
     if settings.startup_only:
         return {"startup": startup_bench(settings.keys, settings.startup_sizes)}
-    profile = cProfile.Profile() if settings.profile is not None else None
     runs = []
-    for run in range(1, settings.runs + 1):
-        runs.append(asyncio.run(one_run(settings, run, profile)))
-    if profile is not None and settings.profile is not None:
-        profile.dump_stats(str(settings.profile))
-        stats = pstats.Stats(profile, stream=sys.stderr)
-        stats.sort_stats("tottime").print_stats(25)
+    with tempfile.TemporaryDirectory(prefix="sigbus-bench-profile-") as tmp:
+        profiles = [Path(tmp) / f"run-{run}.pstats" for run in range(1, settings.runs + 1)]
+        for run, path in enumerate(profiles, start=1):
+            runs.append(asyncio.run(one_run(settings, run, path if settings.profile else None)))
+        if settings.profile is not None:  # the hub process's loop thread, every run
+            stats = pstats.Stats(*(str(p) for p in profiles), stream=sys.stderr)
+            stats.dump_stats(str(settings.profile))
+            stats.sort_stats("tottime").print_stats(25)
     out = summarise(settings, runs)
     if settings.startup_sizes:
         out["startup"] = startup_bench(settings.keys, settings.startup_sizes)

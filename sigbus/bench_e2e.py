@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sigbus.agents.errors import PublishFailed
 from sigbus.bench_world import RECIPIENTS, World
@@ -59,13 +60,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-async def _send(world: World, body: CommitmentStatus) -> str:
+async def _send(world: World[Any], body: CommitmentStatus) -> str:
     return await world.sender.send(
         MessageType.COMMITMENT_STATUS, body, case_ref=world.case_ref, recipients=RECIPIENTS
     )
 
 
-async def throughput(world: World, make_body: Callable[[], CommitmentStatus], n: int) -> Throughput:
+async def throughput(
+    world: World[Any], make_body: Callable[[], CommitmentStatus], n: int
+) -> Throughput:
     """``n`` messages, windowed; from the first publish to the last hand-off."""
     window = asyncio.Semaphore(WINDOW)
     done = asyncio.Event()
@@ -97,7 +100,7 @@ async def throughput(world: World, make_body: Callable[[], CommitmentStatus], n:
     return Throughput(n, seconds, cpu, envelope_bytes)
 
 
-async def _send_waiting(world: World, body: CommitmentStatus, waiter: asyncio.Event) -> str:
+async def _send_waiting(world: World[Any], body: CommitmentStatus, waiter: asyncio.Event) -> str:
     """Send, and have ``waiter`` set at the last hand-off (also if it came first)."""
     envelope = world.seal_status(body)
     message_id = envelope.header.message_id
@@ -111,7 +114,7 @@ async def _send_waiting(world: World, body: CommitmentStatus, waiter: asyncio.Ev
 
 
 async def latency(
-    world: World, make_body: Callable[[], CommitmentStatus], rate: float, duration: float
+    world: World[Any], make_body: Callable[[], CommitmentStatus], rate: float, duration: float
 ) -> Latency:
     """Open loop: one send every ``1/rate`` s for ``duration`` s, each in its own task."""
     count = max(1, round(rate * duration))

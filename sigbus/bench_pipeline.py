@@ -12,15 +12,29 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from sigbus.bench_world import RECIPIENTS, World, full_size_status
 from sigbus.broker.pipeline import evaluate
+from sigbus.broker.service import Broker
+from sigbus.broker.setup import hub_setup
 from sigbus.protocol.release import sign_record
 
 
-def pipeline_cpu_seconds(world: World, iterations: int) -> float:
-    """CPU seconds per message (this thread's) of evaluate + 2 release signatures."""
-    broker = world.hub.broker
+async def pipeline_cpu_seconds(world: World[Any], keys: Path, url: str, iterations: int) -> float:
+    """CPU seconds per message (this thread's) of evaluate + 2 release signatures, with
+    the context and state of a hub started on the log (and not serving: the serving
+    hub has stopped, and nothing is sent meanwhile)."""
+    broker = hub_setup(keys).broker(url)
+    await broker.start()
+    try:
+        return _measure(world, broker, iterations)
+    finally:
+        await broker.stop()
+
+
+def _measure(world: World[Any], broker: Broker, iterations: int) -> float:
     raws = [world.seal_status(full_size_status()).to_wire() for _ in range(iterations)]
     record = world.handoffs.last_record
     if record is None:

@@ -100,11 +100,11 @@ def _withdrawal() -> ConsentEvent:
     )
 
 
-async def _hold(world: World, *, held: bool) -> None:
+async def _hold(world: World[HubThread], *, held: bool) -> None:
     world.hub.broker.hold(held)
 
 
-async def _queue(world: World, refs: list[str], backlog: int) -> None:
+async def _queue(world: World[HubThread], refs: list[str], backlog: int) -> None:
     """Seal ``backlog`` full-size messages first, then publish them pipelined."""
     sender = world.sender
     envelopes = [
@@ -128,13 +128,13 @@ async def _queue(world: World, refs: list[str], backlog: int) -> None:
     await asyncio.wait_for(asyncio.gather(*futures), timeout=300)
 
 
-def _recorded_consents(world: World) -> int:
+def _recorded_consents(world: World[HubThread]) -> int:
     return sum(
         1 for e in world.hub.broker.writer.entries() if e.message_type is MessageType.CONSENT_EVENT
     )
 
 
-def _backlog_done(world: World, backlog: int) -> bool:
+def _backlog_done(world: World[HubThread], backlog: int) -> bool:
     decided = {
         e.message_id
         for e in world.hub.broker.writer.entries()
@@ -143,7 +143,7 @@ def _backlog_done(world: World, backlog: int) -> bool:
     return len(decided) >= backlog
 
 
-def _account(world: World, withdrawn: list[str]) -> tuple[int, int]:
+def _account(world: World[HubThread], withdrawn: list[str]) -> tuple[int, int]:
     """(retraction entries, releases decided after their case's withdrawal)."""
     entries = list(world.hub.broker.writer.entries())
     at = {e.case_ref: e.index for e in entries if e.message_id in withdrawn}

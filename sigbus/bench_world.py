@@ -1,16 +1,22 @@
-"""The bench's live world: an embedded nats-server as deployed, a hub in its own thread,
-and three real adapters, with one case whose consents cover every party.
+"""The bench's live world: an embedded nats-server as deployed, a hub, and three real
+adapters, with one case whose consents cover every party.
 
 The server is :class:`EmbeddedNats` secured as ``sigbus up`` runs it (mutual TLS,
-nkeys and accounts from the keys directory, ``sync_interval: always``). The hub
-runs on its own event loop in its own thread, so its CPU time is that thread's
-:func:`time.thread_time` and nothing the adapters do is counted in it.
+nkeys and accounts from the keys directory, ``sync_interval: always``). For the
+throughput and latency figures the hub runs in its own process
+(:class:`HubProcess`), as deployed, and its CPU time is that process's. The
+withdrawal figure needs to hold the hub and read its log in memory, so there it
+runs on its own event loop in a thread of this process (:class:`HubThread`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import cProfile
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -18,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sigbus.agents.runtime import Adapter, Delivered
 from sigbus.agents.setup import agency_setup
@@ -137,6 +143,57 @@ class HubThread:
         self._thread.join(timeout=15)
 
 
+class HubProcess:
+    """A hub in its own process (:mod:`sigbus.bench_hub`), as deployed: the hub and
+    the adapters then run on separate cores instead of sharing one interpreter lock.
+    Its CPU time is the process's user + system time, read from ``/proc``."""
+
+    def __init__(self, keys: Path, url: str, *, profile: Path | None) -> None:
+        self._args = [sys.executable, "-m", "sigbus.bench_hub", str(keys), url]
+        if profile is not None:
+            self._args.append(str(profile))
+        self._proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(  # noqa: S603 - our own module, our arguments
+            self._args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()  # blocks until the hub serves, or dies
+        if line.strip() != "ready":
+            self._proc.kill()
+            _, err = self._proc.communicate(timeout=10)
+            said = err.strip().splitlines()
+            raise RuntimeError(
+                "the bench hub did not start: "
+                + (said[-1] if said else f"exit {self._proc.returncode}")
+            )
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the hub process has used so far (user + system, all its threads)."""
+        assert self._proc is not None, "hub not started"
+        stat = Path(f"/proc/{self._proc.pid}/stat").read_text()
+        # Fields after the command name (which may hold spaces, inside parentheses):
+        # utime and stime are fields 14 and 15 of proc(5).
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.send_signal(signal.SIGTERM)
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+
+
+class Hub(Protocol):
+    def cpu_seconds(self) -> float: ...
+    def stop(self) -> None: ...
+
+
 @dataclass
 class Handoffs:
     """When each recipient's handler got each message (perf_counter seconds)."""
@@ -162,9 +219,12 @@ class Handoffs:
         return handle
 
 
+HubT = TypeVar("HubT", bound=Hub)
+
+
 @dataclass
-class World:
-    hub: HubThread
+class World(Generic[HubT]):
+    hub: HubT
     adapters: dict[AgencyId, Adapter]
     handoffs: Handoffs = field(default_factory=Handoffs)
     case_ref: str = ""
@@ -198,9 +258,10 @@ class World:
         self.hub.stop()
 
 
-async def open_world(keys: Path, url: str, *, profile: cProfile.Profile | None) -> World:
-    hub = HubThread(keys, url, profile=profile)
-    hub.start()
+async def open_world(keys: Path, url: str, *, profile: Path | None) -> World[HubProcess]:
+    """The world with the hub in its own process, as deployed."""
+    hub = HubProcess(keys, url, profile=profile)
+    await asyncio.to_thread(hub.start)
     adapters = {a: await agency_setup(a, keys).connect(url) for a in DEV_AGENCIES}
     world = World(hub, adapters)
     world.start_receivers()
@@ -208,7 +269,7 @@ async def open_world(keys: Path, url: str, *, profile: cProfile.Profile | None) 
     return world
 
 
-async def open_case(world: World) -> str:
+async def open_case(world: World[Any]) -> str:
     """Open a case with consent from the young person and both guardians (as
     tests/integration/conftest.py does), and wait until a first release arrives."""
     social = world.adapters["social"]
