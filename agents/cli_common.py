@@ -402,6 +402,7 @@ def agency_app(
     """The command group of one agency, from its profile; ``journal`` keeps what its
     commands send and receive (the lead's case register)."""
     app = typer.Typer(
+        rich_markup_mode="markdown",
         pretty_exceptions_show_locals=False,
         help=f"{profile.display_name.sv} ({profile.display_name.en}).",
         no_args_is_help=True,

@@ -61,12 +61,16 @@ from sigbus.transport.runlock import RunLock, running_pid
 log = structlog.get_logger("sigbus.cli")
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
     help="sigbus: consent-gated, logged information sharing for sociala insatsgrupper (SIG).",
     no_args_is_help=True,
 )
 broker_app = typer.Typer(
-    pretty_exceptions_show_locals=False, help="The hub broker.", no_args_is_help=True
+    rich_markup_mode="markdown",
+    pretty_exceptions_show_locals=False,
+    help="The hub broker.",
+    no_args_is_help=True,
 )
 app.add_typer(broker_app, name="broker")
 app.add_typer(keys_app, name="keys")

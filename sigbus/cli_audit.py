@@ -50,16 +50,19 @@ from sigbus.transport.files import read_file, write_private
 from sigbus.transport.profiles import load_profiles
 
 audit_app = typer.Typer(
+    rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
     help="Verify, prove and query an exported disclosure log offline.",
     no_args_is_help=True,
 )
 prove_app = typer.Typer(
+    rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
     help="Compute inclusion and consistency proofs from an export file.",
 )
 audit_app.add_typer(prove_app, name="prove")
 fork_app = typer.Typer(
+    rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
     help="The evidence of a forked log that a witness saved.",
     no_args_is_help=True,

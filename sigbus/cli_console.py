@@ -25,6 +25,7 @@ DEFAULT_PORT = 8470
 USERS_FILE = "console-users.json"
 
 console_app = typer.Typer(
+    rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
     help="The web console: cases for coordinators, the log for compliance officers.",
 )

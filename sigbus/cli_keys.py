@@ -71,7 +71,10 @@ from sigbus.transport.natsserver import (
 )
 
 keys_app = typer.Typer(
-    pretty_exceptions_show_locals=False, help="Keys and the agency directory.", no_args_is_help=True
+    rich_markup_mode="markdown",
+    pretty_exceptions_show_locals=False,
+    help="Keys and the agency directory.",
+    no_args_is_help=True,
 )
 
 DirOpt = Annotated[

@@ -40,6 +40,7 @@ from sigbus.protocol.ids import AgencyId, MessageType
 from sigbus.protocol.messages import parse_consenter_key
 
 policy_app = typer.Typer(
+    rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
     help="Offline policy evaluation: decide one request against rules and state.",
     no_args_is_help=True,

@@ -98,9 +98,13 @@ def add_lead_commands(
     agency = profile.name
     journal = register if register is not None else CaseRegister()
     case_app = typer.Typer(
-        pretty_exceptions_show_locals=False, help="SIG cases.", no_args_is_help=True
+        rich_markup_mode="markdown",
+        pretty_exceptions_show_locals=False,
+        help="SIG cases.",
+        no_args_is_help=True,
     )
     consent_app = typer.Typer(
+        rich_markup_mode="markdown",
         pretty_exceptions_show_locals=False,
         help="Samtycke: record consent given or withdrawn.",
         no_args_is_help=True,
