@@ -169,8 +169,12 @@ async def test_adapters_and_hub_ride_out_a_nats_restart(
     for agency in (P, SO):
         text = logs[agency].read_text()
         assert "nats_unreachable" in text, (agency, text[-2000:])
-        assert text.count("waiting_for_streams") == 1, (agency, text[-2000:])
-        assert "streams_ready" in text, (agency, text[-2000:])
+        # Waiting for the hub's streams is logged once per wait and closed by
+        # streams_ready; a loaded machine may see a second wait while JetStream
+        # recovers its streams after the restart, never one left open.
+        waits = text.count('"waiting_for_streams"')
+        assert waits >= 1, (agency, text[-2000:])
+        assert text.count('"streams_ready"') == waits, (agency, text[-2000:])
         assert "nats_disconnected" in text, (agency, text[-2000:])
         assert "nats_reconnected" in text, (agency, text[-2000:])
         assert "Traceback" not in text, (agency, text[-2000:])
