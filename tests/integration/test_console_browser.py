@@ -40,6 +40,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+async def _downloaded(path: Path, within: float = 30.0) -> bytes:
+    """The downloaded file once Chromium has finished it: Chromium creates the target name
+    empty and writes into ``NAME.crdownload`` until it renames it, so existence alone
+    read an empty PDF in CI."""
+    partial = path.with_name(path.name + ".crdownload")
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size > 0 and not partial.exists():
+            return path.read_bytes()
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"download of {path.name} not finished within {within} s")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -203,11 +216,7 @@ async def test_console_end_to_end_in_chromium(
         assert world.youth not in browser.page_source
         shot("extract")
         browser.find_element(By.ID, "extract-pdf").click()
-        pdf_file = downloads / "registerutdrag.pdf"
-        deadline = time.monotonic() + 15
-        while not pdf_file.exists() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        pdf = pdf_file.read_bytes()
+        pdf = await _downloaded(downloads / "registerutdrag.pdf")
         assert pdf.startswith(b"%PDF-")
         assert f"lines={len(about_youth)}".encode() in pdf
         assert len(re.findall(rb"\(#\d+ ", pdf)) == len(about_youth)
@@ -215,9 +224,7 @@ async def test_console_end_to_end_in_chromium(
         # Its JSON: complete and proven, but no witness ran, so never a verdict of "verified".
         browser.find_element(By.ID, "extract-json").click()
         json_file = downloads / "registerutdrag.json"
-        deadline = time.monotonic() + 15
-        while not json_file.exists() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await _downloaded(json_file)
         trusted = ["--directory", str(keys_dir / "directory.json")]
         trusted += ["--root", str(keys_dir / "root.json")]
         verified = CliRunner().invoke(audit_app, ["verify-extract", str(json_file), *trusted])

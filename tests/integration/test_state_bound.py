@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import structlog
+from nats.js.errors import NotFoundError
 from typer.testing import CliRunner
 
 from sigbus.agents.setup import agency_setup
@@ -34,7 +35,7 @@ from sigbus.export import export_log, export_state
 from sigbus.protocol.codes import ConsentAction, ConsenterRole
 from sigbus.protocol.ids import MessageType, new_opaque_id
 from sigbus.protocol.messages import CaseOpened, ConsentEvent
-from sigbus.protocol.subjects import STATE_STREAM, STATE_SUBJECT
+from sigbus.protocol.subjects import INGRESS_STREAM, STATE_STREAM, STATE_SUBJECT
 from sigbus.transport import config
 from sigbus.transport.bus import connect, ensure_streams, read_stream
 from tests.integration.conftest import World
@@ -150,6 +151,25 @@ async def test_an_edited_state_stops_the_hub_and_check_state_finds_it(
     assert [f["fault"] for f in report["findings"]] == [fault]
 
 
+async def _streams_made(nats_url: str, keys_dir: Path, within: float = 60.0) -> None:
+    """Wait until the hub process has made its ingress stream (a loaded machine may take
+    seconds); a fixed sleep lost the race in CI and the send found no stream."""
+    nc = await connect(nats_url, name="test-observer", creds=hub_setup(keys_dir).creds)
+    try:
+        js = nc.jetstream()
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            try:
+                await js.stream_info(INGRESS_STREAM)
+                return
+            except NotFoundError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
 async def test_crash_between_log_and_state_write_is_completed_on_restart(
     nats_url: str, keys_dir: Path
 ) -> None:
@@ -161,7 +181,7 @@ async def test_crash_between_log_and_state_write_is_completed_on_restart(
     social = await agency_setup(SO, keys_dir).connect(nats_url)
     first = subprocess.Popen(cmd, env=env)
     try:
-        await asyncio.sleep(1.5)  # streams created
+        await _streams_made(nats_url, keys_dir)
         youth = World(broker=None, adapters={}).youth  # type: ignore[arg-type]
         case = new_opaque_id("case", 12)
         mid = await social.send(
