@@ -161,11 +161,12 @@ async def _streams_made(nats_url: str, keys_dir: Path, within: float = 60.0) -> 
         while True:
             try:
                 await js.stream_info(INGRESS_STREAM)
-                return
             except NotFoundError:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 await asyncio.sleep(0.1)
+            else:
+                return
     finally:
         await nc.close()
 
