@@ -348,8 +348,9 @@ def make_app(console: Console) -> Starlette:
                 status=503,
                 error="extract_unavailable",
             )
+        personnummer = form.get("personnummer", "").strip()
         try:
-            is_about = about_person(form.get("personnummer", "").strip(), console.pseudonym_key)
+            about_person(personnummer, console.pseudonym_key)  # refused before the hub is read
         except PersonnummerError:
             log.info("console_extract_refused", user=session.user, reason="bad_personnummer")
             return _page(
@@ -370,7 +371,8 @@ def make_app(console: Console) -> Starlette:
                 snap.leaves,
                 snap.cosignatures,
                 log_key=snap.log_key,
-                is_about=is_about,
+                # The case records too: the hub's own denies in a case name no subject.
+                is_about=about_person(personnummer, console.pseudonym_key, snap.cases),
                 signer=console.log_signer,
             )
         except AuditError as e:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import base64
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from fpdf import FPDF
 
@@ -32,15 +33,31 @@ from sigbus.protocol.personnummer import normalise_personnummer
 KEEP = timedelta(minutes=10)
 
 
-def about_person(personnummer: str, pseudonym_key: bytes) -> Callable[[LogEntry], bool]:
+class HasSubject(Protocol):
+    """A hub case record (``broker.state.CaseRecord``): whose case it is."""
+
+    @property
+    def subject_id(self) -> str: ...
+
+
+def about_person(
+    personnummer: str,
+    pseudonym_key: bytes,
+    cases: Mapping[str, HasSubject] | None = None,
+) -> Callable[[LogEntry], bool]:
     """Whether an entry is about the person: its ``subject_ref`` is the person's ref in the
-    entry's scope (case, or message outside a case). Raises ``PersonnummerError``."""
+    entry's scope (case, or message outside a case). Raises ``PersonnummerError``.
+
+    ``cases``: the hub's case records. A deny the hub decides before the policy (a
+    message in a closed case, a refused consent record) names no subject, only its
+    case; in one of the person's cases it is a deny about them all the same."""
     subject_id = subject_id_for(normalise_personnummer(personnummer), pseudonym_key)
+    theirs = {ref for ref, record in (cases or {}).items() if record.subject_id == subject_id}
     refs: dict[str, str] = {}
 
     def is_about(entry: LogEntry) -> bool:
         if entry.subject_ref is None:
-            return False
+            return entry.case_ref is not None and entry.case_ref in theirs
         scope = entry.case_ref or entry.message_id
         if scope not in refs:
             refs[scope] = subject_ref_for(subject_id, scope, pseudonym_key)

@@ -111,6 +111,17 @@ def _fail(e: Exception) -> typer.Exit:
     return typer.Exit(2)
 
 
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port", help="serve Prometheus metrics on this port (127.0.0.1); off if unset"
+    ),
+]
+
+#: What `sigbus demo --hold-open` writes to stderr once every step is done.
+DEMO_HOLDING = "sigbus demo: every step done; the hub stays up until Enter (or end of input)"
+
+
 @app.command()
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
@@ -119,12 +130,37 @@ def demo(
         typer.Option("--data-dir", help="keep NATS data here (default: a fresh temp dir)"),
     ] = None,
     keys: KeysOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    hold_open: Annotated[
+        bool,
+        typer.Option(
+            "--hold-open",
+            help="once every step is done, keep the hub (and its metrics) up until Enter",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole SIG story on an embedded nats-server and check every step."""
     # The demo is what the development keys are for: it runs on a copy of them.
     os.environ[config.DEV_ENV] = "1"
+
+    async def hold() -> None:
+        # On stderr: stdout stays the report (one JSON object with --json).
+        typer.echo(DEMO_HOLDING, err=True)
+        await asyncio.to_thread(sys.stdin.readline)
+
+    if metrics_port is not None:
+        typer.echo(
+            f"sigbus demo: hub metrics on http://{METRICS_HOST}:{metrics_port}/metrics", err=True
+        )
     try:
-        report = asyncio.run(run_demo(data_dir=data_dir, keys_dir=config.keys_dir(keys)))
+        report = asyncio.run(
+            run_demo(
+                data_dir=data_dir,
+                keys_dir=config.keys_dir(keys),
+                metrics_port=metrics_port,
+                hold=hold if hold_open else None,
+            )
+        )
     except (SigbusError, ProtocolError) as e:
         raise _fail(e) from e
     if as_json:
@@ -141,14 +177,6 @@ def demo(
         )
         typer.echo("ALL EXPECTATIONS HELD" if report.ok else "SOME EXPECTATIONS FAILED")
     raise typer.Exit(0 if report.ok else 1)
-
-
-MetricsPortOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--metrics-port", help="serve Prometheus metrics on this port (127.0.0.1); off if unset"
-    ),
-]
 
 
 @app.command()

@@ -45,6 +45,23 @@ def _read_personnummer(path: Path) -> str:
     return lines[0].strip() if lines else ""
 
 
+async def extract_from(source: NatsSource, personnummer: str) -> Extract:
+    """The person's extract of a running hub's log up to its latest signed checkpoint,
+    with the witnesses' cosignatures (the command's, and the demo's last step). Raises
+    ``PersonnummerError``; the personnummer stays in memory."""
+    snap = await source.snapshot()
+    if snap.note is None or snap.log_key is None:
+        raise ExtractError("the log has no signed checkpoint yet")
+    return build_extract(
+        snap.note,
+        snap.leaves,
+        snap.cosignatures,
+        log_key=snap.log_key,
+        is_about=about_person(personnummer, source.pseudonym_key, snap.cases),
+        signer=source.log_signer,
+    )
+
+
 @audit_app.command("extract")
 def audit_extract(
     personnummer_file: Annotated[
@@ -65,26 +82,14 @@ def audit_extract(
     if fmt not in ("json", "pdf") or lang not in ("sv", "en"):
         raise _usage("--format is json or pdf, --lang is sv or en")
     source = NatsSource(config.nats_url(nats, data_dir), config.keys_dir(keys))
+    personnummer = _read_personnummer(personnummer_file)
     try:
-        is_about = about_person(_read_personnummer(personnummer_file), source.pseudonym_key)
+        about_person(personnummer, source.pseudonym_key)  # refused before the hub is asked
     except PersonnummerError as e:
         raise _usage("--personnummer-file holds no valid 12-digit personnummer") from e
 
-    async def run() -> Extract:
-        snap = await source.snapshot()
-        if snap.note is None or snap.log_key is None:
-            raise ExtractError("the log has no signed checkpoint yet")
-        return build_extract(
-            snap.note,
-            snap.leaves,
-            snap.cosignatures,
-            log_key=snap.log_key,
-            is_about=is_about,
-            signer=source.log_signer,
-        )
-
     try:
-        extract = asyncio.run(run())
+        extract = asyncio.run(extract_from(source, personnummer))
     except (SigbusError, ProtocolError, AuditError) as e:
         typer.echo(f"FAIL / UNDERKÄND: no extract: {e}", err=True)
         raise typer.Exit(code=EXIT_FAILED) from e

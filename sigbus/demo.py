@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import tomllib
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -31,10 +32,14 @@ from sigbus.agents.social.consent import consent_given, consent_withdrawn
 from sigbus.agents.witnessing import WitnessRunner, log_public_key, prove_release
 from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.audit.errors import AuditError
+from sigbus.audit.extract import LISTED, verify_extract
 from sigbus.audit.verify_report import VERIFIED
 from sigbus.broker.service import Broker
 from sigbus.broker.setup import hub_setup
 from sigbus.cli_audit import load_trust
+from sigbus.cli_extract import extract_from
+from sigbus.cli_metrics import hub_metrics_task, stop_metrics
+from sigbus.console.source import NatsSource
 from sigbus.export import export_log
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from sigbus.parallel_verify import verify_export_file
@@ -68,6 +73,7 @@ from sigbus.protocol.messages import (
 from sigbus.protocol.notice import DecisionNotice
 from sigbus.protocol.subjects import LOG_STREAM
 from sigbus.transport.config import insecure_dev
+from sigbus.transport.files import write_private
 from sigbus.transport.keystore import (
     DIRECTORY_FILE,
     ROOT_FILE,
@@ -139,6 +145,25 @@ class AuditOutcome:
 
 
 @dataclass
+class ExtractOutcome:
+    """The young person's disclosure extract (registerutdrag), made and verified offline."""
+
+    path: str
+    #: The log indexes the extract lists, and those the log says it must (every release
+    #: and deny of the demo's messages, all of them about the one young person).
+    listed: list[int]
+    expected: list[int]
+    releases: int
+    denies: int
+    verify_summary: str
+    verified: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.verified and self.listed == self.expected
+
+
+@dataclass
 class DemoReport:
     ok: bool
     lines: list[str]
@@ -146,6 +171,7 @@ class DemoReport:
     entries: list[LogEntry]
     received: dict[AgencyId, list[str]]
     audit: AuditOutcome
+    extract: ExtractOutcome
 
     def as_json(self) -> dict[str, Any]:
         releases = Counter(
@@ -172,6 +198,15 @@ class DemoReport:
                 "export": self.audit.export_path,
                 "verify": self.audit.export_summary,
                 "ok": self.audit.ok,
+            },
+            "extract": {
+                "path": self.extract.path,
+                "lines": len(self.extract.listed),
+                "releases": self.extract.releases,
+                "denies": self.extract.denies,
+                "exactly_the_logs": self.extract.listed == self.extract.expected,
+                "verify": self.extract.verify_summary,
+                "ok": self.extract.ok,
             },
             "expectations": [
                 {
@@ -202,6 +237,8 @@ class Story:
         self.expectations: list[Expectation] = []
         self.case_ref = new_opaque_id("case", 12)
         self.now = datetime.now(UTC)
+        #: The young person the case is about (fictitious; held in memory, never printed).
+        self.youth = fictitious_personnummer(birth_date_for_age(self.now.date(), 16), 981)
 
     async def send(
         self,
@@ -314,7 +351,7 @@ class Story:
         joining = self.profiles[J]
         R, D, REC = EntryOutcome.RELEASE, EntryOutcome.DENY, EntryOutcome.RECORDED
         today = self.now.date()
-        youth = fictitious_personnummer(birth_date_for_age(today, 16), 981)
+        youth = self.youth
         case = self.case_ref
 
         await self.send(
@@ -599,6 +636,46 @@ async def audit_story(story: Story, export_path: Path, keys_dir: Path) -> AuditO
     )
 
 
+async def extract_story(
+    story: Story, nats_url: str, keys_dir: Path, path: Path, entries: list[LogEntry]
+) -> ExtractOutcome:
+    """The young person's extract as `sigbus audit extract` makes it (from the hub's log up
+    to the cosigned checkpoint), then `audit verify-extract`'s check with the trusted form:
+    the pinned root, the directory it signed, every witness in the quorum."""
+    # As for a real request: the person is found from the personnummer through the hub's
+    # pseudonym key (their per-case refs) and the hub's case records, never by the case ref.
+    extract = await extract_from(NatsSource(nats_url, keys_dir), story.youth)
+    write_private(path, extract.to_json())
+    # What the extract must list, from the log: every release and deny of the demo's
+    # messages (each about the one young person: the referral and the case).
+    sent = {x.message_id for x in story.expectations if x.message_id}
+    expected = [e.index for e in entries if e.outcome in LISTED and e.message_id in sent]
+    listed = [line.entry.index for line in extract.lines]
+    try:
+        root = (keys_dir / ROOT_FILE).read_bytes()
+        trust = load_trust(keys_dir / DIRECTORY_FILE, root, quorum=None)
+        report = verify_extract(path.read_bytes(), trust)
+        summary, verified = (
+            f"VERIFIED: {report.lines} lines in the log of size {report.size}, witness "
+            f"quorum {trust.quorum} of {len(trust.witnesses)} "
+            f"({', '.join(report.cosigned_by)})",
+            True,
+        )
+    except (AuditError, ProtocolError) as e:
+        summary, verified = f"FAIL: {e}", False
+    outcomes = Counter(line.entry.outcome for line in extract.lines)
+    log.info("demo_extract", lines=len(listed), expected=len(expected), verified=verified)
+    return ExtractOutcome(
+        path=str(path),
+        listed=listed,
+        expected=expected,
+        releases=outcomes[EntryOutcome.RELEASE],
+        denies=outcomes[EntryOutcome.DENY],
+        verify_summary=summary,
+        verified=verified,
+    )
+
+
 def judge(x: Expectation, logged: list[LogEntry], received: dict[AgencyId, list[str]]) -> bool:
     """Whether one step held, from the log's entries of its message and what each agency
     received. Fills ``x.observed`` (recipient -> outcome as logged)."""
@@ -628,7 +705,9 @@ def judge(x: Expectation, logged: list[LogEntry], received: dict[AgencyId, list[
     )
 
 
-def check(story: Story, entries: list[LogEntry], audit: AuditOutcome) -> DemoReport:
+def check(
+    story: Story, entries: list[LogEntry], audit: AuditOutcome, extract: ExtractOutcome
+) -> DemoReport:
     by_message: dict[str, list[LogEntry]] = {}
     for e in entries:
         by_message.setdefault(e.message_id, []).append(e)
@@ -674,7 +753,18 @@ def check(story: Story, entries: list[LogEntry], audit: AuditOutcome) -> DemoRep
         f"{'ok ' if audit.ok else 'FAIL'} 14. Log exported to {audit.export_path} "
         f"and verified offline: {audit.export_summary}"
     )
-    ok = all(x.held for x in story.expectations) and audit.ok
+    exactly = (
+        "exactly the log's"
+        if extract.listed == extract.expected
+        else f"NOT the log's {len(extract.expected)}"
+    )
+    lines.append(
+        f"{'ok ' if extract.ok else 'FAIL'} 15. The young person's disclosure extract "
+        f"(registerutdrag, GDPR art. 15) written to {extract.path}: {len(extract.listed)} "
+        f"lines, {exactly} releases ({extract.releases}) and denies ({extract.denies}) "
+        f"about them; verified offline: {extract.verify_summary}"
+    )
+    ok = all(x.held for x in story.expectations) and audit.ok and extract.ok
     return DemoReport(
         ok=ok,
         lines=lines,
@@ -682,6 +772,7 @@ def check(story: Story, entries: list[LogEntry], audit: AuditOutcome) -> DemoRep
         entries=entries,
         received=received,
         audit=audit,
+        extract=extract,
     )
 
 
@@ -699,16 +790,29 @@ def join(keys_dir: Path, agency: AgencyId) -> tuple[bool, str]:
     )
 
 
-async def run_demo(*, data_dir: Path | None, keys_dir: Path) -> DemoReport:
+async def run_demo(
+    *,
+    data_dir: Path | None,
+    keys_dir: Path,
+    metrics_port: int | None = None,
+    hold: Callable[[], Awaitable[None]] | None = None,
+) -> DemoReport:
+    """The story, its audit and the extract. ``metrics_port``: the hub's Prometheus
+    endpoint on 127.0.0.1 while the demo runs; ``hold``: awaited once every step is done,
+    before anything stops (a scrape then sees the demo's final counts)."""
     base = data_dir or Path(tempfile.mkdtemp(prefix="sigbus-demo-"))
     # The demo's deployment: the development keys plus one agency that joins now.
     keys_dir = _copy_keys(keys_dir, base / "keys")
+    # A kept --data-dir holds the last run's log: each run is one story, its figures
+    # (log length, the young person's extract) its own.
+    shutil.rmtree(base / "nats", ignore_errors=True)
     joined_ok, joined = join(keys_dir, CAST.joining_agency)
     hub = hub_setup(keys_dir)
     secured_by = None if insecure_dev() else keys_dir
     with EmbeddedNats(base / "nats", keys_dir=secured_by) as server:
         broker = hub.broker(server.url)
         await broker.start()
+        metrics = hub_metrics_task(broker, metrics_port)
         adapters: dict[AgencyId, Adapter] = {}
         try:
             for agency in [e.agency for e in hub.ctx.directory.agencies if e.agency != HUB]:
@@ -718,11 +822,17 @@ async def run_demo(*, data_dir: Path | None, keys_dir: Path) -> DemoReport:
             await story.run()
             audit = await audit_story(story, base / "disclosure-log.sigbus-export.jsonl", keys_dir)
             entries = await read_log(broker)
+            extract = await extract_story(
+                story, server.url, keys_dir, base / "extract-young-person.json", entries
+            )
+            if hold is not None:
+                await hold()
         finally:
+            await stop_metrics(metrics)
             for adapter in adapters.values():
                 await adapter.close()
             await broker.stop()
-    report = check(story, entries, audit)
+    report = check(story, entries, audit, extract)
     report.lines.insert(0, joined)
     report.ok = report.ok and joined_ok
     log.info("demo_finished", ok=report.ok, log_size=len(entries))

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 from audit_fixtures import LOG_KEY, POLICE_KEY, fixture_trust, key_from_seed
-from extract_fixtures import LINES_A, LINES_B, PERSON_A, PERSON_B, PSEUDONYM_KEY, signed_log
+from extract_fixtures import (
+    LINES_A,
+    LINES_B,
+    PERSON_A,
+    PERSON_B,
+    PSEUDONYM_KEY,
+    SID_A,
+    SID_B,
+    leaves,
+    signed_log,
+)
 
-from sigbus.audit.entry import LogEntry
+from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.audit.extract import Extract, ExtractError, build_extract, verify_extract
 from sigbus.console.extract import about_person
 from sigbus.protocol.personnummer import PersonnummerError
@@ -44,6 +55,25 @@ def test_a_malformed_personnummer_is_refused_without_echoing_it() -> None:
     with pytest.raises(PersonnummerError) as raised:
         about_person("20100315-9802", PSEUDONYM_KEY)  # wrong check digit
     assert "9802" not in str(raised.value)
+
+
+@dataclass(frozen=True)
+class _Case:
+    subject_id: str
+
+
+def test_a_hub_deny_naming_no_subject_is_the_persons_in_their_case_only() -> None:
+    # The hub denies a message in a closed case before the policy: no subject_ref.
+    base = LogEntry.model_validate_json(leaves()[0])
+    deny = base.model_copy(
+        update={"subject_ref": None, "outcome": EntryOutcome.DENY, "case_ref": "case-a"}
+    )
+    cases = {"case-a": _Case(SID_A), "case-b": _Case(SID_B)}
+    assert about_person(PERSON_A, PSEUDONYM_KEY, cases)(deny)
+    assert not about_person(PERSON_B, PSEUDONYM_KEY, cases)(deny)
+    assert not about_person(PERSON_A, PSEUDONYM_KEY)(deny)  # no case records: not known
+    outside = deny.model_copy(update={"case_ref": None})
+    assert not about_person(PERSON_A, PSEUDONYM_KEY, cases)(outside)
 
 
 def test_every_line_verifies_offline_against_the_trusted_directory_only() -> None:
