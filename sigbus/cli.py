@@ -127,7 +127,11 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="keep NATS data here (default: a fresh temp dir)"),
+        typer.Option(
+            "--data-dir",
+            help="keep this run's NATS data, export and extract here, emptied first "
+            "(default: a fresh temp dir)",
+        ),
     ] = None,
     keys: KeysOpt = None,
     metrics_port: MetricsPortOpt = None,
