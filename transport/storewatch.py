@@ -119,6 +119,10 @@ class StoreWatch:
         self.log_file = server.data_dir / "run" / "nats-server.log"
         self.interval_s = interval_s
         self._log_offset = self._log_size()
+        #: The store's own directory, which the server created: a writable store without
+        #: it is another (an unmounted mount point, an empty new disk), never resumed on.
+        self._streams_dir = self.store_dir / "jetstream"
+        self._had_streams = self._streams_dir.is_dir()
         #: The current fault's cause, while the server is stopped for it.
         self.fault: str | None = None
 
@@ -161,14 +165,24 @@ class StoreWatch:
             if cause is not None:
                 await self._ride_out(cause)
 
+    async def _until_repaired(self, cause: str) -> None:
+        missing_said = False
+        while True:
+            if await asyncio.to_thread(probe, self.store_dir, low_free=RESUME_FREE_BYTES) is None:
+                if not self._had_streams or self._streams_dir.is_dir():
+                    return
+                if not missing_said:  # e.g. unmounted for a repair: the mount point is empty
+                    log.error("nats_store_missing", cause=cause, store_dir=str(self.store_dir))
+                    missing_said = True
+            await asyncio.sleep(self.interval_s)
+
     async def _ride_out(self, cause: str) -> None:
         self.fault = cause
         began = time.monotonic()
         log.error("nats_store_fault", cause=cause, store_dir=str(self.store_dir),
                   action="nats_server_stopped_until_the_store_is_writable")  # fmt: skip
         port = await asyncio.to_thread(self.server.stop_for_restart)
-        while await asyncio.to_thread(probe, self.store_dir, low_free=RESUME_FREE_BYTES):
-            await asyncio.sleep(self.interval_s)
+        await self._until_repaired(cause)
         while True:
             try:
                 await asyncio.to_thread(self.server.start_again, port)

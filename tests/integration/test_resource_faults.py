@@ -1,0 +1,222 @@
+"""A full or read-only store under `sigbus up`: fail closed, say why, come back (issue 12).
+
+Real processes on a real file system: `sigbus up` (hub + embedded nats-server) with
+its store on a small tmpfs or a loop-mounted ext4 image, a sending adapter
+(`sigbus police serve` flushing its outbox) and a receiving one (`sigbus social
+serve --out`). The store breaks under load; nothing is released while it is broken,
+`up` logs the cause once and stays up; once the store is fixed everything resumes
+without anyone restarting anything, each message is released exactly once and the
+exported log verifies. The recovery time (fix to the last held message handed over)
+is printed; docs/operations.md "Resource faults" quotes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sigbus.agents.outbox import Outbox
+from sigbus.agents.setup import agency_setup
+from tests.integration.test_no_personnummer import TRUSTED, Session, witnesses_cosign
+from tests.integration.test_reconnect import dropped, queue, wait_for_drop
+from tests.integration.test_serve import serve, stop
+
+P, SO = "police", "social"
+#: Fix to the last held message handed over; measured ~ see docs/operations.md.
+RECOVERY_BOUND_S = 30.0
+
+
+def _mount(*args: str) -> None:
+    done = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"mount not permitted on this machine: {done.stderr.strip()}")
+
+
+def _umount(path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode:
+        assert time.monotonic() < deadline, f"{path} stayed busy"
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[None]:
+    path.mkdir(parents=True)
+    _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
+    try:
+        yield
+    finally:
+        _umount(path)
+
+
+@contextlib.contextmanager
+def ext4(path: Path, image: Path) -> Iterator[str]:
+    """An ext4 image loop-mounted at ``path`` that the kernel remounts read-only on an
+    error (``errors=remount-ro``, as on a failing disk); yields its sysfs name."""
+    path.mkdir(parents=True)
+    subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+    _mount("-o", "loop,errors=remount-ro", str(image), str(path))
+    try:
+        yield _loop_device(path)
+    finally:
+        with contextlib.suppress(AssertionError):
+            _umount(path)
+
+
+def _loop_device(path: Path) -> str:
+    for line in Path("/proc/mounts").read_text().splitlines():
+        device, mountpoint, *_ = line.split()
+        if mountpoint == str(path):
+            return Path(device).name
+    raise AssertionError(f"{path} is not mounted")
+
+
+def fill(store: Path) -> Path:
+    """Write one file until the store's file system is full."""
+    filler = store / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(OSError) as full:
+            while True:
+                os.write(fd, b"\0" * 65536)
+    finally:
+        os.close(fd)
+    assert full.value.errno == errno.ENOSPC, full.value
+    return filler
+
+
+def _events(path: Path, event: str) -> list[dict[str, object]]:
+    found = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and record.get("event") == event:
+                found.append(record)
+    return found
+
+
+async def _until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.2)
+
+
+async def _ride_out(
+    tmp_path: Path,
+    keys_dir: Path,
+    *,
+    cause: str,
+    break_store: Callable[[], None],
+    fix_store: Callable[[], None],
+) -> float:
+    """Send before, during and after a store fault under `sigbus up`; returns the recovery
+    time in seconds (fix to the last held message handed over)."""
+    data, outputs = tmp_path / "data", tmp_path / "out"
+    outputs.mkdir()
+    session = Session(data, outputs)
+    up_log = outputs / "up.stderr"
+    drop = tmp_path / "social-drop"
+    with session.up() as up:
+        url = json.loads((data / "sigbus-up.json").read_text())["nats_url"]
+        env = session.env()
+        procs = [
+            await serve(P, url, keys_dir, env, "--out", str(tmp_path / "police-drop")),
+            await serve(SO, url, keys_dir, env, "--out", str(drop)),
+        ]
+        police = await agency_setup(P, keys_dir).connect(url)
+        police.outbox = Outbox(data / f"outbox-{P}.sqlite")
+        sent: list[str] = []
+        try:
+            sent += [queue(police, f"{cause}-before-{n}") for n in range(3)]
+            await wait_for_drop(drop, sent, 60)
+
+            break_store()
+            held = [queue(police, f"{cause}-during-{n}") for n in range(3)]
+            sent += held
+            await _until(lambda: bool(_events(up_log, "nats_store_fault")), 30,
+                         "up did not report the store fault")  # fmt: skip
+            await asyncio.sleep(5)  # fail closed: nothing of what waits is released
+            assert not set(held) & set(dropped(drop))
+            assert up.poll() is None, "sigbus up died on the store fault"
+
+            fix_store()
+            fixed = time.monotonic()
+            await wait_for_drop(drop, sent, 90)
+            recovery_s = time.monotonic() - fixed
+            sent += [queue(police, f"{cause}-after-{n}") for n in range(2)]
+            await wait_for_drop(drop, sent, 60)
+            assert up.poll() is None
+            assert all(p.returncode is None for p in procs), "an adapter died"
+        finally:
+            for p in procs:
+                await stop(p)
+            police.outbox.close()
+            await police.close()
+        # Each message released once (one file per release), and the log verifies.
+        assert dropped(drop) == sorted(sent)
+        witnesses_cosign(session, tmp_path / "case-systems", len(sent))
+        export = tmp_path / "log-export.jsonl"
+        session.run("audit", "export", "--out", str(export))
+        verified = json.loads(session.run("audit", "verify", "--json", str(export), *TRUSTED))
+        assert (verified["verdict"], verified["entries"]) == ("verified", len(sent))
+    faults = _events(up_log, "nats_store_fault")
+    assert [f["cause"] for f in faults] == [cause], faults  # said once, with its cause
+    assert len(_events(up_log, "nats_store_fault_cleared")) == 1
+    assert len(_events(up_log, "nats_server_started")) == 2  # the start and one restart
+    assert "Traceback" not in up_log.read_text()
+    print(f"{cause}: recovery_s={recovery_s:.1f} (store fixed to every held message released)")
+    assert recovery_s <= RECOVERY_BOUND_S
+    return recovery_s
+
+
+async def test_a_full_store_fails_closed_and_recovers_when_space_is_freed(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    store = tmp_path / "data" / "nats" / "jetstream"
+    filler: list[Path] = []
+    with tmpfs(store, "32m"):
+        await _ride_out(
+            tmp_path, keys_dir, cause="no_space",
+            break_store=lambda: filler.append(fill(store)),
+            fix_store=lambda: filler.pop().unlink(),
+        )  # fmt: skip
+
+
+async def test_a_read_only_store_fails_closed_and_recovers_when_mounted_again(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    """The kernel remounts a failing ext4 read-only by itself (``errors=remount-ro``);
+    that is the read-only store a running hub meets: an operator's ``mount -o
+    remount,ro`` is refused (EBUSY) while nats-server holds its block files open.
+    Such a file system cannot be made writable in place (``remount,rw`` keeps it
+    read-only); the repair is unmount, check, mount, which works because `up` stopped
+    the server on the fault."""
+    store = tmp_path / "data" / "nats" / "jetstream"
+    image = tmp_path / "store.img"
+    with ext4(store, image) as device:
+        trigger = Path("/sys/fs/ext4") / device / "trigger_fs_error"
+        if not trigger.exists():
+            pytest.skip("the kernel has no ext4 trigger_fs_error (sysfs)")
+
+        def break_store() -> None:
+            trigger.write_text(f"sigbus test {datetime.now(UTC).isoformat()}\n")
+
+        def fix_store() -> None:
+            _umount(store)
+            subprocess.run(["e2fsck", "-f", "-y", str(image)], capture_output=True, check=False)
+            _mount("-o", "loop,errors=remount-ro", str(image), str(store))
+
+        await _ride_out(tmp_path, keys_dir, cause="read_only",
+                        break_store=break_store, fix_store=fix_store)  # fmt: skip
