@@ -24,7 +24,12 @@ On a fault, ``nats_store_fault cause=no_space|read_only|quota|io_error`` is logg
 once (no payload, no subject), and the server is **stopped**: a server that
 cannot write its store can only refuse, a read-only file system can only be
 repaired (unmounted, checked) once nothing holds it open, and clients see the
-stop as the outage they already ride out (bounded backoff, outboxes). When the
+stop as the outage they already ride out (bounded backoff, outboxes). It is
+stopped by SIGKILL, not SIGTERM: a clean shutdown writes each stream's state file
+(``index.db``) on the way out, and on a full disk that leaves them empty (measured:
+"Stream state too short (0 bytes)" at the next start). Killed, the store stays as
+its last fsynced write left it (``sync_interval: always``), which is what a power
+cut leaves and what JetStream recovers from. When the
 store takes a probe write again with :data:`RESUME_FREE_BYTES` free, the server
 is started once, on the same port, store and configuration; ``up``'s lock on the
 data directory is held throughout. JetStream checks its block files when it
@@ -77,7 +82,7 @@ class Server(Protocol):
 
     data_dir: Path
 
-    def stop_for_restart(self) -> int: ...
+    def kill(self) -> int: ...
 
     def start_again(self, port: int) -> str: ...
 
@@ -181,7 +186,7 @@ class StoreWatch:
         began = time.monotonic()
         log.error("nats_store_fault", cause=cause, store_dir=str(self.store_dir),
                   action="nats_server_stopped_until_the_store_is_writable")  # fmt: skip
-        port = await asyncio.to_thread(self.server.stop_for_restart)
+        port = await asyncio.to_thread(self.server.kill)
         await self._until_repaired(cause)
         while True:
             try:

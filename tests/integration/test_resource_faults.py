@@ -27,6 +27,7 @@ import pytest
 
 from sigbus.agents.outbox import Outbox
 from sigbus.agents.setup import agency_setup
+from sigbus.transport.storewatch import log_cause, probe
 from tests.integration.test_no_personnummer import TRUSTED, Session, witnesses_cosign
 from tests.integration.test_reconnect import dropped, queue, wait_for_drop
 from tests.integration.test_serve import serve, stop
@@ -174,8 +175,15 @@ async def _ride_out(
     faults = _events(up_log, "nats_store_fault")
     assert [f["cause"] for f in faults] == [cause], faults  # said once, with its cause
     assert len(_events(up_log, "nats_store_fault_cleared")) == 1
-    assert len(_events(up_log, "nats_server_started")) == 2  # the start and one restart
+    started = _events(up_log, "nats_server_started")
+    assert len(started) == 2  # the start and one restart
     assert "Traceback" not in up_log.read_text()
+    # Nothing half-written: the restarted server found its store whole (no torn or
+    # empty state file to recover from, no error).
+    server_log = (data / "nats" / "run" / "nats-server.log").read_text().splitlines()
+    again = [line for line in server_log if line.startswith(f"[{started[1]['pid']}]")]
+    assert again
+    assert not [line for line in again if "[ERR]" in line or "[WRN]" in line], again
     print(f"{cause}: recovery_s={recovery_s:.1f} (store fixed to every held message released)")
     assert recovery_s <= RECOVERY_BOUND_S
     return recovery_s
@@ -220,3 +228,30 @@ async def test_a_read_only_store_fails_closed_and_recovers_when_mounted_again(
 
         await _ride_out(tmp_path, keys_dir, cause="read_only",
                         break_store=break_store, fix_store=fix_store)  # fmt: skip
+
+
+#: Lines of nats-server 2.15's log, as it wrote them on a full and a read-only store.
+NO_SPACE_LINE = (
+    "[7974] 2026/12/04 18:36:13.822416 [ERR] Filestore [T] Critical write error: write "
+    "/srv/nats/jetstream/jetstream/$G/streams/T/msgs/1.blk: no space left on device"
+)
+READ_ONLY_LINE = (
+    "[8335] 2026/12/04 18:37:10.100319 [ERR] JetStream failed to store a msg on stream "
+    "'$G > T': write /srv/nats/jetstream/jetstream/$G/streams/T/msgs/1.blk: read-only file system"
+)
+
+
+def test_the_watch_reads_the_cause_of_a_store_write_error_from_the_servers_log() -> None:
+    store = "/srv/nats/jetstream"
+    assert log_cause(NO_SPACE_LINE, store) == "no_space"
+    assert log_cause(READ_ONLY_LINE, store) == "read_only"
+    assert log_cause(NO_SPACE_LINE, "/elsewhere") is None  # another store's
+    # A stream limit is not a store fault: reported by who is refused, no restart.
+    limit = "[1] 2026/12/04 18:00:00.0 [WRN] /srv/nats/jetstream: maximum bytes exceeded"
+    assert log_cause(limit, store) is None
+
+
+def test_the_probe_writes_in_the_store_and_counts_its_free_space(tmp_path: Path) -> None:
+    assert probe(tmp_path) is None
+    assert not list(tmp_path.iterdir())  # it left nothing behind
+    assert probe(tmp_path, low_free=2**62) == "no_space"  # less free than the low mark
