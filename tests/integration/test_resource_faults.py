@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import inspect
 import json
 import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +29,9 @@ import pytest
 
 from sigbus.agents.outbox import Outbox
 from sigbus.agents.setup import agency_setup
+from sigbus.broker.setup import hub_setup
+from sigbus.protocol.subjects import LOG_STREAM
+from sigbus.transport.bus import connect
 from sigbus.transport.storewatch import log_cause, probe
 from tests.integration.test_no_personnummer import TRUSTED, Session, witnesses_cosign
 from tests.integration.test_reconnect import dropped, queue, wait_for_drop
@@ -107,6 +112,17 @@ def _events(path: Path, event: str) -> list[dict[str, object]]:
     return found
 
 
+def _fault_events(up_log: Path, store_fault: bool) -> list[dict[str, object]]:
+    if store_fault:
+        return _events(up_log, "nats_store_fault")
+    return _events(up_log, "ingress_processing_retry")
+
+
+async def _maybe(result: object) -> None:
+    if inspect.isawaitable(result):
+        await result
+
+
 async def _until(condition: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -119,14 +135,18 @@ async def _ride_out(
     keys_dir: Path,
     *,
     cause: str,
-    break_store: Callable[[], None],
-    fix_store: Callable[[], None],
+    break_store: Callable[[str], object],
+    fix_store: Callable[[str], object],
+    store_fault: bool = True,
 ) -> float:
-    """Send before, during and after a store fault under `sigbus up`; returns the recovery
-    time in seconds (fix to the last held message handed over)."""
+    """Send before, during and after a fault under `sigbus up`; returns the recovery time
+    in seconds (fix to the last held message handed over). ``break_store`` and
+    ``fix_store`` get the NATS URL and may be coroutine functions. ``store_fault``:
+    the store watch restarts the server once; otherwise (a stream limit) never."""
     data, outputs = tmp_path / "data", tmp_path / "out"
     outputs.mkdir()
     session = Session(data, outputs)
+    tag = cause.replace(" ", "_")  # in the message ids
     up_log = outputs / "up.stderr"
     drop = tmp_path / "social-drop"
     with session.up() as up:
@@ -140,23 +160,23 @@ async def _ride_out(
         police.outbox = Outbox(data / f"outbox-{P}.sqlite")
         sent: list[str] = []
         try:
-            sent += [queue(police, f"{cause}-before-{n}") for n in range(3)]
+            sent += [queue(police, f"{tag}-before-{n}") for n in range(3)]
             await wait_for_drop(drop, sent, 60)
 
-            break_store()
-            held = [queue(police, f"{cause}-during-{n}") for n in range(3)]
+            await _maybe(break_store(url))
+            held = [queue(police, f"{tag}-during-{n}") for n in range(3)]
             sent += held
-            await _until(lambda: bool(_events(up_log, "nats_store_fault")), 30,
-                         "up did not report the store fault")  # fmt: skip
+            await _until(lambda: bool(_fault_events(up_log, store_fault)), 30,
+                         "up did not report the fault")  # fmt: skip
             await asyncio.sleep(5)  # fail closed: nothing of what waits is released
             assert not set(held) & set(dropped(drop))
             assert up.poll() is None, "sigbus up died on the store fault"
 
-            fix_store()
+            await _maybe(fix_store(url))
             fixed = time.monotonic()
             await wait_for_drop(drop, sent, 90)
             recovery_s = time.monotonic() - fixed
-            sent += [queue(police, f"{cause}-after-{n}") for n in range(2)]
+            sent += [queue(police, f"{tag}-after-{n}") for n in range(2)]
             await wait_for_drop(drop, sent, 60)
             assert up.poll() is None
             assert all(p.returncode is None for p in procs), "an adapter died"
@@ -173,9 +193,16 @@ async def _ride_out(
         verified = json.loads(session.run("audit", "verify", "--json", str(export), *TRUSTED))
         assert (verified["verdict"], verified["entries"]) == ("verified", len(sent))
     faults = _events(up_log, "nats_store_fault")
+    started = _events(up_log, "nats_server_started")
+    if not store_fault:  # reported by the hub with the server's words; no restart
+        assert all(cause in str(e["cause"]) for e in _fault_events(up_log, False))
+        assert _events(up_log, "hub_fault_cleared")
+        assert (faults, len(started)) == ([], 1)
+        print(f"stream limit: recovery_s={recovery_s:.1f} (limit lifted to every held released)")
+        assert recovery_s <= RECOVERY_BOUND_S
+        return recovery_s
     assert [f["cause"] for f in faults] == [cause], faults  # said once, with its cause
     assert len(_events(up_log, "nats_store_fault_cleared")) == 1
-    started = _events(up_log, "nats_server_started")
     assert len(started) == 2  # the start and one restart
     assert "Traceback" not in up_log.read_text()
     # Nothing half-written: the restarted server found its store whole (no torn or
@@ -197,8 +224,8 @@ async def test_a_full_store_fails_closed_and_recovers_when_space_is_freed(
     with tmpfs(store, "32m"):
         await _ride_out(
             tmp_path, keys_dir, cause="no_space",
-            break_store=lambda: filler.append(fill(store)),
-            fix_store=lambda: filler.pop().unlink(),
+            break_store=lambda _: filler.append(fill(store)),
+            fix_store=lambda _: filler.pop().unlink(),
         )  # fmt: skip
 
 
@@ -218,16 +245,40 @@ async def test_a_read_only_store_fails_closed_and_recovers_when_mounted_again(
         if not trigger.exists():
             pytest.skip("the kernel has no ext4 trigger_fs_error (sysfs)")
 
-        def break_store() -> None:
+        def break_store(_: str) -> None:
             trigger.write_text(f"sigbus test {datetime.now(UTC).isoformat()}\n")
 
-        def fix_store() -> None:
+        def fix_store(_: str) -> None:
             _umount(store)
             subprocess.run(["e2fsck", "-f", "-y", str(image)], capture_output=True, check=False)
             _mount("-o", "loop,errors=remount-ro", str(image), str(store))
 
         await _ride_out(tmp_path, keys_dir, cause="read_only",
                         break_store=break_store, fix_store=fix_store)  # fmt: skip
+
+
+async def test_a_full_stream_limit_is_reported_and_clears_without_a_restart(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    """The disclosure log stream's ``max_bytes`` reached under `sigbus up`: the hub
+    names the server's refusal and holds the round; it is not a store fault, so the
+    store watch restarts nothing; lifting the limit lets the hub go on by itself."""
+
+    async def set_limit(url: str, *, full: bool) -> None:
+        nc = await connect(url, name="test-operator", creds=hub_setup(keys_dir).creds)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(LOG_STREAM)
+            limit = info.state.bytes + 16 if full else -1
+            await js.update_stream(replace(info.config, max_bytes=limit))
+        finally:
+            await nc.close()
+
+    await _ride_out(
+        tmp_path, keys_dir, cause="maximum bytes exceeded", store_fault=False,
+        break_store=lambda url: set_limit(url, full=True),
+        fix_store=lambda url: set_limit(url, full=False),
+    )  # fmt: skip
 
 
 #: Lines of nats-server 2.15's log, as it wrote them on a full and a read-only store.
