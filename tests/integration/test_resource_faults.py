@@ -18,6 +18,7 @@ import errno
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -69,6 +70,9 @@ def tmpfs(path: Path, size: str) -> Iterator[None]:
 def ext4(path: Path, image: Path) -> Iterator[str]:
     """An ext4 image loop-mounted at ``path`` that the kernel remounts read-only on an
     error (``errors=remount-ro``, as on a failing disk); yields its sysfs name."""
+    missing = [tool for tool in ("mkfs.ext4", "e2fsck") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"no {', '.join(missing)} on this machine (e2fsprogs)")
     path.mkdir(parents=True)
     subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
