@@ -261,6 +261,23 @@ async def test_a_read_only_store_fails_closed_and_recovers_when_mounted_again(
                         break_store=break_store, fix_store=fix_store)  # fmt: skip
 
 
+def test_down_during_a_store_fault_stops_up_cleanly(tmp_path: Path) -> None:
+    """`sigbus down` while the store watch holds nats-server stopped: `up` exits 0,
+    without a traceback (the hub closes a connection that is reconnecting)."""
+    data, outputs = tmp_path / "data", tmp_path / "out"
+    outputs.mkdir()
+    store = data / "nats" / "jetstream"
+    with tmpfs(store, "16m"):
+        session = Session(data, outputs)
+        with session.up():  # stopped by `sigbus down`, its exit status 0 asserted
+            fill(store)
+            deadline = time.monotonic() + 30
+            while not _events(outputs / "up.stderr", "nats_store_fault"):
+                assert time.monotonic() < deadline, "up did not report the store fault"
+                time.sleep(0.2)
+    assert "Traceback" not in (outputs / "up.stderr").read_text()
+
+
 async def test_a_full_stream_limit_is_reported_and_clears_without_a_restart(
     tmp_path: Path, keys_dir: Path
 ) -> None:
