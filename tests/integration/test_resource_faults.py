@@ -27,13 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog
 
 from sigbus.agents.outbox import Outbox
 from sigbus.agents.setup import agency_setup
 from sigbus.broker.setup import hub_setup
 from sigbus.protocol.subjects import LOG_STREAM
 from sigbus.transport.bus import connect
-from sigbus.transport.storewatch import log_cause, probe
+from sigbus.transport.storewatch import StoreWatch, log_cause, probe
 from tests.integration.test_no_personnummer import TRUSTED, Session, witnesses_cosign
 from tests.integration.test_reconnect import dropped, queue, wait_for_drop
 from tests.integration.test_serve import serve, stop
@@ -327,3 +328,43 @@ def test_the_probe_writes_in_the_store_and_counts_its_free_space(tmp_path: Path)
     assert probe(tmp_path) is None
     assert not list(tmp_path.iterdir())  # it left nothing behind
     assert probe(tmp_path, low_free=2**62) == "no_space"  # less free than the low mark
+
+
+class _FakeServer:
+    """Stands in for EmbeddedNats: counts the watch's kills and starts."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.calls: list[str] = []
+        (data_dir / "jetstream" / "jetstream").mkdir(parents=True)
+        (data_dir / "run").mkdir()
+        (data_dir / "run" / "nats-server.log").write_text("[1] started\n")
+
+    def kill(self) -> int:
+        self.calls.append("kill")
+        return 4222
+
+    def start_again(self, port: int) -> str:
+        self.calls.append(f"start {port}")
+        return f"tls://127.0.0.1:{port}"
+
+
+async def test_a_fault_only_the_servers_log_saw_still_restarts_it_once(tmp_path: Path) -> None:
+    """A fault over before the next probe (the disk full for a moment): the server has
+    latched its write error all the same, and only its log says so."""
+    server = _FakeServer(tmp_path)
+    watch = StoreWatch(server, interval_s=0.01)
+    store = str(tmp_path / "jetstream")
+    line = NO_SPACE_LINE.replace("/srv/nats/jetstream", store)
+    with (tmp_path / "run" / "nats-server.log").open("a") as f:
+        f.write(line + "\n")
+    with structlog.testing.capture_logs() as events:
+        task = asyncio.create_task(watch.run())
+        await _until(lambda: len(server.calls) == 2, 10, "the watch did not restart it")
+        await asyncio.sleep(0.1)  # and nothing more happens
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert server.calls == ["kill", "start 4222"]
+    said = [(e["event"], e["cause"]) for e in events if "cause" in e]
+    assert said == [("nats_store_fault", "no_space"), ("nats_store_fault_cleared", "no_space")]
