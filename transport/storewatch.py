@@ -10,7 +10,10 @@ under `sigbus up`.
 
 How the fault is noticed, and why not through the monitoring endpoint: ``/jsz``
 shows no trace of a latched write error (streams, bytes and limits only), so it
-cannot tell a stuck stream from an idle one. Two signals are used instead:
+cannot tell a stuck stream from an idle one. ``/healthz`` does (503 with the
+stream and the error; ``?js-enabled-only=true`` still says ok), but it would mean
+an unauthenticated HTTP port beside a server that otherwise only speaks mutual
+TLS, and it still needs a server that answers. Two signals are used instead:
 
 - **a probe write** in the store directory (create, write, fsync, remove a small
   file) and the free space it reports (``statvfs``): the kernel's own answer,
