@@ -70,7 +70,7 @@ from sigbus.protocol.subjects import (
     service_subject,
     urgent_subject,
 )
-from sigbus.transport.bus import Backoff, connect
+from sigbus.transport.bus import Backoff, close_connection, connect
 from sigbus.transport.metrics import tls_certs
 from sigbus.transport.natsauth import NatsCredentials
 
@@ -170,8 +170,7 @@ class Adapter:
         return self._clock()
 
     async def close(self) -> None:
-        if not self._nc.is_closed:
-            await self._nc.close()
+        await close_connection(self._nc)
 
     def _refresh_directory(self) -> None:
         if self.directory_source is not None:

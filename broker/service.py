@@ -74,6 +74,7 @@ from sigbus.protocol.subjects import (
 from sigbus.transport.bus import (
     INGRESS_BACKLOG,
     Backoff,
+    close_connection,
     connect,
     ensure_agency_consumers,
     ensure_streams,
@@ -439,8 +440,7 @@ class Broker:
                 await self._urgent_task
         if self._nc is not None and not self._nc.is_closed:
             await self._maybe_snapshot(force=True)  # a clean stop: the next start is quick
-            with contextlib.suppress(NatsError):
-                await self._nc.close()
+            await close_connection(self._nc)
         log.info("broker_stopped", processed=self.processed)
 
     async def run(self) -> None:

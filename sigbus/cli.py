@@ -50,13 +50,14 @@ from sigbus.report import add_report_command
 from sigbus.soak import FAULTS, SoakSettings, account_ok, render, run_soak
 from sigbus.transport import config
 from sigbus.transport.bus import connect
-from sigbus.transport.errors import ConfigError
+from sigbus.transport.errors import ConfigError, ServerError
 from sigbus.transport.keystore import DirectoryWatcher, load_directory, load_trusted_directory
 from sigbus.transport.logging import configure_logging
 from sigbus.transport.metrics import DEFAULT_HOST as METRICS_HOST
 from sigbus.transport.natsserver import EmbeddedNats, pid_alive
 from sigbus.transport.profiles import load_profiles, local_profiles_stamp
 from sigbus.transport.runlock import RunLock, running_pid
+from sigbus.transport.storewatch import StoreWatch
 
 log = structlog.get_logger("sigbus.cli")
 
@@ -219,9 +220,11 @@ def up(
             profiles_seen = profiles_now
             if secured_by is None or not changed:
                 continue
+            if store.fault is not None:  # stopped for a store fault; reloaded when it starts
+                continue
             try:
                 server.reload()
-            except (ConfigError, ProfileError, ProtocolError) as e:
+            except (ConfigError, ProfileError, ProtocolError, ServerError) as e:
                 # A profile or directory that does not parse: the running configuration stays.
                 log.error("nats_config_not_reloaded", error=type(e).__name__)
 
@@ -232,6 +235,7 @@ def up(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, broker.request_stop)
         reloader = asyncio.create_task(reload_users(server))
+        watcher = asyncio.create_task(store.run())
         metrics = hub_metrics_task(broker, metrics_port)
         web = None
         if web_socket is not None:
@@ -241,6 +245,7 @@ def up(
             await broker.run()
         finally:
             reloader.cancel()
+            watcher.cancel()
             await stop_metrics(metrics)
             if web is not None:
                 web.should_exit = True
@@ -265,6 +270,8 @@ def up(
                 typer.echo(f"sigbus console: {console_url('127.0.0.1', console_port)}")
             elif not no_console:
                 typer.echo(f"sigbus console: not started, port {console_port} is in use", err=True)
+            # A full or read-only store: stop the server, start it again when fixed.
+            store = StoreWatch(server)
             try:
                 asyncio.run(serve(server))
             finally:

@@ -261,6 +261,18 @@ async def connect(url: str, *, name: str, creds: NatsCredentials) -> Client:
     return nc
 
 
+async def close_connection(nc: Client) -> None:
+    """Close ``nc``, also in the middle of an outage. nats-py (2.x) closing a TLS
+    connection that is reconnecting flushes into a transport already torn down and
+    raises ``AttributeError`` (``'NoneType' object has no attribute '_write_appdata'``):
+    seen on `sigbus down` while the store watch held nats-server stopped. The
+    connection is gone either way; a stop must not end in a traceback."""
+    if nc.is_closed:
+        return
+    with contextlib.suppress(NatsError, AttributeError, OSError):
+        await nc.close()
+
+
 async def ensure_streams(
     js: JetStreamContext, *, replicas: int = 1, ingress_backlog: int = INGRESS_BACKLOG
 ) -> None:
