@@ -271,6 +271,12 @@ def test_down_during_a_store_fault_stops_up_cleanly(tmp_path: Path) -> None:
     with tmpfs(store, "16m"):
         session = Session(data, outputs)
         with session.up():  # stopped by `sigbus down`, its exit status 0 asserted
+            # The store watch runs beside a started hub; on a loaded machine the hub may
+            # still be making its streams when `up` has written its state file.
+            deadline = time.monotonic() + 60
+            while not _events(outputs / "up.stderr", "broker_started"):
+                assert time.monotonic() < deadline, "the hub did not start"
+                time.sleep(0.2)
             fill(store)
             deadline = time.monotonic() + 30
             while not _events(outputs / "up.stderr", "nats_store_fault"):
