@@ -52,6 +52,7 @@ from sigbus.protocol.messages import (
     CaseInvitation,
     CaseOpened,
     CaseSelected,
+    CommitmentStatus,
     ConsentEvent,
     ConsentRef,
     PlanCommitment,
@@ -160,6 +161,9 @@ class Plan:
     #: The message's own data key, for the hub's retention vault (broker.vault):
     #: kept only while the message's retention period runs, then shredded.
     data_key: bytes | None = None
+    #: Which entry commits to the state change (``state_sha256``): a hub record's one
+    #: entry, or a followed-up plan item's first release.
+    bound: int = 0
 
     @property
     def denied(self) -> bool:
@@ -443,6 +447,33 @@ def _disclosure(
         assertions=(header.assertion,) if header.assertion is not None else (),
     )
     decision = decide(request, ctx.rules, now=now)
+    entries, releases = release_plan(
+        envelope, decision, early_denies, subject_id, ingress_seq, ctx, now, data_key
+    )
+    change = _plan_change(header, body, state, now) if releases else None
+    return Plan(
+        message_id=header.message_id,
+        entries=tuple(entries),
+        releases=tuple(releases),
+        data_key=data_key if releases else None,
+        state_change=change,
+        bound=next((i for i, e in enumerate(entries) if e.outcome is EntryOutcome.RELEASE), 0),
+    )
+
+
+def release_plan(
+    envelope: Envelope,
+    decision: Decision,
+    early_denies: dict[AgencyId, HubReason],
+    subject_id: str | None,
+    ingress_seq: int,
+    ctx: HubContext,
+    now: datetime,
+    data_key: bytes,
+) -> tuple[list[EntryDraft], list[ReleaseDraft]]:
+    """One entry per recipient decided, and a release (the data key re-sealed to the
+    recipient's current key) for each one permitted."""
+    header = envelope.header
     entries: list[EntryDraft] = []
     releases: list[ReleaseDraft] = []
     for verdict in decision.per_recipient:
@@ -487,12 +518,36 @@ def _disclosure(
                     entry=entry,
                 )
             )
-    return Plan(
-        message_id=header.message_id,
-        entries=tuple(entries),
-        releases=tuple(releases),
-        data_key=data_key if releases else None,
-    )
+    return entries, releases
+
+
+def _plan_change(header: Header, body: Body, state: HubState, now: datetime) -> AnyChange | None:
+    """A plan item released to a party is followed up by the hub (issue 13): the
+    commitment, or a status of one it follows, becomes hub state, bound to the log."""
+    if header.case_ref is None:
+        return None
+    if isinstance(body, PlanCommitment):
+        return state.plan_commitment(
+            message_id=header.message_id,
+            case_ref=header.case_ref,
+            sender=header.sender,
+            commitment_id=body.commitment_id,
+            responsible_agency=body.responsible_agency,
+            action=body.action,
+            owner_function=body.owner_function,
+            due_on=body.due_on,
+            now=now,
+        )
+    if isinstance(body, CommitmentStatus):
+        return state.plan_commitment_status(
+            message_id=header.message_id,
+            case_ref=header.case_ref,
+            commitment_id=body.commitment_id,
+            status=body.status,
+            as_of=body.as_of,
+            now=now,
+        )
+    return None
 
 
 def _entry_for(
@@ -549,6 +604,8 @@ def _sender_profile(header: Header, profiles: Profiles) -> AgencyProfile:
     if header.type not in profile.sends:
         raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "type not in the sender's profile")
     # The registry's rule is checked again here, so a profile can never widen it.
+    if MESSAGE_TYPES[header.type].sent_by is SentBy.HUB:
+        raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "only the hub sends this type")
     if MESSAGE_TYPES[header.type].sent_by is SentBy.LEAD and header.sender != profiles.lead:
         raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "only the lead agency sends this type")
     if header.assertion is not None and header.assertion.basis not in profile.asserts:

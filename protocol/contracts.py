@@ -226,12 +226,21 @@ MESSAGE_DESCRIPTIONS: Mapping[MessageType, tuple[str, str]] = {
         "A kallelse (notice) to the individuellt möte (the individual meeting of the SIG): "
         "when, where (a coded place) and the agenda.",
     ),
+    MessageType.COMMITMENT_REMINDER: (
+        "Commitment reminder (påminnelse)",
+        "The hub's reminder to the responsible agency (the one recipient) that its plan "
+        "commitment passed its due date without a done status: which commitment, action, "
+        "owner function and due date. Sent once per commitment and due date, and released "
+        "only as the commitment itself would be (consent or statute for plan_commitment "
+        "from the lead agency).",
+    ),
 }
 
 _SENT_BY = {
     SentBy.LEAD: "Sent by the lead agency (social services) only.",
     SentBy.PARTY: "Sent by any agency that is a party to the case.",
     SentBy.ANY: "Sent by any agency in the signed directory.",
+    SentBy.HUB: "Sent by the hub itself (header sender \"hub\"); no agency may send it.",
 }
 
 

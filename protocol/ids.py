@@ -28,7 +28,8 @@ class MessageType(StrEnum):
     PLAN_COMMITMENT = "plan_commitment"
     COMMITMENT_STATUS = "commitment_status"
     MEETING_NOTICE = "meeting_notice"
-
+    #: The hub's own message: a plan commitment passed its due date without ``done``.
+    COMMITMENT_REMINDER = "commitment_reminder"
 
 
 # Opaque ids. Every id carries a lower-case prefix and may not contain a run of

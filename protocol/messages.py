@@ -275,6 +275,19 @@ class MeetingNotice(Body):
     ]
 
 
+class CommitmentReminder(Body):
+    """Påminnelse: the hub reminds the responsible agency (the one recipient) that its
+    commitment in the case's plan (the header's case ref) passed its due date without
+    a ``done`` status. Sent by the hub alone, once per commitment and due date, and
+    released only as the commitment itself would be (category ``plan_commitment``,
+    from the lead agency)."""
+
+    commitment_id: CommitmentIdStr
+    action: ActionCode
+    owner_function: FunctionCode
+    due_on: date
+
+
 class SentBy(StrEnum):
     """Which agencies a message type may come from; the profiles say which do."""
 
@@ -284,6 +297,8 @@ class SentBy(StrEnum):
     PARTY = "party"
     #: Any agency in the directory: a referral comes before any case.
     ANY = "any"
+    #: The hub alone (a reminder): no profile may list it, an agency sending it is refused.
+    HUB = "hub"
 
 
 @dataclass(frozen=True)
@@ -311,6 +326,7 @@ MESSAGE_TYPES: Mapping[MessageType, MessageTypeSpec] = MappingProxyType(
         MessageType.PLAN_COMMITMENT: MessageTypeSpec(PlanCommitment, SentBy.PARTY),
         MessageType.COMMITMENT_STATUS: MessageTypeSpec(CommitmentStatus, SentBy.PARTY),
         MessageType.MEETING_NOTICE: MessageTypeSpec(MeetingNotice, SentBy.LEAD),
+        MessageType.COMMITMENT_REMINDER: MessageTypeSpec(CommitmentReminder, SentBy.HUB),
     }
 )
 if set(MESSAGE_TYPES) != set(MessageType):  # pragma: no cover - an import-time guard

@@ -55,6 +55,7 @@ from sigbus.protocol.messages import (
     CaseInvitation,
     CaseOpened,
     CaseSelected,
+    CommitmentReminder,
     CommitmentStatus,
     MeetingNotice,
     PlanCommitment,
@@ -168,6 +169,14 @@ def body_samples() -> dict[MessageType, list[BaseModel]]:
                 meeting_at=NOW + timedelta(days=7),
                 place=PlaceCode.SOCIAL_SERVICES_OFFICE,
                 agenda=(AgendaItem.PLAN_REVIEW, AgendaItem.NEW_ACTIONS),
+            )
+        ],
+        MessageType.COMMITMENT_REMINDER: [
+            CommitmentReminder(
+                commitment_id="cm-schoolattendance",
+                action=ActionCode.SCHOOL_ATTENDANCE_PLAN,
+                owner_function="school_counsellor",
+                due_on=NOW.date() - timedelta(days=1),
             )
         ],
     }
