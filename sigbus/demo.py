@@ -123,6 +123,10 @@ class Expectation:
     #: The hub's case life cycle as it must stand after the step, and as it stood.
     state_expected: dict[str, str] = field(default_factory=dict)
     state_observed: dict[str, str] = field(default_factory=dict)
+    #: The hub's own message (a reminder): no sender to notify. It must be logged
+    #: exactly once: ``repeats`` counts what a second pass logged for it.
+    hub_own: bool = False
+    repeats: int = 0
     held: bool = False
     observed: dict[str, str] = field(default_factory=dict)
 
@@ -286,6 +290,25 @@ class Story:
         missing = [c.consenter for c in consenters if c.state is not ConsentState.GIVEN]
         out["missing"] = ", ".join(missing) if missing else "none"
         return out
+
+    async def remind(self, step: str, expected: dict[AgencyId, EntryOutcome]) -> None:
+        """The hub's reminder pass, run now (an idle hub runs it on its own), then again:
+        the first pass decides one reminder per overdue commitment, the second none."""
+        first = await self.broker.reminder_pass()
+        for agency in expected:
+            while await self.adapters[agency].receive(self.inboxes[agency].deliver, timeout=0.2):
+                pass
+        again = await self.broker.reminder_pass()
+        ids = {e.message_id for e in first}
+        self.expectations.append(
+            Expectation(
+                step,
+                next(iter(ids)) if len(ids) == 1 else None,
+                expected,
+                hub_own=True,
+                repeats=len(again),
+            )
+        )
 
     def check_state(self, step: str, expected: dict[str, str]) -> None:
         """A step that sends nothing: the hub's case state must read ``expected``."""
@@ -453,6 +476,20 @@ class Story:
             case_ref=case,
         )
         await self.send(
+            "7c. Police commit to a mentor contact due yesterday: overdue from the start",
+            P,
+            MessageType.PLAN_COMMITMENT,
+            PlanCommitment(
+                commitment_id="cm-policementor",
+                responsible_agency=P,
+                action=ActionCode.POLICE_CONTACT_PERSON,
+                owner_function="police_community_officer",
+                due_on=today - timedelta(days=1),
+            ),
+            {SO: R, S: R},
+            case_ref=case,
+        )
+        await self.send(
             "8. School reports status: in progress",
             S,
             MessageType.COMMITMENT_STATUS,
@@ -461,6 +498,11 @@ class Story:
             ),
             {SO: R, P: R},
             case_ref=case,
+        )
+        await self.remind(
+            "8a. The hub reminds the police, once, of the overdue commitment (released "
+            "under the case's consent, logged); a second pass reminds nobody",
+            {P: R},
         )
         await self.send(
             "8b. Social services move the meeting; the police adapter is offline and has "
@@ -615,9 +657,12 @@ def judge(x: Expectation, logged: list[LogEntry], received: dict[AgencyId, list[
     # The sender's notice names the very entries the log holds, index for index
     # (a retraction is the hub's own entry on a withdrawal: not in its notice).
     decided = [e for e in logged if e.outcome is not EntryOutcome.RETRACTION]
-    noticed = x.notice is not None and sorted(i.log_index for i in x.notice.items) == sorted(
-        e.index for e in decided
-    )
+    if x.hub_own:  # the hub's own message: decided once, nobody's notice
+        noticed = x.notice is None and x.repeats == 0 and len(decided) == len(x.expected)
+    else:
+        noticed = x.notice is not None and sorted(
+            i.log_index for i in x.notice.items
+        ) == sorted(e.index for e in decided)
     reasoned = x.reason is None or all(x.reason in e.reasons for e in logged)
     return (
         x.observed == {r: o.value for r, o in x.expected.items()}

@@ -60,7 +60,8 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     assert report["ok"] is True
     assert report["releases_by_type"]["referral"] == 1
     assert report["denies_by_type"]["commitment_status"] == 3
-    assert report["log_length"] == 32
+    assert report["log_length"] == 35
+    assert report["releases_by_type"]["commitment_reminder"] == 1  # the overdue one (7c)
     assert report["recorded"] == 7  # opened, selected, three consents, withdrawal, closed
     # The refused withdrawal and the denied status each came back to their sender.
     steps = {x["step"].split(".")[0]: x for x in report["expectations"]}
@@ -78,6 +79,8 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     assert steps["3b"]["notice"] is None  # a step that reads the hub's state, sends nothing
     # The meeting the police had not fetched is pulled back by the withdrawal, and logged.
     assert steps["8b"]["observed"] == {"police": "release"}
+    assert steps["8a"]["observed"] == {"police": "release"}  # the hub's one reminder
+    assert steps["8a"]["notice"] is None
     assert steps["9b"]["observed"] == {"hub": "recorded", "police": "retraction"}
     assert steps["9b"]["case_state"]["observed"]["status"] == "paused"
     assert report["retractions"] == 1
