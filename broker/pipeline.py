@@ -56,6 +56,7 @@ from sigbus.protocol.messages import (
     ConsentEvent,
     ConsentRef,
     PlanCommitment,
+    PlanRevision,
     Referral,
     SentBy,
     narrows_consent,
@@ -432,6 +433,8 @@ def _disclosure(
         if header.sender not in case.parties:
             raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "sender is not a party")
         case_state = case.policy_state()
+        if isinstance(body, PlanRevision):
+            state.check_plan_revision(header.case_ref, body.plan_version, body.commitments)
         early_denies = {
             r: HubReason(ReasonCode.RECIPIENT_NOT_PARTY)
             for r in header.recipients
@@ -538,6 +541,14 @@ def _plan_change(header: Header, body: Body, state: HubState, now: datetime) -> 
             due_on=body.due_on,
             now=now,
         )
+    if isinstance(body, PlanRevision):
+        return state.plan_revised(
+            message_id=header.message_id,
+            case_ref=header.case_ref,
+            plan_version=body.plan_version,
+            commitments=body.commitments,
+            now=now,
+        )
     if isinstance(body, CommitmentStatus):
         return state.plan_commitment_status(
             message_id=header.message_id,
@@ -629,6 +640,8 @@ def _check_functions(
         own = body.decided_by
     elif isinstance(body, CaseClosed):
         own = body.closed_by
+    elif isinstance(body, PlanRevision):
+        own = body.revised_by
     elif isinstance(body, PlanCommitment):
         responsible = profiles.get(body.responsible_agency)
         if responsible is None or body.owner_function not in responsible.functions:

@@ -64,6 +64,7 @@ def due_reminders(state: HubState, now: datetime) -> list[DueReminder]:
         ):
             if (
                 commitment.due_on < today
+                and commitment.in_plan
                 and not commitment.done
                 and commitment.due_on not in commitment.reminded
             ):

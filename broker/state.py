@@ -115,6 +115,17 @@ class CommitmentRemindedChange(StrictModel):
     decided_at: AwareDatetime
 
 
+class PlanRevisedChange(StrictModel):
+    """A plan revision released to at least one party: the plan's version and contents."""
+
+    kind: Literal["plan_revised"] = "plan_revised"
+    message_id: str
+    case_ref: str
+    plan_version: int
+    commitments: tuple[str, ...]
+    revised_at: AwareDatetime
+
+
 #: Every kind of hub-state change; each is a hub record in the log (``state_sha256``).
 AnyChange = (
     CaseOpenedChange
@@ -124,6 +135,7 @@ AnyChange = (
     | CommitmentRecordedChange
     | CommitmentStatusChange
     | CommitmentRemindedChange
+    | PlanRevisedChange
 )
 StateChange = Annotated[AnyChange, Field(discriminator="kind")]
 
@@ -152,6 +164,8 @@ class CommitmentRecord:
     history: list[StatusEntry] = field(default_factory=list)
     #: The reminders decided, by due date (True: released).
     reminded: dict[date, bool] = field(default_factory=dict)
+    #: Left out of the latest plan version: no longer followed up.
+    in_plan: bool = True
 
     @property
     def latest(self) -> StatusEntry | None:
@@ -177,6 +191,8 @@ class CaseRecord:
     selection: CaseSelectedChange | None = None
     closure: CaseClosedChange | None = None
     commitments: dict[str, CommitmentRecord] = field(default_factory=dict)
+    #: The plan's version: 0 until the first plan revision.
+    plan_version: int = 0
     _policy_state: CaseState | None = None
 
     def policy_state(self) -> CaseState:
@@ -368,6 +384,36 @@ class HubState:
             recorded_at=now,
         )
 
+    def check_plan_revision(
+        self, case_ref: str | None, plan_version: int, commitments: tuple[str, ...]
+    ) -> None:
+        """A revision must be the plan's next version and hold only commitments of the case."""
+        case = self.live_case(case_ref)
+        if plan_version != case.plan_version + 1:
+            raise Rejection(
+                ReasonCode.PLAN_CONFLICT, f"the plan's next version is {case.plan_version + 1}"
+            )
+        if any(c not in case.commitments for c in commitments):
+            raise Rejection(ReasonCode.PLAN_CONFLICT, "names a commitment not in the case")
+
+    def plan_revised(
+        self,
+        *,
+        message_id: str,
+        case_ref: str,
+        plan_version: int,
+        commitments: tuple[str, ...],
+        now: datetime,
+    ) -> PlanRevisedChange:
+        self.check_plan_revision(case_ref, plan_version, commitments)
+        return PlanRevisedChange(
+            message_id=message_id,
+            case_ref=case_ref,
+            plan_version=plan_version,
+            commitments=commitments,
+            revised_at=now,
+        )
+
     # -- applying (idempotent per message id) ------------------------------
 
     def apply(self, change: AnyChange) -> None:
@@ -405,6 +451,11 @@ class HubState:
             self.cases[change.case_ref].commitments[change.commitment_id].history.append(
                 StatusEntry(change.status, change.as_of, change.recorded_at)
             )
+        elif isinstance(change, PlanRevisedChange):
+            case = self.cases[change.case_ref]
+            case.plan_version = change.plan_version
+            for cid, commitment in case.commitments.items():
+                commitment.in_plan = cid in change.commitments
         elif isinstance(change, CommitmentRemindedChange):
             commitment = self.cases[change.case_ref].commitments[change.commitment_id]
             commitment.reminded[change.due_on] = change.released

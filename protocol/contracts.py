@@ -226,6 +226,13 @@ MESSAGE_DESCRIPTIONS: Mapping[MessageType, tuple[str, str]] = {
         "A kallelse (notice) to the individuellt möte (the individual meeting of the SIG): "
         "when, where (a coded place) and the agenda.",
     ),
+    MessageType.PLAN_REVISION: (
+        "Plan revision (reviderad åtgärdsplan)",
+        "A new version of the case's individuell åtgärdsplan (individual action plan): "
+        "the plan's next version number (1, 2, ... as the hub counts them; any other is "
+        "denied plan_conflict) and the ids of the commitments the version holds, each "
+        "sent before as a plan_commitment. A commitment left out is no longer followed up.",
+    ),
     MessageType.COMMITMENT_REMINDER: (
         "Commitment reminder (påminnelse)",
         "The hub's reminder to the responsible agency (the one recipient) that its plan "

@@ -275,6 +275,25 @@ class MeetingNotice(Body):
     ]
 
 
+#: How many commitments one plan version holds at most.
+MAX_PLAN_COMMITMENTS = 32
+
+
+class PlanRevision(Body):
+    """A new version of the case's individuell åtgärdsplan (individual action plan):
+    its version number (the plan's next one at the hub: 1, 2, ...) and the ids of the
+    commitments it holds (each sent before as a ``plan_commitment``). A commitment
+    left out is no longer part of the plan, and no longer followed up."""
+
+    plan_version: Annotated[int, Field(ge=1, le=9999)]
+    commitments: Annotated[
+        tuple[CommitmentIdStr, ...],
+        Field(max_length=MAX_PLAN_COMMITMENTS),
+        AfterValidator(_unique),
+    ]
+    revised_by: FunctionCode
+
+
 class CommitmentReminder(Body):
     """Påminnelse: the hub reminds the responsible agency (the one recipient) that its
     commitment in the case's plan (the header's case ref) passed its due date without
@@ -326,6 +345,7 @@ MESSAGE_TYPES: Mapping[MessageType, MessageTypeSpec] = MappingProxyType(
         MessageType.PLAN_COMMITMENT: MessageTypeSpec(PlanCommitment, SentBy.PARTY),
         MessageType.COMMITMENT_STATUS: MessageTypeSpec(CommitmentStatus, SentBy.PARTY),
         MessageType.MEETING_NOTICE: MessageTypeSpec(MeetingNotice, SentBy.LEAD),
+        MessageType.PLAN_REVISION: MessageTypeSpec(PlanRevision, SentBy.LEAD),
         MessageType.COMMITMENT_REMINDER: MessageTypeSpec(CommitmentReminder, SentBy.HUB),
     }
 )

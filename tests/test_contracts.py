@@ -59,6 +59,7 @@ from sigbus.protocol.messages import (
     CommitmentStatus,
     MeetingNotice,
     PlanCommitment,
+    PlanRevision,
     Referral,
 )
 from sigbus.protocol.notice import (
@@ -169,6 +170,13 @@ def body_samples() -> dict[MessageType, list[BaseModel]]:
                 meeting_at=NOW + timedelta(days=7),
                 place=PlaceCode.SOCIAL_SERVICES_OFFICE,
                 agenda=(AgendaItem.PLAN_REVIEW, AgendaItem.NEW_ACTIONS),
+            )
+        ],
+        MessageType.PLAN_REVISION: [
+            PlanRevision(
+                plan_version=2,
+                commitments=("cm-schoolattendance", "cm-policecontact"),
+                revised_by="social_sig_coordinator",
             )
         ],
         MessageType.COMMITMENT_REMINDER: [
