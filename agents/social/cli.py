@@ -53,6 +53,7 @@ from sigbus.protocol.messages import (
     CaseSelected,
     ConsentEvent,
     MeetingNotice,
+    PlanRevision,
 )
 from sigbus.protocol.profiles import AgencyProfile
 
@@ -396,6 +397,42 @@ def add_lead_commands(
             journal=journal,
         )
 
+    @app.command()
+    def plan(
+        case: CaseOpt,
+        version: Annotated[
+            int, typer.Option("--version", help="the plan's next version (1 for the first)")
+        ],
+        to: ToOpt,
+        commitment: Annotated[
+            list[str],
+            typer.Option(help="id of a commitment the plan holds, e.g. cm-attendance (repeatable)"),
+        ] = [],  # noqa: B006
+        revised_by: Annotated[str, typer.Option(help=f"one of: {functions}")] = (
+            profile.default_function()
+        ),
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        statute: StatuteOpt = None,
+        evidence_id: EvidenceOpt = None,
+        message_id: MessageIdOpt = None,
+    ) -> None:
+        """Revise the action plan: its next version and the commitments it holds, released
+        to the parties under consent. A commitment left out is no longer followed up."""
+        body = build(
+            lambda: PlanRevision(
+                plan_version=version, commitments=tuple(commitment), revised_by=revised_by
+            )
+        )
+        asserted = assertion(statute, evidence_id)
+        send(
+            agency, nats, keys, MessageType.PLAN_REVISION, body,
+            case_ref=case, to=to, asserted=asserted, wait=wait, timeout=timeout,
+            message_id=message_id, journal=journal,
+        )  # fmt: skip
+
     JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
     def views() -> dict[str, CaseView]:
@@ -471,14 +508,22 @@ def case_screen(view: CaseView, today: date_type) -> list[str]:
         until = f" until {_day(c.valid_until)}" if c.valid_until else ""
         cid = f" {c.consent_id}" if c.consent_id else ""
         lines.append(f"  {c.consenter:<18} {c.state.value}{cid}{until}")
-    lines.append("plan:" if view.commitments else "plan: no commitments known")
+    version = f"version {view.plan_version}" if view.plan_version else "no revision yet"
+    lines.append(
+        f"plan ({version}):" if view.commitments else f"plan ({version}): no commitments known"
+    )
     for cm in view.commitments:
         flag = "  OVERDUE" if cm.overdue(today) else ""
+        flag += ", reminded" if cm.reminded else ""
+        flag += "  (not in the plan)" if not cm.in_plan else ""
         state = cm.status.value if cm.status else "no status yet"
         lines.append(
             f"  {cm.commitment_id} {cm.agency} {cm.action} ({cm.owner}) due "
             f"{cm.due_on.isoformat()}: {state}{flag}"
         )
+        if len(cm.history) > 1:
+            steps = ", ".join(f"{s.value} {d.isoformat()}" for s, d in cm.history)
+            lines.append(f"    history: {steps}")
     meeting = view.next_meeting
     lines.append(
         f"next meeting: {_day(meeting.at)} at {meeting.place}: {', '.join(meeting.agenda)}"
