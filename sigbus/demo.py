@@ -62,6 +62,7 @@ from sigbus.protocol.messages import (
     ConsentEvent,
     MeetingNotice,
     PlanCommitment,
+    PlanRevision,
     Referral,
     StatutoryAssertion,
 )
@@ -103,6 +104,7 @@ CONSENT_CATEGORIES = (
     MessageType.PLAN_COMMITMENT,
     MessageType.COMMITMENT_STATUS,
     MessageType.MEETING_NOTICE,
+    MessageType.PLAN_REVISION,
 )
 
 
@@ -283,6 +285,9 @@ class Story:
             )
         if record.closure is not None:
             out["closure"] = record.closure.reason.value
+        if record.plan_version:
+            held = sorted(c for c, r in record.commitments.items() if r.in_plan)
+            out["plan"] = f"version {record.plan_version}: {', '.join(held)}"
         for c in consenters:
             end = c.valid_until if c.state in _DATED else None
             until = f" until {end.date().isoformat()}" if end is not None else ""
@@ -489,6 +494,16 @@ class Story:
             {SO: R, S: R},
             case_ref=case,
         )
+        plan = ("cm-movehome", "cm-policecontact", "cm-policementor", "cm-schoolattendance")
+        await self.send(
+            "7d. Social services adopt the plan: version 1, with the four commitments",
+            SO,
+            MessageType.PLAN_REVISION,
+            PlanRevision(plan_version=1, commitments=plan, revised_by="social_sig_coordinator"),
+            {P: R, S: R, J: R},
+            case_ref=case,
+            state={"plan": f"version 1: {', '.join(plan)}"},
+        )
         await self.send(
             "8. School reports status: in progress",
             S,
@@ -660,9 +675,9 @@ def judge(x: Expectation, logged: list[LogEntry], received: dict[AgencyId, list[
     if x.hub_own:  # the hub's own message: decided once, nobody's notice
         noticed = x.notice is None and x.repeats == 0 and len(decided) == len(x.expected)
     else:
-        noticed = x.notice is not None and sorted(
-            i.log_index for i in x.notice.items
-        ) == sorted(e.index for e in decided)
+        noticed = x.notice is not None and sorted(i.log_index for i in x.notice.items) == sorted(
+            e.index for e in decided
+        )
     reasoned = x.reason is None or all(x.reason in e.reasons for e in logged)
     return (
         x.observed == {r: o.value for r, o in x.expected.items()}
