@@ -55,6 +55,7 @@ from sigbus.protocol.messages import (
     CommitmentStatus,
     ConsentEvent,
     ConsentRef,
+    MeetingAttendance,
     PlanCommitment,
     PlanRevision,
     Referral,
@@ -435,6 +436,8 @@ def _disclosure(
         case_state = case.policy_state()
         if isinstance(body, PlanRevision):
             state.check_plan_revision(header.case_ref, body.plan_version, body.commitments)
+        if isinstance(body, MeetingAttendance):
+            _check_attendance(body, case.parties, case.facts.guardians_with_custody)
         early_denies = {
             r: HubReason(ReasonCode.RECIPIENT_NOT_PARTY)
             for r in header.recipients
@@ -593,6 +596,16 @@ def _entry_for(
         reasons=reasons,
         release_id=release_id_for(header.message_id, verdict.recipient) if permitted else None,
     )
+
+
+def _check_attendance(
+    body: MeetingAttendance, parties: frozenset[AgencyId], guardians: frozenset[str]
+) -> None:
+    """Who came must be of the case: its parties, its guardians with custody."""
+    if any(a not in parties for a in body.agencies_present):
+        raise Rejection(ReasonCode.SCHEMA_INVALID, "an agency present is not a party")
+    if any(g not in guardians for g in body.guardians_present):
+        raise Rejection(ReasonCode.SCHEMA_INVALID, "a guardian present has no custody here")
 
 
 def _subject_ref(subject_id: str | None, header: Header, ctx: HubContext) -> str | None:

@@ -226,6 +226,18 @@ MESSAGE_DESCRIPTIONS: Mapping[MessageType, tuple[str, str]] = {
         "A kallelse (notice) to the individuellt möte (the individual meeting of the SIG): "
         "when, where (a coded place) and the agenda.",
     ),
+    MessageType.MEETING_ATTENDANCE: (
+        "Meeting attendance (närvaro)",
+        "Who came to the individual meeting held at meeting_at: the agencies present "
+        "(parties of the case), whether the young person came, and which guardians came, "
+        "by guardian ref (vh-...). Never a name.",
+    ),
+    MessageType.MEETING_MINUTES: (
+        "Meeting minutes (minnesanteckningar)",
+        "The minutes of the individual meeting held at meeting_at: the agenda items dealt "
+        "with, as codes, and one short free-text note (at most 300 characters), screened "
+        "for personnummer: a note with one is refused.",
+    ),
     MessageType.PLAN_REVISION: (
         "Plan revision (reviderad åtgärdsplan)",
         "A new version of the case's individuell åtgärdsplan (individual action plan): "

@@ -275,6 +275,33 @@ class MeetingNotice(Body):
     ]
 
 
+class MeetingAttendance(Body):
+    """Närvaro: who came to the individual meeting held at ``meeting_at`` (as its notice
+    said): the agencies (parties of the case), whether the young person came, and
+    which guardians came, by guardian ref. Never a name."""
+
+    meeting_at: AwareDatetime
+    agencies_present: Annotated[
+        tuple[AgencyId, ...], Field(max_length=16), AfterValidator(_parties_only)
+    ]
+    young_person_present: bool
+    guardians_present: Annotated[
+        tuple[GuardianRefStr, ...], Field(max_length=4), AfterValidator(_unique)
+    ] = ()
+
+
+class MeetingMinutes(Body):
+    """Minnesanteckningar (minutes) of the individual meeting held at ``meeting_at``: the
+    agenda items dealt with, as codes, and one short free-text note, screened for
+    personnummer (a note with one is refused)."""
+
+    meeting_at: AwareDatetime
+    discussed: Annotated[
+        tuple[AgendaItem, ...], Field(min_length=1, max_length=10), AfterValidator(_unique)
+    ]
+    note: Annotated[ScreenedText, Field(max_length=300)] | None = None
+
+
 #: How many commitments one plan version holds at most.
 MAX_PLAN_COMMITMENTS = 32
 
@@ -346,6 +373,8 @@ MESSAGE_TYPES: Mapping[MessageType, MessageTypeSpec] = MappingProxyType(
         MessageType.COMMITMENT_STATUS: MessageTypeSpec(CommitmentStatus, SentBy.PARTY),
         MessageType.MEETING_NOTICE: MessageTypeSpec(MeetingNotice, SentBy.LEAD),
         MessageType.PLAN_REVISION: MessageTypeSpec(PlanRevision, SentBy.LEAD),
+        MessageType.MEETING_ATTENDANCE: MessageTypeSpec(MeetingAttendance, SentBy.LEAD),
+        MessageType.MEETING_MINUTES: MessageTypeSpec(MeetingMinutes, SentBy.LEAD),
         MessageType.COMMITMENT_REMINDER: MessageTypeSpec(CommitmentReminder, SentBy.HUB),
     }
 )

@@ -57,6 +57,8 @@ from sigbus.protocol.messages import (
     CaseSelected,
     CommitmentReminder,
     CommitmentStatus,
+    MeetingAttendance,
+    MeetingMinutes,
     MeetingNotice,
     PlanCommitment,
     PlanRevision,
@@ -170,6 +172,21 @@ def body_samples() -> dict[MessageType, list[BaseModel]]:
                 meeting_at=NOW + timedelta(days=7),
                 place=PlaceCode.SOCIAL_SERVICES_OFFICE,
                 agenda=(AgendaItem.PLAN_REVIEW, AgendaItem.NEW_ACTIONS),
+            )
+        ],
+        MessageType.MEETING_ATTENDANCE: [
+            MeetingAttendance(
+                meeting_at=NOW - timedelta(hours=2),
+                agencies_present=("social", "school"),
+                young_person_present=True,
+                guardians_present=("vh-1",),
+            )
+        ],
+        MessageType.MEETING_MINUTES: [
+            MeetingMinutes(
+                meeting_at=NOW - timedelta(hours=2),
+                discussed=(AgendaItem.PLAN_REVIEW, AgendaItem.NEW_ACTIONS),
+                note="Skolan tar fram en närvaroplan till nästa möte.",
             )
         ],
         MessageType.PLAN_REVISION: [

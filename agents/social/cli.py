@@ -52,6 +52,8 @@ from sigbus.protocol.messages import (
     CaseOpened,
     CaseSelected,
     ConsentEvent,
+    MeetingAttendance,
+    MeetingMinutes,
     MeetingNotice,
     PlanRevision,
 )
@@ -97,6 +99,7 @@ def add_lead_commands(
     """Attach the lead agency's commands to its group (``profile`` is the lead's); what
     they send, and the hub's decisions, go into ``register`` (the case register)."""
     agency = profile.name
+    agency_name_of_lead = agency  # the name ``agency`` is an option of ``attendance``
     journal = register if register is not None else CaseRegister()
     case_app = typer.Typer(
         rich_markup_mode="markdown",
@@ -396,6 +399,73 @@ def add_lead_commands(
             message_id=message_id,
             journal=journal,
         )
+
+    @app.command()
+    def attendance(
+        case: CaseOpt,
+        at: Annotated[str, typer.Option(help="when the meeting was held (ISO 8601 with zone)")],
+        to: ToOpt,
+        agency: Annotated[list[str], typer.Option(help="an agency that came (repeatable)")] = [],  # noqa: B006
+        young_person: Annotated[
+            bool, typer.Option("--young-person/--no-young-person", help="the young person came")
+        ] = False,
+        guardian: Annotated[
+            list[str], typer.Option(help="ref of a guardian who came, e.g. vh-1 (repeatable)")
+        ] = [],  # noqa: B006
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        statute: StatuteOpt = None,
+        evidence_id: EvidenceOpt = None,
+        message_id: MessageIdOpt = None,
+    ) -> None:
+        """Record who came to an individual meeting: agencies, the young person, guardians."""
+        meeting_at = parse_instant(at, "--at")
+        body = build(
+            lambda: MeetingAttendance(
+                meeting_at=meeting_at,
+                agencies_present=tuple(agency),
+                young_person_present=young_person,
+                guardians_present=tuple(guardian),
+            )
+        )
+        asserted = assertion(statute, evidence_id)
+        send(
+            agency_name_of_lead, nats, keys, MessageType.MEETING_ATTENDANCE, body,
+            case_ref=case, to=to, asserted=asserted, wait=wait, timeout=timeout,
+            message_id=message_id, journal=journal,
+        )  # fmt: skip
+
+    @app.command()
+    def minutes(
+        case: CaseOpt,
+        at: Annotated[str, typer.Option(help="when the meeting was held (ISO 8601 with zone)")],
+        discussed: Annotated[list[AgendaItem], typer.Option(help="agenda item dealt with")],
+        to: ToOpt,
+        text: Annotated[
+            str | None,
+            typer.Option(help="one short note (≤ 300 characters); never a personnummer"),
+        ] = None,
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        statute: StatuteOpt = None,
+        evidence_id: EvidenceOpt = None,
+        message_id: MessageIdOpt = None,
+    ) -> None:
+        """Send the minutes of an individual meeting: agenda codes and one screened note."""
+        meeting_at = parse_instant(at, "--at")
+        body = build(
+            lambda: MeetingMinutes(meeting_at=meeting_at, discussed=tuple(discussed), note=text)
+        )
+        asserted = assertion(statute, evidence_id)
+        send(
+            agency_name_of_lead, nats, keys, MessageType.MEETING_MINUTES, body,
+            case_ref=case, to=to, asserted=asserted, wait=wait, timeout=timeout,
+            message_id=message_id, journal=journal,
+        )  # fmt: skip
 
     @app.command()
     def plan(
