@@ -60,6 +60,8 @@ from sigbus.protocol.messages import (
     CaseSelected,
     CommitmentStatus,
     ConsentEvent,
+    MeetingAttendance,
+    MeetingMinutes,
     MeetingNotice,
     PlanCommitment,
     PlanRevision,
@@ -105,6 +107,8 @@ CONSENT_CATEGORIES = (
     MessageType.COMMITMENT_STATUS,
     MessageType.MEETING_NOTICE,
     MessageType.PLAN_REVISION,
+    MessageType.MEETING_ATTENDANCE,
+    MessageType.MEETING_MINUTES,
 )
 
 
@@ -434,6 +438,34 @@ class Story:
                 meeting_at=self.now + timedelta(days=7),
                 place=PlaceCode.SOCIAL_SERVICES_OFFICE,
                 agenda=(AgendaItem.PLAN_REVIEW, AgendaItem.NEW_ACTIONS),
+            ),
+            {P: R, S: R, J: R},
+            case_ref=case,
+        )
+        held = self.now - timedelta(hours=1)
+        await self.send(
+            "5b. Today's start-up meeting, attendance: police, school, social and "
+            f"{J}; the young person and guardian vh-1 came, vh-2 did not",
+            SO,
+            MessageType.MEETING_ATTENDANCE,
+            MeetingAttendance(
+                meeting_at=held,
+                agencies_present=(P, S, SO, J),
+                young_person_present=True,
+                guardians_present=("vh-1",),
+            ),
+            {P: R, S: R, J: R},
+            case_ref=case,
+        )
+        await self.send(
+            "5c. Its minutes: plan_review, new_actions and one short note (screened for "
+            "personnummer)",
+            SO,
+            MessageType.MEETING_MINUTES,
+            MeetingMinutes(
+                meeting_at=held,
+                discussed=(AgendaItem.PLAN_REVIEW, AgendaItem.NEW_ACTIONS),
+                note="Skolan tar fram en närvaroplan; polisen utser en kontaktperson.",
             ),
             {P: R, S: R, J: R},
             case_ref=case,

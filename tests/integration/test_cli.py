@@ -60,7 +60,8 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     assert report["ok"] is True
     assert report["releases_by_type"]["referral"] == 1
     assert report["denies_by_type"]["commitment_status"] == 3
-    assert report["log_length"] == 38
+    assert report["log_length"] == 44
+    assert report["releases_by_type"]["meeting_minutes"] == 3  # 5c, to the parties
     assert report["releases_by_type"]["plan_revision"] == 3  # the plan, version 1 (7d)
     assert report["releases_by_type"]["commitment_reminder"] == 1  # the overdue one (7c)
     assert report["recorded"] == 7  # opened, selected, three consents, withdrawal, closed
@@ -90,7 +91,7 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     assert steps["12"]["notice"]["items"][0]["reasons"] == ["case_closed"]
     assert report["audit"]["ok"] is True
     # SiS joined by configuration only: it received releases under consent, and witnessed.
-    assert report["received_by_agency"]["sis"] == 4  # with the plan, version 1
+    assert report["received_by_agency"]["sis"] == 6  # with the meeting's records and the plan
     assert len(report["audit"]["cosigned_by"]) == 4
     export = Path(report["audit"]["export"])
     keys = export.parent / "keys"  # the demo's own root and signed directory
