@@ -110,3 +110,23 @@ async def test_without_consent_attendance_is_denied_and_not_released(
     assert await decided(world, MessageType.MEETING_ATTENDANCE) == {S: EntryOutcome.DENY}
     await world.settle()
     assert not any(isinstance(d.body, MeetingAttendance) for d in world.inboxes[S].received)
+
+
+async def test_the_hub_refuses_minutes_whose_note_holds_a_personnummer(
+    world: World, data_dir: Path
+) -> None:
+    case = await open_case(world, (*CONSENT_CATEGORIES, *MEETINGS))
+    pnr = fictitious_personnummer(birth_date_for_age(datetime.now(UTC).date(), 15), 985)
+    # Built past the model's own screening, as a careless adapter might.
+    smuggled = MeetingMinutes.model_construct(
+        version=1, meeting_at=datetime.now(UTC), discussed=("safety",), note=f"ring {pnr}"
+    )
+    sent = await world.adapters[SO].send(
+        MessageType.MEETING_MINUTES, smuggled, case_ref=case, recipients=(S,)
+    )
+    await world.settle()
+    entries = await world.entries_for(sent)
+    assert [(e.outcome, e.reasons) for e in entries.values()] == [
+        (EntryOutcome.DENY, ("personnummer_in_free_text",))
+    ]
+    assert sent not in world.received_ids(S)
