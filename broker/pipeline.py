@@ -20,7 +20,12 @@ from datetime import datetime, timedelta
 from sigbus.audit.entry import EntryOutcome
 from sigbus.broker.errors import Rejection, WithdrawalRefused
 from sigbus.broker.pseudonym import subject_id_for, subject_ref_for
-from sigbus.broker.state import AnyChange, ConsentRecordedChange, HubState
+from sigbus.broker.state import (
+    AnyChange,
+    ConsentRecordedChange,
+    HubState,
+    QuestionnaireRecordedChange,
+)
 from sigbus.policy import (
     Decision,
     DecisionRequest,
@@ -60,6 +65,7 @@ from sigbus.protocol.messages import (
     PlanRevision,
     Referral,
     SentBy,
+    YouthQuestionnaire,
     narrows_consent,
 )
 from sigbus.protocol.personnummer import birth_date
@@ -364,6 +370,18 @@ def _hub_record(
             now=now,
         )
         subject_id = state.case(header.case_ref).subject_id
+    elif isinstance(body, YouthQuestionnaire):
+        state.live_case(header.case_ref)
+        change = QuestionnaireRecordedChange(
+            message_id=header.message_id,
+            case_ref=header.case_ref,
+            occasion=body.occasion,
+            listened_to=body.listened_to,
+            support_helped=body.support_helped,
+            knew_the_plan=body.knew_the_plan,
+            recorded_at=now,
+        )
+        subject_id = state.case(header.case_ref).subject_id
     elif isinstance(body, CaseClosed):
         change = state.plan_closed(
             message_id=header.message_id,
@@ -655,6 +673,8 @@ def _check_functions(
         own = body.closed_by
     elif isinstance(body, PlanRevision):
         own = body.revised_by
+    elif isinstance(body, YouthQuestionnaire):
+        own = body.recorded_by
     elif isinstance(body, PlanCommitment):
         responsible = profiles.get(body.responsible_agency)
         if responsible is None or body.owner_function not in responsible.functions:

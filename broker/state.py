@@ -23,6 +23,8 @@ from sigbus.protocol.codes import (
     ClosureReason,
     ConsentAction,
     ConsenterRole,
+    QuestionnaireAnswer,
+    QuestionnaireOccasion,
     StatusCode,
 )
 from sigbus.protocol.ids import AgencyId
@@ -115,6 +117,19 @@ class CommitmentRemindedChange(StrictModel):
     decided_at: AwareDatetime
 
 
+class QuestionnaireRecordedChange(StrictModel):
+    """The young person's coded answers (issue 13): counted in the steering group's figures."""
+
+    kind: Literal["questionnaire_recorded"] = "questionnaire_recorded"
+    message_id: str
+    case_ref: str
+    occasion: QuestionnaireOccasion
+    listened_to: QuestionnaireAnswer
+    support_helped: QuestionnaireAnswer
+    knew_the_plan: QuestionnaireAnswer
+    recorded_at: AwareDatetime
+
+
 class PlanRevisedChange(StrictModel):
     """A plan revision released to at least one party: the plan's version and contents."""
 
@@ -136,6 +151,7 @@ AnyChange = (
     | CommitmentStatusChange
     | CommitmentRemindedChange
     | PlanRevisedChange
+    | QuestionnaireRecordedChange
 )
 StateChange = Annotated[AnyChange, Field(discriminator="kind")]
 
@@ -193,6 +209,7 @@ class CaseRecord:
     commitments: dict[str, CommitmentRecord] = field(default_factory=dict)
     #: The plan's version: 0 until the first plan revision.
     plan_version: int = 0
+    questionnaires: list[QuestionnaireRecordedChange] = field(default_factory=list)
     _policy_state: CaseState | None = None
 
     def policy_state(self) -> CaseState:
@@ -451,6 +468,8 @@ class HubState:
             self.cases[change.case_ref].commitments[change.commitment_id].history.append(
                 StatusEntry(change.status, change.as_of, change.recorded_at)
             )
+        elif isinstance(change, QuestionnaireRecordedChange):
+            self.cases[change.case_ref].questionnaires.append(change)
         elif isinstance(change, PlanRevisedChange):
             case = self.cases[change.case_ref]
             case.plan_version = change.plan_version

@@ -238,6 +238,13 @@ MESSAGE_DESCRIPTIONS: Mapping[MessageType, tuple[str, str]] = {
         "with, as codes, and one short free-text note (at most 300 characters), screened "
         "for personnummer: a note with one is refused.",
     ),
+    MessageType.YOUTH_QUESTIONNAIRE: (
+        "The young person's questionnaire (ungdomens enkät)",
+        "How the young person experienced the support, as coded answers (yes, partly, no, "
+        "no_answer) to fixed questions, recorded by social services at a review or at "
+        "closure. A hub record: never released; counted, with small counts suppressed, in "
+        "the steering group's follow-up figures.",
+    ),
     MessageType.PLAN_REVISION: (
         "Plan revision (reviderad åtgärdsplan)",
         "A new version of the case's individuell åtgärdsplan (individual action plan): "

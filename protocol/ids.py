@@ -30,6 +30,8 @@ class MessageType(StrEnum):
     MEETING_NOTICE = "meeting_notice"
     MEETING_ATTENDANCE = "meeting_attendance"
     MEETING_MINUTES = "meeting_minutes"
+    #: The young person's own view of the support, coded (a hub record).
+    YOUTH_QUESTIONNAIRE = "youth_questionnaire"
     #: The action plan as a whole, revised: its next version and the commitments it holds.
     PLAN_REVISION = "plan_revision"
     #: The hub's own message: a plan commitment passed its due date without ``done``.

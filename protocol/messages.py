@@ -29,6 +29,8 @@ from sigbus.protocol.codes import (
     ConsentPurpose,
     NotDoneReason,
     PlaceCode,
+    QuestionnaireAnswer,
+    QuestionnaireOccasion,
     ReferralKind,
     ReferralReason,
     StatusCode,
@@ -302,6 +304,19 @@ class MeetingMinutes(Body):
     note: Annotated[ScreenedText, Field(max_length=300)] | None = None
 
 
+class YouthQuestionnaire(Body):
+    """The young person's answers, as codes, to how the support was experienced, recorded
+    by social services at a review or at closure. A hub record: never released; only
+    counted, with small counts suppressed, in the steering group's figures. One field per
+    :class:`~sigbus.protocol.codes.QuestionnaireQuestion`."""
+
+    occasion: QuestionnaireOccasion
+    listened_to: QuestionnaireAnswer
+    support_helped: QuestionnaireAnswer
+    knew_the_plan: QuestionnaireAnswer
+    recorded_by: FunctionCode
+
+
 #: How many commitments one plan version holds at most.
 MAX_PLAN_COMMITMENTS = 32
 
@@ -368,6 +383,9 @@ MESSAGE_TYPES: Mapping[MessageType, MessageTypeSpec] = MappingProxyType(
         MessageType.CONSENT_EVENT: MessageTypeSpec(ConsentEvent, SentBy.LEAD, hub_record=True),
         MessageType.CASE_SELECTED: MessageTypeSpec(CaseSelected, SentBy.LEAD, hub_record=True),
         MessageType.CASE_CLOSED: MessageTypeSpec(CaseClosed, SentBy.LEAD, hub_record=True),
+        MessageType.YOUTH_QUESTIONNAIRE: MessageTypeSpec(
+            YouthQuestionnaire, SentBy.LEAD, hub_record=True
+        ),
         MessageType.CASE_INVITATION: MessageTypeSpec(CaseInvitation, SentBy.LEAD),
         MessageType.PLAN_COMMITMENT: MessageTypeSpec(PlanCommitment, SentBy.PARTY),
         MessageType.COMMITMENT_STATUS: MessageTypeSpec(CommitmentStatus, SentBy.PARTY),

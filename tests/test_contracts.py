@@ -35,6 +35,8 @@ from sigbus.protocol.codes import (
     ConsenterRole,
     NotDoneReason,
     PlaceCode,
+    QuestionnaireAnswer,
+    QuestionnaireOccasion,
     ReferralKind,
     ReferralReason,
     StatusCode,
@@ -63,6 +65,7 @@ from sigbus.protocol.messages import (
     PlanCommitment,
     PlanRevision,
     Referral,
+    YouthQuestionnaire,
 )
 from sigbus.protocol.notice import (
     NOT_DECIDED,
@@ -172,6 +175,15 @@ def body_samples() -> dict[MessageType, list[BaseModel]]:
                 meeting_at=NOW + timedelta(days=7),
                 place=PlaceCode.SOCIAL_SERVICES_OFFICE,
                 agenda=(AgendaItem.PLAN_REVIEW, AgendaItem.NEW_ACTIONS),
+            )
+        ],
+        MessageType.YOUTH_QUESTIONNAIRE: [
+            YouthQuestionnaire(
+                occasion=QuestionnaireOccasion.REVIEW,
+                listened_to=QuestionnaireAnswer.YES,
+                support_helped=QuestionnaireAnswer.PARTLY,
+                knew_the_plan=QuestionnaireAnswer.NO_ANSWER,
+                recorded_by="social_case_worker",
             )
         ],
         MessageType.MEETING_ATTENDANCE: [

@@ -42,6 +42,8 @@ from sigbus.protocol.codes import (
     ClosureReason,
     ConsenterRole,
     PlaceCode,
+    QuestionnaireAnswer,
+    QuestionnaireOccasion,
 )
 from sigbus.protocol.errors import SigbusError
 from sigbus.protocol.ids import MessageType
@@ -56,6 +58,7 @@ from sigbus.protocol.messages import (
     MeetingMinutes,
     MeetingNotice,
     PlanRevision,
+    YouthQuestionnaire,
 )
 from sigbus.protocol.profiles import AgencyProfile
 
@@ -465,6 +468,43 @@ def add_lead_commands(
             agency_name_of_lead, nats, keys, MessageType.MEETING_MINUTES, body,
             case_ref=case, to=to, asserted=asserted, wait=wait, timeout=timeout,
             message_id=message_id, journal=journal,
+        )  # fmt: skip
+
+    @app.command()
+    def questionnaire(
+        case: CaseOpt,
+        occasion: Annotated[QuestionnaireOccasion, typer.Option(help="a review, or closure")],
+        listened_to: Annotated[
+            QuestionnaireAnswer, typer.Option(help="I was listened to")
+        ] = QuestionnaireAnswer.NO_ANSWER,
+        support_helped: Annotated[
+            QuestionnaireAnswer, typer.Option(help="the support helped me")
+        ] = QuestionnaireAnswer.NO_ANSWER,
+        knew_the_plan: Annotated[
+            QuestionnaireAnswer, typer.Option(help="I knew what was planned for me")
+        ] = QuestionnaireAnswer.NO_ANSWER,
+        recorded_by: Annotated[str, typer.Option(help=f"one of: {functions}")] = recorder,
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        message_id: MessageIdOpt = None,
+    ) -> None:
+        """Record the young person's answers on how the support was experienced (codes
+        only; a hub record, counted in `sigbus social report` with small counts hidden)."""
+        body = build(
+            lambda: YouthQuestionnaire(
+                occasion=occasion,
+                listened_to=listened_to,
+                support_helped=support_helped,
+                knew_the_plan=knew_the_plan,
+                recorded_by=recorded_by,
+            )
+        )
+        send(
+            agency, nats, keys, MessageType.YOUTH_QUESTIONNAIRE, body,
+            case_ref=case, to=[], wait=wait, timeout=timeout, journal=journal,
+            message_id=message_id,
         )  # fmt: skip
 
     @app.command()
