@@ -46,6 +46,8 @@ from sigbus.protocol.codes import (
     ClosureReason,
     ConsenterRole,
     PlaceCode,
+    QuestionnaireAnswer,
+    QuestionnaireOccasion,
     ReferralKind,
     ReferralReason,
     StatusCode,
@@ -67,6 +69,7 @@ from sigbus.protocol.messages import (
     PlanRevision,
     Referral,
     StatutoryAssertion,
+    YouthQuestionnaire,
 )
 from sigbus.protocol.notice import DecisionNotice
 from sigbus.protocol.subjects import LOG_STREAM
@@ -607,6 +610,21 @@ class Story:
             {SO: D, P: D, J: D},
             case_ref=case,
             show_notice=True,
+        )
+        await self.send(
+            "10b. The young person answers the questionnaire at closure (codes only, a hub "
+            "record for the steering group's figures): listened to yes, support helped partly",
+            SO,
+            MessageType.YOUTH_QUESTIONNAIRE,
+            YouthQuestionnaire(
+                occasion=QuestionnaireOccasion.CLOSURE,
+                listened_to=QuestionnaireAnswer.YES,
+                support_helped=QuestionnaireAnswer.PARTLY,
+                knew_the_plan=QuestionnaireAnswer.YES,
+                recorded_by="social_case_worker",
+            ),
+            {HUB: REC},
+            case_ref=case,
         )
         await self.send(
             "11. Social services close the case: plan completed",

@@ -60,11 +60,12 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     assert report["ok"] is True
     assert report["releases_by_type"]["referral"] == 1
     assert report["denies_by_type"]["commitment_status"] == 3
-    assert report["log_length"] == 44
+    assert report["log_length"] == 45
     assert report["releases_by_type"]["meeting_minutes"] == 3  # 5c, to the parties
     assert report["releases_by_type"]["plan_revision"] == 3  # the plan, version 1 (7d)
     assert report["releases_by_type"]["commitment_reminder"] == 1  # the overdue one (7c)
-    assert report["recorded"] == 7  # opened, selected, three consents, withdrawal, closed
+    # opened, selected, three consents, withdrawal, the questionnaire (10b), closed
+    assert report["recorded"] == 8
     # The refused withdrawal and the denied status each came back to their sender.
     steps = {x["step"].split(".")[0]: x for x in report["expectations"]}
     assert all(x["held"] for x in report["expectations"])
