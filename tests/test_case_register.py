@@ -21,7 +21,7 @@ from sigbus.agents.social.register import (
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from sigbus.policy import default_rules
 from sigbus.policy.lifecycle import CaseStatus, ConsentState
-from sigbus.protocol.codes import ActionCode, NotDoneReason, StatusCode
+from sigbus.protocol.codes import ActionCode, AgendaItem, NotDoneReason, StatusCode
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import (
     BODY_MODELS,
@@ -29,6 +29,8 @@ from sigbus.protocol.messages import (
     CaseSelected,
     CommitmentReminder,
     CommitmentStatus,
+    MeetingAttendance,
+    MeetingMinutes,
     PlanCommitment,
     PlanRevision,
 )
@@ -183,3 +185,32 @@ def test_the_plan_has_a_version_and_each_commitment_its_status_history(tmp_path:
 
 def body_type(body: object) -> MessageType:
     return next(t for t, m in BODY_MODELS.items() if type(body) is m)
+
+
+def test_a_meeting_held_shows_who_came_and_what_was_discussed(tmp_path: Path) -> None:
+    register = CaseRegister(tmp_path / "register.jsonl")
+    opened = CaseOpened(personnummer=YOUTH, guardians_with_custody=("vh-1",), parties=PARTIES)
+    register.sent(
+        MessageType.CASE_OPENED, opened, case_ref=CASE, message_id="msg-openedcase",
+        sent_at=NOW, notice=notice("msg-openedcase", NoticeOutcome.CONFIRMED),
+    )  # fmt: skip
+    held = NOW - timedelta(hours=2)
+    came = MeetingAttendance(
+        meeting_at=held, agencies_present=("school", "social"), young_person_present=False,
+        guardians_present=("vh-1",),
+    )  # fmt: skip
+    minutes = MeetingMinutes(meeting_at=held, discussed=(AgendaItem.SAFETY,), note="Ny tid bokas.")
+    for mid, kind, body in (
+        ("msg-attendance", MessageType.MEETING_ATTENDANCE, came),
+        ("msg-theminutes", MessageType.MEETING_MINUTES, minutes),
+    ):
+        register.sent(
+            kind, body, case_ref=CASE, message_id=mid, sent_at=NOW, notice=released(mid, kind)
+        )
+    view = case_views(register.lines(), default_rules(), now=NOW)[CASE]
+    assert [(m.agencies, m.young_person, m.discussed) for m in view.meetings_held] == [
+        (("school", "social"), False, ("safety",))
+    ]
+    screen = "\n".join(case_screen(view, NOW.date()))
+    assert "school, social; young person did not come; guardians vh-1; discussed safety" in screen
+    assert "Ny tid" not in screen  # codes only on the screen

@@ -640,6 +640,15 @@ def case_screen(view: CaseView, today: date_type) -> list[str]:
         if meeting
         else "next meeting: none called"
     )
+    for held in view.meetings_held:
+        came = ", ".join(held.agencies) or "no agency recorded"
+        young = {True: "young person came", False: "young person did not come", None: ""}
+        parts = [came, young[held.young_person]]
+        if held.guardians:
+            parts.append(f"guardians {', '.join(held.guardians)}")
+        if held.discussed:
+            parts.append(f"discussed {', '.join(held.discussed)}")
+        lines.append(f"meeting held {_day(held.at)}: {'; '.join(p for p in parts if p)}")
     lines.append("recent decisions:" if view.decisions else "recent decisions: none")
     for d in reversed(view.decisions):
         why = f": {', '.join(d.reasons)}" if d.reasons else ""

@@ -46,6 +46,8 @@ from sigbus.protocol.messages import (
     CommitmentReminder,
     CommitmentStatus,
     ConsentEvent,
+    MeetingAttendance,
+    MeetingMinutes,
     MeetingNotice,
     PlanCommitment,
     PlanRevision,
@@ -231,6 +233,17 @@ class Meeting:
 
 
 @dataclass(frozen=True)
+class HeldMeeting:
+    """A meeting held, as its attendance and minutes were released (codes only)."""
+
+    at: datetime
+    agencies: tuple[str, ...] = ()
+    young_person: bool | None = None
+    guardians: tuple[str, ...] = ()
+    discussed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Decided:
     at: datetime
     message_type: MessageType
@@ -258,6 +271,7 @@ class CaseView:
     plan_version: int = 0
     commitments: list[Commitment] = field(default_factory=list)
     next_meeting: Meeting | None = None
+    meetings_held: list[HeldMeeting] = field(default_factory=list)
     decisions: list[Decided] = field(default_factory=list)
     undecided: list[str] = field(default_factory=list)
 
@@ -323,6 +337,16 @@ class CaseView:
                 if self.next_meeting
                 else None
             ),
+            "meetings_held": [
+                {
+                    "at": m.at.isoformat(),
+                    "agencies_present": list(m.agencies),
+                    "young_person_present": m.young_person,
+                    "guardians_present": list(m.guardians),
+                    "discussed": list(m.discussed),
+                }
+                for m in self.meetings_held
+            ],
             "recent_decisions": [
                 {
                     "at": d.at.isoformat(),
@@ -353,6 +377,7 @@ class _Acc:
     commitments: dict[str, Commitment] = field(default_factory=dict)
     plan_version: int = 0
     meetings: list[Meeting] = field(default_factory=list)
+    held: dict[datetime, HeldMeeting] = field(default_factory=dict)
     decisions: list[Decided] = field(default_factory=list)
     undecided: list[str] = field(default_factory=list)
 
@@ -436,6 +461,17 @@ def _apply_plan(acc: _Acc, body: Body) -> None:
             acc.plan_version = body.plan_version
             for cid, known in acc.commitments.items():
                 acc.commitments[cid] = replace(known, in_plan=cid in body.commitments)
+    elif isinstance(body, MeetingAttendance):
+        met = acc.held.get(body.meeting_at) or HeldMeeting(body.meeting_at)
+        acc.held[body.meeting_at] = replace(
+            met,
+            agencies=body.agencies_present,
+            young_person=body.young_person_present,
+            guardians=body.guardians_present,
+        )
+    elif isinstance(body, MeetingMinutes):
+        met = acc.held.get(body.meeting_at) or HeldMeeting(body.meeting_at)
+        acc.held[body.meeting_at] = replace(met, discussed=tuple(a.value for a in body.discussed))
     elif isinstance(body, CommitmentReminder):
         known = acc.commitments.get(body.commitment_id)
         if known is not None:
@@ -511,6 +547,7 @@ def _view(acc: _Acc, rules: Rules, now: datetime) -> CaseView:
         plan_version=acc.plan_version,
         commitments=sorted(acc.commitments.values(), key=lambda c: (c.due_on, c.commitment_id)),
         next_meeting=upcoming[0] if upcoming else None,
+        meetings_held=sorted(acc.held.values(), key=lambda m: m.at),
         decisions=acc.decisions[-RECENT:],
         undecided=acc.undecided,
     )
