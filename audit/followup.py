@@ -23,7 +23,12 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from sigbus.audit.errors import AuditError
-from sigbus.protocol.codes import ClosureReason, ConsentAction
+from sigbus.protocol.codes import (
+    ClosureReason,
+    ConsentAction,
+    QuestionnaireAnswer,
+    QuestionnaireQuestion,
+)
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 DEFAULT_K = 5
@@ -80,11 +85,20 @@ class ConsentFacts:
 
 
 @dataclass(frozen=True)
+class AnswerFacts:
+    """One questionnaire the young person answered: when it was recorded, and the answers."""
+
+    recorded_at: datetime
+    answers: tuple[tuple[QuestionnaireQuestion, QuestionnaireAnswer], ...]
+
+
+@dataclass(frozen=True)
 class CaseFacts:
     opened_at: datetime
     closed_at: datetime | None = None
     closure_reason: ClosureReason | None = None
     consents: tuple[ConsentFacts, ...] = ()
+    questionnaires: tuple[AnswerFacts, ...] = ()
 
 
 class Measure(StrEnum):
@@ -94,6 +108,9 @@ class Measure(StrEnum):
     CONSENTS_GIVEN = "consents_given"
     CONSENTS_WITHDRAWN = "consents_withdrawn"
     CONSENTS_EXPIRED = "consents_expired"
+    #: The young people's questionnaires recorded; ``questionnaires:<question>:<answer>``
+    #: counts each answer (the answers to one question add up to this total).
+    QUESTIONNAIRES = "questionnaires"
 
 
 @dataclass(frozen=True)
@@ -127,6 +144,7 @@ def _expired_in(record: ConsentFacts, period: Period) -> bool:
 def _counts(cases: Sequence[CaseFacts], period: Period) -> dict[str, int]:
     counts = {m.value: 0 for m in Measure}
     counts.update({f"{Measure.CASES_CLOSED.value}:{r.value}": 0 for r in ClosureReason})
+    counts.update({_answer(q, a): 0 for q in QuestionnaireQuestion for a in QuestionnaireAnswer})
     for case in cases:
         if period.holds(case.opened_at):
             counts[Measure.CASES_STARTED] += 1
@@ -145,7 +163,16 @@ def _counts(cases: Sequence[CaseFacts], period: Period) -> dict[str, int]:
                     counts[Measure.CONSENTS_WITHDRAWN] += 1
             if _expired_in(record, period):
                 counts[Measure.CONSENTS_EXPIRED] += 1
+        for questionnaire in case.questionnaires:
+            if period.holds(questionnaire.recorded_at):
+                counts[Measure.QUESTIONNAIRES] += 1
+                for question, answer in questionnaire.answers:
+                    counts[_answer(question, answer)] += 1
     return counts
+
+
+def _answer(question: QuestionnaireQuestion, answer: QuestionnaireAnswer) -> str:
+    return f"{Measure.QUESTIONNAIRES.value}:{question.value}:{answer.value}"
 
 
 def _suppress_group(
@@ -176,4 +203,8 @@ def followup(cases: Sequence[CaseFacts], period: Period, *, k: int = DEFAULT_K) 
     closed = Measure.CASES_CLOSED.value
     parts = [f"{closed}:{r.value}" for r in ClosureReason]
     _suppress_group(raw, shown, closed, parts, k)
+    # Each question's answers add up to the questionnaires shown: suppressed per question.
+    for question in QuestionnaireQuestion:
+        answers = [_answer(question, a) for a in QuestionnaireAnswer]
+        _suppress_group(raw, shown, Measure.QUESTIONNAIRES.value, answers, k)
     return Report(period, k, tuple(Row(m, shown[m]) for m in raw))

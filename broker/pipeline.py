@@ -20,7 +20,12 @@ from datetime import datetime, timedelta
 from sigbus.audit.entry import EntryOutcome
 from sigbus.broker.errors import Rejection, WithdrawalRefused
 from sigbus.broker.pseudonym import subject_id_for, subject_ref_for
-from sigbus.broker.state import AnyChange, ConsentRecordedChange, HubState
+from sigbus.broker.state import (
+    AnyChange,
+    ConsentRecordedChange,
+    HubState,
+    QuestionnaireRecordedChange,
+)
 from sigbus.policy import (
     Decision,
     DecisionRequest,
@@ -52,11 +57,15 @@ from sigbus.protocol.messages import (
     CaseInvitation,
     CaseOpened,
     CaseSelected,
+    CommitmentStatus,
     ConsentEvent,
     ConsentRef,
+    MeetingAttendance,
     PlanCommitment,
+    PlanRevision,
     Referral,
     SentBy,
+    YouthQuestionnaire,
     narrows_consent,
 )
 from sigbus.protocol.personnummer import birth_date
@@ -160,6 +169,9 @@ class Plan:
     #: The message's own data key, for the hub's retention vault (broker.vault):
     #: kept only while the message's retention period runs, then shredded.
     data_key: bytes | None = None
+    #: Which entry commits to the state change (``state_sha256``): a hub record's one
+    #: entry, or a followed-up plan item's first release.
+    bound: int = 0
 
     @property
     def denied(self) -> bool:
@@ -358,6 +370,18 @@ def _hub_record(
             now=now,
         )
         subject_id = state.case(header.case_ref).subject_id
+    elif isinstance(body, YouthQuestionnaire):
+        state.live_case(header.case_ref)
+        change = QuestionnaireRecordedChange(
+            message_id=header.message_id,
+            case_ref=header.case_ref,
+            occasion=body.occasion,
+            listened_to=body.listened_to,
+            support_helped=body.support_helped,
+            knew_the_plan=body.knew_the_plan,
+            recorded_at=now,
+        )
+        subject_id = state.case(header.case_ref).subject_id
     elif isinstance(body, CaseClosed):
         change = state.plan_closed(
             message_id=header.message_id,
@@ -428,6 +452,10 @@ def _disclosure(
         if header.sender not in case.parties:
             raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "sender is not a party")
         case_state = case.policy_state()
+        if isinstance(body, PlanRevision):
+            state.check_plan_revision(header.case_ref, body.plan_version, body.commitments)
+        if isinstance(body, MeetingAttendance):
+            _check_attendance(body, case.parties, case.facts.guardians_with_custody)
         early_denies = {
             r: HubReason(ReasonCode.RECIPIENT_NOT_PARTY)
             for r in header.recipients
@@ -443,6 +471,33 @@ def _disclosure(
         assertions=(header.assertion,) if header.assertion is not None else (),
     )
     decision = decide(request, ctx.rules, now=now)
+    entries, releases = release_plan(
+        envelope, decision, early_denies, subject_id, ingress_seq, ctx, now, data_key
+    )
+    change = _plan_change(header, body, state, now) if releases else None
+    return Plan(
+        message_id=header.message_id,
+        entries=tuple(entries),
+        releases=tuple(releases),
+        data_key=data_key if releases else None,
+        state_change=change,
+        bound=next((i for i, e in enumerate(entries) if e.outcome is EntryOutcome.RELEASE), 0),
+    )
+
+
+def release_plan(
+    envelope: Envelope,
+    decision: Decision,
+    early_denies: dict[AgencyId, HubReason],
+    subject_id: str | None,
+    ingress_seq: int,
+    ctx: HubContext,
+    now: datetime,
+    data_key: bytes,
+) -> tuple[list[EntryDraft], list[ReleaseDraft]]:
+    """One entry per recipient decided, and a release (the data key re-sealed to the
+    recipient's current key) for each one permitted."""
+    header = envelope.header
     entries: list[EntryDraft] = []
     releases: list[ReleaseDraft] = []
     for verdict in decision.per_recipient:
@@ -487,12 +542,44 @@ def _disclosure(
                     entry=entry,
                 )
             )
-    return Plan(
-        message_id=header.message_id,
-        entries=tuple(entries),
-        releases=tuple(releases),
-        data_key=data_key if releases else None,
-    )
+    return entries, releases
+
+
+def _plan_change(header: Header, body: Body, state: HubState, now: datetime) -> AnyChange | None:
+    """A plan item released to a party is followed up by the hub (issue 13): the
+    commitment, or a status of one it follows, becomes hub state, bound to the log."""
+    if header.case_ref is None:
+        return None
+    if isinstance(body, PlanCommitment):
+        return state.plan_commitment(
+            message_id=header.message_id,
+            case_ref=header.case_ref,
+            sender=header.sender,
+            commitment_id=body.commitment_id,
+            responsible_agency=body.responsible_agency,
+            action=body.action,
+            owner_function=body.owner_function,
+            due_on=body.due_on,
+            now=now,
+        )
+    if isinstance(body, PlanRevision):
+        return state.plan_revised(
+            message_id=header.message_id,
+            case_ref=header.case_ref,
+            plan_version=body.plan_version,
+            commitments=body.commitments,
+            now=now,
+        )
+    if isinstance(body, CommitmentStatus):
+        return state.plan_commitment_status(
+            message_id=header.message_id,
+            case_ref=header.case_ref,
+            commitment_id=body.commitment_id,
+            status=body.status,
+            as_of=body.as_of,
+            now=now,
+        )
+    return None
 
 
 def _entry_for(
@@ -529,6 +616,16 @@ def _entry_for(
     )
 
 
+def _check_attendance(
+    body: MeetingAttendance, parties: frozenset[AgencyId], guardians: frozenset[str]
+) -> None:
+    """Who came must be of the case: its parties, its guardians with custody."""
+    if any(a not in parties for a in body.agencies_present):
+        raise Rejection(ReasonCode.SCHEMA_INVALID, "an agency present is not a party")
+    if any(g not in guardians for g in body.guardians_present):
+        raise Rejection(ReasonCode.SCHEMA_INVALID, "a guardian present has no custody here")
+
+
 def _subject_ref(subject_id: str | None, header: Header, ctx: HubContext) -> str | None:
     """What the log says about whom: a pseudonym of the person within this case only.
 
@@ -549,6 +646,8 @@ def _sender_profile(header: Header, profiles: Profiles) -> AgencyProfile:
     if header.type not in profile.sends:
         raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "type not in the sender's profile")
     # The registry's rule is checked again here, so a profile can never widen it.
+    if MESSAGE_TYPES[header.type].sent_by is SentBy.HUB:
+        raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "only the hub sends this type")
     if MESSAGE_TYPES[header.type].sent_by is SentBy.LEAD and header.sender != profiles.lead:
         raise Rejection(ReasonCode.SENDER_NOT_ALLOWED, "only the lead agency sends this type")
     if header.assertion is not None and header.assertion.basis not in profile.asserts:
@@ -572,6 +671,10 @@ def _check_functions(
         own = body.decided_by
     elif isinstance(body, CaseClosed):
         own = body.closed_by
+    elif isinstance(body, PlanRevision):
+        own = body.revised_by
+    elif isinstance(body, YouthQuestionnaire):
+        own = body.recorded_by
     elif isinstance(body, PlanCommitment):
         responsible = profiles.get(body.responsible_agency)
         if responsible is None or body.owner_function not in responsible.functions:

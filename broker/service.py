@@ -47,6 +47,7 @@ from sigbus.broker.log_writer import LogWriter
 from sigbus.broker.metrics import HubMetrics
 from sigbus.broker.notices import NoticeService
 from sigbus.broker.pipeline import EntryDraft, HubContext, Plan, ReleaseDraft, evaluate
+from sigbus.broker.reminders import due_reminders, plan_reminder
 from sigbus.broker.restore import SnapshotRestore
 from sigbus.broker.retraction import RetractionIndex, SentRelease, retraction_draft
 from sigbus.broker.snapshot import SnapshotStore
@@ -106,6 +107,8 @@ ROUND_BUDGET_S = 0.03
 PRUNE_INTERVAL_S = 2.0
 #: How often an idle hub runs its retention pass (seconds; issue 13).
 RETENTION_INTERVAL_S = 3600.0
+#: How often an idle hub looks for overdue plan commitments to remind (seconds; issue 13).
+REMINDER_INTERVAL_S = 600.0
 #: How long a round waits for the messages the first one said are queued behind it
 #: (seconds): they are in the stream, so this bounds one round trip on a loaded machine.
 _GATHER_S = 0.05
@@ -177,6 +180,7 @@ class Broker:
         )
         self._next_prune = 0.0
         self._next_retention = 0.0
+        self._next_reminders = 0.0
         #: State changes applied so far: a plan made beside others checks it is still valid.
         self._state_changes = 0
         self._stopping = asyncio.Event()
@@ -490,6 +494,7 @@ class Broker:
                     await self.checkpointer.publish()  # idle: make the latest witnessable
                     await self._refresh_context()
                     await self._maybe_retention()
+                    await self._maybe_reminders()
                     return 0
         if fetched:
             self._regular_idle = False
@@ -748,6 +753,59 @@ class Broker:
             log.info("retention_pass", shredded=len(done), log_size=self.writer.size)
         return done
 
+    async def _maybe_reminders(self) -> None:
+        """When idle, at most every :data:`REMINDER_INTERVAL_S`: the reminder pass."""
+        if time.monotonic() < self._next_reminders:
+            return
+        self._next_reminders = time.monotonic() + REMINDER_INTERVAL_S
+        try:
+            await self.reminder_pass()
+        except (NatsError, TimeoutError, asyncio.TimeoutError) as e:  # noqa: UP041
+            self._stale = True  # the state may hold a reminder the store does not
+            log.error("reminder_pass_failed", error=type(e).__name__)  # tried again later
+
+    async def reminder_pass(self, now: datetime | None = None) -> list[LogEntry]:
+        """Remind each responsible agency, once, of its overdue commitments (issue 13).
+
+        For each reminder, in this order (log before state and release, as for any
+        message): its decision is logged (fenced), its state change stored and
+        applied (so it is never decided again), then, if released, it is published
+        to the agency's inbox. Returns the entries logged."""
+        assert self._store is not None
+        assert self.vault is not None
+        at = now if now is not None else self._monotonic_now()
+        done: list[LogEntry] = []
+        for overdue in due_reminders(self.state, at):
+            sealed, plan = self._seal_state_change(plan_reminder(overdue, self.ctx, at))
+            assert sealed is not None
+            if self.lease is not None and not self.lease.still_held():
+                raise LeaseLostError("the hub lease lapsed: another hub may decide now")
+            appended = await self.writer.append_batch(plan.entries)
+            await self._store.persist(sealed)
+            self.state.apply(sealed.change)
+            self._state_changes += 1
+            logged = {(e.decision_id, e.recipient): e for e in appended}
+            for draft in plan.releases:
+                entry = logged[(draft.entry.decision_id, draft.recipient)]
+                if plan.data_key is not None:
+                    await self.vault.keep(draft.envelope, plan.data_key, entry)
+                record = self._release_record(draft, logged)
+                wire = _release_wire(draft, record, self.ctx.identity.signing_key)
+                future = await self._publish_release(record, wire)
+                await _all_acked([future])
+                self.retractions.released(entry, future.result().seq)
+            for e in appended:
+                log.info(
+                    "commitment_reminder",
+                    message_id=e.message_id,
+                    recipient=e.recipient,
+                    outcome=e.outcome.value,
+                    reasons=",".join(e.reasons),
+                    log_index=e.index,
+                )
+            done.extend(appended)
+        return done
+
     async def _retract_for(self, item: _Item) -> _Item:
         """A withdrawal or expiry pulls back what was released under that consent and
         still sits unfetched in an inbox, before the withdrawal is logged: nothing
@@ -893,16 +951,15 @@ class Broker:
         return now
 
     def _seal_state_change(self, plan: Plan) -> tuple[SealedChange | None, Plan]:
-        """Seal the state change once and put its digest into the hub record's entry."""
+        """Seal the state change once and put its digest into the entry that commits to
+        it (a hub record's entry, a followed-up plan item's first release)."""
         if plan.state_change is None:
             return None, plan
         assert self._store is not None
         sealed = self._store.seal(plan.state_change)
         entries = tuple(
-            dataclasses.replace(d, state_sha256=sealed.sha256)
-            if d.message_id == plan.message_id and d.recipient == HUB
-            else d
-            for d in plan.entries
+            dataclasses.replace(d, state_sha256=sealed.sha256) if i == plan.bound else d
+            for i, d in enumerate(plan.entries)
         )
         return sealed, dataclasses.replace(plan, entries=entries)
 

@@ -17,7 +17,16 @@ from pydantic import AwareDatetime, Field
 
 from sigbus.broker.errors import Rejection
 from sigbus.policy import CaseState, ConsentRecordEvent, SubjectFacts
-from sigbus.protocol.codes import AssessmentInstrument, ClosureReason, ConsentAction, ConsenterRole
+from sigbus.protocol.codes import (
+    ActionCode,
+    AssessmentInstrument,
+    ClosureReason,
+    ConsentAction,
+    ConsenterRole,
+    QuestionnaireAnswer,
+    QuestionnaireOccasion,
+    StatusCode,
+)
 from sigbus.protocol.ids import AgencyId
 from sigbus.protocol.messages import AssessmentRef, ConsentEvent, StrictModel
 from sigbus.protocol.reasons import ReasonCode
@@ -64,13 +73,127 @@ class CaseClosedChange(StrictModel):
     closed_at: AwareDatetime
 
 
+class CommitmentRecordedChange(StrictModel):
+    """A plan commitment released to at least one party: the hub follows it up (issue 13).
+
+    The same commitment id again (a revised commitment) replaces agency, action, owner
+    and due date; its status history stays."""
+
+    kind: Literal["commitment_recorded"] = "commitment_recorded"
+    message_id: str
+    case_ref: str
+    commitment_id: str
+    #: The party that sent the commitment (the discloser of the plan item).
+    sender: AgencyId
+    responsible_agency: AgencyId
+    action: ActionCode
+    owner_function: str
+    due_on: date
+    recorded_at: AwareDatetime
+
+
+class CommitmentStatusChange(StrictModel):
+    """A status of a known commitment, released to at least one party: its history grows."""
+
+    kind: Literal["commitment_status"] = "commitment_status"
+    message_id: str
+    case_ref: str
+    commitment_id: str
+    status: StatusCode
+    as_of: date
+    recorded_at: AwareDatetime
+
+
+class CommitmentRemindedChange(StrictModel):
+    """The hub decided the one reminder for a commitment's due date (released or denied):
+    it is never decided again, also not after a restart (the state is bound to the log)."""
+
+    kind: Literal["commitment_reminded"] = "commitment_reminded"
+    message_id: str
+    case_ref: str
+    commitment_id: str
+    due_on: date
+    released: bool
+    decided_at: AwareDatetime
+
+
+class QuestionnaireRecordedChange(StrictModel):
+    """The young person's coded answers (issue 13): counted in the steering group's figures."""
+
+    kind: Literal["questionnaire_recorded"] = "questionnaire_recorded"
+    message_id: str
+    case_ref: str
+    occasion: QuestionnaireOccasion
+    listened_to: QuestionnaireAnswer
+    support_helped: QuestionnaireAnswer
+    knew_the_plan: QuestionnaireAnswer
+    recorded_at: AwareDatetime
+
+
+class PlanRevisedChange(StrictModel):
+    """A plan revision released to at least one party: the plan's version and contents."""
+
+    kind: Literal["plan_revised"] = "plan_revised"
+    message_id: str
+    case_ref: str
+    plan_version: int
+    commitments: tuple[str, ...]
+    revised_at: AwareDatetime
+
+
 #: Every kind of hub-state change; each is a hub record in the log (``state_sha256``).
-AnyChange = CaseOpenedChange | ConsentRecordedChange | CaseSelectedChange | CaseClosedChange
+AnyChange = (
+    CaseOpenedChange
+    | ConsentRecordedChange
+    | CaseSelectedChange
+    | CaseClosedChange
+    | CommitmentRecordedChange
+    | CommitmentStatusChange
+    | CommitmentRemindedChange
+    | PlanRevisedChange
+    | QuestionnaireRecordedChange
+)
 StateChange = Annotated[AnyChange, Field(discriminator="kind")]
 
 
 class StateRecord(StrictModel):
     change: StateChange
+
+
+@dataclass(frozen=True)
+class StatusEntry:
+    status: StatusCode
+    as_of: date
+    recorded_at: datetime
+
+
+@dataclass
+class CommitmentRecord:
+    """One commitment of a case's plan as the hub follows it up."""
+
+    commitment_id: str
+    sender: AgencyId
+    responsible_agency: AgencyId
+    action: ActionCode
+    owner_function: str
+    due_on: date
+    history: list[StatusEntry] = field(default_factory=list)
+    #: The reminders decided, by due date (True: released).
+    reminded: dict[date, bool] = field(default_factory=dict)
+    #: Left out of the latest plan version: no longer followed up.
+    in_plan: bool = True
+
+    @property
+    def latest(self) -> StatusEntry | None:
+        """The status with the latest ``as_of`` (the later one recorded on a tie)."""
+        if not self.history:
+            return None
+        return max(enumerate(self.history), key=lambda p: (p[1].as_of, p[0]))[1]
+
+    @property
+    def done(self) -> bool:
+        latest = self.latest
+        return latest is not None and latest.status is StatusCode.DONE
 
 
 @dataclass
@@ -83,6 +206,10 @@ class CaseRecord:
     opened_at: datetime | None = None
     selection: CaseSelectedChange | None = None
     closure: CaseClosedChange | None = None
+    commitments: dict[str, CommitmentRecord] = field(default_factory=dict)
+    #: The plan's version: 0 until the first plan revision.
+    plan_version: int = 0
+    questionnaires: list[QuestionnaireRecordedChange] = field(default_factory=list)
     _policy_state: CaseState | None = None
 
     def policy_state(self) -> CaseState:
@@ -226,6 +353,84 @@ class HubState:
         )
         return ConsentRecordedChange(message_id=message_id, case_ref=case_ref, event=event)
 
+    def plan_commitment(
+        self,
+        *,
+        message_id: str,
+        case_ref: str,
+        sender: AgencyId,
+        commitment_id: str,
+        responsible_agency: AgencyId,
+        action: ActionCode,
+        owner_function: str,
+        due_on: date,
+        now: datetime,
+    ) -> CommitmentRecordedChange:
+        self.live_case(case_ref)
+        return CommitmentRecordedChange(
+            message_id=message_id,
+            case_ref=case_ref,
+            commitment_id=commitment_id,
+            sender=sender,
+            responsible_agency=responsible_agency,
+            action=action,
+            owner_function=owner_function,
+            due_on=due_on,
+            recorded_at=now,
+        )
+
+    def plan_commitment_status(
+        self,
+        *,
+        message_id: str,
+        case_ref: str,
+        commitment_id: str,
+        status: StatusCode,
+        as_of: date,
+        now: datetime,
+    ) -> CommitmentStatusChange | None:
+        """None for a commitment the hub does not follow (not in this case's plan)."""
+        if commitment_id not in self.live_case(case_ref).commitments:
+            return None
+        return CommitmentStatusChange(
+            message_id=message_id,
+            case_ref=case_ref,
+            commitment_id=commitment_id,
+            status=status,
+            as_of=as_of,
+            recorded_at=now,
+        )
+
+    def check_plan_revision(
+        self, case_ref: str | None, plan_version: int, commitments: tuple[str, ...]
+    ) -> None:
+        """A revision must be the plan's next version and hold only commitments of the case."""
+        case = self.live_case(case_ref)
+        if plan_version != case.plan_version + 1:
+            raise Rejection(
+                ReasonCode.PLAN_CONFLICT, f"the plan's next version is {case.plan_version + 1}"
+            )
+        if any(c not in case.commitments for c in commitments):
+            raise Rejection(ReasonCode.PLAN_CONFLICT, "names a commitment not in the case")
+
+    def plan_revised(
+        self,
+        *,
+        message_id: str,
+        case_ref: str,
+        plan_version: int,
+        commitments: tuple[str, ...],
+        now: datetime,
+    ) -> PlanRevisedChange:
+        self.check_plan_revision(case_ref, plan_version, commitments)
+        return PlanRevisedChange(
+            message_id=message_id,
+            case_ref=case_ref,
+            plan_version=plan_version,
+            commitments=commitments,
+            revised_at=now,
+        )
+
     # -- applying (idempotent per message id) ------------------------------
 
     def apply(self, change: AnyChange) -> None:
@@ -246,6 +451,33 @@ class HubState:
                 parties=frozenset(change.parties),
                 opened_at=change.opened_at,
             )
+        elif isinstance(change, CommitmentRecordedChange):
+            plan = self.cases[change.case_ref].commitments
+            known = plan.get(change.commitment_id)
+            plan[change.commitment_id] = CommitmentRecord(
+                commitment_id=change.commitment_id,
+                sender=change.sender,
+                responsible_agency=change.responsible_agency,
+                action=change.action,
+                owner_function=change.owner_function,
+                due_on=change.due_on,
+                history=known.history if known else [],
+                reminded=known.reminded if known else {},
+            )
+        elif isinstance(change, CommitmentStatusChange):
+            self.cases[change.case_ref].commitments[change.commitment_id].history.append(
+                StatusEntry(change.status, change.as_of, change.recorded_at)
+            )
+        elif isinstance(change, QuestionnaireRecordedChange):
+            self.cases[change.case_ref].questionnaires.append(change)
+        elif isinstance(change, PlanRevisedChange):
+            case = self.cases[change.case_ref]
+            case.plan_version = change.plan_version
+            for cid, commitment in case.commitments.items():
+                commitment.in_plan = cid in change.commitments
+        elif isinstance(change, CommitmentRemindedChange):
+            commitment = self.cases[change.case_ref].commitments[change.commitment_id]
+            commitment.reminded[change.due_on] = change.released
         else:
             self.cases[change.case_ref].append(change.event)
         self.applied.add(change.message_id)

@@ -209,6 +209,10 @@ REASONS: dict[str, dict[str, str]] = {
     "case_exists": {"sv": "ärendet finns redan", "en": "case already open"},
     "case_closed": {"sv": "ärendet är avslutat", "en": "case closed"},
     "case_already_selected": {"sv": "beslut om SIG finns redan", "en": "case already selected"},
+    "plan_conflict": {
+        "sv": "planen har en annan version eller saknar åtagandet",
+        "en": "plan version or commitment conflict",
+    },
     "recipient_not_party": {"sv": "mottagaren är inte part", "en": "recipient is not a party"},
     "sender_not_allowed": {"sv": "avsändaren får inte skicka detta", "en": "sender not allowed"},
     "assertion_not_allowed": {

@@ -116,3 +116,25 @@ class ClosureReason(StrEnum):
     MOVED_AWAY = "moved_away"  # moved out of the municipality
     OTHER_INTERVENTION = "other_intervention"  # e.g. placement (SiS, LVU) or prison
     AGE_LIMIT = "age_limit"  # beyond the SIG's age range
+
+
+class QuestionnaireOccasion(StrEnum):
+    """When social services asked the young person how the support was experienced."""
+
+    REVIEW = "review"  # at a follow-up of the plan
+    CLOSURE = "closure"  # at the end of the SIG
+
+
+class QuestionnaireQuestion(StrEnum):
+    """The questionnaire's questions; each is a field of the questionnaire body."""
+
+    LISTENED_TO = "listened_to"  # I was listened to
+    SUPPORT_HELPED = "support_helped"  # the support helped me
+    KNEW_THE_PLAN = "knew_the_plan"  # I knew what was planned for me
+
+
+class QuestionnaireAnswer(StrEnum):
+    YES = "yes"
+    PARTLY = "partly"
+    NO = "no"
+    NO_ANSWER = "no_answer"  # asked, and did not want to answer

@@ -226,12 +226,47 @@ MESSAGE_DESCRIPTIONS: Mapping[MessageType, tuple[str, str]] = {
         "A kallelse (notice) to the individuellt möte (the individual meeting of the SIG): "
         "when, where (a coded place) and the agenda.",
     ),
+    MessageType.MEETING_ATTENDANCE: (
+        "Meeting attendance (närvaro)",
+        "Who came to the individual meeting held at meeting_at: the agencies present "
+        "(parties of the case), whether the young person came, and which guardians came, "
+        "by guardian ref (vh-...). Never a name.",
+    ),
+    MessageType.MEETING_MINUTES: (
+        "Meeting minutes (minnesanteckningar)",
+        "The minutes of the individual meeting held at meeting_at: the agenda items dealt "
+        "with, as codes, and one short free-text note (at most 300 characters), screened "
+        "for personnummer: a note with one is refused.",
+    ),
+    MessageType.YOUTH_QUESTIONNAIRE: (
+        "The young person's questionnaire (ungdomens enkät)",
+        "How the young person experienced the support, as coded answers (yes, partly, no, "
+        "no_answer) to fixed questions, recorded by social services at a review or at "
+        "closure. A hub record: never released; counted, with small counts suppressed, in "
+        "the steering group's follow-up figures.",
+    ),
+    MessageType.PLAN_REVISION: (
+        "Plan revision (reviderad åtgärdsplan)",
+        "A new version of the case's individuell åtgärdsplan (individual action plan): "
+        "the plan's next version number (1, 2, ... as the hub counts them; any other is "
+        "denied plan_conflict) and the ids of the commitments the version holds, each "
+        "sent before as a plan_commitment. A commitment left out is no longer followed up.",
+    ),
+    MessageType.COMMITMENT_REMINDER: (
+        "Commitment reminder (påminnelse)",
+        "The hub's reminder to the responsible agency (the one recipient) that its plan "
+        "commitment passed its due date without a done status: which commitment, action, "
+        "owner function and due date. Sent once per commitment and due date, and released "
+        "only as the commitment itself would be (consent or statute for plan_commitment "
+        "from the lead agency).",
+    ),
 }
 
 _SENT_BY = {
     SentBy.LEAD: "Sent by the lead agency (social services) only.",
     SentBy.PARTY: "Sent by any agency that is a party to the case.",
     SentBy.ANY: "Sent by any agency in the signed directory.",
+    SentBy.HUB: "Sent by the hub itself (header sender \"hub\"); no agency may send it.",
 }
 
 

@@ -28,7 +28,14 @@ class MessageType(StrEnum):
     PLAN_COMMITMENT = "plan_commitment"
     COMMITMENT_STATUS = "commitment_status"
     MEETING_NOTICE = "meeting_notice"
-
+    MEETING_ATTENDANCE = "meeting_attendance"
+    MEETING_MINUTES = "meeting_minutes"
+    #: The young person's own view of the support, coded (a hub record).
+    YOUTH_QUESTIONNAIRE = "youth_questionnaire"
+    #: The action plan as a whole, revised: its next version and the commitments it holds.
+    PLAN_REVISION = "plan_revision"
+    #: The hub's own message: a plan commitment passed its due date without ``done``.
+    COMMITMENT_REMINDER = "commitment_reminder"
 
 
 # Opaque ids. Every id carries a lower-case prefix and may not contain a run of

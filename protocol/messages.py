@@ -29,6 +29,8 @@ from sigbus.protocol.codes import (
     ConsentPurpose,
     NotDoneReason,
     PlaceCode,
+    QuestionnaireAnswer,
+    QuestionnaireOccasion,
     ReferralKind,
     ReferralReason,
     StatusCode,
@@ -275,6 +277,78 @@ class MeetingNotice(Body):
     ]
 
 
+class MeetingAttendance(Body):
+    """Närvaro: who came to the individual meeting held at ``meeting_at`` (as its notice
+    said): the agencies (parties of the case), whether the young person came, and
+    which guardians came, by guardian ref. Never a name."""
+
+    meeting_at: AwareDatetime
+    agencies_present: Annotated[
+        tuple[AgencyId, ...], Field(max_length=16), AfterValidator(_parties_only)
+    ]
+    young_person_present: bool
+    guardians_present: Annotated[
+        tuple[GuardianRefStr, ...], Field(max_length=4), AfterValidator(_unique)
+    ] = ()
+
+
+class MeetingMinutes(Body):
+    """Minnesanteckningar (minutes) of the individual meeting held at ``meeting_at``: the
+    agenda items dealt with, as codes, and one short free-text note, screened for
+    personnummer (a note with one is refused)."""
+
+    meeting_at: AwareDatetime
+    discussed: Annotated[
+        tuple[AgendaItem, ...], Field(min_length=1, max_length=10), AfterValidator(_unique)
+    ]
+    note: Annotated[ScreenedText, Field(max_length=300)] | None = None
+
+
+class YouthQuestionnaire(Body):
+    """The young person's answers, as codes, to how the support was experienced, recorded
+    by social services at a review or at closure. A hub record: never released; only
+    counted, with small counts suppressed, in the steering group's figures. One field per
+    :class:`~sigbus.protocol.codes.QuestionnaireQuestion`."""
+
+    occasion: QuestionnaireOccasion
+    listened_to: QuestionnaireAnswer
+    support_helped: QuestionnaireAnswer
+    knew_the_plan: QuestionnaireAnswer
+    recorded_by: FunctionCode
+
+
+#: How many commitments one plan version holds at most.
+MAX_PLAN_COMMITMENTS = 32
+
+
+class PlanRevision(Body):
+    """A new version of the case's individuell åtgärdsplan (individual action plan):
+    its version number (the plan's next one at the hub: 1, 2, ...) and the ids of the
+    commitments it holds (each sent before as a ``plan_commitment``). A commitment
+    left out is no longer part of the plan, and no longer followed up."""
+
+    plan_version: Annotated[int, Field(ge=1, le=9999)]
+    commitments: Annotated[
+        tuple[CommitmentIdStr, ...],
+        Field(max_length=MAX_PLAN_COMMITMENTS),
+        AfterValidator(_unique),
+    ]
+    revised_by: FunctionCode
+
+
+class CommitmentReminder(Body):
+    """Påminnelse: the hub reminds the responsible agency (the one recipient) that its
+    commitment in the case's plan (the header's case ref) passed its due date without
+    a ``done`` status. Sent by the hub alone, once per commitment and due date, and
+    released only as the commitment itself would be (category ``plan_commitment``,
+    from the lead agency)."""
+
+    commitment_id: CommitmentIdStr
+    action: ActionCode
+    owner_function: FunctionCode
+    due_on: date
+
+
 class SentBy(StrEnum):
     """Which agencies a message type may come from; the profiles say which do."""
 
@@ -284,6 +358,8 @@ class SentBy(StrEnum):
     PARTY = "party"
     #: Any agency in the directory: a referral comes before any case.
     ANY = "any"
+    #: The hub alone (a reminder): no profile may list it, an agency sending it is refused.
+    HUB = "hub"
 
 
 @dataclass(frozen=True)
@@ -307,10 +383,17 @@ MESSAGE_TYPES: Mapping[MessageType, MessageTypeSpec] = MappingProxyType(
         MessageType.CONSENT_EVENT: MessageTypeSpec(ConsentEvent, SentBy.LEAD, hub_record=True),
         MessageType.CASE_SELECTED: MessageTypeSpec(CaseSelected, SentBy.LEAD, hub_record=True),
         MessageType.CASE_CLOSED: MessageTypeSpec(CaseClosed, SentBy.LEAD, hub_record=True),
+        MessageType.YOUTH_QUESTIONNAIRE: MessageTypeSpec(
+            YouthQuestionnaire, SentBy.LEAD, hub_record=True
+        ),
         MessageType.CASE_INVITATION: MessageTypeSpec(CaseInvitation, SentBy.LEAD),
         MessageType.PLAN_COMMITMENT: MessageTypeSpec(PlanCommitment, SentBy.PARTY),
         MessageType.COMMITMENT_STATUS: MessageTypeSpec(CommitmentStatus, SentBy.PARTY),
         MessageType.MEETING_NOTICE: MessageTypeSpec(MeetingNotice, SentBy.LEAD),
+        MessageType.PLAN_REVISION: MessageTypeSpec(PlanRevision, SentBy.LEAD),
+        MessageType.MEETING_ATTENDANCE: MessageTypeSpec(MeetingAttendance, SentBy.LEAD),
+        MessageType.MEETING_MINUTES: MessageTypeSpec(MeetingMinutes, SentBy.LEAD),
+        MessageType.COMMITMENT_REMINDER: MessageTypeSpec(CommitmentReminder, SentBy.HUB),
     }
 )
 if set(MESSAGE_TYPES) != set(MessageType):  # pragma: no cover - an import-time guard

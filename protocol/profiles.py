@@ -98,6 +98,9 @@ class AgencyProfile(_ProfileModel):
         lead_only = [t for t in self.sends if MESSAGE_TYPES[t].sent_by is SentBy.LEAD]
         if lead_only and not self.lead:
             raise ValueError("only the lead agency may send " + ", ".join(lead_only))
+        hub_only = [t for t in self.sends if MESSAGE_TYPES[t].sent_by is SentBy.HUB]
+        if hub_only:
+            raise ValueError("only the hub sends " + ", ".join(hub_only))
         if bool(self.referrals) != (MessageType.REFERRAL in self.sends):
             raise ValueError("referral kinds are listed for, and only for, a sender of referrals")
         return self

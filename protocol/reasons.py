@@ -36,6 +36,9 @@ class ReasonCode(StrEnum):
     CASE_EXISTS = "case_exists"
     CASE_CLOSED = "case_closed"  # the case was closed: nothing about it is shared or recorded
     CASE_ALREADY_SELECTED = "case_already_selected"
+    #: A plan revision that is not the plan's next version, or names a commitment the
+    #: case's plan does not have.
+    PLAN_CONFLICT = "plan_conflict"
     RECIPIENT_NOT_PARTY = "recipient_not_party"
     SENDER_NOT_ALLOWED = "sender_not_allowed"  # this sender may not send this type
     NO_RECIPIENTS = "no_recipients"

@@ -51,6 +51,8 @@ from sigbus.protocol.codes import (
     ClosureReason,
     ConsenterRole,
     PlaceCode,
+    QuestionnaireAnswer,
+    QuestionnaireOccasion,
     ReferralKind,
     ReferralReason,
     StatusCode,
@@ -65,10 +67,14 @@ from sigbus.protocol.messages import (
     CaseSelected,
     CommitmentStatus,
     ConsentEvent,
+    MeetingAttendance,
+    MeetingMinutes,
     MeetingNotice,
     PlanCommitment,
+    PlanRevision,
     Referral,
     StatutoryAssertion,
+    YouthQuestionnaire,
 )
 from sigbus.protocol.notice import DecisionNotice
 from sigbus.protocol.subjects import LOG_STREAM
@@ -109,6 +115,9 @@ CONSENT_CATEGORIES = (
     MessageType.PLAN_COMMITMENT,
     MessageType.COMMITMENT_STATUS,
     MessageType.MEETING_NOTICE,
+    MessageType.PLAN_REVISION,
+    MessageType.MEETING_ATTENDANCE,
+    MessageType.MEETING_MINUTES,
 )
 
 
@@ -129,6 +138,10 @@ class Expectation:
     #: The hub's case life cycle as it must stand after the step, and as it stood.
     state_expected: dict[str, str] = field(default_factory=dict)
     state_observed: dict[str, str] = field(default_factory=dict)
+    #: The hub's own message (a reminder): no sender to notify. It must be logged
+    #: exactly once: ``repeats`` counts what a second pass logged for it.
+    hub_own: bool = False
+    repeats: int = 0
     held: bool = False
     observed: dict[str, str] = field(default_factory=dict)
 
@@ -316,6 +329,9 @@ class Story:
             )
         if record.closure is not None:
             out["closure"] = record.closure.reason.value
+        if record.plan_version:
+            held = sorted(c for c, r in record.commitments.items() if r.in_plan)
+            out["plan"] = f"version {record.plan_version}: {', '.join(held)}"
         for c in consenters:
             end = c.valid_until if c.state in _DATED else None
             until = f" until {end.date().isoformat()}" if end is not None else ""
@@ -323,6 +339,25 @@ class Story:
         missing = [c.consenter for c in consenters if c.state is not ConsentState.GIVEN]
         out["missing"] = ", ".join(missing) if missing else "none"
         return out
+
+    async def remind(self, step: str, expected: dict[AgencyId, EntryOutcome]) -> None:
+        """The hub's reminder pass, run now (an idle hub runs it on its own), then again:
+        the first pass decides one reminder per overdue commitment, the second none."""
+        first = await self.broker.reminder_pass()
+        for agency in expected:
+            while await self.adapters[agency].receive(self.inboxes[agency].deliver, timeout=0.2):
+                pass
+        again = await self.broker.reminder_pass()
+        ids = {e.message_id for e in first}
+        self.expectations.append(
+            Expectation(
+                step,
+                next(iter(ids)) if len(ids) == 1 else None,
+                expected,
+                hub_own=True,
+                repeats=len(again),
+            )
+        )
 
     def check_state(self, step: str, expected: dict[str, str]) -> None:
         """A step that sends nothing: the hub's case state must read ``expected``."""
@@ -447,6 +482,34 @@ class Story:
             {P: R, S: R, J: R},
             case_ref=case,
         )
+        held = self.now - timedelta(hours=1)
+        await self.send(
+            "5b. Today's start-up meeting, attendance: police, school, social and "
+            f"{J}; the young person and guardian vh-1 came, vh-2 did not",
+            SO,
+            MessageType.MEETING_ATTENDANCE,
+            MeetingAttendance(
+                meeting_at=held,
+                agencies_present=(P, S, SO, J),
+                young_person_present=True,
+                guardians_present=("vh-1",),
+            ),
+            {P: R, S: R, J: R},
+            case_ref=case,
+        )
+        await self.send(
+            "5c. Its minutes: plan_review, new_actions and one short note (screened for "
+            "personnummer)",
+            SO,
+            MessageType.MEETING_MINUTES,
+            MeetingMinutes(
+                meeting_at=held,
+                discussed=(AgendaItem.PLAN_REVIEW, AgendaItem.NEW_ACTIONS),
+                note="Skolan tar fram en närvaroplan; polisen utser en kontaktperson.",
+            ),
+            {P: R, S: R, J: R},
+            case_ref=case,
+        )
         await self.send(
             "6. School commits to an attendance plan",
             S,
@@ -490,6 +553,30 @@ class Story:
             case_ref=case,
         )
         await self.send(
+            "7c. Police commit to a mentor contact due yesterday: overdue from the start",
+            P,
+            MessageType.PLAN_COMMITMENT,
+            PlanCommitment(
+                commitment_id="cm-policementor",
+                responsible_agency=P,
+                action=ActionCode.POLICE_CONTACT_PERSON,
+                owner_function="police_community_officer",
+                due_on=today - timedelta(days=1),
+            ),
+            {SO: R, S: R},
+            case_ref=case,
+        )
+        plan = ("cm-movehome", "cm-policecontact", "cm-policementor", "cm-schoolattendance")
+        await self.send(
+            "7d. Social services adopt the plan: version 1, with the four commitments",
+            SO,
+            MessageType.PLAN_REVISION,
+            PlanRevision(plan_version=1, commitments=plan, revised_by="social_sig_coordinator"),
+            {P: R, S: R, J: R},
+            case_ref=case,
+            state={"plan": f"version 1: {', '.join(plan)}"},
+        )
+        await self.send(
             "8. School reports status: in progress",
             S,
             MessageType.COMMITMENT_STATUS,
@@ -498,6 +585,11 @@ class Story:
             ),
             {SO: R, P: R},
             case_ref=case,
+        )
+        await self.remind(
+            "8a. The hub reminds the police, once, of the overdue commitment (released "
+            "under the case's consent, logged); a second pass reminds nobody",
+            {P: R},
         )
         await self.send(
             "8b. Social services move the meeting; the police adapter is offline and has "
@@ -555,6 +647,21 @@ class Story:
             {SO: D, P: D, J: D},
             case_ref=case,
             show_notice=True,
+        )
+        await self.send(
+            "10b. The young person answers the questionnaire at closure (codes only, a hub "
+            "record for the steering group's figures): listened to yes, support helped partly",
+            SO,
+            MessageType.YOUTH_QUESTIONNAIRE,
+            YouthQuestionnaire(
+                occasion=QuestionnaireOccasion.CLOSURE,
+                listened_to=QuestionnaireAnswer.YES,
+                support_helped=QuestionnaireAnswer.PARTLY,
+                knew_the_plan=QuestionnaireAnswer.YES,
+                recorded_by="social_case_worker",
+            ),
+            {HUB: REC},
+            case_ref=case,
         )
         await self.send(
             "11. Social services close the case: plan completed",
@@ -692,9 +799,12 @@ def judge(x: Expectation, logged: list[LogEntry], received: dict[AgencyId, list[
     # The sender's notice names the very entries the log holds, index for index
     # (a retraction is the hub's own entry on a withdrawal: not in its notice).
     decided = [e for e in logged if e.outcome is not EntryOutcome.RETRACTION]
-    noticed = x.notice is not None and sorted(i.log_index for i in x.notice.items) == sorted(
-        e.index for e in decided
-    )
+    if x.hub_own:  # the hub's own message: decided once, nobody's notice
+        noticed = x.notice is None and x.repeats == 0 and len(decided) == len(x.expected)
+    else:
+        noticed = x.notice is not None and sorted(i.log_index for i in x.notice.items) == sorted(
+            e.index for e in decided
+        )
     reasoned = x.reason is None or all(x.reason in e.reasons for e in logged)
     return (
         x.observed == {r: o.value for r, o in x.expected.items()}

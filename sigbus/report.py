@@ -21,6 +21,7 @@ import typer
 
 from sigbus.audit.followup import (
     DEFAULT_K,
+    AnswerFacts,
     CaseFacts,
     ConsentFacts,
     Report,
@@ -30,7 +31,7 @@ from sigbus.audit.followup import (
 from sigbus.broker.setup import hub_setup
 from sigbus.broker.state import CaseRecord, HubState
 from sigbus.broker.state_store import StateStore
-from sigbus.protocol.codes import ConsentAction
+from sigbus.protocol.codes import ConsentAction, QuestionnaireQuestion
 from sigbus.protocol.errors import SigbusError
 from sigbus.transport import config
 from sigbus.transport.bus import connect
@@ -44,6 +45,7 @@ LABELS = {
     "consents_given": "samtycken lämnade / consents given",
     "consents_withdrawn": "samtycken återkallade / consents withdrawn",
     "consents_expired": "samtycken utgångna / consents expired",
+    "questionnaires": "ungdomens enkäter / young people's questionnaires",
 }
 
 
@@ -64,6 +66,15 @@ def case_facts(record: CaseRecord) -> CaseFacts:
         consents=tuple(
             ConsentFacts(events=tuple(events), valid_until=until.get(cid))
             for cid, events in by_consent.items()
+        ),
+        questionnaires=tuple(
+            AnswerFacts(
+                recorded_at=q.recorded_at,
+                answers=tuple(
+                    (question, getattr(q, question.value)) for question in QuestionnaireQuestion
+                ),
+            )
+            for q in record.questionnaires
         ),
     )
 

@@ -35,6 +35,8 @@ from sigbus.protocol.codes import (
     ConsenterRole,
     NotDoneReason,
     PlaceCode,
+    QuestionnaireAnswer,
+    QuestionnaireOccasion,
     ReferralKind,
     ReferralReason,
     StatusCode,
@@ -55,10 +57,15 @@ from sigbus.protocol.messages import (
     CaseInvitation,
     CaseOpened,
     CaseSelected,
+    CommitmentReminder,
     CommitmentStatus,
+    MeetingAttendance,
+    MeetingMinutes,
     MeetingNotice,
     PlanCommitment,
+    PlanRevision,
     Referral,
+    YouthQuestionnaire,
 )
 from sigbus.protocol.notice import (
     NOT_DECIDED,
@@ -168,6 +175,45 @@ def body_samples() -> dict[MessageType, list[BaseModel]]:
                 meeting_at=NOW + timedelta(days=7),
                 place=PlaceCode.SOCIAL_SERVICES_OFFICE,
                 agenda=(AgendaItem.PLAN_REVIEW, AgendaItem.NEW_ACTIONS),
+            )
+        ],
+        MessageType.YOUTH_QUESTIONNAIRE: [
+            YouthQuestionnaire(
+                occasion=QuestionnaireOccasion.REVIEW,
+                listened_to=QuestionnaireAnswer.YES,
+                support_helped=QuestionnaireAnswer.PARTLY,
+                knew_the_plan=QuestionnaireAnswer.NO_ANSWER,
+                recorded_by="social_case_worker",
+            )
+        ],
+        MessageType.MEETING_ATTENDANCE: [
+            MeetingAttendance(
+                meeting_at=NOW - timedelta(hours=2),
+                agencies_present=("social", "school"),
+                young_person_present=True,
+                guardians_present=("vh-1",),
+            )
+        ],
+        MessageType.MEETING_MINUTES: [
+            MeetingMinutes(
+                meeting_at=NOW - timedelta(hours=2),
+                discussed=(AgendaItem.PLAN_REVIEW, AgendaItem.NEW_ACTIONS),
+                note="Skolan tar fram en närvaroplan till nästa möte.",
+            )
+        ],
+        MessageType.PLAN_REVISION: [
+            PlanRevision(
+                plan_version=2,
+                commitments=("cm-schoolattendance", "cm-policecontact"),
+                revised_by="social_sig_coordinator",
+            )
+        ],
+        MessageType.COMMITMENT_REMINDER: [
+            CommitmentReminder(
+                commitment_id="cm-schoolattendance",
+                action=ActionCode.SCHOOL_ATTENDANCE_PLAN,
+                owner_function="school_counsellor",
+                due_on=NOW.date() - timedelta(days=1),
             )
         ],
     }

@@ -92,3 +92,18 @@ def test_a_state_step_holds_only_on_the_state_it_names() -> None:
     x.state_observed = {"status": "consent_collection", "missing": "guardian:vh-2"}
     assert not judge(x, [], {})
     assert not judge(Expectation("3b", None, {}), [], {})  # nothing expected: not a check
+
+
+def test_the_hubs_own_reminder_holds_once_without_a_notice() -> None:
+    logged = [entry(30, EntryOutcome.RELEASE, P, sender=HUB)]
+    x = Expectation("remind", MID, {P: EntryOutcome.RELEASE}, hub_own=True)
+    assert judge(x, logged, {P: [MID], SO: []})
+    assert not judge(x, logged, {P: [], SO: []})  # logged as released, never arrived
+    again = Expectation("remind", MID, {P: EntryOutcome.RELEASE}, hub_own=True, repeats=1)
+    assert not judge(again, logged, {P: [MID]})  # a second pass reminded again
+    twice = [*logged, entry(31, EntryOutcome.RELEASE, P, sender=HUB)]
+    assert not judge(x, twice, {P: [MID]})  # two reminders logged for one commitment
+    denied = [entry(30, EntryOutcome.DENY, P, sender=HUB, release_id=None)]
+    assert not judge(x, denied, {P: []})  # expected released, the hub denied it
+    none = Expectation("remind", None, {P: EntryOutcome.RELEASE}, hub_own=True)
+    assert not judge(none, [], {P: []})  # no reminder at all

@@ -42,6 +42,8 @@ from sigbus.protocol.codes import (
     ClosureReason,
     ConsenterRole,
     PlaceCode,
+    QuestionnaireAnswer,
+    QuestionnaireOccasion,
 )
 from sigbus.protocol.errors import SigbusError
 from sigbus.protocol.ids import MessageType
@@ -52,7 +54,11 @@ from sigbus.protocol.messages import (
     CaseOpened,
     CaseSelected,
     ConsentEvent,
+    MeetingAttendance,
+    MeetingMinutes,
     MeetingNotice,
+    PlanRevision,
+    YouthQuestionnaire,
 )
 from sigbus.protocol.profiles import AgencyProfile
 
@@ -96,6 +102,7 @@ def add_lead_commands(
     """Attach the lead agency's commands to its group (``profile`` is the lead's); what
     they send, and the hub's decisions, go into ``register`` (the case register)."""
     agency = profile.name
+    agency_name_of_lead = agency  # the name ``agency`` is an option of ``attendance``
     journal = register if register is not None else CaseRegister()
     case_app = typer.Typer(
         rich_markup_mode="markdown",
@@ -396,6 +403,146 @@ def add_lead_commands(
             journal=journal,
         )
 
+    @app.command()
+    def attendance(
+        case: CaseOpt,
+        at: Annotated[str, typer.Option(help="when the meeting was held (ISO 8601 with zone)")],
+        to: ToOpt,
+        agency: Annotated[list[str], typer.Option(help="an agency that came (repeatable)")] = [],  # noqa: B006
+        young_person: Annotated[
+            bool, typer.Option("--young-person/--no-young-person", help="the young person came")
+        ] = False,
+        guardian: Annotated[
+            list[str], typer.Option(help="ref of a guardian who came, e.g. vh-1 (repeatable)")
+        ] = [],  # noqa: B006
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        statute: StatuteOpt = None,
+        evidence_id: EvidenceOpt = None,
+        message_id: MessageIdOpt = None,
+    ) -> None:
+        """Record who came to an individual meeting: agencies, the young person, guardians."""
+        meeting_at = parse_instant(at, "--at")
+        body = build(
+            lambda: MeetingAttendance(
+                meeting_at=meeting_at,
+                agencies_present=tuple(agency),
+                young_person_present=young_person,
+                guardians_present=tuple(guardian),
+            )
+        )
+        asserted = assertion(statute, evidence_id)
+        send(
+            agency_name_of_lead, nats, keys, MessageType.MEETING_ATTENDANCE, body,
+            case_ref=case, to=to, asserted=asserted, wait=wait, timeout=timeout,
+            message_id=message_id, journal=journal,
+        )  # fmt: skip
+
+    @app.command()
+    def minutes(
+        case: CaseOpt,
+        at: Annotated[str, typer.Option(help="when the meeting was held (ISO 8601 with zone)")],
+        discussed: Annotated[list[AgendaItem], typer.Option(help="agenda item dealt with")],
+        to: ToOpt,
+        text: Annotated[
+            str | None,
+            typer.Option(help="one short note (≤ 300 characters); never a personnummer"),
+        ] = None,
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        statute: StatuteOpt = None,
+        evidence_id: EvidenceOpt = None,
+        message_id: MessageIdOpt = None,
+    ) -> None:
+        """Send the minutes of an individual meeting: agenda codes and one screened note."""
+        meeting_at = parse_instant(at, "--at")
+        body = build(
+            lambda: MeetingMinutes(meeting_at=meeting_at, discussed=tuple(discussed), note=text)
+        )
+        asserted = assertion(statute, evidence_id)
+        send(
+            agency_name_of_lead, nats, keys, MessageType.MEETING_MINUTES, body,
+            case_ref=case, to=to, asserted=asserted, wait=wait, timeout=timeout,
+            message_id=message_id, journal=journal,
+        )  # fmt: skip
+
+    @app.command()
+    def questionnaire(
+        case: CaseOpt,
+        occasion: Annotated[QuestionnaireOccasion, typer.Option(help="a review, or closure")],
+        listened_to: Annotated[
+            QuestionnaireAnswer, typer.Option(help="I was listened to")
+        ] = QuestionnaireAnswer.NO_ANSWER,
+        support_helped: Annotated[
+            QuestionnaireAnswer, typer.Option(help="the support helped me")
+        ] = QuestionnaireAnswer.NO_ANSWER,
+        knew_the_plan: Annotated[
+            QuestionnaireAnswer, typer.Option(help="I knew what was planned for me")
+        ] = QuestionnaireAnswer.NO_ANSWER,
+        recorded_by: Annotated[str, typer.Option(help=f"one of: {functions}")] = recorder,
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        message_id: MessageIdOpt = None,
+    ) -> None:
+        """Record the young person's answers on how the support was experienced (codes
+        only; a hub record, counted in `sigbus social report` with small counts hidden)."""
+        body = build(
+            lambda: YouthQuestionnaire(
+                occasion=occasion,
+                listened_to=listened_to,
+                support_helped=support_helped,
+                knew_the_plan=knew_the_plan,
+                recorded_by=recorded_by,
+            )
+        )
+        send(
+            agency, nats, keys, MessageType.YOUTH_QUESTIONNAIRE, body,
+            case_ref=case, to=[], wait=wait, timeout=timeout, journal=journal,
+            message_id=message_id,
+        )  # fmt: skip
+
+    @app.command()
+    def plan(
+        case: CaseOpt,
+        version: Annotated[
+            int, typer.Option("--version", help="the plan's next version (1 for the first)")
+        ],
+        to: ToOpt,
+        commitment: Annotated[
+            list[str],
+            typer.Option(help="id of a commitment the plan holds, e.g. cm-attendance (repeatable)"),
+        ] = [],  # noqa: B006
+        revised_by: Annotated[str, typer.Option(help=f"one of: {functions}")] = (
+            profile.default_function()
+        ),
+        nats: NatsOpt = None,
+        keys: KeysOpt = None,
+        wait: WaitOpt = True,
+        timeout: TimeoutOpt = DEFAULT_WAIT_S,
+        statute: StatuteOpt = None,
+        evidence_id: EvidenceOpt = None,
+        message_id: MessageIdOpt = None,
+    ) -> None:
+        """Revise the action plan: its next version and the commitments it holds, released
+        to the parties under consent. A commitment left out is no longer followed up."""
+        body = build(
+            lambda: PlanRevision(
+                plan_version=version, commitments=tuple(commitment), revised_by=revised_by
+            )
+        )
+        asserted = assertion(statute, evidence_id)
+        send(
+            agency, nats, keys, MessageType.PLAN_REVISION, body,
+            case_ref=case, to=to, asserted=asserted, wait=wait, timeout=timeout,
+            message_id=message_id, journal=journal,
+        )  # fmt: skip
+
     JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
     def views() -> dict[str, CaseView]:
@@ -471,20 +618,37 @@ def case_screen(view: CaseView, today: date_type) -> list[str]:
         until = f" until {_day(c.valid_until)}" if c.valid_until else ""
         cid = f" {c.consent_id}" if c.consent_id else ""
         lines.append(f"  {c.consenter:<18} {c.state.value}{cid}{until}")
-    lines.append("plan:" if view.commitments else "plan: no commitments known")
+    version = f"version {view.plan_version}" if view.plan_version else "no revision yet"
+    lines.append(
+        f"plan ({version}):" if view.commitments else f"plan ({version}): no commitments known"
+    )
     for cm in view.commitments:
         flag = "  OVERDUE" if cm.overdue(today) else ""
+        flag += ", reminded" if cm.reminded else ""
+        flag += "  (not in the plan)" if not cm.in_plan else ""
         state = cm.status.value if cm.status else "no status yet"
         lines.append(
             f"  {cm.commitment_id} {cm.agency} {cm.action} ({cm.owner}) due "
             f"{cm.due_on.isoformat()}: {state}{flag}"
         )
+        if len(cm.history) > 1:
+            steps = ", ".join(f"{s.value} {d.isoformat()}" for s, d in cm.history)
+            lines.append(f"    history: {steps}")
     meeting = view.next_meeting
     lines.append(
         f"next meeting: {_day(meeting.at)} at {meeting.place}: {', '.join(meeting.agenda)}"
         if meeting
         else "next meeting: none called"
     )
+    for held in view.meetings_held:
+        came = ", ".join(held.agencies) or "no agency recorded"
+        young = {True: "young person came", False: "young person did not come", None: ""}
+        parts = [came, young[held.young_person]]
+        if held.guardians:
+            parts.append(f"guardians {', '.join(held.guardians)}")
+        if held.discussed:
+            parts.append(f"discussed {', '.join(held.discussed)}")
+        lines.append(f"meeting held {_day(held.at)}: {'; '.join(p for p in parts if p)}")
     lines.append("recent decisions:" if view.decisions else "recent decisions: none")
     for d in reversed(view.decisions):
         why = f": {', '.join(d.reasons)}" if d.reasons else ""

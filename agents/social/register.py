@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -43,10 +43,14 @@ from sigbus.protocol.messages import (
     CaseClosed,
     CaseOpened,
     CaseSelected,
+    CommitmentReminder,
     CommitmentStatus,
     ConsentEvent,
+    MeetingAttendance,
+    MeetingMinutes,
     MeetingNotice,
     PlanCommitment,
+    PlanRevision,
     StrictModel,
 )
 from sigbus.protocol.notice import DecisionNotice
@@ -210,9 +214,15 @@ class Commitment:
     due_on: date
     status: StatusCode | None = None
     as_of: date | None = None
+    #: Every status released about it, in the order they came: (status, as of).
+    history: tuple[tuple[StatusCode, date], ...] = ()
+    #: Left out of the latest plan version (``sigbus social plan``).
+    in_plan: bool = True
+    #: The hub's reminder reached this adapter (social services' own commitment).
+    reminded: bool = False
 
     def overdue(self, today: date) -> bool:
-        return self.due_on < today and self.status is not StatusCode.DONE
+        return self.in_plan and self.due_on < today and self.status is not StatusCode.DONE
 
 
 @dataclass(frozen=True)
@@ -220,6 +230,17 @@ class Meeting:
     at: datetime
     place: str
     agenda: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HeldMeeting:
+    """A meeting held, as its attendance and minutes were released (codes only)."""
+
+    at: datetime
+    agencies: tuple[str, ...] = ()
+    young_person: bool | None = None
+    guardians: tuple[str, ...] = ()
+    discussed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,8 +267,11 @@ class CaseView:
     assessment: tuple[str, str] | None = None
     closed_at: datetime | None = None
     closure_reason: str | None = None
+    #: The plan's version as released (0: no plan revision yet).
+    plan_version: int = 0
     commitments: list[Commitment] = field(default_factory=list)
     next_meeting: Meeting | None = None
+    meetings_held: list[HeldMeeting] = field(default_factory=list)
     decisions: list[Decided] = field(default_factory=list)
     undecided: list[str] = field(default_factory=list)
 
@@ -284,6 +308,7 @@ class CaseView:
                 if self.closed_at
                 else None
             ),
+            "plan_version": self.plan_version,
             "plan": [
                 {
                     "commitment_id": c.commitment_id,
@@ -294,6 +319,12 @@ class CaseView:
                     "status": c.status.value if c.status else None,
                     "as_of": c.as_of.isoformat() if c.as_of else None,
                     "overdue": c.overdue(today),
+                    "in_plan": c.in_plan,
+                    "reminded": c.reminded,
+                    "history": [
+                        {"status": status.value, "as_of": as_of.isoformat()}
+                        for status, as_of in c.history
+                    ],
                 }
                 for c in self.commitments
             ],
@@ -306,6 +337,16 @@ class CaseView:
                 if self.next_meeting
                 else None
             ),
+            "meetings_held": [
+                {
+                    "at": m.at.isoformat(),
+                    "agencies_present": list(m.agencies),
+                    "young_person_present": m.young_person,
+                    "guardians_present": list(m.guardians),
+                    "discussed": list(m.discussed),
+                }
+                for m in self.meetings_held
+            ],
             "recent_decisions": [
                 {
                     "at": d.at.isoformat(),
@@ -334,7 +375,9 @@ class _Acc:
     closed_at: datetime | None = None
     closure: CaseClosed | None = None
     commitments: dict[str, Commitment] = field(default_factory=dict)
+    plan_version: int = 0
     meetings: list[Meeting] = field(default_factory=list)
+    held: dict[datetime, HeldMeeting] = field(default_factory=dict)
     decisions: list[Decided] = field(default_factory=list)
     undecided: list[str] = field(default_factory=list)
 
@@ -397,8 +440,9 @@ def _apply_sent(acc: _Acc, line: SentLine, notice: DecisionNotice) -> None:
 
 def _apply_plan(acc: _Acc, body: Body) -> None:
     if isinstance(body, PlanCommitment):
-        acc.commitments[body.commitment_id] = Commitment(
-            commitment_id=body.commitment_id,
+        known = acc.commitments.get(body.commitment_id)
+        acc.commitments[body.commitment_id] = replace(
+            known or Commitment(body.commitment_id, "", "", "", body.due_on),
             agency=body.responsible_agency,
             action=body.action.value,
             owner=body.owner_function,
@@ -406,10 +450,32 @@ def _apply_plan(acc: _Acc, body: Body) -> None:
         )
     elif isinstance(body, CommitmentStatus):
         known = acc.commitments.get(body.commitment_id)
-        if known is not None and (known.as_of is None or body.as_of >= known.as_of):
-            acc.commitments[body.commitment_id] = Commitment(
-                **{**known.__dict__, "status": body.status, "as_of": body.as_of}
-            )
+        if known is None:
+            return
+        history = (*known.history, (body.status, body.as_of))
+        if known.as_of is None or body.as_of >= known.as_of:
+            known = replace(known, status=body.status, as_of=body.as_of)
+        acc.commitments[body.commitment_id] = replace(known, history=history)
+    elif isinstance(body, PlanRevision):
+        if body.plan_version > acc.plan_version:
+            acc.plan_version = body.plan_version
+            for cid, known in acc.commitments.items():
+                acc.commitments[cid] = replace(known, in_plan=cid in body.commitments)
+    elif isinstance(body, MeetingAttendance):
+        met = acc.held.get(body.meeting_at) or HeldMeeting(body.meeting_at)
+        acc.held[body.meeting_at] = replace(
+            met,
+            agencies=body.agencies_present,
+            young_person=body.young_person_present,
+            guardians=body.guardians_present,
+        )
+    elif isinstance(body, MeetingMinutes):
+        met = acc.held.get(body.meeting_at) or HeldMeeting(body.meeting_at)
+        acc.held[body.meeting_at] = replace(met, discussed=tuple(a.value for a in body.discussed))
+    elif isinstance(body, CommitmentReminder):
+        known = acc.commitments.get(body.commitment_id)
+        if known is not None:
+            acc.commitments[body.commitment_id] = replace(known, reminded=True)
     elif isinstance(body, MeetingNotice):
         acc.meetings.append(
             Meeting(body.meeting_at, body.place.value, tuple(a.value for a in body.agenda))
@@ -434,6 +500,7 @@ def case_views(
                 MessageType.PLAN_COMMITMENT,
                 MessageType.COMMITMENT_STATUS,
                 MessageType.MEETING_NOTICE,
+                MessageType.COMMITMENT_REMINDER,
             ):
                 _apply_plan(acc, _body(line))
             continue
@@ -477,8 +544,10 @@ def _view(acc: _Acc, rules: Rules, now: datetime) -> CaseView:
         ),
         closed_at=acc.closed_at,
         closure_reason=acc.closure.reason.value if acc.closure else None,
+        plan_version=acc.plan_version,
         commitments=sorted(acc.commitments.values(), key=lambda c: (c.due_on, c.commitment_id)),
         next_meeting=upcoming[0] if upcoming else None,
+        meetings_held=sorted(acc.held.values(), key=lambda m: m.at),
         decisions=acc.decisions[-RECENT:],
         undecided=acc.undecided,
     )

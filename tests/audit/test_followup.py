@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sigbus.audit.followup import (
+    AnswerFacts,
     CaseFacts,
     ConsentFacts,
     Measure,
@@ -16,7 +17,12 @@ from sigbus.audit.followup import (
     followup,
     parse_period,
 )
-from sigbus.protocol.codes import ClosureReason, ConsentAction
+from sigbus.protocol.codes import (
+    ClosureReason,
+    ConsentAction,
+    QuestionnaireAnswer,
+    QuestionnaireQuestion,
+)
 
 Q3 = parse_period("2026-Q3")
 IN_Q3 = datetime(2026, 8, 1, 12, tzinfo=UTC)
@@ -108,6 +114,10 @@ def test_no_count_below_k_is_ever_shown(seed: int) -> None:
                 closed_at=IN_Q3 + days() if closed else None,
                 closure_reason=rng.choice(list(ClosureReason)) if closed else None,
                 consents=consents,
+                questionnaires=tuple(
+                    AnswerFacts(IN_Q3 + days(), answers(rng.choice(list(QuestionnaireAnswer))))
+                    for _ in range(rng.randint(0, 2))
+                ),
             )
         )
     report = followup(cases, Q3, k=k)
@@ -121,3 +131,43 @@ def test_no_count_below_k_is_ever_shown(seed: int) -> None:
         # What the hidden reasons add up to (the total minus the shown ones) is 0 or >= k.
         hidden = total - sum(c for c in reasons if c is not None)
         assert hidden == 0 or hidden >= k
+    shown = {r.measure: r.count for r in report.rows}
+    if shown["questionnaires"] is not None:
+        for question in QuestionnaireQuestion:
+            parts = [
+                shown[f"questionnaires:{question.value}:{a.value}"] for a in QuestionnaireAnswer
+            ]
+            hidden = shown["questionnaires"] - sum(c for c in parts if c is not None)
+            assert hidden == 0 or hidden >= k
+
+
+def answers(
+    answer: QuestionnaireAnswer, **other: QuestionnaireAnswer
+) -> tuple[tuple[QuestionnaireQuestion, QuestionnaireAnswer], ...]:
+    return tuple((q, other.get(q.value, answer)) for q in QuestionnaireQuestion)
+
+
+def test_the_young_peoples_answers_are_counted_and_small_counts_hidden() -> None:
+    yes, no = QuestionnaireAnswer.YES, QuestionnaireAnswer.NO
+    cases = [CaseFacts(opened_at=BEFORE, questionnaires=(AnswerFacts(IN_Q3, answers(yes)),))] * 6
+    cases.append(
+        CaseFacts(
+            opened_at=BEFORE,
+            questionnaires=(
+                AnswerFacts(IN_Q3, answers(yes, listened_to=no)),
+                AnswerFacts(BEFORE, answers(no)),  # another period: not counted
+            ),
+        )
+    )
+    exact = count_measures(cases, Q3)
+    assert exact[Measure.QUESTIONNAIRES] == 7
+    assert exact["questionnaires:listened_to:yes"] == 6
+    assert exact["questionnaires:listened_to:no"] == 1
+    assert exact["questionnaires:support_helped:yes"] == 7
+    got = counts(cases, k=5)
+    assert got[Measure.QUESTIONNAIRES] == 7
+    assert got["questionnaires:support_helped:yes"] == 7
+    # The one "no" is hidden, and so is the 6 that would give it away (7 - 6 = 1).
+    assert got["questionnaires:listened_to:no"] is None
+    assert got["questionnaires:listened_to:yes"] is None
+    assert got["questionnaires:knew_the_plan:partly"] is None  # zero is hidden too

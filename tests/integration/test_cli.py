@@ -60,8 +60,12 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     assert report["ok"] is True
     assert report["releases_by_type"]["referral"] == 1
     assert report["denies_by_type"]["commitment_status"] == 3
-    assert report["log_length"] == 32
-    assert report["recorded"] == 7  # opened, selected, three consents, withdrawal, closed
+    assert report["log_length"] == 45
+    assert report["releases_by_type"]["meeting_minutes"] == 3  # 5c, to the parties
+    assert report["releases_by_type"]["plan_revision"] == 3  # the plan, version 1 (7d)
+    assert report["releases_by_type"]["commitment_reminder"] == 1  # the overdue one (7c)
+    # opened, selected, three consents, withdrawal, the questionnaire (10b), closed
+    assert report["recorded"] == 8
     # The refused withdrawal and the denied status each came back to their sender.
     steps = {x["step"].split(".")[0]: x for x in report["expectations"]}
     assert all(x["held"] for x in report["expectations"])
@@ -78,6 +82,9 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     assert steps["3b"]["notice"] is None  # a step that reads the hub's state, sends nothing
     # The meeting the police had not fetched is pulled back by the withdrawal, and logged.
     assert steps["8b"]["observed"] == {"police": "release"}
+    assert steps["8a"]["observed"] == {"police": "release"}  # the hub's one reminder
+    assert steps["8a"]["notice"] is None
+    assert steps["7d"]["case_state"]["observed"]["plan"].startswith("version 1: ")
     assert steps["9b"]["observed"] == {"hub": "recorded", "police": "retraction"}
     assert steps["9b"]["case_state"]["observed"]["status"] == "paused"
     assert report["retractions"] == 1
@@ -85,7 +92,7 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     assert steps["12"]["notice"]["items"][0]["reasons"] == ["case_closed"]
     assert report["audit"]["ok"] is True
     # SiS joined by configuration only: it received releases under consent, and witnessed.
-    assert report["received_by_agency"]["sis"] == 3
+    assert report["received_by_agency"]["sis"] == 6  # with the meeting's records and the plan
     assert len(report["audit"]["cosigned_by"]) == 4
     export = Path(report["audit"]["export"])
     keys = export.parent / "keys"  # the demo's own root and signed directory

@@ -19,7 +19,13 @@ from tests.integration.conftest import World
 from tests.integration.test_decision_notice_cli import REPO, SIGBUS, Run, cli
 
 S, SO = "school", "social"
-CATEGORIES = ("plan_commitment", "commitment_status", "meeting_notice", "case_invitation")
+CATEGORIES = (
+    "plan_commitment",
+    "commitment_status",
+    "meeting_notice",
+    "case_invitation",
+    "plan_revision",
+)
 
 
 def local(*args: str) -> Run:
@@ -83,6 +89,24 @@ async def test_case_show_gives_the_whole_picture_on_one_screen(
         "--to", SO, "--due", overdue_day, "--commitment-id", "cm-attendance",
     )  # fmt: skip
     assert committed.code == 0, committed
+    revised = await cli(
+        world, keys_dir, "social", "plan", "--case", case, "--version", "1",
+        "--commitment", "cm-attendance", "--to", S,
+    )  # fmt: skip
+    assert revised.code == 0, revised
+    stale = await cli(
+        world, keys_dir, "social", "plan", "--case", case, "--version", "1",
+        "--commitment", "cm-attendance", "--to", S,
+    )  # fmt: skip
+    assert stale.code == 1, stale  # not the plan's next version: denied, and said so
+    assert "plan_conflict" in stale.out + stale.err
+    for state in ("in_progress", "not_done"):
+        extra = ("--reason", "young_person_absent") if state == "not_done" else ()
+        reported = await cli(
+            world, keys_dir, "school", "status", "--case", case, "--commitment",
+            "cm-attendance", state, *extra, "--to", SO,
+        )  # fmt: skip
+        assert reported.code == 0, reported
     meeting_at = (datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0)
     called = await cli(
         world, keys_dir, "social", "meeting", "--case", case, "--at", meeting_at.isoformat(),
@@ -111,6 +135,9 @@ async def test_case_show_gives_the_whole_picture_on_one_screen(
     plan = next(x for x in out.splitlines() if "cm-attendance" in x)
     assert f"school school_attendance_plan (school_counsellor) due {overdue_day}" in plan
     assert plan.endswith("OVERDUE")
+    assert "plan (version 1):" in out
+    today = datetime.now(UTC).date().isoformat()
+    assert f"    history: in_progress {today}, not_done {today}" in out
     assert f"next meeting: {meeting_at.strftime('%Y-%m-%d %H:%M UTC')} at school" in out
     assert "recent decisions:" in out
     assert "meeting_notice" in out
@@ -124,6 +151,8 @@ async def test_case_show_gives_the_whole_picture_on_one_screen(
     assert as_json["status"] == "active"
     assert [c["state"] for c in as_json["consent"]] == ["given"] * 3
     assert as_json["plan"][0]["overdue"] is True
+    assert as_json["plan_version"] == 1
+    assert [h["status"] for h in as_json["plan"][0]["history"]] == ["in_progress", "not_done"]
     assert as_json["selection"]["instrument"] == "savry"
     assert world.youth not in json.dumps(as_json)
     assert [c["case_ref"] for c in json.loads(local("social", "cases", "--json").out)] == [case]

@@ -50,7 +50,10 @@ def test_the_shipped_partners_are_all_there() -> None:
 
 def test_every_message_type_has_a_sender_and_every_statute_a_recipient() -> None:
     senders = {t: [n for n in SHIPPED if t in SHIPPED[n].sends] for t in MessageType}
-    assert all(senders.values()), senders
+    hub_only = {t for t, spec in MESSAGE_TYPES.items() if spec.sent_by is SentBy.HUB}
+    assert hub_only == {MessageType.COMMITMENT_REMINDER}
+    assert not any(senders[t] for t in hub_only), senders  # no agency sends the hub's own
+    assert all(v for t, v in senders.items() if t not in hub_only), senders
     rules = default_rules()
     for statute in rules.statute:
         assert statute.recipient in SHIPPED, statute.id
@@ -86,6 +89,12 @@ partner_contact = { sv = "Kontakt", en = "Contact" }
 def test_only_the_lead_may_send_lead_only_types() -> None:
     widened = PARTNER.replace(b'["plan_commitment"]', b'["plan_commitment", "consent_event"]')
     with pytest.raises(ProfileError, match="only the lead agency may send consent_event"):
+        parse_profile(widened, file_stem="partner")
+
+
+def test_no_profile_may_send_the_hubs_own_reminder() -> None:
+    widened = PARTNER.replace(b'["plan_commitment"]', b'["plan_commitment", "commitment_reminder"]')
+    with pytest.raises(ProfileError, match="only the hub sends commitment_reminder"):
         parse_profile(widened, file_stem="partner")
 
 
