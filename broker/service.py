@@ -794,6 +794,8 @@ class Broker:
                 future = await self._publish_release(record, wire)
                 await _all_acked([future])
                 self.retractions.released(entry, future.result().seq)
+            # A reminder is a decision like any message's: counted where operators look.
+            self.metrics.decided(plan.entries)
             for e in appended:
                 log.info(
                     "commitment_reminder",
