@@ -56,9 +56,12 @@ from sigbus.console.i18n import DEFAULT_LANG, LANGS, t
 from sigbus.console.records import MAX_NOTE, AccessLog, FindingsLog, RecordsError
 from sigbus.console.shaping import (
     FilterError,
+    commitment_rows,
     consent_rows,
     filter_entries,
     known_bases,
+    lifecycle_view,
+    meeting_rows,
     parse_filter,
     readable_basis,
     rows,
@@ -255,12 +258,13 @@ def make_app(console: Console) -> Starlette:
         record = snap.cases.get(ref)
         if record is None:
             return _page(request, "error.html", session=session, status=404, message="not_found")
+        now = console.clock()
         await console.access.record(
             user=session.user,
             role=session.role.value,
             view="case",
             case_ref=ref,
-            at=console.clock(),
+            at=now,
         )
         lang = _lang(request)
         decisions = [
@@ -275,6 +279,10 @@ def make_app(console: Console) -> Starlette:
             ref=ref,
             parties=sorted(record.parties),
             consents=consent_rows(record.events, lang),
+            lifecycle=lifecycle_view(record, console.rules, now, lang),
+            plan_version=record.plan_version,
+            commitments=commitment_rows(record, now, lang),
+            meetings=meeting_rows(snap.entries, ref, lang),
             decisions=rows(list(reversed(decisions)), console.rules, lang),
         )
 
@@ -385,9 +393,7 @@ def make_app(console: Console) -> Starlette:
         log.info("console_extract", user=session.user, lines=len(extract.lines), size=extract.size)
         return RedirectResponse(f"/extract/{token}", status_code=303)
 
-    async def _kept(
-        request: Request, console: Console, session: Session, view: str
-    ) -> Kept | None:
+    async def _kept(request: Request, console: Console, session: Session, view: str) -> Kept | None:
         kept = console.extracts.get(request.path_params["token"], session.user, console.clock())
         if kept is not None:
             await console.access.record(

@@ -13,7 +13,10 @@ from datetime import date, datetime
 from typing import Any
 
 from sigbus.audit.entry import EntryOutcome
+from sigbus.broker.state import CaseRecord
 from sigbus.console.i18n import REASONS, t
+from sigbus.policy.engine import stockholm_date
+from sigbus.policy.lifecycle import case_status, consent_collection
 from sigbus.policy.model import ConsentRecordEvent
 from sigbus.policy.rules import Rules
 
@@ -172,6 +175,130 @@ def consent_rows(events: Iterable[ConsentRecordEvent], lang: str) -> list[Consen
                 action=t(ev.action.value, lang),
                 valid_until=ev.scope.valid_until.strftime("%Y-%m-%d") if ev.scope else "—",
                 recorded_at=ev.recorded_at.strftime("%Y-%m-%d %H:%M"),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class LifecycleView:
+    """Where the case stands for the coordinator (issue 13's life cycle, issue 14's page)."""
+
+    status: str
+    selection: str
+    closure: str
+    #: (consenter, state, valid until) per required consenter, from the hub's rules.
+    consenters: list[tuple[str, str, str]]
+
+
+def _consenter_label(consenter: str, lang: str) -> str:
+    role, _, ref = consenter.partition(":")
+    return f"{t(role, lang)} {ref}" if ref else t(role, lang)
+
+
+def lifecycle_view(record: CaseRecord, rules: Rules, now: datetime, lang: str) -> LifecycleView:
+    """The same status the hub and `sigbus social case show` derive
+    (:mod:`sigbus.policy.lifecycle`), and each required consenter's state at ``now``."""
+    consenters = consent_collection(record.policy_state(), rules, now=now)
+    status = case_status(
+        selected=record.selection is not None,
+        closed=record.closure is not None,
+        consenters=consenters,
+    )
+    selection = "—"
+    if record.selection is not None:
+        instrument = record.selection.instrument
+        selection = record.selection.selected_at.strftime("%Y-%m-%d")
+        if instrument is not None:
+            selection += f" ({instrument.value} {record.selection.assessment_id or ''})".rstrip()
+    closure = "—"
+    if record.closure is not None:
+        reason = t(f"closure_{record.closure.reason.value}", lang)
+        closure = f"{record.closure.closed_at:%Y-%m-%d} {reason}"
+    return LifecycleView(
+        status=t(f"status_{status.value}", lang),
+        selection=selection,
+        closure=closure,
+        consenters=[
+            (
+                _consenter_label(c.consenter, lang),
+                t(f"consent_{c.state.value}", lang),
+                c.valid_until.strftime("%Y-%m-%d") if c.valid_until else "—",
+            )
+            for c in consenters
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class CommitmentRow:
+    commitment: str
+    agency: str
+    action: str
+    owner: str
+    due_on: str
+    status: str
+    overdue: bool
+    reminded: bool
+    in_plan: bool
+
+
+def commitment_rows(record: CaseRecord, now: datetime, lang: str) -> list[CommitmentRow]:
+    """The plan's commitments as the hub follows them up; overdue as the reminder pass
+    counts it (``broker/reminders.py``): past due, still in the plan, not done."""
+    today = stockholm_date(now)
+    out = []
+    for c in sorted(record.commitments.values(), key=lambda c: (c.due_on, c.commitment_id)):
+        latest = c.latest
+        out.append(
+            CommitmentRow(
+                commitment=c.commitment_id,
+                agency=c.responsible_agency,
+                action=c.action.value,
+                owner=c.owner_function,
+                due_on=c.due_on.isoformat(),
+                status=t(f"cs_{latest.status.value}", lang) if latest else t("cs_none", lang),
+                overdue=c.due_on < today and c.in_plan and not c.done,
+                reminded=any(c.reminded.values()),
+                in_plan=c.in_plan,
+            )
+        )
+    return out
+
+
+MEETING_TYPES = ("meeting_notice", "meeting_attendance", "meeting_minutes")
+
+
+@dataclass(frozen=True)
+class MeetingRow:
+    when: str
+    message_type: str
+    sender: str
+    recipients: str
+
+
+def meeting_rows(entries: Iterable[Entry], case_ref: str, lang: str) -> list[MeetingRow]:
+    """The case's meeting notices, attendance and minutes as the log holds them (their
+    content stays sealed): one row per message, with the parties it was released to."""
+    by_message: dict[str, list[Entry]] = {}
+    for e in entries:
+        if (
+            e.get("case_ref") == case_ref
+            and e.get("message_type") in MEETING_TYPES
+            and e["outcome"] == EntryOutcome.RELEASE.value
+        ):
+            by_message.setdefault(e["message_id"], []).append(e)
+    out = []
+    for released in by_message.values():
+        first = released[0]
+        out.append(
+            MeetingRow(
+                when=datetime.fromisoformat(first["decided_at"]).strftime("%Y-%m-%d %H:%M"),
+                message_type=t(f"type_{first['message_type']}", lang),
+                sender=first.get("sender") or "—",
+                recipients=", ".join(
+                    sorted({e["recipient"] for e in released if e.get("recipient")})
+                ),
             )
         )
     return out

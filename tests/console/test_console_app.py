@@ -13,17 +13,41 @@ import pytest
 from starlette.testclient import TestClient
 
 from sigbus.audit.entry import EntryOutcome
-from sigbus.broker.state import CaseOpenedChange, ConsentRecordedChange, HubState
+from sigbus.broker.state import (
+    CaseOpenedChange,
+    CaseSelectedChange,
+    CommitmentRecordedChange,
+    CommitmentRemindedChange,
+    CommitmentStatusChange,
+    ConsentRecordedChange,
+    HubState,
+    PlanRevisedChange,
+)
 from sigbus.console.app import Console, make_app
 from sigbus.console.auth import SESSION_COOKIE, Role, Sessions, UsersFile, new_user
 from sigbus.console.i18n import LANGS, REASONS, STRINGS
 from sigbus.console.records import AccessLog, FileStore, RecordsError, SignedLog
-from sigbus.console.shaping import FilterError, parse_filter, readable_reason
+from sigbus.console.shaping import (
+    FilterError,
+    commitment_rows,
+    meeting_rows,
+    parse_filter,
+    readable_reason,
+)
 from sigbus.console.source import Snapshot
 from sigbus.console.status import LogStatus
+from sigbus.policy.lifecycle import CaseStatus, ConsentState
 from sigbus.policy.model import ConsentRecordEvent, DenyCode
 from sigbus.policy.rules import default_rules
-from sigbus.protocol.codes import ConsentAction, ConsenterRole, ConsentPurpose
+from sigbus.protocol.codes import (
+    ActionCode,
+    AssessmentInstrument,
+    ClosureReason,
+    ConsentAction,
+    ConsenterRole,
+    ConsentPurpose,
+    StatusCode,
+)
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import ConsentScope
 from sigbus.protocol.reasons import ReasonCode
@@ -47,6 +71,7 @@ def _entry(index: int, **fields: Any) -> dict[str, Any]:
         "statutory": False,
         "outcome": "release",
         "reasons": [],
+        "message_id": f"msg-{index:04d}",
     }
     return {**base, **fields}
 
@@ -107,6 +132,65 @@ def _state() -> HubState:
                 source_message_id="msg-2",
                 evidence_sha256="0" * 64,
             ),
+        )
+    )
+    state.apply(
+        CaseSelectedChange(
+            message_id="msg-3",
+            case_ref=CASE,
+            instrument=AssessmentInstrument.SAVRY,
+            assessment_id="as-0001",
+            decided_by="handl-1",
+            selected_at=NOW,
+        )
+    )
+    for n, (cid, agency, due) in enumerate(
+        [
+            ("cm-late", "police", NOW.date() - timedelta(days=2)),
+            ("cm-done", "school", NOW.date() - timedelta(days=2)),
+            ("cm-later", "school", NOW.date() + timedelta(days=30)),
+        ]
+    ):
+        state.apply(
+            CommitmentRecordedChange(
+                message_id=f"msg-c{n}",
+                case_ref=CASE,
+                commitment_id=cid,
+                sender=agency,
+                responsible_agency=agency,
+                action=ActionCode.MENTOR,
+                owner_function="mentor",
+                due_on=due,
+                recorded_at=NOW,
+            )
+        )
+    state.apply(
+        CommitmentStatusChange(
+            message_id="msg-s1",
+            case_ref=CASE,
+            commitment_id="cm-done",
+            status=StatusCode.DONE,
+            as_of=NOW.date(),
+            recorded_at=NOW,
+        )
+    )
+    state.apply(
+        PlanRevisedChange(
+            message_id="msg-p1",
+            case_ref=CASE,
+            plan_version=2,
+            commitments=("cm-late", "cm-done", "cm-later"),
+            revised_at=NOW,
+        )
+    )
+    state.apply(
+        CommitmentRemindedChange(
+            message_id="msg-r1",
+            case_ref=CASE,
+            commitment_id="cm-late",
+            due_on=NOW.date() - timedelta(days=2),
+            released=True,
+            decided_at=NOW,
         )
     )
     return state
@@ -175,6 +259,13 @@ def test_login_then_case_list_and_case_page(console: Console) -> None:
     assert "lämnat" in page.text
     assert (NOW + timedelta(days=180)).strftime("%Y-%m-%d") in page.text
     assert "samtycket återkallat (guardian:vh-2)" in page.text  # the readable reason
+    # Where the case stands, the plan with its overdue commitment, the meetings.
+    assert "samtycken inhämtas" in page.text  # selected, the young person's consent missing
+    assert "savry as-0001" in page.text
+    assert re.search(r"den unge</td><td>saknas", page.text)
+    assert "Version: 2" in page.text
+    assert re.search(r"cm-late</td><td>police.*?försenat, påmind", page.text)
+    assert re.search(r"cm-done</td>.*?klart</td>", page.text)
     assert "subj-x" not in page.text
     assert "2010-05-01" not in page.text
     # The view of personal data was logged: who, role, what, when; only the case ref.
@@ -291,6 +382,11 @@ def test_every_string_in_both_languages() -> None:
     assert {c.value for c in ReasonCode} <= set(REASONS)
     assert {f"policy:{c.value}" for c in DenyCode} <= set(REASONS)
     assert {f"out_{o.value}" for o in EntryOutcome} <= set(STRINGS)
+    # The case page's life cycle, consent states, closure reasons and statuses.
+    assert {f"status_{c.value}" for c in CaseStatus} <= set(STRINGS)
+    assert {f"consent_{c.value}" for c in ConsentState} <= set(STRINGS)
+    assert {f"closure_{c.value}" for c in ClosureReason} <= set(STRINGS)
+    assert {f"cs_{c.value}" for c in StatusCode} <= set(STRINGS)
     assert readable_reason("policy:consent_expired", "en") == "consent expired"
 
 
@@ -321,3 +417,30 @@ def test_the_access_log_is_listed_signed_and_a_view_it_cannot_log_is_refused(
     assert refused.status_code == 503  # not shown unless its view is on record at the hub
     assert "subj-x" not in refused.text
     assert "Parter" not in refused.text
+
+
+def test_overdue_is_what_the_reminder_pass_counts() -> None:
+    """Past due, in the plan and not done: overdue; done or not yet due: not."""
+    record = _state().cases[CASE]
+    shown = {r.commitment: r for r in commitment_rows(record, NOW, "en")}
+    assert (shown["cm-late"].overdue, shown["cm-late"].reminded) == (True, True)
+    assert (shown["cm-done"].overdue, shown["cm-done"].status) == (False, "done")
+    assert (shown["cm-later"].overdue, shown["cm-later"].status) == (False, "no status yet")
+    record.commitments["cm-late"].in_plan = False  # left out of a later plan version
+    assert not {r.commitment: r for r in commitment_rows(record, NOW, "en")}["cm-late"].overdue
+
+
+def test_meetings_are_the_cases_released_meeting_messages_one_row_each() -> None:
+    entries = [
+        *ENTRIES,
+        _entry(4, message_type="meeting_notice", recipient="police", message_id="msg-m1"),
+        _entry(5, message_type="meeting_notice", recipient="school", message_id="msg-m1"),
+        _entry(6, message_type="meeting_minutes", outcome="deny", message_id="msg-m2"),
+        _entry(7, message_type="meeting_minutes", case_ref="case-0002", message_id="msg-m3"),
+    ]
+    (row,) = meeting_rows(entries, CASE, "sv")
+    assert (row.message_type, row.sender, row.recipients) == (
+        "kallelse",
+        "social",
+        "police, school",
+    )
