@@ -343,6 +343,7 @@ def _hub_record(
             guardians=body.guardians_with_custody,
             parties=body.parties,
             now=now,
+            referral=body.referral,
         )
     elif isinstance(body, ConsentEvent):
         change = state.plan_consent(

@@ -19,7 +19,7 @@ from sigbus.broker.errors import Rejection
 from sigbus.policy import CaseState, ConsentRecordEvent, SubjectFacts
 from sigbus.protocol.codes import AssessmentInstrument, ClosureReason, ConsentAction, ConsenterRole
 from sigbus.protocol.ids import AgencyId
-from sigbus.protocol.messages import AssessmentRef, ConsentEvent, StrictModel
+from sigbus.protocol.messages import AssessmentRef, ConsentEvent, ReferralLink, StrictModel
 from sigbus.protocol.reasons import ReasonCode
 
 
@@ -32,6 +32,8 @@ class CaseOpenedChange(StrictModel):
     guardians_with_custody: tuple[str, ...]
     parties: tuple[AgencyId, ...]
     opened_at: AwareDatetime
+    #: The referral the case was opened for (``case open --referral``), if any.
+    referral: ReferralLink | None = None
 
 
 class ConsentRecordedChange(StrictModel):
@@ -84,6 +86,7 @@ class CaseRecord:
     selection: CaseSelectedChange | None = None
     closure: CaseClosedChange | None = None
     _policy_state: CaseState | None = None
+    referral: ReferralLink | None = None
 
     def policy_state(self) -> CaseState:
         """The policy's view of this case; one object until the next event.
@@ -137,9 +140,12 @@ class HubState:
         guardians: tuple[str, ...],
         parties: tuple[AgencyId, ...],
         now: datetime,
+        referral: ReferralLink | None = None,
     ) -> CaseOpenedChange:
         if case_ref in self.cases:
             raise Rejection(ReasonCode.CASE_EXISTS)
+        if referral is not None:
+            check_referral_link(self, referral, now)
         return CaseOpenedChange(
             message_id=message_id,
             case_ref=case_ref,
@@ -148,6 +154,7 @@ class HubState:
             guardians_with_custody=guardians,
             parties=parties,
             opened_at=now,
+            referral=referral,
         )
 
     def plan_selected(
@@ -245,7 +252,19 @@ class HubState:
                 ),
                 parties=frozenset(change.parties),
                 opened_at=change.opened_at,
+                referral=change.referral,
             )
         else:
             self.cases[change.case_ref].append(change.event)
         self.applied.add(change.message_id)
+
+
+def check_referral_link(state: HubState, referral: ReferralLink, now: datetime) -> None:
+    """A case is opened for a referral at most once, and not before it was received."""
+    if referral.received_at > now:
+        raise Rejection(ReasonCode.SCHEMA_INVALID, "referral received after the case opens")
+    if any(
+        c.referral is not None and c.referral.message_id == referral.message_id
+        for c in state.cases.values()
+    ):
+        raise Rejection(ReasonCode.REFERRAL_ALREADY_LINKED)

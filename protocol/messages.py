@@ -40,6 +40,7 @@ from sigbus.protocol.ids import (
     ConsentIdStr,
     FunctionCode,
     GuardianRefStr,
+    MessageIdStr,
     MessageType,
     Sha256Hex,
     no_digit_run,
@@ -117,6 +118,14 @@ class Referral(Body):
     contact_function: FunctionCode
 
 
+class ReferralLink(StrictModel):
+    """The referral a case is opened for: its message id and when the hub released it to
+    social services (its release record's ``released_at``). No content of the referral."""
+
+    message_id: MessageIdStr
+    received_at: AwareDatetime
+
+
 class CaseOpened(Body):
     """Social services tell the hub who the case is about and who must consent."""
 
@@ -125,6 +134,7 @@ class CaseOpened(Body):
         tuple[GuardianRefStr, ...], Field(max_length=4), AfterValidator(_unique)
     ]
     parties: PartyList
+    referral: ReferralLink | None = None
 
 
 class AssessmentRef(StrictModel):

@@ -58,6 +58,8 @@ class ReasonCode(StrEnum):
     CONTENT_SHREDDED = "content_shredded"
     # The hub asked to open a message it never kept (not released, or unknown).
     NOT_RETAINED = "not_retained"
+    # A case_opened names a referral that another case is already opened for.
+    REFERRAL_ALREADY_LINKED = "referral_already_linked"
 
 
 @dataclass(frozen=True, slots=True)

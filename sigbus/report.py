@@ -157,7 +157,7 @@ class PlanFacts:
 
 def referred_at(record: CaseRecord) -> datetime | None:
     """When the referral the case was opened for was received (``case open --referral``)."""
-    return None
+    return record.referral.received_at if record.referral is not None else None
 
 
 def case_facts(record: CaseRecord) -> CaseFacts:
