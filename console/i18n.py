@@ -235,6 +235,10 @@ REASONS: dict[str, dict[str, str]] = {
     },
     "content_shredded": {"sv": "innehållet är gallrat", "en": "content shredded"},
     "not_retained": {"sv": "meddelandet sparades inte", "en": "message not kept"},
+    "referral_already_linked": {
+        "sv": "ett ärende finns redan för anmälan",
+        "en": "a case is already opened for the referral",
+    },
     "policy:no_basis": {"sv": "ingen rättslig grund", "en": "no legal basis"},
     "policy:consent_missing": {"sv": "samtycke saknas", "en": "no consent"},
     "policy:consent_withdrawn": {"sv": "samtycket återkallat", "en": "consent withdrawn"},
