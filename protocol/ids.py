@@ -28,7 +28,7 @@ class MessageType(StrEnum):
     PLAN_COMMITMENT = "plan_commitment"
     COMMITMENT_STATUS = "commitment_status"
     MEETING_NOTICE = "meeting_notice"
-
+    EXISTENCE_QUERY = "existence_query"
 
 
 # Opaque ids. Every id carries a lower-case prefix and may not contain a run of

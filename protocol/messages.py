@@ -285,6 +285,16 @@ class MeetingNotice(Body):
     ]
 
 
+class ExistenceQuery(Body):
+    """Is another agency involved with this young person? Asked of the hub, which answers
+    only which agencies (if any) are parties to an open case about them: no content, no
+    category, no case ref (a notice of existence, as the Dutch Verwijsindex). Only where
+    the rules file allows it (``[existence_notice] enabled``)."""
+
+    personnummer: Personnummer
+    asked_by: FunctionCode
+
+
 class SentBy(StrEnum):
     """Which agencies a message type may come from; the profiles say which do."""
 
@@ -306,6 +316,9 @@ class MessageTypeSpec:
     case_bound: bool = True
     #: Addressed to the hub itself: it changes hub state and is never released.
     hub_record: bool = False
+    #: A question to the hub itself (an existence query): never released, changes no
+    #: state; the hub's answer is its logged entry and the sender's decision notice.
+    hub_query: bool = False
 
 
 #: The message-type registry. Adding a type: a MessageType member, its body model,
@@ -321,6 +334,9 @@ MESSAGE_TYPES: Mapping[MessageType, MessageTypeSpec] = MappingProxyType(
         MessageType.PLAN_COMMITMENT: MessageTypeSpec(PlanCommitment, SentBy.PARTY),
         MessageType.COMMITMENT_STATUS: MessageTypeSpec(CommitmentStatus, SentBy.PARTY),
         MessageType.MEETING_NOTICE: MessageTypeSpec(MeetingNotice, SentBy.LEAD),
+        MessageType.EXISTENCE_QUERY: MessageTypeSpec(
+            ExistenceQuery, SentBy.ANY, case_bound=False, hub_query=True
+        ),
     }
 )
 if set(MESSAGE_TYPES) != set(MessageType):  # pragma: no cover - an import-time guard
@@ -334,4 +350,7 @@ CASE_BOUND_TYPES: frozenset[MessageType] = frozenset(
 )
 HUB_RECORD_TYPES: frozenset[MessageType] = frozenset(
     t for t, spec in MESSAGE_TYPES.items() if spec.hub_record
+)
+HUB_QUERY_TYPES: frozenset[MessageType] = frozenset(
+    t for t, spec in MESSAGE_TYPES.items() if spec.hub_query
 )

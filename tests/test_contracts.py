@@ -56,6 +56,7 @@ from sigbus.protocol.messages import (
     CaseOpened,
     CaseSelected,
     CommitmentStatus,
+    ExistenceQuery,
     MeetingNotice,
     PlanCommitment,
     Referral,
@@ -169,6 +170,9 @@ def body_samples() -> dict[MessageType, list[BaseModel]]:
                 place=PlaceCode.SOCIAL_SERVICES_OFFICE,
                 agenda=(AgendaItem.PLAN_REVIEW, AgendaItem.NEW_ACTIONS),
             )
+        ],
+        MessageType.EXISTENCE_QUERY: [
+            ExistenceQuery(personnummer=YOUTH, asked_by="police_youth_unit")
         ],
     }
 
