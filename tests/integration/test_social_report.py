@@ -14,6 +14,7 @@ from sigbus.agents.social.consent import consent_withdrawn
 from sigbus.protocol.codes import ClosureReason, ConsenterRole
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import CaseClosed
+from sigbus.protocol.personnummer import birth_date
 from tests.integration.conftest import World
 from tests.integration.test_decision_notice_cli import cli
 from tests.test_report_render import numbers, pdf_text
@@ -95,8 +96,13 @@ async def test_the_report_counts_and_never_shows_a_count_below_k(
     assert shown["consents_given"] == "9"
     assert all(v == "<5" or int(v) >= 5 for v in shown.values()), shown
     assert shown["cases_started"] == "<5"
+    everything = run.out + default.out + english.out + out_csv.read_text() + text
     for case in cases:
-        assert case not in run.out + default.out + out_csv.read_text() + text
+        assert case not in everything
+    born = birth_date(world.youth)
+    for secret in (world.youth, world.youth.replace("-", ""), born.isoformat(), f"{born:%y%m%d}"):
+        assert secret not in everything, secret
+    assert json.loads(default.out)["medians_days"] == {"referral_to_plan_days": "<5"}
 
     bad = await cli(world, keys_dir, "social", "report", "--period", "15/12/2026")
     assert bad.code == 2, bad
