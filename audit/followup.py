@@ -10,16 +10,20 @@ Suppression (issue 13: "no individual can be recognised"): every count below
 says "at least one". Within a group that adds up to a shown total (cases closed
 by reason), the hidden cells add up to the total minus the shown ones; that sum
 must be 0 or at least ``k`` too, so the smallest shown cells are hidden until it
-is (secondary suppression).
+is (secondary suppression). Commitments done and overdue are shown per agency
+under their totals, suppressed the same way. The time from referral to plan is a
+median over the cases whose plan was made in the period, shown only when at
+least ``k`` cases have both dates (else it is hidden, and so is how many).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
+from statistics import median
 from zoneinfo import ZoneInfo
 
 from sigbus.audit.errors import AuditError
@@ -93,12 +97,27 @@ class AnswerFacts:
 
 
 @dataclass(frozen=True)
+class CommitmentFacts:
+    """One commitment of a plan: the responsible agency, the due day, when it was done."""
+
+    agency: str
+    due_on: date
+    done_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class CaseFacts:
     opened_at: datetime
     closed_at: datetime | None = None
     closure_reason: ClosureReason | None = None
     consents: tuple[ConsentFacts, ...] = ()
     questionnaires: tuple[AnswerFacts, ...] = ()
+    commitments: tuple[CommitmentFacts, ...] = ()
+    #: When each meeting of the case was held (the caller decides "held").
+    meetings_held: tuple[datetime, ...] = ()
+    #: When the referral the case was opened for was received, and the first plan made.
+    referred_at: datetime | None = None
+    planned_at: datetime | None = None
 
 
 class Measure(StrEnum):
@@ -111,6 +130,15 @@ class Measure(StrEnum):
     #: The young people's questionnaires recorded; ``questionnaires:<question>:<answer>``
     #: counts each answer (the answers to one question add up to this total).
     QUESTIONNAIRES = "questionnaires"
+    COMMITMENTS_DONE = "commitments_done"
+    COMMITMENTS_OVERDUE = "commitments_overdue"
+    MEETINGS_HELD = "meetings_held"
+
+
+#: The measures shown per agency (``commitments_done:<agency>``) under their total.
+PER_AGENCY = (Measure.COMMITMENTS_DONE, Measure.COMMITMENTS_OVERDUE)
+#: The one median: days from the referral's receipt to the case's first plan.
+REFERRAL_TO_PLAN = "referral_to_plan_days"
 
 
 @dataclass(frozen=True)
@@ -123,10 +151,23 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Median:
+    """A median in days over ``n`` cases; both hidden (None) when fewer than k cases."""
+
+    measure: str
+    days: float | None
+    n: int | None
+
+    def shown(self, k: int) -> str:
+        return f"<{k}" if self.days is None else f"{self.days:.1f}"
+
+
+@dataclass(frozen=True)
 class Report:
     period: Period
     k: int
     rows: tuple[Row, ...]
+    medians: tuple[Median, ...] = ()
 
 
 def _expired_in(record: ConsentFacts, period: Period) -> bool:
@@ -141,10 +182,41 @@ def _expired_in(record: ConsentFacts, period: Period) -> bool:
     return not any(t <= until for t in ended)
 
 
-def _counts(cases: Sequence[CaseFacts], period: Period) -> dict[str, int]:
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=STOCKHOLM)
+
+
+def _overdue_in(commitment: CommitmentFacts, case: CaseFacts, period: Period) -> bool:
+    """Overdue at some time in the period: from the day after its due day until it was
+    done or its case closed, whichever came first."""
+    since = _day_start(commitment.due_on + timedelta(days=1))
+    ends = [t for t in (commitment.done_at, case.closed_at) if t is not None]
+    return since < period.end and (not ends or min(ends) > max(since, period.start))
+
+
+def _agencies(cases: Sequence[CaseFacts], extra: Iterable[str]) -> list[str]:
+    return sorted({c.agency for case in cases for c in case.commitments} | set(extra))
+
+
+def _plan_counts(case: CaseFacts, period: Period, counts: dict[str, int]) -> None:
+    for commitment in case.commitments:
+        if period.holds(commitment.done_at):
+            counts[Measure.COMMITMENTS_DONE] += 1
+            counts[f"{Measure.COMMITMENTS_DONE.value}:{commitment.agency}"] += 1
+        elif _overdue_in(commitment, case, period):
+            counts[Measure.COMMITMENTS_OVERDUE] += 1
+            counts[f"{Measure.COMMITMENTS_OVERDUE.value}:{commitment.agency}"] += 1
+    counts[Measure.MEETINGS_HELD] += sum(1 for at in case.meetings_held if period.holds(at))
+
+
+def _counts(
+    cases: Sequence[CaseFacts], period: Period, agencies: Iterable[str] = ()
+) -> dict[str, int]:
     counts = {m.value: 0 for m in Measure}
     counts.update({f"{Measure.CASES_CLOSED.value}:{r.value}": 0 for r in ClosureReason})
     counts.update({_answer(q, a): 0 for q in QuestionnaireQuestion for a in QuestionnaireAnswer})
+    for measure in PER_AGENCY:
+        counts.update({f"{measure.value}:{a}": 0 for a in _agencies(cases, agencies)})
     for case in cases:
         if period.holds(case.opened_at):
             counts[Measure.CASES_STARTED] += 1
@@ -168,11 +240,28 @@ def _counts(cases: Sequence[CaseFacts], period: Period) -> dict[str, int]:
                 counts[Measure.QUESTIONNAIRES] += 1
                 for question, answer in questionnaire.answers:
                     counts[_answer(question, answer)] += 1
+        _plan_counts(case, period, counts)
     return counts
 
 
 def _answer(question: QuestionnaireQuestion, answer: QuestionnaireAnswer) -> str:
     return f"{Measure.QUESTIONNAIRES.value}:{question.value}:{answer.value}"
+
+
+def referral_to_plan(cases: Sequence[CaseFacts], period: Period, *, k: int) -> Median:
+    """The median days from referral to plan, over the cases planned in the period;
+    hidden, with its n, unless at least ``k`` cases have both dates."""
+    days = [
+        (c.planned_at - c.referred_at).total_seconds() / 86400
+        for c in cases
+        if c.referred_at is not None
+        and c.planned_at is not None
+        and period.holds(c.planned_at)
+        and c.planned_at >= c.referred_at
+    ]
+    if len(days) < k:
+        return Median(REFERRAL_TO_PLAN, None, None)
+    return Median(REFERRAL_TO_PLAN, round(median(days), 1), len(days))
 
 
 def _suppress_group(
@@ -189,16 +278,27 @@ def _suppress_group(
         shown[visible[0]] = None
 
 
-def count_measures(cases: Sequence[CaseFacts], period: Period) -> dict[str, int]:
+def count_measures(
+    cases: Sequence[CaseFacts], period: Period, agencies: Iterable[str] = ()
+) -> dict[str, int]:
     """Every measure's exact count (before suppression: never print these)."""
-    return _counts(cases, period)
+    return _counts(cases, period, agencies)
 
 
-def followup(cases: Sequence[CaseFacts], period: Period, *, k: int = DEFAULT_K) -> Report:
-    """The steering group's figures for ``period``; every count below ``k`` suppressed."""
+def followup(
+    cases: Sequence[CaseFacts],
+    period: Period,
+    *,
+    k: int = DEFAULT_K,
+    agencies: Iterable[str] = (),
+) -> Report:
+    """The steering group's figures for ``period``; every count below ``k`` suppressed.
+
+    ``agencies``: every agency to show a row for (a party's row shows even at zero,
+    so a suppressed row never tells that the agency had a commitment)."""
     if k < 1:
         raise PeriodError("k must be at least 1")
-    raw = _counts(cases, period)
+    raw = _counts(cases, period, agencies)
     shown: dict[str, int | None] = {m: (c if c >= k else None) for m, c in raw.items()}
     closed = Measure.CASES_CLOSED.value
     parts = [f"{closed}:{r.value}" for r in ClosureReason]
@@ -207,4 +307,8 @@ def followup(cases: Sequence[CaseFacts], period: Period, *, k: int = DEFAULT_K) 
     for question in QuestionnaireQuestion:
         answers = [_answer(question, a) for a in QuestionnaireAnswer]
         _suppress_group(raw, shown, Measure.QUESTIONNAIRES.value, answers, k)
-    return Report(period, k, tuple(Row(m, shown[m]) for m in raw))
+    for measure in PER_AGENCY:
+        prefix = f"{measure.value}:"
+        _suppress_group(raw, shown, measure.value, [m for m in raw if m.startswith(prefix)], k)
+    rows = tuple(Row(m, shown[m]) for m in raw)
+    return Report(period, k, rows, (referral_to_plan(cases, period, k=k),))

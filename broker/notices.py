@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.broker.checkpointer import reply_to_agency, requester
 from sigbus.broker.log_writer import LogWriter
-from sigbus.protocol.messages import HUB_RECORD_TYPES
+from sigbus.protocol.messages import HUB_QUERY_TYPES, HUB_RECORD_TYPES
 from sigbus.protocol.notice import (
     NOT_DECIDED,
     DecisionNotice,
@@ -51,7 +51,8 @@ def notice_for(entries: Sequence[LogEntry], *, hub_key_id: str) -> DecisionNotic
     first = entries[0] if entries else None
     if first is None or first.sender is None:
         return None
-    outcomes = _HUB_RECORD if first.message_type in HUB_RECORD_TYPES else _DISCLOSURE
+    to_hub = HUB_RECORD_TYPES | HUB_QUERY_TYPES
+    outcomes = _HUB_RECORD if first.message_type in to_hub else _DISCLOSURE
     items = tuple(
         NoticeItem(
             recipient=e.recipient,

@@ -36,6 +36,7 @@ from sigbus.policy import (
     Verdict,
     decide,
 )
+from sigbus.policy.existence import answer_existence
 from sigbus.protocol.codes import ConsentAction, ConsenterRole
 from sigbus.protocol.directory import Directory
 from sigbus.protocol.envelope import (
@@ -60,6 +61,7 @@ from sigbus.protocol.messages import (
     CommitmentStatus,
     ConsentEvent,
     ConsentRef,
+    ExistenceQuery,
     MeetingAttendance,
     PlanCommitment,
     PlanRevision,
@@ -325,6 +327,8 @@ def _decide_body(
         raise Rejection(ReasonCode.PERSONNUMMER_INVALID, "birth date in the future")
     subject_id = subject_id_for(personnummer, ctx.pseudonym_key) if personnummer else None
 
+    if isinstance(body, ExistenceQuery):
+        return _existence(envelope, subject_id, ingress_seq, state, ctx, now)
     if header.type in HUB_RECORD_TYPES:
         return _hub_record(envelope, body, subject_id, ingress_seq, state, ctx, now)
     return _disclosure(envelope, body, subject_id, ingress_seq, state, ctx, now, data_key)
@@ -355,6 +359,7 @@ def _hub_record(
             guardians=body.guardians_with_custody,
             parties=body.parties,
             now=now,
+            referral=body.referral,
         )
     elif isinstance(body, ConsentEvent):
         change = state.plan_consent(
@@ -675,6 +680,8 @@ def _check_functions(
         own = body.revised_by
     elif isinstance(body, YouthQuestionnaire):
         own = body.recorded_by
+    elif isinstance(body, ExistenceQuery):
+        own = body.asked_by
     elif isinstance(body, PlanCommitment):
         responsible = profiles.get(body.responsible_agency)
         if responsible is None or body.owner_function not in responsible.functions:
@@ -686,3 +693,42 @@ def _check_functions(
         return
     if own not in profile.functions:
         raise Rejection(ReasonCode.UNKNOWN_FUNCTION, "function is not one of the sender's")
+
+
+def _existence(
+    envelope: Envelope,
+    subject_id: str | None,
+    ingress_seq: int,
+    state: HubState,
+    ctx: HubContext,
+    now: datetime,
+) -> Plan:
+    """A notice of existence (policy.existence): which agencies are parties to an open
+    case about the young person, as one logged code; refused when the rules say off."""
+    header = envelope.header
+    if header.recipients:
+        raise Rejection(ReasonCode.HUB_RECORD_HAS_RECIPIENTS)
+    if header.case_ref is not None:
+        raise Rejection(ReasonCode.SCHEMA_INVALID, "an existence query names no case")
+    open_cases = (
+        c.parties for c in state.cases.values() if c.subject_id == subject_id and not c.closure
+    )
+    answer = answer_existence(header.sender, open_cases, ctx.rules)
+    if answer.refused is not None:
+        raise Rejection(ReasonCode.EXISTENCE_NOTICE_OFF)
+    entry = EntryDraft(
+        decision_id=_decision_id(ingress_seq, header.message_id, "existence", now.isoformat()),
+        decided_at=now,
+        ingress_seq=ingress_seq,
+        message_id=header.message_id,
+        message_type=header.type,
+        sender=header.sender,
+        recipient=HUB,
+        subject_ref=_subject_ref(subject_id, header, ctx),
+        case_ref=None,
+        rules_hash=ctx.rules.sha256,
+        ciphertext_sha256=envelope.ciphertext_digest(),
+        outcome=EntryOutcome.RECORDED,
+        reasons=(HubReason(ReasonCode.EXISTENCE_ANSWERED, answer.detail()),),
+    )
+    return Plan(message_id=header.message_id, entries=(entry,))

@@ -28,7 +28,7 @@ from sigbus.protocol.codes import (
     StatusCode,
 )
 from sigbus.protocol.ids import AgencyId
-from sigbus.protocol.messages import AssessmentRef, ConsentEvent, StrictModel
+from sigbus.protocol.messages import AssessmentRef, ConsentEvent, ReferralLink, StrictModel
 from sigbus.protocol.reasons import ReasonCode
 
 
@@ -41,6 +41,8 @@ class CaseOpenedChange(StrictModel):
     guardians_with_custody: tuple[str, ...]
     parties: tuple[AgencyId, ...]
     opened_at: AwareDatetime
+    #: The referral the case was opened for (``case open --referral``), if any.
+    referral: ReferralLink | None = None
 
 
 class ConsentRecordedChange(StrictModel):
@@ -209,8 +211,11 @@ class CaseRecord:
     commitments: dict[str, CommitmentRecord] = field(default_factory=dict)
     #: The plan's version: 0 until the first plan revision.
     plan_version: int = 0
+    #: When the first plan version was adopted (the steering group's referral-to-plan time).
+    planned_at: datetime | None = None
     questionnaires: list[QuestionnaireRecordedChange] = field(default_factory=list)
     _policy_state: CaseState | None = None
+    referral: ReferralLink | None = None
 
     def policy_state(self) -> CaseState:
         """The policy's view of this case; one object until the next event.
@@ -264,9 +269,12 @@ class HubState:
         guardians: tuple[str, ...],
         parties: tuple[AgencyId, ...],
         now: datetime,
+        referral: ReferralLink | None = None,
     ) -> CaseOpenedChange:
         if case_ref in self.cases:
             raise Rejection(ReasonCode.CASE_EXISTS)
+        if referral is not None:
+            check_referral_link(self, referral, now)
         return CaseOpenedChange(
             message_id=message_id,
             case_ref=case_ref,
@@ -275,6 +283,7 @@ class HubState:
             guardians_with_custody=guardians,
             parties=parties,
             opened_at=now,
+            referral=referral,
         )
 
     def plan_selected(
@@ -450,6 +459,7 @@ class HubState:
                 ),
                 parties=frozenset(change.parties),
                 opened_at=change.opened_at,
+                referral=change.referral,
             )
         elif isinstance(change, CommitmentRecordedChange):
             plan = self.cases[change.case_ref].commitments
@@ -473,6 +483,8 @@ class HubState:
         elif isinstance(change, PlanRevisedChange):
             case = self.cases[change.case_ref]
             case.plan_version = change.plan_version
+            if case.planned_at is None:
+                case.planned_at = change.revised_at
             for cid, commitment in case.commitments.items():
                 commitment.in_plan = cid in change.commitments
         elif isinstance(change, CommitmentRemindedChange):
@@ -481,3 +493,14 @@ class HubState:
         else:
             self.cases[change.case_ref].append(change.event)
         self.applied.add(change.message_id)
+
+
+def check_referral_link(state: HubState, referral: ReferralLink, now: datetime) -> None:
+    """A case is opened for a referral at most once, and not before it was received."""
+    if referral.received_at > now:
+        raise Rejection(ReasonCode.SCHEMA_INVALID, "referral received after the case opens")
+    if any(
+        c.referral is not None and c.referral.message_id == referral.message_id
+        for c in state.cases.values()
+    ):
+        raise Rejection(ReasonCode.REFERRAL_ALREADY_LINKED)

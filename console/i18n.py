@@ -286,6 +286,15 @@ REASONS: dict[str, dict[str, str]] = {
     },
     "content_shredded": {"sv": "innehållet är gallrat", "en": "content shredded"},
     "not_retained": {"sv": "meddelandet sparades inte", "en": "message not kept"},
+    "existence_notice_off": {
+        "sv": "frågan om andra aktörer är avstängd i regelfilen",
+        "en": "the notice of existence is off in the rules file",
+    },
+    "existence_answered": {"sv": "fråga om andra aktörer besvarad", "en": "existence answered"},
+    "referral_already_linked": {
+        "sv": "ett ärende finns redan för anmälan",
+        "en": "a case is already opened for the referral",
+    },
     "policy:no_basis": {"sv": "ingen rättslig grund", "en": "no legal basis"},
     "policy:consent_missing": {"sv": "samtycke saknas", "en": "no consent"},
     "policy:consent_withdrawn": {"sv": "samtycket återkallat", "en": "consent withdrawn"},

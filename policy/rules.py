@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from sigbus.policy._memo import memo
 from sigbus.policy.errors import RulesError
@@ -120,6 +120,14 @@ class RetentionSettings(_RulesModel):
         return self.days.get(category, self.default_days)
 
 
+class ExistenceNoticeSettings(_RulesModel):
+    """``[existence_notice]``: whether a party may ask the hub if another agency is involved
+    with a young person (yes/no and which agencies, no content). Off unless the rules
+    file says ``enabled = true``; any other value fails the load (fail closed)."""
+
+    enabled: StrictBool = False
+
+
 class Rules(_RulesModel):
     """A parsed rules file. ``sha256`` is computed by :func:`load_rules`, never read."""
 
@@ -129,6 +137,7 @@ class Rules(_RulesModel):
     statute: Annotated[tuple[StatuteRule, ...], Field(min_length=0)] = ()
     retention: RetentionSettings
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    existence_notice: ExistenceNoticeSettings = Field(default_factory=ExistenceNoticeSettings)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Self:

@@ -260,6 +260,16 @@ MESSAGE_DESCRIPTIONS: Mapping[MessageType, tuple[str, str]] = {
         "only as the commitment itself would be (consent or statute for plan_commitment "
         "from the lead agency).",
     ),
+    MessageType.EXISTENCE_QUERY: (
+        "Existence query (finns det andra aktörer?)",
+        "A party asks the hub whether another agency is involved with the young person "
+        "(a notice of existence without content, as the Dutch Verwijsindex). The hub "
+        "answers in its decision notice with only the agencies that are parties to an open "
+        "case about the young person (reason existence_answered:<agency>.<agency> or "
+        "existence_answered:none), never content, category or case; it refuses "
+        "(existence_notice_off) unless the rules file enables [existence_notice]. "
+        "Addressed to the hub: never released to anyone. Every query and answer is logged.",
+    ),
 }
 
 _SENT_BY = {

@@ -36,6 +36,7 @@ class MessageType(StrEnum):
     PLAN_REVISION = "plan_revision"
     #: The hub's own message: a plan commitment passed its due date without ``done``.
     COMMITMENT_REMINDER = "commitment_reminder"
+    EXISTENCE_QUERY = "existence_query"
 
 
 # Opaque ids. Every id carries a lower-case prefix and may not contain a run of

@@ -42,6 +42,7 @@ from sigbus.protocol.ids import (
     ConsentIdStr,
     FunctionCode,
     GuardianRefStr,
+    MessageIdStr,
     MessageType,
     Sha256Hex,
     no_digit_run,
@@ -119,6 +120,14 @@ class Referral(Body):
     contact_function: FunctionCode
 
 
+class ReferralLink(StrictModel):
+    """The referral a case is opened for: its message id and when the hub released it to
+    social services (its release record's ``released_at``). No content of the referral."""
+
+    message_id: MessageIdStr
+    received_at: AwareDatetime
+
+
 class CaseOpened(Body):
     """Social services tell the hub who the case is about and who must consent."""
 
@@ -127,6 +136,7 @@ class CaseOpened(Body):
         tuple[GuardianRefStr, ...], Field(max_length=4), AfterValidator(_unique)
     ]
     parties: PartyList
+    referral: ReferralLink | None = None
 
 
 class AssessmentRef(StrictModel):
@@ -349,6 +359,16 @@ class CommitmentReminder(Body):
     due_on: date
 
 
+class ExistenceQuery(Body):
+    """Is another agency involved with this young person? Asked of the hub, which answers
+    only which agencies (if any) are parties to an open case about them: no content, no
+    category, no case ref (a notice of existence, as the Dutch Verwijsindex). Only where
+    the rules file allows it (``[existence_notice] enabled``)."""
+
+    personnummer: Personnummer
+    asked_by: FunctionCode
+
+
 class SentBy(StrEnum):
     """Which agencies a message type may come from; the profiles say which do."""
 
@@ -372,6 +392,9 @@ class MessageTypeSpec:
     case_bound: bool = True
     #: Addressed to the hub itself: it changes hub state and is never released.
     hub_record: bool = False
+    #: A question to the hub itself (an existence query): never released, changes no
+    #: state; the hub's answer is its logged entry and the sender's decision notice.
+    hub_query: bool = False
 
 
 #: The message-type registry. Adding a type: a MessageType member, its body model,
@@ -394,6 +417,9 @@ MESSAGE_TYPES: Mapping[MessageType, MessageTypeSpec] = MappingProxyType(
         MessageType.MEETING_ATTENDANCE: MessageTypeSpec(MeetingAttendance, SentBy.LEAD),
         MessageType.MEETING_MINUTES: MessageTypeSpec(MeetingMinutes, SentBy.LEAD),
         MessageType.COMMITMENT_REMINDER: MessageTypeSpec(CommitmentReminder, SentBy.HUB),
+        MessageType.EXISTENCE_QUERY: MessageTypeSpec(
+            ExistenceQuery, SentBy.ANY, case_bound=False, hub_query=True
+        ),
     }
 )
 if set(MESSAGE_TYPES) != set(MessageType):  # pragma: no cover - an import-time guard
@@ -407,4 +433,7 @@ CASE_BOUND_TYPES: frozenset[MessageType] = frozenset(
 )
 HUB_RECORD_TYPES: frozenset[MessageType] = frozenset(
     t for t, spec in MESSAGE_TYPES.items() if spec.hub_record
+)
+HUB_QUERY_TYPES: frozenset[MessageType] = frozenset(
+    t for t, spec in MESSAGE_TYPES.items() if spec.hub_query
 )

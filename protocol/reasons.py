@@ -61,6 +61,13 @@ class ReasonCode(StrEnum):
     CONTENT_SHREDDED = "content_shredded"
     # The hub asked to open a message it never kept (not released, or unknown).
     NOT_RETAINED = "not_retained"
+    # A case_opened names a referral that another case is already opened for.
+    REFERRAL_ALREADY_LINKED = "referral_already_linked"
+    # An existence query, but the rules file does not allow notices of existence.
+    EXISTENCE_NOTICE_OFF = "existence_notice_off"
+    # Not a refusal: the reason of a recorded existence answer, with the agencies
+    # involved (``existence_answered:police.school``) or ``existence_answered:none``.
+    EXISTENCE_ANSWERED = "existence_answered"
 
 
 @dataclass(frozen=True, slots=True)

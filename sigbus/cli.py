@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 import sigbus.cli_extract  # noqa: F401  (registers audit extract, verify-extract)
 from sigbus.agents.cli_common import agency_app
+from sigbus.agents.existence_cli import add_existence_command
 from sigbus.agents.social.cli import add_lead_commands
 from sigbus.agents.social.register import CaseRegister
 from sigbus.audit.checkpoint import load_public_key
@@ -44,7 +45,7 @@ from sigbus.export import ExportSummary, export_log, export_state
 from sigbus.protocol.directory import KeyUse
 from sigbus.protocol.envelope import describe_invalid
 from sigbus.protocol.errors import ProfileError, ProtocolError, SigbusError
-from sigbus.protocol.ids import HUB
+from sigbus.protocol.ids import HUB, MessageType
 from sigbus.protocol.profiles import Profiles
 from sigbus.report import add_report_command
 from sigbus.soak import FAULTS, SoakSettings, account_ok, render, run_soak
@@ -466,6 +467,8 @@ def add_agency_groups(profiles: Profiles) -> None:
         profile = profiles[name]
         register = CaseRegister() if profile.lead else None
         group = agency_app(profile, profiles, register)
+        if MessageType.EXISTENCE_QUERY in profile.sends:
+            add_existence_command(group, profile)
         if profile.lead:
             add_lead_commands(group, profile, register)
             add_report_command(group)

@@ -59,6 +59,7 @@ from sigbus.protocol.messages import (
     CaseSelected,
     CommitmentReminder,
     CommitmentStatus,
+    ExistenceQuery,
     MeetingAttendance,
     MeetingMinutes,
     MeetingNotice,
@@ -215,6 +216,9 @@ def body_samples() -> dict[MessageType, list[BaseModel]]:
                 owner_function="school_counsellor",
                 due_on=NOW.date() - timedelta(days=1),
             )
+        ],
+        MessageType.EXISTENCE_QUERY: [
+            ExistenceQuery(personnummer=YOUTH, asked_by="police_youth_unit")
         ],
     }
 

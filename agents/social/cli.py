@@ -34,6 +34,7 @@ from sigbus.agents.cli_common import (
     send,
 )
 from sigbus.agents.social.consent import consent_given, consent_withdrawn
+from sigbus.agents.social.intake import referral_queue
 from sigbus.agents.social.register import CaseRegister, CaseView, case_views
 from sigbus.policy import default_rules
 from sigbus.protocol.codes import (
@@ -58,6 +59,7 @@ from sigbus.protocol.messages import (
     MeetingMinutes,
     MeetingNotice,
     PlanRevision,
+    ReferralLink,
     YouthQuestionnaire,
 )
 from sigbus.protocol.profiles import AgencyProfile
@@ -162,14 +164,26 @@ def add_lead_commands(
         wait: WaitOpt = True,
         timeout: TimeoutOpt = DEFAULT_WAIT_S,
         message_id: MessageIdOpt = None,
+        referral: Annotated[
+            str | None,
+            typer.Option(
+                "--referral",
+                help="the message id of the referral the case is opened for "
+                "(`sigbus social referrals` lists them)",
+            ),
+        ] = None,
     ) -> None:
         """Open a SIG case at the hub. Prints the case ref to use from now on."""
         case_ref = case or derived_id("case", message_id, 12)
+        link = referral_link(journal, referral) if referral is not None else None
         pnr = read_personnummer(personnummer)
         parties = tuple(party or directory_agencies(keys))
         body = build(
             lambda: CaseOpened(
-                personnummer=pnr, guardians_with_custody=tuple(guardian), parties=parties
+                personnummer=pnr,
+                guardians_with_custody=tuple(guardian),
+                parties=parties,
+                referral=link,
             )
         )
         send(
@@ -551,6 +565,22 @@ def add_lead_commands(
         except SigbusError as e:
             fail(str(e))
 
+    @app.command("referrals")
+    def list_referrals(as_json: JsonOpt = False) -> None:
+        """The referrals received (fetched by `sigbus social inbox`): basis, sender, when,
+        and the case opened for each. No personnummer, no content."""
+        try:
+            queue = referral_queue(journal.lines())
+        except SigbusError as e:
+            fail(str(e))
+        if as_json:
+            typer.echo(json.dumps([q.to_json() for q in queue], indent=2))
+            return
+        if not queue:
+            typer.echo(f"no referrals in the case register ({journal.path})")
+        for queued in queue:
+            typer.echo(queued.line())
+
     @app.command("cases")
     def list_cases(as_json: JsonOpt = False) -> None:
         """List the cases in this adapter's case register, one line each."""
@@ -583,6 +613,24 @@ def add_lead_commands(
             return
         for line in case_screen(view, today):
             typer.echo(line)
+
+
+def referral_link(journal: CaseRegister, message_id: str) -> ReferralLink:
+    """The referral as the case register knows it; an unknown one is a one-line error."""
+    try:
+        queue = {q.message_id: q for q in referral_queue(journal.lines())}
+    except SigbusError as e:
+        fail(str(e))
+    queued = queue.get(message_id)
+    if queued is None:
+        fail(
+            f"unknown referral {message_id!r}: the case register ({journal.path}) has not "
+            "received it; `sigbus social inbox` fetches referrals, `sigbus social referrals` "
+            "lists them"
+        )
+    if queued.case_ref is not None:
+        fail(f"referral {message_id} already has case {queued.case_ref}")
+    return queued.link()
 
 
 def _day(value: datetime | None) -> str:

@@ -51,6 +51,7 @@ from sigbus.protocol.messages import (
     MeetingNotice,
     PlanCommitment,
     PlanRevision,
+    Referral,
     StrictModel,
 )
 from sigbus.protocol.notice import DecisionNotice
@@ -94,6 +95,19 @@ class ReceivedLine(StrictModel):
     facts: dict[str, Any]
 
 
+class ReferralLine(StrictModel):
+    """A referral released to social services (``sigbus social inbox``): who sent it, on
+    which statute, when; never its personnummer or its reasons (the intake queue)."""
+
+    kind: Literal["referral"] = "referral"
+    message_id: str
+    sender: str
+    referral_kind: str
+    basis: str
+    received_at: AwareDatetime
+    log_index: int
+
+
 class NoticeLine(StrictModel):
     """A decision notice that came later, through the inbox (``--no-wait``, a timeout)."""
 
@@ -101,8 +115,9 @@ class NoticeLine(StrictModel):
     notice: DecisionNotice
 
 
-RegisterLine = Annotated[SentLine | ReceivedLine | NoticeLine, Field(discriminator="kind")]
-_LINE: TypeAdapter[SentLine | ReceivedLine | NoticeLine] = TypeAdapter(RegisterLine)
+AnyLine = SentLine | ReceivedLine | NoticeLine | ReferralLine
+RegisterLine = Annotated[AnyLine, Field(discriminator="kind")]
+_LINE: TypeAdapter[AnyLine] = TypeAdapter(RegisterLine)
 
 
 def facts_of(body: Body) -> dict[str, Any]:
@@ -124,7 +139,7 @@ class CaseRegister:
     def path(self) -> Path:
         return self.explicit or register_path(config.data_dir(None))
 
-    def _append(self, line: SentLine | ReceivedLine | NoticeLine) -> None:
+    def _append(self, line: AnyLine) -> None:
         data = line.model_dump_json().encode() + b"\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,6 +181,18 @@ class CaseRegister:
 
     def received(self, delivered: Delivered) -> None:
         header = delivered.header
+        if isinstance(delivered.body, Referral):
+            self._append(
+                ReferralLine(
+                    message_id=header.message_id,
+                    sender=header.sender,
+                    referral_kind=delivered.body.kind.value,
+                    basis=delivered.record.legal_basis,
+                    received_at=delivered.record.released_at,
+                    log_index=delivered.record.log_index,
+                )
+            )
+            return
         if header.case_ref is None:
             return
         self._append(
@@ -184,7 +211,7 @@ class CaseRegister:
 
     # -- reading -----------------------------------------------------------------
 
-    def lines(self) -> list[SentLine | ReceivedLine | NoticeLine]:
+    def lines(self) -> list[AnyLine]:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -482,9 +509,7 @@ def _apply_plan(acc: _Acc, body: Body) -> None:
         )
 
 
-def case_views(
-    lines: Iterable[SentLine | ReceivedLine | NoticeLine], rules: Rules, *, now: datetime
-) -> dict[str, CaseView]:
+def case_views(lines: Iterable[AnyLine], rules: Rules, *, now: datetime) -> dict[str, CaseView]:
     """Fold the register into one view per case, in the order the cases were opened."""
     lines = list(lines)
     late: Mapping[str, DecisionNotice] = {
@@ -492,7 +517,7 @@ def case_views(
     }
     accs: dict[str, _Acc] = {}
     for line in lines:
-        if isinstance(line, NoticeLine):
+        if isinstance(line, NoticeLine | ReferralLine):
             continue
         acc = accs.setdefault(line.case_ref, _Acc(line.case_ref))
         if isinstance(line, ReceivedLine):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from sigbus.audit.followup import (
+    REFERRAL_TO_PLAN,
     AnswerFacts,
     CaseFacts,
+    CommitmentFacts,
     ConsentFacts,
     Measure,
     PeriodError,
@@ -118,6 +120,15 @@ def test_no_count_below_k_is_ever_shown(seed: int) -> None:
                     AnswerFacts(IN_Q3 + days(), answers(rng.choice(list(QuestionnaireAnswer))))
                     for _ in range(rng.randint(0, 2))
                 ),
+                commitments=tuple(
+                    CommitmentFacts(
+                        rng.choice(("school", "police", "social")),
+                        (IN_Q3 + days()).date(),
+                        done_at=IN_Q3 + days() if rng.random() < 0.5 else None,
+                    )
+                    for _ in range(rng.randint(0, 4))
+                ),
+                meetings_held=tuple(IN_Q3 + days() for _ in range(rng.randint(0, 2))),
             )
         )
     report = followup(cases, Q3, k=k)
@@ -125,12 +136,14 @@ def test_no_count_below_k_is_ever_shown(seed: int) -> None:
         assert row.count is None or row.count >= k, row
         text = row.shown(k)
         assert text == f"<{k}" or int(text) >= k
-    reasons = [r.count for r in report.rows if r.measure.startswith("cases_closed:")]
-    total = next(r.count for r in report.rows if r.measure == "cases_closed")
-    if total is not None:
-        # What the hidden reasons add up to (the total minus the shown ones) is 0 or >= k.
-        hidden = total - sum(c for c in reasons if c is not None)
-        assert hidden == 0 or hidden >= k
+    for group in ("cases_closed", "commitments_done", "commitments_overdue"):
+        parts = [r.count for r in report.rows if r.measure.startswith(f"{group}:")]
+        total = next(r.count for r in report.rows if r.measure == group)
+        if total is not None:
+            # What the hidden parts add up to (the total minus the shown ones) is 0 or >= k.
+            hidden = total - sum(c for c in parts if c is not None)
+            assert hidden == 0 or hidden >= k
+
     shown = {r.measure: r.count for r in report.rows}
     if shown["questionnaires"] is not None:
         for question in QuestionnaireQuestion:
@@ -171,3 +184,68 @@ def test_the_young_peoples_answers_are_counted_and_small_counts_hidden() -> None
     assert got["questionnaires:listened_to:no"] is None
     assert got["questionnaires:listened_to:yes"] is None
     assert got["questionnaires:knew_the_plan:partly"] is None  # zero is hidden too
+
+
+def test_commitments_done_and_overdue_per_agency_and_meetings_held() -> None:
+    done = CommitmentFacts("school", date(2026, 7, 10), done_at=IN_Q3)
+    late = CommitmentFacts("police", date(2026, 7, 10))  # never done: overdue
+    done_late = CommitmentFacts(
+        "police", date(2026, 7, 10), done_at=datetime(2026, 11, 2, tzinfo=UTC)
+    )
+    due_later = CommitmentFacts("school", date(2026, 12, 1))  # not yet due in Q3
+    old = CommitmentFacts("school", date(2026, 1, 10), done_at=BEFORE)  # done before Q3
+    cases = [
+        CaseFacts(opened_at=BEFORE, commitments=(done, late, done_late, due_later, old)),
+        # Closed before its commitment fell due: it is never overdue.
+        CaseFacts(
+            opened_at=BEFORE,
+            closed_at=datetime(2026, 7, 5, tzinfo=UTC),
+            closure_reason=ClosureReason.MOVED_AWAY,
+            commitments=(CommitmentFacts("police", date(2026, 7, 10)),),
+            meetings_held=(IN_Q3, BEFORE),
+        ),
+    ]
+    got = count_measures(cases, Q3, agencies=("social",))
+    assert got[Measure.COMMITMENTS_DONE] == 1
+    assert got["commitments_done:school"] == 1
+    assert got[Measure.COMMITMENTS_OVERDUE] == 2
+    assert got["commitments_overdue:police"] == 2
+    assert got["commitments_overdue:school"] == 0
+    assert got["commitments_done:social"] == 0  # a party's row shows even at zero
+    assert got[Measure.MEETINGS_HELD] == 1
+
+
+def test_per_agency_commitments_are_suppressed_with_their_total() -> None:
+    cases = [
+        CaseFacts(
+            opened_at=BEFORE,
+            commitments=tuple(
+                CommitmentFacts(agency, date(2026, 7, 1), done_at=IN_Q3)
+                for agency in ["school"] * 6 + ["police"] * 5 + ["social"]
+            ),
+        )
+    ]
+    got = counts(cases, k=5)
+    assert got[Measure.COMMITMENTS_DONE] == 12
+    assert got["commitments_done:social"] is None
+    assert got["commitments_done:police"] is None  # else 12 - 6 - 5 gives the 1 away
+    assert got["commitments_done:school"] == 6
+    assert got[Measure.MEETINGS_HELD] is None  # zero is hidden too
+
+
+def test_time_from_referral_to_plan_is_a_median_shown_only_over_k_cases() -> None:
+    def case(days: int, planned: datetime = IN_Q3) -> CaseFacts:
+        return CaseFacts(
+            opened_at=BEFORE, referred_at=planned - timedelta(days=days), planned_at=planned
+        )
+
+    four = [case(d) for d in (10, 20, 30, 40)] + [case(1, planned=BEFORE)]  # one not in Q3
+    (hidden,) = followup(four, Q3, k=5).medians
+    assert (hidden.measure, hidden.days, hidden.n, hidden.shown(5)) == (
+        REFERRAL_TO_PLAN,
+        None,
+        None,
+        "<5",
+    )
+    (shown,) = followup([*four, case(50), CaseFacts(opened_at=IN_Q3)], Q3, k=5).medians
+    assert (shown.days, shown.n, shown.shown(5)) == (30.0, 5, "30.0")

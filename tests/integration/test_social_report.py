@@ -14,8 +14,10 @@ from sigbus.agents.social.consent import consent_withdrawn
 from sigbus.protocol.codes import ClosureReason, ConsenterRole
 from sigbus.protocol.ids import MessageType
 from sigbus.protocol.messages import CaseClosed
+from sigbus.protocol.personnummer import birth_date
 from tests.integration.conftest import World
 from tests.integration.test_decision_notice_cli import cli
+from tests.test_report_render import numbers, pdf_text
 
 SO = "social"
 
@@ -44,29 +46,49 @@ async def test_the_report_counts_and_never_shows_a_count_below_k(
     )
     await world.settle()
 
-    out_csv = tmp_path / "report.csv"
+    out_csv, out_pdf = tmp_path / "report.csv", tmp_path / "report.pdf"
     run = await cli(
         world, keys_dir, "social", "report", "--period", this_quarter(), "--k", "2",
-        "--csv", str(out_csv),
+        "--csv", str(out_csv), "--pdf", str(out_pdf),
     )  # fmt: skip
     assert run.code == 0, run
     table = {
         line.rsplit(None, 1)[0].strip(): line.rsplit(None, 1)[1]
         for line in run.out.splitlines()[1:]
     }
-    assert table["ärenden startade / cases started"] == "3"
-    assert table["ärenden aktiva / cases active"] == "3"
-    assert table["ärenden avslutade / cases closed"] == "2"
-    assert table["varav / of which plan_completed"] == "2"
-    assert table["varav / of which moved_away"] == "<2"
-    assert table["samtycken lämnade / consents given"] == "9"
-    assert table["samtycken återkallade / consents withdrawn"] == "<2"  # exactly one: hidden
+    assert table["ärenden startade"] == "3"
+    assert table["ärenden aktiva"] == "3"
+    assert table["ärenden avslutade"] == "2"
+    assert table["varav planen genomförd"] == "2"
+    assert table["varav flyttade"] == "<2"
+    assert table["samtycken lämnade"] == "9"
+    assert table["samtycken återkallade"] == "<2"  # exactly one: hidden
+    assert table["åtaganden utförda"] == "<2"  # no plan in the hub state yet: 0, hidden
     with out_csv.open() as f:
         rows = list(csv.DictReader(f))
     assert {r["measure"]: r["count"] for r in rows}["consents_given"] == "9"
     for row in rows:
         assert row["count"] == "<2" or int(row["count"]) >= 2, row
     assert out_csv.stat().st_mode & 0o777 == 0o600
+    pdf = out_pdf.read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    assert out_pdf.stat().st_mode & 0o777 == 0o600
+    text = pdf_text(pdf)
+    assert "ärenden startade" in text
+    assert "Avslutade ärenden efter orsak" in text
+    assert all(n >= 2 for n in numbers(text)), text
+
+    english = await cli(
+        world, keys_dir, "social", "report", "--period", this_quarter(), "--lang", "en",
+        "--pdf", str(out_pdf),
+    )  # fmt: skip
+    assert english.code == 0, english
+    assert "consents given" in english.out
+    assert "samtycken" not in english.out
+    text = pdf_text(out_pdf.read_bytes())
+    assert "Cases closed by reason" in text
+    assert "ärenden" not in text
+    assert all(n >= 5 for n in numbers(text + english.out)), text
 
     default = await cli(world, keys_dir, "social", "report", "--period", this_quarter(), "--json")
     assert default.code == 0, default
@@ -74,8 +96,13 @@ async def test_the_report_counts_and_never_shows_a_count_below_k(
     assert shown["consents_given"] == "9"
     assert all(v == "<5" or int(v) >= 5 for v in shown.values()), shown
     assert shown["cases_started"] == "<5"
+    everything = run.out + default.out + english.out + out_csv.read_text() + text
     for case in cases:
-        assert case not in run.out + default.out + out_csv.read_text()
+        assert case not in everything
+    born = birth_date(world.youth)
+    for secret in (world.youth, world.youth.replace("-", ""), born.isoformat(), f"{born:%y%m%d}"):
+        assert secret not in everything, secret
+    assert json.loads(default.out)["medians_days"] == {"referral_to_plan_days": "<5"}
 
     bad = await cli(world, keys_dir, "social", "report", "--period", "15/12/2026")
     assert bad.code == 2, bad
