@@ -36,6 +36,7 @@ from sigbus.audit.extract import LISTED, verify_extract
 from sigbus.audit.verify_report import VERIFIED
 from sigbus.broker.service import Broker
 from sigbus.broker.setup import hub_setup
+from sigbus.broker.vault import VaultError
 from sigbus.cli_audit import load_trust
 from sigbus.cli_extract import extract_from
 from sigbus.cli_metrics import hub_metrics_task, stop_metrics
@@ -44,6 +45,7 @@ from sigbus.export import export_log
 from sigbus.fixtures import birth_date_for_age, fictitious_personnummer
 from sigbus.parallel_verify import verify_export_file
 from sigbus.policy.lifecycle import ConsentState, case_status, consent_collection
+from sigbus.policy.retention import due, expires_at
 from sigbus.protocol.codes import (
     ActionCode,
     AgendaItem,
@@ -177,6 +179,33 @@ class ExtractOutcome:
 
 
 @dataclass
+class RetentionOutcome:
+    """A retention run long after the story (issue 13): the hub shreds the data keys whose
+    period ended (crypto-shredding), can no longer open those messages and says so, still
+    opens the rest, and the log, one entry per shredding longer, still verifies."""
+
+    run_at: str
+    #: Message ids shredded by the run, and those the rules' schedule says must be.
+    shredded: list[str]
+    expected: list[str]
+    #: The reason the hub gave when asked to open each shredded message.
+    refusals: list[str]
+    #: A message still in its period opens.
+    kept_opens: bool
+    audit: AuditOutcome
+
+    @property
+    def ok(self) -> bool:
+        return (
+            bool(self.expected)
+            and self.shredded == self.expected
+            and self.refusals == ["content_shredded"] * len(self.expected)
+            and self.kept_opens
+            and self.audit.ok
+        )
+
+
+@dataclass
 class DemoReport:
     ok: bool
     lines: list[str]
@@ -185,6 +214,7 @@ class DemoReport:
     received: dict[AgencyId, list[str]]
     audit: AuditOutcome
     extract: ExtractOutcome
+    retention: RetentionOutcome
 
     def as_json(self) -> dict[str, Any]:
         releases = Counter(
@@ -220,6 +250,15 @@ class DemoReport:
                 "exactly_the_logs": self.extract.listed == self.extract.expected,
                 "verify": self.extract.verify_summary,
                 "ok": self.extract.ok,
+            },
+            "retention": {
+                "run_at": self.retention.run_at,
+                "shredded": len(self.retention.shredded),
+                "as_scheduled": self.retention.shredded == self.retention.expected,
+                "refusals": self.retention.refusals,
+                "kept_opens": self.retention.kept_opens,
+                "verify": self.retention.audit.export_summary,
+                "ok": self.retention.ok,
             },
             "expectations": [
                 {
@@ -783,6 +822,40 @@ async def extract_story(
     )
 
 
+async def retention_story(story: Story, export_path: Path, keys_dir: Path) -> RetentionOutcome:
+    """The hub's retention pass run one day after the referral's period ended (the time is
+    the pass's argument, as `sigbus retention run` would see it then): what the schedule
+    says is due is shredded, the hub refuses to open it, the rest opens, the log verifies."""
+    vault = story.broker.vault
+    assert vault is not None
+    held = await vault.held()
+    rules = story.broker.ctx.rules
+    referral = min(
+        (h for h in held if h.category is MessageType.REFERRAL), key=lambda h: h.decided_at
+    )
+    run_at = expires_at(rules, referral.category, referral.decided_at) + timedelta(days=1)
+    expected = sorted(h.message_id for h in due(rules, held, run_at))
+    shredded = sorted(e.message_id for e in await story.broker.retention_pass(run_at))
+    refusals = []
+    for message_id in shredded:
+        try:
+            await vault.open(message_id)
+            refusals.append("opened")
+        except VaultError as e:
+            refusals.append(e.reason.value)
+    kept = next((h for h in held if h.message_id not in expected), None)
+    kept_opens = kept is not None and bool(await vault.open(kept.message_id))
+    audit = await audit_story(story, export_path, keys_dir)
+    return RetentionOutcome(
+        run_at=run_at.date().isoformat(),
+        shredded=shredded,
+        expected=expected,
+        refusals=refusals,
+        kept_opens=kept_opens,
+        audit=audit,
+    )
+
+
 def judge(x: Expectation, logged: list[LogEntry], received: dict[AgencyId, list[str]]) -> bool:
     """Whether one step held, from the log's entries of its message and what each agency
     received. Fills ``x.observed`` (recipient -> outcome as logged)."""
@@ -816,7 +889,11 @@ def judge(x: Expectation, logged: list[LogEntry], received: dict[AgencyId, list[
 
 
 def check(
-    story: Story, entries: list[LogEntry], audit: AuditOutcome, extract: ExtractOutcome
+    story: Story,
+    entries: list[LogEntry],
+    audit: AuditOutcome,
+    extract: ExtractOutcome,
+    retention: RetentionOutcome,
 ) -> DemoReport:
     by_message: dict[str, list[LogEntry]] = {}
     for e in entries:
@@ -874,7 +951,15 @@ def check(
         f"lines, {exactly} releases ({extract.releases}) and denies ({extract.denies}) "
         f"about them; verified offline: {extract.verify_summary}"
     )
-    ok = all(x.held for x in story.expectations) and audit.ok and extract.ok
+    lines.append(
+        f"{'ok ' if retention.ok else 'FAIL'} 16. Retention run on {retention.run_at}, a day "
+        f"after the referral's period ended: {len(retention.shredded)} data key(s) shredded "
+        f"as the rules' schedule says ({len(retention.expected)} due), each logged; opening "
+        f"it the hub now says {', '.join(retention.refusals) or '-'}; a message still in its "
+        f"period opens: {'yes' if retention.kept_opens else 'NO'}; the log re-exported and "
+        f"verified: {retention.audit.export_summary}"
+    )
+    ok = all(x.held for x in story.expectations) and audit.ok and extract.ok and retention.ok
     return DemoReport(
         ok=ok,
         lines=lines,
@@ -883,6 +968,7 @@ def check(
         received=received,
         audit=audit,
         extract=extract,
+        retention=retention,
     )
 
 
@@ -935,6 +1021,10 @@ async def run_demo(
             extract = await extract_story(
                 story, server.url, keys_dir, base / "extract-young-person.json", entries
             )
+            # Last: the extract and the first export show the story as it happened.
+            retention = await retention_story(
+                story, base / "disclosure-log-after-retention.sigbus-export.jsonl", keys_dir
+            )
             if hold is not None:
                 await hold()
         finally:
@@ -942,7 +1032,7 @@ async def run_demo(
             for adapter in adapters.values():
                 await adapter.close()
             await broker.stop()
-    report = check(story, entries, audit, extract)
+    report = check(story, entries, audit, extract, retention)
     report.lines.insert(0, joined)
     report.ok = report.ok and joined_ok
     log.info("demo_finished", ok=report.ok, log_size=len(entries))

@@ -3,9 +3,11 @@ expectation can fail it, so an ``ok`` line in `make demo` means what it says."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from sigbus.audit.entry import EntryOutcome, LogEntry
 from sigbus.broker.notices import notice_for
-from sigbus.demo import Expectation, judge
+from sigbus.demo import AuditOutcome, Expectation, RetentionOutcome, judge
 from sigbus.protocol.ids import HUB, MessageType
 from tests.audit.audit_fixtures import make_entries
 
@@ -107,3 +109,31 @@ def test_the_hubs_own_reminder_holds_once_without_a_notice() -> None:
     assert not judge(x, denied, {P: []})  # expected released, the hub denied it
     none = Expectation("remind", None, {P: EntryOutcome.RELEASE}, hub_own=True)
     assert not judge(none, [], {P: []})  # no reminder at all
+
+
+def test_the_retention_run_holds_only_as_scheduled_refused_and_verified() -> None:
+    audit = AuditOutcome(
+        cosigned_by=["police"],
+        inclusion_proved=1,
+        export_path="x",
+        export_summary="VERIFIED",
+        ok=True,
+    )
+
+    def run(**kw: object) -> RetentionOutcome:
+        facts: dict[str, object] = {
+            "run_at": "2027-06-03",
+            "shredded": ["msg-a"],
+            "expected": ["msg-a"],
+            "refusals": ["content_shredded"],
+            "kept_opens": True,
+            "audit": audit,
+        }
+        return RetentionOutcome(**{**facts, **kw})  # type: ignore[arg-type]
+
+    assert run().ok
+    assert not run(shredded=[], expected=[], refusals=[]).ok  # nothing due: nothing shown
+    assert not run(shredded=["msg-a", "msg-b"]).ok  # more than the schedule says
+    assert not run(refusals=["opened"]).ok  # the hub still opened it
+    assert not run(kept_opens=False).ok  # shredding reached a message in its period
+    assert not run(audit=dataclasses.replace(audit, ok=False)).ok  # the log no longer verifies

@@ -91,6 +91,14 @@ def test_demo_json_reports_every_expectation_held(tmp_path: Path) -> None:
     assert steps["11"]["case_state"]["observed"]["closure"] == "plan_completed"
     assert steps["12"]["notice"]["items"][0]["reasons"] == ["case_closed"]
     assert report["audit"]["ok"] is True
+    # The retention run: the referral's key shredded as scheduled, the hub refuses to open
+    # it, the rest opens, and the log one entry longer still verifies.
+    retention = report["retention"]
+    assert retention["ok"] is True
+    assert retention["as_scheduled"] is True
+    assert retention["shredded"] == report["releases_by_type"]["referral"]
+    assert retention["refusals"] == ["content_shredded"] * retention["shredded"]
+    assert f"{report['log_length'] + retention['shredded']} entries" in retention["verify"]
     # SiS joined by configuration only: it received releases under consent, and witnessed.
     assert report["received_by_agency"]["sis"] == 6  # with the meeting's records and the plan
     assert len(report["audit"]["cosigned_by"]) == 4
