@@ -552,7 +552,8 @@ def release_plan(
 
 def _plan_change(header: Header, body: Body, state: HubState, now: datetime) -> AnyChange | None:
     """A plan item released to a party is followed up by the hub (issue 13): the
-    commitment, or a status of one it follows, becomes hub state, bound to the log."""
+    commitment, or a status of one it follows, becomes hub state, bound to the log; so
+    does the time of a meeting whose attendance was released."""
     if header.case_ref is None:
         return None
     if isinstance(body, PlanCommitment):
@@ -573,6 +574,13 @@ def _plan_change(header: Header, body: Body, state: HubState, now: datetime) -> 
             case_ref=header.case_ref,
             plan_version=body.plan_version,
             commitments=body.commitments,
+            now=now,
+        )
+    if isinstance(body, MeetingAttendance):
+        return state.meeting_held(
+            message_id=header.message_id,
+            case_ref=header.case_ref,
+            meeting_at=body.meeting_at,
             now=now,
         )
     if isinstance(body, CommitmentStatus):

@@ -143,6 +143,18 @@ class PlanRevisedChange(StrictModel):
     revised_at: AwareDatetime
 
 
+class MeetingHeldChange(StrictModel):
+    """A meeting's attendance released to at least one party: the meeting was held
+    (the steering group's "meetings held", issue 13). Who came stays in the sealed
+    message; the hub keeps only when."""
+
+    kind: Literal["meeting_held"] = "meeting_held"
+    message_id: str
+    case_ref: str
+    meeting_at: AwareDatetime
+    recorded_at: AwareDatetime
+
+
 #: Every kind of hub-state change; each is a hub record in the log (``state_sha256``).
 AnyChange = (
     CaseOpenedChange
@@ -154,6 +166,7 @@ AnyChange = (
     | CommitmentRemindedChange
     | PlanRevisedChange
     | QuestionnaireRecordedChange
+    | MeetingHeldChange
 )
 StateChange = Annotated[AnyChange, Field(discriminator="kind")]
 
@@ -213,6 +226,8 @@ class CaseRecord:
     plan_version: int = 0
     #: When the first plan version was adopted (the steering group's referral-to-plan time).
     planned_at: datetime | None = None
+    #: When each meeting whose attendance was released was held.
+    meetings_held: list[datetime] = field(default_factory=list)
     questionnaires: list[QuestionnaireRecordedChange] = field(default_factory=list)
     _policy_state: CaseState | None = None
     referral: ReferralLink | None = None
@@ -440,6 +455,14 @@ class HubState:
             revised_at=now,
         )
 
+    def meeting_held(
+        self, *, message_id: str, case_ref: str, meeting_at: datetime, now: datetime
+    ) -> MeetingHeldChange:
+        self.case(case_ref)
+        return MeetingHeldChange(
+            message_id=message_id, case_ref=case_ref, meeting_at=meeting_at, recorded_at=now
+        )
+
     # -- applying (idempotent per message id) ------------------------------
 
     def apply(self, change: AnyChange) -> None:
@@ -487,6 +510,8 @@ class HubState:
                 case.planned_at = change.revised_at
             for cid, commitment in case.commitments.items():
                 commitment.in_plan = cid in change.commitments
+        elif isinstance(change, MeetingHeldChange):
+            self.cases[change.case_ref].meetings_held.append(change.meeting_at)
         elif isinstance(change, CommitmentRemindedChange):
             commitment = self.cases[change.case_ref].commitments[change.commitment_id]
             commitment.reminded[change.due_on] = change.released

@@ -142,9 +142,8 @@ def label(measure: str, lang: str) -> str:
 
 def plan_facts(record: CaseRecord) -> PlanFacts:
     """The case's commitments as the hub follows them up (each with the time its
-    ``done`` status was recorded) and when its first plan version was adopted. Meetings
-    held are not hub state (attendance is a disclosure between the parties), so none is
-    counted here."""
+    ``done`` status was recorded), its meetings held (those whose attendance was
+    released) and when its first plan version was adopted."""
     commitments = tuple(
         CommitmentFacts(
             agency=c.responsible_agency,
@@ -154,7 +153,11 @@ def plan_facts(record: CaseRecord) -> PlanFacts:
         for c in record.commitments.values()
         if c.in_plan
     )
-    return PlanFacts(commitments=commitments, planned_at=record.planned_at)
+    return PlanFacts(
+        commitments=commitments,
+        meetings_held=tuple(record.meetings_held),
+        planned_at=record.planned_at,
+    )
 
 
 @dataclass(frozen=True)

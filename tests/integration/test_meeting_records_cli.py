@@ -77,6 +77,9 @@ async def test_attendance_and_minutes_reach_the_parties_and_a_personnummer_is_re
     assert (attendance.young_person_present, attendance.guardians_present) == (True, ("vh-1",))
     minutes = next(b for b in bodies if isinstance(b, MeetingMinutes))
     assert minutes.note == "Skolan tar fram en närvaroplan."
+    # The hub keeps only when the meeting was held (the steering group's count), bound to
+    # the log like any state change; who came stays in the sealed message.
+    assert world.broker.state.cases[case].meetings_held == [attendance.meeting_at]
 
     # A personnummer in the note: one line, exit 2, nothing sent, the number not echoed.
     pnr = fictitious_personnummer(birth_date_for_age(datetime.now(UTC).date(), 15), 984)
@@ -108,6 +111,7 @@ async def test_without_consent_attendance_is_denied_and_not_released(
     )  # fmt: skip
     assert came.code == 1, came  # the sender is told it was denied
     assert await decided(world, MessageType.MEETING_ATTENDANCE) == {S: EntryOutcome.DENY}
+    assert world.broker.state.cases[case].meetings_held == []  # released to nobody: not held
     await world.settle()
     assert not any(isinstance(d.body, MeetingAttendance) for d in world.inboxes[S].received)
 
