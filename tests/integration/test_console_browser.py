@@ -25,7 +25,9 @@ import sigbus.cli_extract  # noqa: F401  (registers verify-extract on audit_app)
 from sigbus.cli_audit import audit_app
 from sigbus.cli_console import console_server
 from sigbus.console.auth import Role, UsersFile, new_user
+from sigbus.console.i18n import t
 from sigbus.console.source import NatsSource
+from sigbus.policy.lifecycle import CaseStatus
 from sigbus.protocol.ids import MessageType
 from tests.integration.conftest import LUL6, World
 from tests.integration.test_flow import referral
@@ -154,6 +156,13 @@ async def test_console_end_to_end_in_chromium(
         assert "den unge" in consents
         assert "vårdnadshavare vh-1" in consents
         assert "lämnat" in consents
+        # Where the case stands, as the hub's life-cycle rules derive it, and its plan.
+        statuses = {t(f"status_{c.value}", "sv") for c in CaseStatus}
+        assert browser.find_element(By.ID, "case-status").text in statuses
+        assert "den unge" in browser.find_element(By.ID, "consenters").text
+        assert (
+            browser.find_element(By.ID, "plan-version").text == "Version: ingen antagen plan ännu"
+        )
         assert world.youth not in browser.page_source  # never the personnummer
         shot("case")
 
